@@ -1,0 +1,87 @@
+"""`fleet` entry point: builds the argparse tree from the command modules and maps errors to
+exit codes (DESIGN.md). Command modules import heavy libraries inside their handlers only, so
+`fleet --help` stays fast.
+
+Each module in COMMAND_MODULES defines `register(subparsers)`, which adds its sub-parser and sets
+`handler=<callable(args) -> int>` with `set_defaults`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+
+from tealeaf_fleet import __version__
+from tealeaf_fleet.errors import FleetError, InputError
+from tealeaf_fleet.secrets import redact
+
+COMMAND_MODULES = ("plan", "rollout", "status", "cert", "lab", "demo", "history")
+
+log = logging.getLogger("tealeaf_fleet")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 with one line, as DESIGN.md's exit codes say."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fleet",
+        description="Enable, verify and roll back IBM Tealeaf CX inter-process TLS over WinRM.",
+    )
+    parser.add_argument("--version", action="version", version=f"tealeaf-fleet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"tealeaf_fleet.cli.{name}").register(sub)
+    return parser
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write the traceback of an unexpected failure to a file; return its path."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="tealeaf-fleet-crash-", suffix=".log", delete=False
+    ) as fh:
+        fh.write(redact("".join(traceback.format_exception(exc))))
+        return fh.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except InputError as exc:
+        print(f"fleet: error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except FleetError as exc:
+        print(f"fleet: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last resort: short message, details to a file
+        path = _crash_log(exc)
+        print(f"fleet: unexpected failure: {redact(type(exc).__name__)}; details in {path}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

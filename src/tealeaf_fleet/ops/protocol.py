@@ -1,0 +1,149 @@
+"""How a packaged script reaches `powershell.exe` and how its answer comes back.
+
+Both the transport (which sends) and the lab (which receives and emulates) use this module, so
+the framing is defined once.
+
+Command line: `powershell.exe -NoProfile -NonInteractive -EncodedCommand <BOOTSTRAP>`. The
+bootstrap is fixed text with no values in it; it reads the whole of stdin, which is:
+
+    FLEET1 Name:<base64 utf-8> Name2:<base64 utf-8> ...\n
+    <scripts/common.ps1>\n
+    #--FLEET-OP--\n
+    <scripts/<op>.ps1>
+
+It decodes each parameter to a string (data, never code), dot-sources common.ps1 (the JSON
+writer and helpers shared by every op), then runs the op script as one script block with the
+parameters splatted onto its `param()` block. A list parameter travels as its items joined with
+"\n". Everything on stdin is ASCII, so the shell's code page cannot mangle it.
+
+The op writes RESULT_MARKER on a line of its own and then exactly one JSON document (non-ASCII
+escaped as \\uXXXX). Failure: a message on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+STDIN_MAGIC = "FLEET1"
+OP_SEPARATOR = "#--FLEET-OP--"
+RESULT_MARKER = "<<<TEALEAF-FLEET-RESULT>>>"
+OP_HEADER = "# tealeaf-fleet-op: "  # first line of every op script: `# tealeaf-fleet-op: NAME`
+
+POWERSHELL = "powershell.exe"
+
+# Kept short (it travels on the command line) and free of any value. PowerShell 2.0 compatible.
+BOOTSTRAP = (
+    "$ErrorActionPreference='Stop';"
+    "$t=[Console]::In.ReadToEnd();"
+    "$n=$t.IndexOf([char]10);"
+    "$h=@{};"
+    "foreach($kv in ($t.Substring(0,$n).Trim() -split ' ')){"
+    "if($kv -match '^(\\w+):([A-Za-z0-9+/=]*)$'){"
+    "$h[$matches[1]]=[Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($matches[2]))}};"
+    "$b=$t.Substring($n+1);"
+    "$m=$b.IndexOf([char]10+'" + OP_SEPARATOR + "'+[char]10);"
+    ". ([ScriptBlock]::Create($b.Substring(0,$m)));"
+    "& ([ScriptBlock]::Create($b.Substring($m+" + str(len(OP_SEPARATOR) + 2) + "))) @h;"
+    "exit $LASTEXITCODE"
+)
+
+
+def encoded_bootstrap() -> str:
+    """The bootstrap as PowerShell's -EncodedCommand wants it: base64 of UTF-16LE."""
+    return base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode("ascii")
+
+
+def command_line() -> tuple[str, list[str]]:
+    """(command, arguments) for WinRM's Command operation."""
+    return POWERSHELL, ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
+
+
+def script_text(name: str) -> str:
+    """The packaged text of `scripts/<name>.ps1` (ASCII, LF line ends)."""
+    return (
+        resources.files("tealeaf_fleet.ops")
+        .joinpath("scripts", f"{name}.ps1")
+        .read_text(encoding="ascii")
+        .replace("\r\n", "\n")
+    )
+
+
+ParamValue = str | int | bool | Sequence[str]
+
+
+def _param_to_text(value: ParamValue) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    return "\n".join(value)
+
+
+def build_stdin(op: str, params: Mapping[str, ParamValue]) -> bytes:
+    """The bytes to write to the bootstrap's stdin for op `op` with `params` (name -> value).
+
+    Values are converted to text (bool -> "1"/"0", list -> lines) and base64-encoded, so any
+    character arrives as itself. Callers pass `Secret.reveal()` here and nowhere else.
+    """
+    fields = [STDIN_MAGIC]
+    for name, value in params.items():
+        if not name.isidentifier():
+            raise ValueError(f"bad parameter name {name!r}")
+        encoded = base64.b64encode(_param_to_text(value).encode("utf-8")).decode("ascii")
+        fields.append(f"{name}:{encoded}")
+    text = " ".join(fields) + "\n" + script_text("common") + "\n" + OP_SEPARATOR + "\n"
+    text += script_text(op)
+    return text.encode("ascii")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What a receiver (the lab) recovers from stdin."""
+
+    op: str | None  # from the op script's header line; None when there is none
+    params: dict[str, str]
+    library: str
+    script: str
+
+
+def parse_stdin(data: bytes) -> Invocation:
+    """Inverse of build_stdin. Raises ValueError on anything not framed by build_stdin."""
+    text = data.decode("utf-8").replace("\r\n", "\n")
+    first, sep, body = text.partition("\n")
+    fields = first.strip().split(" ")
+    if not sep or fields[0] != STDIN_MAGIC:
+        raise ValueError("stdin is not a tealeaf-fleet invocation")
+    params: dict[str, str] = {}
+    for field in fields[1:]:
+        if not field:
+            continue
+        name, colon, encoded = field.partition(":")
+        if not colon:
+            raise ValueError(f"bad parameter field {field!r}")
+        params[name] = base64.b64decode(encoded, validate=True).decode("utf-8")
+    library, sep, script = body.partition("\n" + OP_SEPARATOR + "\n")
+    if not sep:
+        raise ValueError("no op separator on stdin")
+    header = script.split("\n", 1)[0]
+    op = header[len(OP_HEADER):].strip() if header.startswith(OP_HEADER) else None
+    return Invocation(op=op, params=params, library=library, script=script)
+
+
+def format_result(result: object) -> str:
+    """What an op writes to stdout on success (used by the lab's op models)."""
+    return RESULT_MARKER + "\n" + json.dumps(result, ensure_ascii=True) + "\n"
+
+
+def parse_result(stdout: str) -> object:
+    """The JSON document after the last RESULT_MARKER line. ValueError when there is none."""
+    lines = stdout.replace("\r\n", "\n").split("\n")
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].strip() == RESULT_MARKER:
+            return json.loads("\n".join(lines[index + 1:]))
+    raise ValueError("the script wrote no result marker")

@@ -1,0 +1,111 @@
+"""Secrets that never print themselves.
+
+`Secret` wraps a password: `str()`, `repr()`, `format()` and f-strings show `'******'`; only
+`.reveal()` gives the value, and only the code that hands it to a library or a remote script
+calls it. Every secret created here is registered with `redact()`, which logging and error
+formatting run over any text that leaves the process.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import stat
+import sys
+import threading
+from pathlib import Path
+
+from tealeaf_fleet.errors import InputError
+
+MASK = "******"
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+class Secret:
+    """A password. Compare with `==`, hand over with `.reveal()`, never print."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "") -> None:
+        self._value = value
+        self.source = source  # e.g. "env TEALEAF_PFX_PASSWORD", "file /x/pw.txt": safe to show
+        if value:
+            with _known_lock:
+                _known.add(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK}, source={self.source!r})"
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self):  # pickling would write the value somewhere
+        raise TypeError("Secret cannot be pickled")
+
+
+def redact(text: str) -> str:
+    """Replace every known secret value in `text` with the mask."""
+    with _known_lock:
+        values = sorted(_known, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def from_env(var: str, *, file: str | Path | None = None, line: int | None = None,
+             field: str | None = None) -> Secret:
+    """Read a secret from an environment variable; unset or empty is an input error."""
+    value = os.environ.get(var)
+    if not value:
+        raise InputError(f"environment variable {var} is unset or empty", file=file, line=line,
+                         field=field, hint=f"export {var}=... before running")
+    return Secret(value, source=f"env {var}")
+
+
+def from_file(path: str | Path, *, file: str | Path | None = None, line: int | None = None,
+              field: str | None = None) -> Secret:
+    """Read a secret from a file that only its owner can read. Trailing newlines are dropped."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise InputError(f"password file {p} cannot be read: {exc.strerror}", file=file,
+                         line=line, field=field) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(f"password file {p} is readable by group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o})", file=file, line=line,
+                         field=field, hint=f"chmod 600 {p}")
+    value = p.read_text(encoding="utf-8").rstrip("\r\n")
+    if not value:
+        raise InputError(f"password file {p} is empty", file=file, line=line, field=field)
+    return Secret(value, source=f"file {p}")
+
+
+def prompt(label: str, *, confirm: bool = False) -> Secret:
+    """Ask on the terminal (no echo). Refuses when stdin is not a terminal."""
+    if not sys.stdin.isatty():
+        raise InputError(f"{label}: no password source given and no terminal to ask on",
+                         hint="use --password-env VAR or --password-file FILE")
+    value = getpass.getpass(f"{label}: ")
+    if confirm and getpass.getpass(f"{label} (again): ") != value:
+        raise InputError(f"{label}: the two entries differ")
+    if not value:
+        raise InputError(f"{label}: empty password")
+    return Secret(value, source="prompt")
