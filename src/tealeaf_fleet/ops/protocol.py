@@ -17,7 +17,9 @@ parameters splatted onto its `param()` block. A list parameter travels as its it
 "\n". Everything on stdin is ASCII, so the shell's code page cannot mangle it.
 
 The op writes RESULT_MARKER on a line of its own and then exactly one JSON document (non-ASCII
-escaped as \\uXXXX). Failure: a message on stderr and a non-zero exit code.
+escaped as \\uXXXX). Failure: a message on stderr and a non-zero exit code, through
+common.ps1's helper (`[Environment]::Exit`), since a native command's $LASTEXITCODE must not leak
+into the op's own exit code: the bootstrap ends with `exit 0`.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ BOOTSTRAP = (
     "if($kv -match '^(\\w+):([A-Za-z0-9+/=]*)$'){"
     "$h[$matches[1]]=[Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($matches[2]))}};"
     "$b=$t.Substring($n+1);"
-    "$m=$b.IndexOf([char]10+'" + OP_SEPARATOR + "'+[char]10);"
+    "$m=$b.IndexOf(\"`n" + OP_SEPARATOR + "`n\");"
     ". ([ScriptBlock]::Create($b.Substring(0,$m)));"
     "& ([ScriptBlock]::Create($b.Substring($m+" + str(len(OP_SEPARATOR) + 2) + "))) @h;"
-    "exit $LASTEXITCODE"
+    "exit 0"
 )
 
 
