@@ -8,7 +8,7 @@ bootstrap is fixed text with no values in it; it reads the whole of stdin, which
 
     FLEET1 Name:<base64 utf-8> Name2:<base64 utf-8> ...\n
     <scripts/common.ps1>\n
-    #--FLEET-OP--\n
+    %%FLEET-OP%%\n
     <scripts/<op>.ps1>
 
 It decodes each parameter to a string (data, never code), dot-sources common.ps1 (the JSON
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 STDIN_MAGIC = "FLEET1"
-OP_SEPARATOR = "#--FLEET-OP--"
+OP_SEPARATOR = "%%FLEET-OP%%"
 RESULT_MARKER = "<<<TEALEAF-FLEET-RESULT>>>"
 OP_HEADER = "# tealeaf-fleet-op: "  # first line of every op script: `# tealeaf-fleet-op: NAME`
 
