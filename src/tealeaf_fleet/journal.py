@@ -1,0 +1,409 @@
+"""The run journal: what every rollout/rollback did, written at every transition.
+
+Why SQLite (stdlib, WAL): the journal must survive a controller killed with SIGKILL in the middle
+of a rolling restart, because the rerun reads it to know which hosts were already restarted and
+passed their gates. Every write is its own committed transaction (autocommit); WAL with
+`synchronous=NORMAL` loses nothing when only the process dies.
+
+Files in the state folder (`.tealeaf-fleet/` next to the inventory, or `--state-dir`):
+- `journal.sqlite` (+ WAL files): tables `runs` and `steps`;
+- `lock`: one active run per state folder. Held with `fcntl.flock` for the life of the process
+  (the kernel drops it when the process dies, however it dies) and carrying the holder's pid, so
+  a second run is refused naming that pid, and a lock left by a dead process is taken over with
+  a message;
+- `run-<id>.log`: one plain-text log per run, every line passed through `redact()`.
+
+Nothing secret is ever stored: messages go through `redact()` before they are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tealeaf_fleet.errors import ConcurrentRunError, InputError
+from tealeaf_fleet.secrets import redact
+
+try:  # POSIX controllers; elsewhere the pid check alone guards the lock
+    import fcntl
+except ImportError:  # pragma: no cover - Windows controller
+    fcntl = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = 1
+STATE_DIR_NAME = ".tealeaf-fleet"
+DONE_OUTCOMES = ("ok", "changed", "skipped")
+STEP_OUTCOMES = ("ok", "changed", "skipped", "failed")
+# Run outcomes: "ok", "failed" (a step or gate failed: halted), "blocked" (preflight: nothing
+# changed), "interrupted" (Ctrl-C between steps); NULL while running or when the controller died.
+RUN_OUTCOMES = ("ok", "failed", "blocked", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    user TEXT,
+    controller TEXT,
+    pid INTEGER,
+    inventory_path TEXT,
+    inventory_digest TEXT,
+    playbook TEXT,
+    plan_digest TEXT,
+    tool_version TEXT,
+    started REAL NOT NULL,
+    finished REAL,
+    outcome TEXT,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL REFERENCES runs(id),
+    phase TEXT NOT NULL,
+    host TEXT NOT NULL,
+    action TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    outcome TEXT,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS steps_run ON steps(run);
+"""
+
+
+def default_state_dir(inventory_path: str | Path) -> Path:
+    """`.tealeaf-fleet/` in the inventory's folder: the state belongs to the estate it describes."""
+    return Path(inventory_path).resolve().parent / STATE_DIR_NAME
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    command: str
+    user: str | None
+    controller: str | None
+    pid: int | None
+    inventory_path: str | None
+    inventory_digest: str | None
+    playbook: str | None
+    plan_digest: str | None
+    tool_version: str | None
+    started: float
+    finished: float | None
+    outcome: str | None
+    message: str | None
+
+    @property
+    def state(self) -> str:
+        """The outcome, or `running` / `crashed` for a run that never finished."""
+        if self.outcome:
+            return self.outcome
+        return "running" if self.pid and pid_alive(self.pid) else "crashed"
+
+    def to_json(self) -> dict:
+        data = dict(self.__dict__)
+        data["state"] = self.state
+        return data
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    id: int
+    run: int
+    phase: str
+    host: str
+    action: str
+    started: float
+    finished: float | None
+    outcome: str | None
+    message: str | None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (EPERM means it exists but is not ours)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """One active run per state folder. `acquire()` raises ConcurrentRunError while another
+    live process holds it; `takeover` says whose dead lock was taken over (or None)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        self._fd: int | None = None
+        self.takeover: str | None = None
+
+    def acquire(self, *, command: str) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            previous = self._read(fd)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise self._refusal(previous) from None
+            elif previous and pid_alive(int(previous.get("pid", 0))):  # pragma: no cover
+                raise self._refusal(previous)
+        except BaseException:
+            os.close(fd)
+            raise
+        if previous and previous.get("pid") and previous.get("pid") != os.getpid():
+            self.takeover = (
+                f"took over the lock left by pid {previous.get('pid')} "
+                f"({previous.get('command', '?')}, run {previous.get('run', '?')}), "
+                "which is no longer running"
+            )
+        self._fd = fd
+        self._write({"pid": os.getpid(), "command": command, "run": None,
+                     "started": time.time(), "controller": socket.gethostname()})
+
+    def set_run(self, run_id: int) -> None:
+        """Record the run id in the lock so a refused second run can name it."""
+        if self._fd is None:
+            return
+        data = self._read(self._fd) or {}
+        data["run"] = run_id
+        self._write(data)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)  # a clean release leaves nothing to "take over"
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def _write(self, data: dict) -> None:
+        assert self._fd is not None
+        raw = json.dumps(data).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, raw, 0)
+        os.fsync(self._fd)
+
+    @staticmethod
+    def _read(fd: int) -> dict | None:
+        raw = os.pread(fd, 4096, 0)
+        if not raw.strip():
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _refusal(self, holder: dict | None) -> ConcurrentRunError:
+        holder = holder or {}
+        who = f"pid {holder.get('pid', '?')}"
+        if holder.get("command"):
+            who += f" ({holder['command']}"
+            who += f", run {holder['run']})" if holder.get("run") else ")"
+        return ConcurrentRunError(
+            f"another run holds {self.path}: {who} is still running",
+            hint="wait for it to finish, or stop it; two runs against one inventory are refused",
+        )
+
+
+class Journal:
+    """The SQLite journal of one state folder. Thread-safe: the engine writes from its worker
+    threads through one connection guarded by a lock."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InputError(f"state folder {self.state_dir} cannot be created: {exc.strerror}",
+                             hint="use --state-dir DIR") from None
+        self.path = self.state_dir / "journal.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
+                         (str(SCHEMA_VERSION),))
+        self._run_lock: RunLock | None = None
+        self._logs: dict[int, object] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.release()
+        with self._lock:
+            for fh in self._logs.values():
+                fh.close()  # type: ignore[attr-defined]
+            self._logs.clear()
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def acquire(self, *, command: str) -> str | None:
+        """Take the state folder's run lock; returns the take-over message, if any."""
+        lock = RunLock(self.state_dir)
+        lock.acquire(command=command)
+        self._run_lock = lock
+        return lock.takeover
+
+    def release(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def start_run(self, *, command: str, inventory_path: str | Path | None = None,
+                  inventory_digest: str | None = None, playbook: str | None = None,
+                  plan_digest: str | None = None, tool_version: str | None = None) -> int:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            user = str(os.getuid()) if hasattr(os, "getuid") else None
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO runs(command, user, controller, pid, inventory_path,"
+                " inventory_digest, playbook, plan_digest, tool_version, started)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (command, user, socket.gethostname(), os.getpid(),
+                 str(inventory_path) if inventory_path else None, inventory_digest, playbook,
+                 plan_digest, tool_version, time.time()))
+            run_id = int(cur.lastrowid)
+        if self._run_lock is not None:
+            self._run_lock.set_run(run_id)
+        self.log(run_id, f"run {run_id} started: {command} {inventory_path or ''}".rstrip())
+        return run_id
+
+    def finish_run(self, run_id: int, outcome: str, message: str | None = None) -> None:
+        if outcome not in RUN_OUTCOMES:
+            raise ValueError(f"unknown run outcome {outcome!r}")
+        with self._lock:
+            self._db.execute("UPDATE runs SET finished=?, outcome=?, message=? WHERE id=?",
+                             (time.time(), outcome, _clean(message), run_id))
+        self.log(run_id, f"run {run_id} finished: {outcome}" + (f": {message}" if message else ""))
+
+    def step_started(self, run_id: int, phase: str, host: str, action: str) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO steps(run, phase, host, action, started) VALUES (?,?,?,?,?)",
+                (run_id, phase, host, action, time.time()))
+            step_id = int(cur.lastrowid)
+        self.log(run_id, f"{phase} {host} {action}: started")
+        return step_id
+
+    def step_finished(self, step_id: int, outcome: str, message: str | None = None) -> None:
+        if outcome not in STEP_OUTCOMES:
+            raise ValueError(f"unknown step outcome {outcome!r}")
+        with self._lock:
+            self._db.execute("UPDATE steps SET finished=?, outcome=?, message=? WHERE id=?",
+                             (time.time(), outcome, _clean(message), step_id))
+            row = self._db.execute("SELECT run, phase, host, action FROM steps WHERE id=?",
+                                   (step_id,)).fetchone()
+        if row:
+            self.log(row[0], f"{row[1]} {row[2]} {row[3]}: {outcome}"
+                     + (f": {message}" if message else ""))
+
+    def log(self, run_id: int, line: str) -> None:
+        """Append one line to the run's log file (redacted, timestamped)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        text = f"{stamp}Z {_clean(line)}\n"
+        with self._lock:
+            fh = self._logs.get(run_id)
+            if fh is None:
+                path = self.log_path(run_id)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                fh = self._logs[run_id] = os.fdopen(fd, "a", encoding="utf-8")
+            fh.write(text)  # type: ignore[attr-defined]
+            fh.flush()  # type: ignore[attr-defined]
+
+    def log_path(self, run_id: int) -> Path:
+        return self.state_dir / f"run-{run_id}.log"
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        """The latest runs, newest first."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?",
+                                   (run_id,)).fetchone()
+        return RunRecord(*row) if row else None
+
+    def steps(self, run_id: int) -> list[StepRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run=? ORDER BY id",
+                                    (run_id,)).fetchall()
+        return [StepRecord(*row) for row in rows]
+
+    def resume_chain(self, plan_digest: str, *, before_run: int | None = None) -> list[int]:
+        """The runs a new run of `plan_digest` continues: walking back from the newest, every
+        unfinished / halted / interrupted run of this plan, stopping at one that finished ok
+        (nothing left to resume) or at a run of another plan that got past preflight (it changed
+        the fleet, e.g. a rollback, so older steps no longer describe it)."""
+        query = f"SELECT {_RUN_COLUMNS} FROM runs"
+        args: tuple = ()
+        if before_run is not None:
+            query += " WHERE id < ?"
+            args = (before_run,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id DESC", args).fetchall()
+        chain: list[int] = []
+        for record in (RunRecord(*row) for row in rows):
+            if record.plan_digest != plan_digest:
+                if record.outcome == "blocked":
+                    continue  # refused at preflight: changed nothing
+                break
+            if record.outcome == "ok":
+                break
+            chain.append(record.id)
+        return chain
+
+    def done_steps(self, plan_digest: str, *,
+                   before_run: int | None = None) -> dict[tuple[str, str, str], int]:
+        """(phase, host, action) -> run id, for every step that finished ok / changed / skipped
+        in the runs this one resumes (see `resume_chain`)."""
+        chain = self.resume_chain(plan_digest, before_run=before_run)
+        if not chain:
+            return {}
+        marks = ",".join("?" * len(chain))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT phase, host, action, run FROM steps WHERE run IN ({marks})"
+                f" AND outcome IN ({','.join('?' * len(DONE_OUTCOMES))}) ORDER BY id",
+                (*chain, *DONE_OUTCOMES)).fetchall()
+        return {(phase, host, action): run for phase, host, action, run in rows}
+
+
+_RUN_COLUMNS = ("id, command, user, controller, pid, inventory_path, inventory_digest, playbook,"
+                " plan_digest, tool_version, started, finished, outcome, message")
+_STEP_COLUMNS = "id, run, phase, host, action, started, finished, outcome, message"
+
+
+def _clean(text: str | None) -> str | None:
+    return redact(text) if text else text

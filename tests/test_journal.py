@@ -1,0 +1,195 @@
+"""The run journal on real SQLite files: runs, steps, resume queries, the lock, the run log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tealeaf_fleet.errors import ConcurrentRunError
+from tealeaf_fleet.journal import Journal, default_state_dir, pid_alive
+from tealeaf_fleet.secrets import Secret
+
+
+def test_runs_and_steps_are_on_disk(tmp_path):
+    with Journal(tmp_path) as journal:
+        run = journal.start_run(command="rollout", inventory_path="/x/inv.yaml",
+                                inventory_digest="i1", playbook="rollout", plan_digest="p1")
+        step = journal.step_started(run, "import", "hbr01", "import")
+        journal.step_finished(step, "changed", "imported certificate ab12")
+        journal.finish_run(run, "ok")
+    # Read back with a separate, plain sqlite3 connection: the data really is in the file.
+    db = sqlite3.connect(tmp_path / "journal.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = db.execute("SELECT command, playbook, plan_digest, outcome FROM runs").fetchall()
+    assert rows == [("rollout", "rollout", "p1", "ok")]
+    steps = db.execute("SELECT phase, host, action, outcome, message FROM steps").fetchall()
+    assert steps == [("import", "hbr01", "import", "changed", "imported certificate ab12")]
+
+
+def test_every_transition_is_committed_at_once(tmp_path):
+    journal = Journal(tmp_path)
+    run = journal.start_run(command="rollout", plan_digest="p1")
+    journal.step_started(run, "restart hbr", "hbr01", "restart")
+    # Another connection sees the running step before anything is closed (a SIGKILL now keeps it).
+    other = sqlite3.connect(tmp_path / "journal.sqlite")
+    assert other.execute("SELECT host, outcome FROM steps").fetchall() == [("hbr01", None)]
+    assert other.execute("SELECT outcome FROM runs").fetchall() == [(None,)]
+    journal.close()
+
+
+def test_history_queries(tmp_path):
+    with Journal(tmp_path) as journal:
+        first = journal.start_run(command="rollout", plan_digest="p1")
+        journal.finish_run(first, "failed", "gate failed on hbr02")
+        second = journal.start_run(command="rollback", plan_digest="p2")
+        journal.finish_run(second, "ok")
+        runs = journal.runs()
+        assert [r.id for r in runs] == [second, first]
+        assert journal.run(first).message == "gate failed on hbr02"
+        assert journal.run(first).state == "failed"
+        assert journal.run(999) is None
+
+
+def test_unfinished_run_of_a_dead_process_reads_as_crashed(tmp_path):
+    with Journal(tmp_path) as journal:
+        run = journal.start_run(command="rollout", plan_digest="p1")
+        assert journal.run(run).state == "running"  # our own pid lives
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        pid = int(dead.stdout)
+        assert not pid_alive(pid)
+        db = sqlite3.connect(tmp_path / "journal.sqlite", isolation_level=None)
+        db.execute("UPDATE runs SET pid=? WHERE id=?", (pid, run))
+        assert journal.run(run).state == "crashed"
+
+
+def _run_with_steps(journal, digest, outcome, steps):
+    run = journal.start_run(command="rollout", plan_digest=digest)
+    for phase, host, action, step_outcome in steps:
+        step = journal.step_started(run, phase, host, action)
+        journal.step_finished(step, step_outcome)
+    if outcome:
+        journal.finish_run(run, outcome)
+    return run
+
+
+def test_resume_collects_the_chain_of_halted_runs(tmp_path):
+    with Journal(tmp_path) as journal:
+        old_ok = _run_with_steps(journal, "p1", "ok", [("restart hbr", "hbr09", "restart", "ok")])
+        r1 = _run_with_steps(journal, "p1", "failed", [
+            ("restart hbr", "hbr01", "restart", "changed"),
+            ("restart hbr", "hbr02", "restart", "failed"),
+        ])
+        r2 = _run_with_steps(journal, "p1", None, [  # controller killed: never finished
+            ("restart hbr", "hbr02", "restart", "changed"),
+            ("restart canister", "can01", "restart", "skipped"),
+        ])
+        done = journal.done_steps("p1")
+        assert done == {
+            ("restart hbr", "hbr01", "restart"): r1,
+            ("restart hbr", "hbr02", "restart"): r2,
+            ("restart canister", "can01", "restart"): r2,
+        }
+        assert ("restart hbr", "hbr09", "restart") not in done  # before a run that finished ok
+        assert old_ok < r1
+        # A run started now does not count its own (future) steps.
+        r3 = journal.start_run(command="rollout", plan_digest="p1")
+        assert journal.done_steps("p1", before_run=r3) == done
+        assert journal.resume_chain("p1", before_run=r3) == [r2, r1]
+
+
+def test_resume_stops_at_another_plan_that_changed_the_fleet(tmp_path):
+    with Journal(tmp_path) as journal:
+        _run_with_steps(journal, "rollout", "failed", [("restart hbr", "hbr01", "restart", "ok")])
+        b1 = _run_with_steps(journal, "rollback", "failed",
+                             [("disable", "hbr01", "disable", "changed")])
+        assert journal.done_steps("rollout") == {}
+        # ...but a run of another plan refused at preflight changed nothing and is looked past.
+        b2 = _run_with_steps(journal, "rollback", "failed", [])
+        _run_with_steps(journal, "rollout", "blocked", [])
+        assert journal.resume_chain("rollback") == [b2, b1]
+        assert journal.done_steps("rollback") == {("disable", "hbr01", "disable"): b1}
+
+
+def test_bad_outcomes_are_refused(tmp_path):
+    with Journal(tmp_path) as journal:
+        run = journal.start_run(command="rollout")
+        with pytest.raises(ValueError):
+            journal.finish_run(run, "great")
+        step = journal.step_started(run, "p", "h", "a")
+        with pytest.raises(ValueError):
+            journal.step_finished(step, "done")
+
+
+def test_no_secret_in_journal_or_run_log(tmp_path):
+    secret = Secret("Journal-S3cret-77", source="test")
+    with Journal(tmp_path) as journal:
+        run = journal.start_run(command="rollout")
+        step = journal.step_started(run, "import", "hbr01", "import")
+        journal.step_finished(step, "failed",
+                              f"TLSTool import TCXcert.pfx {secret.reveal()} failed")
+        journal.finish_run(run, "failed", f"halted: password {secret.reveal()}")
+        journal.log(run, f"line with {secret.reveal()}")
+        log_text = journal.log_path(run).read_text()
+    assert "TLSTool import TCXcert.pfx ****** failed" in log_text
+    for path in tmp_path.iterdir():
+        assert b"Journal-S3cret-77" not in path.read_bytes(), path
+
+
+def test_default_state_dir_is_next_to_the_inventory(tmp_path):
+    inv = tmp_path / "estate" / "inventory.yaml"
+    assert default_state_dir(inv) == (tmp_path / "estate" / ".tealeaf-fleet").resolve()
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from tealeaf_fleet.journal import Journal
+    j = Journal(sys.argv[1])
+    j.acquire(command="rollout")
+    run = j.start_run(command="rollout")
+    print(run, flush=True)
+    sys.stdin.read()   # hold the lock until the test closes stdin
+    j.close()          # a clean exit releases it
+""")
+
+
+def test_a_lock_held_by_a_live_process_is_refused(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        run = int(holder.stdout.readline())
+        with Journal(tmp_path) as journal:
+            with pytest.raises(ConcurrentRunError) as info:
+                journal.acquire(command="rollback")
+            assert f"pid {holder.pid}" in str(info.value)
+            assert f"run {run}" in str(info.value)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=20)
+    # Once the holder exited cleanly, the lock is free and nothing is "taken over".
+    with Journal(tmp_path) as journal:
+        assert journal.acquire(command="rollback") is None
+
+
+def test_a_dead_processs_lock_is_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    run = int(holder.stdout.readline())
+    holder.kill()  # SIGKILL: no clean release, the pid stays in the lock file
+    holder.wait(timeout=20)
+    holder.stdin.close()
+    holder.stdout.close()
+    assert json.loads((tmp_path / "lock").read_text())["pid"] == holder.pid
+    with Journal(tmp_path) as journal:
+        message = journal.acquire(command="rollout")
+        assert message is not None
+        assert f"pid {holder.pid}" in message and f"run {run}" in message
+        assert "no longer running" in message
+        # And now we hold it: a second acquirer in this process is refused too.
+        with Journal(tmp_path) as other, pytest.raises(ConcurrentRunError):
+            other.acquire(command="rollout")
