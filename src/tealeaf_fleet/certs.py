@@ -1,0 +1,377 @@
+"""Generate, load, inspect and validate the PKCS#12 file Tealeaf shares across its servers.
+
+Why the details matter: every Tealeaf server imports the same PFX with `TLSTool.exe import`, and
+Windows Server 2008 R2 .. 2016 (before 1709) cannot import AES/PBES2-protected PFX files (it says
+"the specified network password is not correct"). So we write PBE-SHA1-3DES with a SHA-1 MAC by
+default (`compat`), and `inspect_pfx` reads the protection back with `pkcs12info` (cryptography
+does not expose it). Peers pin the certificate itself (its CN "IBM Tealeaf CX" is no host name),
+so its SHA-256 fingerprint is the fleet-wide identity: `Pfx.sha256` / `fingerprint()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import os
+import secrets as _random
+import string
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tealeaf_fleet import pkcs12info
+from tealeaf_fleet.errors import CertificateError, InputError
+from tealeaf_fleet.secrets import Secret
+
+TEALEAF_CN = "IBM Tealeaf CX"
+ENCRYPTIONS = ("compat", "aes256")
+KEY_SIZES = (2048, 3072, 4096)
+DEFAULT_DAYS = 730
+WARN_DAYS = 30
+KDF_ROUNDS = 2048  # OpenSSL's default; Windows 2008 R2 imports it
+# Windows versions that cannot import a PFX protected with PBES2/AES (see module docstring).
+OLD_WINDOWS = "Windows Server 2008 R2, 2012, 2012 R2 and 2016 before build 1709"
+
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+}
+_KU_FIELDS = (
+    ("digital_signature", "digitalSignature"),
+    ("content_commitment", "nonRepudiation"),
+    ("key_encipherment", "keyEncipherment"),
+    ("data_encipherment", "dataEncipherment"),
+    ("key_agreement", "keyAgreement"),
+    ("key_cert_sign", "keyCertSign"),
+    ("crl_sign", "cRLSign"),
+)
+
+
+class CertificateNotCreated(CertificateError):
+    """`certificate.source: generate` and the file does not exist yet (a dry run asked with
+    `create=False`). A separate class so that plan/dry-run code can catch exactly this."""
+
+
+@dataclass(frozen=True)
+class Pfx:
+    """A PFX that opened with its password and holds a key with its matching certificate."""
+
+    certificate: x509.Certificate
+    private_key: Any
+    additional_certs: list[x509.Certificate]
+    sha256: str            # lowercase hex SHA-256 of the certificate's DER: the fleet-wide id
+    encryption: str        # key bag protection, e.g. "pbeWithSHA1And3-KeyTripleDES-CBC"
+    mac: str | None        # e.g. "sha1"; None when the file has no MAC
+    cert_encryption: list[str] = field(default_factory=list)
+    mac_iterations: int | None = None
+    friendly_name: str | None = None
+
+    def cert_pem(self) -> bytes:
+        """The certificate as PEM (what TLSTool writes to tealeaf.crt, first block)."""
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        """The private key as unencrypted PKCS#8 PEM, for `ssl.load_cert_chain`. Secret
+        material: write it only to 0600 files, never log it."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the verdict. `fatal` marks failures that make the file unusable input
+    (no key, key matching no certificate): `fleet cert inspect` then exits 2, not 1."""
+
+    name: str
+    status: str  # "pass" | "warn" | "fail"
+    reason: str
+    fatal: bool = False
+
+
+@dataclass
+class Report:
+    """What `fleet cert inspect` shows: `details` (JSON-ready) and the verdict `checks`."""
+
+    file: str
+    details: dict[str, Any]
+    checks: list[Check]
+
+    @property
+    def fit(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        if any(c.status == "fail" and c.fatal for c in self.checks):
+            return 2
+        return 0 if self.fit else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            **self.details,
+            "checks": [
+                {"name": c.name, "status": c.status, "reason": c.reason} for c in self.checks
+            ],
+            "fit": self.fit,
+        }
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def fingerprint(cert: x509.Certificate, algorithm: str = "sha256") -> str:
+    """Lowercase hex digest of the certificate's DER, no separators."""
+    algo = hashes.SHA1() if algorithm == "sha1" else hashes.SHA256()
+    return cert.fingerprint(algo).hex()
+
+
+def check_password(secret: Secret) -> list[str]:
+    """Problems that stop TLSTool.exe from using this password; empty when fine.
+
+    The vendor demands ASCII with no spaces, and Windows PowerShell mangles double quotes in
+    native arguments (notes/windows.md). Messages never contain the password.
+    """
+    value = secret.reveal()
+    problems: list[str] = []
+    if not value:
+        return ["the password is empty"]
+    if any(ord(ch) > 126 for ch in value):
+        problems.append("the password has non-ASCII characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        problems.append("the password has control characters")
+    if " " in value:
+        problems.append("the password has a space")
+    if '"' in value:
+        problems.append("the password has a double quote")
+    return problems
+
+
+def generate_password(length: int = 24) -> Secret:
+    """A strong password of letters and digits (fit for TLSTool and any shell)."""
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        value = "".join(_random.choice(alphabet) for _ in range(length))
+        if (any(c.islower() for c in value) and any(c.isupper() for c in value)
+                and any(c.isdigit() for c in value)):
+            return Secret(value, source="generated")
+
+
+def write_private_file(path: str | Path, data: bytes, *, force: bool = False) -> None:
+    """Write `data` to `path` with mode 0600; refuse to replace an existing file unless `force`.
+
+    Without `force` the file is created with O_EXCL, so two processes can never both write it
+    (the "never generate twice" rule). With `force` it is written beside and renamed over.
+    """
+    p = Path(path)
+    if not force:
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise InputError(f"{p} already exists", hint="use --force to replace it") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --- generate --------------------------------------------------------------------------------
+
+
+def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 2048,
+                 encryption: str = "compat", friendly_name: str = TEALEAF_CN) -> bytes:
+    """A new RSA key and self-signed certificate fit for Tealeaf, as PKCS#12 bytes.
+
+    Subject CN "IBM Tealeaf CX", SHA-256, CA:FALSE, digitalSignature+keyEncipherment,
+    serverAuth+clientAuth, random serial; valid from 5 minutes ago (clock skew between the
+    controller and the servers) for `days` days.
+    """
+    if encryption not in ENCRYPTIONS:
+        raise InputError(f"unknown PFX encryption {encryption!r}",
+                         hint="use one of: " + ", ".join(ENCRYPTIONS))
+    if key_size not in KEY_SIZES:
+        raise InputError(f"key size {key_size} is not one of {KEY_SIZES}")
+    if days < 1:
+        raise InputError(f"validity of {days} days: must be at least 1")
+    problems = check_password(password)
+    if problems:
+        raise InputError("; ".join(problems) + " (TLSTool.exe cannot use it)",
+                         hint="use ASCII letters, digits and punctuation other than \"")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TEALEAF_CN)])
+    now = _utcnow()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=True, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(KDF_ROUNDS)
+    if encryption == "compat":
+        builder = builder.key_cert_algorithm(
+            pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(hashes.SHA1())
+    else:
+        builder = builder.key_cert_algorithm(
+            pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+    algo = builder.build(password.reveal().encode("utf-8"))
+    return pkcs12.serialize_key_and_certificates(
+        friendly_name.encode("utf-8"), key, cert, None, algo)
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def _not_pkcs12(data: bytes, name: str, reason: str) -> CertificateError:
+    """Say what the file looks like instead, with the command that would fix it."""
+    hint = ("convert it: openssl pkcs12 -export -in cert.pem -inkey key.pem -out TCXcert.pfx "
+            "-certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES -macalg sha1")
+    head = data[:200].lstrip()
+    if head.startswith(b"-----BEGIN "):
+        label = head[11:].split(b"-----", 1)[0].decode("ascii", "replace")
+        return CertificateError(f"{name} is PEM ({label}), not PKCS#12", hint=hint)
+    if not data:
+        return CertificateError(f"{name} is empty, not PKCS#12")
+    try:
+        decoded = base64.b64decode(data, validate=False)
+        if decoded and len(decoded) > 64:
+            pkcs12info.read_info(decoded)
+            return CertificateError(f"{name} is base64 text of a PKCS#12 file, not the file",
+                                    hint=f"decode it: base64 -d {name} > TCXcert.pfx")
+    except (binascii.Error, ValueError):
+        pass
+    try:
+        x509.load_der_x509_certificate(data)
+        return CertificateError(f"{name} is a DER certificate without its key, not PKCS#12",
+                                hint=hint)
+    except ValueError:
+        pass
+    try:
+        serialization.load_der_private_key(data, password=None)
+        return CertificateError(f"{name} is a DER private key without its certificate, "
+                                "not PKCS#12", hint=hint)
+    except (ValueError, TypeError):
+        pass
+    return CertificateError(f"{name} is not a PKCS#12 file ({reason})")
+
+
+def read_structure(data: bytes, *, name: str = "PFX") -> pkcs12info.Pkcs12Info:
+    """The PFX's protection and layout, or CertificateError when it is not PKCS#12."""
+    try:
+        return pkcs12info.read_info(data)
+    except pkcs12info.NotPkcs12 as exc:
+        raise _not_pkcs12(data, name, str(exc)) from None
+
+
+def _spki(key_or_cert: Any) -> bytes:
+    pub = key_or_cert.public_key()
+    return pub.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass
+class _Opened:
+    info: pkcs12info.Pkcs12Info
+    key: Any
+    certs: list[x509.Certificate]
+    match: x509.Certificate | None
+    friendly_name: str | None
+
+
+def _open(data: bytes, password: Secret, name: str) -> _Opened:
+    """Decrypt the PFX; CertificateError only for unusable input (not PKCS#12, wrong password).
+    No key / no matching certificate are left for the caller to judge."""
+    info = read_structure(data, name=name)
+    try:
+        p12 = pkcs12.load_pkcs12(data, password.reveal().encode("utf-8"))
+    except ValueError:
+        raise CertificateError(f"the password does not open {name}",
+                               hint=f"check the password source ({password.source or 'given'})"
+                               ) from None
+    certs: list[x509.Certificate] = []
+    friendly = None
+    if p12.cert is not None:
+        certs.append(p12.cert.certificate)
+        if p12.cert.friendly_name:
+            friendly = p12.cert.friendly_name.decode("utf-8", "replace")
+    certs.extend(c.certificate for c in p12.additional_certs)
+    match = None
+    if p12.key is not None:
+        want = _spki(p12.key)
+        match = next((c for c in certs if _spki(c) == want), None)
+    return _Opened(info, p12.key, certs, match, friendly)
+
+
+def load_pfx(data: bytes, password: Secret, *, name: str = "PFX") -> Pfx:
+    """Open a PFX: it must decrypt with `password` and hold a private key plus the certificate
+    that matches it (other certificates become `additional_certs`). CertificateError
+    otherwise, with a reason that names `name` and never the password."""
+    op = _open(data, password, name)
+    if op.key is None:
+        raise CertificateError(f"{name} holds no private key",
+                               hint="export the certificate together with its private key")
+    if not op.certs:
+        raise CertificateError(f"{name} holds a private key but no certificate")
+    if op.match is None:
+        raise CertificateError(
+            f"{name} holds {len(op.certs)} certificate(s) and none matches its private key")
+    chain = [c for c in op.certs if c is not op.match]
+    key_enc = op.info.key_encryption[0] if op.info.key_encryption else "unknown"
+    return Pfx(
+        certificate=op.match,
+        private_key=op.key,
+        additional_certs=chain,
+        sha256=fingerprint(op.match),
+        encryption=key_enc,
+        mac=op.info.mac,
+        cert_encryption=list(op.info.cert_encryption),
+        mac_iterations=op.info.mac_iterations,
+        friendly_name=op.friendly_name,
+    )
