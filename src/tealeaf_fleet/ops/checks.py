@@ -1,0 +1,577 @@
+"""Pure checks over `facts` results: preflight blockers, per-step "done already?", fleet drift.
+
+Facts in, verdicts out, nothing else: no I/O, no clock, no WinRM. The facts dict is the `facts`
+op result pinned in docs/architecture.md. Keeping these rules here (and not in the engine or the
+CLI) means the planner (`fleet plan --facts`), the engine (preflight and resume) and `fleet
+status` all judge a host by the same rules, and the rules can be tested from plain dicts.
+
+Every message says what to fix and where (registry key and value, file, service, port), because
+the reader is an operator in a change window, not the author.
+
+Decisions worth knowing:
+- EnableTLS=1 before a rollout is a blocker unless the certificate installed there is the PFX of
+  this rollout (`security.cert_sha256 == pfx_sha256`: a resumed rollout). When no PFX exists yet
+  (`certificate.source: generate` before its first run) it is always a blocker, even when every
+  security file is present: the rollout would generate a new certificate and import it over a
+  live TLS configuration, one host at a time, which splits the fleet. Point the inventory at the
+  existing PFX (`source: file`) to adopt it, or roll back first.
+- "Enabled" of an SCHANNEL protocol key counts as on when it is non-zero (Windows reads it so;
+  0xffffffff is common), "DisabledByDefault" must be exactly 0.
+- Severity: `blocker` stops a rollout (preflight) or makes a fleet inconsistent (drift);
+  `warning` is worth fixing but changes nothing; `info` is just said.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the inventory module is only needed for the type
+    from tealeaf_fleet.inventory import Host
+
+BLOCKER = "blocker"
+WARNING = "warning"
+INFO = "info"
+
+MIN_BUILD = (9, 0, 2, 1351)  # Tealeaf 9.0.2 Fix Pack 6
+MIN_BUILD_TEXT = "9.0.2.1351"
+TLS_ROLES = frozenset({"portal", "hbr", "canister", "report", "other"})
+
+TEALEAF_KEY = r"HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology"
+SCHANNEL_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL"
+TLS12_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2"
+DOTNET_KEYS = {
+    "v2": r"HKLM:\SOFTWARE\Microsoft\.NETFramework\v2.0.50727",
+    "v4": r"HKLM:\SOFTWARE\Microsoft\.NETFramework\v4.0.30319",
+}
+WINHTTP_KEYS = {
+    "native": r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp",
+    "wow6432": r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\Windows\CurrentVersion"
+    r"\Internet Settings\WinHttp",
+}
+WINHTTP_TLS12 = 0x800
+SECURITY_FILES = ("tealeaf.crt", "tealeaf.p12", "server.tls.xml")
+DEFAULT_SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
+LEGACY_DATA_SERVICE_PORT = 23443
+CERT_EXPIRY_WARNING = timedelta(days=30)
+
+OPS = ("preflight", "certificate", "push_pfx", "push_tools", "import", "enable", "disable",
+       "restart", "verify", "facts")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One verdict. `hosts` names the hosts it is about (one for preflight, several for drift)."""
+
+    severity: str  # blocker | warning | info
+    code: str  # stable identifier, e.g. "schannel_tls12_server"
+    message: str  # what is wrong and what to fix, naming key / file / service / port
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def host(self) -> str | None:
+        return self.hosts[0] if len(self.hosts) == 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "code": self.code, "message": self.message,
+                "hosts": list(self.hosts)}
+
+
+@dataclass(frozen=True)
+class Done:
+    """The host is already in the wanted state for this step; `reason` says why we think so."""
+
+    reason: str
+    done: bool = field(default=True, init=False)
+
+
+@dataclass(frozen=True)
+class Needed:
+    """The step has work to do on this host; `reason` says what is missing."""
+
+    reason: str
+    done: bool = field(default=False, init=False)
+
+
+StepVerdict = Done | Needed
+
+
+# --- small readers over the facts dict ---------------------------------------------------------
+
+
+def parse_build(text: Any) -> tuple[int, ...] | None:
+    """`"9.0.2.1351"` -> (9, 0, 2, 1351); None when there is no leading dotted number."""
+    if not isinstance(text, str):
+        return None
+    match = re.match(r"\s*(\d+(?:\.\d+)*)", text)
+    if not match:
+        return None
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def build_at_least(text: Any, minimum: tuple[int, ...] = MIN_BUILD) -> bool | None:
+    """Numeric comparison of dotted versions (9.0.2.999 < 9.0.2.1351); None when unknown."""
+    build = parse_build(text)
+    if build is None:
+        return None
+    width = max(len(build), len(minimum))
+    return build + (0,) * (width - len(build)) >= minimum + (0,) * (width - len(minimum))
+
+
+def _get(facts: Mapping[str, Any], *path: str) -> Any:
+    node: Any = facts
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _security_dir(facts: Mapping[str, Any]) -> str:
+    return _get(facts, "security", "dir") or DEFAULT_SECURITY_DIR
+
+
+def _file_present(facts: Mapping[str, Any], name: str) -> bool:
+    return bool(_get(facts, "security", "files", name))
+
+
+def _missing_security_files(facts: Mapping[str, Any],
+                            names: tuple[str, ...] = SECURITY_FILES) -> list[str]:
+    return [name for name in names if not _file_present(facts, name)]
+
+
+def _is_2008r2(facts: Mapping[str, Any]) -> bool:
+    version = str(_get(facts, "os", "version") or "")
+    return version == "6.1" or version.startswith("6.1.")
+
+
+def _on(value: Any) -> bool:
+    """SCHANNEL "Enabled": Windows treats any non-zero DWORD as on."""
+    return isinstance(value, int) and not isinstance(value, bool) and value != 0
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "none"
+
+
+def _enable_tls(facts: Mapping[str, Any]) -> Any:
+    return facts.get("enable_tls")
+
+
+def _tealeaf_services(facts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    services = facts.get("services") or []
+    return [s for s in services if isinstance(s, Mapping)]
+
+
+def _role_is_tls(role: str) -> bool:
+    return role in TLS_ROLES
+
+
+def _host_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.strip()[:19])
+    except ValueError:
+        return None
+
+
+# --- preflight ----------------------------------------------------------------------------------
+
+
+def preflight_blockers(host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None,
+                       expect_tls: bool) -> list[Finding]:
+    """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
+
+    Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
+    a rollback must stay possible on a host that a rollout would refuse.
+    """
+    out: list[Finding] = []
+    name = host.name
+    tls_role = _role_is_tls(host.role)
+
+    def add(severity: str, code: str, message: str) -> None:
+        out.append(Finding(severity, code, message, (name,)))
+
+    install_dir = facts.get("install_dir")
+    if not install_dir:
+        add(BLOCKER, "install_dir_not_found",
+            "Tealeaf install folder not found: no TeaLeaf service's executable path leads to a "
+            r"folder holding Tools\TLSTool.exe and the registry value "
+            rf"{TEALEAF_KEY}\InstallDir is absent; set tealeaf.install_dir (or "
+            f"hosts.{name}.install_dir) in the inventory")
+    tlstool = _get(facts, "tools", "tlstool")
+    if install_dir and not tlstool:
+        path = rf"{install_dir}\Tools\TLSTool.exe"
+        if tls_role:
+            add(BLOCKER, "tlstool_missing",
+                f"{path} not found: TLSTool.exe ships with Tealeaf 9.0.2 FP6; install the fix "
+                "pack or point install_dir at the folder that holds Tools\\TLSTool.exe")
+        elif expect_tls:
+            add(INFO, "tlstool_will_be_copied",
+                f"{path} not found: the rollout copies TLSTool.exe and openssl.exe there from "
+                "a Tealeaf server of the same build (push_tools)")
+
+    services = _tealeaf_services(facts)
+    if tls_role and not services:
+        add(BLOCKER, "no_tealeaf_services",
+            "no Windows service whose name or display name starts with 'TeaLeaf' was found: "
+            "is Tealeaf installed on this host, and is its role in the inventory right?")
+
+    if expect_tls:
+        out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
+    if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
+        add(INFO, "powershell_2",
+            f"Windows PowerShell {facts.get('ps_version')}: supported (every remote script is "
+            "written for PowerShell 2.0)")
+    return out
+
+
+def _rollout_blockers(host: Host, facts: Mapping[str, Any], *,
+                      pfx_sha256: str | None) -> list[Finding]:
+    out: list[Finding] = []
+    name = host.name
+    tls_role = _role_is_tls(host.role)
+
+    def add(severity: str, code: str, message: str) -> None:
+        out.append(Finding(severity, code, message, (name,)))
+
+    build = facts.get("tealeaf_build")
+    verdict = build_at_least(build)
+    if verdict is None:
+        add(BLOCKER if tls_role else WARNING, "build_unknown",
+            f"Tealeaf build unknown (registry value {TEALEAF_KEY}\\Version "
+            f"{'is absent' if build is None else f'reads {build!r}'}); inter-process TLS "
+            f"needs {MIN_BUILD_TEXT} (9.0.2 FP6) or later: check the installed fix pack")
+    elif not verdict:
+        add(BLOCKER, "build_too_old",
+            f"Tealeaf build {build} is older than {MIN_BUILD_TEXT} (9.0.2 FP6); install Fix "
+            "Pack 6 or later before enabling TLS")
+
+    if tls_role:
+        out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
+        port = _get(facts, "data_service", "port")
+        if port == LEGACY_DATA_SERVICE_PORT:
+            add(BLOCKER, "data_service_23443",
+                f"the Data Service listens on port {LEGACY_DATA_SERVICE_PORT} (the FP2-FP4 "
+                "option): set it back to 23000, and the Search Service configuration on "
+                "Canisters and HBRs that points at 23443, before enabling TLS")
+        elif isinstance(port, int) and port != host.data_service_port:
+            add(WARNING, "data_service_port_mismatch",
+                f"the Data Service log shows port {port} but the inventory says "
+                f"data_service_port {host.data_service_port}: the handshake gate probes the "
+                "inventory's port; correct the inventory")
+        if _is_2008r2(facts):
+            out.extend(_schannel_2008r2(name, facts))
+        if host.role == "hbr" and facts.get("tls_cert_password_present") is False:
+            add(WARNING, "tls_cert_password_absent",
+                f"{TEALEAF_KEY}\\security\\TLSCertPassword is absent: HBRs then log a "
+                "spurious 'TeaLeaf Rules: unable to open key' error in the Application event "
+                "log (harmless; the vendor suggests creating it as a string with a dummy value)")
+        status_gaps = _status_report_gaps(facts)
+        if status_gaps:
+            add(WARNING, "status_report_tls",
+                "TealeafStatus cannot report once TLS is on until these are set (vendor "
+                "section 'Generate the status report with TLS enabled'; reboot after): "
+                + "; ".join(status_gaps)
+                + ". Prefer DefaultSecureProtocols 0xA80 (TLS 1.0-1.2) to the vendor's 0xAA0, "
+                "which also turns SSL 3.0 back on")
+    return out
+
+
+def _enable_tls_blockers(name: str, facts: Mapping[str, Any],
+                         pfx_sha256: str | None) -> list[Finding]:
+    value = _enable_tls(facts)
+    key = f"{TEALEAF_KEY}\\EnableTLS"
+    if value in (None, 0):
+        return []
+    installed = _get(facts, "security", "cert_sha256")
+    if value == 1:
+        if pfx_sha256 and installed == pfx_sha256:
+            return [Finding(INFO, "resume_enabled",
+                            f"{key} is already 1 with this rollout's certificate "
+                            f"({_short(pfx_sha256)}): resuming", (name,))]
+        if pfx_sha256:
+            why = (f"the certificate in {_security_dir(facts)}\\tealeaf.crt is "
+                   f"{_short(installed)}, not this rollout's PFX ({_short(pfx_sha256)})")
+        else:
+            why = ("no PFX exists yet, so the rollout would generate a new certificate and "
+                   "import it over a live TLS configuration")
+        return [Finding(BLOCKER, "enable_tls_preset",
+                        f"{key} is already 1 and {why}; to adopt the certificate in place, "
+                        "set certificate.source: file with that PFX, else run `fleet rollback` "
+                        "(or set EnableTLS to 0 and restart the TeaLeaf services) first",
+                        (name,))]
+    return [Finding(BLOCKER, "enable_tls_unexpected",
+                    f"{key} reads {value!r}; expected absent, 0 or 1: set it to 0", (name,))]
+
+
+def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    missing = []
+    if not _on(_get(facts, "schannel", "tls12_server_enabled")):
+        missing.append(f"{TLS12_KEY}\\Server\\Enabled = 1 (DWORD)")
+    if _get(facts, "schannel", "tls12_server_disabled_by_default") != 0:
+        missing.append(f"{TLS12_KEY}\\Server\\DisabledByDefault = 0 (DWORD)")
+    if missing:
+        out.append(Finding(BLOCKER, "schannel_tls12_server",
+                           "Windows Server 2008 R2 without TLS 1.2 server support: set "
+                           + " and ".join(missing)
+                           + ", then reboot (SCHANNEL reads them at boot)", (name,)))
+    if _get(facts, "schannel", "send_trusted_issuer_list") != 0:
+        out.append(Finding(WARNING, "send_trusted_issuer_list",
+                           f"Windows Server 2008 R2: set {SCHANNEL_KEY}\\SendTrustedIssuerList "
+                           "= 0 (DWORD), as the vendor's prerequisites ask, then reboot",
+                           (name,)))
+    return out
+
+
+def _status_report_gaps(facts: Mapping[str, Any]) -> list[str]:
+    """The vendor's registry settings for TealeafStatus with TLS on that are not in place."""
+    gaps = []
+    dotnet = facts.get("dotnet") or {}
+    for ver, key in DOTNET_KEYS.items():
+        for field_name, value_name in (("strong_crypto", "SchUseStrongCrypto"),
+                                       ("system_default_tls", "SystemDefaultTlsVersions")):
+            if dotnet.get(f"{ver}_{field_name}") != 1:
+                gaps.append(f"{key}\\{value_name} = 1")
+    winhttp = facts.get("winhttp") or {}
+    for which, key in WINHTTP_KEYS.items():
+        value = winhttp.get(which)
+        if not (isinstance(value, int) and value & WINHTTP_TLS12):
+            gaps.append(f"{key}\\DefaultSecureProtocols = 0xA80")
+    schannel = facts.get("schannel") or {}
+    if not _on(schannel.get("tls12_client_enabled")) and _is_2008r2(facts):
+        gaps.append(f"{TLS12_KEY}\\Client\\Enabled = 1")
+    if schannel.get("tls12_client_disabled_by_default") not in (0,) and _is_2008r2(facts):
+        gaps.append(f"{TLS12_KEY}\\Client\\DisabledByDefault = 0")
+    return gaps
+
+
+# --- "nothing to do, because ..." -------------------------------------------------------------
+
+
+def step_status(host: Host, facts: Mapping[str, Any], op: str, *, pfx_sha256: str | None,
+                expect_tls: bool, changed_at: str | None = None) -> Done | Needed:
+    """Whether `op` still has work on `host`, judged from its facts.
+
+    `push_pfx` reads a `file_info` result merged into the facts as `facts["files"]` (PATH ->
+    {exists, size, sha256}); any file there with the PFX's SHA-256 counts as pushed.
+    `restart` optionally takes `changed_at`, the host-local time of the last import/enable or
+    disable on this host (from the journal): the Data Service must have started after it, since
+    during a certificate rotation its mode reads "tls" both before and after the restart.
+    """
+    role = host.role
+    tls_role = _role_is_tls(role)
+    if op in ("preflight", "facts", "verify", "certificate"):
+        return Needed(f"{op} always runs (read-only or controller-side)")
+    if op == "push_tools":
+        if role != "rtv":
+            return Done("only RTV workstations need TLSTool.exe copied")
+        if _get(facts, "tools", "tlstool") and _get(facts, "tools", "openssl"):
+            return Done(r"Tools\TLSTool.exe and Tools\openssl.exe are already there")
+        return Needed(r"Tools\TLSTool.exe or Tools\openssl.exe is missing")
+    if op == "push_pfx":
+        return _push_pfx_status(facts, pfx_sha256)
+    if op == "import":
+        return _import_status(facts, pfx_sha256)
+    if op in ("enable", "disable", "restart") and not tls_role:
+        return Done(f"role {role}: {op} does not apply (import only)")
+    if op == "enable":
+        value = _enable_tls(facts)
+        if value == 1 and _file_present(facts, "server.tls.xml"):
+            return Done(f"EnableTLS is 1 and {_security_dir(facts)}\\server.tls.xml exists")
+        if value == 1:
+            return Needed("EnableTLS is 1 but server.tls.xml is missing: enable again")
+        return Needed(f"EnableTLS is {'absent' if value is None else value}")
+    if op == "disable":
+        value = _enable_tls(facts)
+        if value in (None, 0):
+            return Done(f"EnableTLS is {'absent' if value is None else 0}")
+        return Needed(f"EnableTLS is {value}")
+    if op == "restart":
+        return _restart_status(facts, expect_tls=expect_tls, changed_at=changed_at)
+    raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+
+
+def _push_pfx_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
+    if not pfx_sha256:
+        return Needed("the certificate does not exist yet")
+    if _get(facts, "security", "cert_sha256") == pfx_sha256 and _file_present(facts,
+                                                                               "tealeaf.p12"):
+        return Done(f"already imported ({_short(pfx_sha256)}): no copy needed")
+    files = facts.get("files") or {}
+    for path, info in files.items():
+        if isinstance(info, Mapping) and info.get("sha256") == pfx_sha256:
+            return Done(f"{path} already has the PFX (SHA-256 {_short(pfx_sha256)})")
+    return Needed("the PFX is not on the host (or its SHA-256 is unknown)")
+
+
+def _import_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
+    folder = _security_dir(facts)
+    installed = _get(facts, "security", "cert_sha256")
+    if not pfx_sha256:
+        return Needed("the certificate does not exist yet")
+    missing = _missing_security_files(facts, ("tealeaf.crt", "tealeaf.p12"))
+    if missing:
+        return Needed(f"{', '.join(missing)} missing in {folder}")
+    if installed != pfx_sha256:
+        return Needed(f"{folder}\\tealeaf.crt holds {_short(installed)}, not the PFX's "
+                      f"{_short(pfx_sha256)}")
+    return Done(f"{folder}\\tealeaf.crt and tealeaf.p12 carry the PFX's certificate "
+                f"({_short(pfx_sha256)})")
+
+
+def _restart_status(facts: Mapping[str, Any], *, expect_tls: bool,
+                    changed_at: str | None) -> Done | Needed:
+    wanted = "tls" if expect_tls else "plain"
+    mode = _get(facts, "data_service", "mode")
+    started = _get(facts, "data_service", "started_at")
+    if mode is None:
+        return Needed("no Data Service startup found in its log")
+    if mode != wanted:
+        return Needed(f"the Data Service last started in {mode} mode; {wanted} is wanted")
+    if changed_at is not None:
+        since, began = _host_time(changed_at), _host_time(started)
+        if since is None or began is None or began < since:
+            return Needed(f"the Data Service started at {started}, before the change at "
+                          f"{changed_at}")
+    return Done(f"the Data Service started in {wanted} mode at {started}")
+
+
+# --- drift across the fleet ---------------------------------------------------------------------
+
+
+def fleet_drift(facts_by_host: Mapping[str, Mapping[str, Any]], *, pfx_sha256: str | None,
+                roles: Mapping[str, str] | None = None) -> list[Finding]:
+    """Where hosts disagree with each other (or with the PFX) in ways that break TLS.
+
+    `roles` (host -> role) tells TLS roles from RTV workstations; hosts missing from it count as
+    TLS roles. Unreachable hosts are left out by the caller: drift is over what was seen.
+    """
+    roles = roles or {}
+    names = list(facts_by_host)
+    tls_hosts = [n for n in names if _role_is_tls(roles.get(n, "other"))]
+    out: list[Finding] = []
+    out.extend(_certificate_drift(facts_by_host, names, pfx_sha256))
+    out.extend(_enable_drift(facts_by_host, tls_hosts))
+    for name in tls_hosts:
+        out.extend(_host_consistency(name, facts_by_host[name]))
+    for name in names:
+        out.extend(_stopped_services(name, facts_by_host[name]))
+        out.extend(_cert_expiry(name, facts_by_host[name]))
+    out.extend(_build_drift(facts_by_host, names))
+    return out
+
+
+def _certificate_drift(facts_by_host: Mapping[str, Mapping[str, Any]], names: list[str],
+                       pfx_sha256: str | None) -> list[Finding]:
+    present = {n: _get(facts_by_host[n], "security", "cert_sha256") for n in names}
+    present = {n: sha for n, sha in present.items() if sha}
+    if not present:
+        return []
+    out: list[Finding] = []
+    if pfx_sha256:
+        reference, source = pfx_sha256, "the PFX"
+    else:
+        counts = Counter(present.values()).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            groups = "; ".join(
+                f"{_short(sha)} on {', '.join(sorted(n for n, s in present.items() if s == sha))}"
+                for sha, _ in counts)
+            return [Finding(BLOCKER, "cert_mismatch",
+                            f"tealeaf.crt differs across hosts with no majority: {groups}; "
+                            "import one PFX everywhere", tuple(sorted(present)))]
+        reference, source = counts[0][0], "the majority"
+    outliers = sorted(n for n, sha in present.items() if sha != reference)
+    for name in outliers:
+        out.append(Finding(BLOCKER, "cert_mismatch",
+                           f"{_security_dir(facts_by_host[name])}\\tealeaf.crt holds "
+                           f"{_short(present[name])}, not {source}'s {_short(reference)}: "
+                           "import the fleet's PFX here", (name,)))
+    return out
+
+
+def _enable_drift(facts_by_host: Mapping[str, Mapping[str, Any]],
+                  tls_hosts: list[str]) -> list[Finding]:
+    on = sorted(n for n in tls_hosts if _enable_tls(facts_by_host[n]) == 1)
+    off = sorted(n for n in tls_hosts if n not in on)
+    if on and off:
+        return [Finding(BLOCKER, "enable_tls_mixed",
+                        f"{TEALEAF_KEY}\\EnableTLS is 1 on {', '.join(on)} but not on "
+                        f"{', '.join(off)}: TLS must be on everywhere or nowhere (finish the "
+                        "rollout or run `fleet rollback`)", tuple(on + off))]
+    return []
+
+
+def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    value = _enable_tls(facts)
+    folder = _security_dir(facts)
+    mode = _get(facts, "data_service", "mode")
+    if value == 1:
+        missing = _missing_security_files(facts)
+        if missing:
+            out.append(Finding(BLOCKER, "cert_files_missing",
+                               f"EnableTLS is 1 but {', '.join(missing)} missing in {folder}: "
+                               "import the PFX and enable again", (name,)))
+    if mode is None:
+        out.append(Finding(WARNING, "data_service_unknown",
+                           "no Data Service startup block found in "
+                           r"<install>\Logs\TLDataService_*.log: its mode is unknown", (name,)))
+    elif value == 1 and mode != "tls":
+        out.append(Finding(BLOCKER, "data_service_mode",
+                           f"EnableTLS is 1 but the Data Service last started in {mode} mode "
+                           "(its log shows 'Port:', not 'TLS Port:'): restart the TeaLeaf "
+                           "services", (name,)))
+    elif value != 1 and mode == "tls":
+        out.append(Finding(BLOCKER, "data_service_mode",
+                           f"EnableTLS is {value if value is not None else 'absent'} but the "
+                           "Data Service last started in tls mode (its log shows 'TLS Port:'): "
+                           "restart the TeaLeaf services", (name,)))
+    return out
+
+
+def _stopped_services(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+    stopped = sorted(str(s.get("name")) for s in _tealeaf_services(facts)
+                     if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
+                     and s.get("state") != "Running")
+    if not stopped:
+        return []
+    return [Finding(WARNING, "service_stopped",
+                    f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
+                    "(restarts leave stopped services stopped: start them if they should run)",
+                    (name,))]
+
+
+def _cert_expiry(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+    not_after = _host_time(_get(facts, "security", "cert_not_after"))
+    now = _host_time(facts.get("now"))
+    if not_after is None or now is None or not_after - now > CERT_EXPIRY_WARNING:
+        return []
+    state = "expired" if not_after <= now else "expires"
+    return [Finding(WARNING, "cert_expiring",
+                    f"{_security_dir(facts)}\\tealeaf.crt {state} on {not_after:%Y-%m-%d}: "
+                    "plan a certificate rotation", (name,))]
+
+
+def _build_drift(facts_by_host: Mapping[str, Mapping[str, Any]],
+                 names: list[str]) -> list[Finding]:
+    builds = {n: facts_by_host[n].get("tealeaf_build") for n in names}
+    known = {n: b for n, b in builds.items() if b}
+    if len(set(known.values())) <= 1:
+        return []
+    listing = "; ".join(f"{b} on {', '.join(sorted(n for n, x in known.items() if x == b))}"
+                        for b in sorted(set(known.values())))
+    return [Finding(WARNING, "build_mismatch",
+                    f"Tealeaf builds differ ({TEALEAF_KEY}\\Version): {listing}",
+                    tuple(sorted(known)))]
+
+
+def has_blockers(findings: list[Finding]) -> bool:
+    """True when any finding is a blocker."""
+    return any(f.severity == BLOCKER for f in findings)
