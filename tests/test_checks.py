@@ -7,11 +7,11 @@ rollout and has nothing wrong; each case applies overrides and states the codes 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from tealeaf_fleet.inventory import Host, WinRMSettings
 from tealeaf_fleet.ops import checks
 from tealeaf_fleet.ops.checks import BLOCKER, INFO, WARNING, Done, Needed
 
@@ -21,14 +21,14 @@ THIRD = "ef" * 32
 DELETE = object()
 
 
-@dataclass(frozen=True)
-class FakeHost:
-    """The attributes of inventory.Host that the checks read."""
+_WINRM = WinRMSettings(scheme="https", port=5986, transport="ntlm", username="svc",
+                       password_env=None, password_file=None, ca_bundle=None)
 
-    name: str = "hbr01"
-    role: str = "hbr"
-    data_service_port: int = 23000
-    tms_port: int = 20000
+
+def FakeHost(name: str = "hbr01", role: str = "hbr", data_service_port: int = 23000) -> Host:
+    """A real inventory.Host; only name, role and ports matter to the checks."""
+    return Host(name=name, address="127.0.0.1", role=role, winrm=_WINRM,
+                data_service_port=data_service_port)
 
 
 def healthy(**overrides: Any) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the inventory module is only needed for the type
+from tealeaf_fleet.inventory import TLS_ROLES
+
+if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Host
 
 BLOCKER = "blocker"
@@ -39,7 +41,6 @@ INFO = "info"
 
 MIN_BUILD = (9, 0, 2, 1351)  # Tealeaf 9.0.2 Fix Pack 6
 MIN_BUILD_TEXT = "9.0.2.1351"
-TLS_ROLES = frozenset({"portal", "hbr", "canister", "report", "other"})
 
 TEALEAF_KEY = r"HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology"
 SCHANNEL_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL"
