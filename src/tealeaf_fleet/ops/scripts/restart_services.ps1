@@ -1,0 +1,100 @@
+# tealeaf-fleet-op: restart_services
+param([string]$Names, [string]$TimeoutS)
+# Restarts exactly the named services (the ones that were Running): stops in waves, dependents
+# first; starts in waves, dependencies first; never starts a service that is not named.
+
+$deadline = (Get-Date).AddSeconds([double]$TimeoutS)
+$startedAt = Get-FleetNow
+$clock = [Diagnostics.Stopwatch]::StartNew()
+$names = Split-FleetList $Names
+$controllers = @{}
+$before = @{}
+foreach ($name in $names) {
+    $sc = New-Object System.ServiceProcess.ServiceController -ArgumentList $name
+    try {
+        $before[$name] = [string]$sc.Status
+    } catch [System.InvalidOperationException] {
+        Stop-FleetOp "service '$name' does not exist"
+    }
+    $controllers[$name] = $sc
+}
+
+function Test-Named([string]$Candidate, $Pending, [string]$Self) {
+    foreach ($other in $Pending) {
+        if (($other -ne $Self) -and ($other -eq $Candidate)) { return $true }
+    }
+    return $false
+}
+
+function Get-Wave($Pending, [string]$Relation) {
+    # The pending services none of whose related services (per $Relation) is still pending.
+    $wave = New-Object System.Collections.ArrayList
+    foreach ($name in $Pending) {
+        $blocked = $false
+        foreach ($related in $controllers[$name].$Relation) {
+            if (Test-Named $related.ServiceName $Pending $name) { $blocked = $true }
+        }
+        if (-not $blocked) { [void]$wave.Add($name) }
+    }
+    if ($wave.Count -eq 0) { foreach ($name in $Pending) { [void]$wave.Add($name) } }
+    return ,($wave.ToArray())
+}
+
+function Wait-Status($Wave, [string]$Status) {
+    # Names in $Wave that have not reached $Status by the deadline.
+    while ($true) {
+        $late = New-Object System.Collections.ArrayList
+        foreach ($name in $Wave) {
+            $controllers[$name].Refresh()
+            if ([string]$controllers[$name].Status -ne $Status) { [void]$late.Add($name) }
+        }
+        if (($late.Count -eq 0) -or ((Get-Date) -gt $deadline)) { return ,($late.ToArray()) }
+        Start-Sleep -Milliseconds 250
+    }
+}
+
+$problems = New-Object System.Collections.ArrayList
+$pending = New-Object System.Collections.ArrayList
+foreach ($name in $names) { [void]$pending.Add($name) }
+while ($pending.Count -gt 0) {
+    $wave = Get-Wave $pending.ToArray() 'DependentServices'
+    foreach ($name in $wave) {
+        $sc = $controllers[$name]
+        $sc.Refresh()
+        $state = [string]$sc.Status
+        if (($state -ne 'Stopped') -and ($state -ne 'StopPending')) {
+            try { $sc.Stop() } catch [System.InvalidOperationException] { [void]$problems.Add("$name would not stop: " + $_.Exception.Message) }
+        }
+    }
+    foreach ($name in (Wait-Status $wave 'Stopped')) { [void]$problems.Add("$name did not stop in time") }
+    foreach ($name in $wave) { $pending.Remove($name) }
+}
+
+foreach ($name in $names) { [void]$pending.Add($name) }
+while ($pending.Count -gt 0) {
+    $wave = Get-Wave $pending.ToArray() 'ServicesDependedOn'
+    foreach ($name in $wave) {
+        $sc = $controllers[$name]
+        $sc.Refresh()
+        if ([string]$sc.Status -eq 'Stopped') {
+            try { $sc.Start() } catch [System.InvalidOperationException] { [void]$problems.Add("$name would not start: " + $_.Exception.Message) }
+        }
+    }
+    [void](Wait-Status $wave 'Running')
+    foreach ($name in $wave) { $pending.Remove($name) }
+}
+
+$services = New-Object System.Collections.ArrayList
+$notRunning = New-Object System.Collections.ArrayList
+foreach ($name in $names) {
+    $controllers[$name].Refresh()
+    $after = [string]$controllers[$name].Status
+    if ($after -ne 'Running') { [void]$notRunning.Add("$name ($after)") }
+    [void]$services.Add(@{ name = $name; before = $before[$name]; after = $after })
+}
+if ($notRunning.Count -gt 0) {
+    $detail = ''
+    if ($problems.Count -gt 0) { $detail = '; ' + ($problems.ToArray() -join '; ') }
+    Stop-FleetOp ('not Running by the deadline: ' + ($notRunning.ToArray() -join ', ') + $detail)
+}
+Write-FleetResult @{ started_at = $startedAt; elapsed_s = $clock.Elapsed.TotalSeconds; services = $services.ToArray() }

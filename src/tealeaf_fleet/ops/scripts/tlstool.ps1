@@ -1,0 +1,26 @@
+# tealeaf-fleet-op: tlstool
+param([string]$InstallDir, [string]$Verb, [string]$PfxPath, [string]$Password)
+# Runs the vendor's TLSTool.exe in InstallDir\Tools. The password goes as an argument because
+# that is TLSTool's only interface; it is masked in the output this op returns.
+
+$toolsDir = [IO.Path]::Combine($InstallDir, 'Tools')
+$exe = [IO.Path]::Combine($toolsDir, 'TLSTool.exe')
+if (-not [IO.File]::Exists($exe)) { Stop-FleetOp "TLSTool.exe not found at $exe" }
+if ($Password.Contains([string][char]34)) { Stop-FleetOp 'the password contains a double quote, which TLSTool.exe cannot receive' 2 }
+
+if ($Verb -eq 'create') { $toolArgs = @('create', '-site', $PfxPath, $Password) }
+elseif ($Verb -eq 'import') { $toolArgs = @('import', $PfxPath, $Password) }
+elseif (($Verb -eq 'enable') -or ($Verb -eq 'disable')) { $toolArgs = @($Verb) }
+else { Stop-FleetOp "unknown TLSTool verb '$Verb'" 2 }
+
+Set-Location -LiteralPath $toolsDir
+# A native command's stderr turns into error records; with 'Stop' the first one would end us.
+$ErrorActionPreference = 'Continue'
+$lines = & $exe $toolArgs 2>&1
+$exitCode = $LASTEXITCODE
+$ErrorActionPreference = 'Stop'
+
+$text = ''
+foreach ($line in @($lines)) { $text += [string]$line + "`r`n" }
+if ($Password) { $text = $text.Replace($Password, '******') }
+Write-FleetResult @{ verb = $Verb; exit_code = [int]$exitCode; output = $text }
