@@ -3,7 +3,11 @@
 
 The wire server calls these methods on the host a request's port belongs to:
 - on every HTTP request: `faults()` (re-read from faults.json) and `is_down()` (rebooting or
-  `unreachable`: the connection is closed without an answer), then `record("request", ...)`;
+  `unreachable`: the connection is closed without an answer), `consume_flaky()` when `flaky` is
+  set, then `record("request", ...)`;
+- `command` / `args` are the command line (Command and all Arguments elements joined) split
+  like Windows' CommandLineToArgvW: `command` is the program as the client wrote it
+  (`powershell`, `powershell.exe`, `hostname`), quotes removed from every token;
 - on Command: `wants_stdin(command, args)`; when False the command starts at once, else when
   the client's Send carries End="true";
 - `run_command(command, args, stdin)` in a worker thread; it may take as long as the simulated
@@ -32,6 +36,11 @@ class ShellHost(Protocol):
 
     def faults(self) -> dict[str, Any]:
         """The current faults.json content ({} when healthy)."""
+
+    def consume_flaky(self) -> bool:
+        """If the `flaky` fault has a count left, decrement it (written back to faults.json,
+        removing the key at zero) and return True: this request gets a 500. Atomic, since
+        several connections may ask at once."""
 
     def is_down(self) -> bool:
         """True while the host is rebooting or has the `unreachable` fault."""
