@@ -19,11 +19,11 @@ import string
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -375,3 +375,287 @@ def load_pfx(data: bytes, password: Secret, *, name: str = "PFX") -> Pfx:
         mac_iterations=op.info.mac_iterations,
         friendly_name=op.friendly_name,
     )
+
+
+# --- inspect and validate --------------------------------------------------------------------
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_desc(key: Any) -> tuple[str, int | None]:
+    """("RSA", 2048), ("EC secp256r1", 256), ... for a public or private key."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "RSA", key.key_size
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return f"EC {key.curve.name}", key.curve.key_size
+    if isinstance(key, (dsa.DSAPrivateKey, dsa.DSAPublicKey)):
+        return "DSA", key.key_size
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return "Ed25519", 256
+    if isinstance(key, (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
+        return "Ed448", 456
+    return type(key).__name__, None
+
+
+def _ext(cert: x509.Certificate, cls: type) -> Any:
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _key_usage(cert: x509.Certificate) -> list[str] | None:
+    ku = _ext(cert, x509.KeyUsage)
+    if ku is None:
+        return None
+    names = [label for attr, label in _KU_FIELDS if getattr(ku, attr)]
+    if ku.key_agreement:
+        names += [label for attr, label in (("encipher_only", "encipherOnly"),
+                                            ("decipher_only", "decipherOnly"))
+                  if getattr(ku, attr)]
+    return names
+
+
+def _eku(cert: x509.Certificate) -> list[str] | None:
+    eku = _ext(cert, x509.ExtendedKeyUsage)
+    if eku is None:
+        return None
+    return [_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku]
+
+
+def _sig_name(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    return getattr(oid, "_name", None) or oid.dotted_string
+
+
+def _cn(cert: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def _cert_summary(cert: x509.Certificate) -> dict[str, Any]:
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_after": _iso(cert.not_valid_after_utc),
+        "sha256": fingerprint(cert),
+    }
+
+
+def _checks(cert: x509.Certificate | None, key: Any, n_certs: int, matched: bool,
+            algorithms: list[str], mac: str | None, password: Secret,
+            now: dt.datetime) -> list[Check]:
+    """Tealeaf's requirements (seed "Use a Signed Certificate" and notes/windows.md), one
+    Check each, in the order an operator fixes them."""
+    out: list[Check] = []
+    if cert is not None:
+        cns = _cn(cert)
+        if cns == [TEALEAF_CN]:
+            out.append(Check("subject", "pass", f'subject CN is "{TEALEAF_CN}"'))
+        else:
+            shown = ", ".join(f'"{c}"' for c in cns) or "missing"
+            out.append(Check("subject", "fail",
+                             f'subject CN is {shown}; Tealeaf requires "{TEALEAF_CN}"'))
+    if key is None:
+        out.append(Check("private key", "fail", "the file holds no private key", fatal=True))
+    elif not matched:
+        out.append(Check("private key", "fail",
+                         f"none of the {n_certs} certificate(s) matches the private key",
+                         fatal=True))
+    else:
+        out.append(Check("private key", "pass", "present and matches the certificate"))
+    if cert is None:
+        out.append(Check("certificate", "fail", "the file holds no certificate", fatal=True))
+    else:
+        ekus = _eku(cert)
+        if ekus is None:
+            out.append(Check("usage", "pass", "no extended key usage: fit for TLS server and "
+                                              "client"))
+        elif "anyExtendedKeyUsage" in ekus or {"serverAuth", "clientAuth"} <= set(ekus):
+            out.append(Check("usage", "pass", "extended key usage allows TLS server and client"))
+        else:
+            missing = [e for e in ("serverAuth", "clientAuth") if e not in ekus]
+            out.append(Check("usage", "fail", "extended key usage lacks " + " and ".join(missing)
+                             + " (Tealeaf uses it as TLS server and client)"))
+        kus = _key_usage(cert)
+        if kus is not None:
+            lacking = [k for k in ("digitalSignature", "keyEncipherment") if k not in kus]
+            if len(lacking) == 2:
+                out.append(Check("key usage", "fail", "key usage lacks digitalSignature and "
+                                                      "keyEncipherment: no TLS handshake works"))
+            elif lacking:
+                out.append(Check("key usage", "warn", f"key usage lacks {lacking[0]}: some "
+                                                      "TLS 1.2 cipher suites will fail"))
+        kind, size = _key_desc(cert.public_key())
+        if kind != "RSA":
+            out.append(Check("key", "fail", f"{kind} key; Tealeaf requires RSA of 2048 bits or "
+                                            "more"))
+        elif (size or 0) < 2048:
+            out.append(Check("key", "fail", f"RSA {size} bits; Tealeaf requires 2048 or more"))
+        else:
+            out.append(Check("key", "pass", f"RSA {size} bits"))
+        sig = _sig_name(cert)
+        if "md5" in sig.lower() or "sha1" in sig.lower():
+            out.append(Check("signature", "warn", f"{sig}: a SHA-256 signature is expected"))
+        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        days_left = (na - now).total_seconds() / 86400
+        if now < nb:
+            out.append(Check("validity", "fail", f"not valid before {_iso(nb)}"))
+        elif now > na:
+            out.append(Check("validity", "fail", f"expired on {_iso(na)}"))
+        elif days_left < WARN_DAYS:
+            out.append(Check("validity", "warn", f"expires on {_iso(na)}, in {int(days_left)} "
+                                                 f"day(s): renew it before rolling out"))
+        else:
+            out.append(Check("validity", "pass", f"valid until {_iso(na)} ({int(days_left)} "
+                                                 "days left)"))
+    out.append(_encryption_check(algorithms, mac))
+    problems = check_password(password)
+    if problems:
+        out.append(Check("password", "fail", "; ".join(problems)
+                         + " (Tealeaf needs printable ASCII, no space, no double quote)"))
+    else:
+        out.append(Check("password", "pass", "printable ASCII, no space, no double quote"))
+    return out
+
+
+def _encryption_check(algorithms: list[str], mac: str | None) -> Check:
+    shown = ", ".join(algorithms) or "none"
+    aes = [a for a in algorithms if a.startswith("PBES2")]
+    if aes:
+        return Check("encryption", "warn",
+                     f"{shown}: {OLD_WINDOWS} cannot import it (\"the specified network "
+                     "password is not correct\"); recreate with --encryption compat")
+    if "none" in algorithms:
+        return Check("encryption", "warn", f"{shown}: the private key is not encrypted")
+    unknown = [a for a in algorithms if a not in pkcs12info.LEGACY_PBE]
+    if unknown:
+        return Check("encryption", "warn", f"{shown}: unknown to older Windows")
+    if mac is None:
+        return Check("encryption", "warn", f"{shown}: the file has no integrity MAC")
+    if mac != "sha1":
+        return Check("encryption", "warn", f"{shown}, MAC {mac}: {OLD_WINDOWS} may not verify "
+                                           "a MAC other than SHA-1")
+    return Check("encryption", "pass", f"{shown}, MAC {mac}: importable on Windows Server "
+                                       "2008 R2 and later")
+
+
+def validate_pfx(pfx: Pfx, password: Secret, *, now: dt.datetime | None = None) -> list[Check]:
+    """The verdict for a loaded PFX (what `certificate_for` enforces: no "fail")."""
+    algorithms: list[str] = []
+    for a in [pfx.encryption, *pfx.cert_encryption]:
+        if a not in algorithms:
+            algorithms.append(a)
+    return _checks(pfx.certificate, pfx.private_key, 1 + len(pfx.additional_certs), True,
+                   algorithms, pfx.mac, password, now or _utcnow())
+
+
+def inspect_pfx(data: bytes, password: Secret, *, name: str = "PFX",
+                now: dt.datetime | None = None) -> Report:
+    """Everything `fleet cert inspect` shows, and the verdict.
+
+    Raises CertificateError only when the file cannot be read at all (not PKCS#12, wrong
+    password); a missing key or a key matching no certificate is reported as a fatal check.
+    """
+    now = now or _utcnow()
+    op = _open(data, password, name)
+    cert = op.match or (op.certs[0] if op.certs else None)
+    details: dict[str, Any] = {}
+    if cert is not None:
+        kind, size = _key_desc(cert.public_key())
+        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        details.update({
+            "subject": cert.subject.rfc4514_string(),
+            "issuer": cert.issuer.rfc4514_string(),
+            "serial": format(cert.serial_number, "x"),
+            "not_before": _iso(nb),
+            "not_after": _iso(na),
+            "days_left": int((na - now).total_seconds() // 86400),
+            "key_type": kind,
+            "key_size": size,
+            "signature_algorithm": _sig_name(cert),
+            "key_usage": _key_usage(cert),
+            "extended_key_usage": _eku(cert),
+            "sha256": fingerprint(cert),
+            "sha1": fingerprint(cert, "sha1"),
+        })
+    details.update({
+        "friendly_name": op.friendly_name,
+        "has_private_key": op.key is not None,
+        "pkcs12": {
+            "key_encryption": op.info.key_encryption,
+            "cert_encryption": op.info.cert_encryption,
+            "mac": op.info.mac,
+            "mac_iterations": op.info.mac_iterations,
+            "kdf_prf": op.info.kdf_prf,
+        },
+        "chain": [_cert_summary(c) for c in op.certs if c is not cert],
+    })
+    checks = _checks(cert, op.key, len(op.certs), op.match is not None, op.info.algorithms,
+                     op.info.mac, password, now)
+    return Report(file=name, details=details, checks=checks)
+
+
+# --- the engine's entry point ----------------------------------------------------------------
+
+
+class _CertificateSettings(Protocol):
+    source: str
+    path: Path
+
+
+class _FleetLike(Protocol):
+    """The part of `inventory.Fleet` this module uses (docs/architecture.md)."""
+
+    @property
+    def certificate(self) -> _CertificateSettings: ...
+
+    def pfx_password(self) -> Secret: ...
+
+
+def certificate_for(fleet: _FleetLike, *, create: bool) -> tuple[Pfx, bytes]:
+    """The fleet's PFX, loaded and validated: `(pfx, file bytes)`.
+
+    `source: generate` creates the file at `certificate.path` only when it does not exist
+    (exclusively, so never twice, even with two runs racing), and only with `create=True`;
+    otherwise it raises CertificateNotCreated. `source: file` loads the given file. Either way
+    a file that fails a Tealeaf requirement raises CertificateError with every reason.
+    `source: tlstool` is the engine's business (TLSTool creates the file on a server).
+    """
+    settings = fleet.certificate
+    path = Path(settings.path)
+    if settings.source == "tlstool":
+        raise CertificateError("certificate.source tlstool: the file is created by TLSTool.exe "
+                               "on a server, not on the controller")
+    if settings.source not in ("generate", "file"):
+        raise CertificateError(f"unknown certificate.source {settings.source!r}")
+    password = fleet.pfx_password()
+    if settings.source == "generate" and not path.exists():
+        if not create:
+            raise CertificateNotCreated(
+                f"{path} does not exist yet: the rollout generates it once, at its certificate "
+                "step")
+        data = generate_pfx(password)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another run created it a moment ago: use that one, never a second one
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CertificateError(f"{path} does not exist",
+                               hint="set certificate.path, or use source: generate") from None
+    except OSError as exc:
+        raise CertificateError(f"{path} cannot be read: {exc.strerror}") from None
+    pfx = load_pfx(data, password, name=str(path))
+    fails = [c.reason for c in validate_pfx(pfx, password) if c.status == "fail"]
+    if fails:
+        raise CertificateError(f"{path} is not fit for Tealeaf: " + "; ".join(fails),
+                               hint=f"fleet cert inspect {path}")
+    return pfx, data

@@ -1,9 +1,215 @@
-"""`fleet cert`: placeholder until its issue lands (registers nothing yet)."""
+"""`fleet cert create|inspect`: make the shared Tealeaf PFX on the controller, or check a PFX
+(ours, TLSTool's, or one the organisation's CA issued) against Tealeaf's requirements before a
+change window, rather than finding out on the first server that cannot import it.
+
+`certs` (and so `cryptography`) is imported inside the handlers to keep `fleet --help` fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tealeaf_fleet.errors import InputError
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.certs import Report
+    from tealeaf_fleet.secrets import Secret
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    cert = sub.add_parser("cert", help="create or inspect the Tealeaf PKCS#12 certificate",
+                          description="Create or inspect the PKCS#12 file Tealeaf imports.")
+    cs = cert.add_subparsers(dest="cert_command", metavar="SUBCOMMAND",
+                             parser_class=type(cert))
+    cs.required = True
+
+    create = cs.add_parser(
+        "create", help="generate a key and self-signed certificate as a PFX",
+        description='Generate an RSA key and a self-signed certificate (CN "IBM Tealeaf CX", '
+                    "serverAuth+clientAuth) as PKCS#12. Without a password source: asks twice "
+                    "on a terminal, else generates one and writes it to OUT.password (0600).")
+    create.add_argument("--out", required=True, metavar="PATH", help="the PFX file to write")
+    _password_args(create)
+    create.add_argument("--days", type=_positive_int, default=730,
+                        help="validity in days (default 730)")
+    create.add_argument("--key-size", type=int, choices=(2048, 3072, 4096), default=2048)
+    create.add_argument("--encryption", choices=("compat", "aes256"), default="compat",
+                        help="compat (default): PBE-SHA1-3DES + SHA-1 MAC, importable on "
+                             "Windows Server 2008 R2..2022; aes256: newer Windows only")
+    create.add_argument("--force", action="store_true", help="replace an existing file")
+    create.set_defaults(handler=run_create)
+
+    inspect = cs.add_parser(
+        "inspect", help="show a PFX and check it against Tealeaf's requirements",
+        description="Show a PFX's certificate and protection, then a pass/warn/fail verdict. "
+                    "Exit 0 fit, 1 not fit, 2 unusable input. Without a password source: "
+                    "PATH.password when it exists, else asks on a terminal.")
+    inspect.add_argument("path", metavar="PATH")
+    _password_args(inspect)
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.set_defaults(handler=run_inspect)
+
+
+def _password_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--password-env", metavar="VAR", help="read the PFX password from $VAR")
+    g.add_argument("--password-file", metavar="FILE",
+                   help="read the PFX password from FILE (mode 0600)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _given_password(args: argparse.Namespace) -> Secret | None:
+    from tealeaf_fleet import secrets
+
+    if args.password_env:
+        return secrets.from_env(args.password_env, field="--password-env")
+    if args.password_file:
+        return secrets.from_file(args.password_file, field="--password-file")
     return None
+
+
+# --- create ----------------------------------------------------------------------------------
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from tealeaf_fleet import certs, secrets
+
+    out = Path(args.out)
+    pw_file = out.with_name(out.name + ".password")
+    if not out.parent.is_dir():
+        raise InputError(f"folder {out.parent} does not exist", field="--out")
+    if out.exists() and not args.force:
+        raise InputError(f"{out} already exists", field="--out",
+                         hint="use --force to replace it")
+    password = _given_password(args)
+    generated = False
+    if password is None:
+        if sys.stdin.isatty():
+            password = secrets.prompt("PFX password", confirm=True)
+        else:
+            if pw_file.exists() and not args.force:
+                raise InputError(f"{pw_file} already exists", hint="use --force to replace it")
+            password = certs.generate_password()
+            generated = True
+    problems = certs.check_password(password)
+    if problems:
+        raise InputError("; ".join(problems) + " (TLSTool.exe cannot use it)",
+                         hint="printable ASCII, no space, no double quote")
+    data = certs.generate_pfx(password, days=args.days, key_size=args.key_size,
+                              encryption=args.encryption)
+    if generated:
+        certs.write_private_file(pw_file, (password.reveal() + "\n").encode("ascii"),
+                                 force=args.force)
+    try:
+        certs.write_private_file(out, data, force=args.force)
+    except BaseException:
+        if generated:
+            pw_file.unlink(missing_ok=True)  # a password for a PFX that was never written
+        raise
+    pfx = certs.load_pfx(data, password, name=str(out))
+    print(f"created {out} (mode 0600)")
+    print(f"  subject     {pfx.certificate.subject.rfc4514_string()}")
+    print(f"  key         RSA {args.key_size} bits")
+    print(f"  valid until {pfx.certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"  sha256      {_colons(pfx.sha256)}")
+    print(f"  protection  {pfx.encryption}, MAC {pfx.mac}")
+    if generated:
+        print(f"password generated and written to {pw_file} (mode 0600); "
+              "keep it with the PFX, it is needed to import it")
+    return 0
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from tealeaf_fleet import certs, secrets
+
+    path = Path(args.path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a PFX file") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {exc.strerror}") from None
+    password = _given_password(args)
+    if password is None:
+        beside = path.with_name(path.name + ".password")
+        if beside.exists():
+            password = secrets.from_file(beside)
+            print(f"using the password in {beside}", file=sys.stderr)
+        else:
+            password = secrets.prompt(f"password for {path}")
+    report = certs.inspect_pfx(data, password, name=str(path))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _render(report)
+    return report.exit_code
+
+
+def _colons(hex_digest: str) -> str:
+    return ":".join(hex_digest[i:i + 2] for i in range(0, len(hex_digest), 2)).upper()
+
+
+def _render(report: Report) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    con = Console(highlight=False, soft_wrap=True)
+    d = report.details
+    p12 = d["pkcs12"]
+    rows: list[tuple[str, str]] = [("file", report.file)]
+    if "subject" in d:
+        rows += [
+            ("subject", d["subject"]),
+            ("issuer", d["issuer"]),
+            ("serial", d["serial"]),
+            ("valid", f"{d['not_before']} .. {d['not_after']} ({d['days_left']} days left)"),
+            ("key", f"{d['key_type']} {d['key_size']} bits"),
+            ("signature", d["signature_algorithm"]),
+            ("key usage", ", ".join(d["key_usage"]) if d["key_usage"] is not None
+             else "(none)"),
+            ("ext. key usage", ", ".join(d["extended_key_usage"])
+             if d["extended_key_usage"] is not None else "(none: any)"),
+            ("sha256", _colons(d["sha256"])),
+            ("sha1", _colons(d["sha1"])),
+        ]
+    rows += [
+        ("friendly name", d["friendly_name"] or "(none)"),
+        ("private key", "present" if d["has_private_key"] else "absent"),
+        ("key protection", ", ".join(p12["key_encryption"]) or "(no key bag)"),
+        ("cert protection", ", ".join(p12["cert_encryption"]) or "(not encrypted)"),
+        ("MAC", f"{p12['mac']}, {p12['mac_iterations']} iterations" if p12["mac"]
+         else "(none)"),
+    ]
+    for c in d["chain"]:
+        rows.append(("chain", f"{c['subject']} (issuer {c['issuer']}, sha256 "
+                              f"{c['sha256'][:16]}...)"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        con.print(f"{key:<{width}}  {escape(str(value))}")
+    con.print()
+    style = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+    for c in report.checks:
+        con.print(f"[{style[c.status]}]{c.status:<4}[/]  {c.name:<12} {escape(c.reason)}")
+    con.print()
+    if report.fit:
+        con.print("[green]verdict: fit for Tealeaf[/]")
+    else:
+        con.print("[bold red]verdict: NOT fit for Tealeaf[/]")

@@ -1,0 +1,101 @@
+"""A TLS handshake from the controller to a Tealeaf port: is it TLS, and with which certificate?
+
+Why no validation: the Tealeaf certificate's CN ("IBM Tealeaf CX") is not a host name and it is
+self-signed; peers pin the certificate itself. So the probe accepts any certificate and reports
+its SHA-256, and the caller compares that with the PFX's (`certs.Pfx.sha256`). TLS 1.2 is the
+minimum because that is what Tealeaf speaks; the negotiated version is recorded.
+
+Outcomes (`ProbeResult.kind`):
+- "tls": the handshake completed (`sha256`, `subject`, `protocol` set), or the peer answered
+  with a TLS alert (a TLS server that refused us: `sha256` None, `error` says why);
+- "plain": TCP accepted but no TLS server behind it (garbage, EOF, reset or silence);
+- "unreachable": refused, timed out, no route, unknown name.
+Ordinary network failures never raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one handshake; see the module docstring for `kind`."""
+
+    kind: str                    # "tls" | "plain" | "unreachable"
+    address: str
+    port: int
+    sha256: str | None = None    # lowercase hex SHA-256 of the peer certificate's DER
+    subject: str | None = None   # RFC 4514, e.g. "CN=IBM Tealeaf CX"
+    protocol: str | None = None  # e.g. "TLSv1.2"
+    error: str | None = None
+
+    @property
+    def is_tls(self) -> bool:
+        return self.kind == "tls" and self.sha256 is not None
+
+
+def _subject(der: bytes) -> str | None:
+    from cryptography import x509
+
+    try:
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    except ValueError:
+        return None
+
+
+def _context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False      # the CN is not a host name: the certificate is pinned
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _is_alert(exc: ssl.SSLError) -> bool:
+    """True when the peer sent a TLS alert, i.e. it speaks TLS but refused the handshake."""
+    reason = (exc.reason or "").upper()
+    return "ALERT" in reason
+
+
+def handshake(address: str, port: int, *, timeout_s: float = 5.0) -> ProbeResult:
+    """Connect to `address:port`, handshake, and report what answered (never raises for an
+    ordinary network failure; `timeout_s` bounds the connect and the handshake each)."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout_s)
+    except (TimeoutError, OSError) as exc:
+        return ProbeResult("unreachable", address, port, error=_describe(exc))
+    try:
+        with _context().wrap_socket(sock, server_hostname=None) as tls:
+            der = tls.getpeercert(binary_form=True)
+            protocol = tls.version()
+    except ssl.SSLError as exc:
+        if _is_alert(exc):
+            return ProbeResult("tls", address, port, error=f"TLS alert from the peer: "
+                                                            f"{exc.reason}")
+        return ProbeResult("plain", address, port, error=f"not a TLS server: {_describe(exc)}")
+    except (TimeoutError, OSError) as exc:  # EOF, reset, silence: TCP answered, TLS did not
+        return ProbeResult("plain", address, port, error=f"not a TLS server: {_describe(exc)}")
+    finally:
+        sock.close()
+    if not der:
+        return ProbeResult("tls", address, port, protocol=protocol,
+                           error="the server sent no certificate")
+    return ProbeResult("tls", address, port, sha256=hashlib.sha256(der).hexdigest(),
+                       subject=_subject(der), protocol=protocol)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.replace("_", " ").lower()
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text
