@@ -178,6 +178,15 @@ class Fleet:
         return self._resolve(host.winrm.password_env, host.winrm.password_file,
                              lambda k: self._field(host, k), f"WinRM on {host.name}")
 
+    def require_files(self, host: Host) -> None:
+        """Before connecting to `host`: its CA bundle / client certificate files must exist."""
+        for key in ("ca_bundle", "cert_pem", "cert_key_pem"):
+            p = getattr(host.winrm, key)
+            if p is not None and not p.is_file():
+                fld = self._field(host, key)
+                raise InputError(f"file {p} does not exist", file=self.path,
+                                 line=self.lines.get(fld), field=fld)
+
     def pfx_password(self) -> Secret:
         """The PFX password, read now; InputError naming the inventory if unset."""
         return self._resolve(self.certificate.password_env, self.certificate.password_file,
@@ -397,9 +406,11 @@ def _winrm(ctx: _Ctx, m: _Map, fld: str, base: Path, defaults: dict[str, Any]) -
                             m.key_line("password_file"), f("password_file"))
         out["password_file"] = ctx.path(m, "password_file", f("password_file"), base)
         out["password_env"] = None
+    # Existence is checked by `Fleet.require_files` when a command connects: `fleet plan` must
+    # work on a change-board machine that has the inventory but not the CA bundle.
     for key in ("ca_bundle", "cert_pem", "cert_key_pem"):
         if key in m:
-            out[key] = ctx.path(m, key, f(key), base, must_exist=True)
+            out[key] = ctx.path(m, key, f(key), base)
     for key in ("validate_certs", "allow_unencrypted"):
         if key in m:
             out[key] = ctx.boolean(m, key, f(key), out[key])
