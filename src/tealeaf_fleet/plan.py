@@ -1,0 +1,416 @@
+"""Playbook + Fleet (+ facts) -> `Plan`: the change, host by host, before anything runs.
+
+Why a separate, serialisable plan: the change board approves a document, and the rollout later
+proves it runs that document (`--approved-plan`): the digests cover the inventory's normalized
+content, the playbook's normalized content, the tool version and, when facts were gathered,
+the facts. No timestamps and no secrets go into the plan or its digests, so planning the same
+inputs twice gives the same digest on any machine.
+
+The planner is pure: it reads no network and changes nothing. Facts (raw `facts` op results,
+one per host) only turn steps into "nothing to do, because ..." skips.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tealeaf_fleet import __version__
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.inventory import Fleet, Host
+from tealeaf_fleet.playbooks import Phase, Playbook, sha256_json
+
+FORMAT_VERSION = 1
+CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
+PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
+VOLATILE_FACTS = ("now",)  # differ on every gather; kept out of the facts digest
+
+PCA_REASON = "not affected by inter-process TLS; never contacted over WinRM"
+RTV_REASON = "import only, never enable or restart"
+
+_IMPACT = {
+    "hbr": "this HBR stops routing sessions while its services restart; the other HBRs carry on",
+    "canister": "this Canister stops storing and serving sessions while it restarts; the other "
+                "Canisters carry on",
+    "portal": "Portal web UI (iisreset) and the TMS master are unavailable during the restart",
+    "report": "reporting is unavailable during the restart",
+    "other": "the Tealeaf services on this server are unavailable during the restart",
+}
+
+
+@dataclass
+class Step:
+    host: str
+    action: str
+    description: str
+    impact: str
+    skip_reason: str | None = None
+
+
+@dataclass
+class Excluded:
+    host: str
+    reason: str
+
+
+@dataclass
+class PlanPhase:
+    name: str
+    op: str
+    strategy: str
+    batch: int
+    gates: list[str]
+    roles: list[str]
+    steps: list[Step] = field(default_factory=list)
+    excluded: list[Excluded] = field(default_factory=list)
+    compensate: str | None = None
+    on_failure: str = "halt"
+
+    @property
+    def active_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.skip_reason is None]
+
+
+@dataclass
+class PlanHost:
+    name: str
+    role: str
+    address: str
+    contacted: bool
+    reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """The JSON shape of docs/architecture.md ("Plan JSON"), plus `expect_tls`,
+    `description`, `certificate` (source and path name) and `pfx_sha256`, for renderers."""
+
+    tool_version: str
+    playbook: dict[str, str]  # {name, digest}
+    inventory: dict[str, str]  # {path, digest}
+    facts_digest: str | None
+    digest: str
+    expect_tls: bool
+    description: str
+    certificate: dict[str, str]
+    pfx_sha256: str | None
+    hosts: list[PlanHost]
+    phases: list[PlanPhase]
+    format_version: int = FORMAT_VERSION
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        ordered = {"format_version": d.pop("format_version")}
+        ordered.update(d)
+        return ordered
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "plan") -> Plan:
+        """Parse a plan written by `to_json`; InputError when it is not one (or a newer one)."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not a plan: invalid JSON ({exc.msg})", file=source,
+                             line=exc.lineno) from None
+        if not isinstance(d, dict):
+            raise InputError("not a plan: expected a JSON object", file=source)
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise InputError(f"plan format_version {version!r} is not supported (this tool "
+                             f"reads {FORMAT_VERSION})", file=source, field="format_version")
+        try:
+            phases = []
+            for p in d["phases"]:
+                p = dict(p)
+                steps = [Step(**s) for s in p.pop("steps")]
+                excluded = [Excluded(**x) for x in p.pop("excluded")]
+                phases.append(PlanPhase(steps=steps, excluded=excluded, **p))
+            return cls(
+                tool_version=d["tool_version"], playbook=d["playbook"],
+                inventory=d["inventory"], facts_digest=d["facts_digest"], digest=d["digest"],
+                expect_tls=d["expect_tls"], description=d["description"],
+                certificate=d["certificate"], pfx_sha256=d["pfx_sha256"],
+                hosts=[PlanHost(**h) for h in d["hosts"]], phases=phases)
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"not a plan: missing or unexpected field ({exc})",
+                             file=source) from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"plan {p} cannot be read: {exc}") from None
+        return cls.from_json(text, source=str(p))
+
+    # ---- questions renderers and the engine ask ---------------------------------------------
+    def phase(self, name: str) -> PlanPhase:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def host(self, name: str) -> PlanHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------
+# digests
+
+
+def inventory_digest(fleet: Fleet) -> str:
+    return sha256_json(fleet.normalized)
+
+
+def facts_digest(facts: dict[str, dict] | None, pfx_sha256: str | None) -> str | None:
+    """Digest of what the controller learned before planning, without volatile fields."""
+    if facts is None and pfx_sha256 is None:
+        return None
+    stable = {name: {k: v for k, v in (f or {}).items() if k not in VOLATILE_FACTS}
+              for name, f in (facts or {}).items()}
+    return sha256_json({"facts": stable, "pfx_sha256": pfx_sha256})
+
+
+def plan_digest(tool_version: str, inventory: str, playbook: str, facts: str | None) -> str:
+    return sha256_json({"tool_version": tool_version, "inventory": inventory,
+                        "playbook": playbook, "facts": facts})
+
+
+# --------------------------------------------------------------------------------------------
+# the planner
+
+
+def build_plan(playbook: Playbook, fleet: Fleet, facts: dict[str, dict] | None = None,
+               pfx_sha256: str | None = None, *, tool_version: str = __version__) -> Plan:
+    """Compile the change. Pure: reads only the local PFX path's existence."""
+    if pfx_sha256 is not None:
+        pfx_sha256 = pfx_sha256.replace(":", "").lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
+            raise InputError("PFX fingerprint must be 64 hex digits (SHA-256)",
+                             field="pfx_sha256")
+    inv = inventory_digest(fleet)
+    fdig = facts_digest(facts, pfx_sha256)
+    ctx = _PlanContext(playbook, fleet, facts or {}, pfx_sha256)
+    phases = [ctx.phase(p, i) for i, p in enumerate(playbook.phases)]
+    hosts = [_plan_host(h) for h in fleet.hosts.values()]
+    return Plan(
+        tool_version=tool_version,
+        playbook={"name": playbook.name, "digest": playbook.digest},
+        inventory={"path": str(fleet.path), "digest": inv},
+        facts_digest=fdig,
+        digest=plan_digest(tool_version, inv, playbook.digest, fdig),
+        expect_tls=playbook.expect_tls, description=playbook.description,
+        certificate={"source": fleet.certificate.source, "path": str(fleet.certificate.path)},
+        pfx_sha256=pfx_sha256, hosts=hosts, phases=phases)
+
+
+def _pca_reason(host: Host) -> str:
+    reason = PCA_REASON
+    if host.pca_build:
+        m = re.match(r"^(\d+)-(\d+)", host.pca_build)
+        ok = m is not None and (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
+        need = f"{PCA_PIPELINE_BUILD[0]}-{PCA_PIPELINE_BUILD[1]}"
+        if ok:
+            reason += (f"; pipeline encryption (a separate change) can use the same PFX: "
+                       f"PCA build {host.pca_build} meets the {need} minimum")
+        else:
+            reason += (f"; securing the pipeline (a separate change) needs PCA build {need} or "
+                       f"later, this one is {host.pca_build}")
+    return reason
+
+
+def _plan_host(host: Host) -> PlanHost:
+    if host.role == "pca":
+        return PlanHost(host.name, host.role, host.address, False, _pca_reason(host))
+    if host.role == "rtv":
+        return PlanHost(host.name, host.role, host.address, True, RTV_REASON)
+    return PlanHost(host.name, host.role, host.address, True, None)
+
+
+class _PlanContext:
+    """Per-plan state: which ops already listed their exclusions (each once per op)."""
+
+    def __init__(self, playbook: Playbook, fleet: Fleet, facts: dict[str, dict],
+                 pfx_sha256: str | None) -> None:
+        self.playbook = playbook
+        self.fleet = fleet
+        self.facts = facts
+        self.pfx = pfx_sha256
+        self.excluded_for_op: set[str] = set()
+        # every role some phase of each op covers: a host left out of `restart_hbr` is not
+        # "excluded" from restarts when `restart_rest` takes it
+        self.roles_by_op: dict[str, set[str]] = {}
+        for p in playbook.phases:
+            self.roles_by_op.setdefault(p.op, set()).update(p.roles)
+
+    def install_dir(self, host: Host) -> str:
+        f = self.facts.get(host.name) or {}
+        return (host.install_dir or self.fleet.install_dir or f.get("install_dir")
+                or "<install dir, discovered>")
+
+    def phase(self, phase: Phase, index: int) -> PlanPhase:
+        out = PlanPhase(name=phase.name, op=phase.op, strategy=phase.strategy,
+                        batch=phase.batch,
+                        gates=list(phase.gates), roles=list(phase.roles),
+                        compensate=phase.compensate, on_failure=phase.on_failure)
+        if phase.op == "certificate":
+            out.steps.append(self.certificate_step())
+            return out
+        for host in self.fleet.hosts.values():
+            if host.role in phase.roles:
+                out.steps.append(self.step(phase, host))
+        if phase.op not in self.excluded_for_op:
+            self.excluded_for_op.add(phase.op)
+            covered = self.roles_by_op.get(phase.op, set())
+            for host in self.fleet.hosts.values():
+                if host.role in covered:
+                    continue
+                if host.role == "pca":
+                    out.excluded.append(Excluded(host.name, _pca_reason(host)))
+                elif host.role == "rtv":
+                    out.excluded.append(Excluded(host.name, RTV_REASON))
+                else:
+                    out.excluded.append(Excluded(
+                        host.name, f"role {host.role} is not part of this playbook's "
+                                   f"{phase.op} phases"))
+        return out
+
+    # ---- one step per op ----------------------------------------------------------------
+    def certificate_step(self) -> Step:
+        c = self.fleet.certificate
+        if c.source == "generate":
+            desc = (f"generate one self-signed certificate pair (CN=IBM Tealeaf CX, TLS 1.2 "
+                    f"client and server) into {c.path.name}, once for the whole fleet")
+        elif c.source == "file":
+            desc = (f"check the supplied {c.path.name} against Tealeaf's requirements (subject "
+                    "IBM Tealeaf CX, key included, ASCII password)")
+        else:
+            first = next((h for h in self.fleet.hosts.values() if h.manages_tls), None)
+            where = first.name if first else "the first Tealeaf server"
+            desc = (f"run TLSTool.exe create -site {c.path.name} on {where} and fetch the PFX "
+                    "to the controller")
+        skip = None
+        if c.source != "file" and c.path.is_file():
+            skip = (f"nothing to do: {c.path.name} already exists and is reused (a fleet has "
+                    "one certificate; it is never generated twice)")
+        return Step(CONTROLLER, "certificate", desc, "none (runs on the controller)", skip)
+
+    def step(self, phase: Phase, host: Host) -> Step:
+        op = phase.op
+        f = self.facts.get(host.name)
+        pfx = self.fleet.certificate.path.name
+        tools = f"{self.install_dir(host)}\\Tools"
+        if op == "preflight":
+            return Step(host.name, op, "read-only checks: WinRM login, OS and PowerShell, "
+                        "install folder and TLSTool.exe, build >= 9.0.2.1351, EnableTLS, "
+                        "Data Service port (not 23443), TLS 1.2 server keys, TeaLeaf services",
+                        "none (read-only)")
+        if op == "facts":
+            return Step(host.name, op, "read EnableTLS, certificate files and fingerprint, "
+                        "services, Data Service mode, TLS handshake", "none (read-only)")
+        if op == "push_pfx":
+            return Step(host.name, op, f"copy {pfx} to {tools}\\{pfx} and check its SHA-256 "
+                        "there (skipped where identical)", "none (file copy)",
+                        self.imported_skip(f, "no copy needed"))
+        if op == "push_tools":
+            skip = None
+            if f is not None and (f.get("tools") or {}).get("tlstool") and (
+                    f.get("tools") or {}).get("openssl"):
+                skip = "nothing to do: TLSTool.exe and openssl.exe already present"
+            return Step(host.name, op, f"copy TLSTool.exe and openssl.exe (from a Tealeaf "
+                        f"server of the same build) to {tools}", "none (file copy)", skip)
+        if op == "import":
+            return Step(host.name, op, f"TLSTool.exe import {pfx} <password> in {tools}: "
+                        "writes tealeaf.crt and tealeaf.p12 under "
+                        "C:\\ProgramData\\IBM\\Tealeaf\\security; checks their fingerprint",
+                        "none on running services (used after enable and restart)",
+                        self.imported_skip(f, None))
+        if op == "enable":
+            skip = "nothing to do: EnableTLS already 1" if f and f.get("enable_tls") == 1 \
+                else None
+            return Step(host.name, op, "TLSTool.exe enable: EnableTLS=1, writes "
+                        "server.tls.xml", "none until the restart; if any host fails, "
+                        f"'{phase.compensate or 'disable'}' undoes it everywhere", skip)
+        if op == "disable":
+            skip = None
+            if f is not None and f.get("enable_tls") in (0, None) and "enable_tls" in f:
+                value = "absent" if f.get("enable_tls") is None else "0"
+                skip = f"nothing to do: EnableTLS already {value}"
+            return Step(host.name, op, "TLSTool.exe disable: EnableTLS=0 (certificates stay)",
+                        "none until the restart", skip)
+        if op == "restart":
+            return self.restart_step(phase, host, f)
+        if op == "verify":
+            mode = "TLS Port:" if self.playbook.expect_tls else "Port:"
+            want = 1 if self.playbook.expect_tls else 0
+            desc = (f"check EnableTLS={want}, the Data Service log shows '{mode} "
+                    f"{host.data_service_port}'")
+            if host.role == "rtv":
+                desc = "check tealeaf.crt and tealeaf.p12 carry the fleet's certificate"
+            elif self.playbook.expect_tls:
+                desc += (f", TLS handshakes on ports {host.data_service_port} (Data Service) "
+                         f"and {host.tms_port} (TMS) show the fleet's certificate")
+            return Step(host.name, op, desc, "none (read-only)")
+        raise AssertionError(f"op {op} has no planner")  # the playbook loader closes the list
+
+    def imported_skip(self, f: dict | None, extra: str | None) -> str | None:
+        """Already imported: tealeaf.crt carries the fleet's certificate and tealeaf.p12 exists."""
+        if f is None or self.pfx is None:
+            return None
+        sec = f.get("security") or {}
+        files = sec.get("files") or {}
+        if sec.get("cert_sha256") == self.pfx and files.get("tealeaf.p12"):
+            text = f"nothing to do: tealeaf.crt already carries certificate {self.pfx}"
+            return f"{text}; {extra}" if extra else text
+        return None
+
+    def restart_step(self, phase: Phase, host: Host, f: dict | None) -> Step:
+        expect = self.playbook.expect_tls
+        mode = "TLS" if expect else "plain"
+        if self.fleet.rollout.restart == "reboot":
+            what = "reboot the server and wait for it"
+        else:
+            running = None
+            if f is not None:
+                running = [s["name"] for s in f.get("services") or []
+                           if s.get("state") == "Running"]
+            names = ", ".join(running) if running else "the TeaLeaf* services that are running"
+            what = f"restart {names} (stopped ones stay stopped), iisreset where IIS runs"
+        gates = []
+        for g in phase.gates:
+            if g == "services":
+                gates.append("services running again")
+            elif g == "iis":
+                gates.append("IIS running")
+            elif g == "data_service_log":
+                gates.append(f"Data Service log shows '{'TLS Port' if expect else 'Port'}: "
+                             f"{host.data_service_port}'")
+            elif g == "handshake":
+                if self.fleet.rollout.verify_handshake:
+                    gates.append(f"{mode} on ports {host.data_service_port} and {host.tms_port}")
+            elif g == "soak":
+                gates.append(f"soak {self.fleet.rollout.soak_s}s, recheck")
+        desc = what + (f"; gates: {'; '.join(gates)}" if gates else "")
+        impact = _IMPACT.get(host.role, _IMPACT["other"])
+        if phase.strategy == "rolling":
+            impact += (" (one at a time)" if phase.batch == 1
+                       else f" ({phase.batch} at a time)")
+        skip = None
+        if f is not None:
+            ds = (f.get("data_service") or {}).get("mode")
+            tls_on = f.get("enable_tls") == 1
+            if tls_on == expect and ds == ("tls" if expect else "plain"):
+                skip = (f"nothing to do: EnableTLS is {1 if expect else 0} and the Data Service "
+                        f"already runs {mode}")
+        return Step(host.name, "restart", desc, impact, skip)
