@@ -382,3 +382,12 @@ def test_finding_to_dict_round_trips_fields():
                                  "hosts": ["h1"]}
     assert finding.host == "h1"
     assert checks.Finding(WARNING, "x", "m", ("a", "b")).host is None
+
+
+@pytest.mark.parametrize("shas,expected", [
+    ([], None), ([None, None], None), ([PFX, PFX, OTHER], PFX), ([PFX, OTHER], None),
+    ([OTHER, None, None], OTHER),
+])
+def test_majority_fingerprint(shas, expected):
+    facts = {f"h{i}": healthy(**{"security.cert_sha256": sha}) for i, sha in enumerate(shas)}
+    assert checks.majority_fingerprint(facts) == expected

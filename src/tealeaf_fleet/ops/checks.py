@@ -155,7 +155,8 @@ def _on(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value != 0
 
 
-def _short(sha: str | None) -> str:
+def short_sha(sha: str | None) -> str:
+    """The first 12 hex digits, enough to tell certificates apart in a message."""
     return sha[:12] if sha else "none"
 
 
@@ -295,10 +296,10 @@ def _enable_tls_blockers(name: str, facts: Mapping[str, Any],
         if pfx_sha256 and installed == pfx_sha256:
             return [Finding(INFO, "resume_enabled",
                             f"{key} is already 1 with this rollout's certificate "
-                            f"({_short(pfx_sha256)}): resuming", (name,))]
+                            f"({short_sha(pfx_sha256)}): resuming", (name,))]
         if pfx_sha256:
             why = (f"the certificate in {_security_dir(facts)}\\tealeaf.crt is "
-                   f"{_short(installed)}, not this rollout's PFX ({_short(pfx_sha256)})")
+                   f"{short_sha(installed)}, not this rollout's PFX ({short_sha(pfx_sha256)})")
         else:
             why = ("no PFX exists yet, so the rollout would generate a new certificate and "
                    "import it over a live TLS configuration")
@@ -404,11 +405,11 @@ def _push_pfx_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done |
         return Needed("the certificate does not exist yet")
     if _get(facts, "security", "cert_sha256") == pfx_sha256 and _file_present(facts,
                                                                                "tealeaf.p12"):
-        return Done(f"already imported ({_short(pfx_sha256)}): no copy needed")
+        return Done(f"already imported ({short_sha(pfx_sha256)}): no copy needed")
     files = facts.get("files") or {}
     for path, info in files.items():
         if isinstance(info, Mapping) and info.get("sha256") == pfx_sha256:
-            return Done(f"{path} already has the PFX (SHA-256 {_short(pfx_sha256)})")
+            return Done(f"{path} already has the PFX (SHA-256 {short_sha(pfx_sha256)})")
     return Needed("the PFX is not on the host (or its SHA-256 is unknown)")
 
 
@@ -421,10 +422,10 @@ def _import_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | N
     if missing:
         return Needed(f"{', '.join(missing)} missing in {folder}")
     if installed != pfx_sha256:
-        return Needed(f"{folder}\\tealeaf.crt holds {_short(installed)}, not the PFX's "
-                      f"{_short(pfx_sha256)}")
+        return Needed(f"{folder}\\tealeaf.crt holds {short_sha(installed)}, not the PFX's "
+                      f"{short_sha(pfx_sha256)}")
     return Done(f"{folder}\\tealeaf.crt and tealeaf.p12 carry the PFX's certificate "
-                f"({_short(pfx_sha256)})")
+                f"({short_sha(pfx_sha256)})")
 
 
 def _restart_status(facts: Mapping[str, Any], *, expect_tls: bool,
@@ -482,7 +483,8 @@ def _certificate_drift(facts_by_host: Mapping[str, Mapping[str, Any]], names: li
         counts = Counter(present.values()).most_common()
         if len(counts) > 1 and counts[0][1] == counts[1][1]:
             groups = "; ".join(
-                f"{_short(sha)} on {', '.join(sorted(n for n, s in present.items() if s == sha))}"
+                f"{short_sha(sha)} on "
+                + ", ".join(sorted(n for n, s in present.items() if s == sha))
                 for sha, _ in counts)
             return [Finding(BLOCKER, "cert_mismatch",
                             f"tealeaf.crt differs across hosts with no majority: {groups}; "
@@ -492,7 +494,7 @@ def _certificate_drift(facts_by_host: Mapping[str, Mapping[str, Any]], names: li
     for name in outliers:
         out.append(Finding(BLOCKER, "cert_mismatch",
                            f"{_security_dir(facts_by_host[name])}\\tealeaf.crt holds "
-                           f"{_short(present[name])}, not {source}'s {_short(reference)}: "
+                           f"{short_sha(present[name])}, not {source}'s {short_sha(reference)}: "
                            "import the fleet's PFX here", (name,)))
     return out
 
@@ -571,6 +573,15 @@ def _build_drift(facts_by_host: Mapping[str, Mapping[str, Any]],
     return [Finding(WARNING, "build_mismatch",
                     f"Tealeaf builds differ ({TEALEAF_KEY}\\Version): {listing}",
                     tuple(sorted(known)))]
+
+
+def majority_fingerprint(facts_by_host: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The certificate fingerprint most hosts carry; None when none has one or on a tie."""
+    counts = Counter(sha for f in facts_by_host.values()
+                     if (sha := _get(f, "security", "cert_sha256"))).most_common(2)
+    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
 
 
 def has_blockers(findings: list[Finding]) -> bool:
