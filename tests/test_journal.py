@@ -103,6 +103,21 @@ def test_resume_collects_the_chain_of_halted_runs(tmp_path):
         assert journal.resume_chain("p1", before_run=r3) == [r2, r1]
 
 
+def test_first_detail_is_what_was_true_before_the_first_attempt(tmp_path):
+    with Journal(tmp_path) as journal:
+        r1 = journal.start_run(command="rollout", plan_digest="p1")
+        step = journal.step_started(r1, "restart canister", "can02", "restart")
+        journal.note(step, {"running": ["TeaLeafA", "TeaLeafB"]})
+        journal.step_finished(step, "failed", "TeaLeafB did not start")
+        journal.finish_run(r1, "failed")
+        r2 = journal.start_run(command="rollout", plan_digest="p1")
+        step = journal.step_started(r2, "restart canister", "can02", "restart")
+        journal.note(step, {"running": ["TeaLeafA"]})  # B is stopped now: its own failure
+        assert journal.first_detail("p1", "restart canister", "can02", "restart",
+                                    before_run=r2 + 1) == {"running": ["TeaLeafA", "TeaLeafB"]}
+        assert journal.first_detail("p1", "restart canister", "can01", "restart") is None
+
+
 def test_resume_stops_at_another_plan_that_changed_the_fleet(tmp_path):
     with Journal(tmp_path) as journal:
         _run_with_steps(journal, "rollout", "failed", [("restart hbr", "hbr01", "restart", "ok")])

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tealeaf_fleet.engine.events import EventBus, Recorder
+from tealeaf_fleet.engine.runner import Runner
 from tealeaf_fleet.engine.strategies import (
     CONTROLLER,
     StepResult,
@@ -16,6 +18,7 @@ from tealeaf_fleet.engine.strategies import (
     run_strategy,
 )
 from tealeaf_fleet.errors import RemoteScriptError
+from tealeaf_fleet.journal import Journal
 
 HOSTS = [f"h{i}" for i in range(6)]
 
@@ -176,3 +179,111 @@ def test_interrupted_all_or_nothing_is_undone():
 def test_unknown_strategy():
     with pytest.raises(ValueError):
         run_strategy("yolo", HOSTS, lambda n: StepResult("ok"))
+
+
+# --- the runner over a plan's JSON, with plain actions and a real journal --------------------
+
+
+
+def _plan(digest="d1"):
+    def phase(name, op, strategy, hosts):
+        return {"name": name, "op": op, "strategy": strategy, "batch": 1, "gates": [],
+                "steps": [{"host": h, "action": op} for h in hosts]}
+
+    return {"digest": digest, "inventory": {"path": "inv.yaml", "digest": "i"},
+            "playbook": {"name": "rollout", "digest": "p"}, "phases": [
+                phase("preflight", "preflight", "parallel", ["a", "b", "c"]),
+                phase("enable", "enable", "all_or_nothing", ["a", "b", "c"]),
+                phase("restart", "restart", "rolling", ["a", "b", "c"]),
+            ]}
+
+
+class Actions(dict):
+    def __init__(self, fail=None):
+        super().__init__()
+        self.fail = fail or set()
+        self.calls: list[tuple[str, str]] = []
+        for op in ("preflight", "enable", "disable", "restart"):
+            self[op] = self._make(op)
+
+    def _make(self, op):
+        def action(ctx, phase, host):
+            self.calls.append((op, host))
+            if (op, host) in self.fail:
+                return StepResult("failed", f"{op} broke on {host}")
+            return StepResult("changed")
+        return action
+
+
+def _runner(tmp_path, actions, digest="d1", stop=None):
+    bus = EventBus()
+    rec = Recorder()
+    bus.subscribe(rec)
+    journal = Journal(tmp_path)
+    runner = Runner(plan=_plan(digest), actions=actions, context=None, bus=bus,
+                    journal=journal, command="rollout", inventory_label="inv.yaml", stop=stop)
+    return runner, rec, journal
+
+
+def test_runner_halts_on_the_first_failed_phase_and_resumes(tmp_path):
+    actions = Actions(fail={("restart", "b")})
+    runner, rec, journal = _runner(tmp_path, actions)
+    result = runner.run()
+    assert result.outcome == "failed" and result.exit_code == 1
+    assert "restart" in result.message and "b" in result.message
+    assert "fleet status inv.yaml" in result.hint and "fleet rollback inv.yaml" in result.hint
+    assert ("restart", "c") not in actions.calls
+    assert rec.events[0].type == "run_started" and rec.events[-1].type == "run_finished"
+    journal.close()
+    # Rerun with the fault gone: "a" passed its restart before, so it is not restarted again.
+    actions2 = Actions()
+    runner2, rec2, journal2 = _runner(tmp_path, actions2)
+    result2 = runner2.run()
+    assert result2.outcome == "ok"
+    assert [h for op, h in actions2.calls if op == "restart"] == ["b", "c"]
+    skipped = [e for e in rec2.of_type("step_finished") if e.outcome == "skipped"]
+    assert [(e.host, e.action) for e in skipped] == [("a", "restart")]
+    assert result2.recap["a"]["skipped"] == 1
+    journal2.close()
+
+
+def test_runner_preflight_blocker_changes_nothing(tmp_path):
+    actions = Actions(fail={("preflight", "c")})
+    runner, _, journal = _runner(tmp_path, actions)
+    result = runner.run()
+    assert result.outcome == "blocked" and result.exit_code == 3
+    assert result.blockers == {"c": ["preflight broke on c"]}
+    assert {op for op, _ in actions.calls} == {"preflight"}
+    assert journal.runs()[0].outcome == "blocked"
+    journal.close()
+
+
+def test_runner_enable_failure_compensates(tmp_path):
+    actions = Actions(fail={("enable", "b")})
+    runner, rec, journal = _runner(tmp_path, actions)
+    result = runner.run()
+    assert result.outcome == "failed"
+    assert sorted(h for op, h in actions.calls if op == "disable") == ["a", "c"]
+    assert not [c for c in actions.calls if c[0] == "restart"]
+    assert "disable was run again on 2 host(s)" in result.message
+    journal.close()
+
+
+def test_runner_interrupt_between_steps(tmp_path):
+    stop = threading.Event()
+    actions = Actions()
+    original = actions["restart"]
+
+    def restart(ctx, phase, host):
+        if host == "a":
+            stop.set()
+        return original(ctx, phase, host)
+
+    actions["restart"] = restart
+    runner, _, journal = _runner(tmp_path, actions, stop=stop)
+    result = runner.run()
+    assert result.outcome == "interrupted" and result.exit_code == 130
+    assert "rerun `fleet rollout inv.yaml`" in result.hint
+    assert [h for op, h in actions.calls if op == "restart"] == ["a"]
+    assert journal.runs()[0].outcome == "interrupted"
+    journal.close()

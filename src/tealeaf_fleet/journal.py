@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS steps (
     started REAL NOT NULL,
     finished REAL,
     outcome TEXT,
-    message TEXT
+    message TEXT,
+    detail TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run);
 """
@@ -323,6 +324,28 @@ class Journal:
         if row:
             self.log(row[0], f"{row[1]} {row[2]} {row[3]}: {outcome}"
                      + (f": {message}" if message else ""))
+
+    def note(self, step_id: int, detail: dict) -> None:
+        """Attach facts a later resume needs to a step (JSON; e.g. the services that were
+        running before a restart, which a half-failed restart leaves stopped). No secrets."""
+        with self._lock:
+            self._db.execute("UPDATE steps SET detail=? WHERE id=?",
+                             (_clean(json.dumps(detail, sort_keys=True)), step_id))
+
+    def first_detail(self, plan_digest: str, phase: str, host: str, action: str, *,
+                     before_run: int | None = None) -> dict | None:
+        """The oldest `note()` of this step in the runs being resumed: what was true before
+        the first attempt."""
+        chain = self.resume_chain(plan_digest, before_run=before_run)
+        if not chain:
+            return None
+        marks = ",".join("?" * len(chain))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT detail FROM steps WHERE run IN ({marks}) AND phase=? AND host=?"
+                " AND action=? AND detail IS NOT NULL ORDER BY id LIMIT 1",
+                (*chain, phase, host, action)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def log(self, run_id: int, line: str) -> None:
         """Append one line to the run's log file (redacted, timestamped)."""
