@@ -1,0 +1,555 @@
+"""`LabHost`: one simulated Windows server of the lab, the API the op models program against.
+
+The host owns a folder `DIR/hosts/NAME/` with `registry.json`, `services.json`, `faults.json`
+and `fs/` (its drives: `C:\\X\\y` is `fs/C/X/y`, looked up case-insensitively like NTFS), plus
+lab-private files the simulated programs need (the TMS legacy certificate). It implements the
+wire server's `ShellHost` protocol (lab/api.py) and, for `lab/models.py`, a small Windows-like
+API: registry, files, services, IIS, reboot, TLSTool, host-local time and faults. Every state
+change is one event in the lab's `events.jsonl`.
+
+Errors that Windows would report raise `HostError` with Windows' wording; the runner passes the
+message on as the remote script's error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tealeaf_fleet.lab import dataservice, tlstool
+from tealeaf_fleet.lab.api import CommandResult
+from tealeaf_fleet.lab.events import EventLog
+from tealeaf_fleet.lab.faults import FaultFile, service_start_fails
+from tealeaf_fleet.lab.hosterror import DiskFull, HostError
+from tealeaf_fleet.lab.registry import (
+    SCHANNEL_KEY,
+    SECURITY_KEY,
+    TEALEAF_KEY,
+    TLS12_SERVER_KEY,
+    Registry,
+)
+from tealeaf_fleet.lab.services import (
+    DATA_SERVICE,
+    IIS_SERVICE,
+    TMS_SERVICE,
+    ServiceInfo,
+    ServiceManager,
+    services_for_role,
+)
+
+__all__ = ["LabHost", "HostConfig", "HostError", "ServiceInfo", "OS_TABLE"]
+
+# os key -> (Win32_OperatingSystem.Version, Caption, built-in PowerShell version)
+OS_TABLE = {
+    "2008r2": ("6.1.7601", "Microsoft Windows Server 2008 R2 Standard", "2.0"),
+    "2012r2": ("6.3.9600", "Microsoft Windows Server 2012 R2 Standard", "4.0"),
+    "2016": ("10.0.14393", "Microsoft Windows Server 2016 Standard", "5.1"),
+    "2019": ("10.0.17763", "Microsoft Windows Server 2019 Standard", "5.1"),
+}
+DEFAULT_BUILD = "9.0.2.1351"
+DEFAULT_INSTALL_DIR = r"D:\Tealeaf"
+SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
+_BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
+
+
+@dataclass
+class HostConfig:
+    """What makes one simulated host different from another."""
+
+    name: str
+    role: str
+    os: str = "2016"
+    build: str = DEFAULT_BUILD
+    install_dir: str = DEFAULT_INSTALL_DIR
+    data_service_port: int = 0
+    tms_port: int = 0
+
+
+class LabHost:
+    """One simulated Windows server (see module docstring)."""
+
+    def __init__(self, root: Path, config: HostConfig, *, events: EventLog, username: str,
+                 password_file: Path, restart_s: float = 2.0, ps_startup_ms: int = 0,
+                 reboot_s: float | None = None) -> None:
+        if config.os not in OS_TABLE:
+            raise ValueError(f"unknown os {config.os!r}")
+        self.root = root
+        self.config = config
+        self.name = config.name
+        self.role = config.role
+        self.username = username
+        self.restart_s = restart_s
+        self.ps_startup_ms = ps_startup_ms
+        self.reboot_s = reboot_s if reboot_s is not None else max(1.0, restart_s)
+        self.data_service_port = config.data_service_port
+        self.tms_port = config.tms_port
+        self._password_file = password_file
+        self._events = events
+        self._fs = root / "fs"
+        self._private = root / "private"
+        self._down = False
+        self._fault_lock = threading.Lock()
+        self._applied_faults: set[str] = set()
+        self._fault_file = FaultFile(root / "faults.json")
+        self.registry = Registry(root / "registry.json", self._on_registry_change)
+        self.services_mgr: ServiceManager | None = None
+        self._ds: dataservice.Listener | None = None
+        self._tms: dataservice.Listener | None = None
+        self._ds_lock = threading.Lock()
+
+    # ====================================================================== lifecycle =====
+    def create(self, faults: dict[str, Any] | None = None) -> None:
+        """Lay down a fresh, healthy host: folders, registry, services, install folder."""
+        for sub in (self._fs / "C", self._private):
+            sub.mkdir(parents=True, exist_ok=True)
+        self._fault_file.write(dict(faults or {}))
+        self.registry.load(self._initial_registry())
+        inst = self.install_dir
+        self._mkdirs(inst)
+        self._mkdirs(inst + r"\Logs")
+        self._mkdirs(r"C:\ProgramData\IBM\Tealeaf")
+        if self.role != "rtv":
+            stamp = f"tealeaf-fleet lab placeholder, Tealeaf build {self.config.build}\n"
+            self._raw_write(inst + r"\Tools\TLSTool.exe", b"MZ TLSTool.exe " + stamp.encode())
+            self._raw_write(inst + r"\Tools\openssl.exe", b"MZ openssl.exe " + stamp.encode())
+        else:
+            self._raw_write(inst + r"\RealiTea Viewer\RTV.exe", b"MZ RTV.exe lab placeholder\n")
+        specs = services_for_role(self.role, inst)
+        for spec in specs:
+            if spec.path.startswith('"'):
+                self._raw_write(spec.path.strip('"'), b"MZ lab service placeholder\n")
+        self.services_mgr = ServiceManager(
+            specs, self.root / "services.json", half_s=self.restart_s / 2,
+            record=lambda n, s: self.record("service", name=n, state=s),
+            on_start=self._service_started, on_stop=self._service_stopping,
+            start_fails=lambda n: service_start_fails(self.faults(), n))
+
+    def start(self) -> None:
+        """Bring up what runs at boot: the Data Service and TMS ports of running services."""
+        self.faults()  # apply faults present at creation (e.g. data_service_23443)
+        if self.data_service_port:
+            self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
+        if self.tms_port:
+            self._tms = dataservice.Listener(self.tms_port, "TeaLeaf Management Server")
+        for svc in self.services():
+            if svc.state == "Running":
+                self._service_started(svc.name)
+
+    def shutdown(self) -> None:
+        """Close every port for good (lab stop)."""
+        for listener in (self._ds, self._tms):
+            if listener is not None:
+                listener.close(final=True)
+
+    def _initial_registry(self) -> dict[str, dict[str, Any]]:
+        version, caption, ps = OS_TABLE[self.config.os]
+        reg: dict[str, dict[str, Any]] = {
+            r"HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion": {
+                "ProductName": caption, "CurrentVersion": ".".join(version.split(".")[:2]),
+                "CurrentBuildNumber": version.split(".")[2]},
+            r"HKLM:\SOFTWARE\Microsoft\PowerShell\3\PowerShellEngine": {"PowerShellVersion": ps},
+            r"HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName": {
+                "ComputerName": self.name.upper()},
+        }
+        if self.role != "pca":
+            reg[TEALEAF_KEY] = {"InstallDir": self.install_dir, "Version": self.config.build}
+        if self.config.os == "2008r2":
+            reg.update(self._schannel_healthy())
+        return reg
+
+    @staticmethod
+    def _schannel_healthy() -> dict[str, dict[str, Any]]:
+        return {SCHANNEL_KEY: {"SendTrustedIssuerList": 0},
+                TLS12_SERVER_KEY: {"Enabled": 1, "DisabledByDefault": 0}}
+
+    # ============================================================ identity and time =====
+    @property
+    def install_dir(self) -> str:
+        """The Tealeaf install folder (Windows path), e.g. `D:\\Tealeaf`."""
+        return self.config.install_dir
+
+    @property
+    def os_version(self) -> str:
+        """Win32_OperatingSystem.Version, e.g. `6.1.7601` for 2008 R2."""
+        return OS_TABLE[self.config.os][0]
+
+    @property
+    def os_caption(self) -> str:
+        """Win32_OperatingSystem.Caption."""
+        return OS_TABLE[self.config.os][1]
+
+    @property
+    def ps_version(self) -> str:
+        """$PSVersionTable.PSVersion as text (`2.0`, `4.0`, `5.1`)."""
+        return OS_TABLE[self.config.os][2]
+
+    @property
+    def build(self) -> str:
+        """The Tealeaf build the registry reports (`Version`)."""
+        return str(self.reg_get(TEALEAF_KEY, "Version") or "")
+
+    def now_local(self) -> str:
+        """Host-local time as `yyyy-MM-ddTHH:mm:ss`, the Data Service log's format, so op
+        results compare with log lines."""
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+    # =================================================================== ShellHost =====
+    def password(self) -> str:
+        """The lab's WinRM password (from the lab's 0600 credentials file)."""
+        return self._password_file.read_text(encoding="utf-8").strip()
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Append one event (`ts` and `host` added). Callers never pass a password."""
+        self._events.record(self.name, kind, **fields)
+
+    def faults(self) -> dict[str, Any]:
+        """Current faults.json (re-read when it changed); applies faults that change state
+        (enable_tls_preset, schannel_tls12_missing, data_service_23443) when they appear."""
+        data = self._fault_file.read()
+        with self._fault_lock:
+            active = set(data)
+            added = active - self._applied_faults
+            removed = self._applied_faults - active
+            self._applied_faults = active
+        if added or removed:
+            self._apply_fault_changes(added, removed)
+        return data
+
+    def consume_flaky(self) -> bool:
+        """True when this request must fail (the `flaky` count is decremented on disk)."""
+        return self._fault_file.consume_flaky()
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        """Replace faults.json (tests and tools; editing the file works the same)."""
+        self._fault_file.write(faults)
+        self.faults()
+
+    def is_down(self) -> bool:
+        """True while rebooting or with the `unreachable` fault: the wire drops connections."""
+        return self._down or bool(self.faults().get("unreachable"))
+
+    def wants_stdin(self, command: str, args: list[str]) -> bool:
+        """Whether the command reads stdin to its end first (our op bootstrap does)."""
+        from tealeaf_fleet.lab import runner
+
+        return runner.wants_stdin(command, args)
+
+    def run_command(self, command: str, args: list[str], stdin: bytes) -> CommandResult:
+        """Run a command as this host would (see lab/runner.py)."""
+        from tealeaf_fleet.lab import runner
+
+        return runner.run_command(self, command, args, stdin)
+
+    def _apply_fault_changes(self, added: set[str], removed: set[str]) -> None:
+        if "enable_tls_preset" in added:
+            self.reg_set(TEALEAF_KEY, "EnableTLS", 1, "DWord")
+        if "schannel_tls12_missing" in added:
+            self.reg_delete(TLS12_SERVER_KEY)
+        if "schannel_tls12_missing" in removed and self.config.os == "2008r2":
+            for key, values in self._schannel_healthy().items():
+                for name, value in values.items():
+                    self.reg_set(key, name, value, "DWord")
+        if "data_service_23443" in added | removed and self._ds is not None \
+                and self._ds.listening:
+            # an administrator reconfigured the port and restarted the Data Service
+            self._write_ds_block(self._ds.tls)
+
+    # ==================================================================== registry =====
+    def reg_get(self, key: str, name: str) -> Any:
+        """A value (int for DWORD, str for String) or None when the key or value is absent.
+        Key paths as `HKLM:\\SOFTWARE\\...` (HKLM\\ and HKEY_LOCAL_MACHINE\\ accepted)."""
+        return self.registry.get(key, name)
+
+    def reg_values(self, key: str) -> dict[str, Any] | None:
+        """All values of a key, or None when the key does not exist."""
+        return self.registry.values(key)
+
+    def reg_key_exists(self, key: str) -> bool:
+        """Whether the key exists (a key with only subkeys exists too)."""
+        return self.registry.key_exists(key)
+
+    def reg_set(self, key: str, name: str, value: Any, kind: str = "DWord") -> int | str:
+        """Create the key as needed and set a value (`kind` DWord or String); returns the
+        stored value. Records a `registry` event."""
+        return self.registry.set(key, name, value, kind)
+
+    def reg_delete(self, key: str, name: str | None = None) -> bool:
+        """Delete a value, or the key and its subkeys when `name` is None."""
+        return self.registry.delete(key, name)
+
+    def _on_registry_change(self, key: str, name: str, value: Any) -> None:
+        shown = "******" if "password" in name.lower() and value is not None else value
+        self.record("registry", key=key, name=name, value=shown)
+
+    # ================================================================= file system =====
+    def path(self, win_path: str) -> Path:
+        """The real path behind a Windows path: `C:\\X\\y` -> `fs/C/X/y`, each existing
+        component matched case-insensitively (like NTFS); `..` never leaves the drive."""
+        text = win_path.replace("/", "\\").strip()
+        match = re.match(r"^([A-Za-z]):(\\.*)?$", text)
+        if not match:
+            raise HostError(f"Cannot find path '{win_path}' because it is not an absolute "
+                            "path on a local drive.")
+        parts: list[str] = []
+        for comp in (match.group(2) or "").split("\\"):
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if parts:
+                    parts.pop()
+                continue
+            if _BAD_NAME.search(comp):
+                raise HostError("The filename, directory name, or volume label syntax is "
+                                "incorrect.")
+            parts.append(comp)
+        cur = self._fs / match.group(1).upper()
+        for comp in parts:
+            real = cur / comp
+            if not real.exists() and cur.is_dir():
+                low = comp.lower()
+                for child in cur.iterdir():
+                    if child.name.lower() == low:
+                        real = child
+                        break
+            cur = real
+        return cur
+
+    def exists(self, win_path: str) -> bool:
+        """Test-Path."""
+        return self.path(win_path).exists()
+
+    def is_dir(self, win_path: str) -> bool:
+        """Test-Path -PathType Container."""
+        return self.path(win_path).is_dir()
+
+    def listdir(self, win_path: str) -> list[str]:
+        """Names in a folder (sorted); HostError when it is not a folder."""
+        p = self.path(win_path)
+        if not p.is_dir():
+            raise HostError(f"Cannot find path '{win_path}' because it does not exist.")
+        return sorted(child.name for child in p.iterdir())
+
+    def read_file(self, win_path: str) -> bytes:
+        """[IO.File]::ReadAllBytes."""
+        p = self.path(win_path)
+        if not p.is_file():
+            raise HostError(f"Could not find file '{win_path}'.")
+        return p.read_bytes()
+
+    def file_size(self, win_path: str) -> int | None:
+        """Length of a file, None when absent."""
+        p = self.path(win_path)
+        return p.stat().st_size if p.is_file() else None
+
+    def write_file(self, win_path: str, data: bytes, *, make_parents: bool = True) -> None:
+        """Write a whole file (missing folders created unless `make_parents` is False).
+        `disk_full` makes it fail like Windows; records a `file` event (op write)."""
+        if self.faults().get("disk_full"):
+            raise DiskFull()
+        p = self.path(win_path)
+        if p.is_dir():
+            raise HostError(f"Access to the path '{win_path}' is denied.")
+        if not make_parents and not p.parent.is_dir():
+            raise HostError(f"Could not find a part of the path '{win_path}'.")
+        self._raw_write(win_path, data)
+        self.record("file", path=win_path, op="write", size=len(data))
+
+    def append_file(self, win_path: str, data: bytes) -> int:
+        """Append to a file (created when absent; its folder must exist); returns the new size.
+        Honours `disk_full`; records a `file` event (op append)."""
+        if self.faults().get("disk_full"):
+            raise DiskFull()
+        p = self.path(win_path)
+        if not p.parent.is_dir():
+            raise HostError(f"Could not find a part of the path '{win_path}'.")
+        with open(p, "ab") as fh:
+            fh.write(data)
+        size = p.stat().st_size
+        self.record("file", path=win_path, op="append", size=size)
+        return size
+
+    def delete_file(self, win_path: str) -> bool:
+        """Remove-Item of a file; True when it existed. Records a `file` event (op delete)."""
+        p = self.path(win_path)
+        if not p.is_file():
+            return False
+        p.unlink()
+        self.record("file", path=win_path, op="delete")
+        return True
+
+    def move_file(self, src: str, dst: str) -> None:
+        """Move-Item -Force (replaces dst). Records a `file` event (op move)."""
+        ps, pd = self.path(src), self.path(dst)
+        if not ps.is_file():
+            raise HostError(f"Cannot find path '{src}' because it does not exist.")
+        pd.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(ps, pd)
+        self.record("file", path=dst, op="move", source=src)
+
+    def mkdir(self, win_path: str) -> None:
+        """New-Item -ItemType Directory -Force (parents too); `disk_full` applies."""
+        if self.path(win_path).is_dir():
+            return
+        if self.faults().get("disk_full"):
+            raise DiskFull()
+        self._mkdirs(win_path)
+        self.record("file", path=win_path, op="mkdir")
+
+    def _mkdirs(self, win_path: str) -> None:
+        self.path(win_path).mkdir(parents=True, exist_ok=True)
+
+    def _raw_write(self, win_path: str, data: bytes) -> None:
+        p = self.path(win_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+
+    # ==================================================================== services =====
+    def services(self) -> list[ServiceInfo]:
+        """Every service (Win32_Service view): name, display_name, state, start_mode, path,
+        depends_on. Copies: changing them changes nothing."""
+        assert self.services_mgr is not None
+        return self.services_mgr.list()
+
+    def service(self, name: str) -> ServiceInfo:
+        """One service by name (case-insensitive); HostError when there is none."""
+        assert self.services_mgr is not None
+        return self.services_mgr.get(name)
+
+    def stop_service(self, name: str) -> None:
+        """Stop-Service: blocks restart_s/2 (StopPending then Stopped); refuses while a
+        dependent runs; no-op when already stopped."""
+        assert self.services_mgr is not None
+        self.services_mgr.stop(name)
+
+    def start_service(self, name: str) -> None:
+        """Start-Service: starts stopped dependencies first, then blocks restart_s/2
+        (StartPending then Running). HostError when `service_start_fails` applies or the
+        service fails its own start-up; it then ends Stopped."""
+        assert self.services_mgr is not None
+        self.services_mgr.start(name)
+
+    def iisreset(self) -> tuple[int, str]:
+        """iisreset.exe: restarts W3SVC (takes restart_s); (exit code, console output)."""
+        names = {s.name.lower() for s in self.services()}
+        if IIS_SERVICE.lower() not in names:
+            return 1, ("'iisreset' is not recognized as an internal or external command,\r\n"
+                       "operable program or batch file.\r\n")
+        self.record("iisreset")
+        out = "Attempting stop...\r\n"
+        self.stop_service(IIS_SERVICE)
+        out += "Internet services successfully stopped\r\nAttempting start...\r\n"
+        try:
+            self.start_service(IIS_SERVICE)
+        except HostError:
+            return 1, out + "Restart attempt failed.\r\nThe IIS Admin Service or the World Wide " \
+                "Web Publishing Service, or a service dependent on them failed to start.\r\n"
+        return 0, out + "Internet services successfully restarted\r\n"
+
+    def reboot(self, delay_s: float = 0.0) -> None:
+        """Restart-Computer -Force: returns at once; after `delay_s` every service stops,
+        the host is unreachable (`is_down()`) for reboot_s, then comes back and starts its
+        automatic services (StartPending is visible to whoever looks)."""
+        self.record("reboot", state="scheduled", delay_s=delay_s)
+
+        def run() -> None:
+            if delay_s:
+                time.sleep(delay_s)
+            self._down = True
+            self.record("reboot", state="down")
+            assert self.services_mgr is not None
+            self.services_mgr.stop_all()
+            time.sleep(self.reboot_s)
+            self._down = False
+            self.record("reboot", state="up")
+            self.services_mgr.start_automatic()
+
+        threading.Thread(target=run, name=f"reboot-{self.name}", daemon=True).start()
+
+    # ===================================================================== TLSTool =====
+    def tlstool(self, args: list[str], cwd: str | None = None) -> tuple[int, str]:
+        """Run the emulated `TLSTool.exe ARGS` in `cwd` (default `<install>\\Tools`):
+        (exit code, console output). The output never contains the password."""
+        return tlstool.run(self, list(args), cwd or self.install_dir + r"\Tools")
+
+    # ============================================================ simulated daemons =====
+    def _service_started(self, name: str) -> None:
+        if name.lower() == DATA_SERVICE.lower() and self._ds is not None:
+            self._start_data_service()
+        elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
+            self._start_tms()
+
+    def _service_stopping(self, name: str) -> None:
+        if name.lower() == DATA_SERVICE.lower() and self._ds is not None:
+            self._ds.close()
+        elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
+            self._tms.close()
+
+    def tls_enabled(self) -> bool:
+        """EnableTLS == 1, as the services read it when they start."""
+        value = self.reg_get(TEALEAF_KEY, "EnableTLS")
+        return isinstance(value, int) and value == 1
+
+    def imported_pair(self) -> tuple[Any, Any]:
+        """(certificate, private key) from tealeaf.p12, opened with the opaque registry value
+        TLSTool wrote at import; HostError when absent or unreadable."""
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        token = self.reg_get(SECURITY_KEY, "TLSCertPassword")
+        p12 = self.path(SECURITY_DIR + r"\tealeaf.p12")
+        if not p12.is_file() or not isinstance(token, str):
+            raise HostError("the TLS certificate pair is not imported "
+                            "(tealeaf.p12 or TLSCertPassword missing)")
+        try:
+            key, cert, _ = pkcs12.load_key_and_certificates(p12.read_bytes(), token.encode())
+        except ValueError:
+            raise HostError("tealeaf.p12 cannot be opened with the registered key") from None
+        if key is None or cert is None:
+            raise HostError("tealeaf.p12 holds no certificate and key")
+        return cert, key
+
+    def _start_data_service(self) -> None:
+        assert self._ds is not None
+        with self._ds_lock:
+            tls = self.tls_enabled()
+            ctx = None
+            if tls:
+                cert, key = self.imported_pair()
+                ctx = dataservice.context_from_objects(cert, key, self._private)
+            self._ds.open(ctx)
+            self._write_ds_block(tls)
+
+    def _write_ds_block(self, tls: bool) -> None:
+        port = 23443 if self.faults().get("data_service_23443") else self.data_service_port
+        stamp = self.now_local()
+        day = stamp[:10].replace("-", "")
+        lines = [f"{stamp} Service.Start INFO Starting HTTP Server",
+                 f"{stamp} Service.Start INFO {'TLS Port' if tls else 'Port'}: {port}",
+                 f"{stamp} Service.Start INFO HTTP Server Started"]
+        log = f"{self.install_dir}\\Logs\\TLDataService_{day}.log"
+        p = self.path(log)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "ab") as fh:
+            fh.write(("\r\n".join(lines) + "\r\n").encode("ascii"))
+        self.record("file", path=log, op="append", size=p.stat().st_size)
+
+    def _start_tms(self) -> None:
+        assert self._tms is not None
+        if self.tls_enabled():
+            cert, key = self.imported_pair()
+        else:
+            cert, key = dataservice.legacy_tms_pem(self._private / "tms-legacy.pem")
+        self._tms.open(dataservice.context_from_objects(cert, key, self._private))
+
+    def data_service_mode(self) -> str | None:
+        """'tls' / 'plain' while the Data Service listens, else None (for `lab state`)."""
+        if self._ds is None or not self._ds.listening:
+            return None
+        return "tls" if self._ds.tls else "plain"

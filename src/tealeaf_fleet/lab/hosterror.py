@@ -1,0 +1,18 @@
+"""The one error a simulated host raises for what Windows itself would refuse.
+
+Its message is the text Windows or the cmdlet would show (e.g. "There is not enough space on
+the disk."), so the op models and the runner can pass it on unchanged as the remote error.
+"""
+
+from __future__ import annotations
+
+
+class HostError(RuntimeError):
+    """A refusal by the simulated Windows host (bad path, disk full, service will not start)."""
+
+
+class DiskFull(HostError):
+    """The `disk_full` fault: every file write fails like a full volume."""
+
+    def __init__(self) -> None:
+        super().__init__("There is not enough space on the disk.")
