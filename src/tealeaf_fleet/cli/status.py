@@ -1,9 +1,185 @@
-"""`fleet status`: placeholder until its issue lands (registers nothing yet)."""
+"""`fleet status INVENTORY [--json] [--forks N]`: the fleet's TLS state, read-only.
+
+Renders a `tealeaf_fleet.status.FleetStatus`: one row per host, the findings below it. The
+judgement lives in `tealeaf_fleet.status` (shared with the engine's verify phase and `fleet
+demo`); this module only draws. Progress goes to stderr so that stdout stays the table, or with
+`--json` exactly one JSON document. Exit 0 consistent, 1 not, 2 bad input.
+
+rich and the status core are imported inside the handler to keep `fleet --help` fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
+
+OS_NAMES = {"6.1": "2008 R2", "6.2": "2012", "6.3": "2012 R2"}
+SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser(
+        "status", help="show every host's TLS state and the drift between hosts",
+        description="Read-only: per host EnableTLS, certificate fingerprint, server.tls.xml, "
+                    "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
+                    "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
+                    "1 not, 2 bad input.")
+    p.add_argument("inventory", metavar="INVENTORY", help="the inventory YAML file")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout (hosts, findings, consistent)")
+    p.add_argument("--forks", type=_forks, default=8, metavar="N",
+                   help="hosts read in parallel (default 8)")
+    p.set_defaults(handler=run)
+
+
+def _forks(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("must be between 1 and 256")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tealeaf_fleet import status as core
+    from tealeaf_fleet.inventory import load_fleet
+
+    fleet = load_fleet(args.inventory)
+    err = Console(stderr=True)
+    with _Progress(err, len(fleet.windows_hosts())) as advance:
+        result = core.gather(fleet, forks=args.forks, on_progress=advance)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+    else:
+        out = Console()
+        if not out.is_terminal:
+            out = Console(width=180)
+        render(out, result)
+    return 0 if result.consistent else 1
+
+
+class _Progress:
+    """A rich progress bar on stderr, advanced once per host whose facts arrived."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._bar = Progress(TextColumn("reading facts"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.description}"), console=console,
+                             transient=True)
+        self._task = self._bar.add_task("", total=total)
+
+    def __enter__(self):
+        self._bar.start()
+
+        def advance(name: str, outcome: str = "ok") -> None:
+            self._bar.update(self._task, advance=1, description=f"{name}: {outcome}")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def render(console: Console, result: FleetStatus) -> None:
+    """The table, then the findings, then the verdict."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Tealeaf inter-process TLS", title_justify="left")
+    for column in ("host", "role", "OS", "PS", "build", "EnableTLS", "certificate",
+                   "server.tls.xml", "services", "Data Service", "handshake"):
+        table.add_column(column, overflow="fold")
+    for host in result.hosts:
+        table.add_row(*_cells(host, result.reference_sha256))
+        note = host.error if host.error else host.note
+        style = "red" if host.error else "dim"
+        table.add_row("", Text(note, style=style), *[""] * 9, end_section=True)
+    console.print(table)
+    ref = result.reference_sha256
+    if ref:
+        console.print(f"reference certificate: {_colons(ref)} ({result.reference_source})")
+    if result.findings:
+        console.print("\nFindings:")
+        for f in sorted(result.findings, key=lambda f: ("blocker", "warning", "info")
+                        .index(f.severity) if f.severity in SEVERITY_STYLE else 9):
+            who = ", ".join(f.hosts) if f.hosts else "fleet"
+            line = Text(f"  {f.severity.upper():8} ", style=SEVERITY_STYLE.get(f.severity, ""))
+            line.append(f"[{f.code}] {who}: {f.message}")
+            console.print(line)
+    blockers = sum(1 for f in result.findings if f.severity == "blocker")
+    if result.consistent:
+        console.print(Text("\nconsistent", style="bold green"))
+    else:
+        console.print(Text(f"\nNOT consistent: {blockers} blocker(s)", style="bold red"))
+
+
+def _cells(host: HostStatus, reference: str | None) -> list[str]:
+    facts = host.facts
+    if facts is None:
+        return [host.name, host.role, *["-"] * 8, _handshakes(host, reference)]
+    sec = facts.get("security") or {}
+    services = [s for s in facts.get("services") or [] if isinstance(s, dict)]
+    running = sum(1 for s in services if s.get("state") == "Running")
+    ds = facts.get("data_service") or {}
+    xml = (sec.get("files") or {}).get("server.tls.xml")
+    cert = sec.get("cert_sha256")
+    cert_text = "-" if not cert else cert[:12] + (" (ref)" if cert == reference else "")
+    enable = facts.get("enable_tls")
+    return [host.name, host.role, _os(facts), str(facts.get("ps_version") or "?"),
+            str(facts.get("tealeaf_build") or "?"), "absent" if enable is None else str(enable),
+            cert_text, "present" if xml else "-",
+            f"{running}/{len(services)}" if services else "none",
+            f"{ds.get('mode') or '?'}:{ds.get('port') or '?'}", _handshakes(host, reference)]
+
+
+def _os(facts: dict[str, Any]) -> str:
+    version = str((facts.get("os") or {}).get("version") or "")
+    short = ".".join(version.split(".")[:2])
+    if short in OS_NAMES:
+        return OS_NAMES[short]
+    caption = str((facts.get("os") or {}).get("caption") or "")
+    for year in ("2022", "2019", "2016"):
+        if year in caption:
+            return year
+    return version or "?"
+
+
+def _handshakes(host: HostStatus, reference: str | None) -> str:
+    if not host.handshakes:
+        return "-" if host.role in ("pca", "rtv") else "not probed"
+    parts = []
+    for which, label in (("data_service", "DS"), ("tms", "TMS")):
+        shake = host.handshakes.get(which)
+        if shake is not None:
+            parts.append(f"{label} {_shake(shake, reference)}")
+    return ", ".join(parts)
+
+
+def _shake(shake: Handshake, reference: str | None) -> str:
+    if shake.kind != "tls":
+        return shake.kind
+    if not shake.sha256:
+        return "tls (no cert)"
+    if shake.sha256 == reference:
+        return "tls ours"
+    return f"tls {shake.sha256[:8]}"
+
+
+def _colons(sha: str) -> str:
+    return ":".join(sha[i:i + 2] for i in range(0, len(sha), 2)).upper()

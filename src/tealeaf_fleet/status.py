@@ -1,0 +1,290 @@
+"""The state of a whole fleet, read-only: facts from every Windows host, a live TLS handshake to
+each TLS-role host's Data Service and TMS ports, and the findings that make it (in)consistent.
+
+`gather()` does the I/O; `evaluate()` is pure (facts and handshakes in, `FleetStatus` out), so
+`fleet status`, the engine's verify phase and `fleet demo` share one judgement and the rules can
+be tested without a network. The CLI only renders a `FleetStatus`.
+
+What "consistent" means: no blocker among the findings. A host that cannot be reached is a
+blocker (we cannot vouch for it); so is a handshake that contradicts the host's EnableTLS, or that
+shows a certificate other than the reference. The reference certificate is the inventory's PFX
+when it exists and opens with its password, else the one most hosts carry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.errors import CertificateError, FleetError, InputError
+from tealeaf_fleet.inventory import TLS_ROLES
+from tealeaf_fleet.ops import checks
+from tealeaf_fleet.ops.checks import BLOCKER, INFO, WARNING, Finding
+from tealeaf_fleet.secrets import redact
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.inventory import Fleet, Host
+
+log = logging.getLogger(__name__)
+
+PORT_NAMES = ("data_service", "tms")
+PCA_NOTE = ("Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
+            "needs PCA build 3682-24 or later and the same PFX)")
+RTV_NOTE = "RTV workstation: certificate import checked; no services or handshake expected"
+TLS_NOTE = "facts and live handshakes on the Data Service and TMS ports"
+
+# A collector returns, per Windows host name, its facts dict or the error that stopped it.
+Collector = Callable[..., Mapping[str, Any]]
+Prober = Callable[[str, int, float], Any]
+Progress = Callable[[str, str], None]  # (host name, "ok" | "failed")
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """One TLS probe from the controller: `kind` is tls | plain | unreachable."""
+
+    port: int
+    kind: str
+    sha256: str | None = None
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "kind": self.kind, "sha256": self.sha256,
+                "detail": self.detail}
+
+
+@dataclass
+class HostStatus:
+    """One row of `fleet status`: what was read from the host and what could not be."""
+
+    name: str
+    role: str
+    address: str
+    contacted: bool
+    note: str
+    facts: dict[str, Any] | None = None
+    error: str | None = None
+    handshakes: dict[str, Handshake] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "address": self.address,
+                "contacted": self.contacted, "note": self.note, "error": self.error,
+                "facts": self.facts,
+                "handshakes": {k: v.to_dict() for k, v in self.handshakes.items()}}
+
+
+@dataclass
+class FleetStatus:
+    """The whole fleet's state and the findings over it."""
+
+    hosts: list[HostStatus]
+    findings: list[Finding]
+    reference_sha256: str | None
+    reference_source: str | None  # "pfx" | "majority" | None
+
+    @property
+    def consistent(self) -> bool:
+        return not checks.has_blockers(self.findings)
+
+    def host(self, name: str) -> HostStatus:
+        return next(h for h in self.hosts if h.name == name)
+
+    def findings_for(self, name: str) -> list[Finding]:
+        return [f for f in self.findings if name in f.hosts]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"consistent": self.consistent,
+                "reference": {"sha256": self.reference_sha256, "source": self.reference_source},
+                "hosts": [h.to_dict() for h in self.hosts],
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+# --- gathering ----------------------------------------------------------------------------------
+
+
+def pfx_fingerprint(fleet: Fleet) -> tuple[str | None, list[Finding]]:
+    """The inventory PFX's certificate fingerprint when the file exists and opens, else None
+    (plus a warning saying why it could not be used)."""
+    path = fleet.certificate.path
+    if not path.exists():
+        return None, []
+    from tealeaf_fleet import certs
+
+    try:
+        pfx = certs.load_pfx(path.read_bytes(), fleet.pfx_password(), name=str(path))
+    except (CertificateError, InputError) as exc:
+        return None, [Finding(WARNING, "pfx_unusable",
+                              f"{path} exists but cannot be opened ({redact(str(exc))}): "
+                              "comparing certificates with the majority instead")]
+    except OSError as exc:
+        return None, [Finding(WARNING, "pfx_unusable",
+                              f"{path} cannot be read ({exc.strerror}): comparing "
+                              "certificates with the majority instead")]
+    return pfx.sha256, []
+
+
+def _default_collector(fleet: Fleet, *, forks: int, on_progress: Progress | None
+                       ) -> Mapping[str, Any]:
+    from tealeaf_fleet.ops import facts
+
+    return facts.collect(fleet, forks=forks, on_progress=on_progress)
+
+
+def _default_prober(address: str, port: int, timeout_s: float) -> Any:
+    from tealeaf_fleet import tlsprobe
+
+    return tlsprobe.handshake(address, port, timeout_s=timeout_s)
+
+
+def as_handshake(port: int, result: Any) -> Handshake:
+    """Normalise whatever `tlsprobe.handshake` returned (its `kind`, or its class name)."""
+    kind = getattr(result, "kind", None) or type(result).__name__.lower()
+    if kind in ("peercertificate", "peer_certificate"):
+        kind = "tls"
+    detail = getattr(result, "error", None) or getattr(result, "reason", None)
+    if detail is None and kind == "tls":
+        detail = getattr(result, "protocol", None)
+    return Handshake(port=port, kind=str(kind), sha256=getattr(result, "sha256", None),
+                     detail=redact(str(detail)) if detail else None)
+
+
+def gather(fleet: Fleet, *, forks: int = 8, probe: bool = True, timeout_s: float = 10.0,
+           on_progress: Progress | None = None, collector: Collector | None = None,
+           prober: Prober | None = None) -> FleetStatus:
+    """Read every Windows host's facts in parallel, probe TLS-role ports, evaluate.
+
+    `collector` and `prober` default to `ops.facts.collect` and `tlsprobe.handshake`; they are
+    parameters so that the engine can pass its own connections and the demo its own timeouts.
+    """
+    collect = collector or _default_collector
+    results = dict(collect(fleet, forks=forks, on_progress=on_progress))
+    pfx_sha256, pfx_findings = pfx_fingerprint(fleet)
+    handshakes: dict[str, dict[str, Handshake]] = {}
+    if probe:
+        handshakes = probe_fleet(fleet, forks=forks, timeout_s=timeout_s, prober=prober)
+    status = evaluate(fleet.hosts.values(), results, handshakes, pfx_sha256=pfx_sha256)
+    status.findings[:0] = pfx_findings
+    return status
+
+
+def probe_fleet(fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | None = None
+                ) -> dict[str, dict[str, Handshake]]:
+    """A handshake to the Data Service and TMS port of every TLS-role host, in parallel."""
+    probe = prober or _default_prober
+    targets = [(h, which, port) for h in fleet.hosts.values() if h.role in TLS_ROLES
+               for which, port in (("data_service", h.data_service_port), ("tms", h.tms_port))]
+    out: dict[str, dict[str, Handshake]] = {}
+    if not targets:
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, min(forks * 2, len(targets)))) as pool:
+        futures = [(h, which, port, pool.submit(probe, h.address, port, timeout_s))
+                   for h, which, port in targets]
+        for h, which, port, future in futures:
+            out.setdefault(h.name, {})[which] = as_handshake(port, future.result())
+    return out
+
+
+# --- evaluation (pure) --------------------------------------------------------------------------
+
+
+def evaluate(hosts: Any, results: Mapping[str, Any],
+             handshakes: Mapping[str, Mapping[str, Handshake]], *,
+             pfx_sha256: str | None) -> FleetStatus:
+    """Judge a fleet from per-host facts (or errors) and handshakes; no I/O.
+
+    `results` maps a Windows host's name to its facts dict, or to an exception / error text
+    when its facts could not be read.
+    """
+    rows: list[HostStatus] = []
+    findings: list[Finding] = []
+    seen: dict[str, dict[str, Any]] = {}
+    roles: dict[str, str] = {}
+    for host in hosts:
+        row = _row(host, results.get(host.name), handshakes.get(host.name, {}))
+        rows.append(row)
+        if row.facts is not None:
+            seen[host.name] = row.facts
+            roles[host.name] = host.role
+        elif row.contacted:
+            findings.append(Finding(BLOCKER, "host_unreachable",
+                                    f"facts could not be read: {row.error}", (host.name,)))
+    if pfx_sha256:
+        reference, source = pfx_sha256, "pfx"
+    else:
+        reference = checks.majority_fingerprint(seen)
+        source = "majority" if reference else None
+    findings.extend(checks.fleet_drift(seen, pfx_sha256=pfx_sha256, roles=roles))
+    for row in rows:
+        findings.extend(_handshake_findings(row, reference))
+    return FleetStatus(rows, findings, reference, source)
+
+
+def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostStatus:
+    if host.role == "pca":
+        return HostStatus(host.name, host.role, host.address, False, PCA_NOTE)
+    note = RTV_NOTE if host.role == "rtv" else TLS_NOTE
+    row = HostStatus(host.name, host.role, host.address, True, note,
+                     handshakes=dict(handshakes))
+    if isinstance(result, Mapping):
+        row.facts = dict(result)
+    elif result is None:
+        row.error = "no facts were returned for this host"
+    else:
+        row.error = redact(str(result)) or type(result).__name__
+    return row
+
+
+def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]:
+    if row.role not in TLS_ROLES or not row.handshakes:
+        return []
+    enabled = row.facts.get("enable_tls") == 1 if row.facts is not None else None
+    out: list[Finding] = []
+    for which in PORT_NAMES:
+        shake = row.handshakes.get(which)
+        if shake is None:
+            continue
+        label = ("Data Service" if which == "data_service" else "TMS") + f" port {shake.port}"
+        out.extend(_judge(row.name, label, which, shake, enabled, reference))
+    return out
+
+
+def _judge(name: str, label: str, which: str, shake: Handshake, enabled: bool | None,
+           reference: str | None) -> list[Finding]:
+    hosts = (name,)
+    if shake.kind == "unreachable":
+        detail = f" ({shake.detail})" if shake.detail else ""
+        return [Finding(BLOCKER, "handshake_unreachable",
+                        f"{label} does not answer from the controller{detail}: is the service "
+                        "running and the port open?", hosts)]
+    if enabled is None:  # facts unknown: show, do not judge
+        return []
+    if enabled:
+        if shake.kind != "tls":
+            return [Finding(BLOCKER, "handshake_plain",
+                            f"{label} answers without TLS although EnableTLS is 1: restart the "
+                            "TeaLeaf services", hosts)]
+        if reference and shake.sha256 != reference:
+            return [Finding(BLOCKER, "handshake_cert",
+                            f"{label} presents certificate {checks.short_sha(shake.sha256)}, not "
+                            f"the fleet's {checks.short_sha(reference)}: import the PFX and "
+                            "restart the TeaLeaf services", hosts)]
+        return []
+    if which == "data_service" and shake.kind == "tls":
+        return [Finding(BLOCKER, "handshake_tls",
+                        f"{label} answers with TLS although EnableTLS is not 1: restart the "
+                        "TeaLeaf services so that it listens plainly again", hosts)]
+    if which == "tms" and shake.kind != "tls":
+        return [Finding(INFO, "tms_plain",
+                        f"{label} answers without TLS (TMS normally uses its own legacy "
+                        "certificate while EnableTLS is 0)", hosts)]
+    return []
+
+
+def error_text(exc: BaseException) -> str:
+    """How a collector should report a host it could not read: redacted, one line."""
+    if isinstance(exc, FleetError):
+        return redact(str(exc))
+    return redact(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,134 @@
+"""`fleet status`: the pure evaluation (facts + handshakes -> FleetStatus) from tables, then the
+whole command against the real lab (WinRM over HTTPS, real TLS listeners, real files)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tealeaf_fleet.errors import HostUnreachable
+from tealeaf_fleet.inventory import Host, WinRMSettings
+from tealeaf_fleet.status import Handshake, as_handshake, evaluate
+from tealeaf_fleet.tlsprobe import ProbeResult
+
+PFX = "ab" * 32
+OTHER = "cd" * 32
+LEGACY = "99" * 32
+
+_WINRM = WinRMSettings(scheme="https", port=5986, transport="basic", username="lab",
+                       password_env=None, password_file=None, ca_bundle=None)
+
+
+def host(name: str, role: str) -> Host:
+    return Host(name=name, address="127.0.0.1", role=role, winrm=_WINRM,
+                data_service_port=23000, tms_port=20000)
+
+
+HOSTS = [host("portal01", "portal"), host("hbr01", "hbr"), host("can01", "canister"),
+         host("ws01", "rtv"), host("pca01", "pca")]
+
+
+def facts(*, cert: str | None = None, enabled: bool = False, mode: str = "plain") -> dict:
+    files = {"tealeaf.crt": {"size": 1, "sha256": "11" * 32} if cert else None,
+             "tealeaf.p12": {"size": 1, "sha256": "22" * 32} if cert else None,
+             "server.tls.xml": {"size": 1, "sha256": "33" * 32} if enabled else None}
+    return {"hostname": "X", "now": "2026-11-27T11:00:00",
+            "os": {"version": "10.0.14393", "caption": "Microsoft Windows Server 2016"},
+            "ps_version": "5.1", "install_dir": "D:\\Tealeaf", "tools": {"tlstool": True},
+            "tealeaf_build": "9.0.2.1351", "enable_tls": 1 if enabled else 0,
+            "security": {"dir": "C:\\ProgramData\\IBM\\Tealeaf\\security", "files": files,
+                         "cert_sha256": cert, "cert_not_after": "2028-11-27T11:00:00"},
+            "services": [{"name": "TeaLeafTMS", "state": "Running", "start_mode": "Auto"}],
+            "data_service": {"mode": mode, "port": 23000, "started_at": "2026-11-27T10:00:00"}}
+
+
+def shakes(ds: str, tms: str = "tls", ds_sha: str | None = None, tms_sha: str | None = LEGACY
+           ) -> dict[str, Handshake]:
+    return {"data_service": Handshake(23000, ds, ds_sha if ds == "tls" else None),
+            "tms": Handshake(20000, tms, tms_sha if tms == "tls" else None)}
+
+
+OFF = {n: facts() for n in ("portal01", "hbr01", "can01", "ws01")}
+OFF_SHAKES = {n: shakes("plain") for n in ("portal01", "hbr01", "can01")}
+ON = {**{n: facts(cert=PFX, enabled=True, mode="tls") for n in ("portal01", "hbr01", "can01")},
+      "ws01": facts(cert=PFX)}
+ON_SHAKES = {n: shakes("tls", ds_sha=PFX, tms_sha=PFX) for n in ("portal01", "hbr01", "can01")}
+
+
+def changed(base: dict, name: str, value: Any) -> dict:
+    out = copy.deepcopy(base)
+    out[name] = value
+    return out
+
+
+EVAL_CASES = [
+    # id, results, handshakes, pfx, consistent, expected blocker codes -> hosts
+    ("fresh_off", OFF, OFF_SHAKES, None, True, {}),
+    ("all_on", ON, ON_SHAKES, PFX, True, {}),
+    ("all_on_majority_reference", ON, ON_SHAKES, None, True, {}),
+    ("one_enabled", changed(OFF, "hbr01", facts(cert=PFX, enabled=True, mode="tls")),
+     changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX, tms_sha=PFX)), None, False,
+     {"enable_tls_mixed": {"portal01", "hbr01", "can01"}}),
+    ("unreachable", changed(OFF, "can01", HostUnreachable("connection refused", host="can01")),
+     OFF_SHAKES, None, False, {"host_unreachable": {"can01"}}),
+    ("no_facts_at_all", {k: v for k, v in OFF.items() if k != "ws01"}, OFF_SHAKES, None, False,
+     {"host_unreachable": {"ws01"}}),
+    ("enabled_but_ds_plain", ON, changed(ON_SHAKES, "can01", shakes("plain", tms_sha=PFX)), PFX,
+     False, {"handshake_plain": {"can01"}}),
+    ("enabled_but_tms_legacy_cert", ON,
+     changed(ON_SHAKES, "portal01", shakes("tls", ds_sha=PFX, tms_sha=LEGACY)), PFX, False,
+     {"handshake_cert": {"portal01"}}),
+    ("disabled_but_ds_tls", OFF, changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX)), None,
+     False, {"handshake_tls": {"hbr01"}}),
+    ("port_down", OFF, changed(OFF_SHAKES, "hbr01", shakes("unreachable")), None, False,
+     {"handshake_unreachable": {"hbr01"}}),
+    ("cert_outlier_vs_pfx", changed(ON, "hbr01", facts(cert=OTHER, enabled=True, mode="tls")),
+     changed(ON_SHAKES, "hbr01", shakes("tls", ds_sha=OTHER, tms_sha=OTHER)), PFX, False,
+     {"cert_mismatch": {"hbr01"}, "handshake_cert": {"hbr01"}}),
+]
+
+
+@pytest.mark.parametrize("results,handshakes,pfx,consistent,expected",
+                         [pytest.param(*c[1:], id=c[0]) for c in EVAL_CASES])
+def test_evaluate(results, handshakes, pfx, consistent, expected):
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=pfx)
+    got: dict[str, set[str]] = {}
+    for f in status.findings:
+        if f.severity == "blocker":
+            got.setdefault(f.code, set()).update(f.hosts)
+    assert got == expected
+    assert status.consistent is consistent
+    assert [h.name for h in status.hosts] == [h.name for h in HOSTS]
+    pca = status.host("pca01")
+    assert not pca.contacted and "not contacted" in pca.note and pca.facts is None
+    assert "import" in status.host("ws01").note
+    doc = status.to_dict()
+    assert doc["consistent"] is consistent
+    assert {h["name"] for h in doc["hosts"]} == {h.name for h in HOSTS}
+
+
+def test_unreachable_row_carries_the_error():
+    results = changed(OFF, "can01", HostUnreachable("connection refused", host="can01"))
+    row = evaluate(HOSTS, results, OFF_SHAKES, pfx_sha256=None).host("can01")
+    assert row.facts is None and row.contacted
+    assert "connection refused" in row.error
+
+
+def test_reference_is_pfx_else_majority():
+    assert evaluate(HOSTS, ON, ON_SHAKES, pfx_sha256=OTHER).reference_source == "pfx"
+    majority = evaluate(HOSTS, ON, ON_SHAKES, pfx_sha256=None)
+    assert (majority.reference_sha256, majority.reference_source) == (PFX, "majority")
+    assert evaluate(HOSTS, OFF, OFF_SHAKES, pfx_sha256=None).reference_source is None
+
+
+@pytest.mark.parametrize("result,kind,sha", [
+    (ProbeResult("tls", "127.0.0.1", 1, sha256=PFX, protocol="TLSv1.2"), "tls", PFX),
+    (ProbeResult("plain", "127.0.0.1", 1, error="not a TLS server"), "plain", None),
+    (ProbeResult("unreachable", "127.0.0.1", 1, error="connection refused"), "unreachable",
+     None),
+])
+def test_probe_results_normalise(result, kind, sha):
+    shake = as_handshake(1, result)
+    assert (shake.kind, shake.sha256, shake.port) == (kind, sha, 1)
