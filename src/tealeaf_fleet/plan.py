@@ -398,7 +398,9 @@ class _PlanContext:
                              f"{host.data_service_port}'")
             elif g == "handshake":
                 if self.fleet.rollout.verify_handshake:
-                    gates.append(f"{mode} on ports {host.data_service_port} and {host.tms_port}")
+                    gates.append(f"{mode} handshake on ports {host.data_service_port} and "
+                                 f"{host.tms_port}" + (" with the fleet's certificate"
+                                                       if expect else ""))
             elif g == "soak":
                 gates.append(f"soak {self.fleet.rollout.soak_s}s, recheck")
         desc = what + (f"; gates: {'; '.join(gates)}" if gates else "")

@@ -1,9 +1,133 @@
-"""`fleet plan`: placeholder until its issue lands (registers nothing yet)."""
+"""`fleet plan`: the dry run a change board approves. Opens no network connection (unless
+`--facts`, which only reads), changes nothing, prints the plan as a table, Markdown or JSON.
+
+`--scripts DIR` writes out every packaged PowerShell script, so a reviewer reads exactly what
+will run on the servers. Heavy modules (rich, the planner's dependencies, facts gathering) are
+imported inside the handler, so that `fleet --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tealeaf_fleet.cli.common import add_inventory_argument
+from tealeaf_fleet.errors import FleetError, InputError
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.inventory import Fleet
+
+FORMATS = ("table", "markdown", "json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser(
+        "plan", help="show what a playbook would do, host by host (changes nothing)",
+        description="Compile a playbook and an inventory into a plan: phases in order, per host "
+                    "the actions, their impact and why a host is left out; plus a digest that "
+                    "`fleet rollout --approved-plan` checks. Connects to nothing unless --facts.")
+    add_inventory_argument(p)
+    p.add_argument("--playbook", default="rollout", metavar="NAME|FILE",
+                   help="packaged playbook name (rollout, rollback, prepare, status) or a "
+                        "playbook file (default: rollout)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default on a terminal), markdown (change tickets) or json "
+                        "(default with --out FILE.json)")
+    p.add_argument("--out", metavar="FILE", help="write the plan to FILE instead of stdout")
+    p.add_argument("--scripts", metavar="DIR",
+                   help="also write every PowerShell script the tool can run into DIR")
+    p.add_argument("--facts", action="store_true",
+                   help="connect read-only to every Windows host first and mark steps that "
+                        "are already done")
+    p.set_defaults(handler=run)
+
+
+def choose_format(fmt: str | None, out: str | None) -> str:
+    """Explicit --format wins; else by --out's suffix; else table."""
+    if fmt:
+        return fmt
+    if out and out.endswith(".json"):
+        return "json"
+    if out and out.endswith((".md", ".markdown")):
+        return "markdown"
+    return "table"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tealeaf_fleet.cli.common import console, load_fleet_or_exit, write_output
+    from tealeaf_fleet.cli.render import print_table, render
+    from tealeaf_fleet.plan import build_plan
+    from tealeaf_fleet.playbooks import load_playbook
+
+    fleet = load_fleet_or_exit(args.inventory)
+    playbook = load_playbook(args.playbook)
+    facts = pfx_sha256 = None
+    if args.facts:
+        facts = gather_facts(fleet)
+        pfx_sha256 = _pfx_fingerprint(fleet)
+    plan = build_plan(playbook, fleet, facts, pfx_sha256)
+    fmt = choose_format(args.format, args.out)
+    if fmt == "table" and args.out is None and sys.stdout.isatty():
+        print_table(plan, console())
+    else:
+        write_output(render(plan, fmt), args.out)
+    if args.scripts:
+        written = write_scripts(Path(args.scripts))
+        print(f"fleet: wrote {len(written)} scripts to {args.scripts}", file=sys.stderr)
+    if args.out:
+        print(f"fleet: plan {plan.digest[:12]} written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def gather_facts(fleet: Fleet) -> dict[str, dict]:
+    """Raw facts per Windows host, read-only, from `tealeaf_fleet.ops.facts.collect`."""
+    try:
+        from tealeaf_fleet.ops import facts as facts_module
+    except ModuleNotFoundError as exc:
+        if exc.name != "tealeaf_fleet.ops.facts":
+            raise
+        raise FleetError("--facts is not available in this build (no tealeaf_fleet.ops.facts)")\
+            from None
+    collect = getattr(facts_module, "collect", None) or facts_module.gather_facts
+    return collect(fleet)
+
+
+def _pfx_fingerprint(fleet: Fleet) -> str | None:
+    """The fleet certificate's SHA-256 when the PFX already exists (else None: generated later).
+    Steps whose facts show that certificate imported then become skips."""
+    if not fleet.certificate.path.is_file() or fleet.certificate.source == "tlstool":
+        return None
+    from tealeaf_fleet.certs import certificate_for
+
+    pfx, _data = certificate_for(fleet, create=False)
+    return pfx.sha256
+
+
+def script_files() -> list[tuple[str, bytes]]:
+    """Every packaged `.ps1` (name, bytes), listed from the package resource folder."""
+    from importlib import resources
+
+    folder = resources.files("tealeaf_fleet.ops") / "scripts"
+    if not folder.is_dir():
+        return []
+    return sorted((entry.name, entry.read_bytes()) for entry in folder.iterdir()
+                  if entry.name.endswith(".ps1") and entry.is_file())
+
+
+def write_scripts(target: Path) -> list[Path]:
+    """Copy the packaged scripts byte for byte into `target` (created when missing)."""
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target} exists and is not a folder", field="--scripts")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, data in script_files():
+            path = target / name
+            path.write_bytes(data)
+            written.append(path)
+    except OSError as exc:
+        raise InputError(f"cannot write scripts to {target}: {exc.strerror}",
+                         field="--scripts") from None
+    return written

@@ -1,0 +1,85 @@
+"""Helpers every command shares: the INVENTORY argument, loading it with one-line errors,
+warnings, consoles and writing output files.
+
+Why here: each command (plan, rollout, status, ...) must treat the inventory and its warnings
+the same way, so an operator sees the same message whatever they ran. Kept light (no rich at
+import time) so that `fleet --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.inventory import Fleet, load_fleet
+from tealeaf_fleet.secrets import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional INVENTORY every fleet-wide command takes."""
+    parser.add_argument("inventory", metavar="INVENTORY",
+                        help="inventory YAML (see inventory.example.yaml)")
+
+
+def load_fleet_or_exit(path: str | Path) -> Fleet:
+    """Load the inventory and print its warnings; on bad input print one line, exit 2.
+
+    The one line is `fleet: error: FILE:LINE: FIELD: message`, the same as the dispatcher
+    prints for any `InputError`, without a traceback.
+    """
+    try:
+        fleet = load_fleet(path)
+    except InputError as exc:
+        print(f"fleet: error: {redact(str(exc))}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    print_warnings(fleet)
+    return fleet
+
+
+def print_warnings(fleet: Fleet) -> None:
+    """Print the inventory's warnings (e.g. validate_certs: false) on stderr, on every run."""
+    for warning in fleet.warnings:
+        print(f"fleet: warning: {redact(warning)}", file=sys.stderr)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich Console on stdout (results) or stderr (progress, so stdout stays parseable)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def write_output(text: str, out: str | Path | None) -> None:
+    """Write `text` to the file `out` (atomically), or to stdout when `out` is None or '-'."""
+    text = redact(text)
+    if out is None or str(out) == "-":
+        sys.stdout.write(text)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        return
+    target = Path(out)
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; give a file name", field="--out")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"folder {folder} does not exist", field="--out")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would surprise whoever reads the plan
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {target}: {exc.strerror}", field="--out") from None

@@ -1,0 +1,341 @@
+"""Plan renderers: a rich table for terminals, Markdown for change tickets, JSON for machines.
+
+Why three: the operator reads the table before typing `--yes`; the change board reads the
+Markdown pasted into the ticket (so it says which servers restart when, one at a time, what
+each loses meanwhile and how to roll back); the engine and `--approved-plan` read the JSON.
+All three come from the same `Plan` and every text passes through `redact()` on its way out.
+rich is imported inside the functions so `fleet --help` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from tealeaf_fleet.plan import CONTROLLER, Plan, PlanPhase, Step
+from tealeaf_fleet.secrets import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+FORMATS = ("table", "markdown", "json")
+
+ROLE_LABELS = {
+    "portal": "Portal", "hbr": "HBR", "canister": "Canister", "report": "Report",
+    "other": "Other Tealeaf server", "rtv": "RTV workstation", "pca": "PCA (Linux)",
+}
+ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "rtv", "pca")
+
+STRATEGY_TEXT = {
+    "controller": "once, on the controller",
+    "parallel": "all hosts in parallel",
+    "all_or_nothing": "all hosts or none (undone everywhere if one fails)",
+}
+
+
+def strategy_text(phase: PlanPhase) -> str:
+    if phase.strategy == "rolling":
+        return ("rolling, one host at a time" if phase.batch == 1
+                else f"rolling, {phase.batch} hosts at a time")
+    text = STRATEGY_TEXT.get(phase.strategy, phase.strategy)
+    if phase.strategy == "all_or_nothing" and phase.compensate:
+        text += f", compensate: {phase.compensate}"
+    return text
+
+
+def short(digest: str | None, n: int = 12) -> str:
+    return digest[:n] if digest else "-"
+
+
+def colon_fp(fp: str) -> str:
+    """Fingerprints are stored without separators; humans compare them with colons."""
+    return ":".join(fp[i:i + 2] for i in range(0, len(fp), 2)).upper()
+
+
+def render(plan: Plan, fmt: str, *, width: int = 120) -> str:
+    """The plan as text in `fmt` (table text has no colours: for files and pipes)."""
+    if fmt == "json":
+        return render_json(plan)
+    if fmt == "markdown":
+        return render_markdown(plan)
+    if fmt == "table":
+        return render_text(plan, width=width)
+    raise ValueError(f"unknown format {fmt}")
+
+
+def render_json(plan: Plan) -> str:
+    return redact(plan.to_json())
+
+
+# --------------------------------------------------------------------------------------------
+# table (rich)
+
+
+def plan_renderables(plan: Plan) -> list[RenderableType]:
+    """What `print_table` shows: a summary, one table per phase, the digest."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[RenderableType] = []
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    for key, value in _summary_rows(plan):
+        summary.add_row(key, redact(value))
+    out.append(Text(f"Plan: {plan.playbook['name']}", style="bold underline"))
+    out.append(summary)
+    for i, phase in enumerate(plan.phases, 1):
+        table = Table(title=f"{i}. {phase.name} ({phase.op}): {strategy_text(phase)}"
+                      + (f"; gates: {', '.join(phase.gates)}" if phase.gates else ""),
+                      title_justify="left", show_lines=False, expand=False)
+        table.add_column("#", justify="right", style="dim")
+        table.add_column("Host", style="bold", no_wrap=True)
+        table.add_column("Role", no_wrap=True)
+        table.add_column("Action")
+        table.add_column("Impact")
+        table.add_column("Status")
+        roles = _roles(plan)
+        prev = None
+        for n, step in enumerate(phase.steps, 1):
+            status = (Text("skip: " + redact(step.skip_reason), style="yellow")
+                      if step.skip_reason else Text("will run", style="green"))
+            order = str(n) if phase.strategy == "rolling" else ""
+            desc, impact = _ditto(step, prev)
+            prev = step
+            table.add_row(order, step.host, ROLE_LABELS.get(roles.get(step.host, ""), "-"),
+                          redact(desc), redact(impact), status)
+        if not phase.steps:
+            table.add_row("", "-", "-", "no host in roles " + ", ".join(phase.roles), "-", "-")
+        for ex in phase.excluded:
+            table.add_row("", ex.host, ROLE_LABELS.get(roles.get(ex.host, ""), "-"),
+                          Text("left out: " + redact(ex.reason), style="dim"), "none",
+                          Text("excluded", style="dim"))
+        out.append(table)
+    out.append(Text(f"Plan digest: {plan.digest}", style="bold"))
+    return out
+
+
+def print_table(plan: Plan, console: Console) -> None:
+    for item in plan_renderables(plan):
+        console.print(item)
+
+
+def render_text(plan: Plan, *, width: int = 120) -> str:
+    """The table as plain text (no colour codes), for `--out FILE` and pipes."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, color_system=None, force_terminal=False,
+                      highlight=False, emoji=False)
+    print_table(plan, console)
+    return redact(buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# markdown
+
+
+def _md(text: str) -> str:
+    """Escape a table cell: pipes split cells, angle brackets would vanish as HTML."""
+    return (redact(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", " "))
+
+
+DITTO = "(same as above)"
+
+
+def _ditto(step: Step, prev: Step | None) -> tuple[str, str]:
+    """Description and impact, or DITTO where they repeat the row above: a 50-host phase
+    would otherwise print the same paragraph 50 times and hide the rows that differ."""
+    desc = DITTO if prev is not None and prev.description == step.description \
+        else step.description
+    impact = DITTO if prev is not None and prev.impact == step.impact else step.impact
+    return desc, impact
+
+
+def _roles(plan: Plan) -> dict[str, str]:
+    return {h.name: h.role for h in plan.hosts}
+
+
+def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
+    contacted = sum(1 for h in plan.hosts if h.contacted)
+    facts = (f"gathered (digest {short(plan.facts_digest)}): steps already done are skipped"
+             if plan.facts_digest else "not gathered: every step is listed as if nothing "
+             "was done yet (use --facts to mark what is already in place)")
+    cert = f"{plan.certificate['source']} ({plan.certificate['path'].replace(chr(92), '/')})"
+    if plan.pfx_sha256:
+        cert += f", SHA-256 {colon_fp(plan.pfx_sha256)}"
+    return [
+        ("Playbook", f"{plan.playbook['name']} (digest {short(plan.playbook['digest'])})"),
+        ("Inventory", f"{plan.inventory['path']} (digest {short(plan.inventory['digest'])})"),
+        ("Tool", f"tealeaf-fleet {plan.tool_version}"),
+        ("Ends with", _ends_with(plan)),
+        ("Hosts", f"{len(plan.hosts)} ({contacted} contacted over WinRM, "
+                  f"{len(plan.hosts) - contacted} never contacted)"),
+        ("Certificate", cert),
+        ("Facts", facts),
+        ("Plan digest", plan.digest),
+    ]
+
+
+def _ends_with(plan: Plan) -> str:
+    ops = {p.op for p in plan.phases}
+    if "enable" in ops:
+        return "inter-process TLS ON on every Tealeaf server"
+    if "disable" in ops:
+        return "inter-process TLS OFF on every Tealeaf server"
+    return "TLS setting unchanged (nothing is enabled, disabled or restarted)"
+
+
+def _host_treatment(plan: Plan, host: str) -> str:
+    ops: dict[str, bool] = {}  # action -> every step of it already done
+    for phase in plan.phases:
+        for step in phase.steps:
+            if step.host == host:
+                ops[step.action] = ops.get(step.action, True) and step.skip_reason is not None
+    return ", ".join(a + (" (already done)" if done else "") for a, done in ops.items()) \
+        if ops else "nothing"
+
+
+def render_markdown(plan: Plan) -> str:
+    """A change-ticket document: summary, hosts by role, phases, restarts, impact, rollback."""
+    roles = _roles(plan)
+    lines: list[str] = []
+    add = lines.append
+    name = plan.playbook["name"]
+    add(f"# Change plan: {name} (IBM Tealeaf CX inter-process TLS)")
+    add("")
+    if plan.description:
+        add(f"> {_md(plan.description)}")
+        add("")
+    add("## Summary")
+    add("")
+    add("| | |")
+    add("|---|---|")
+    for key, value in _summary_rows(plan):
+        add(f"| {key} | {_md(value)} |")
+    add("")
+
+    add("## Hosts by role")
+    add("")
+    add("| Role | Hosts | What happens to them |")
+    add("|---|---|---|")
+    by_role: dict[str, list[str]] = {}
+    for h in plan.hosts:
+        by_role.setdefault(h.role, []).append(h.name)
+    for role in ROLE_ORDER:
+        if role not in by_role:
+            continue
+        names = by_role[role]
+        first = next(h for h in plan.hosts if h.name == names[0])
+        what = _host_treatment(plan, names[0]) if first.contacted else "nothing"
+        if first.reason:
+            what += f" ({first.reason})"
+        add(f"| {ROLE_LABELS[role]} | {_md(', '.join(names))} | {_md(what)} |")
+    add("")
+
+    add("## Phases, in order")
+    add("")
+    for i, phase in enumerate(plan.phases, 1):
+        head = f"### {i}. {phase.name}: {phase.op}, {strategy_text(phase)}"
+        add(head)
+        add("")
+        if phase.gates:
+            add(f"Gates after each host: {', '.join(phase.gates)}"
+                f" (expecting {'TLS' if plan.expect_tls else 'plain'}); a failed gate halts "
+                "the run before the next host.")
+            add("")
+        if not phase.steps:
+            add(f"No host has role {', '.join(phase.roles)}: nothing to do.")
+            add("")
+        else:
+            add("| # | Host | Role | Action | Impact | Status |")
+            add("|---|---|---|---|---|---|")
+            prev = None
+            for n, s in enumerate(phase.steps, 1):
+                desc, impact = _ditto(s, prev)
+                prev = s
+                status = f"skip: {s.skip_reason}" if s.skip_reason else "will run"
+                role = "controller" if s.host == CONTROLLER else roles.get(s.host, "")
+                order = str(n) if phase.strategy == "rolling" else "-"
+                add(f"| {order} | {s.host} | {role} | {_md(desc)} | {_md(impact)} | "
+                    f"{_md(status)} |")
+            add("")
+        if phase.excluded:
+            add("Left out:")
+            add("")
+            for ex in phase.excluded:
+                add(f"- {ex.host}: {_md(ex.reason)}")
+            add("")
+
+    restarts = [p for p in plan.phases if p.op == "restart"]
+    add("## Restart order")
+    add("")
+    if not restarts:
+        add("This plan restarts nothing.")
+    for n, phase in enumerate(restarts, 1):
+        hosts = [s.host for s in phase.active_steps]
+        if not hosts:
+            add(f"{n}. {phase.name}: no host to restart.")
+        elif phase.strategy == "rolling":
+            each = "one at a time" if phase.batch == 1 else f"{phase.batch} at a time"
+            add(f"{n}. {phase.name}: {' -> '.join(hosts)} ({each}; the next starts only "
+                "after the previous passed its gates)")
+        else:
+            add(f"{n}. {phase.name}: {', '.join(hosts)} together, after the phase above "
+                "finished")
+    add("")
+
+    add("## Expected impact per host")
+    add("")
+    add("| Host | Role | Impact |")
+    add("|---|---|---|")
+    for h in plan.hosts:
+        impacts = [s.impact for p in plan.phases for s in p.active_steps
+                   if s.host == h.name and not s.impact.startswith("none")]
+        text = "; ".join(dict.fromkeys(impacts)) if impacts else "no service interruption"
+        if not h.contacted:
+            text = "none: never contacted"
+        add(f"| {h.name} | {h.role} | {_md(text)} |")
+    add("")
+
+    add("## Rollback procedure")
+    add("")
+    for line in _rollback_text(plan):
+        add(line)
+    add("")
+    add("## Approval")
+    add("")
+    add(f"Plan digest: `{plan.digest}`")
+    add("")
+    add("Run it with `fleet rollout INVENTORY --approved-plan PLAN.json`: the tool recomputes "
+        "the digest and refuses to run (exit 4) if the inventory, playbook, tool version or "
+        "facts changed since this plan was approved.")
+    add("")
+    return redact("\n".join(lines))
+
+
+def _rollback_text(plan: Plan) -> list[str]:
+    ops = {p.op for p in plan.phases}
+    if "enable" in ops:
+        return [
+            "If a gate fails the run halts before the next host; nothing else restarts. "
+            "If enabling fails on any host, the tool disables TLS again wherever it succeeded "
+            "(no service has restarted yet).",
+            "",
+            "To return to plain inter-process communication after the change: "
+            "`fleet rollback INVENTORY` disables TLS on every Tealeaf server (TLSTool.exe "
+            "disable, EnableTLS=0), restarts HBRs then Canisters one at a time and the rest in "
+            "parallel, and checks that each Data Service logs `Port:` again. The imported "
+            "certificates stay in place (harmless while TLS is off).",
+            "",
+            "By hand, per server: `TLSTool.exe disable` in `<install>\\Tools`, restart every "
+            "service whose name starts with TeaLeaf, `iisreset`; HBRs and Canisters one at a "
+            "time.",
+        ]
+    if "disable" in ops:
+        return ["This plan is itself the rollback. To enable TLS again, run "
+                "`fleet rollout INVENTORY` (the certificates are still in place, so copy and "
+                "import are skipped)."]
+    return ["Nothing to roll back: this plan does not enable TLS or restart anything. The "
+            "imported certificate files have no effect while EnableTLS is 0."]
