@@ -90,6 +90,7 @@ class LabHost:
         self.data_service_port = config.data_service_port
         self.tms_port = config.tms_port
         self._password_file = password_file
+        self._password: str | None = None
         self._events = events
         self._fs = root / "fs"
         self._private = root / "private"
@@ -202,7 +203,9 @@ class LabHost:
     # =================================================================== ShellHost =====
     def password(self) -> str:
         """The lab's WinRM password (from the lab's 0600 credentials file)."""
-        return self._password_file.read_text(encoding="utf-8").strip()
+        if self._password is None:
+            self._password = self._password_file.read_text(encoding="utf-8").strip()
+        return self._password
 
     def record(self, kind: str, **fields: Any) -> None:
         """Append one event (`ts` and `host` added). Callers never pass a password."""

@@ -1,0 +1,352 @@
+"""`Lab`: a whole simulated Tealeaf fleet on 127.0.0.1, started from one call.
+
+It picks free loopback ports for everything, makes the lab CA, one credentials file, the hosts
+(lab/host.py) with their WinRM endpoints (lab/httpserver.py: https + basic with the lab CA, and
+http + NTLM with message encryption), and writes, once everything answers, the files whose
+shapes DESIGN.md fixes: `lab.json` (last, so its presence means "ready"), `inventory.yaml` (a
+complete, valid inventory: `fleet rollout DIR/inventory.yaml --yes` needs no prompt and no
+environment variable), `events.jsonl` and `hosts/NAME/...`.
+
+PCA hosts are Linux appliances the tool never contacts: they appear in lab.json and the
+inventory (role pca, an address) but get no host model and no endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.lab.events import EventLog, write_json_atomic
+from tealeaf_fleet.lab.host import DEFAULT_BUILD, DEFAULT_INSTALL_DIR, OS_TABLE, HostConfig, LabHost
+
+ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "pca", "rtv")
+ROLE_PREFIX = {"portal": "portal", "hbr": "hbr", "canister": "can", "report": "rpt",
+               "other": "oth", "pca": "pca", "rtv": "rtv"}
+DEFAULT_TOPOLOGY = {"portal": 1, "hbr": 2, "canister": 3, "pca": 1, "rtv": 1}
+OS_CYCLE = ("2008r2", "2012r2", "2016", "2019")
+USERNAME = "LAB\\fleet-admin"
+PCA_BUILD = "3682-24"
+MAX_HOSTS = 500
+# What a previous lab in the same folder left behind (removed before a fresh start).
+_LAB_FILES = ("lab.json", "inventory.yaml", "events.jsonl", "winrm-password.txt",
+              "pfx-password.txt", "TCXcert.pfx")
+_LAB_DIRS = ("hosts", "ca")
+
+
+def parse_topology(text: str) -> dict[str, int]:
+    """`portal=1,hbr=2` -> {"portal": 1, "hbr": 2}; InputError naming the bad part."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, eq, count = part.partition("=")
+        role = role.strip().lower()
+        if not eq or role not in ROLE_PREFIX:
+            raise InputError(f"bad topology entry '{part}': expected ROLE=N with ROLE one of "
+                             f"{', '.join(ROLE_ORDER)}", field="--topology")
+        try:
+            n = int(count)
+        except ValueError:
+            raise InputError(f"bad count in '{part}': not a whole number",
+                             field="--topology") from None
+        if n < 0:
+            raise InputError(f"bad count in '{part}': negative", field="--topology")
+        out[role] = n
+    return out
+
+
+def names_for(topology: dict[str, int]) -> list[tuple[str, str]]:
+    """[(host name, role)] in role order: portal01, hbr01, hbr02, can01, ..., pca01, rtv01."""
+    out = []
+    for role in ROLE_ORDER:
+        for i in range(1, topology.get(role, 0) + 1):
+            out.append((f"{ROLE_PREFIX[role]}{i:02d}", role))
+    return out
+
+
+def hosts_from_inventory(path: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Mirror a real inventory: [(name, role)] in its order, and per-host install folders
+    (host's own or tealeaf.install_dir). Read as plain YAML: password files and CA bundles of
+    the real estate need not exist on the rehearsal machine."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read inventory: {exc.strerror}", file=path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path,
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), dict) or not doc["hosts"]:
+        raise InputError("expected a mapping with a non-empty 'hosts' mapping", file=path,
+                         field="hosts")
+    default_dir = (doc.get("tealeaf") or {}).get("install_dir") if isinstance(
+        doc.get("tealeaf"), dict) else None
+    hosts, dirs = [], {}
+    for name, entry in doc["hosts"].items():
+        role = entry.get("role") if isinstance(entry, dict) else None
+        if role not in ROLE_PREFIX:
+            raise InputError(f"unknown or missing role {role!r}", file=path,
+                             field=f"hosts.{name}.role")
+        hosts.append((str(name), role))
+        folder = entry.get("install_dir") or default_dir
+        if isinstance(folder, str) and folder:
+            dirs[str(name)] = folder
+    return hosts, dirs
+
+
+def _write_secret_file(path: Path, value: str) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _yaml_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Lab:
+    """A running simulated fleet. Use `Lab.start(...)` (a context manager) and `.stop()`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.hosts: dict[str, LabHost] = {}
+        self.roles: dict[str, str] = {}
+        self.servers: dict[str, dict[str, Any]] = {}
+        self.events: EventLog | None = None
+        self.ca_file = directory / "ca" / "ca.pem"
+        self.password_file = directory / "winrm-password.txt"
+        self.pfx_password_file = directory / "pfx-password.txt"
+        self.inventory = directory / "inventory.yaml"
+        self.lab_json = directory / "lab.json"
+        self.username = USERNAME
+        self._stopped = False
+
+    # ---------------------------------------------------------------------------- start
+    @classmethod
+    def start(cls, directory: str | Path, *, topology: dict[str, int] | None = None,
+              from_inventory: str | Path | None = None, install_dir: str | None = None,
+              latency_ms: int = 0, ps_startup_ms: int = 0, restart_s: float = 2.0,
+              os: str | dict[str, str] = "mixed", ntlm: bool = True,
+              build: str | dict[str, str] = DEFAULT_BUILD,
+              faults: dict[str, dict[str, Any]] | None = None,
+              reboot_s: float | None = None, http_inventory: bool = False) -> Lab:
+        """Create and start a lab in `directory` (made if missing; a previous stopped lab's
+        files there are replaced; a running one is refused).
+
+        `os`: one of 2008r2|2012r2|2016|2019|mixed for all, or {host: os} (others mixed).
+        `build`: Tealeaf build for all, or {host: build}. `faults`: {host: faults.json content}
+        in force from the first moment (e.g. data_service_23443 in the first startup block).
+        `ntlm`: also serve http + NTLM endpoints; `http_inventory`: the inventory then uses
+        them instead of https + basic.
+        """
+        lab = cls(Path(directory).resolve())
+        try:
+            lab._start(topology=topology, from_inventory=from_inventory,
+                       install_dir=install_dir, latency_ms=latency_ms,
+                       ps_startup_ms=ps_startup_ms, restart_s=restart_s, os_choice=os,
+                       ntlm=ntlm, build=build, faults=faults or {}, reboot_s=reboot_s,
+                       http_inventory=http_inventory)
+        except BaseException:
+            lab.stop()
+            raise
+        return lab
+
+    def _prepare_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.lab_json.exists():
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                pid = int(json.loads(self.lab_json.read_text(encoding="utf-8"))["pid"])
+                if pid != os.getpid() and _pid_alive(pid):
+                    raise InputError(f"a lab is already running in {self.dir} (pid {pid})",
+                                     field="--dir", hint="stop it first, or use another --dir")
+        for name in _LAB_FILES:
+            (self.dir / name).unlink(missing_ok=True)
+        for name in _LAB_DIRS:
+            shutil.rmtree(self.dir / name, ignore_errors=True)
+
+    def _start(self, *, topology, from_inventory, install_dir, latency_ms, ps_startup_ms,
+               restart_s, os_choice, ntlm, build, faults, reboot_s, http_inventory) -> None:
+        from tealeaf_fleet.lab import ntlm_users, tlsca
+        from tealeaf_fleet.lab.dataservice import free_port
+        from tealeaf_fleet.lab.httpserver import WinRMServer
+
+        if restart_s < 0 or latency_ms < 0 or ps_startup_ms < 0:
+            raise InputError("timings must not be negative")
+        dirs: dict[str, str] = {}
+        if from_inventory is not None:
+            plan, dirs = hosts_from_inventory(Path(from_inventory))
+        else:
+            plan = names_for(DEFAULT_TOPOLOGY if topology is None else topology)
+        if not plan:
+            raise InputError("the topology has no hosts", field="--topology")
+        if len(plan) > MAX_HOSTS:
+            raise InputError(f"at most {MAX_HOSTS} hosts", field="--topology")
+        os_map = os_choice if isinstance(os_choice, dict) else {}
+        default_os = os_choice if isinstance(os_choice, str) else "mixed"
+        for value in [default_os, *os_map.values()]:
+            if value != "mixed" and value not in OS_TABLE:
+                raise InputError(f"unknown OS '{value}': expected one of "
+                                 f"{', '.join(OS_TABLE)} or mixed", field="--os")
+        self._prepare_dir()
+        (self.dir / "hosts").mkdir()
+        ca = tlsca.LabCA.create(self.dir / "ca")
+        winrm_password = secrets.token_urlsafe(18)
+        _write_secret_file(self.password_file, winrm_password)
+        _write_secret_file(self.pfx_password_file, secrets.token_urlsafe(15))
+        if ntlm:
+            ntlm_users.register(self.username, winrm_password)
+        self.events = EventLog(self.dir / "events.jsonl")
+        windows_index = 0
+        for name, role in plan:
+            self.roles[name] = role
+            if role == "pca":
+                continue
+            chosen = os_map.get(name, default_os)
+            if chosen == "mixed":
+                chosen = OS_CYCLE[windows_index % len(OS_CYCLE)]
+            windows_index += 1
+            host_build = build.get(name, DEFAULT_BUILD) if isinstance(build, dict) else build
+            config = HostConfig(
+                name=name, role=role, os=chosen, build=host_build,
+                install_dir=install_dir or dirs.get(name) or DEFAULT_INSTALL_DIR,
+                data_service_port=0 if role == "rtv" else free_port(),
+                tms_port=0 if role == "rtv" else free_port())
+            host = LabHost(self.dir / "hosts" / name, config, events=self.events,
+                           username=self.username, password_file=self.password_file,
+                           restart_s=restart_s, ps_startup_ms=ps_startup_ms, reboot_s=reboot_s)
+            host.create(faults.get(name))
+            host.start()
+            self.hosts[name] = host
+            https = WinRMServer(host, scheme="https", ssl_context=ca.server_context(name),
+                                latency_ms=latency_ms).start()
+            entry: dict[str, Any] = {"https": https}
+            if ntlm:
+                entry["http"] = WinRMServer(host, scheme="http", latency_ms=latency_ms).start()
+            self.servers[name] = entry
+        self._write_inventory(http_inventory and ntlm)
+        self._write_lab_json(restart_s=restart_s, latency_ms=latency_ms,
+                             ps_startup_ms=ps_startup_ms)
+        for host in self.hosts.values():
+            host.record("lab", state="ready")
+
+    # ----------------------------------------------------------------------- files
+    def url(self, name: str, scheme: str = "https") -> str | None:
+        """The host's WinRM endpoint URL for `scheme`, None when it has none."""
+        server = self.servers.get(name, {}).get(scheme)
+        return server.url if server is not None else None
+
+    def _write_lab_json(self, **settings: Any) -> None:
+        hosts: dict[str, Any] = {}
+        for name, role in self.roles.items():
+            host = self.hosts.get(name)
+            hosts[name] = {
+                "role": role,
+                "https": self.url(name, "https"),
+                "http": self.url(name, "http"),
+                "data_service_port": host.data_service_port or None if host else None,
+                "tms_port": host.tms_port or None if host else None,
+                "dir": f"hosts/{name}" if host else None,
+            }
+            if host:
+                hosts[name].update(os=host.config.os, build=host.config.build,
+                                   install_dir=host.install_dir)
+        data = {"pid": os.getpid(), "ca_file": "ca/ca.pem", "username": self.username,
+                "password_file": self.password_file.name,
+                "pfx_password_file": self.pfx_password_file.name,
+                "inventory": self.inventory.name, "events": "events.jsonl",
+                "started": time.time(), **settings, "hosts": hosts}
+        write_json_atomic(self.lab_json, data)
+
+    def _write_inventory(self, http: bool) -> None:
+        lines = [
+            "# Written by `fleet lab up`: a complete inventory for this simulated fleet.",
+            "winrm:",
+            f"  scheme: {'http' if http else 'https'}",
+            f"  transport: {'ntlm' if http else 'basic'}",
+            f"  username: {_yaml_str(self.username)}",
+            f"  password_file: {self.password_file.name}",
+        ]
+        if not http:
+            lines.append("  ca_bundle: ca/ca.pem")
+        lines += [
+            "certificate:",
+            "  source: generate",
+            "  path: TCXcert.pfx",
+            f"  password_file: {self.pfx_password_file.name}",
+            "rollout:",
+            "  restart: services",
+            "  health_timeout_s: 60",
+            "  soak_s: 1",
+            "  verify_handshake: true",
+            "hosts:",
+        ]
+        for name, role in self.roles.items():
+            host = self.hosts.get(name)
+            if host is None:
+                lines.append(f"  {name}: {{address: 127.0.0.1, role: {role}, "
+                             f"pca_build: {_yaml_str(PCA_BUILD)}}}")
+                continue
+            port = self.servers[name]["http" if http else "https"].port
+            entry = f"  {name}: {{address: 127.0.0.1, role: {role}, winrm: {{port: {port}}}"
+            if host.data_service_port:
+                entry += f", data_service_port: {host.data_service_port}"
+            if host.tms_port:
+                entry += f", tms_port: {host.tms_port}"
+            lines.append(entry + "}")
+        self.inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    # ----------------------------------------------------------------------- access
+    def host(self, name: str) -> LabHost:
+        """The simulated host `name` (KeyError for unknown names and PCA hosts)."""
+        return self.hosts[name]
+
+    def winrm_password(self) -> str:
+        """The lab's WinRM password (tests hand it to pywinrm)."""
+        return self.password_file.read_text(encoding="utf-8").strip()
+
+    # ------------------------------------------------------------------------- stop
+    def stop(self) -> None:
+        """Stop every endpoint and listener (bounded waits); idempotent. Files stay for
+        inspection (`fleet lab state`)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        import threading
+
+        # In parallel: each server's shutdown waits for its poll loop (up to half a second).
+        stoppers = [threading.Thread(target=server.stop, kwargs={"timeout_s": 2.0}, daemon=True)
+                    for entry in self.servers.values() for server in entry.values()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout=5.0)
+        for host in self.hosts.values():
+            host.shutdown()
+        if self.events is not None:
+            for name in self.hosts:
+                self.events.record(name, "lab", state="stopped")
+            self.events.close()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
