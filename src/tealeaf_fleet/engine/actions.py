@@ -1,0 +1,452 @@
+"""One function per playbook op: what the engine does to one host (DESIGN.md "Rollout semantics").
+
+Every action first asks "is there anything to do?" from facts (ops/checks.py's rules, shared with
+`fleet plan --facts` and `fleet status`) and returns `skipped` with the reason when the host is
+already right, so a rerun after a halt or a crash repeats nothing. Every change is verified from
+the host afterwards (a tool's exit code is not evidence). Actions raise FleetError subclasses for
+failures; the runner records them as failed steps and halts the run.
+
+Signature: `action(ctx: RunContext, phase: PhaseSpec, host_name: str) -> StepResult`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path, PureWindowsPath
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.engine.context import RunContext, facts_dict
+from tealeaf_fleet.engine.gates import Before, run_gates
+from tealeaf_fleet.engine.strategies import CONTROLLER, StepResult
+from tealeaf_fleet.errors import CertificateError, FleetError, RemoteError, RemoteScriptError
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.engine.runner import PhaseSpec
+    from tealeaf_fleet.inventory import Host
+
+RTV_TOOLS = ("TLSTool.exe", "openssl.exe")
+
+
+def _short(sha: str | None) -> str:
+    return f"{sha[:12]}..." if sha else "none"
+
+
+def _gather(ctx: RunContext, host: Host, *, since: str | None = None) -> dict[str, Any]:
+    from tealeaf_fleet.ops import facts as facts_op
+
+    install = host.install_dir or ctx.fleet.install_dir
+    result = facts_dict(facts_op.gather(ctx.connection(host), host, install_dir=install,
+                                        since=since))
+    ctx.set_facts(host.name, result)
+    return result
+
+
+def _tlstool(ctx: RunContext, host: Host, verb: str, *, pfx_path: str | None = None,
+             password: Any = None) -> str:
+    """Run TLSTool.exe; a non-zero exit is a failure carrying its (masked) output."""
+    from tealeaf_fleet.ops import tlstool
+
+    result = tlstool.run(ctx.connection(host), ctx.install_dir(host), verb, pfx_path=pfx_path,
+                         password=password)
+    output = (getattr(result, "output", "") or "").strip()
+    if result.exit_code != 0:
+        raise RemoteScriptError(f"TLSTool.exe {verb} exited {result.exit_code}: "
+                                f"{output or 'no output'}", op="tlstool",
+                                exit_code_remote=result.exit_code, host=host.name)
+    return output
+
+
+# --- preflight ------------------------------------------------------------------------------
+
+
+def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Read-only: facts, then the shared preflight rules. Blockers fail the step (and so the
+    phase, before anything changed anywhere)."""
+    from tealeaf_fleet.ops import checks
+
+    host = ctx.host(name)
+    try:
+        facts = _gather(ctx, host)
+    except RemoteError as exc:
+        ctx.blockers[name] = [f"cannot read facts: {exc}"]
+        raise
+    pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
+    findings = checks.preflight_blockers(host, facts, pfx_sha256=pfx_sha,
+                                         expect_tls=ctx.expect_tls)
+    blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
+    warnings = [f.message for f in findings if f.severity == checks.WARNING]
+    if warnings:
+        ctx.warnings[name] = warnings
+    if blockers:
+        ctx.blockers[name] = blockers
+        return StepResult("failed", "; ".join(blockers))
+    running = sum(1 for s in facts.get("services") or [] if s.get("state") == "Running")
+    total = len(facts.get("services") or [])
+    text = (f"build {facts.get('tealeaf_build')}, EnableTLS {facts.get('enable_tls')}, "
+            f"{running}/{total} TeaLeaf services running")
+    if warnings:
+        text += f"; {len(warnings)} warning(s): " + "; ".join(warnings)
+    return StepResult("ok", text)
+
+
+# --- certificate (controller) -----------------------------------------------------------------
+
+
+def load_existing_pfx(ctx: RunContext) -> None:
+    """Before preflight: open the PFX if it already exists (a resumed or repeated run), so
+    preflight can tell "EnableTLS=1 with our certificate" (resume) from a foreign one."""
+    from tealeaf_fleet import certs
+
+    settings = ctx.fleet.certificate
+    if not Path(settings.path).is_file():
+        return
+    if settings.source == "tlstool":
+        data = Path(settings.path).read_bytes()
+        ctx.pfx = certs.load_pfx(data, ctx.pfx_password, name=str(settings.path))
+        ctx.pfx_bytes = data
+        return
+    ctx.pfx, ctx.pfx_bytes = certs.certificate_for(ctx.fleet, create=False)
+
+
+def certificate(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Once, on the controller. Never generates a second certificate for a fleet."""
+    from tealeaf_fleet import certs
+
+    settings = ctx.fleet.certificate
+    path = Path(settings.path)
+    existed = path.is_file()
+    if settings.source == "tlstool" and not existed:
+        return _certificate_from_tlstool(ctx, path)
+    if settings.source == "tlstool":
+        data = path.read_bytes()
+        ctx.pfx, ctx.pfx_bytes = certs.load_pfx(data, ctx.pfx_password, name=str(path)), data
+    else:
+        ctx.pfx, ctx.pfx_bytes = certs.certificate_for(ctx.fleet, create=True)
+    if existed:
+        return StepResult("ok", f"{path.name} already exists and is reused "
+                                f"(certificate {_short(ctx.pfx.sha256)})")
+    return StepResult("changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)})")
+
+
+def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
+    """`TLSTool.exe create -site` on the first Tealeaf server, then fetch the PFX back."""
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.ops import files
+
+    first = next((h for h in ctx.fleet.hosts.values() if h.manages_tls), None)
+    if first is None:
+        raise CertificateError("certificate.source tlstool needs a Tealeaf server in the "
+                               "inventory to run TLSTool.exe create on")
+    remote = ctx.remote_pfx_path(first)
+    _tlstool(ctx, first, "create", pfx_path=remote, password=ctx.pfx_password)
+    data = files.get_file(ctx.connection(first), remote)
+    pfx = certs.load_pfx(data, ctx.pfx_password, name=f"{first.name}:{remote}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CertificateError(f"{path} appeared while TLSTool was creating one on "
+                               f"{first.name}: another run? refusing to use two certificates"
+                               ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    ctx.pfx, ctx.pfx_bytes = pfx, data
+    return StepResult("changed", f"TLSTool.exe create -site on {first.name}; fetched "
+                                 f"{path.name} (certificate {_short(pfx.sha256)})")
+
+
+def _need_pfx(ctx: RunContext) -> tuple[Any, bytes]:
+    if ctx.pfx is None or ctx.pfx_bytes is None:
+        raise FleetError("no certificate: the certificate phase did not run before this one")
+    return ctx.pfx, ctx.pfx_bytes
+
+
+# --- push -------------------------------------------------------------------------------------
+
+
+def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    from tealeaf_fleet.ops import checks, files
+
+    host = ctx.host(name)
+    pfx, data = _need_pfx(ctx)
+    facts = ctx.facts.get(name) or {}
+    verdict = checks.step_status(host, facts, "import", pfx_sha256=pfx.sha256,
+                                 expect_tls=ctx.expect_tls)
+    if verdict.done:
+        return StepResult("skipped", f"nothing to do: {verdict.reason}")
+    path = ctx.remote_pfx_path(host)
+    result = files.put_file(ctx.connection(host), data, path)
+    want = hashlib.sha256(data).hexdigest()
+    got = getattr(result, "sha256", None)
+    if got and got.lower() != want:
+        raise RemoteError(f"{path} has SHA-256 {_short(got)} after the copy, expected "
+                          f"{_short(want)}", host=name)
+    if getattr(result, "skipped", False):
+        return StepResult("skipped", f"nothing to do: {path} is already identical "
+                                     f"(SHA-256 {_short(want)})")
+    return StepResult("changed", f"copied to {path}; SHA-256 {_short(want)} checked there")
+
+
+def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """RTV workstations: TLSTool.exe and openssl.exe from a Tealeaf server of the same build."""
+    from tealeaf_fleet.ops import files
+
+    host = ctx.host(name)
+    facts = ctx.facts.get(name) or {}
+    tools = facts.get("tools") or {}
+    if tools.get("tlstool") and tools.get("openssl"):
+        return StepResult("skipped", "nothing to do: TLSTool.exe and openssl.exe are there")
+    build = facts.get("tealeaf_build")
+    source = _tool_source(ctx, build)
+    blobs = _tool_files(ctx, source, build)
+    tools_dir = PureWindowsPath(ctx.install_dir(host)) / "Tools"
+    copied = []
+    for file_name, data in blobs.items():
+        key = "tlstool" if file_name == "TLSTool.exe" else "openssl"
+        if tools.get(key):
+            continue
+        files.put_file(ctx.connection(host), data, str(tools_dir / file_name))
+        copied.append(file_name)
+    return StepResult("changed", f"copied {', '.join(copied)} from {source.name} (build "
+                                 f"{build}) to {tools_dir}")
+
+
+def _tool_source(ctx: RunContext, build: Any) -> Host:
+    for host in ctx.fleet.hosts.values():
+        f = ctx.facts.get(host.name) or {}
+        if host.manages_tls and f.get("tealeaf_build") == build and \
+                (f.get("tools") or {}).get("tlstool") and (f.get("tools") or {}).get("openssl"):
+            return host
+    raise FleetError(f"no Tealeaf server of build {build} with Tools\\TLSTool.exe and "
+                     "Tools\\openssl.exe to copy them from",
+                     hint="copy both files to the workstation's Tools folder by hand, or add "
+                          "a server of the same build to the inventory")
+
+
+def _tool_files(ctx: RunContext, source: Host, build: Any) -> dict[str, bytes]:
+    from tealeaf_fleet.ops import files
+
+    with ctx.cache_lock:  # fetched once per build, however many RTV hosts need them
+        cached = ctx.tool_cache.get(str(build))
+        if cached is None:
+            tools_dir = PureWindowsPath(ctx.install_dir(source)) / "Tools"
+            cached = {n: files.get_file(ctx.connection(source), str(tools_dir / n))
+                      for n in RTV_TOOLS}
+            ctx.tool_cache[str(build)] = cached
+    return cached
+
+
+# --- import / enable / disable ------------------------------------------------------------------
+
+
+def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    from tealeaf_fleet.ops import checks
+
+    host = ctx.host(name)
+    pfx, _ = _need_pfx(ctx)
+    facts = ctx.facts.get(name) or {}
+    verdict = checks.step_status(host, facts, "import", pfx_sha256=pfx.sha256,
+                                 expect_tls=ctx.expect_tls)
+    if verdict.done:
+        return StepResult("skipped", f"nothing to do: {verdict.reason}")
+    _tlstool(ctx, host, "import", pfx_path=ctx.remote_pfx_path(host),
+             password=ctx.pfx_password)
+    ctx.mark_changed(name, "import")
+    after = _gather(ctx, host)
+    check = checks.step_status(host, after, "import", pfx_sha256=pfx.sha256,
+                               expect_tls=ctx.expect_tls)
+    if not check.done:
+        raise RemoteError(f"TLSTool.exe import reported success but {check.reason}", host=name)
+    return StepResult("changed", f"imported certificate {_short(pfx.sha256)}; {check.reason}")
+
+
+def enable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    from tealeaf_fleet.ops import checks
+
+    host = ctx.host(name)
+    pfx, _ = _need_pfx(ctx)
+    facts = ctx.facts.get(name) or {}
+    installed = (facts.get("security") or {}).get("cert_sha256")
+    if installed != pfx.sha256:
+        raise FleetError(f"refusing to enable: tealeaf.crt holds {_short(installed)}, not the "
+                         f"PFX's {_short(pfx.sha256)} (every host must carry the same "
+                         "certificate first)", host=name)
+    verdict = checks.step_status(host, facts, "enable", pfx_sha256=pfx.sha256,
+                                 expect_tls=True)
+    if verdict.done:
+        return StepResult("skipped", f"nothing to do: {verdict.reason}, with our certificate")
+    _tlstool(ctx, host, "enable")
+    ctx.mark_changed(name, "enable")
+    after = _gather(ctx, host)
+    check = checks.step_status(host, after, "enable", pfx_sha256=pfx.sha256, expect_tls=True)
+    if not check.done:
+        raise RemoteError(f"TLSTool.exe enable reported success but {check.reason}", host=name)
+    return StepResult("changed", f"EnableTLS=1; {check.reason}")
+
+
+def disable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Rollback's step, and the compensation of a failed all-or-nothing enable."""
+    from tealeaf_fleet.ops import checks
+
+    host = ctx.host(name)
+    facts = ctx.facts.get(name) or {}
+    verdict = checks.step_status(host, facts, "disable", pfx_sha256=None, expect_tls=False)
+    if verdict.done and "enable" not in ctx.changed_ops(name):
+        return StepResult("skipped", f"nothing to do: {verdict.reason}")
+    _tlstool(ctx, host, "disable")
+    ctx.mark_changed(name, "disable")
+    after = _gather(ctx, host)
+    check = checks.step_status(host, after, "disable", pfx_sha256=None, expect_tls=False)
+    if not check.done:
+        raise RemoteError(f"TLSTool.exe disable reported success but {check.reason}", host=name)
+    return StepResult("changed", f"EnableTLS=0; {check.reason}")
+
+
+# --- restart + gates ------------------------------------------------------------------------------
+
+
+def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
+    facts = ctx.facts.get(host.name) or {}
+    services = facts.get("services") or []
+    running = [s["name"] for s in services if s.get("state") in ("Running", "StartPending")]
+    stopped = [s["name"] for s in services if s.get("state") == "Stopped"]
+    earlier = ctx.first_note(phase.name, host.name, "restart")
+    if earlier:  # a failed attempt may have left some of them stopped: bring back all of them
+        for svc in earlier.get("running", []):
+            if svc not in running:
+                running.append(svc)
+                if svc in stopped:
+                    stopped.remove(svc)
+    iis = facts.get("iis") or {}
+    return Before(running=running, stopped=stopped,
+                  iis_running=bool(iis.get("present")) and iis.get("state") == "Running"
+                  or bool(earlier and earlier.get("iis")),
+                  has_data_service=(facts.get("data_service") or {}).get("log") is not None,
+                  imported_sha256=(facts.get("security") or {}).get("cert_sha256"))
+
+
+def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) -> str | None:
+    """A host this run did not change, whose gates already pass, needs no restart (a rerun
+    after a crash, or a fleet already in the wanted state). Returns the reason, or None."""
+    if ctx.changed_ops(host.name) & {"import", "enable", "disable"}:
+        return None
+    from tealeaf_fleet.ops import checks
+
+    facts = ctx.facts.get(host.name) or {}
+    verdict = checks.step_status(host, facts, "restart", pfx_sha256=None,
+                                 expect_tls=ctx.expect_tls)
+    if not verdict.done:
+        return None
+    states = {s.get("name"): s.get("state") for s in facts.get("services") or []}
+    if any(states.get(n) != "Running" for n in before.running):
+        return None
+    if ctx.fleet.rollout.verify_handshake:
+        from tealeaf_fleet.engine.gates import _Pending, gate_handshake
+
+        try:
+            gate_handshake(ctx, host, before)
+        except _Pending:
+            return None
+    return verdict.reason
+
+
+def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    from tealeaf_fleet.ops import services
+
+    host = ctx.host(name)
+    before = _before(ctx, phase, host)
+    healthy = _already_healthy(ctx, phase, host, before)
+    if healthy:
+        return StepResult("skipped", f"nothing to do: {healthy}; services and handshakes "
+                                     "already right")
+    ctx.note(phase.name, name, {"running": before.running, "iis": before.iis_running})
+    conn = ctx.connection(host)
+    timeout = ctx.fleet.rollout.health_timeout_s
+    if ctx.fleet.rollout.restart == "reboot":
+        now = _gather(ctx, host).get("now")
+        services.reboot_and_wait(conn, timeout)
+        ctx.drop_connection(host)
+        before.since = now
+        did = "rebooted"
+    else:
+        if before.running:
+            result = services.restart(conn, before.running, timeout)
+            before.since = _started_at(result)
+        did = f"restarted {len(before.running)} TeaLeaf service(s)"
+        if before.iis_running:
+            services.iisreset(conn)
+            did += " and IIS (iisreset)"
+    passed = run_gates(ctx, phase.name, host, phase.gates, before)
+    return StepResult("changed", did + ("; gates passed: " + "; ".join(passed)
+                                        if passed else ""))
+
+
+def _started_at(result: Any) -> str | None:
+    if isinstance(result, dict):
+        return result.get("started_at")
+    return getattr(result, "started_at", None)
+
+
+# --- verify ---------------------------------------------------------------------------------------
+
+
+def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Fleet-wide evaluation (status.py), once for the whole phase; each host's step reports
+    the findings about it."""
+    from tealeaf_fleet import status
+    from tealeaf_fleet.ops.checks import BLOCKER
+
+    with ctx.cache_lock:
+        if ctx.verify_status is None:
+            ctx.verify_status = status.gather(ctx.fleet, forks=ctx.forks,
+                                              collector=_collector(ctx),
+                                              prober=lambda a, p, t: ctx.probe(a, p, t))
+    fleet_status = ctx.verify_status
+    mine = fleet_status.findings_for(name)
+    blockers = [f.message for f in mine if f.severity == BLOCKER]
+    if blockers:
+        return StepResult("failed", "; ".join(blockers))
+    row = fleet_status.host(name)
+    facts = row.facts or {}
+    return StepResult("ok", f"EnableTLS {facts.get('enable_tls')}, certificate "
+                            f"{_short((facts.get('security') or {}).get('cert_sha256'))}, Data "
+                            f"Service {(facts.get('data_service') or {}).get('mode')}")
+
+
+def _collector(ctx: RunContext) -> Callable[..., dict[str, Any]]:
+    def collect(fleet: Any, *, forks: int, on_progress: Any = None) -> dict[str, Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tealeaf_fleet import status
+
+        hosts = fleet.windows_hosts()
+
+        def one(host: Host) -> Any:
+            try:
+                return _gather(ctx, host)
+            except FleetError as exc:
+                return status.error_text(exc)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts) or 1))) as pool:
+            return dict(zip([h.name for h in hosts], pool.map(one, hosts), strict=True))
+
+    return collect
+
+
+ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
+    "preflight": preflight,
+    "certificate": certificate,
+    "push_pfx": push_pfx,
+    "push_tools": push_tools,
+    "import": import_,
+    "enable": enable,
+    "disable": disable,
+    "restart": restart,
+    "verify": verify,
+    "facts": lambda ctx, phase, name: StepResult("ok", "facts read") if _gather(
+        ctx, ctx.host(name)) is not None else StepResult("failed", "no facts"),
+}
+
+__all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]

@@ -1,0 +1,159 @@
+"""What one run knows while it runs: the fleet, the facts read at preflight, the PFX, which hosts
+this run changed, and one WinRM connection per host.
+
+Why a context object: actions are small functions (engine/actions.py) that need shared state
+(the PFX made at the certificate step is pushed by the next phase; the services running at
+preflight are the ones the restart brings back), and keeping it in one place makes the rules
+about it visible: facts are refreshed only by the action that changed a host, and connections
+are reused across phases (one shell per host, opened once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from pathlib import PureWindowsPath
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.certs import Pfx
+    from tealeaf_fleet.engine.events import EventBus
+    from tealeaf_fleet.engine.runner import Runner
+    from tealeaf_fleet.inventory import Fleet, Host
+    from tealeaf_fleet.secrets import Secret
+
+Probe = Callable[..., Any]
+
+
+def facts_dict(result: Any) -> dict[str, Any]:
+    """The raw facts dict (the op's JSON result) from whatever `ops.facts.gather` returned."""
+    if isinstance(result, dict):
+        return result
+    raw = getattr(result, "raw", None)
+    if isinstance(raw, dict):
+        return raw
+    raise TypeError(f"unexpected facts result {type(result).__name__}")
+
+
+class RunContext:
+    """Shared state of one run; thread-safe where several hosts touch it at once."""
+
+    def __init__(self, fleet: Fleet, *, expect_tls: bool, bus: EventBus,
+                 stop: threading.Event | None = None, probe: Probe | None = None,
+                 connect: Callable[[Host], Any] | None = None, forks: int = 10) -> None:
+        self.fleet = fleet
+        self.expect_tls = expect_tls
+        self.bus = bus
+        self.stop = stop or threading.Event()
+        self.forks = forks
+        self._probe = probe
+        self._connect = connect
+        self.facts: dict[str, dict[str, Any]] = {}  # raw facts per host (preflight, refreshed)
+        self.blockers: dict[str, list[str]] = {}
+        self.warnings: dict[str, list[str]] = {}
+        self.pfx: Pfx | None = None
+        self.pfx_bytes: bytes | None = None
+        self.pfx_password: Secret | None = None
+        self.changed: dict[str, set[str]] = {}  # host -> ops that changed it in this run
+        self.step_ids: dict[tuple[str, str], int] = {}
+        self.runner: Runner | None = None
+        self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
+        self.verify_status: Any = None
+        self._conns: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.cache_lock = threading.Lock()  # guards tool_cache fills and the verify gather
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    def attach(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def host(self, name: str) -> Host:
+        return self.fleet.hosts[name]
+
+    def connection(self, host: Host) -> Any:
+        """The host's WinRM connection, opened on first use and reused by every later phase.
+        A host's steps never run concurrently, which keeps each connection thread-confined."""
+        with self._lock:
+            conn = self._conns.get(host.name)
+        if conn is not None:
+            return conn
+        if self._connect is not None:
+            conn = self._connect(host)
+        else:
+            from tealeaf_fleet.transport import Connection
+
+            password = None if host.winrm.transport == "certificate" else \
+                self.fleet.winrm_password(host)
+            conn = Connection(host, password)
+        with self._lock:
+            self._conns[host.name] = conn
+        return conn
+
+    def drop_connection(self, host: Host) -> None:
+        """Forget a connection that a reboot or a failure made useless."""
+        with self._lock:
+            conn = self._conns.pop(host.name, None)
+        if conn is not None:
+            with contextlib.suppress(FleetError):  # the host went away: nothing to close
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            with contextlib.suppress(FleetError):  # best effort: the outcome is decided
+                conn.close()
+
+    def probe(self, address: str, port: int, timeout_s: float = 5.0) -> Any:
+        if self._probe is not None:
+            return self._probe(address, port, timeout_s=timeout_s)
+        from tealeaf_fleet import tlsprobe
+
+        return tlsprobe.handshake(address, port, timeout_s=timeout_s)
+
+    # --- what the actions share -------------------------------------------------------------
+
+    def install_dir(self, host: Host) -> str:
+        """Inventory override first, else what facts discovered (services, registry)."""
+        found = (self.facts.get(host.name) or {}).get("install_dir")
+        chosen = host.install_dir or self.fleet.install_dir or found
+        if not chosen:
+            raise FleetError("the Tealeaf install folder is unknown", host=host.name,
+                             hint="set tealeaf.install_dir in the inventory")
+        return str(chosen)
+
+    def remote_pfx_path(self, host: Host) -> str:
+        """`<install>\\Tools\\<pfx name>`: where the vendor procedure puts the PFX."""
+        return str(PureWindowsPath(self.install_dir(host)) / "Tools" / self.fleet.certificate
+                   .path.name)
+
+    def mark_changed(self, host: str, op: str) -> None:
+        with self._lock:
+            self.changed.setdefault(host, set()).add(op)
+
+    def changed_ops(self, host: str) -> set[str]:
+        with self._lock:
+            return set(self.changed.get(host, ()))
+
+    def set_facts(self, host: str, facts: dict[str, Any]) -> None:
+        with self._lock:
+            self.facts[host] = facts
+
+    def note(self, phase: str, host: str, detail: dict[str, Any]) -> None:
+        """Attach resume data to the running step in the journal."""
+        runner = self.runner
+        step_id = self.step_ids.get((phase, host))
+        if runner is not None and runner.journal is not None and step_id is not None:
+            runner.journal.note(step_id, detail)
+
+    def first_note(self, phase: str, host: str, action: str) -> dict[str, Any] | None:
+        """What an earlier, unfinished attempt of this step recorded (see Journal)."""
+        runner = self.runner
+        if runner is None or runner.journal is None or runner.run_id is None:
+            return None
+        return runner.journal.first_detail(runner.plan.get("digest"), phase, host, action,
+                                           before_run=runner.run_id)

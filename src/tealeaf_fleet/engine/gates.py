@@ -1,0 +1,227 @@
+"""Health gates after a restart: the evidence that a host came back right before the next starts.
+
+Why each gate exists (DESIGN.md "Rollout semantics" 6, notes/tealeaf.md):
+- `services`: every TeaLeaf service that was running before is running again, and the ones the
+  operator had stopped are still stopped (the tool never starts them);
+- `iis`: where IIS was running, it runs again after iisreset;
+- `data_service_log`: the vendor's own signal: a Data Service startup block written after the
+  restart says `TLS Port: N` (rollout) or `Port: N` (rollback);
+- `handshake`: what a peer really sees: the Data Service and TMS ports present the PFX's
+  certificate (rollout); after a rollback the Data Service is plain again and TMS is back on its
+  own legacy certificate;
+- `soak`: wait `rollout.soak_s`, then check services and handshakes again (a service that dies a
+  few seconds after starting is caught here, not on the next host).
+Gates are polled until they pass or `rollout.health_timeout_s` (counted from the end of the
+restart) runs out; the first gate that cannot pass raises `GateFailed`, which halts the run
+before the next host. Every verdict is emitted as a `gate` event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.engine.context import RunContext, facts_dict
+from tealeaf_fleet.errors import FleetError, GateFailed
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.inventory import Host
+
+POLL_S = 0.5
+POLL_MAX_S = 3.0
+
+
+@dataclass
+class Before:
+    """What the host looked like before its restart (the gates compare against it)."""
+
+    running: list[str]  # TeaLeaf services that were running: they must run again
+    stopped: list[str]  # TeaLeaf services that were stopped: they must stay stopped
+    iis_running: bool
+    has_data_service: bool
+    imported_sha256: str | None  # the certificate in tealeaf.crt (rollback: TMS must not show it)
+    since: str | None = None  # host time the restart began (Data Service log cut-off)
+
+
+class _Pending(Exception):
+    """A gate that has not passed yet (internal: polled again until the deadline)."""
+
+
+def run_gates(ctx: RunContext, phase: str, host: Host, gates: Sequence[str],
+              before: Before) -> list[str]:
+    """Run the phase's gates in order; returns one short line per passed gate."""
+    deadline = time.monotonic() + ctx.fleet.rollout.health_timeout_s
+    passed: list[str] = []
+    for gate in gates:
+        check = _GATES.get(gate)
+        if check is None:
+            raise FleetError(f"unknown gate {gate!r}", host=host.name, phase=phase)
+        if gate == "soak":
+            text = _soak(ctx, phase, host, before, deadline)
+        else:
+            text = _poll(ctx, phase, host, gate, lambda c=check: c(ctx, host, before), deadline)
+        if text is None:
+            continue
+        passed.append(f"{gate}: {text}")
+    return passed
+
+
+def _poll(ctx: RunContext, phase: str, host: Host, gate: str,
+          check: Callable[[], str | None], deadline: float) -> str | None:
+    delay = POLL_S
+    while True:
+        try:
+            text = check()
+        except _Pending as pending:
+            if time.monotonic() + delay > deadline:
+                message = (f"gate {gate} did not pass within health_timeout_s="
+                           f"{ctx.fleet.rollout.health_timeout_s}: {pending}")
+                ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
+                             outcome="failed", message=message, gate=gate)
+                raise GateFailed(message, gate=gate, host=host.name, phase=phase) from None
+            time.sleep(delay)
+            delay = min(POLL_MAX_S, delay * 1.5)
+            continue
+        except GateFailed as failed:
+            ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
+                         outcome="failed", message=failed.message, gate=gate)
+            failed.phase = phase
+            raise
+        if text is not None:
+            ctx.bus.emit("gate", phase=phase, host=host.name, action="restart", outcome="ok",
+                         message=text, gate=gate)
+        return text
+
+
+def _soak(ctx: RunContext, phase: str, host: Host, before: Before,
+          deadline: float) -> str | None:
+    soak_s = ctx.fleet.rollout.soak_s
+    if soak_s > 0:
+        ctx.stop.wait(soak_s)  # Ctrl-C cuts the wait short; the recheck still runs
+    rechecks = [g for g in ("services", "handshake") if g in _GATES]
+
+    def recheck() -> str:
+        for gate in rechecks:
+            _GATES[gate](ctx, host, before)
+        return f"after {soak_s}s, services and handshakes still right"
+
+    return _poll(ctx, phase, host, "soak", recheck, max(deadline, time.monotonic() + 10))
+
+
+# --- the gates ------------------------------------------------------------------------------
+
+
+def _facts(ctx: RunContext, host: Host) -> dict[str, Any]:
+    from tealeaf_fleet.ops import facts as facts_op
+
+    try:
+        result = facts_op.gather(ctx.connection(host), host, install_dir=ctx.install_dir(host))
+    except FleetError as exc:
+        if getattr(exc, "transient", False):
+            raise _Pending(f"facts could not be read yet: {exc}") from None
+        raise
+    return facts_dict(result)
+
+
+def gate_services(ctx: RunContext, host: Host, before: Before) -> str | None:
+    if not before.running and not before.stopped:
+        return None
+    facts = _facts(ctx, host)
+    states = {s.get("name"): s.get("state") for s in facts.get("services") or []}
+    down = [n for n in before.running if states.get(n) != "Running"]
+    if down:
+        raise _Pending("not running: " + ", ".join(f"{n} ({states.get(n) or 'missing'})"
+                                                   for n in down))
+    started = [n for n in before.stopped if states.get(n) not in ("Stopped", None)]
+    if started:
+        raise GateFailed(f"services that were stopped before the restart are now "
+                         f"{', '.join(started)}: the tool never starts them; check who did",
+                         gate="services", host=host.name)
+    kept = f"; {len(before.stopped)} stopped one(s) left stopped" if before.stopped else ""
+    return f"{len(before.running)} TeaLeaf service(s) running again{kept}"
+
+
+def gate_iis(ctx: RunContext, host: Host, before: Before) -> str | None:
+    if not before.iis_running:
+        return None
+    facts = _facts(ctx, host)
+    state = (facts.get("iis") or {}).get("state")
+    if state != "Running":
+        raise _Pending(f"IIS (W3SVC) is {state or 'missing'}")
+    return "IIS running"
+
+
+def gate_data_service_log(ctx: RunContext, host: Host, before: Before) -> str | None:
+    if not before.has_data_service:
+        return None
+    from tealeaf_fleet.ops import logs
+
+    try:
+        result = logs.data_service_mode(ctx.connection(host), ctx.install_dir(host),
+                                        before.since)
+    except FleetError as exc:
+        if getattr(exc, "transient", False):
+            raise _Pending(f"log could not be read yet: {exc}") from None
+        raise
+    data = result if isinstance(result, dict) else getattr(result, "__dict__", {})
+    mode, port = data.get("mode"), data.get("port")
+    want = "tls" if ctx.expect_tls else "plain"
+    label = "TLS Port" if ctx.expect_tls else "Port"
+    if mode is None:
+        raise _Pending(f"no Data Service startup block in its log since {before.since}")
+    if mode != want:
+        raise GateFailed(f"the Data Service started in {mode} mode after the restart "
+                         f"(log {data.get('log')}, at {data.get('started_at')}); expected "
+                         f"'{label}: {host.data_service_port}'",
+                         gate="data_service_log", host=host.name)
+    return f"Data Service log shows '{label}: {port}' at {data.get('started_at')}"
+
+
+def gate_handshake(ctx: RunContext, host: Host, before: Before) -> str | None:
+    if not ctx.fleet.rollout.verify_handshake:
+        return None
+    ds = ctx.probe(host.address, host.data_service_port)
+    tms = ctx.probe(host.address, host.tms_port)
+    parts = []
+    if ctx.expect_tls:
+        want = ctx.pfx.sha256 if ctx.pfx is not None else before.imported_sha256
+        for label, port, result in (("Data Service", host.data_service_port, ds),
+                                    ("TMS", host.tms_port, tms)):
+            if label == "Data Service" and not before.has_data_service:
+                continue
+            if getattr(result, "kind", None) != "tls" or not getattr(result, "sha256", None):
+                raise _Pending(f"{label} port {port} answers {_kind(result)}, not TLS")
+            if want and result.sha256 != want:
+                raise _Pending(f"{label} port {port} presents certificate "
+                               f"{result.sha256[:12]}..., not the PFX's {want[:12]}...")
+            parts.append(f"{label} {port} TLS with the PFX's certificate")
+    else:
+        if before.has_data_service:
+            if getattr(ds, "kind", None) != "plain":
+                raise _Pending(f"Data Service port {host.data_service_port} answers "
+                               f"{_kind(ds)}, not plain")
+            parts.append(f"Data Service {host.data_service_port} plain")
+        kind = getattr(tms, "kind", None)
+        if kind == "unreachable":
+            raise _Pending(f"TMS port {host.tms_port} does not answer")
+        if before.imported_sha256 and getattr(tms, "sha256", None) == before.imported_sha256:
+            raise _Pending(f"TMS port {host.tms_port} still presents the imported certificate")
+        parts.append(f"TMS {host.tms_port} back on its own certificate")
+    return "; ".join(parts) if parts else None
+
+
+def _kind(result: Any) -> str:
+    kind = getattr(result, "kind", None) or "nothing"
+    error = getattr(result, "error", None)
+    return f"{kind} ({error})" if error else kind
+
+
+_GATES: dict[str, Callable[[RunContext, Host, Before], str | None]] = {
+    "services": gate_services,
+    "iis": gate_iis,
+    "data_service_log": gate_data_service_log,
+    "handshake": gate_handshake,
+    "soak": lambda ctx, host, before: None,  # handled by _soak
+}
