@@ -1,9 +1,151 @@
-"""`fleet lab`: placeholder until its issue lands (registers nothing yet)."""
+"""`fleet lab up|state`: start a simulated Tealeaf fleet on loopback, or summarise one.
+
+`up` runs in the foreground until SIGINT/SIGTERM, then stops every endpoint and exits 0: a lab is
+something you rehearse a change against from another terminal (`fleet rollout
+DIR/inventory.yaml`), so it prints where the inventory is and one line per host once every
+endpoint answers. `state` reads the lab's files only, so it also works after the lab stopped.
+The lab modules (and cryptography) are imported inside the handlers to keep `fleet --help` fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+OS_CHOICES = ("2008r2", "2012r2", "2016", "2019", "mixed")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags: exit 2 with a single line (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is negative")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' must be zero or more seconds")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    lab = sub.add_parser("lab", help="start a simulated fleet on 127.0.0.1 / show its state",
+                         description="A simulated Tealeaf fleet on loopback, speaking real "
+                                     "WinRM: rehearse a change, demo, test.")
+    ls = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND",
+                            parser_class=_OneLineParser)
+    ls.required = True
+
+    up = ls.add_parser("up", help="start a lab and run until Ctrl-C / SIGTERM",
+                       description="Start a simulated fleet; writes DIR/inventory.yaml, "
+                                   "DIR/lab.json and per-host state under DIR/hosts/.")
+    up.add_argument("--dir", required=True, metavar="DIR", help="the lab's folder")
+    src = up.add_mutually_exclusive_group()
+    src.add_argument("--topology", metavar="ROLE=N,...",
+                     help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1; "
+                          "roles portal hbr canister report other pca rtv)")
+    src.add_argument("--from-inventory", metavar="FILE",
+                     help="mirror a real inventory's host names and roles")
+    up.add_argument("--install-dir", metavar="PATH",
+                    help=r"Tealeaf install folder on every host (default D:\Tealeaf)")
+    up.add_argument("--latency-ms", type=_non_negative_int, default=0, metavar="N",
+                    help="added to every WinRM request")
+    up.add_argument("--ps-startup-ms", type=_non_negative_int, default=0, metavar="N",
+                    help="paid by every powershell.exe start")
+    up.add_argument("--restart-s", type=_non_negative_float, default=2.0, metavar="S",
+                    help="a service stop takes S/2, a start S/2; iisreset S (default 2)")
+    up.add_argument("--os", choices=OS_CHOICES, default="mixed",
+                    help="Windows version of every host (default mixed)")
+    up.add_argument("--http", action="store_true",
+                    help="the inventory uses http + NTLM (message encryption) instead of "
+                         "https + basic")
+    up.set_defaults(handler=run_up)
+
+    state = ls.add_parser("state", help="summarise a lab's hosts from its files",
+                          description="Per host: EnableTLS, certificate fingerprint, TeaLeaf "
+                                      "services running/total, Data Service mode and port.")
+    state.add_argument("--dir", required=True, metavar="DIR", help="the lab's folder")
+    state.add_argument("--json", action="store_true", help="print one JSON document")
+    state.set_defaults(handler=run_state)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from tealeaf_fleet.errors import InputError
+    from tealeaf_fleet.lab.fleet import Lab, parse_topology
+
+    if args.install_dir is not None and not (
+            len(args.install_dir) >= 3 and args.install_dir[1:3] == ":\\"):
+        raise InputError(f"'{args.install_dir}' is not an absolute Windows path like "
+                         r"D:\Tealeaf", field="--install-dir")
+    topology = parse_topology(args.topology) if args.topology is not None else None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        lab = Lab.start(args.dir, topology=topology, from_inventory=args.from_inventory,
+                        install_dir=args.install_dir, latency_ms=args.latency_ms,
+                        ps_startup_ms=args.ps_startup_ms, restart_s=args.restart_s,
+                        os=args.os, http_inventory=args.http)
+        try:
+            print(f"lab ready in {lab.dir} (pid {lab_pid()}); inventory: {lab.inventory}",
+                  flush=True)
+            for name, role in lab.roles.items():
+                host = lab.hosts.get(name)
+                if host is None:
+                    print(f"  {name:<10} {role:<9} not simulated (PCA: never contacted)",
+                          flush=True)
+                    continue
+                ports = (f"data_service={host.data_service_port} tms={host.tms_port}"
+                         if host.data_service_port else "no Tealeaf services")
+                print(f"  {name:<10} {role:<9} {lab.url(name, 'https')} "
+                      f"{host.config.os} {ports}", flush=True)
+            print("press Ctrl-C (or send SIGTERM) to stop", flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            lab.stop()
+        print("lab stopped", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def lab_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def run_state(args: argparse.Namespace) -> int:
+    from tealeaf_fleet.lab.state import lab_state, render_text
+
+    state = lab_state(args.dir)
+    if args.json:
+        json.dump(state, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(f"lab {state['dir']} (pid {state['pid']}); inventory: {state['inventory']}")
+        print(render_text(state))
+    return 0

@@ -58,6 +58,39 @@ SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
 _BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
+def map_windows_path(fs_root: Path, win_path: str) -> Path:
+    """`C:\\X\\y` -> `fs_root/C/X/y`, existing components matched case-insensitively;
+    HostError for relative, UNC or malformed paths. Shared with `fleet lab state`."""
+    text = win_path.replace("/", "\\").strip()
+    match = re.match(r"^([A-Za-z]):(\\.*)?$", text)
+    if not match:
+        raise HostError(f"Cannot find path '{win_path}' because it is not an absolute "
+                        "path on a local drive.")
+    parts: list[str] = []
+    for comp in (match.group(2) or "").split("\\"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if parts:
+                parts.pop()
+            continue
+        if _BAD_NAME.search(comp):
+            raise HostError("The filename, directory name, or volume label syntax is "
+                            "incorrect.")
+        parts.append(comp)
+    cur = fs_root / match.group(1).upper()
+    for comp in parts:
+        real = cur / comp
+        if not real.exists() and cur.is_dir():
+            low = comp.lower()
+            for child in cur.iterdir():
+                if child.name.lower() == low:
+                    real = child
+                    break
+        cur = real
+    return cur
+
+
 @dataclass
 class HostConfig:
     """What makes one simulated host different from another."""
@@ -294,34 +327,7 @@ class LabHost:
     def path(self, win_path: str) -> Path:
         """The real path behind a Windows path: `C:\\X\\y` -> `fs/C/X/y`, each existing
         component matched case-insensitively (like NTFS); `..` never leaves the drive."""
-        text = win_path.replace("/", "\\").strip()
-        match = re.match(r"^([A-Za-z]):(\\.*)?$", text)
-        if not match:
-            raise HostError(f"Cannot find path '{win_path}' because it is not an absolute "
-                            "path on a local drive.")
-        parts: list[str] = []
-        for comp in (match.group(2) or "").split("\\"):
-            if comp in ("", "."):
-                continue
-            if comp == "..":
-                if parts:
-                    parts.pop()
-                continue
-            if _BAD_NAME.search(comp):
-                raise HostError("The filename, directory name, or volume label syntax is "
-                                "incorrect.")
-            parts.append(comp)
-        cur = self._fs / match.group(1).upper()
-        for comp in parts:
-            real = cur / comp
-            if not real.exists() and cur.is_dir():
-                low = comp.lower()
-                for child in cur.iterdir():
-                    if child.name.lower() == low:
-                        real = child
-                        break
-            cur = real
-        return cur
+        return map_windows_path(self._fs, win_path)
 
     def exists(self, win_path: str) -> bool:
         """Test-Path."""

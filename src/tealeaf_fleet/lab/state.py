@@ -1,0 +1,134 @@
+"""`fleet lab state`: what each simulated host looks like, read from the lab's files only.
+
+Reading files (not asking the running lab) means it works while the lab runs, after it stopped,
+and from another process, and it shows exactly what a test or an operator would find on disk.
+Stdlib only (the certificate fingerprint is the SHA-256 of the first PEM block's DER), so the
+command stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.lab.host import SECURITY_DIR, map_windows_path
+from tealeaf_fleet.lab.hosterror import HostError
+from tealeaf_fleet.lab.registry import TEALEAF_KEY
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+_START = "Service.Start INFO Starting HTTP Server"
+_PORT = re.compile(r"Service\.Start INFO (TLS Port|Port): (\d+)")
+
+
+def first_cert_sha256(pem: bytes) -> str | None:
+    """Lowercase hex SHA-256 of the first certificate's DER in a PEM file, or None."""
+    match = _PEM_CERT.search(pem)
+    if not match:
+        return None
+    try:
+        der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
+    except binascii.Error:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+def data_service_from_log(logs_dir: Path) -> dict[str, Any]:
+    """Mode and port from the newest TLDataService_*.log's last startup block."""
+    logs = sorted(logs_dir.glob("TLDataService_*.log")) if logs_dir.is_dir() else []
+    if not logs:
+        return {"mode": None, "port": None, "started_at": None}
+    lines = logs[-1].read_text(encoding="ascii", errors="replace").splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].endswith(_START):
+            for follow in lines[i + 1:i + 4]:
+                match = _PORT.search(follow)
+                if match:
+                    return {"mode": "tls" if match.group(1) == "TLS Port" else "plain",
+                            "port": int(match.group(2)), "started_at": lines[i][:19]}
+            break
+    return {"mode": None, "port": None, "started_at": None}
+
+
+def _reg_get(registry: dict[str, dict[str, Any]], key: str, name: str) -> Any:
+    for k, values in registry.items():
+        if k.lower() == key.lower():
+            for n, v in values.items():
+                if n.lower() == name.lower():
+                    return v
+    return None
+
+
+def host_state(lab_dir: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """One host's summary (PCA hosts: role only, `simulated: false`)."""
+    out: dict[str, Any] = {"name": name, "role": entry.get("role")}
+    if not entry.get("dir"):
+        return {**out, "simulated": False}
+    root = lab_dir / entry["dir"]
+    fs = root / "fs"
+    registry = json.loads((root / "registry.json").read_text(encoding="utf-8"))
+    services = json.loads((root / "services.json").read_text(encoding="utf-8"))
+    faults = json.loads((root / "faults.json").read_text(encoding="utf-8") or "{}")
+    install = entry.get("install_dir") or _reg_get(registry, TEALEAF_KEY, "InstallDir")
+    crt = map_windows_path(fs, SECURITY_DIR + r"\tealeaf.crt")
+    tealeaf = [s for s in services if str(s.get("name", "")).lower().startswith("tealeaf")
+               or str(s.get("display_name", "")).lower().startswith("tealeaf")]
+    try:
+        logs_dir = map_windows_path(fs, str(install) + r"\Logs") if install else None
+    except HostError:
+        logs_dir = None
+    return {
+        **out,
+        "simulated": True,
+        "os": entry.get("os"),
+        "build": _reg_get(registry, TEALEAF_KEY, "Version"),
+        "enable_tls": _reg_get(registry, TEALEAF_KEY, "EnableTLS"),
+        "cert_sha256": first_cert_sha256(crt.read_bytes()) if crt.is_file() else None,
+        "services_running": sum(1 for s in tealeaf if s.get("state") == "Running"),
+        "services_total": len(tealeaf),
+        "data_service": data_service_from_log(logs_dir) if logs_dir else
+        {"mode": None, "port": None, "started_at": None},
+        "faults": sorted(faults) if isinstance(faults, dict) else [],
+    }
+
+
+def lab_state(lab_dir: str | Path) -> dict[str, Any]:
+    """The whole lab: `{"dir", "pid", "inventory", "hosts": [host_state...]}`."""
+    root = Path(lab_dir)
+    path = root / "lab.json"
+    try:
+        lab = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no lab here (lab.json is missing)", file=path, field="--dir",
+                         hint="start one with `fleet lab up --dir DIR`") from None
+    except ValueError as exc:
+        raise InputError(f"lab.json is not valid JSON: {exc}", file=path) from None
+    hosts = [host_state(root, name, entry) for name, entry in lab.get("hosts", {}).items()]
+    return {"dir": str(root), "pid": lab.get("pid"),
+            "inventory": str(root / lab.get("inventory", "inventory.yaml")), "hosts": hosts}
+
+
+def render_text(state: dict[str, Any]) -> str:
+    """A fixed-width table, one line per host."""
+    rows = [("HOST", "ROLE", "OS", "ENABLETLS", "CERT", "SERVICES", "DATA SERVICE", "FAULTS")]
+    for h in state["hosts"]:
+        if not h.get("simulated"):
+            rows.append((h["name"], h["role"], "-", "-", "-", "-", "-", "not contacted"))
+            continue
+        ds = h["data_service"]
+        rows.append((
+            h["name"], h["role"], h["os"] or "-",
+            "absent" if h["enable_tls"] is None else str(h["enable_tls"]),
+            (h["cert_sha256"] or "-")[:16],
+            f"{h['services_running']}/{h['services_total']}",
+            f"{ds['mode']}:{ds['port']}" if ds["mode"] else "-",
+            ",".join(h["faults"]) or "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
