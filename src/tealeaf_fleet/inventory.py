@@ -229,6 +229,10 @@ def _compose(text: str, file: Path) -> Any:
 
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) -> Any:
     if isinstance(node, yaml.MappingNode):
+        # Keys written in this mapping; the rest come from merge keys (<<: *anchor), which an
+        # explicit key may override (that is what merge keys are for), unlike a duplicate.
+        explicit = {id(k) for k, _v in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        merged: set[str] = set()
         try:
             loader.flatten_mapping(node)  # YAML merge keys (<<)
         except yaml.MarkedYAMLError as exc:
@@ -245,10 +249,15 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) ->
             key = loader.construct_object(key_node, deep=True)
             key = str(key) if not isinstance(key, str) else key
             sub = f"{path}.{key}" if path else key
-            if key in out:
+            if key in out and key in merged:
+                if id(key_node) in explicit:
+                    merged.discard(key)
+            elif key in out:
                 raise InputError(
                     f"duplicate key '{key}' (first at line {out.lines[key]}); "
                     "remove one of them", file=file, line=key_line, field=sub)
+            elif id(key_node) not in explicit:
+                merged.add(key)
             out.lines[key] = key_line
             out[key] = _convert(loader, value_node, sub, file)
         return out
@@ -273,7 +282,7 @@ class _Ctx:
         self.lines: dict[str, int] = {}
 
     def error(self, msg: str, line: int | None, fld: str, hint: str | None = None) -> InputError:
-        return InputError(msg, file=self.file, line=line, field=fld, hint=hint)
+        return InputError(msg, file=self.file, line=line, field=fld or None, hint=hint)
 
     def mapping(self, value: Any, fld: str, line: int, allowed: tuple[str, ...]) -> _Map:
         """Check `value` is a mapping with only `allowed` keys; records each key's line."""
