@@ -112,6 +112,9 @@ def test_server_that_refuses_us_with_an_alert_is_tls_without_certificate(pfx_fil
     r = tlsprobe.handshake("127.0.0.1", srv.port, timeout_s=5)
     assert r.kind == "tls" and not r.is_tls and r.sha256 is None
     assert r.error and "alert" in r.error.lower()
+    # presenting the shared certificate as client certificate (mutual TLS) gets through
+    r = tlsprobe.handshake("127.0.0.1", srv.port, timeout_s=5, client_cert=(cert, key))
+    assert r.kind == "tls" and r.is_tls and r.sha256 == pfx_files[0].sha256
 
 
 def test_plain_http_server_is_plain(start):

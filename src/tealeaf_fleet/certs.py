@@ -333,8 +333,8 @@ def _open(data: bytes, password: Secret, name: str) -> _Opened:
         p12 = pkcs12.load_pkcs12(data, password.reveal().encode("utf-8"))
     except ValueError:
         raise CertificateError(f"the password does not open {name}",
-                               hint=f"check the password source ({password.source or 'given'})"
-                               ) from None
+                               hint=f"check the password source ({password.source or 'given'}); a "
+                               "damaged file fails the same way") from None
     certs: list[x509.Certificate] = []
     friendly = None
     if p12.cert is not None:

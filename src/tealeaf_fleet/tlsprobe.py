@@ -19,6 +19,7 @@ import hashlib
 import socket
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,13 @@ def _subject(der: bytes) -> str | None:
         return None
 
 
-def _context() -> ssl.SSLContext:
+def _context(client_cert: tuple[str | Path, str | Path] | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False      # the CN is not a host name: the certificate is pinned
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert is not None:
+        ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
     return ctx
 
 
@@ -61,15 +64,22 @@ def _is_alert(exc: ssl.SSLError) -> bool:
     return "ALERT" in reason
 
 
-def handshake(address: str, port: int, *, timeout_s: float = 5.0) -> ProbeResult:
+def handshake(address: str, port: int, *, timeout_s: float = 5.0,
+              client_cert: tuple[str | Path, str | Path] | None = None) -> ProbeResult:
     """Connect to `address:port`, handshake, and report what answered (never raises for an
-    ordinary network failure; `timeout_s` bounds the connect and the handshake each)."""
+    ordinary network failure; `timeout_s` bounds the connect and the handshake each).
+
+    `client_cert` (certificate PEM, key PEM) is presented when the server asks for one: a
+    Tealeaf peer that demands mutual TLS otherwise refuses the handshake with an alert (kind
+    "tls", no sha256). A bad `client_cert` file is the caller's error and does raise.
+    """
+    ctx = _context(client_cert)
     try:
         sock = socket.create_connection((address, port), timeout=timeout_s)
     except (TimeoutError, OSError) as exc:
         return ProbeResult("unreachable", address, port, error=_describe(exc))
     try:
-        with _context().wrap_socket(sock, server_hostname=None) as tls:
+        with ctx.wrap_socket(sock, server_hostname=None) as tls:
             der = tls.getpeercert(binary_form=True)
             protocol = tls.version()
     except ssl.SSLError as exc:
