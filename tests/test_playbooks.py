@@ -1,0 +1,128 @@
+"""Packaged playbooks: their phase order and vocabulary, strict loading, and that the wheel
+ships them (so `--playbook rollout` works from an installed tool, not only from the repo)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.inventory import TLS_ROLES, WINDOWS_ROLES
+from tealeaf_fleet.playbooks import builtin_dir, builtin_names, load_playbook
+
+ROOT = Path(__file__).parents[1]
+DATA = Path(__file__).parent / "data" / "playbooks"
+INVALID = sorted((DATA / "invalid").glob("*.yaml"))
+
+
+def test_packaged_names() -> None:
+    assert builtin_names() == ["prepare", "rollback", "rollout", "status"]
+    assert builtin_dir() == ROOT / "playbooks"  # editable install: the repo's folder
+
+
+def _shape(name: str) -> list[tuple]:
+    pb = load_playbook(name)
+    return [(p.op, p.strategy, set(p.roles), p.batch if p.strategy == "rolling" else None)
+            for p in pb.phases]
+
+
+def test_rollout_order_and_strategies() -> None:
+    pb = load_playbook("rollout")
+    assert pb.expect_tls is True and not pb.allow_parallel_restart
+    assert _shape("rollout") == [
+        ("preflight", "parallel", set(WINDOWS_ROLES), None),
+        ("certificate", "controller", set(), None),
+        ("push_pfx", "parallel", set(WINDOWS_ROLES), None),
+        ("push_tools", "parallel", {"rtv"}, None),
+        ("import", "parallel", set(WINDOWS_ROLES), None),
+        ("enable", "all_or_nothing", set(TLS_ROLES), None),
+        ("restart", "rolling", {"hbr"}, 1),
+        ("restart", "rolling", {"canister"}, 1),
+        ("restart", "parallel", {"portal", "report", "other"}, None),
+        ("verify", "parallel", set(WINDOWS_ROLES), None),
+    ]
+    enable = next(p for p in pb.phases if p.op == "enable")
+    assert enable.compensate == "disable"
+    for p in pb.phases:
+        assert p.on_failure == "halt"
+        if p.op == "restart":
+            assert p.gates == ("services", "iis", "data_service_log", "handshake", "soak")
+
+
+def test_rollback_keeps_certificates_and_restarts_one_at_a_time() -> None:
+    pb = load_playbook("rollback")
+    assert pb.expect_tls is False
+    assert _shape("rollback") == [
+        ("preflight", "parallel", set(TLS_ROLES), None),
+        ("disable", "parallel", set(TLS_ROLES), None),
+        ("restart", "rolling", {"hbr"}, 1),
+        ("restart", "rolling", {"canister"}, 1),
+        ("restart", "parallel", {"portal", "report", "other"}, None),
+        ("verify", "parallel", set(TLS_ROLES), None),
+    ]
+    assert not {"certificate", "push_pfx", "import"} & {p.op for p in pb.phases}
+
+
+def test_prepare_never_enables_or_restarts() -> None:
+    ops = [p.op for p in load_playbook("prepare").phases]
+    assert ops == ["preflight", "certificate", "push_pfx", "push_tools", "import"]
+
+
+def test_status_is_read_only() -> None:
+    assert [p.op for p in load_playbook("status").phases] == ["facts"]
+
+
+def test_digest_is_stable_and_content_sensitive(tmp_path: Path) -> None:
+    a = load_playbook("rollout")
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((ROOT / "playbooks" / "rollout.yaml").read_text())
+    assert load_playbook(str(copy)).digest == a.digest  # the path is not part of it
+    copy.write_text(copy.read_text().replace(", soak]", "]", 1))
+    assert load_playbook(copy).digest != a.digest
+
+
+def test_parallel_restart_needs_explicit_consent() -> None:
+    pb = load_playbook(DATA / "parallel_ok.yaml")
+    assert pb.allow_parallel_restart and pb.phases[0].batch == 2
+
+
+def test_unknown_name_lists_the_packaged_ones() -> None:
+    with pytest.raises(InputError, match="packaged: prepare, rollback, rollout, status"):
+        load_playbook("rollot")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_playbook("no/such/playbook.yaml")
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_playbook_names_file_line_field(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    line, fld, fragment = first[len("# expect: "):].split(" ", 2)
+    with pytest.raises(InputError) as info:
+        load_playbook(path)
+    assert str(info.value).startswith(f"{path}:{line}: {fld}: "), str(info.value)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.timeout(600)
+def test_wheel_ships_the_playbooks(tmp_path: Path) -> None:
+    """Builds the wheel for real (hatchling from the package registry) and reads it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
+         str(ROOT)], capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheels = list(tmp_path.glob("tealeaf_fleet-*.whl"))
+    assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as zf:
+        names = set(zf.namelist())
+        for name in builtin_names():
+            member = f"tealeaf_fleet/playbooks/{name}.yaml"
+            assert member in names
+            assert zf.read(member) == (ROOT / "playbooks" / f"{name}.yaml").read_bytes()
+        assert "tealeaf_fleet/playbooks.py" in names
