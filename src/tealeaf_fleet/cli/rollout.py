@@ -1,9 +1,385 @@
-"""`fleet rollout`: placeholder until its issue lands (registers nothing yet)."""
+"""`fleet rollout` and `fleet rollback`: run a playbook against the fleet, with a live view.
+
+Why both here: they are the same command with a different default playbook (rollout enables,
+rollback disables) and the same safety rails: a dry run that prints exactly what `fleet plan`
+prints, a confirmation (or `--yes`; refused when nobody can answer), approved plans whose digests
+must still match (`StalePlanError`, exit 4), one run per state folder (the journal's lock), Ctrl-C
+between steps (exit 130, resumable). The engine emits events; this module only renders them:
+a rich live view on stderr, or JSON Lines on stdout with `--json` (and nothing else there).
+Heavy imports live inside functions so that `fleet --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.cli.common import add_inventory_argument
+from tealeaf_fleet.errors import InputError, StalePlanError
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.engine.events import Event
+    from tealeaf_fleet.engine.runner import RunResult
+    from tealeaf_fleet.inventory import Fleet
+    from tealeaf_fleet.plan import Plan
+
+COMMANDS = {
+    "rollout": "enable inter-process TLS across the fleet (certificate, push, import, enable, "
+               "rolling restart with health gates, verify)",
+    "rollback": "disable inter-process TLS everywhere (disable, rolling restart with health "
+                "gates, verify); certificates stay in place",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    for command, help_text in COMMANDS.items():
+        p = sub.add_parser(command, help=help_text, description=help_text[0].upper()
+                           + help_text[1:] + ". Rerun after a halt, Ctrl-C or crash to resume.")
+        add_inventory_argument(p)
+        add_run_arguments(p, default_playbook=command)
+        p.set_defaults(handler=lambda args, _c=command: run(args, _c))
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan exactly as `fleet plan` does and change nothing")
+    p.add_argument("--yes", action="store_true",
+                   help="do not ask for confirmation (required when not interactive)")
+    p.add_argument("--approved-plan", metavar="FILE",
+                   help="run only if this plan (from `fleet plan --format json`) still matches "
+                        "the inventory, playbook, tool version (and facts, if it has them)")
+    p.add_argument("--forks", type=_positive, default=10, metavar="N",
+                   help="hosts worked on at once in parallel phases (default 10)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON Lines events on stdout (and nothing else there)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="journal and lock folder (default: .tealeaf-fleet/ next to the "
+                        "inventory)")
+    p.add_argument("--playbook", default=default_playbook, metavar="NAME|FILE",
+                   help=f"playbook name or file (default: {default_playbook})")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    from tealeaf_fleet.cli.common import load_fleet_or_exit
+    from tealeaf_fleet.plan import build_plan
+    from tealeaf_fleet.playbooks import load_playbook
+
+    fleet = load_fleet_or_exit(args.inventory)
+    playbook = load_playbook(args.playbook)
+    plan = build_plan(playbook, fleet)
+    if args.approved_plan:
+        plan = check_approved_plan(Path(args.approved_plan), plan, fleet, playbook)
+    if args.dry_run:
+        _print_plan(plan, as_json=args.json)
+        return 0
+    if not args.yes:
+        _confirm(plan, command)
+    return run_plan(fleet, plan, command=command, inventory_label=args.inventory,
+                    state_dir=args.state_dir, forks=args.forks, as_json=args.json)
+
+
+def run_plan(fleet: Fleet, plan: Plan, *, command: str, inventory_label: str,
+             state_dir: str | Path | None, forks: int, as_json: bool,
+             view: Any | None = None) -> int:
+    """Take the lock, run, render; returns the exit code. Shared with `fleet demo`."""
+    from tealeaf_fleet.engine.events import EventBus
+    from tealeaf_fleet.engine.execute import execute
+    from tealeaf_fleet.journal import Journal, default_state_dir
+
+    folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
+    journal = Journal(folder)
+    try:
+        takeover = journal.acquire(command=command)
+        bus = EventBus()
+        stop = threading.Event()
+        view = view or (JsonView() if as_json else make_view())
+        bus.subscribe(view)
+        if takeover:
+            bus.emit("message", message=takeover)
+        with view.running(), _interrupt_sets(stop, bus):
+            result = execute(fleet, plan.to_dict(), command=command, bus=bus,
+                             journal=journal, inventory_label=inventory_label, forks=forks,
+                             stop=stop)
+        if not as_json:
+            print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id
+                        else None)
+        return result.exit_code
+    finally:
+        journal.close()
+
+
+@contextlib.contextmanager
+def _interrupt_sets(stop: threading.Event, bus: Any) -> Iterator[None]:
+    """First Ctrl-C: stop between steps (running steps finish). Second: abort at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        bus.emit("message", message="Ctrl-C: finishing the running steps, starting no new one "
+                                    "(press Ctrl-C again to abort at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --- approved plans, dry run, confirmation ----------------------------------------------------
+
+
+def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) -> Plan:
+    """The approved plan, if every digest still matches what would run now; else
+    StalePlanError (exit 4) naming what changed."""
+    from tealeaf_fleet.plan import Plan, build_plan
+
+    approved = Plan.load(path)
+    if approved.facts_digest is not None:
+        from tealeaf_fleet.cli.plan import _pfx_fingerprint, gather_facts
+
+        current = build_plan(playbook, fleet, gather_facts(fleet), _pfx_fingerprint(fleet))
+    changed = []
+    if approved.inventory.get("digest") != current.inventory.get("digest"):
+        changed.append("inventory (hosts, roles, WinRM, certificate or rollout settings)")
+    if approved.playbook.get("name") != current.playbook.get("name"):
+        changed.append(f"playbook: approved {approved.playbook.get('name')!r}, running "
+                       f"{current.playbook.get('name')!r}")
+    elif approved.playbook.get("digest") != current.playbook.get("digest"):
+        changed.append(f"playbook {current.playbook.get('name')!r} content")
+    if approved.tool_version != current.tool_version:
+        changed.append(f"tool version: approved {approved.tool_version}, installed "
+                       f"{current.tool_version}")
+    if approved.facts_digest is not None and approved.facts_digest != current.facts_digest:
+        changed.append("facts: the hosts' state differs from when the plan was made")
+    if not changed and approved.digest != current.digest:
+        changed.append("plan digest")
+    if changed:
+        raise StalePlanError(f"the approved plan {path} is stale: " + "; ".join(changed)
+                             + f" (approved {approved.digest[:12]}, now {current.digest[:12]})",
+                             changed)
+    return approved
+
+
+def _print_plan(plan: Plan, *, as_json: bool) -> None:
+    from tealeaf_fleet.cli.common import console, write_output
+    from tealeaf_fleet.cli.render import print_table, render
+
+    if as_json:
+        write_output(render(plan, "json"), None)
+    elif sys.stdout.isatty():
+        print_table(plan, console())
+    else:
+        write_output(render(plan, "table"), None)
+
+
+def _confirm(plan: Plan, command: str) -> None:
+    if not sys.stdin.isatty():
+        raise InputError(f"refusing to {command} without confirmation: stdin is not a "
+                         "terminal", field="--yes",
+                         hint="review with --dry-run, then rerun with --yes")
+    from tealeaf_fleet.cli.common import console
+    from tealeaf_fleet.cli.render import print_table
+
+    err = console(stderr=True)
+    print_table(plan, err)
+    err.print(f"[bold]{command}[/bold] changes the servers above. Type 'yes' to go on: ",
+              end="")
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise InputError(f"{command} not confirmed; nothing was changed")
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+class JsonView:
+    """`--json`: one JSON document per event on stdout, flushed, nothing else."""
+
+    def __call__(self, event: Event) -> None:
+        sys.stdout.write(event.to_json() + "\n")
+        sys.stdout.flush()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        yield
+
+
+class LineView:
+    """Plain lines on stderr (pipes, CI logs): one per meaningful event."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def __call__(self, event: Event) -> None:
+        line = describe(event)
+        if line:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        yield
+
+
+def describe(event: Event) -> str | None:
+    """One human line for an event (None for the ones not worth a line)."""
+    from tealeaf_fleet.secrets import redact
+
+    e = event
+    msg = redact(e.message) if e.message else ""
+    if e.type == "run_started":
+        resumes = e.data.get("resumes") or []
+        extra = f" (resuming run {', '.join(map(str, resumes))})" if resumes else ""
+        return f"run {e.run}: {msg}{extra}"
+    if e.type == "phase_started":
+        hosts = e.data.get("hosts") or []
+        return f"== {e.phase} ({e.action}, {e.data.get('strategy')}): {len(hosts) or 1} target(s)"
+    if e.type == "step_started" and e.action == "restart":
+        return f"   {e.host}: restarting"
+    if e.type == "step_finished":
+        return f"   {e.host}: {e.action} {e.outcome}" + (f": {msg}" if msg else "")
+    if e.type == "gate":
+        return f"   {e.host}: gate {e.data.get('gate')} {e.outcome}: {msg}"
+    if e.type == "phase_finished" and e.outcome == "failed":
+        return f"== {e.phase}: FAILED on {', '.join(e.data.get('failed') or [])}"
+    if e.type == "message":
+        return f"fleet: {msg}"
+    if e.type == "run_finished":
+        return f"run {e.run}: {e.data.get('result')} in {e.data.get('duration_s')}s"
     return None
+
+
+class LiveView:
+    """A rich live view on stderr: phase progress, per-host state, the host being restarted,
+    the latest gate results."""
+
+    STYLE = {"ok": "green", "changed": "cyan", "skipped": "yellow", "failed": "bold red",
+             "running": "bold magenta"}
+
+    def __init__(self) -> None:
+        from tealeaf_fleet.cli.common import console
+
+        self.console = console(stderr=True)
+        self.lock = threading.Lock()
+        self.phases: list[str] = []
+        self.phase: str | None = None
+        self.phase_index = 0
+        self.hosts: dict[str, dict[str, str]] = {}
+        self.gates: list[str] = []
+        self.messages: list[str] = []
+        self.started = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        from tealeaf_fleet.secrets import redact
+
+        e = event
+        with self.lock:
+            if e.type == "phase_started":
+                self.phase_index += 1
+                self.phase = f"{e.phase} ({e.data.get('strategy')})"
+            elif e.type == "step_started":
+                self.hosts[e.host or "-"] = {"phase": e.phase or "", "state": "running",
+                                             "detail": "restarting..." if e.action == "restart"
+                                             else f"{e.action}..."}
+            elif e.type == "step_finished":
+                self.hosts[e.host or "-"] = {"phase": e.phase or "", "state": e.outcome or "",
+                                             "detail": redact(e.message or "")[:100]}
+            elif e.type == "gate":
+                self.gates.append(f"{e.host} {e.data.get('gate')}: {e.outcome} "
+                                  f"{redact(e.message or '')[:90]}")
+                self.gates = self.gates[-5:]
+            elif e.type == "message":
+                self.messages.append(redact(e.message or ""))
+
+    def renderable(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        with self.lock:
+            table = Table(expand=False, show_edge=False, pad_edge=False)
+            table.add_column("Host", style="bold", no_wrap=True)
+            table.add_column("Phase", no_wrap=True)
+            table.add_column("State", no_wrap=True)
+            table.add_column("Detail", overflow="ellipsis", no_wrap=True, max_width=100)
+            for name, row in self.hosts.items():
+                state = row["state"]
+                table.add_row(name, row["phase"], Text(state, style=self.STYLE.get(state, "")),
+                              row["detail"])
+            elapsed = time.monotonic() - self.started
+            parts: list[Any] = [Text(f"phase {self.phase_index}: {self.phase or '-'}   "
+                                     f"{elapsed:.0f}s", style="bold"), table]
+            parts += [Text(g, style="dim") for g in self.gates]
+            parts += [Text(m, style="yellow") for m in self.messages[-3:]]
+            return Group(*parts)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        from rich.live import Live
+
+        with Live(console=self.console, get_renderable=self.renderable, refresh_per_second=4,
+                  transient=False):
+            yield
+
+
+def make_view() -> Any:
+    """The live view on a terminal, plain lines otherwise."""
+    return LiveView() if sys.stderr.isatty() else LineView()
+
+
+def print_recap(result: RunResult, fleet: Fleet, log_path: Path | None) -> None:
+    """ok / changed / skipped / failed per host, total time, and what to do next (stderr)."""
+    from rich.table import Table
+
+    from tealeaf_fleet.cli.common import console
+    from tealeaf_fleet.secrets import redact
+
+    err = console(stderr=True)
+    table = Table(title=f"{result.command}: {result.outcome} in {result.duration_s:.1f}s"
+                        + (f" (run {result.run_id})" if result.run_id else ""),
+                  title_justify="left")
+    for column in ("Host", "Role", "ok", "changed", "skipped", "failed"):
+        table.add_column(column, justify="right" if column in ("ok", "changed", "skipped",
+                                                                "failed") else "left")
+    for name, counts in result.recap.items():
+        role = fleet.hosts[name].role if name in fleet.hosts else "-"
+        table.add_row(name, role, *(str(counts.get(k, 0)) for k in ("ok", "changed", "skipped",
+                                                                      "failed")))
+    err.print(table)
+    if result.blockers:
+        err.print("[bold red]Preflight blockers (nothing was changed):[/bold red]")
+        for host, items in result.blockers.items():
+            for item in items:
+                err.print(f"  {host}: {redact(item)}", markup=False)
+    if result.message:
+        err.print(redact(result.message), markup=False,
+                  style="bold red" if result.outcome != "ok" else None)
+    if result.hint:
+        err.print("next: " + redact(result.hint), markup=False)
+    if log_path:
+        err.print(f"journal: {log_path.parent / 'journal.sqlite'}; run log: {log_path}",
+                  markup=False)
