@@ -280,6 +280,9 @@ class _PlanContext:
                     out.excluded.append(Excluded(host.name, _pca_reason(host)))
                 elif host.role == "rtv":
                     out.excluded.append(Excluded(host.name, RTV_REASON))
+                elif phase.op == "push_tools":
+                    out.excluded.append(Excluded(
+                        host.name, "a Tealeaf server already has TLSTool.exe and openssl.exe"))
                 else:
                     out.excluded.append(Excluded(
                         host.name, f"role {host.role} is not part of this playbook's "

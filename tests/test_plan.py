@@ -1,0 +1,239 @@
+"""The planner over several topologies: phase order, strategies, exclusions, skips from facts,
+digests and the JSON form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.inventory import Fleet, load_fleet
+from tealeaf_fleet.plan import CONTROLLER, PCA_REASON, RTV_REASON, Plan, build_plan
+from tealeaf_fleet.playbooks import load_playbook
+
+ROOT = Path(__file__).parents[1]
+FP = "ab" * 32
+
+
+def make_fleet(tmp_path: Path, hosts: dict[str, str], extra: str = "",
+               name: str = "inv.yaml") -> Fleet:
+    """hosts: name -> role (PCA gets a build when given as 'pca:BUILD')."""
+    lines = ["winrm: {username: 'CORP\\svc', password_env: TLF_PLAN_PW}",
+             "certificate: {path: TCXcert.pfx, password_env: TLF_PLAN_PFX}", extra, "hosts:"]
+    for i, (host, role) in enumerate(hosts.items()):
+        build = ""
+        if role.startswith("pca:"):
+            role, build = "pca", f", pca_build: '{role.split(':', 1)[1]}'"
+        lines.append(f"  {host}: {{address: 10.0.0.{i + 1}, role: {role}{build}}}")
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return load_fleet(path)
+
+
+ESTATE = {"portal01": "portal", "hbr01": "hbr", "hbr02": "hbr", "can01": "canister",
+          "can02": "canister", "can03": "canister", "report01": "report", "pca01": "pca:3682-24",
+          "rtv01": "rtv"}
+
+
+def hosts_of(plan: Plan, phase: str) -> list[str]:
+    return [s.host for s in plan.phase(phase).steps]
+
+
+def test_rollout_over_a_full_estate(tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE))
+    assert [p.name for p in plan.phases] == [
+        "preflight", "certificate", "push_pfx", "push_tools", "import", "enable",
+        "restart_hbr", "restart_canister", "restart_rest", "verify"]
+    windows = ["portal01", "hbr01", "hbr02", "can01", "can02", "can03", "report01", "rtv01"]
+    tls = windows[:-1]
+    assert hosts_of(plan, "preflight") == windows
+    assert hosts_of(plan, "certificate") == [CONTROLLER]
+    assert hosts_of(plan, "push_pfx") == windows
+    assert hosts_of(plan, "push_tools") == ["rtv01"]
+    assert hosts_of(plan, "import") == windows
+    assert hosts_of(plan, "enable") == tls
+    assert plan.phase("enable").strategy == "all_or_nothing"
+    assert plan.phase("enable").compensate == "disable"
+    assert hosts_of(plan, "restart_hbr") == ["hbr01", "hbr02"]
+    assert (plan.phase("restart_hbr").strategy, plan.phase("restart_hbr").batch) == ("rolling", 1)
+    assert hosts_of(plan, "restart_canister") == ["can01", "can02", "can03"]
+    assert hosts_of(plan, "restart_rest") == ["portal01", "report01"]
+    assert plan.phase("restart_rest").strategy == "parallel"
+    assert hosts_of(plan, "verify") == windows
+    # nothing is skipped without facts
+    assert all(s.skip_reason is None for p in plan.phases for s in p.steps)
+    # PCA: left out of every host phase, with the pipeline note
+    pca = plan.host("pca01")
+    assert not pca.contacted and pca.reason.startswith(PCA_REASON)
+    assert "3682-24" in pca.reason and "can use the same PFX" in pca.reason
+    for name in ("preflight", "push_pfx", "import", "enable", "restart_hbr", "verify"):
+        assert [x.host for x in plan.phase(name).excluded if x.host == "pca01"] == ["pca01"]
+    # RTV: import only; left out of enable and (once) of the restarts
+    assert plan.host("rtv01").contacted and plan.host("rtv01").reason == RTV_REASON
+    assert [(x.host, x.reason) for x in plan.phase("enable").excluded
+            if x.host == "rtv01"] == [("rtv01", RTV_REASON)]
+    assert "rtv01" in [x.host for x in plan.phase("restart_hbr").excluded]
+    assert "rtv01" not in [x.host for x in plan.phase("restart_canister").excluded]
+    # an HBR is not "excluded" from restarts because the canister phase does not take it
+    assert "hbr01" not in [x.host for x in plan.phase("restart_canister").excluded]
+
+
+def test_restart_steps_say_one_at_a_time_and_gates(tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE))
+    step = plan.phase("restart_hbr").steps[0]
+    assert "one at a time" in step.impact
+    assert "TLS Port: 23000" in step.description and "soak 30s" in step.description
+    portal = plan.phase("restart_rest").steps[0]
+    assert "one at a time" not in portal.impact and "Portal" in portal.impact
+
+
+def test_small_estate_has_empty_phases(tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollout"), make_fleet(tmp_path, {"all01": "other"}))
+    assert hosts_of(plan, "restart_hbr") == [] and hosts_of(plan, "restart_canister") == []
+    assert hosts_of(plan, "push_tools") == []
+    assert hosts_of(plan, "restart_rest") == ["all01"]
+    assert [(p.name, x.host, x.reason) for p in plan.phases for x in p.excluded] == [
+        ("push_tools", "all01", "a Tealeaf server already has TLSTool.exe and openssl.exe")]
+
+
+def test_rollback_over_estate(tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollback"), make_fleet(tmp_path, ESTATE))
+    assert [p.op for p in plan.phases] == ["preflight", "disable", "restart", "restart",
+                                          "restart", "verify"]
+    assert plan.expect_tls is False
+    assert "rtv01" not in hosts_of(plan, "disable")
+    assert ("rtv01", RTV_REASON) in [(x.host, x.reason) for x in plan.phase("preflight").excluded]
+    assert "'Port: 23000'" in plan.phase("restart_hbr").steps[0].description
+
+
+def test_old_pca_build_gets_an_upgrade_note(tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollout"),
+                      make_fleet(tmp_path, {"p1": "portal", "pca01": "pca:3500-10"}))
+    assert "needs PCA build 3682-24 or later, this one is 3500-10" in plan.host("pca01").reason
+
+
+def test_reboot_mode(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr"}, extra="rollout: {restart: reboot}")
+    step = build_plan(load_playbook("rollout"), fleet).phase("restart_hbr").steps[0]
+    assert step.description.startswith("reboot the server")
+
+
+def facts_done(fp: str = FP) -> dict:
+    return {"now": "2026-11-27T11:14:59", "enable_tls": 1,
+            "tools": {"tlstool": True, "openssl": True},
+            "security": {"cert_sha256": fp,
+                         "files": {"tealeaf.crt": {"size": 1, "sha256": "x"},
+                                   "tealeaf.p12": {"size": 2, "sha256": "y"}}},
+            "services": [{"name": "TeaLeafTMS", "state": "Running"},
+                         {"name": "TeaLeafCaptureServer", "state": "Stopped"}],
+            "data_service": {"mode": "tls", "port": 23000}}
+
+
+def facts_fresh() -> dict:
+    return {"now": "2026-11-27T11:14:59", "enable_tls": None,
+            "tools": {"tlstool": False, "openssl": False},
+            "security": {"cert_sha256": None, "files": {"tealeaf.crt": None,
+                                                        "tealeaf.p12": None}},
+            "services": [{"name": "TeaLeafTMS", "state": "Running"}],
+            "data_service": {"mode": "plain", "port": 23000}}
+
+
+def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr", "hbr02": "hbr", "rtv01": "rtv"})
+    facts = {"hbr01": facts_done(), "hbr02": facts_fresh(), "rtv01": facts_done()}
+    plan = build_plan(load_playbook("rollout"), fleet, facts, FP.upper())
+    assert plan.pfx_sha256 == FP
+
+    def skip(phase: str, host: str) -> str | None:
+        return next(s.skip_reason for s in plan.phase(phase).steps if s.host == host)
+
+    assert skip("import", "hbr01") == f"nothing to do: tealeaf.crt already carries certificate {FP}"
+    assert skip("push_pfx", "hbr01").startswith("nothing to do: tealeaf.crt already carries")
+    assert skip("enable", "hbr01") == "nothing to do: EnableTLS already 1"
+    assert skip("restart_hbr", "hbr01").startswith("nothing to do: EnableTLS is 1")
+    assert skip("push_tools", "rtv01").startswith("nothing to do: TLSTool.exe and openssl.exe")
+    for phase in ("push_pfx", "import", "enable", "restart_hbr"):
+        assert skip(phase, "hbr02") is None
+    # with facts, the restart names the services that were running (and only those)
+    desc = next(s.description for s in plan.phase("restart_hbr").steps if s.host == "hbr02")
+    assert "restart TeaLeafTMS " in desc and "CaptureServer" not in desc
+    # another certificate on the host: not skipped
+    other = build_plan(load_playbook("rollout"), fleet, facts, "cd" * 32)
+    assert next(s for s in other.phase("import").steps if s.host == "hbr01").skip_reason is None
+
+
+def test_rollback_facts_skip_disable(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr", "hbr02": "hbr"})
+    plan = build_plan(load_playbook("rollback"), fleet,
+                      {"hbr01": facts_fresh(), "hbr02": facts_done()})
+    steps = {s.host: s.skip_reason for s in plan.phase("disable").steps}
+    assert steps == {"hbr01": "nothing to do: EnableTLS already absent", "hbr02": None}
+    restarts = {s.host: s.skip_reason for s in plan.phase("restart_hbr").steps}
+    assert restarts["hbr01"] is not None and restarts["hbr02"] is None
+
+
+def test_existing_pfx_is_never_generated_twice(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr"})
+    assert build_plan(load_playbook("rollout"), fleet).phase("certificate").steps[0] \
+        .skip_reason is None
+    (tmp_path / "TCXcert.pfx").write_bytes(b"x")
+    step = build_plan(load_playbook("rollout"), fleet).phase("certificate").steps[0]
+    assert "never generated twice" in step.skip_reason
+
+
+def test_digests(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, ESTATE)
+    rollout = load_playbook("rollout")
+    a = build_plan(rollout, fleet)
+    assert a.digest == build_plan(rollout, make_fleet(tmp_path, ESTATE, name="b.yaml")).digest
+    assert a.facts_digest is None
+    assert a.playbook == {"name": "rollout", "digest": rollout.digest}
+    # inventory content, playbook, tool version and facts each change the digest
+    changed = make_fleet(tmp_path, {**ESTATE, "can04": "canister"}, name="c.yaml")
+    assert build_plan(rollout, changed).inventory["digest"] != a.inventory["digest"]
+    assert build_plan(rollout, changed).digest != a.digest
+    assert build_plan(load_playbook("rollback"), fleet).digest != a.digest
+    assert build_plan(rollout, fleet, tool_version="9.9.9").digest != a.digest
+    f1 = build_plan(rollout, fleet, {"hbr01": facts_fresh()}, FP)
+    assert f1.facts_digest is not None and f1.digest != a.digest
+    # `now` is not part of the facts digest; anything else is
+    later = dict(facts_fresh(), now="2027-01-01T00:00:00")
+    assert build_plan(rollout, fleet, {"hbr01": later}, FP).digest == f1.digest
+    assert build_plan(rollout, fleet, {"hbr01": facts_done()}, FP).digest != f1.digest
+
+
+def test_json_round_trip_and_shape(tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE),
+                      {"hbr01": facts_done()}, FP)
+    text = plan.to_json()
+    d = json.loads(text)
+    assert list(d)[:6] == ["format_version", "tool_version", "playbook", "inventory",
+                           "facts_digest", "digest"]
+    assert d["format_version"] == 1
+    assert set(d["phases"][0]) >= {"name", "op", "strategy", "batch", "gates", "roles",
+                                   "steps", "excluded"}
+    assert set(d["phases"][0]["steps"][0]) == {"host", "action", "description", "impact",
+                                               "skip_reason"}
+    assert set(d["hosts"][0]) == {"name", "role", "address", "contacted", "reason"}
+    assert Plan.from_json(text) == plan
+    out = tmp_path / "plan.json"
+    out.write_text(text)
+    assert Plan.load(out) == plan
+
+
+def test_bad_plan_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="invalid JSON"):
+        Plan.from_json("{nope")
+    with pytest.raises(InputError, match="format_version 2 is not supported"):
+        Plan.from_json('{"format_version": 2}')
+    with pytest.raises(InputError, match="missing or unexpected field"):
+        Plan.from_json('{"format_version": 1}')
+    with pytest.raises(InputError, match="cannot be read"):
+        Plan.load(tmp_path / "none.json")
+
+
+def test_bad_fingerprint(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="64 hex digits"):
+        build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE), None, "xyz")
