@@ -1,9 +1,123 @@
-"""`fleet demo`: placeholder until its issue lands (registers nothing yet)."""
+"""`fleet demo`: the newcomer's first run, in about a minute, with nothing to set up.
+
+It starts a simulated fleet on 127.0.0.1 (the lab: real WinRM, real TLS, real files), shows the
+plan, runs the rollout through the very same engine as production, shows `fleet status`, rolls
+back, shows the status again, stops the lab and removes its folder (unless `--keep`), then says
+what to try next. Why a command and not a script: it is the shortest proof that the tool works on
+this machine, and it exercises every layer a real change would.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser("demo", help="rollout + status + rollback on a simulated fleet "
+                                    "(about a minute, nothing to set up)",
+                       description="Start a lab on 127.0.0.1, show the plan, roll TLS out, "
+                                   "show status, roll back, show status, clean up.")
+    p.add_argument("--dir", metavar="DIR", help="lab folder (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the lab folder (inventory, journal, events) afterwards")
+    p.add_argument("--topology", default="portal=1,hbr=2,canister=3,pca=1,rtv=1",
+                   help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1)")
+    p.add_argument("--restart-s", type=float, default=1.0, metavar="S",
+                   help="simulated service restart time (default 1.0)")
+    p.add_argument("--soak-s", type=int, default=1, metavar="S",
+                   help="soak after each restart (default 1)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON Lines events of both runs on stdout instead of the tables")
+    p.set_defaults(handler=run)
+
+
+def set_soak(inventory: Path, soak_s: int) -> None:
+    """The lab writes `soak_s: 1`; the demo may choose another (kept a plain line edit so the
+    inventory stays exactly what `fleet lab up` writes otherwise)."""
+    text = inventory.read_text(encoding="utf-8")
+    lines = [f"  soak_s: {soak_s}" if line.strip().startswith("soak_s:") else line
+             for line in text.splitlines()]
+    inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tealeaf_fleet.cli.common import console
+    from tealeaf_fleet.cli.render import print_table
+    from tealeaf_fleet.cli.rollout import run_plan
+    from tealeaf_fleet.cli.status import render as render_status
+    from tealeaf_fleet.inventory import load_fleet
+    from tealeaf_fleet.lab.fleet import Lab, parse_topology
+    from tealeaf_fleet.plan import build_plan
+    from tealeaf_fleet.playbooks import load_playbook
+    from tealeaf_fleet.status import gather
+
+    out = console(stderr=args.json)
+    started = time.monotonic()
+    temp = args.dir is None
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="fleet-demo-")).resolve()
+    topology = parse_topology(args.topology)
+    codes: dict[str, int] = {}
+    consistent: dict[str, bool] = {}
+    out.rule("1. a simulated Tealeaf fleet on 127.0.0.1")
+    lab = Lab.start(folder, topology=topology, restart_s=args.restart_s)
+    try:
+        set_soak(lab.inventory, args.soak_s)
+        out.print(f"lab with {len(lab.roles)} hosts in {folder} (inventory: {lab.inventory})",
+                  markup=False)
+        fleet = load_fleet(lab.inventory)
+        state_dir = folder / ".tealeaf-fleet"
+        for step, command in ((2, "rollout"), (4, "rollback")):
+            plan = build_plan(load_playbook(command), fleet)
+            out.rule(f"{step}. fleet {command}: the plan, then the run")
+            if not args.json:
+                print_table(plan, out)
+            codes[command] = run_plan(fleet, plan, command=command,
+                                      inventory_label=str(lab.inventory), state_dir=state_dir,
+                                      forks=10, as_json=args.json)
+            out.rule(f"{step + 1}. fleet status after the {command}")
+            status = gather(fleet, forks=10)
+            consistent[command] = status.consistent
+            if not args.json:
+                render_status(out, status)
+            if codes[command] != 0:
+                break
+    finally:
+        lab.stop()
+        if temp and not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    ok = all(code == 0 for code in codes.values()) and len(codes) == 2 and all(
+        consistent.values())
+    out.rule("done" if ok else "the demo did not finish cleanly")
+    summary = ", ".join(f"{c}: exit {code}" for c, code in codes.items())
+    out.print(f"{summary}; status consistent after each: "
+              f"{', '.join(f'{k}={v}' for k, v in consistent.items())}; {elapsed:.0f}s in all",
+              markup=False)
+    kept = folder if (args.keep or not temp) else None
+    _next_steps(out, kept)
+    return 0 if ok else 1
+
+
+def _next_steps(out, kept: Path | None) -> None:
+    lab = "/tmp/fleet-lab"
+    lines = [
+        "What to try next:",
+        f"  fleet lab up --dir {lab}                      # a lab that stays up (Ctrl-C stops)",
+        f"  fleet plan {lab}/inventory.yaml --format markdown   # the change-ticket view",
+        f"  fleet rollout {lab}/inventory.yaml --dry-run",
+        f"  echo '{{\"service_start_fails\": true}}' > {lab}/hosts/can02/faults.json",
+        f"  fleet rollout {lab}/inventory.yaml --yes      # halts safely at can02",
+        f"  echo '{{}}' > {lab}/hosts/can02/faults.json; fleet rollout {lab}/inventory.yaml "
+        "--yes   # resumes",
+        f"  fleet status {lab}/inventory.yaml; fleet history {lab}/inventory.yaml",
+    ]
+    if kept:
+        lines.insert(1, f"  (this demo's lab folder was kept: {kept})")
+    for line in lines:
+        out.print(line, markup=False)
+    sys.stderr.flush()
