@@ -108,7 +108,10 @@ class Listener:
             stream.settimeout(READ_TIMEOUT_S)
             data = b""
             with contextlib.suppress(TimeoutError, socket.timeout):
-                while b"\r\n\r\n" not in data and len(data) < 65536:
+                # keep reading only what looks like an HTTP request; a TLS ClientHello or
+                # other bytes get their answer at once (no wait for a timeout)
+                while b"\r\n\r\n" not in data and len(data) < 65536 and (
+                        not data or data[:1].isalpha()):
                     chunk = stream.recv(4096)
                     if not chunk:
                         break

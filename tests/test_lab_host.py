@@ -1,0 +1,426 @@
+"""The lab's host model: registry, file system, services, TLSTool, Data Service / TMS, faults,
+reboot, runner. Real files, real sockets, real TLS (Python `ssl`); no WinRM here (see
+test_lab_cli.py for the wire)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from tealeaf_fleet import certs
+from tealeaf_fleet.lab.api import CommandResult
+from tealeaf_fleet.lab.dataservice import LEGACY_TMS_CN, free_port
+from tealeaf_fleet.lab.events import EventLog, read_events
+from tealeaf_fleet.lab.host import HostConfig, HostError, LabHost
+from tealeaf_fleet.lab.registry import SECURITY_KEY, TEALEAF_KEY, TLS12_SERVER_KEY
+from tealeaf_fleet.lab.runner import clixml_error
+from tealeaf_fleet.ops import protocol
+from tealeaf_fleet.secrets import Secret
+
+PFX_PW = "LabPfxPassW0rd784"
+SEC = r"C:\ProgramData\IBM\Tealeaf\security"
+HALF = 0.05  # restart_s/2 for these tests
+
+
+def make_host(tmp_path: Path, role: str = "hbr", os_key: str = "2016", *, listeners: bool = True,
+              faults: dict | None = None, build: str = "9.0.2.1351") -> LabHost:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    events = EventLog(tmp_path / "events.jsonl")
+    pw = tmp_path / "winrm-password.txt"
+    pw.write_text("winrm-pw\n")
+    cfg = HostConfig(name=f"{role}01", role=role, os=os_key, build=build,
+                     data_service_port=free_port() if listeners and role != "rtv" else 0,
+                     tms_port=free_port() if listeners and role != "rtv" else 0)
+    host = LabHost(tmp_path / "hosts" / cfg.name, cfg, events=events, username="LAB\\u",
+                   password_file=pw, restart_s=2 * HALF, reboot_s=0.1)
+    host.create(faults)
+    host.start()
+    return host
+
+
+@pytest.fixture
+def host(tmp_path: Path):
+    h = make_host(tmp_path)
+    yield h
+    h.shutdown()
+
+
+def events_of(host: LabHost, kind: str) -> list[dict]:
+    return [e for e in read_events(host.root.parent.parent / "events.jsonl")
+            if e["kind"] == kind and e["host"] == host.name]
+
+
+def wait_for(cond, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def put_pfx(host: LabHost) -> str:
+    path = host.install_dir + r"\Tools\TCXcert.pfx"
+    host.write_file(path, certs.generate_pfx(Secret(PFX_PW)))
+    return path
+
+
+def peer_cert(port: int) -> bytes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
+            ctx.wrap_socket(sock) as tls:
+        assert tls.version() == "TLSv1.2"
+        return tls.getpeercert(binary_form=True)
+
+
+def plain_reply(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- registry ----
+def test_registry_is_case_insensitive_persisted_and_recorded(host: LabHost) -> None:
+    assert host.reg_get(TEALEAF_KEY, "InstallDir") == r"D:\Tealeaf"
+    assert host.reg_get(r"HKEY_LOCAL_MACHINE\software\wow6432node\tealeaf technology",
+                        "version") == "9.0.2.1351"
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None  # absent by default
+    assert host.reg_set(r"HKLM\SOFTWARE\Wow6432Node\TeaLeaf Technology", "EnableTLS", "0",
+                        "DWord") == 0
+    on_disk = json.loads((host.root / "registry.json").read_text())
+    assert on_disk[TEALEAF_KEY]["EnableTLS"] == 0  # original key spelling kept
+    ev = events_of(host, "registry")[-1]
+    assert (ev["key"], ev["name"], ev["value"]) == (TEALEAF_KEY, "EnableTLS", 0)
+    with pytest.raises(HostError):
+        host.reg_set(TEALEAF_KEY, "EnableTLS", "yes", "DWord")
+    with pytest.raises(HostError):
+        host.reg_get(r"HKCU:\Software", "x")
+    assert host.reg_delete(TEALEAF_KEY, "enabletls") is True
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None
+
+
+def test_os_table_and_schannel_defaults(tmp_path: Path) -> None:
+    old = make_host(tmp_path / "a", os_key="2008r2", listeners=False)
+    new = make_host(tmp_path / "b", os_key="2012r2", listeners=False)
+    assert (old.os_version, old.ps_version) == ("6.1.7601", "2.0")
+    assert "2008 R2" in old.os_caption
+    assert (new.os_version, new.ps_version) == ("6.3.9600", "4.0")
+    # hosts are created healthy: 2008 R2 gets the TLS 1.2 server keys, later OSes need none
+    assert old.reg_get(TLS12_SERVER_KEY, "Enabled") == 1
+    assert old.reg_get(TLS12_SERVER_KEY, "DisabledByDefault") == 0
+    assert new.reg_get(TLS12_SERVER_KEY, "Enabled") is None
+
+
+# ------------------------------------------------------------------------ file system ----
+def test_windows_paths_map_into_fs_case_insensitively(host: LabHost) -> None:
+    host.write_file(r"C:\ProgramData\IBM\Tealeaf\security\x.txt", b"abc")
+    real = host.root / "fs/C/ProgramData/IBM/Tealeaf/security/x.txt"
+    assert real.read_bytes() == b"abc"
+    assert host.read_file(r"c:\programdata\ibm\TEALEAF\Security\X.TXT") == b"abc"
+    assert host.path(r"C:\a\..\..\..\ProgramData") == host.root / "fs/C/ProgramData"
+    assert host.exists(r"D:\Tealeaf\Tools\TLSTool.exe")
+    assert "TLSTool.exe" in host.listdir(r"d:\tealeaf\tools")
+    for bad in ("relative\\path", r"\\server\share\x", r"C:\a|b"):
+        with pytest.raises(HostError):
+            host.path(bad)
+    ev = events_of(host, "file")[-1]
+    assert (ev["path"], ev["op"]) == (r"C:\ProgramData\IBM\Tealeaf\security\x.txt", "write")
+    host.append_file(r"C:\ProgramData\IBM\Tealeaf\security\x.txt", b"d")
+    host.move_file(r"C:\ProgramData\IBM\Tealeaf\security\x.txt", r"C:\y.txt")
+    assert host.read_file(r"C:\Y.TXT") == b"abcd"
+    assert host.delete_file(r"C:\y.txt") and not host.exists(r"C:\y.txt")
+
+
+def test_rtv_has_install_folder_without_tools_or_services(tmp_path: Path) -> None:
+    rtv = make_host(tmp_path, role="rtv")
+    assert rtv.exists(rtv.install_dir)
+    assert not rtv.exists(rtv.install_dir + r"\Tools")
+    assert rtv.reg_get(TEALEAF_KEY, "InstallDir") == rtv.install_dir
+    assert not [s for s in rtv.services() if "tealeaf" in (s.name + s.display_name).lower()]
+
+
+# --------------------------------------------------------------------------- services ----
+def test_service_catalogue_has_the_awkward_cases(tmp_path: Path) -> None:
+    can = make_host(tmp_path / "c", role="canister", listeners=False)
+    portal = make_host(tmp_path / "p", role="portal", listeners=False)
+    svcs = {s.name: s for s in can.services()}
+    odd = [s for s in svcs.values() if not s.name.lower().startswith("tealeaf")
+           and s.display_name.lower().startswith("tealeaf")]
+    assert odd, "one service must match only by DisplayName"
+    assert any(s.start_mode == "Manual" and s.state == "Stopped" for s in svcs.values()
+               if s.display_name.lower().startswith("tealeaf"))
+    assert any(s.depends_on for s in svcs.values())
+    assert all(s.path.startswith('"D:\\Tealeaf\\') for s in svcs.values()
+               if s.name.lower().startswith("tealeaf"))
+    assert "W3SVC" in {s.name for s in portal.services()} and "W3SVC" not in svcs
+
+
+def test_stop_and_start_pass_through_pending_states_in_order(host: LabHost) -> None:
+    with pytest.raises(HostError, match="dependent services"):
+        host.stop_service("TeaLeafTransportService")  # HBR and Rules depend on it
+    host.stop_service("TeaLeafHBR")
+    assert host.service("tealeafhbr").state == "Stopped"
+    states = [e["state"] for e in events_of(host, "service") if e["name"] == "TeaLeafHBR"]
+    assert states == ["StopPending", "Stopped"]
+    saved = {s["name"]: s["state"] for s in json.loads((host.root / "services.json").read_text())}
+    assert saved["TeaLeafHBR"] == "Stopped"
+    host.stop_service("TeaLeafRulesEngine")
+    host.stop_service("TeaLeafTransportService")
+    host.start_service("TeaLeafHBR")  # the SCM starts the stopped dependency first
+    assert host.service("TeaLeafTransportService").state == "Running"
+    seq = [(e["name"], e["state"]) for e in events_of(host, "service")]
+    assert seq.index(("TeaLeafTransportService", "Running")) < seq.index(
+        ("TeaLeafHBR", "StartPending"))
+    assert host.service("TeaLeafRulesEngine").state == "Stopped"  # not named, not started
+    with pytest.raises(HostError, match="Cannot find any service"):
+        host.start_service("NoSuchService")
+
+
+def test_service_start_fails_fault(host: LabHost) -> None:
+    host.set_faults({"service_start_fails": {"services": ["TeaLeafHBR"]}})
+    host.stop_service("TeaLeafHBR")
+    with pytest.raises(HostError, match="cannot be started"):
+        host.start_service("TeaLeafHBR")
+    assert host.service("TeaLeafHBR").state == "Stopped"
+    host.stop_service("TeaLeafRulesEngine")
+    host.start_service("TeaLeafRulesEngine")  # not listed: starts
+    host.set_faults({"service_start_fails": True})
+    host.stop_service("TeaLeafRulesEngine")
+    with pytest.raises(HostError):
+        host.start_service("TeaLeafRulesEngine")
+    host.set_faults({})
+    host.start_service("TeaLeafHBR")
+    assert host.service("TeaLeafHBR").state == "Running"
+
+
+def test_iisreset_on_portal_only(tmp_path: Path) -> None:
+    portal = make_host(tmp_path / "p", role="portal", listeners=False)
+    code, out = portal.iisreset()
+    assert code == 0 and "successfully restarted" in out
+    assert [e["state"] for e in events_of(portal, "service") if e["name"] == "W3SVC"] == [
+        "StopPending", "Stopped", "StartPending", "Running"]
+    assert len(events_of(portal, "iisreset")) == 1
+    hbr = make_host(tmp_path / "h", role="hbr", listeners=False)
+    assert hbr.iisreset()[0] == 1
+
+
+def test_reboot_goes_down_and_starts_automatic_services_only(tmp_path: Path) -> None:
+    can = make_host(tmp_path, role="canister")
+    try:
+        can.stop_service("TLSearchServer")  # an operator stopped an Auto service
+        can.reboot()
+        assert wait_for(lambda: can.is_down())
+        assert wait_for(lambda: not can.is_down())
+        auto = [s.name for s in can.services() if s.start_mode == "Auto"]
+        assert wait_for(lambda: all(can.service(n).state == "Running" for n in auto))
+        assert can.service("TeaLeafSnapshotService").state == "Stopped"  # Manual stays down
+        assert [e["state"] for e in events_of(can, "reboot")] == ["scheduled", "down", "up"]
+        assert can.data_service_mode() == "plain"
+    finally:
+        can.shutdown()
+
+
+# ---------------------------------------------------------------------------- TLSTool ----
+def test_tlstool_create_import_enable_disable(host: LabHost) -> None:
+    code, out = host.tlstool(["create", "-site", "TCXcert.pfx", PFX_PW])
+    assert code == 0 and PFX_PW not in out
+    pfx = certs.load_pfx(host.read_file(r"D:\Tealeaf\Tools\TCXcert.pfx"), Secret(PFX_PW))
+
+    code, out = host.tlstool(["enable"])
+    assert code == 1 and "import" in out  # refuses without an imported pair
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None
+
+    code, out = host.tlstool(["import", "TCXcert.pfx", "wrong-password"])
+    assert code == 3 and "password" in out
+    assert not host.exists(SEC + r"\tealeaf.crt")
+
+    code, out = host.tlstool(["import", "missing.pfx", PFX_PW])
+    assert code == 2
+
+    code, out = host.tlstool(["import", "TCXcert.pfx", PFX_PW])
+    assert code == 0, out
+    crt = host.read_file(SEC + r"\tealeaf.crt")
+    assert b"BEGIN CERTIFICATE" in crt and b"PRIVATE KEY" in crt
+    from tealeaf_fleet.lab.state import first_cert_sha256
+    assert first_cert_sha256(crt) == pfx.sha256
+    assert host.exists(SEC + r"\tealeaf.p12")
+    token = host.reg_get(SECURITY_KEY, "TLSCertPassword")
+    assert isinstance(token, str) and token and token != PFX_PW
+    cert, _key = host.imported_pair()
+    assert certs.fingerprint(cert) == pfx.sha256
+
+    code, out = host.tlstool(["enable"])
+    assert code == 0
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") == 1
+    assert b"<TLSConfiguration>" in host.read_file(SEC + r"\server.tls.xml")
+    code, out = host.tlstool(["disable"])
+    assert code == 0 and host.reg_get(TEALEAF_KEY, "EnableTLS") == 0
+
+    assert host.tlstool(["frobnicate"])[0] == 1
+    assert host.tlstool(["import", "TCXcert.pfx", "p w"])[0] == 1  # no spaces
+    ev = events_of(host, "tlstool")
+    assert [(e["verb"], e["exit"]) for e in ev][:5] == [
+        ("create", 0), ("enable", 1), ("import", 3), ("import", 2), ("import", 0)]
+    everything = "".join(p.read_text(errors="replace") for p in host.root.parent.parent.rglob("*")
+                         if p.is_file())
+    assert PFX_PW not in everything
+
+
+def test_import_and_enable_faults(host: LabHost) -> None:
+    put_pfx(host)
+    host.set_faults({"import_fails": True})
+    assert host.tlstool(["import", "TCXcert.pfx", PFX_PW])[0] == 4
+    assert not host.exists(SEC + r"\tealeaf.p12")
+    host.set_faults({})
+    assert host.tlstool(["import", "TCXcert.pfx", PFX_PW])[0] == 0
+    host.set_faults({"enable_fails": True})
+    assert host.tlstool(["enable"])[0] == 4
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None
+
+
+def test_disk_full_fault_fails_writes(host: LabHost) -> None:
+    pfx_path = put_pfx(host)
+    host.set_faults({"disk_full": True})
+    with pytest.raises(HostError, match="not enough space on the disk"):
+        host.write_file(r"C:\x.bin", b"1")
+    code, out = host.tlstool(["import", pfx_path, PFX_PW])
+    assert code == 4 and "not enough space" in out
+    host.set_faults({})
+    host.write_file(r"C:\x.bin", b"1")
+
+
+# --------------------------------------------------------------- Data Service and TMS ----
+def test_data_service_plain_then_tls_with_imported_certificate(host: LabHost) -> None:
+    ds, tms = host.data_service_port, host.tms_port
+    assert b"200 OK" in plain_reply(ds)
+    legacy = ssl.DER_cert_to_PEM_cert(peer_cert(tms))
+    from cryptography import x509
+    assert LEGACY_TMS_CN in x509.load_pem_x509_certificate(legacy.encode()).subject.rfc4514_string()
+
+    put_pfx(host)
+    assert host.tlstool(["import", "TCXcert.pfx", PFX_PW])[0] == 0
+    assert host.tlstool(["enable"])[0] == 0
+    assert b"200 OK" in plain_reply(ds)  # nothing changes before the restart
+    pfx = certs.load_pfx(host.read_file(r"D:\Tealeaf\Tools\TCXcert.pfx"), Secret(PFX_PW))
+
+    host.stop_service("TeaLeafDataService")
+    assert refused(ds)
+    host.start_service("TeaLeafDataService")
+    assert hashlib.sha256(peer_cert(ds)).hexdigest() == pfx.sha256
+    # TMS still has its legacy certificate until it restarts
+    assert hashlib.sha256(peer_cert(tms)).hexdigest() != pfx.sha256
+    for name in ("TeaLeafRulesEngine", "TeaLeafHBR", "TeaLeafTransportService",
+                 "TeaLeafDataService", "TeaLeafTMS"):
+        host.stop_service(name)
+    for name in ("TeaLeafTMS", "TeaLeafDataService"):
+        host.start_service(name)
+    assert hashlib.sha256(peer_cert(tms)).hexdigest() == pfx.sha256
+
+    log = host.root / "fs/D/Tealeaf/Logs"
+    text = "".join(p.read_text() for p in sorted(log.glob("TLDataService_*.log")))
+    blocks = [line for line in text.splitlines() if "Port: " in line]
+    assert blocks[0].endswith(f"INFO Port: {ds}")
+    assert blocks[-1].endswith(f"INFO TLS Port: {ds}")
+    assert text.splitlines()[-3].endswith("Service.Start INFO Starting HTTP Server")
+    assert text.splitlines()[-1].endswith("Service.Start INFO HTTP Server Started")
+    assert host.now_local()[:10].replace("-", "") in sorted(log.glob("*.log"))[-1].name
+
+
+def test_data_service_23443_and_enable_tls_preset_and_schannel_faults(tmp_path: Path) -> None:
+    h = make_host(tmp_path, os_key="2008r2", faults={"data_service_23443": True})
+    try:
+        from tealeaf_fleet.lab.state import data_service_from_log
+        logs = h.root / "fs/D/Tealeaf/Logs"
+        assert data_service_from_log(logs)["port"] == 23443
+        h.set_faults({})  # reconfigured back to its own port
+        assert data_service_from_log(logs) == {**data_service_from_log(logs),
+                                               "port": h.data_service_port, "mode": "plain"}
+        h.set_faults({"enable_tls_preset": True, "schannel_tls12_missing": True})
+        assert h.reg_get(TEALEAF_KEY, "EnableTLS") == 1
+        assert h.reg_get(TLS12_SERVER_KEY, "Enabled") is None
+        h.set_faults({})
+        assert h.reg_get(TLS12_SERVER_KEY, "Enabled") == 1
+    finally:
+        h.shutdown()
+
+
+def test_data_service_with_tls_but_no_certificate_fails_to_start(host: LabHost) -> None:
+    host.reg_set(TEALEAF_KEY, "EnableTLS", 1)
+    host.stop_service("TeaLeafDataService")
+    with pytest.raises(HostError, match="not imported"):
+        host.start_service("TeaLeafDataService")
+    assert host.service("TeaLeafDataService").state == "Stopped"
+    assert refused(host.data_service_port)
+
+
+def test_flaky_unreachable_and_wire_faults(host: LabHost) -> None:
+    (host.root / "faults.json").write_text(json.dumps({"flaky": {"count": 2},
+                                                       "slow": {"ms": 5}}))
+    assert host.faults()["slow"] == {"ms": 5}
+    assert host.consume_flaky() and host.consume_flaky()
+    assert not host.consume_flaky()
+    assert json.loads((host.root / "faults.json").read_text()) == {"slow": {"ms": 5}}
+    assert not host.is_down()
+    (host.root / "faults.json").write_text('{"unreachable": true}')
+    assert host.is_down()
+    (host.root / "faults.json").write_text("{not json")  # half-edited file: healthy
+    assert host.faults() == {} and not host.is_down()
+
+
+# ----------------------------------------------------------------------------- runner ----
+def _op(host: LabHost, op: str, params: dict, *, script: str | None = None) -> CommandResult:
+    cmd, args = protocol.command_line()
+    assert host.wants_stdin(cmd, args)
+    stdin = protocol.build_stdin(op, params)
+    if script is not None:
+        stdin = stdin.replace(protocol.script_text(op).encode(), script.encode())
+    return host.run_command(cmd, args, stdin)
+
+
+def test_runner_generic_and_unknown_commands(host: LabHost) -> None:
+    assert not host.wants_stdin("hostname", [])
+    assert host.run_command("hostname", [], b"").stdout == b"HBR01\r\n"
+    res = host.run_command("frob.exe", ["x"], b"")
+    assert res.exit_code == 1 and b"is not recognized" in res.stderr
+
+
+def test_runner_runs_models_only_for_packaged_scripts(host: LabHost) -> None:
+    pytest.importorskip("tealeaf_fleet.lab.models")
+    res = _op(host, "file_info", {"Paths": [r"D:\Tealeaf\Tools\TLSTool.exe", r"C:\none"]})
+    assert res.exit_code == 0, res.stderr
+    files = protocol.parse_result(res.stdout.decode())["files"]
+    assert files[r"D:\Tealeaf\Tools\TLSTool.exe"]["exists"] is True
+    assert files[r"C:\none"]["exists"] is False
+    tampered = protocol.script_text("file_info") + "\n# edited\n"
+    res = _op(host, "file_info", {"Paths": [r"C:\none"]}, script=tampered)
+    assert res.exit_code == 1 and res.stderr.startswith(b"#< CLIXML\r\n")
+    assert b"packaged" in res.stderr
+    # a model's refusal arrives as a CLIXML error record with the exit code
+    res = _op(host, "get_file", {"Path": r"C:\none", "Offset": 0, "Length": 10})
+    assert res.exit_code != 0 and b'<S S="Error">' in res.stderr
+
+
+def test_clixml_error_shape() -> None:
+    out = clixml_error("bad <thing>\nline2").decode()
+    assert out.startswith("#< CLIXML\r\n<Objs ")
+    assert '<S S="Error">bad &lt;thing&gt;_x000D__x000A_</S>' in out
+    assert '<S S="Error">line2_x000D__x000A_</S>' in out
