@@ -123,8 +123,8 @@ def lint(source: bytes) -> list[Violation]:
                 for a in args
             ):
                 flag("gci-file-directory", node)
-            if name in WHERE_NAMES | FOREACH_NAMES and args and args[0].type != "script_block_expression" \
-                    and not _text(args[0]).startswith("{"):
+            short_form = args and not _text(args[0]).startswith("{")
+            if name in WHERE_NAMES | FOREACH_NAMES and short_form:
                 flag("simplified-syntax", node)
         elif kind == "comparison_operator" and _text(node).lower() in PS3_OPERATORS:
             flag(f"operator:{_text(node).lower()}", node)
@@ -145,7 +145,8 @@ def lint(source: bytes) -> list[Violation]:
             if member is None:
                 continue
             mname = _text(member).lower()
-            if kind == "invokation_expression" and mname == "new" and node.children[0].type == "type_literal":
+            static = node.children[0].type == "type_literal"
+            if kind == "invokation_expression" and mname == "new" and static:
                 flag("static-new", node)
             target = node.children[0]
             if (target.type == "variable" and _text(target).lower() in arrays

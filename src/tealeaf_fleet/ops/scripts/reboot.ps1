@@ -1,12 +1,14 @@
 # tealeaf-fleet-op: reboot
-param()
+param([string]$DelayS)
 # Schedules a forced restart a few seconds ahead, so this op can answer before the host goes.
 # shutdown.exe /r /t N returns at once on every Windows version (Restart-Computer cannot delay).
 
+$delay = 5
+if ($DelayS) { $delay = [int]$DelayS }
 $now = Get-FleetNow
 $exe = [IO.Path]::Combine([Environment]::SystemDirectory, 'shutdown.exe')
 $ErrorActionPreference = 'Continue'
-$lines = & $exe '/r' '/f' '/t' '5' '/d' 'p:4:1' '/c' 'tealeaf-fleet: restart after a TLS change' 2>&1
+$lines = & $exe '/r' '/f' '/t' ([string]$delay) '/d' 'p:4:1' '/c' 'tealeaf-fleet: restart after a TLS change' 2>&1
 $exitCode = $LASTEXITCODE
 $ErrorActionPreference = 'Stop'
 if ($exitCode -ne 0) { Stop-FleetOp ("shutdown.exe failed with exit code $exitCode " + (@($lines) -join ' ')) }

@@ -58,15 +58,28 @@ $pending = New-Object System.Collections.ArrayList
 foreach ($name in $names) { [void]$pending.Add($name) }
 while ($pending.Count -gt 0) {
     $wave = Get-Wave $pending.ToArray() 'DependentServices'
+    $stopping = New-Object System.Collections.ArrayList
     foreach ($name in $wave) {
         $sc = $controllers[$name]
         $sc.Refresh()
         $state = [string]$sc.Status
-        if (($state -ne 'Stopped') -and ($state -ne 'StopPending')) {
-            try { $sc.Stop() } catch [System.InvalidOperationException] { [void]$problems.Add("$name would not stop: " + $_.Exception.Message) }
+        $blockers = New-Object System.Collections.ArrayList
+        foreach ($dependent in $sc.DependentServices) {
+            if (([string]$dependent.Status -ne 'Stopped') -and (-not (Test-Named $dependent.ServiceName $names ''))) {
+                [void]$blockers.Add($dependent.ServiceName)
+            }
+        }
+        if ($blockers.Count -gt 0) {
+            # ServiceController.Stop() would stop them too, and nobody would start them again.
+            [void]$problems.Add("$name not stopped: running dependent(s) not in the list: " + ($blockers.ToArray() -join ', '))
+        } else {
+            [void]$stopping.Add($name)
+            if (($state -ne 'Stopped') -and ($state -ne 'StopPending')) {
+                try { $sc.Stop() } catch [System.InvalidOperationException] { [void]$problems.Add("$name would not stop: " + $_.Exception.Message) }
+            }
         }
     }
-    foreach ($name in (Wait-Status $wave 'Stopped')) { [void]$problems.Add("$name did not stop in time") }
+    foreach ($name in (Wait-Status $stopping.ToArray() 'Stopped')) { [void]$problems.Add("$name did not stop in time") }
     foreach ($name in $wave) { $pending.Remove($name) }
 }
 
@@ -92,9 +105,10 @@ foreach ($name in $names) {
     if ($after -ne 'Running') { [void]$notRunning.Add("$name ($after)") }
     [void]$services.Add(@{ name = $name; before = $before[$name]; after = $after })
 }
-if ($notRunning.Count -gt 0) {
-    $detail = ''
-    if ($problems.Count -gt 0) { $detail = '; ' + ($problems.ToArray() -join '; ') }
-    Stop-FleetOp ('not Running by the deadline: ' + ($notRunning.ToArray() -join ', ') + $detail)
+if (($notRunning.Count -gt 0) -or ($problems.Count -gt 0)) {
+    $parts = New-Object System.Collections.ArrayList
+    if ($notRunning.Count -gt 0) { [void]$parts.Add('not Running by the deadline: ' + ($notRunning.ToArray() -join ', ')) }
+    foreach ($problem in $problems) { [void]$parts.Add($problem) }
+    Stop-FleetOp ($parts.ToArray() -join '; ')
 }
 Write-FleetResult @{ started_at = $startedAt; elapsed_s = $clock.Elapsed.TotalSeconds; services = $services.ToArray() }

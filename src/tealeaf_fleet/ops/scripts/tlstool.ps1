@@ -8,6 +8,10 @@ $exe = [IO.Path]::Combine($toolsDir, 'TLSTool.exe')
 if (-not [IO.File]::Exists($exe)) { Stop-FleetOp "TLSTool.exe not found at $exe" }
 if ($Password.Contains([string][char]34)) { Stop-FleetOp 'the password contains a double quote, which TLSTool.exe cannot receive' 2 }
 
+if ((($Verb -eq 'create') -or ($Verb -eq 'import')) -and ((-not $PfxPath) -or (-not $Password))) {
+    # PowerShell 2.0 drops empty arguments to native commands: the rest would shift left.
+    Stop-FleetOp "TLSTool $Verb needs a PFX path and a password" 2
+}
 if ($Verb -eq 'create') { $toolArgs = @('create', '-site', $PfxPath, $Password) }
 elseif ($Verb -eq 'import') { $toolArgs = @('import', $PfxPath, $Password) }
 elseif (($Verb -eq 'enable') -or ($Verb -eq 'disable')) { $toolArgs = @($Verb) }

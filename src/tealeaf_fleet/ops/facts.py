@@ -1,0 +1,235 @@
+"""`facts`: everything preflight, status and drift need from one host, in one round trip.
+
+`HostFacts` IS the op's JSON result (a dict subclass, so planners, digests and the status
+evaluator can treat it as the raw document) with typed accessors on top, so that callers in
+Python do not repeat key names and None checks. `collect` reads a whole fleet in parallel,
+one Connection per host; a host that fails yields its `RemoteError` instead of facts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.errors import RemoteError
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.inventory import Fleet, Host
+    from tealeaf_fleet.transport import Connection
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 120.0
+Progress = Callable[[str, str], None]  # (host name, "ok" | "failed")
+
+
+@dataclass(frozen=True)
+class ServiceFact:
+    name: str
+    display_name: str
+    state: str
+    start_mode: str
+    path: str
+
+
+@dataclass(frozen=True)
+class DataServiceMode:
+    """The Data Service's startup block in its log: mode "tls" / "plain", or None (none yet)."""
+
+    mode: str | None
+    port: int | None
+    started_at: str | None
+    log: str | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DataServiceMode:
+        data = data or {}
+        port = data.get("port")
+        return cls(mode=data.get("mode"), port=int(port) if port is not None else None,
+                   started_at=data.get("started_at"), log=data.get("log"))
+
+
+class HostFacts(dict):
+    """The `facts` result of one host (docs/architecture.md) with typed accessors."""
+
+    def __init__(self, host: str, raw: dict[str, Any]) -> None:
+        super().__init__(raw)
+        self.host = host
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return dict(self)
+
+    def _section(self, name: str) -> dict[str, Any]:
+        value = self.get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def hostname(self) -> str | None:
+        return self.get("hostname")
+
+    @property
+    def now(self) -> str | None:
+        """Host-local time as yyyy-MM-ddTHH:mm:ss (compares with Data Service log lines)."""
+        return self.get("now")
+
+    @property
+    def os_version(self) -> str | None:
+        return self._section("os").get("version")
+
+    @property
+    def os_caption(self) -> str | None:
+        return self._section("os").get("caption")
+
+    @property
+    def is_2008r2(self) -> bool:
+        return (self.os_version or "").startswith("6.1.")
+
+    @property
+    def ps_version(self) -> str | None:
+        return self.get("ps_version")
+
+    @property
+    def install_dir(self) -> str | None:
+        return self.get("install_dir")
+
+    @property
+    def install_dir_source(self) -> str | None:
+        return self.get("install_dir_source")
+
+    @property
+    def has_tlstool(self) -> bool:
+        return bool(self._section("tools").get("tlstool"))
+
+    @property
+    def has_openssl(self) -> bool:
+        return bool(self._section("tools").get("openssl"))
+
+    @property
+    def tealeaf_build(self) -> str | None:
+        return self.get("tealeaf_build")
+
+    @property
+    def enable_tls(self) -> int | None:
+        value = self.get("enable_tls")
+        return int(value) if value is not None else None
+
+    @property
+    def tls_cert_password_present(self) -> bool:
+        return bool(self.get("tls_cert_password_present"))
+
+    @property
+    def security_dir(self) -> str | None:
+        return self._section("security").get("dir")
+
+    def security_file(self, name: str) -> dict[str, Any] | None:
+        """{size, sha256} of tealeaf.crt / tealeaf.p12 / server.tls.xml, or None if absent."""
+        return (self._section("security").get("files") or {}).get(name)
+
+    @property
+    def cert_sha256(self) -> str | None:
+        return self._section("security").get("cert_sha256")
+
+    @property
+    def cert_subject(self) -> str | None:
+        return self._section("security").get("cert_subject")
+
+    @property
+    def cert_not_after(self) -> str | None:
+        return self._section("security").get("cert_not_after")
+
+    @property
+    def services(self) -> list[ServiceFact]:
+        return [ServiceFact(name=s.get("name", ""), display_name=s.get("display_name", ""),
+                            state=s.get("state", ""), start_mode=s.get("start_mode", ""),
+                            path=s.get("path", ""))
+                for s in self.get("services") or []]
+
+    @property
+    def running_services(self) -> list[str]:
+        return [s.name for s in self.services if s.state == "Running"]
+
+    @property
+    def iis_present(self) -> bool:
+        return bool(self._section("iis").get("present"))
+
+    @property
+    def iis_state(self) -> str | None:
+        return self._section("iis").get("state")
+
+    @property
+    def data_service(self) -> DataServiceMode:
+        return DataServiceMode.from_dict(self._section("data_service"))
+
+    @property
+    def schannel(self) -> dict[str, Any]:
+        return self._section("schannel")
+
+    @property
+    def dotnet(self) -> dict[str, Any]:
+        return self._section("dotnet")
+
+    @property
+    def winhttp(self) -> dict[str, Any]:
+        return self._section("winhttp")
+
+
+def gather(conn: Connection, host: Host | None = None, *, install_dir: str | None = None,
+           since: str | None = None, timeout_s: float = TIMEOUT_S) -> HostFacts:
+    """Read one host's facts. `install_dir` None or '' = discover (services, then registry);
+    `since` (host-local yyyy-MM-ddTHH:mm:ss) picks the first Data Service startup at or after
+    it instead of the newest."""
+    name = host.name if host is not None else conn.name
+    if install_dir is None and host is not None:
+        install_dir = host.install_dir
+    raw = conn.run_op("facts", {"InstallDir": install_dir or "", "Since": since or ""},
+                      timeout_s=timeout_s, read_only=True)
+    return HostFacts(name, raw)
+
+
+def collect(fleet: Fleet, *, forks: int = 10, progress: Progress | None = None,
+            on_progress: Progress | None = None, timeout_s: float = TIMEOUT_S,
+            connect: Callable[[Host], Connection] | None = None
+            ) -> dict[str, HostFacts | RemoteError]:
+    """Facts of every Windows host in parallel (at most `forks` at once), in inventory order.
+
+    A host that cannot be read maps to its RemoteError; a bad password source is an InputError
+    for the whole run (raised), since no host could be read with it.
+    """
+    report = progress or on_progress
+    hosts = fleet.windows_hosts()
+    if connect is None:
+        from tealeaf_fleet.transport import Connection
+
+        passwords = {h.name: (None if h.winrm.transport == "certificate"
+                              else fleet.winrm_password(h)) for h in hosts}
+
+        def connect(h: Host) -> Connection:
+            return Connection(h, passwords[h.name])
+
+    def one(h: Host) -> HostFacts | RemoteError:
+        install = h.install_dir or fleet.install_dir
+        try:
+            with connect(h) as conn:
+                facts = gather(conn, h, install_dir=install, timeout_s=timeout_s)
+        except RemoteError as exc:
+            log.info("%s: facts failed: %s", h.name, exc)
+            if report:
+                report(h.name, "failed")
+            return exc
+        if report:
+            report(h.name, "ok")
+        return facts
+
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts))),
+                            thread_name_prefix="facts") as pool:
+        results = list(pool.map(one, hosts))
+    return {h.name: r for h, r in zip(hosts, results, strict=True)}
+
+
+__all__ = ["HostFacts", "ServiceFact", "DataServiceMode", "gather", "collect"]

@@ -1,0 +1,100 @@
+"""Restarting things on a host: TeaLeaf services, IIS, or the whole machine.
+
+`restart` restarts exactly the services named (the ones that were Running: an operator's
+stopped service stays stopped), dependents stopped first and dependencies started first, on the
+host in one op. `reboot_and_wait` schedules a restart, then waits until the host has gone away
+and answers again, within a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tealeaf_fleet.errors import RemoteScriptError, RemoteTimeout
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.transport import Connection
+
+log = logging.getLogger(__name__)
+
+IIS_TIMEOUT_S = 300.0
+MARGIN_S = 60.0  # transport deadline beyond the script's own deadline
+
+
+@dataclass(frozen=True)
+class ServiceRestart:
+    name: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    started_at: str  # host-local time before the first stop (compare with Data Service logs)
+    elapsed_s: float
+    services: list[ServiceRestart]
+
+
+@dataclass(frozen=True)
+class IisResetResult:
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class RebootResult:
+    scheduled_at: str  # host-local time when the reboot was scheduled
+    elapsed_s: float   # until the host answered again
+
+
+def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> RestartResult:
+    """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline."""
+    if not names:
+        raise ValueError("restart needs at least one service name")
+    raw = conn.run_op("restart_services", {"Names": list(names), "TimeoutS": int(timeout_s)},
+                      timeout_s=timeout_s + MARGIN_S, read_only=False)
+    return RestartResult(
+        started_at=str(raw.get("started_at")), elapsed_s=float(raw.get("elapsed_s") or 0.0),
+        services=[ServiceRestart(s.get("name", ""), s.get("before", ""), s.get("after", ""))
+                  for s in raw.get("services") or []])
+
+
+def iisreset(conn: Connection, *, timeout_s: float = IIS_TIMEOUT_S) -> IisResetResult:
+    """iisreset.exe; RemoteScriptError when it exits non-zero (IIS did not come back)."""
+    raw = conn.run_op("iisreset", {}, timeout_s=timeout_s, read_only=False)
+    result = IisResetResult(exit_code=int(raw.get("exit_code", -1)),
+                            output=str(raw.get("output") or ""))
+    if result.exit_code != 0:
+        raise RemoteScriptError(f"iisreset exited {result.exit_code}: {result.output.strip()}",
+                                op="iisreset", exit_code_remote=result.exit_code,
+                                host=conn.name, hint="check IIS (W3SVC) on the host")
+    return result
+
+
+def reboot_and_wait(conn: Connection, wait_s: float, *, delay_s: int = 5,
+                    poll_s: float = 1.0, probe_timeout_s: float = 10.0) -> RebootResult:
+    """Schedule a reboot `delay_s` ahead; wait until the host stops answering and then
+    answers again; RemoteTimeout when either does not happen within `wait_s`."""
+    start = time.monotonic()
+    deadline = start + wait_s
+    raw = conn.run_op("reboot", {"DelayS": int(delay_s)}, timeout_s=min(wait_s, 120.0),
+                      read_only=False)
+    conn.close()
+    went_down = False
+    while time.monotonic() < deadline:
+        budget = max(1.0, min(probe_timeout_s, deadline - time.monotonic()))
+        answering = conn.probe(timeout_s=budget)
+        if not went_down and not answering:
+            went_down = True
+            log.info("%s: down for the reboot", conn.name)
+        elif went_down and answering:
+            return RebootResult(scheduled_at=str(raw.get("now")),
+                                elapsed_s=time.monotonic() - start)
+        time.sleep(poll_s)
+    what = "came back" if went_down else "went down for the reboot"
+    raise RemoteTimeout(f"the host never {what} within {wait_s:.0f}s", host=conn.name,
+                        hint="check the host's console; it may be stuck in shutdown or updates")
