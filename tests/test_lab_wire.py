@@ -86,6 +86,8 @@ class WireHost:
         if prog == "sleep":
             time.sleep(float(args[0]))
             return CommandResult(7, stdout=b"slept\r\n")
+        if prog == "crash":
+            raise RuntimeError("simulated host bug")
         if prog == "args":  # echo back the argv the host received, one per line
             return CommandResult(0, stdout="\n".join(args).encode("utf-8"))
         generic = run_generic(self.name, self.username, command, args)
@@ -140,7 +142,8 @@ def basic_session(server: WinRMServer, ca: LabCA, password: str = PASSWORD, **kw
 
 
 def ntlm_session(server: WinRMServer, password: str = PASSWORD, **kw) -> winrm.Session:
-    return winrm.Session(server.url, auth=(USER, password), transport="ntlm", proxy=None, **kw)
+    return winrm.Session(server.url, auth=(USER, password), transport="ntlm", proxy=None,
+                         ca_trust_path=None, **kw)
 
 
 @pytest.fixture(params=["https-basic", "http-ntlm"])
@@ -228,6 +231,8 @@ def test_stdin_through_send(session_factory, host):
     finally:
         p.close_shell(shell)
     assert host.commands[-1] == ("readstdin", ["-x"], b"part1,part2")
+    if p.transport.endpoint.startswith("http:"):  # NTLM over http: every message was sealed
+        assert p.transport.encryption is not None
 
 
 def _receive_until_done(p, shell, cid, limit_s: float = 30.0):
@@ -470,6 +475,21 @@ def test_server_refuses_plain_basic_over_http(http_server):
     assert r.status_code == 401
     assert r.headers["Content-Type"]
     assert "Negotiate" in r.headers.get("WWW-Authenticate", "")
+
+
+def test_server_refuses_unencrypted_soap_over_http_even_with_ntlm(http_server, host):
+    from requests_ntlm import HttpNtlmAuth
+
+    r = requests.post(http_server.url, data=b"<x/>", auth=HttpNtlmAuth(USER, PASSWORD),
+                      headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
+                      timeout=5, proxies={"http": None, "https": None})
+    assert r.status_code == 401
+    assert not host.commands
+
+
+def test_host_failure_becomes_exit_code_not_a_hang(https_server, ca):
+    r = basic_session(https_server, ca).run_cmd("crash")
+    assert r.status_code == 1 and b"simulated host failed" in r.std_err
 
 
 def test_stop_is_bounded_and_closes_the_port(ca):

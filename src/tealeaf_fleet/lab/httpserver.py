@@ -129,6 +129,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         self.server.owner._serve(self)
 
+    def end_headers_with(self, body: bytes) -> None:
+        """end_headers() that sends headers and body in one write (one TLS record, one
+        segment for small answers)."""
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
+
     def _not_allowed(self) -> None:
         self.send_response(405)
         self.send_header("Content-Type", "text/plain")
@@ -164,6 +170,10 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         sock = request
+        # Headers and body leave in separate writes: without TCP_NODELAY, Nagle plus the
+        # client's delayed ACK stalls every response by ~40 ms.
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ctx = self.owner.ssl_context
         if ctx is not None:
             request.settimeout(HANDSHAKE_TIMEOUT_S)
@@ -410,6 +420,4 @@ class WinRMServer:
         h.send_header("Content-Length", str(len(answer.body)))
         for name, value in answer.headers:
             h.send_header(name, value)
-        h.end_headers()
-        if answer.body:
-            h.wfile.write(answer.body)
+        h.end_headers_with(answer.body)
