@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tealeaf_fleet.errors import InputError
-from tealeaf_fleet.inventory import Fleet, load_fleet
 from tealeaf_fleet.secrets import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from tealeaf_fleet.inventory import Fleet
 
 
 def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,8 @@ def load_fleet_or_exit(path: str | Path) -> Fleet:
     The one line is `fleet: error: FILE:LINE: FIELD: message`, the same as the dispatcher
     prints for any `InputError`, without a traceback.
     """
+    from tealeaf_fleet.inventory import load_fleet  # PyYAML: not needed for `fleet --help`
+
     try:
         fleet = load_fleet(path)
     except InputError as exc:

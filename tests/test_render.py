@@ -1,0 +1,112 @@
+"""Renderers: what the change ticket (Markdown), the terminal table and the JSON contain, and
+that no secret reaches any of them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tealeaf_fleet.cli.render import FORMATS, colon_fp, render, render_markdown, render_text
+from tealeaf_fleet.inventory import load_fleet
+from tealeaf_fleet.plan import Plan, build_plan
+from tealeaf_fleet.playbooks import load_playbook
+
+SECRET_ENV = "Zq7-unique-env-secret-4711"
+SECRET_FILE = "Zq7-unique-file-secret-0815"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TLF_RENDER_WINRM_PW", SECRET_ENV)
+    monkeypatch.setenv("TLF_RENDER_PFX_PW", SECRET_ENV + "-pfx")
+    pw = tmp_path / "canister.pw"
+    pw.write_text(SECRET_FILE + "\n")
+    os.chmod(pw, 0o600)
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(
+        "tealeaf: {install_dir: 'D:\\Tealeaf'}\n"
+        "winrm: {username: 'CORP\\svc', password_env: TLF_RENDER_WINRM_PW}\n"
+        "certificate: {password_env: TLF_RENDER_PFX_PW}\n"
+        "hosts:\n"
+        "  portal01: {address: 10.0.0.1, role: portal}\n"
+        "  hbr01: {address: 10.0.0.2, role: hbr}\n"
+        "  hbr02: {address: 10.0.0.3, role: hbr}\n"
+        "  can01: {address: 10.0.0.4, role: canister, winrm: {password_file: canister.pw}}\n"
+        "  pca01: {address: 10.0.0.5, role: pca, pca_build: 3682-24}\n"
+        "  rtv01: {address: 10.0.0.6, role: rtv}\n")
+    f = load_fleet(inv)
+    # resolve every secret, as a rollout would, so that redaction knows them all
+    for host in f.windows_hosts():
+        f.winrm_password(host)
+    f.pfx_password()
+    return f
+
+
+def test_markdown_is_a_change_ticket(fleet) -> None:
+    plan = build_plan(load_playbook("rollout"), fleet)
+    md = render_markdown(plan)
+    for heading in ("# Change plan: rollout", "## Summary", "## Hosts by role",
+                    "## Phases, in order", "## Restart order", "## Expected impact per host",
+                    "## Rollback procedure", "## Approval"):
+        assert f"\n{heading}" in "\n" + md, heading
+    # phases in order, each with its strategy
+    order = [md.index(f"### {i}. {p.name}: ") for i, p in enumerate(plan.phases, 1)]
+    assert order == sorted(order)
+    assert "### 6. enable: enable, all hosts or none (undone everywhere if one fails), " \
+           "compensate: disable" in md
+    assert "### 7. restart_hbr: restart, rolling, one host at a time" in md
+    assert "1. restart_hbr: hbr01 -> hbr02 (one at a time" in md
+    assert "3. restart_rest: portal01 together" in md
+    assert "| HBR | hbr01, hbr02 | preflight, push_pfx, import, enable, restart, verify |" in md
+    assert "| pca01 | pca | none: never contacted |" in md
+    assert "- rtv01: import only, never enable or restart" in md
+    assert "fleet rollback INVENTORY" in md
+    assert f"Plan digest: `{plan.digest}`" in md
+    # HTML-looking text is escaped so that a ticket system shows it
+    assert "&lt;password&gt;" in md and "<password>" not in md
+
+
+def test_markdown_for_rollback_and_prepare(fleet) -> None:
+    rb = render_markdown(build_plan(load_playbook("rollback"), fleet))
+    assert "This plan is itself the rollback" in rb
+    assert "inter-process TLS OFF" in rb
+    prep = render_markdown(build_plan(load_playbook("prepare"), fleet))
+    assert "This plan restarts nothing." in prep
+    assert "TLS setting unchanged" in prep
+
+
+def test_table_text(fleet) -> None:
+    plan = build_plan(load_playbook("rollout"), fleet)
+    text = render_text(plan, width=160)
+    assert "\x1b[" not in text  # no colour codes in files
+    assert "7. restart_hbr (restart): rolling, one host at a time; gates: services" in text
+    assert "left out: not affected by inter-process TLS" in text
+    assert "(same as above)" in text  # repeated descriptions are not printed again
+    assert f"Plan digest: {plan.digest}" in text
+    for host in fleet.hosts:
+        assert host in text
+
+
+def test_json_is_the_plan(fleet) -> None:
+    plan = build_plan(load_playbook("rollout"), fleet)
+    assert Plan.from_json(render(plan, "json")) == plan
+    assert json.loads(render(plan, "json"))["digest"] == plan.digest
+
+
+@pytest.mark.parametrize("playbook", ["rollout", "rollback", "prepare", "status"])
+def test_no_secret_in_any_format(fleet, playbook: str) -> None:
+    plan = build_plan(load_playbook(playbook), fleet)
+    raw = plan.to_json()  # before any redaction: the planner itself must not see secrets
+    for fmt in FORMATS:
+        text = render(plan, fmt)
+        assert text
+        for secret in (SECRET_ENV, SECRET_FILE, SECRET_ENV + "-pfx"):
+            assert secret not in text, (fmt, secret)
+            assert secret not in raw
+
+
+def test_colon_fingerprint() -> None:
+    assert colon_fp("ab01ff") == "AB:01:FF"
