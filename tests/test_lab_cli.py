@@ -142,6 +142,8 @@ def test_lab_up_serves_winrm_writes_files_and_stops_on_sigterm(lab_process) -> N
     ["--topology", "hbr=x"],
     ["--restart-s", "-1"],
     ["--os", "2003"],
+    ["--os", "2016,nohost=2019"],
+    ["--build", "hbr01="],
     ["--install-dir", "Tealeaf"],
 ])
 def test_lab_up_bad_flags_exit_2_with_one_line(tmp_path: Path, argv: list[str]) -> None:
@@ -253,3 +255,17 @@ def test_fifty_host_lab_starts_and_answers(tmp_path: Path) -> None:
                           ca_trust_path=str(lab.ca_file))
         assert s.run_cmd("hostname").std_out == last.upper().encode() + b"\r\n"
     assert os.path.exists(lab.lab_json)
+
+
+def test_per_host_os_build_and_initial_faults(tmp_path: Path) -> None:
+    with Lab.start(tmp_path / "lab", topology={"hbr": 2}, restart_s=0.2, ntlm=False,
+                   os={"*": "2019", "hbr02": "2008r2"}, build={"hbr02": "9.0.2.1223"},
+                   faults={"hbr01": {"data_service_23443": True}}) as lab:
+        assert (lab.host("hbr01").os_version, lab.host("hbr02").ps_version) == (
+            "10.0.17763", "2.0")
+        assert (lab.host("hbr01").build, lab.host("hbr02").build) == ("9.0.2.1351", "9.0.2.1223")
+        from tealeaf_fleet.lab.state import lab_state
+        hosts = {h["name"]: h for h in lab_state(lab.dir)["hosts"]}
+        assert hosts["hbr01"]["data_service"]["port"] == 23443
+        assert hosts["hbr01"]["faults"] == ["data_service_23443"]
+        assert hosts["hbr02"]["build"] == "9.0.2.1223"

@@ -69,8 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="paid by every powershell.exe start")
     up.add_argument("--restart-s", type=_non_negative_float, default=2.0, metavar="S",
                     help="a service stop takes S/2, a start S/2; iisreset S (default 2)")
-    up.add_argument("--os", choices=OS_CHOICES, default="mixed",
-                    help="Windows version of every host (default mixed)")
+    up.add_argument("--os", default="mixed", metavar="OS|NAME=OS,...",
+                    help="Windows version: one of 2008r2 2012r2 2016 2019 mixed for every "
+                         "host, or per host (e.g. 2016,hbr01=2008r2; default mixed)")
+    up.add_argument("--build", default=None, metavar="BUILD|NAME=BUILD,...",
+                    help="Tealeaf build in the registry (default 9.0.2.1351), for every host "
+                         "or per host (e.g. hbr02=9.0.2.1223 to rehearse an old server)")
     up.add_argument("--http", action="store_true",
                     help="the inventory uses http + NTLM (message encryption) instead of "
                          "https + basic")
@@ -85,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    import os
     import signal
     import threading
 
@@ -96,6 +101,8 @@ def run_up(args: argparse.Namespace) -> int:
         raise InputError(f"'{args.install_dir}' is not an absolute Windows path like "
                          r"D:\Tealeaf", field="--install-dir")
     topology = parse_topology(args.topology) if args.topology is not None else None
+    os_choice = per_host(args.os, "--os", OS_CHOICES)
+    build = per_host(args.build, "--build") if args.build is not None else None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -106,9 +113,10 @@ def run_up(args: argparse.Namespace) -> int:
         lab = Lab.start(args.dir, topology=topology, from_inventory=args.from_inventory,
                         install_dir=args.install_dir, latency_ms=args.latency_ms,
                         ps_startup_ms=args.ps_startup_ms, restart_s=args.restart_s,
-                        os=args.os, http_inventory=args.http)
+                        os=os_choice, http_inventory=args.http,
+                        **({"build": build} if build is not None else {}))
         try:
-            print(f"lab ready in {lab.dir} (pid {lab_pid()}); inventory: {lab.inventory}",
+            print(f"lab ready in {lab.dir} (pid {os.getpid()}); inventory: {lab.inventory}",
                   flush=True)
             for name, role in lab.roles.items():
                 host = lab.hosts.get(name)
@@ -132,10 +140,21 @@ def run_up(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def lab_pid() -> int:
-    import os
+def per_host(text: str, flag: str, allowed: tuple[str, ...] | None = None) -> str | dict:
+    """`V` -> "V"; `V,name=W,...` / `name=W,...` -> {"*": V, "name": W}. InputError when a
+    value is not in `allowed` (if given) or an entry is malformed."""
+    from tealeaf_fleet.errors import InputError
 
-    return os.getpid()
+    values: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, eq, value = part.rpartition("=") if "=" in part else ("*", "", part)
+        name, value = name.strip(), value.strip()
+        if not value or not name or (eq and name == "*") or name in values:
+            raise InputError(f"bad entry '{part}' in '{text}'", field=flag)
+        if allowed is not None and value not in allowed:
+            raise InputError(f"'{value}' is not one of {', '.join(allowed)}", field=flag)
+        values[name] = value
+    return values["*"] if list(values) == ["*"] else values
 
 
 def run_state(args: argparse.Namespace) -> int:

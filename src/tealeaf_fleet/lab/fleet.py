@@ -151,8 +151,9 @@ class Lab:
         """Create and start a lab in `directory` (made if missing; a previous stopped lab's
         files there are replaced; a running one is refused).
 
-        `os`: one of 2008r2|2012r2|2016|2019|mixed for all, or {host: os} (others mixed).
-        `build`: Tealeaf build for all, or {host: build}. `faults`: {host: faults.json content}
+        `os`: one of 2008r2|2012r2|2016|2019|mixed for all, or {host: os} (others: the
+        "*" entry, else mixed). `build`: Tealeaf build for all, or {host: build} (others: "*",
+        else 9.0.2.1351). `faults`: {host: faults.json content}
         in force from the first moment (e.g. data_service_23443 in the first startup block).
         `ntlm`: also serve http + NTLM endpoints; `http_inventory`: the inventory then uses
         them instead of https + basic.
@@ -199,8 +200,14 @@ class Lab:
             raise InputError("the topology has no hosts", field="--topology")
         if len(plan) > MAX_HOSTS:
             raise InputError(f"at most {MAX_HOSTS} hosts", field="--topology")
-        os_map = os_choice if isinstance(os_choice, dict) else {}
-        default_os = os_choice if isinstance(os_choice, str) else "mixed"
+        os_map = dict(os_choice) if isinstance(os_choice, dict) else {}
+        default_os = os_choice if isinstance(os_choice, str) else os_map.pop("*", "mixed")
+        build_map = dict(build) if isinstance(build, dict) else {}
+        default_build = build if isinstance(build, str) else build_map.pop("*", DEFAULT_BUILD)
+        unknown = sorted((set(os_map) | set(build_map)) - {n for n, _ in plan})
+        if unknown:
+            raise InputError(f"no host named {', '.join(unknown)} in this lab",
+                             field="--os/--build")
         for value in [default_os, *os_map.values()]:
             if value != "mixed" and value not in OS_TABLE:
                 raise InputError(f"unknown OS '{value}': expected one of "
@@ -223,7 +230,7 @@ class Lab:
             if chosen == "mixed":
                 chosen = OS_CYCLE[windows_index % len(OS_CYCLE)]
             windows_index += 1
-            host_build = build.get(name, DEFAULT_BUILD) if isinstance(build, dict) else build
+            host_build = build_map.get(name, default_build)
             config = HostConfig(
                 name=name, role=role, os=chosen, build=host_build,
                 install_dir=install_dir or dirs.get(name) or DEFAULT_INSTALL_DIR,
