@@ -290,9 +290,13 @@ def render_markdown(plan: Plan) -> str:
     add("")
     add("| Host | Role | Impact |")
     add("|---|---|---|")
+    impacts_of: dict[str, list[str]] = {}
+    for p in plan.phases:
+        for s in p.active_steps:
+            if not s.impact.startswith("none"):
+                impacts_of.setdefault(s.host, []).append(s.impact)
     for h in plan.hosts:
-        impacts = [s.impact for p in plan.phases for s in p.active_steps
-                   if s.host == h.name and not s.impact.startswith("none")]
+        impacts = impacts_of.get(h.name, [])
         text = "; ".join(dict.fromkeys(impacts)) if impacts else "no service interruption"
         if not h.contacted:
             text = "none: never contacted"
