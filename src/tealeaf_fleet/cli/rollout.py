@@ -258,9 +258,9 @@ def describe(event: Event) -> str | None:
     if e.type == "phase_started":
         hosts = e.data.get("hosts") or []
         return f"== {e.phase} ({e.action}, {e.data.get('strategy')}): {len(hosts) or 1} target(s)"
-    if e.type == "step_started" and e.action == "restart":
-        return f"   {e.host}: restarting"
     if e.type == "step_finished":
+        if len(msg) > 240:  # the journal and --json keep the whole text
+            msg = msg[:237] + "..."
         return f"   {e.host}: {e.action} {e.outcome}" + (f": {msg}" if msg else "")
     if e.type == "gate":
         return f"   {e.host}: gate {e.data.get('gate')} {e.outcome}: {msg}"
@@ -365,7 +365,9 @@ def print_recap(result: RunResult, fleet: Fleet, log_path: Path | None) -> None:
     for column in ("Host", "Role", "ok", "changed", "skipped", "failed"):
         table.add_column(column, justify="right" if column in ("ok", "changed", "skipped",
                                                                 "failed") else "left")
-    for name, counts in result.recap.items():
+    order = ["controller", *fleet.hosts]
+    for name, counts in sorted(result.recap.items(),
+                               key=lambda kv: order.index(kv[0]) if kv[0] in order else 0):
         role = fleet.hosts[name].role if name in fleet.hosts else "-"
         table.add_row(name, role, *(str(counts.get(k, 0)) for k in ("ok", "changed", "skipped",
                                                                       "failed")))

@@ -365,11 +365,10 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
     if ctx.fleet.rollout.restart == "reboot":
-        now = _gather(ctx, host).get("now")
-        services.reboot_and_wait(conn, timeout)
+        rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
-        before.since = now
-        did = "rebooted"
+        before.since = rebooted.scheduled_at
+        did = f"rebooted (back after {rebooted.elapsed_s:.0f}s)"
     else:
         if before.running:
             result = services.restart(conn, before.running, timeout)

@@ -1,0 +1,309 @@
+"""Rollout and rollback end to end through the real stack: the `fleet` CLI in a subprocess,
+pywinrm over HTTPS (basic, lab CA) or NTLM-encrypted HTTP to the lab, real TLS handshakes, real
+files, real SQLite. The lab's events.jsonl proves ordering and what was (not) touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tealeaf_fleet.journal import Journal
+from tealeaf_fleet.lab.events import read_events
+from tealeaf_fleet.lab.fleet import Lab
+
+pytestmark = pytest.mark.slow
+
+RESTART_S = 0.2
+CHANGE_KINDS = ("service", "registry", "file", "tlstool", "iisreset", "reboot")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def start_lab(folder: Path, *, soak_s: int = 0, **kw) -> Lab:
+    kw.setdefault("restart_s", RESTART_S)
+    lab = Lab.start(folder, **kw)
+    text = lab.inventory.read_text(encoding="utf-8")
+    lab.inventory.write_text(text.replace("soak_s: 1", f"soak_s: {soak_s}"), encoding="utf-8")
+    return lab
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = start_lab(tmp_path / "lab")
+    yield lab
+    lab.stop()
+
+
+def fleet(*args: str, timeout: float = 150, stdin: str | None = None,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (stdin not a terminal)."""
+    return subprocess.run([sys.executable, "-m", "tealeaf_fleet", *args], capture_output=True,
+                          text=True, timeout=timeout, input=stdin or "",
+                          env={**os.environ, **(env or {})})
+
+
+def events(lab: Lab, since: float = 0.0) -> list[dict]:
+    return [e for e in read_events(lab.dir / "events.jsonl") if e["ts"] >= since]
+
+
+def changes(lab: Lab, since: float = 0.0) -> list[dict]:
+    return [e for e in events(lab, since) if e["kind"] in CHANGE_KINDS]
+
+
+def restart_windows(lab: Lab, since: float = 0.0) -> dict[str, tuple[float, float]]:
+    """Per host: first service stop to last service start seen since `since`."""
+    out: dict[str, tuple[float, float]] = {}
+    for e in events(lab, since):
+        if e["kind"] == "service" and e.get("state") in ("StopPending", "StartPending",
+                                                         "Running", "Stopped"):
+            lo, hi = out.get(e["host"], (e["ts"], e["ts"]))
+            out[e["host"]] = (min(lo, e["ts"]), max(hi, e["ts"]))
+    return out
+
+
+def set_fault(lab: Lab, host: str, faults: dict) -> None:
+    (lab.dir / "hosts" / host / "faults.json").write_text(json.dumps(faults))
+
+
+def registry_value(lab: Lab, host: str, name: str):
+    data = json.loads((lab.dir / "hosts" / host / "registry.json").read_text())
+    return data.get("HKLM:\\SOFTWARE\\Wow6432Node\\TeaLeaf Technology", {}).get(name)
+
+
+def services(lab: Lab, host: str) -> dict[str, str]:
+    return {s["name"]: s["state"]
+            for s in json.loads((lab.dir / "hosts" / host / "services.json").read_text())}
+
+
+def tls_hosts(lab: Lab) -> list[str]:
+    return [n for n, r in lab.roles.items() if r in ("portal", "hbr", "canister", "report",
+                                                      "other")]
+
+
+def status_json(lab: Lab) -> dict:
+    result = fleet("status", str(lab.inventory), "--json")
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def secrets_of(lab: Lab) -> list[str]:
+    return [lab.winrm_password(), lab.pfx_password_file.read_text().strip()]
+
+
+def assert_no_secret(lab: Lab, *texts: str) -> None:
+    secrets = secrets_of(lab)
+    state = lab.dir / ".tealeaf-fleet"
+    blobs = list(texts)
+    for path in state.glob("*"):
+        if path.is_file():
+            blobs.append(path.read_bytes().decode("utf-8", "replace"))
+    for blob in blobs:
+        for secret in secrets:
+            assert secret not in blob
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+
+def test_rollout_status_rollback(lab, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    planned = fleet("plan", str(lab.inventory), "--format", "json", "--out", str(plan_file))
+    assert planned.returncode == 0, planned.stderr
+    stopped_before = {n: [s for s, state in services(lab, n).items() if state == "Stopped"]
+                      for n in lab.hosts}
+    assert any(stopped_before.values())  # the lab has a stopped TeaLeaf service somewhere
+    t0 = time.time()
+    out = fleet("rollout", str(lab.inventory), "--yes", "--json")
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    stream = [json.loads(line) for line in out.stdout.splitlines()]  # JSON Lines only
+    assert stream[0]["type"] == "run_started" and stream[-1]["type"] == "run_finished"
+    assert stream[-1]["result"] == "ok"
+    assert any(e["type"] == "gate" and e.get("gate") == "handshake" for e in stream)
+
+    # No two HBR/Canister restarts overlapped, and HBRs went before Canisters.
+    windows = restart_windows(lab, t0)
+    serial = [n for n, r in lab.roles.items() if r in ("hbr", "canister")]
+    spans = sorted(windows[n] for n in serial)
+    assert len(spans) == len(serial)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start
+    hbr_end = max(windows[n][1] for n, r in lab.roles.items() if r == "hbr")
+    can_start = min(windows[n][0] for n, r in lab.roles.items() if r == "canister")
+    assert hbr_end <= can_start
+    # A service that was stopped before stays stopped (never started by the tool).
+    for name, before in stopped_before.items():
+        after = services(lab, name)
+        assert all(after[svc] == "Stopped" for svc in before), name
+    status = status_json(lab)
+    assert status["consistent"] is True, status["findings"]
+    for name in tls_hosts(lab):
+        row = next(h for h in status["hosts"] if h["name"] == name)
+        assert row["facts"]["enable_tls"] == 1
+        assert row["handshakes"]["data_service"]["kind"] == "tls"
+
+    t1 = time.time()
+    back = fleet("rollback", str(lab.inventory), "--yes")
+    assert back.returncode == 0, back.stderr
+    windows = restart_windows(lab, t1)
+    spans = sorted(windows[n] for n in serial)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start
+    status = status_json(lab)
+    assert status["consistent"] is True, status["findings"]
+    for name in tls_hosts(lab):
+        row = next(h for h in status["hosts"] if h["name"] == name)
+        assert row["facts"]["enable_tls"] == 0
+        assert row["handshakes"]["data_service"]["kind"] == "plain"
+
+    history = fleet("history", str(lab.inventory), "--json")
+    runs = json.loads(history.stdout)["runs"]
+    assert [r["command"] for r in runs[:2]] == ["rollback", "rollout"]
+    assert all(r["outcome"] == "ok" for r in runs[:2])
+    assert_no_secret(lab, out.stdout, out.stderr, back.stdout, back.stderr,
+                     plan_file.read_text(), history.stdout)
+
+
+def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
+    lab = start_lab(tmp_path / "lab", http_inventory=True,
+                    topology={"portal": 1, "hbr": 1, "canister": 2, "rtv": 1})
+    try:
+        assert "scheme: http" in lab.inventory.read_text()
+        set_fault(lab, "can01", {"flaky": {"count": 2}})
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 0, out.stderr
+        status = status_json(lab)
+        assert status["consistent"] is True, status["findings"]
+        # The RTV workstation got the tools and the certificate, but never enable or restart.
+        rtv = next(h for h in status["hosts"] if h["name"] == "rtv01")
+        assert rtv["facts"]["security"]["cert_sha256"] == status["reference"]["sha256"]
+        assert not [e for e in events(lab) if e["host"] == "rtv01"
+                    and e["kind"] in ("service", "iisreset")]
+        assert json.loads((lab.dir / "hosts/can01/faults.json").read_text())["flaky"][
+            "count"] == 0
+        assert_no_secret(lab, out.stdout, out.stderr)
+    finally:
+        lab.stop()
+
+
+def test_preflight_blocker_changes_nothing(tmp_path):
+    lab = start_lab(tmp_path / "lab", faults={"can02": {"data_service_23443": True}})
+    try:
+        t0 = time.time()
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 3, out.stderr
+        assert "can02" in out.stderr and "23443" in out.stderr
+        assert changes(lab, t0) == []
+        assert not (lab.dir / "TCXcert.pfx").exists()  # not even the certificate was made
+    finally:
+        lab.stop()
+
+
+def test_enable_failure_leaves_tls_off_everywhere(lab):
+    set_fault(lab, "can02", {"enable_fails": True})
+    t0 = time.time()
+    out = fleet("rollout", str(lab.inventory), "--yes")
+    assert out.returncode == 1, out.stderr
+    assert "enable" in out.stderr and "can02" in out.stderr
+    for name in tls_hosts(lab):
+        assert registry_value(lab, name, "EnableTLS") in (0, None), name
+    assert not [e for e in changes(lab, t0) if e["kind"] in ("service", "iisreset")]
+
+
+def test_service_start_failure_halts_then_rerun_completes(lab):
+    set_fault(lab, "can02", {"service_start_fails": True})
+    t0 = time.time()
+    out = fleet("rollout", str(lab.inventory), "--yes")
+    assert out.returncode == 1, out.stderr
+    assert "can02" in out.stderr and "fleet status" in out.stderr
+    touched = restart_windows(lab, t0)
+    assert {"hbr01", "hbr02", "can01", "can02"} <= set(touched)
+    assert "can03" not in touched and "portal01" not in touched  # later hosts untouched
+
+    set_fault(lab, "can02", {})
+    t1 = time.time()
+    again = fleet("rollout", str(lab.inventory), "--yes")
+    assert again.returncode == 0, again.stderr
+    touched = restart_windows(lab, t1)
+    assert not {"hbr01", "hbr02", "can01"} & set(touched)  # passed before: not restarted
+    assert {"can02", "can03", "portal01"} <= set(touched)
+    status = status_json(lab)
+    assert status["consistent"] is True, status["findings"]
+
+
+def test_sigkill_mid_rolling_restart_resumes(tmp_path):
+    lab = start_lab(tmp_path / "lab", restart_s=1.0,
+                    topology={"portal": 1, "hbr": 3, "canister": 1})
+    try:
+        t0 = time.time()
+        proc = subprocess.Popen([sys.executable, "-m", "tealeaf_fleet", "rollout",
+                                 str(lab.inventory), "--yes"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(e["host"] == "hbr02" and e["kind"] == "service"
+                   for e in events(lab, t0)):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the rollout ended before hbr02's restart"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+        proc.stderr.close()
+        db = sqlite3.connect(lab.dir / ".tealeaf-fleet" / "journal.sqlite")
+        assert db.execute("SELECT outcome FROM runs").fetchall() == [(None,)]
+        time.sleep(2 * 1.0)  # let the interrupted host finish what it was doing
+        t1 = time.time()
+        again = fleet("rollout", str(lab.inventory), "--yes")
+        assert again.returncode == 0, again.stderr
+        assert "took over the lock" in again.stderr
+        touched = restart_windows(lab, t1)
+        assert "hbr01" not in touched  # restarted and gated before the kill
+        assert "hbr03" in touched
+        status = status_json(lab)
+        assert status["consistent"] is True, status["findings"]
+    finally:
+        lab.stop()
+
+
+def test_concurrent_run_is_refused(lab):
+    with Journal(lab.dir / ".tealeaf-fleet") as journal:
+        journal.acquire(command="rollout")
+        t0 = time.time()
+        out = fleet("rollout", str(lab.inventory), "--yes")
+    assert out.returncode == 1
+    assert "another run holds" in out.stderr and f"pid {os.getpid()}" in out.stderr
+    assert changes(lab, t0) == []
+
+
+def test_stale_approved_plan_exits_4(lab, tmp_path):
+    plan_file = tmp_path / "approved.json"
+    made = fleet("plan", str(lab.inventory), "--format", "json", "--out", str(plan_file))
+    assert made.returncode == 0, made.stderr
+    fresh = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), "--dry-run")
+    assert fresh.returncode == 0, fresh.stderr
+    text = lab.inventory.read_text()
+    lab.inventory.write_text(text.replace("health_timeout_s: 60", "health_timeout_s: 61"))
+    t0 = time.time()
+    stale = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), "--yes")
+    assert stale.returncode == 4, stale.stderr
+    assert "stale" in stale.stderr and "inventory" in stale.stderr
+    wrong = fleet("rollback", str(lab.inventory), "--approved-plan", str(plan_file), "--yes")
+    assert wrong.returncode == 4 and "playbook" in wrong.stderr
+    assert changes(lab, t0) == []
+
+
+def test_refuses_without_yes_when_not_interactive(lab):
+    out = fleet("rollout", str(lab.inventory))
+    assert out.returncode == 2
+    assert "--yes" in out.stderr
+    dry = fleet("rollout", str(lab.inventory), "--dry-run")
+    assert dry.returncode == 0 and "Plan digest" in dry.stdout
