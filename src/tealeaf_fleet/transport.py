@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import ssl
 import time
 import warnings
 import xml.etree.ElementTree as ET
@@ -92,6 +94,16 @@ def decode_clixml(data: bytes) -> str:
     return decoded.strip() or body
 
 
+def _system_trust() -> str | None:
+    """The CA bundle for https without an inventory `ca_bundle`: the one requests is told to
+    use (REQUESTS_CA_BUNDLE), else the system's OpenSSL bundle, else None (certifi's)."""
+    env = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if env:
+        return env
+    cafile = ssl.get_default_verify_paths().cafile
+    return cafile if cafile and os.path.isfile(cafile) else None
+
+
 @functools.cache
 def _wire_errors() -> tuple[type[BaseException], ...]:
     """Everything requests and pywinrm raise for a failed call (they share no base class)."""
@@ -162,13 +174,15 @@ class Connection:
         if s.scheme == "https":
             if s.validate_certs:
                 kwargs["server_cert_validation"] = "validate"
-                kwargs["ca_trust_path"] = str(s.ca_bundle) if s.ca_bundle else "legacy_requests"
+                kwargs["ca_trust_path"] = str(s.ca_bundle) if s.ca_bundle else _system_trust()
             else:
                 msg = (f"{self.host.name}: WinRM server certificate validation is OFF "
                        "(validate_certs: false): anyone on the path can read the credentials")
                 log.warning(msg)
                 warnings.warn(msg, stacklevel=3)
                 kwargs["server_cert_validation"] = "ignore"
+        else:
+            kwargs["ca_trust_path"] = None  # no TLS: no trust store to consult
         if s.transport in ENCRYPTING_TRANSPORTS:
             kwargs["message_encryption"] = "always" if s.scheme == "http" else "auto"
         else:
