@@ -45,6 +45,7 @@ OCTET_HEADER = b"\tContent-Type: application/octet-stream\r\n"
 BASIC_CHALLENGE = 'Basic realm="WSMAN"'
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 120.0  # a keep-alive connection idle this long is closed
+DRAIN_LIMIT = 64 * 1024 * 1024  # an over-size body up to this is read and dropped before a 413
 
 
 class _AuthRejected(Exception):
@@ -203,7 +204,8 @@ class WinRMServer:
                  port: int = 0, ssl_context: ssl.SSLContext | None = None,
                  latency_ms: int = 0, receive_timeout_s: float = 1.0,
                  max_commands_per_shell: int = 1000,
-                 max_receive_bytes: int = wsman.MAX_RECEIVE_BYTES) -> None:
+                 max_receive_bytes: int = wsman.MAX_RECEIVE_BYTES,
+                 max_envelope_kb: int = 500) -> None:
         if scheme not in ("https", "http"):
             raise ValueError(f"scheme must be https or http, not {scheme!r}")
         if scheme == "https" and ssl_context is None:
@@ -215,6 +217,9 @@ class WinRMServer:
         self.bind = bind
         self.ssl_context = ssl_context if scheme == "https" else None
         self.latency_ms = latency_ms
+        # MaxEnvelopeSizekb: 500 on Windows Server 2012 and later, 150 on 2008 R2. The limit is
+        # on the SOAP envelope; the HTTP body of an encrypted message is a little larger.
+        self.max_envelope_bytes = max_envelope_kb * 1024 + 4096
         self._requested_port = port
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -284,7 +289,30 @@ class WinRMServer:
             delay_ms += int(slow.get("ms", 0) or 0)
         if delay_ms > 0:
             time.sleep(delay_ms / 1000.0)
-        length = int(h.headers.get("Content-Length") or 0)
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            h.close_connection = True
+            self._send(h, _Answer(411, content_type="text/plain",
+                                  headers=(("Connection", "close"),)))
+            return
+        try:
+            length = int(h.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > self.max_envelope_bytes:
+            # Windows answers an over-size message (MaxEnvelopeSizekb) with HTTP 413. The body
+            # is drained (bounded) so the client reads the answer instead of a broken pipe,
+            # and the connection is closed: its NTLM sealing sequence is now out of step.
+            h.close_connection = True
+            left = min(length, DRAIN_LIMIT)
+            while left > 0:
+                chunk = h.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            host.record("request", action="too_large", status=413)
+            self._send(h, _Answer(413, content_type="text/plain",
+                                  headers=(("Connection", "close"),)))
+            return
         body = h.rfile.read(length) if length > 0 else b""
         conn: _Connection = h.conn_state
         try:
