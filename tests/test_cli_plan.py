@@ -33,12 +33,12 @@ socket.getaddrinfo = _refuse
 '''
 
 
-def fleet(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-          ) -> subprocess.CompletedProcess:
+def fleet(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+          timeout: float = 120) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TEALEAF_WINRM_PASSWORD": SECRET_WINRM,
                 "TEALEAF_PFX_PASSWORD": SECRET_PFX, "COLUMNS": "160", **(env or {})}
     return subprocess.run([sys.executable, "-m", "tealeaf_fleet", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=120)
+                          text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture
@@ -179,3 +179,37 @@ def test_cli_modules_import_no_heavy_library() -> None:
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_facts_against_a_lab_mark_done_steps(tmp_path: Path) -> None:
+    """`--facts` over the real stack: pywinrm to the lab, the packaged facts script's model.
+    A fresh lab has TLS off: the rollback has nothing to do, the rollout everything."""
+    from tealeaf_fleet.lab.fleet import Lab
+
+    lab = Lab.start(tmp_path / "lab", topology={"hbr": 2, "pca": 1})
+    try:
+        back = fleet("plan", str(lab.inventory), "--facts", "--playbook", "rollback",
+                     "--format", "json", timeout=150)
+        forth = fleet("plan", str(lab.inventory), "--facts", "--format", "json", timeout=150)
+    finally:
+        lab.stop()
+    assert back.returncode == 0, back.stderr
+    assert forth.returncode == 0, forth.stderr
+    rollback, rollout = json.loads(back.stdout), json.loads(forth.stdout)
+    assert rollback["facts_digest"] is not None and rollout["facts_digest"] is not None
+
+    def skips(plan: dict, phase: str) -> dict[str, str | None]:
+        return {s["host"]: s["skip_reason"] for p in plan["phases"] if p["name"] == phase
+                for s in p["steps"]}
+
+    disable = skips(rollback, "disable")
+    assert set(disable) == {"hbr01", "hbr02"}
+    assert all(r and r.startswith("nothing to do: EnableTLS already") for r in disable.values())
+    assert all(r and "already runs plain" in r for r in skips(rollback, "restart_hbr").values())
+    assert skips(rollout, "enable") == {"hbr01": None, "hbr02": None}
+    assert skips(rollout, "import") == {"hbr01": None, "hbr02": None}
+    # the restart names the services the lab host really runs
+    restart = next(s for p in rollout["phases"] if p["name"] == "restart_hbr"
+                   for s in p["steps"])
+    assert "restart TeaLeaf" in restart["description"]

@@ -82,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def gather_facts(fleet: Fleet) -> dict[str, dict]:
-    """Raw facts per Windows host, read-only, from `tealeaf_fleet.ops.facts.collect`."""
+    """Raw facts per Windows host, read-only, from `tealeaf_fleet.ops.facts.collect`.
+
+    A host that cannot be read is left out with a warning: its steps are planned as if nothing
+    were done there, and the facts digest records that it was not read (so an approved plan
+    turns stale once the host answers differently).
+    """
     try:
         from tealeaf_fleet.ops import facts as facts_module
     except ModuleNotFoundError as exc:
@@ -90,8 +95,16 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
             raise
         raise FleetError("--facts is not available in this build (no tealeaf_fleet.ops.facts)")\
             from None
-    collect = getattr(facts_module, "collect", None) or facts_module.gather_facts
-    return collect(fleet)
+    from tealeaf_fleet.secrets import redact
+
+    raw: dict[str, dict] = {}
+    for name, result in facts_module.collect(fleet).items():
+        if isinstance(result, BaseException):
+            print(f"fleet: warning: {name}: facts not read ({redact(str(result))}); its steps "
+                  "are planned as if nothing were done there", file=sys.stderr)
+            continue
+        raw[name] = dict(result)
+    return raw
 
 
 def _pfx_fingerprint(fleet: Fleet) -> str | None:
