@@ -222,3 +222,14 @@ def test_merge_keys_from_two_anchors_then_explicit_override(tmp_path: Path) -> N
     assert fleet.hosts["h3"].address == "a3"  # explicit key overrides the merged one
     # merged values follow PyYAML's own reading of the same document
     assert fleet.hosts["h3"].role == yaml.safe_load(text)["hosts"]["h3"]["role"]
+
+
+def test_endpoint_brackets_ipv6(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("winrm: {username: u}\nhosts:\n"
+                   "  a: {address: 'fd00::5', role: hbr}\n"
+                   "  b: {address: '[fd00::6]', role: hbr}\n"
+                   "  c: {address: ws_rtv_01, role: rtv}\n")
+    fleet = load_fleet(inv)
+    assert fleet.hosts["a"].winrm.endpoint("fd00::5") == "https://[fd00::5]:5986/wsman"
+    assert fleet.hosts["b"].winrm.endpoint("[fd00::6]") == "https://[fd00::6]:5986/wsman"

@@ -56,7 +56,7 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Drive path (D:\Tealeaf) or UNC path (\\server\share); the tool never guesses a relative one.
 _WINDOWS_ABS = re.compile(r"^(?:[A-Za-z]:\\|\\\\[^\\]+\\)")
-_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +83,9 @@ class WinRMSettings:
     operation_timeout_s: int = 20
 
     def endpoint(self, address: str) -> str:
-        """The WS-Management URL; IPv6 literals must already carry brackets."""
+        """The WS-Management URL (an IPv6 literal gets the brackets a URL needs)."""
+        if ":" in address and not address.startswith("["):
+            address = f"[{address}]"
         return f"{self.scheme}://{address}:{self.port}{self.path}"
 
 
