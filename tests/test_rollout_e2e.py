@@ -188,8 +188,8 @@ def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
         assert rtv["facts"]["security"]["cert_sha256"] == status["reference"]["sha256"]
         assert not [e for e in events(lab) if e["host"] == "rtv01"
                     and e["kind"] in ("service", "iisreset")]
-        assert json.loads((lab.dir / "hosts/can01/faults.json").read_text())["flaky"][
-            "count"] == 0
+        # Both injected 500s were served (the lab drops the fault once its count is spent).
+        assert "flaky" not in json.loads((lab.dir / "hosts/can01/faults.json").read_text())
         assert_no_secret(lab, out.stdout, out.stderr)
     finally:
         lab.stop()
