@@ -433,8 +433,9 @@ def restart_services(host: LabHost, params: dict[str, str]) -> dict:
     for name in names:
         try:
             before[name] = host.service(name).state
-        except HostError:
-            raise OpFailed(f"service '{name}' does not exist") from None
+        except HostError as exc:
+            raise OpFailed(f"service '{name}' does not exist or cannot be opened: {exc}"
+                           ) from None
     named = {n.lower() for n in names}
     problems: list[str] = []
 

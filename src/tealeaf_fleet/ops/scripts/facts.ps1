@@ -46,26 +46,27 @@ foreach ($svc in @(Get-WmiObject Win32_Service | Sort-Object Name)) {
     }
 }
 
+# $InstallDir is [string]-typed (it can never hold $null), so the result lives in $installDirFound.
 $installSource = $null
+$installDirFound = $null
 if ($InstallDir) {
+    $installDirFound = $InstallDir
     $installSource = 'inventory'
 } elseif ($discovered) {
-    $InstallDir = $discovered
+    $installDirFound = $discovered
     $installSource = 'service'
 } else {
     $fromRegistry = Get-FleetRegistryValue $tealeafKey 'InstallDir'
     if ($fromRegistry) {
-        $InstallDir = [string]$fromRegistry
+        $installDirFound = [string]$fromRegistry
         $installSource = 'registry'
     }
 }
 
 $tools = @{ tlstool = $false; openssl = $false }
-if ($InstallDir) {
-    $tools.tlstool = [IO.File]::Exists([IO.Path]::Combine($InstallDir, 'Tools\TLSTool.exe'))
-    $tools.openssl = [IO.File]::Exists([IO.Path]::Combine($InstallDir, 'Tools\openssl.exe'))
-} else {
-    $InstallDir = $null
+if ($installDirFound) {
+    $tools.tlstool = [IO.File]::Exists([IO.Path]::Combine($installDirFound, 'Tools\TLSTool.exe'))
+    $tools.openssl = [IO.File]::Exists([IO.Path]::Combine($installDirFound, 'Tools\openssl.exe'))
 }
 
 $enableTls = Get-FleetRegistryValue $tealeafKey 'EnableTLS'
@@ -110,7 +111,7 @@ Write-FleetResult @{
     now = Get-FleetNow
     os = @{ version = [string]$os.Version; caption = [string]$os.Caption }
     ps_version = $PSVersionTable.PSVersion.ToString(2)
-    install_dir = $InstallDir
+    install_dir = $installDirFound
     install_dir_source = $installSource
     tools = $tools
     tealeaf_build = $build
@@ -119,7 +120,7 @@ Write-FleetResult @{
     security = $security
     services = $services.ToArray()
     iis = $iis
-    data_service = Get-FleetDataServiceMode $InstallDir $Since
+    data_service = Get-FleetDataServiceMode ([string]$installDirFound) $Since
     schannel = @{
         tls12_server_enabled = Get-FleetRegistryValue ($tls12 + '\Server') 'Enabled'
         tls12_server_disabled_by_default = Get-FleetRegistryValue ($tls12 + '\Server') 'DisabledByDefault'

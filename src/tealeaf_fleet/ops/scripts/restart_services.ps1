@@ -3,6 +3,7 @@ param([string]$Names, [string]$TimeoutS)
 # Restarts exactly the named services (the ones that were Running): stops in waves, dependents
 # first; starts in waves, dependencies first; never starts a service that is not named.
 
+Add-Type -AssemblyName System.ServiceProcess
 $deadline = (Get-Date).AddSeconds([double]$TimeoutS)
 $startedAt = Get-FleetNow
 $clock = [Diagnostics.Stopwatch]::StartNew()
@@ -13,8 +14,8 @@ foreach ($name in $names) {
     $sc = New-Object System.ServiceProcess.ServiceController -ArgumentList $name
     try {
         $before[$name] = [string]$sc.Status
-    } catch [System.InvalidOperationException] {
-        Stop-FleetOp "service '$name' does not exist"
+    } catch {
+        Stop-FleetOp "service '$name' does not exist or cannot be opened: $($_.Exception.Message)"
     }
     $controllers[$name] = $sc
 }
