@@ -470,6 +470,35 @@ def test_pypsrp_over_https_with_negotiate(https_server, ca):
     assert (out, rc) == ("WIRE01\r\n", 0)
 
 
+def test_pywinrm_ntlm_over_https(https_server, ca):
+    ntlm_users.register(USER, PASSWORD)
+    s = winrm.Session(https_server.url, auth=(USER, PASSWORD), transport="ntlm", proxy=None,
+                      server_cert_validation="validate", ca_trust_path=str(ca.ca_file))
+    r = s.run_cmd("whoami")
+    assert (r.status_code, r.std_out) == (0, b"lab\\fleet\r\n")
+    assert s.protocol.transport.encryption is None  # TLS protects it; no message sealing
+
+
+def test_ntlm_user_of_another_lab_is_not_this_hosts_user(http_server, host):
+    ntlm_users.register("OTHER\\someone", "Other-Pass1")
+    with pytest.raises(InvalidCredentialsError):
+        winrm.Session(http_server.url, auth=("OTHER\\someone", "Other-Pass1"),
+                      transport="ntlm", proxy=None, ca_trust_path=None).run_cmd("hostname")
+    assert not host.commands
+
+
+def test_ntlm_users_file_replaces_and_keeps_entries():
+    path = ntlm_users.register("Z\\u1", "first")
+    ntlm_users.register("z\\U1", "second")
+    ntlm_users.register("plain", "pw3")
+    lines = path.read_text().splitlines()
+    assert "z:U1:second" in lines and "Z:u1:first" not in lines
+    assert ":plain:pw3" in lines
+    assert ntlm_users.path() == path
+    with pytest.raises(ValueError):
+        ntlm_users.register("x", "has:colon")
+
+
 # --- the server object itself ---------------------------------------------------------------
 
 
