@@ -110,3 +110,28 @@ def test_no_secret_in_any_format(fleet, playbook: str) -> None:
 
 def test_colon_fingerprint() -> None:
     assert colon_fp("ab01ff") == "AB:01:FF"
+
+
+def test_large_phases_are_grouped_in_the_table_not_in_markdown(tmp_path: Path) -> None:
+    lines = ["winrm: {username: u}", "hosts:"]
+    lines += [f"  can{i:03d}: {{address: 10.1.0.{i}, role: canister}}" for i in range(1, 31)]
+    lines += ["  hbr001: {address: 10.2.0.1, role: hbr}"]
+    inv = tmp_path / "big.yaml"
+    inv.write_text("\n".join(lines) + "\n")
+    plan = build_plan(load_playbook("rollout"), load_fleet(inv))
+    text = render_text(plan, width=200)
+    assert "30 hosts: can001, can002" in text
+    assert "1-30" in text  # the rolling order of the Canisters, as a range
+    md = render_markdown(plan)
+    assert "| 30 | can030 | canister |" in md  # the ticket names every server
+    small = render_text(build_plan(load_playbook("rollout"), load_fleet(
+        _small_inventory(tmp_path))), width=200)
+    assert " hosts: " not in small
+
+
+def _small_inventory(tmp_path: Path) -> Path:
+    inv = tmp_path / "small.yaml"
+    inv.write_text("winrm: {username: u}\nhosts:\n"
+                   + "".join(f"  can{i}: {{address: 10.3.0.{i}, role: canister}}\n"
+                             for i in range(1, 6)))
+    return inv
