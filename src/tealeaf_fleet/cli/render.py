@@ -297,8 +297,11 @@ def render_markdown(plan: Plan) -> str:
         if phase.excluded:
             add("Left out:")
             add("")
+            by_reason: dict[str, list[str]] = {}
             for ex in phase.excluded:
-                add(f"- {ex.host}: {_md(ex.reason)}")
+                by_reason.setdefault(ex.reason, []).append(ex.host)
+            for reason, hosts in by_reason.items():
+                add(f"- {', '.join(hosts)}: {_md(reason)}")
             add("")
 
     restarts = [p for p in plan.phases if p.op == "restart"]
