@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the lab folder (inventory, journal, events) afterwards")
     p.add_argument("--topology", default="portal=1,hbr=2,canister=3,pca=1,rtv=1",
                    help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1)")
-    p.add_argument("--restart-s", type=float, default=1.0, metavar="S",
-                   help="simulated service restart time (default 1.0)")
+    p.add_argument("--restart-s", type=float, default=0.5, metavar="S",
+                   help="simulated service restart time (default 0.5)")
     p.add_argument("--soak-s", type=int, default=1, metavar="S",
                    help="soak after each restart (default 1)")
     p.add_argument("--json", action="store_true",
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         set_soak(lab.inventory, args.soak_s)
         out.print(f"lab with {len(lab.roles)} hosts in {folder} (inventory: {lab.inventory})",
-                  markup=False)
+                  markup=False, soft_wrap=True)
         fleet = load_fleet(lab.inventory)
         state_dir = folder / ".tealeaf-fleet"
         for step, command in ((2, "rollout"), (4, "rollback")):
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{c}: exit {code}" for c, code in codes.items())
     out.print(f"{summary}; status consistent after each: "
               f"{', '.join(f'{k}={v}' for k, v in consistent.items())}; {elapsed:.0f}s in all",
-              markup=False)
+              markup=False, soft_wrap=True)
     kept = folder if (args.keep or not temp) else None
     _next_steps(out, kept)
     return 0 if ok else 1
@@ -119,5 +119,5 @@ def _next_steps(out, kept: Path | None) -> None:
     if kept:
         lines.insert(1, f"  (this demo's lab folder was kept: {kept})")
     for line in lines:
-        out.print(line, markup=False)
+        out.print(line, markup=False, soft_wrap=True)
     sys.stderr.flush()

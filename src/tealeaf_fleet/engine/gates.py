@@ -158,25 +158,30 @@ def gate_data_service_log(ctx: RunContext, host: Host, before: Before) -> str | 
         return None
     from tealeaf_fleet.ops import logs
 
+    # The newest startup block, judged against the restart's start time ourselves: log times
+    # have one-second resolution, so "the first block at or after Since" can be the block of a
+    # start in the same second as the restart began, before it.
     try:
-        result = logs.data_service_mode(ctx.connection(host), ctx.install_dir(host),
-                                        before.since)
+        result = logs.data_service_mode(ctx.connection(host), ctx.install_dir(host), None)
     except FleetError as exc:
         if getattr(exc, "transient", False):
             raise _Pending(f"log could not be read yet: {exc}") from None
         raise
     data = result if isinstance(result, dict) else getattr(result, "__dict__", {})
-    mode, port = data.get("mode"), data.get("port")
+    mode, port, started = data.get("mode"), data.get("port"), data.get("started_at")
     want = "tls" if ctx.expect_tls else "plain"
     label = "TLS Port" if ctx.expect_tls else "Port"
-    if mode is None:
+    if mode is None or (before.since and (started or "") < before.since):
         raise _Pending(f"no Data Service startup block in its log since {before.since}")
     if mode != want:
+        if before.since and started == before.since:
+            raise _Pending(f"the newest startup block ({mode}) is from the second the restart "
+                           "began; waiting for the next one")
         raise GateFailed(f"the Data Service started in {mode} mode after the restart "
-                         f"(log {data.get('log')}, at {data.get('started_at')}); expected "
+                         f"(log {data.get('log')}, at {started}); expected "
                          f"'{label}: {host.data_service_port}'",
                          gate="data_service_log", host=host.name)
-    return f"Data Service log shows '{label}: {port}' at {data.get('started_at')}"
+    return f"Data Service log shows '{label}: {port}' at {started}"
 
 
 def gate_handshake(ctx: RunContext, host: Host, before: Before) -> str | None:
