@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -248,3 +249,24 @@ def test_reboot_and_wait(fleet, lab):
         states = [e["state"] for e in _events(lab, mark, kind="reboot", host=CANISTER)]
         assert states[:3] == ["scheduled", "down", "up"]
         assert facts.gather(conn, host).hostname == CANISTER.upper()
+
+
+def test_concurrent_restarts_on_one_host_take_turns(fleet, lab):
+    """A restart left running by a killed controller and a resumed run's restart must not
+    interleave: the host-wide restart lock makes the second wait for the first."""
+    host = fleet.hosts[CANISTER]
+    names = ["TeaLeafCanister", "TLSearchServer"]
+    mark = _mark(lab)
+
+    def one(_: int) -> services.RestartResult:
+        with Connection(host, fleet.winrm_password(host)) as conn:
+            return services.restart(conn, names, timeout_s=60)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(2)))
+    assert all(s.after == "Running" for r in results for s in r.services)
+    seq = [(e["name"], e["state"]) for e in _events(lab, mark, kind="service", host=CANISTER)
+           if e["state"] in ("StopPending", "Running")]
+    one_restart = [("TLSearchServer", "StopPending"), ("TeaLeafCanister", "StopPending"),
+                   ("TeaLeafCanister", "Running"), ("TLSearchServer", "Running")]
+    assert seq == one_restart * 2

@@ -419,6 +419,16 @@ def _wave(host: LabHost, pending: list[str], dependents: bool) -> list[str]:
     return wave or list(pending)
 
 
+_restart_locks: dict[str, threading.Lock] = {}
+_restart_locks_guard = threading.Lock()
+
+
+def _restart_lock(host: LabHost) -> threading.Lock:
+    """The script's `Global\tealeaf-fleet-restart-services` mutex: one restart per host."""
+    with _restart_locks_guard:
+        return _restart_locks.setdefault(str(host.root), threading.Lock())
+
+
 def restart_services(host: LabHost, params: dict[str, str]) -> dict:
     try:
         timeout_s = float(params.get("TimeoutS", "") or 0)
@@ -426,8 +436,19 @@ def restart_services(host: LabHost, params: dict[str, str]) -> dict:
         raise OpFailed(f"Cannot convert value \"{params.get('TimeoutS')}\" to type "
                        "\"System.Double\".") from None
     deadline = time.monotonic() + timeout_s
-    started_at = host.now_local()
     clock = time.monotonic()
+    lock = _restart_lock(host)
+    if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise OpFailed("another restart of TeaLeaf services is still running on this host")
+    try:
+        return _restart_locked(host, params, deadline, clock)
+    finally:
+        lock.release()
+
+
+def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
+                    clock: float) -> dict:
+    started_at = host.now_local()
     names = _split_list(params.get("Names", ""))
     before: dict[str, str] = {}
     for name in names:

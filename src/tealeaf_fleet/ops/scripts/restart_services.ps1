@@ -5,8 +5,19 @@ param([string]$Names, [string]$TimeoutS)
 
 Add-Type -AssemblyName System.ServiceProcess
 $deadline = (Get-Date).AddSeconds([double]$TimeoutS)
-$startedAt = Get-FleetNow
 $clock = [Diagnostics.Stopwatch]::StartNew()
+
+# One restart at a time per host: a controller killed mid-restart leaves its op running here,
+# and a resumed run must not stop services that op is about to start. The mutex is released
+# when this process exits, however it exits (an abandoned mutex counts as acquired).
+$mutex = New-Object System.Threading.Mutex -ArgumentList $false, 'Global\tealeaf-fleet-restart-services'
+try {
+    $owned = $mutex.WaitOne([int][Math]::Max(0, ($deadline - (Get-Date)).TotalMilliseconds), $false)
+} catch [System.Threading.AbandonedMutexException] {
+    $owned = $true
+}
+if (-not $owned) { Stop-FleetOp 'another restart of TeaLeaf services is still running on this host' }
+$startedAt = Get-FleetNow
 $names = Split-FleetList $Names
 $controllers = @{}
 $before = @{}
@@ -63,6 +74,8 @@ while ($pending.Count -gt 0) {
     foreach ($name in $wave) {
         $sc = $controllers[$name]
         $sc.Refresh()
+        if ([string]$sc.Status -eq 'StartPending') { [void](Wait-Status @($name) 'Running') }
+        $sc.Refresh()
         $state = [string]$sc.Status
         $blockers = New-Object System.Collections.ArrayList
         foreach ($dependent in $sc.DependentServices) {
@@ -112,4 +125,5 @@ if (($notRunning.Count -gt 0) -or ($problems.Count -gt 0)) {
     foreach ($problem in $problems) { [void]$parts.Add($problem) }
     Stop-FleetOp ($parts.ToArray() -join '; ')
 }
+$mutex.ReleaseMutex()
 Write-FleetResult @{ started_at = $startedAt; elapsed_s = $clock.Elapsed.TotalSeconds; services = $services.ToArray() }
