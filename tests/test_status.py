@@ -4,6 +4,7 @@ whole command against the real lab (WinRM over HTTPS, real TLS listeners, real f
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -132,3 +133,129 @@ def test_reference_is_pfx_else_majority():
 def test_probe_results_normalise(result, kind, sha):
     shake = as_handshake(1, result)
     assert (shake.kind, shake.sha256, shake.port) == (kind, sha, 1)
+
+
+# --- the whole command against the lab ---------------------------------------------------------
+# One lab for the module, in the order fresh -> unreachable (cleared again) -> one host enabled.
+
+LAB_TOPOLOGY = {"portal": 1, "hbr": 1, "canister": 1, "rtv": 1, "pca": 1}
+TOOLS_PFX = "Tools\\TCXcert.pfx"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from tealeaf_fleet.lab.fleet import Lab
+
+    lab = Lab.start(tmp_path_factory.mktemp("statuslab"), topology=LAB_TOPOLOGY,
+                    restart_s=0.2)
+    yield lab
+    lab.stop()
+
+
+def fleet_status(capsys, lab, *flags: str) -> tuple[int, str, str]:
+    """`fleet status` in-process (the same main() as the console script); the output is checked
+    for every lab secret on the way."""
+    from tealeaf_fleet.cli.main import main
+
+    code = main(["status", str(lab.inventory), "--forks", "4", *flags])
+    out, err = capsys.readouterr()
+    secrets = [lab.winrm_password(), lab.pfx_password_file.read_text(encoding="utf-8").strip()]
+    for secret in secrets:
+        assert secret not in out and secret not in err
+    return code, out, err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_fresh_lab_is_consistent(capsys, lab):
+    code, out, err = fleet_status(capsys, lab)
+    assert code == 0, out + err
+    assert "NOT consistent" not in out and "consistent" in out
+    for name in lab.roles:
+        assert name in out
+    assert "not contacted" in out  # the PCA row says so
+    assert "import only" in out  # the RTV row says what was checked
+
+    code, out, err = fleet_status(capsys, lab, "--json")
+    assert code == 0
+    doc = json.loads(out)  # stdout is exactly one JSON document
+    assert doc["consistent"] is True
+    rows = {h["name"]: h for h in doc["hosts"]}
+    assert set(rows) == set(lab.roles)
+    for name, role in lab.roles.items():
+        row = rows[name]
+        if role == "pca":
+            assert row["contacted"] is False and row["facts"] is None
+            continue
+        assert row["facts"]["enable_tls"] in (0, None)
+        if role == "rtv":
+            assert row["handshakes"] == {}
+        else:
+            host = lab.host(name)
+            assert row["handshakes"]["data_service"] == {
+                "port": host.data_service_port, "kind": "plain", "sha256": None,
+                "detail": row["handshakes"]["data_service"]["detail"]}
+            assert row["handshakes"]["tms"]["kind"] == "tls"  # its own legacy certificate
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_unreachable_host_is_a_row_and_inconsistent(capsys, lab):
+    lab.host("can01").set_faults({"unreachable": True})
+    try:
+        code, out, err = fleet_status(capsys, lab, "--json")
+        assert code == 1
+        doc = json.loads(out)
+        row = next(h for h in doc["hosts"] if h["name"] == "can01")
+        assert row["facts"] is None and row["error"]
+        assert any(f["code"] == "host_unreachable" and f["hosts"] == ["can01"]
+                   for f in doc["findings"])
+        assert doc["consistent"] is False
+        code, out, err = fleet_status(capsys, lab)
+        assert code == 1
+        assert "host_unreachable" in out and "NOT consistent" in out
+    finally:
+        lab.host("can01").set_faults({})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_one_host_enabled_is_drift(capsys, lab):
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.inventory import load_fleet
+    from tealeaf_fleet.ops import facts as facts_op
+    from tealeaf_fleet.ops import files, services, tlstool
+    from tealeaf_fleet.transport import Connection
+
+    fleet = load_fleet(lab.inventory)
+    pfx, data = certs.certificate_for(fleet, create=True)  # TCXcert.pfx in the lab folder
+    hbr = fleet.hosts["hbr01"]
+    with Connection(hbr, fleet.winrm_password(hbr)) as conn:
+        before = facts_op.gather(conn, hbr)
+        install = before.install_dir
+        files.put_file(conn, data, f"{install}\\{TOOLS_PFX}")
+        for verb in ("import", "enable"):
+            result = tlstool.run(conn, install, verb, f"{install}\\{TOOLS_PFX}",
+                                 fleet.pfx_password() if verb == "import" else None)
+            assert result.ok, result.output
+        services.restart(conn, before.running_services, timeout_s=30)
+
+    code, out, err = fleet_status(capsys, lab, "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["reference"] == {"sha256": pfx.sha256, "source": "pfx"}
+    mixed = [f for f in doc["findings"] if f["code"] == "enable_tls_mixed"]
+    assert mixed and "hbr01" in mixed[0]["hosts"] and "EnableTLS" in mixed[0]["message"]
+    row = next(h for h in doc["hosts"] if h["name"] == "hbr01")
+    assert row["facts"]["enable_tls"] == 1
+    assert row["facts"]["security"]["cert_sha256"] == pfx.sha256
+    assert row["handshakes"]["data_service"]["kind"] == "tls"
+    assert row["handshakes"]["data_service"]["sha256"] == pfx.sha256
+    assert row["handshakes"]["tms"]["sha256"] == pfx.sha256
+    other = next(h for h in doc["hosts"] if h["name"] == "portal01")
+    assert other["handshakes"]["data_service"]["kind"] == "plain"
+
+    code, out, err = fleet_status(capsys, lab)
+    assert code == 1
+    assert "enable_tls_mixed" in out and "NOT consistent" in out
+    assert pfx.sha256[:12] in out  # hbr01's certificate column

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 PORT_NAMES = ("data_service", "tms")
 PCA_NOTE = ("Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
             "needs PCA build 3682-24 or later and the same PFX)")
-RTV_NOTE = "RTV workstation: certificate import checked; no services or handshake expected"
+RTV_NOTE = ("RTV workstation (import only): certificate checked; no services, no enable, no "
+            "handshake expected")
 TLS_NOTE = "facts and live handshakes on the Data Service and TMS ports"
 
 # A collector returns, per Windows host name, its facts dict or the error that stopped it.
@@ -233,7 +234,8 @@ def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostSt
     elif result is None:
         row.error = "no facts were returned for this host"
     else:
-        row.error = redact(str(result)) or type(result).__name__
+        row.error = error_text(result) if isinstance(result, BaseException) \
+            else redact(str(result))
     return row
 
 
@@ -284,7 +286,9 @@ def _judge(name: str, label: str, which: str, shake: Handshake, enabled: bool | 
 
 
 def error_text(exc: BaseException) -> str:
-    """How a collector should report a host it could not read: redacted, one line."""
+    """One redacted line for a host that could not be read (the row already names the host)."""
     if isinstance(exc, FleetError):
-        return redact(str(exc))
-    return redact(f"{type(exc).__name__}: {exc}")
+        text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return redact(text) or type(exc).__name__

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
 
+TLS_NOTE = "facts and live TLS handshakes on the Data Service (DS) and TMS ports"
 OS_NAMES = {"6.1": "2008 R2", "6.2": "2012", "6.3": "2012 R2"}
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -101,16 +102,20 @@ def render(console: Console, result: FleetStatus) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Tealeaf inter-process TLS", title_justify="left")
+    table = Table(title="Tealeaf inter-process TLS", title_justify="left",
+                  caption=f"TLS roles: {TLS_NOTE}", caption_justify="left")
     for column in ("host", "role", "OS", "PS", "build", "EnableTLS", "certificate",
                    "server.tls.xml", "services", "Data Service", "handshake"):
         table.add_column(column, overflow="fold")
     for host in result.hosts:
-        table.add_row(*_cells(host, result.reference_sha256))
-        note = host.error if host.error else host.note
-        style = "red" if host.error else "dim"
-        table.add_row("", Text(note, style=style), *[""] * 9, end_section=True)
+        table.add_row(*_cells(host, result.reference_sha256),
+                      style="red" if host.error else None)
     console.print(table)
+    for host in result.hosts:
+        if host.error:
+            console.print(Text(f"{host.name}: not read: {host.error}", style="red"))
+        elif host.role in ("pca", "rtv"):
+            console.print(Text(f"{host.name}: {host.note}", style="dim"))
     ref = result.reference_sha256
     if ref:
         console.print(f"reference certificate: {_colons(ref)} ({result.reference_source})")
@@ -132,7 +137,8 @@ def render(console: Console, result: FleetStatus) -> None:
 def _cells(host: HostStatus, reference: str | None) -> list[str]:
     facts = host.facts
     if facts is None:
-        return [host.name, host.role, *["-"] * 8, _handshakes(host, reference)]
+        first = "unreachable" if host.error else "-"
+        return [host.name, host.role, first, *["-"] * 7, _handshakes(host, reference)]
     sec = facts.get("security") or {}
     services = [s for s in facts.get("services") or [] if isinstance(s, dict)]
     running = sum(1 for s in services if s.get("state") == "Running")
@@ -145,7 +151,15 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
             str(facts.get("tealeaf_build") or "?"), "absent" if enable is None else str(enable),
             cert_text, "present" if xml else "-",
             f"{running}/{len(services)}" if services else "none",
-            f"{ds.get('mode') or '?'}:{ds.get('port') or '?'}", _handshakes(host, reference)]
+            _data_service(host.role, ds), _handshakes(host, reference)]
+
+
+def _data_service(role: str, ds: dict[str, Any]) -> str:
+    if role == "rtv":
+        return "-"
+    if not ds.get("mode"):
+        return "no startup in log"
+    return f"{ds['mode']} :{ds.get('port') or '?'}"
 
 
 def _os(facts: dict[str, Any]) -> str:
