@@ -171,7 +171,7 @@ PREFLIGHT_CASES = [
     ("status_report_settings_missing", FakeHost(),
      {"dotnet.v4_strong_crypto": None, "winhttp.wow6432": 0x80}, None, True, set(),
      {"status_report_tls"},
-     ("v4.0.30319\\SchUseStrongCrypto", "Wow6432Node\\Microsoft", "0xA80", "0xAA0")),
+     ("v4.0.30319: SchUseStrongCrypto = 1", "Wow6432Node\\Microsoft", "0xA80", "0xAA0")),
     # rollback: only what disabling needs
     ("rollback_ignores_enable_tls_and_build", FakeHost(),
      {"enable_tls": 1, "tealeaf_build": "9.0.2.1", "data_service.port": 23443, **R2}, None,
@@ -391,3 +391,14 @@ def test_finding_to_dict_round_trips_fields():
 def test_majority_fingerprint(shas, expected):
     facts = {f"h{i}": healthy(**{"security.cert_sha256": sha}) for i, sha in enumerate(shas)}
     assert checks.majority_fingerprint(facts) == expected
+
+
+def test_status_report_warning_names_client_keys_only_on_2008r2():
+    def message(**overrides):
+        findings = checks.preflight_blockers(FakeHost(), healthy(**overrides), pfx_sha256=None,
+                                             expect_tls=True)
+        return " ".join(f.message for f in findings if f.code == "status_report_tls")
+
+    assert message() == ""  # healthy() has .NET and WinHTTP set
+    assert "TLS 1.2\\Client: Enabled = 1, DisabledByDefault = 0" in message(**R2)
+    assert "Client" not in message(**{"dotnet.v2_strong_crypto": 0})

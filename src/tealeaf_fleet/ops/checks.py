@@ -333,25 +333,28 @@ def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
 
 
 def _status_report_gaps(facts: Mapping[str, Any]) -> list[str]:
-    """The vendor's registry settings for TealeafStatus with TLS on that are not in place."""
-    gaps = []
+    """The vendor's registry settings for TealeafStatus with TLS on that are not in place,
+    one entry per registry key: `KEY: Name = value, Name = value`."""
+    gaps: dict[str, list[str]] = {}
     dotnet = facts.get("dotnet") or {}
     for ver, key in DOTNET_KEYS.items():
         for field_name, value_name in (("strong_crypto", "SchUseStrongCrypto"),
                                        ("system_default_tls", "SystemDefaultTlsVersions")):
             if dotnet.get(f"{ver}_{field_name}") != 1:
-                gaps.append(f"{key}\\{value_name} = 1")
+                gaps.setdefault(key, []).append(f"{value_name} = 1")
     winhttp = facts.get("winhttp") or {}
     for which, key in WINHTTP_KEYS.items():
         value = winhttp.get(which)
         if not (isinstance(value, int) and value & WINHTTP_TLS12):
-            gaps.append(f"{key}\\DefaultSecureProtocols = 0xA80")
-    schannel = facts.get("schannel") or {}
-    if not _on(schannel.get("tls12_client_enabled")) and _is_2008r2(facts):
-        gaps.append(f"{TLS12_KEY}\\Client\\Enabled = 1")
-    if schannel.get("tls12_client_disabled_by_default") not in (0,) and _is_2008r2(facts):
-        gaps.append(f"{TLS12_KEY}\\Client\\DisabledByDefault = 0")
-    return gaps
+            gaps.setdefault(key, []).append("DefaultSecureProtocols = 0xA80")
+    if _is_2008r2(facts):  # TLS 1.2 client is on by default from 2012 on
+        schannel = facts.get("schannel") or {}
+        key = f"{TLS12_KEY}\\Client"
+        if not _on(schannel.get("tls12_client_enabled")):
+            gaps.setdefault(key, []).append("Enabled = 1")
+        if schannel.get("tls12_client_disabled_by_default") != 0:
+            gaps.setdefault(key, []).append("DisabledByDefault = 0")
+    return [f"{key}: {', '.join(values)}" for key, values in gaps.items()]
 
 
 # --- "nothing to do, because ..." -------------------------------------------------------------
