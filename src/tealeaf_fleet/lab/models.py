@@ -402,6 +402,15 @@ def _run_parallel(names: list[str], action: Callable[[str], None], deadline: flo
         t.join(max(0.0, deadline - time.monotonic()))
 
 
+def _wait_state(host: LabHost, names: list[str], state: str, deadline: float) -> list[str]:
+    """Wait-Status: the names not in `state` by the deadline (polled like the script)."""
+    while True:
+        late = [n for n in names if host.service(n).state != state]
+        if not late or time.monotonic() >= deadline:
+            return late
+        time.sleep(0.05)
+
+
 def _wave(host: LabHost, pending: list[str], dependents: bool) -> list[str]:
     """Get-Wave: pending services none of whose related (pending) services is pending."""
     infos = {s.name.lower(): s for s in host.services()}
@@ -475,8 +484,8 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
             else:
                 stopping.append(name)
         _run_parallel(stopping, host.stop_service, deadline, problems, "stop")
-        problems.extend(f"{n} did not stop in time" for n in stopping
-                        if host.service(n).state != "Stopped")
+        problems.extend(f"{n} did not stop in time"
+                        for n in _wait_state(host, stopping, "Stopped", deadline))
         pending = [n for n in pending if n not in wave]
 
     pending = list(names)
@@ -484,6 +493,7 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
         wave = _wave(host, pending, dependents=False)
         to_start = [n for n in wave if host.service(n).state == "Stopped"]
         _run_parallel(to_start, host.start_service, deadline, problems, "start")
+        _wait_state(host, wave, "Running", deadline)
         pending = [n for n in pending if n not in wave]
 
     services = []
