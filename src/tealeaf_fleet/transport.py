@@ -27,6 +27,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+)
+
 from tealeaf_fleet.errors import (
     AuthenticationFailed,
     HostUnreachable,
@@ -58,6 +67,7 @@ CODE_INVALID_SELECTORS = 2150858843  # the shell is gone (idle timeout, service 
 REOPEN_CODES = (CODE_QUOTA_MAX_OPERATIONS, CODE_QUOTA_MAX_COMMANDS, CODE_INVALID_SELECTORS)
 # stdin goes in pieces so that no Send exceeds Server 2008 R2's default 150 KB envelope.
 STDIN_PIECE = 96 * 1024
+RETRY_WAIT_CAP_S = 8.0  # exponential backoff 0.5, 1, 2, 4, 8, 8 ... seconds
 CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 
 
@@ -215,26 +225,34 @@ class Connection:
             raise ValueError(f"op {op} has no parameter(s) {sorted(unknown)}")
         stdin = protocol.build_stdin(op, params)
         deadline = time.monotonic() + timeout_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._attempt(op, stdin, deadline)
-            except _AttemptFailed as failed:
-                failure = failed.failure
-                err = failure.error
-                retry = (err.transient and attempt <= self._retries
-                         and (read_only or not failure.maybe_ran))
-                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
-                if not retry or time.monotonic() + delay >= deadline:
-                    if failure.maybe_ran and not read_only and err.transient:
-                        err.hint = (err.hint or "") + (
-                            "; the op may have run on the host: check its state before "
-                            "running it again").lstrip("; ")
-                    raise err from None
-                log.warning("%s: %s failed (attempt %d): %s; retrying in %.1fs",
-                            self.name, op, attempt, redact(err.message), delay)
-                time.sleep(delay)
+
+        def worth_retrying(exc: BaseException) -> bool:
+            if not isinstance(exc, _AttemptFailed):
+                return False
+            failure = exc.failure
+            return failure.error.transient and (read_only or not failure.maybe_ran)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("%s: %s failed (attempt %d): %s; retrying in %.1fs", self.name, op,
+                        state.attempt_number, redact(str(exc)), state.upcoming_sleep)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retries + 1) | stop_before_delay(timeout_s),
+            wait=wait_exponential(multiplier=0.5, max=RETRY_WAIT_CAP_S),
+            retry=retry_if_exception(worth_retrying),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, op, stdin, deadline)
+        except _AttemptFailed as failed:
+            failure = failed.failure
+            err = failure.error
+            if failure.maybe_ran and not read_only and err.transient:
+                err.hint = ((err.hint or "") + "; the op may have run on the host: check its "
+                            "state before running it again").lstrip("; ")
+            raise err from None
 
     def probe(self, timeout_s: float = 10.0) -> bool:
         """Whether the host answers a trivial read-only op right now: one attempt, no retries,
