@@ -259,3 +259,24 @@ def test_one_host_enabled_is_drift(capsys, lab):
     assert code == 1
     assert "enable_tls_mixed" in out and "NOT consistent" in out
     assert pfx.sha256[:12] in out  # hbr01's certificate column
+
+
+@pytest.mark.parametrize("argv", [["status", "INV", "--forks", "0"],
+                                  ["status", "INV", "--forks", "many"]])
+def test_bad_forks_is_a_usage_error(argv, tmp_path, capsys):
+    from tealeaf_fleet.cli.main import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "inv.yaml") if a == "INV" else a for a in argv])
+    assert stop.value.code == 2
+    assert "--forks" in capsys.readouterr().err
+
+
+def test_bad_inventory_exits_2_naming_the_field(tmp_path, capsys):
+    from tealeaf_fleet.cli.main import main
+
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts:\n  hbr01: {address: 127.0.0.1, role: mainframe}\n")
+    assert main(["status", str(inventory)]) == 2
+    err = capsys.readouterr().err
+    assert "inventory.yaml:2" in err and "role" in err
