@@ -9,8 +9,9 @@ Why each gate exists (DESIGN.md "Rollout semantics" 6, notes/tealeaf.md):
 - `handshake`: what a peer really sees: the Data Service and TMS ports present the PFX's
   certificate (rollout); after a rollback the Data Service is plain again and TMS is back on its
   own legacy certificate;
-- `soak`: wait `rollout.soak_s`, then check services and handshakes again (a service that dies a
-  few seconds after starting is caught here, not on the next host).
+- `soak`: wait `rollout.soak_s`, then check services, the log and handshakes again (a service
+  that dies a few seconds after starting is caught here, not on the next host); `soak_s: 0`
+  means no soak.
 Gates are polled until they pass or `rollout.health_timeout_s` (counted from the end of the
 restart) runs out; the first gate that cannot pass raises `GateFailed`, which halts the run
 before the next host. Every verdict is emitted as a `gate` event.
@@ -51,29 +52,50 @@ class _Pending(Exception):
 
 def run_gates(ctx: RunContext, phase: str, host: Host, gates: Sequence[str],
               before: Before) -> list[str]:
-    """Run the phase's gates in order; returns one short line per passed gate."""
+    """Run the phase's gates in order; returns one short line per passed gate.
+
+    Each poll reads one snapshot (one `facts` op: services, IIS and the Data Service's newest
+    startup block together, plus the two handshakes), so a healthy host passes every gate for
+    the price of one round trip; gates that passed are not asked again.
+    """
     deadline = time.monotonic() + ctx.fleet.rollout.health_timeout_s
-    passed: list[str] = []
     for gate in gates:
-        check = _GATES.get(gate)
-        if check is None:
+        if gate not in _GATES and gate != "soak":
             raise FleetError(f"unknown gate {gate!r}", host=host.name, phase=phase)
-        if gate == "soak":
-            text = _soak(ctx, phase, host, before, deadline)
-        else:
-            text = _poll(ctx, phase, host, gate, lambda c=check: c(ctx, host, before), deadline)
-        if text is None:
-            continue
-        passed.append(f"{gate}: {text}")
+    checks = [g for g in gates if g != "soak"]
+    passed = _poll(ctx, phase, host, checks, before, deadline)
+    if "soak" in gates and ctx.fleet.rollout.soak_s > 0:
+        soak_s = ctx.fleet.rollout.soak_s
+        ctx.stop.wait(soak_s)  # Ctrl-C cuts the wait short; the recheck still runs
+        again = [g for g in checks if g in ("services", "data_service_log", "handshake")]
+        _poll(ctx, phase, host, again, before, max(deadline, time.monotonic() + 10),
+              emit=False)
+        text = f"after {soak_s}s, {', '.join(again) or 'nothing'} still right"
+        ctx.bus.emit("gate", phase=phase, host=host.name, action="restart", outcome="ok",
+                     message=text, gate="soak")
+        passed.append(f"soak: {text}")
     return passed
 
 
-def _poll(ctx: RunContext, phase: str, host: Host, gate: str,
-          check: Callable[[], str | None], deadline: float) -> str | None:
+def _poll(ctx: RunContext, phase: str, host: Host, gates: Sequence[str], before: Before,
+          deadline: float, *, emit: bool = True) -> list[str]:
+    todo = list(gates)
+    passed: list[str] = []
     delay = POLL_S
-    while True:
+    while todo:
+        snap = Snapshot(ctx, host)
+        gate = todo[0]
         try:
-            text = check()
+            while todo:
+                gate = todo[0]
+                text = _GATES[gate](ctx, host, before, snap)
+                todo.pop(0)
+                if text is None:
+                    continue
+                passed.append(f"{gate}: {text}")
+                if emit:
+                    ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
+                                 outcome="ok", message=text, gate=gate)
         except _Pending as pending:
             if time.monotonic() + delay > deadline:
                 message = (f"gate {gate} did not pass within health_timeout_s="
@@ -83,53 +105,50 @@ def _poll(ctx: RunContext, phase: str, host: Host, gate: str,
                 raise GateFailed(message, gate=gate, host=host.name, phase=phase) from None
             time.sleep(delay)
             delay = min(POLL_MAX_S, delay * 1.5)
-            continue
         except GateFailed as failed:
             ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
                          outcome="failed", message=failed.message, gate=gate)
             failed.phase = phase
             raise
-        if text is not None:
-            ctx.bus.emit("gate", phase=phase, host=host.name, action="restart", outcome="ok",
-                         message=text, gate=gate)
-        return text
+    return passed
 
 
-def _soak(ctx: RunContext, phase: str, host: Host, before: Before,
-          deadline: float) -> str | None:
-    soak_s = ctx.fleet.rollout.soak_s
-    if soak_s > 0:
-        ctx.stop.wait(soak_s)  # Ctrl-C cuts the wait short; the recheck still runs
-    rechecks = [g for g in ("services", "handshake") if g in _GATES]
+class Snapshot:
+    """One poll's view of a host, read lazily: facts at most once, each port probed once."""
 
-    def recheck() -> str:
-        for gate in rechecks:
-            _GATES[gate](ctx, host, before)
-        return f"after {soak_s}s, services and handshakes still right"
+    def __init__(self, ctx: RunContext, host: Host) -> None:
+        self.ctx = ctx
+        self.host = host
+        self._facts: dict[str, Any] | None = None
+        self._probes: dict[int, Any] = {}
 
-    return _poll(ctx, phase, host, "soak", recheck, max(deadline, time.monotonic() + 10))
+    def facts(self) -> dict[str, Any]:
+        if self._facts is None:
+            from tealeaf_fleet.ops import facts as facts_op
+
+            try:
+                result = facts_op.gather(self.ctx.connection(self.host), self.host,
+                                         install_dir=self.ctx.install_dir(self.host))
+            except FleetError as exc:
+                if getattr(exc, "transient", False):
+                    raise _Pending(f"facts could not be read yet: {exc}") from None
+                raise
+            self._facts = facts_dict(result)
+        return self._facts
+
+    def probe(self, port: int) -> Any:
+        if port not in self._probes:
+            self._probes[port] = self.ctx.probe(self.host.address, port)
+        return self._probes[port]
 
 
 # --- the gates ------------------------------------------------------------------------------
 
 
-def _facts(ctx: RunContext, host: Host) -> dict[str, Any]:
-    from tealeaf_fleet.ops import facts as facts_op
-
-    try:
-        result = facts_op.gather(ctx.connection(host), host, install_dir=ctx.install_dir(host))
-    except FleetError as exc:
-        if getattr(exc, "transient", False):
-            raise _Pending(f"facts could not be read yet: {exc}") from None
-        raise
-    return facts_dict(result)
-
-
-def gate_services(ctx: RunContext, host: Host, before: Before) -> str | None:
+def gate_services(ctx: RunContext, host: Host, before: Before, snap: Snapshot) -> str | None:
     if not before.running and not before.stopped:
         return None
-    facts = _facts(ctx, host)
-    states = {s.get("name"): s.get("state") for s in facts.get("services") or []}
+    states = {s.get("name"): s.get("state") for s in snap.facts().get("services") or []}
     down = [n for n in before.running if states.get(n) != "Running"]
     if down:
         raise _Pending("not running: " + ", ".join(f"{n} ({states.get(n) or 'missing'})"
@@ -143,31 +162,24 @@ def gate_services(ctx: RunContext, host: Host, before: Before) -> str | None:
     return f"{len(before.running)} TeaLeaf service(s) running again{kept}"
 
 
-def gate_iis(ctx: RunContext, host: Host, before: Before) -> str | None:
+def gate_iis(ctx: RunContext, host: Host, before: Before, snap: Snapshot) -> str | None:
     if not before.iis_running:
         return None
-    facts = _facts(ctx, host)
-    state = (facts.get("iis") or {}).get("state")
+    state = (snap.facts().get("iis") or {}).get("state")
     if state != "Running":
         raise _Pending(f"IIS (W3SVC) is {state or 'missing'}")
     return "IIS running"
 
 
-def gate_data_service_log(ctx: RunContext, host: Host, before: Before) -> str | None:
+def gate_data_service_log(ctx: RunContext, host: Host, before: Before,
+                          snap: Snapshot) -> str | None:
+    """The newest startup block of the Data Service log (read by the facts op, the same
+    parser as `ops.logs`), judged against the restart's start time here: log times have
+    one-second resolution, so "the first block at or after Since" can be a block written in
+    the same second as the restart began, before it."""
     if not before.has_data_service:
         return None
-    from tealeaf_fleet.ops import logs
-
-    # The newest startup block, judged against the restart's start time ourselves: log times
-    # have one-second resolution, so "the first block at or after Since" can be the block of a
-    # start in the same second as the restart began, before it.
-    try:
-        result = logs.data_service_mode(ctx.connection(host), ctx.install_dir(host), None)
-    except FleetError as exc:
-        if getattr(exc, "transient", False):
-            raise _Pending(f"log could not be read yet: {exc}") from None
-        raise
-    data = result if isinstance(result, dict) else getattr(result, "__dict__", {})
+    data = snap.facts().get("data_service") or {}
     mode, port, started = data.get("mode"), data.get("port"), data.get("started_at")
     want = "tls" if ctx.expect_tls else "plain"
     label = "TLS Port" if ctx.expect_tls else "Port"
@@ -184,11 +196,13 @@ def gate_data_service_log(ctx: RunContext, host: Host, before: Before) -> str | 
     return f"Data Service log shows '{label}: {port}' at {started}"
 
 
-def gate_handshake(ctx: RunContext, host: Host, before: Before) -> str | None:
+def gate_handshake(ctx: RunContext, host: Host, before: Before,
+                   snap: Snapshot | None = None) -> str | None:
     if not ctx.fleet.rollout.verify_handshake:
         return None
-    ds = ctx.probe(host.address, host.data_service_port)
-    tms = ctx.probe(host.address, host.tms_port)
+    snap = snap or Snapshot(ctx, host)
+    ds = snap.probe(host.data_service_port)
+    tms = snap.probe(host.tms_port)
     parts = []
     if ctx.expect_tls:
         want = ctx.pfx.sha256 if ctx.pfx is not None else before.imported_sha256
@@ -223,10 +237,9 @@ def _kind(result: Any) -> str:
     return f"{kind} ({error})" if error else kind
 
 
-_GATES: dict[str, Callable[[RunContext, Host, Before], str | None]] = {
+_GATES: dict[str, Callable[[RunContext, Host, Before, Snapshot], str | None]] = {
     "services": gate_services,
     "iis": gate_iis,
     "data_service_log": gate_data_service_log,
     "handshake": gate_handshake,
-    "soak": lambda ctx, host, before: None,  # handled by _soak
 }
