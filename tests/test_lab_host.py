@@ -424,3 +424,19 @@ def test_clixml_error_shape() -> None:
     assert out.startswith("#< CLIXML\r\n<Objs ")
     assert '<S S="Error">bad &lt;thing&gt;_x000D__x000A_</S>' in out
     assert '<S S="Error">line2_x000D__x000A_</S>' in out
+
+
+def test_enable_tls_preset_at_lab_start_fails_the_tls_services_not_the_lab(
+        tmp_path: Path) -> None:
+    """EnableTLS=1 with no imported pair at boot: the Data Service and TMS fail to start (as on
+    Windows) and the lab still comes up, so preflight can report the preset."""
+    from tealeaf_fleet.lab.fleet import Lab
+
+    with Lab.start(tmp_path / "lab", topology={"hbr": 1}, restart_s=0.2,
+                   faults={"hbr01": {"enable_tls_preset": True}}) as lab:
+        h = lab.host("hbr01")
+        states = {s.name: s.state for s in h.services()}
+        assert h.reg_get(TEALEAF_KEY, "EnableTLS") == 1
+        assert states["TeaLeafDataService"] == "Stopped"
+        assert states["TeaLeafTMS"] == "Stopped"
+        assert states["TeaLeafHBR"] == "Running"
