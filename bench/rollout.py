@@ -1,0 +1,159 @@
+"""A whole rollout on a ~40-host lab, measured against its critical-path lower bound.
+
+The lab runs in a child process (`fleet lab up`) with injected WinRM latency, powershell.exe
+start-up time and service restart time; the rollout runs in this process through the engine
+(`engine.execute`, what `fleet rollout` runs, minus the CLI's import time), over https + basic.
+
+Lower bound, from the lab's parameters only (L = latency per request, P = powershell start-up,
+S = restart time, f = forks, op = 4 L + P, the cheapest remote op on an open shell: Command,
+Send, Receive, cleanup; the first op on a host also opens its shell, + L):
+- every phase that touches hosts needs at least one op per host: ceil(n / f) waves of `op`;
+- a host's services restart in dependency order (stop dependents first, start dependencies
+  first), each level taking S/2 to stop and S/2 to start: d S for a dependency depth d, read
+  from the lab's `hosts/NAME/services.json` (TeaLeaf services that are running);
+- each HBR and Canister restarts alone: d S plus the restart op itself and at least one read
+  afterwards to see it healthy: d S + 2 op each, one after the other;
+- the rest restart in parallel: the slowest of them, d S (+ S for iisreset where IIS runs)
+  + 2 op (+ op for iisreset), per wave of f hosts;
+- the certificate is made on the controller: counted as 0.
+The ratio measured / bound says how much the engine adds (polling, verification reads, Python,
+two cores shared by the lab and the controller). Aim: 1.25 or better.
+
+    .venv/bin/python bench/rollout.py [--latency-ms 20 --ps-startup-ms 100 --restart-s 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOPOLOGY = {"portal": 2, "hbr": 6, "canister": 12, "report": 4, "other": 8, "pca": 1, "rtv": 8}
+
+
+def start_lab(folder: Path, args: argparse.Namespace) -> subprocess.Popen:
+    topo = ",".join(f"{k}={v}" for k, v in TOPOLOGY.items())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tealeaf_fleet", "lab", "up", "--dir", str(folder), "--topology",
+         topo, "--latency-ms", str(args.latency_ms), "--ps-startup-ms", str(args.ps_startup_ms),
+         "--restart-s", str(args.restart_s)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (folder / "lab.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the lab did not start: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.1)
+    return proc
+
+
+def restart_depth(folder: Path, host: str) -> int:
+    """Dependency depth of the host's running TeaLeaf services (restart waves)."""
+    services = json.loads((folder / "hosts" / host / "services.json").read_text())
+    mine = {s["name"]: s for s in services if s["state"] == "Running" and (
+        s["name"].lower().startswith("tealeaf")
+        or s.get("display_name", "").lower().startswith("tealeaf"))}
+
+    def depth(name: str, seen: frozenset = frozenset()) -> int:
+        deps = [d for d in mine[name]["depends_on"] if d in mine and d not in seen]
+        return 1 + max((depth(d, seen | {name}) for d in deps), default=0)
+
+    return max((depth(n) for n in mine), default=0)
+
+
+def lower_bound(phases: list[dict], roles: dict[str, str], depths: dict[str, int],
+                args: argparse.Namespace) -> dict[str, float]:
+    L, P, S, f = args.latency_ms / 1000, args.ps_startup_ms / 1000, args.restart_s, args.forks
+    op = 4 * L + P
+    out: dict[str, float] = {}
+    for phase in phases:
+        hosts = [s["host"] for s in phase["steps"] if s["host"] != "controller"]
+        name, strategy = phase["name"], phase["strategy"]
+        if phase["op"] == "certificate" or not hosts:
+            out[name] = 0.0
+        elif phase["op"] == "restart" and strategy == "rolling":
+            out[name] = sum(depths[h] * S + 2 * op for h in hosts)
+        elif phase["op"] == "restart":
+            slowest = max(depths[h] * S + 2 * op + ((S + op) if roles[h] == "portal" else 0)
+                          for h in hosts)
+            out[name] = math.ceil(len(hosts) / f) * slowest
+        else:
+            out[name] = math.ceil(len(hosts) / f) * op + (L if phase["op"] == "preflight" else 0)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--ps-startup-ms", type=int, default=100)
+    parser.add_argument("--restart-s", type=float, default=1.0)
+    parser.add_argument("--forks", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the lab folder")
+    args = parser.parse_args()
+
+    from tealeaf_fleet.engine.events import EventBus, Recorder
+    from tealeaf_fleet.engine.execute import execute
+    from tealeaf_fleet.inventory import load_fleet
+    from tealeaf_fleet.plan import build_plan
+    from tealeaf_fleet.playbooks import load_playbook
+
+    folder = Path(tempfile.mkdtemp(prefix="fleet-bench-rollout-"))
+    lab = start_lab(folder, args)
+    try:
+        inventory = folder / "inventory.yaml"
+        text = inventory.read_text(encoding="utf-8").replace("soak_s: 1", "soak_s: 0")
+        inventory.write_text(text, encoding="utf-8")
+        fleet = load_fleet(inventory)
+        plan = build_plan(load_playbook("rollout"), fleet).to_dict()
+        roles = {name: host.role for name, host in fleet.hosts.items()}
+        bus, rec = EventBus(), Recorder()
+        bus.subscribe(rec)
+        started = time.monotonic()
+        result = execute(fleet, plan, command="rollout", bus=bus, journal=None,
+                         inventory_label=str(inventory), forks=args.forks)
+        elapsed = time.monotonic() - started
+        if result.outcome != "ok":
+            print(f"rollout {result.outcome}: {result.message}", file=sys.stderr)
+            return 1
+        depths = {h: restart_depth(folder, h) for h, r in roles.items() if r != "pca"}
+        bound = lower_bound(plan["phases"], roles, depths, args)
+        starts = {e.phase: e.ts for e in rec.of_type("phase_started")}
+        ends = {e.phase: e.ts for e in rec.of_type("phase_finished")}
+        windows = sum(1 for r in roles.values() if r != "pca")
+        print(f"rollout of {windows} Windows hosts (+{len(roles) - windows} PCA): "
+              f"latency {args.latency_ms} ms/request, powershell start {args.ps_startup_ms} ms, "
+              f"restart {args.restart_s} s, forks {args.forks}, soak 0")
+        print(f"{'phase':<18}{'measured s':>11}{'bound s':>9}{'ratio':>7}")
+        for phase in plan["phases"]:
+            name = phase["name"]
+            took = ends.get(name, 0) - starts.get(name, 0)
+            lb = bound[name]
+            ratio = f"{took / lb:7.2f}" if lb else "      -"
+            print(f"{name:<18}{took:>11.2f}{lb:>9.2f}{ratio}")
+        total = sum(bound.values())
+        print(f"{'total':<18}{elapsed:>11.2f}{total:>9.2f}{elapsed / total:7.2f}")
+        print(json.dumps({"measured_s": round(elapsed, 2), "lower_bound_s": round(total, 2),
+                          "ratio": round(elapsed / total, 3)}))
+        return 0
+    finally:
+        lab.send_signal(signal.SIGTERM)
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        elif os.environ.get("CI") is None:
+            print(f"lab folder kept: {folder}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
