@@ -307,3 +307,63 @@ def test_refuses_without_yes_when_not_interactive(lab):
     assert "--yes" in out.stderr
     dry = fleet("rollout", str(lab.inventory), "--dry-run")
     assert dry.returncode == 0 and "Plan digest" in dry.stdout
+
+
+def test_ctrl_c_stops_between_steps_and_the_rerun_resumes(tmp_path):
+    lab = start_lab(tmp_path / "lab", restart_s=0.6,
+                    topology={"portal": 1, "hbr": 3, "canister": 1})
+    try:
+        t0 = time.time()
+        proc = subprocess.Popen([sys.executable, "-m", "tealeaf_fleet", "rollout",
+                                 str(lab.inventory), "--yes"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(e["host"] == "hbr01" and e["kind"] == "service" for e in events(lab, t0)):
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "rerun `fleet rollout" in err
+        touched = restart_windows(lab, t0)
+        assert "hbr01" in touched and "hbr03" not in touched and "can01" not in touched
+        db = sqlite3.connect(lab.dir / ".tealeaf-fleet" / "journal.sqlite")
+        assert db.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",)]
+        t1 = time.time()
+        again = fleet("rollout", str(lab.inventory), "--yes")
+        assert again.returncode == 0, again.stderr
+        assert "hbr01" not in restart_windows(lab, t1)  # finished before the Ctrl-C took hold
+    finally:
+        lab.stop()
+
+
+def test_certificate_from_tlstool_on_the_first_server(tmp_path):
+    lab = start_lab(tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1})
+    try:
+        text = lab.inventory.read_text()
+        lab.inventory.write_text(text.replace("source: generate", "source: tlstool"))
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 0, out.stderr
+        created = [e for e in events(lab) if e["kind"] == "tlstool" and e.get("verb") == "create"]
+        assert [e["host"] for e in created] == ["portal01"]  # once, on the first Tealeaf server
+        assert (lab.dir / "TCXcert.pfx").stat().st_mode & 0o077 == 0
+        status = status_json(lab)
+        assert status["consistent"] is True and status["reference"]["source"] == "pfx"
+        assert_no_secret(lab, out.stdout, out.stderr)
+    finally:
+        lab.stop()
+
+
+def test_approved_plan_with_facts_goes_stale_when_a_host_changes(lab, tmp_path):
+    plan_file = tmp_path / "facts-plan.json"
+    made = fleet("plan", str(lab.inventory), "--facts", "--format", "json", "--out",
+                 str(plan_file))
+    assert made.returncode == 0, made.stderr
+    assert json.loads(plan_file.read_text())["facts_digest"]
+    same = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), "--dry-run")
+    assert same.returncode == 0, same.stderr
+    lab.host("hbr02").stop_service("TeaLeafHBR")  # someone stops a service after approval
+    stale = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), "--yes")
+    assert stale.returncode == 4, stale.stderr
+    assert "facts" in stale.stderr

@@ -257,7 +257,8 @@ def describe(event: Event) -> str | None:
         return f"run {e.run}: {msg}{extra}"
     if e.type == "phase_started":
         hosts = e.data.get("hosts") or []
-        return f"== {e.phase} ({e.action}, {e.data.get('strategy')}): {len(hosts) or 1} target(s)"
+        return (f"== [{e.data.get('index')}/{e.data.get('of')}] {e.phase} ({e.action}, "
+                f"{e.data.get('strategy')}): {len(hosts) or 1} target(s)")
     if e.type == "step_finished":
         if len(msg) > 240:  # the journal and --json keep the whole text
             msg = msg[:237] + "..."
@@ -288,6 +289,7 @@ class LiveView:
         self.phases: list[str] = []
         self.phase: str | None = None
         self.phase_index = 0
+        self.phase_count = 0
         self.hosts: dict[str, dict[str, str]] = {}
         self.gates: list[str] = []
         self.messages: list[str] = []
@@ -299,7 +301,8 @@ class LiveView:
         e = event
         with self.lock:
             if e.type == "phase_started":
-                self.phase_index += 1
+                self.phase_index = e.data.get("index") or self.phase_index + 1
+                self.phase_count = e.data.get("of") or self.phase_count
                 self.phase = f"{e.phase} ({e.data.get('strategy')})"
             elif e.type == "step_started":
                 self.hosts[e.host or "-"] = {"phase": e.phase or "", "state": "running",
@@ -331,8 +334,9 @@ class LiveView:
                 table.add_row(name, row["phase"], Text(state, style=self.STYLE.get(state, "")),
                               row["detail"])
             elapsed = time.monotonic() - self.started
-            parts: list[Any] = [Text(f"phase {self.phase_index}: {self.phase or '-'}   "
-                                     f"{elapsed:.0f}s", style="bold"), table]
+            parts: list[Any] = [Text(f"phase {self.phase_index}/{self.phase_count}: "
+                                     f"{self.phase or '-'}   {elapsed:.0f}s", style="bold"),
+                                table]
             parts += [Text(g, style="dim") for g in self.gates]
             parts += [Text(m, style="yellow") for m in self.messages[-3:]]
             return Group(*parts)

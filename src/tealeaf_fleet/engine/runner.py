@@ -162,7 +162,8 @@ class Runner:
         if self.stop.is_set():
             return self._interrupted(phase, result)
         self.bus.emit("phase_started", phase=phase.name, action=phase.op,
-                      strategy=phase.strategy, hosts=list(phase.hosts), gates=list(phase.gates))
+                      strategy=phase.strategy, hosts=list(phase.hosts), gates=list(phase.gates),
+                      index=self.phases.index(phase) + 1, of=len(self.phases))
         targets = list(phase.hosts)
         if phase.strategy == "controller":
             targets = [CONTROLLER]
