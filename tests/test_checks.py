@@ -254,6 +254,11 @@ STEP_CASES = [
     ("disable_done", FakeHost(), imported(), "disable", PFX, False, None, True, ("0",)),
     ("disable_absent", FakeHost(), healthy(enable_tls=None), "disable", None, False, None, True,
      ("absent",)),
+    # facts without the key prove nothing (the planner used to guard this on its own)
+    ("disable_unknown", FakeHost(), healthy(enable_tls=DELETE), "disable", None, False, None,
+     False, ("unknown",)),
+    ("disable_odd_value", FakeHost(), healthy(enable_tls=2), "disable", None, False, None, False,
+     ("2",)),
     ("restart_plain_wanted_tls", FakeHost(), imported(enabled=True), "restart", PFX, True, None,
      False, ("plain",)),
     ("restart_tls_done", FakeHost(), imported(enabled=True, mode="tls"), "restart", PFX, True,
@@ -264,6 +269,16 @@ STEP_CASES = [
      PFX, True, "2026-11-27T09:30:00", True, ()),
     ("restart_rollback_done", FakeHost(), imported(), "restart", PFX, False, None, True,
      ("plain",)),
+    # the Data Service's mode matches, EnableTLS does not: the enable/disable and a restart
+    # after it are still to come
+    ("restart_tls_but_registry_off", FakeHost(), imported(mode="tls"), "restart", PFX, True,
+     None, False, ("EnableTLS is 0", "enable")),
+    ("restart_plain_but_registry_on", FakeHost(), imported(enabled=True), "restart", PFX, False,
+     None, False, ("EnableTLS is 1", "disable")),
+    ("restart_registry_unknown", FakeHost(), healthy(enable_tls=DELETE), "restart", None, False,
+     None, False, ("unknown",)),
+    ("restart_rollback_absent_done", FakeHost(), healthy(enable_tls=None), "restart", None,
+     False, None, True, ("absent", "plain")),
     ("restart_no_log", FakeHost(), healthy(**{"data_service.mode": None}), "restart", None,
      False, None, False, ("log",)),
     ("restart_rtv", FakeHost("ws01", "rtv"), healthy(), "restart", PFX, True, None, True, ()),

@@ -205,11 +205,45 @@ def test_facts_against_a_lab_mark_done_steps(tmp_path: Path) -> None:
 
     disable = skips(rollback, "disable")
     assert set(disable) == {"hbr01", "hbr02"}
-    assert all(r and r.startswith("nothing to do: EnableTLS already") for r in disable.values())
-    assert all(r and "already runs plain" in r for r in skips(rollback, "restart_hbr").values())
+    assert all(r and r.startswith("nothing to do: EnableTLS is ") for r in disable.values())
+    assert all(r and "started in plain mode" in r for r in skips(rollback, "restart_hbr").values())
     assert skips(rollout, "enable") == {"hbr01": None, "hbr02": None}
     assert skips(rollout, "import") == {"hbr01": None, "hbr02": None}
     # the restart names the services the lab host really runs
     restart = next(s for p in rollout["phases"] if p["name"] == "restart_hbr"
                    for s in p["steps"])
     assert "restart TeaLeaf" in restart["description"]
+
+
+@pytest.mark.slow
+def test_facts_with_an_unreachable_host_warn_and_keep_its_steps(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One host drops every connection (lab fault `unreachable`): `fleet plan --facts` still
+    plans (exit 0), warns naming the host and the error class with its hint, and plans that
+    host's steps as if nothing were done, while the host that answered gets its skips. TLS is
+    off on both, so the rollback's disable is skipped exactly where facts were read."""
+    from tealeaf_fleet.cli.main import main
+    from tealeaf_fleet.lab.fleet import Lab
+
+    with Lab.start(tmp_path / "lab", topology={"hbr": 2}, restart_s=0.2) as lab:
+        lab.host("hbr02").set_faults({"unreachable": True})
+        code = main(["plan", str(lab.inventory), "--facts", "--playbook", "rollback",
+                     "--format", "json"])
+        password = lab.winrm_password()
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("fleet: warning: hbr02:")]
+    assert len(warnings) == 1, err
+    assert "facts not read: HostUnreachable: cannot connect to" in warnings[0]
+    assert "(hint: check the address" in warnings[0]
+    assert "planned as if nothing were done there" in warnings[0]
+    assert "hbr01" not in err
+    assert password not in out + err
+    plan = json.loads(out)
+    assert plan["facts_digest"] is not None
+    steps = {(p["name"], s["host"]): s["skip_reason"] for p in plan["phases"]
+             for s in p["steps"]}
+    for phase in ("preflight", "disable", "restart_hbr", "verify"):
+        assert (phase, "hbr02") in steps and steps[(phase, "hbr02")] is None, phase
+    assert steps[("disable", "hbr01")] == "nothing to do: EnableTLS is absent"
+    assert steps[("restart_hbr", "hbr01")] is not None

@@ -10,6 +10,7 @@ import pytest
 
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import Fleet, load_fleet
+from tealeaf_fleet.ops.checks import DEFAULT_SECURITY_DIR
 from tealeaf_fleet.plan import CONTROLLER, PCA_REASON, RTV_REASON, Plan, build_plan
 from tealeaf_fleet.playbooks import load_playbook
 
@@ -125,10 +126,12 @@ def facts_done(fp: str = FP) -> dict:
             "tools": {"tlstool": True, "openssl": True},
             "security": {"cert_sha256": fp,
                          "files": {"tealeaf.crt": {"size": 1, "sha256": "x"},
-                                   "tealeaf.p12": {"size": 2, "sha256": "y"}}},
+                                   "tealeaf.p12": {"size": 2, "sha256": "y"},
+                                   "server.tls.xml": {"size": 3, "sha256": "z"}}},
             "services": [{"name": "TeaLeafTMS", "state": "Running"},
                          {"name": "TeaLeafCaptureServer", "state": "Stopped"}],
-            "data_service": {"mode": "tls", "port": 23000}}
+            "data_service": {"mode": "tls", "port": 23000,
+                             "started_at": "2026-11-27T10:00:00"}}
 
 
 def facts_fresh() -> dict:
@@ -149,11 +152,19 @@ def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
     def skip(phase: str, host: str) -> str | None:
         return next(s.skip_reason for s in plan.phase(phase).steps if s.host == host)
 
-    assert skip("import", "hbr01") == f"nothing to do: tealeaf.crt already carries certificate {FP}"
-    assert skip("push_pfx", "hbr01").startswith("nothing to do: tealeaf.crt already carries")
-    assert skip("enable", "hbr01") == "nothing to do: EnableTLS already 1"
-    assert skip("restart_hbr", "hbr01").startswith("nothing to do: EnableTLS is 1")
-    assert skip("push_tools", "rtv01").startswith("nothing to do: TLSTool.exe and openssl.exe")
+    # the reasons are checks.step_status's (the engine's rule), behind "nothing to do: "
+    assert skip("import", "hbr01") == (
+        f"nothing to do: {DEFAULT_SECURITY_DIR}\\tealeaf.crt and tealeaf.p12 carry the PFX's "
+        f"certificate ({FP[:12]})")
+    assert skip("push_pfx", "hbr01") == f"nothing to do: already imported ({FP[:12]}): no copy " \
+        "needed"
+    assert skip("enable", "hbr01") == (f"nothing to do: EnableTLS is 1 and {DEFAULT_SECURITY_DIR}"
+                                       "\\server.tls.xml exists")
+    assert skip("restart_hbr", "hbr01") == ("nothing to do: EnableTLS is 1 and the Data Service "
+                                            "started in tls mode at 2026-11-27T10:00:00")
+    assert skip("push_tools", "rtv01") == ("nothing to do: Tools\\TLSTool.exe and "
+                                           "Tools\\openssl.exe are already there")
+    assert skip("import", "rtv01") is not None and skip("push_pfx", "rtv01") is not None
     for phase in ("push_pfx", "import", "enable", "restart_hbr"):
         assert skip(phase, "hbr02") is None
     # with facts, the restart names the services that were running (and only those)
@@ -169,9 +180,72 @@ def test_rollback_facts_skip_disable(tmp_path: Path) -> None:
     plan = build_plan(load_playbook("rollback"), fleet,
                       {"hbr01": facts_fresh(), "hbr02": facts_done()})
     steps = {s.host: s.skip_reason for s in plan.phase("disable").steps}
-    assert steps == {"hbr01": "nothing to do: EnableTLS already absent", "hbr02": None}
+    assert steps == {"hbr01": "nothing to do: EnableTLS is absent", "hbr02": None}
     restarts = {s.host: s.skip_reason for s in plan.phase("restart_hbr").steps}
     assert restarts["hbr01"] is not None and restarts["hbr02"] is None
+
+
+def skips(plan: Plan, host: str) -> dict[str, str | None]:
+    return {p.name: s.skip_reason for p in plan.phases for s in p.steps if s.host == host}
+
+
+def with_(facts: dict, **changes: object) -> dict:
+    """A copy of `facts` with top-level keys replaced (None deletes the key)."""
+    out = json.loads(json.dumps(facts))
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("playbook, facts, phase, why", [
+    # EnableTLS=1 alone is not "enabled": FP2's optional security features leave it too; the
+    # vendor's `TLSTool.exe enable` also writes server.tls.xml (the old planner skipped here)
+    ("rollout", with_(facts_done(), security={"cert_sha256": FP, "files": {
+        "tealeaf.crt": {"size": 1}, "tealeaf.p12": {"size": 2}, "server.tls.xml": None}}),
+     "enable", "server.tls.xml is missing"),
+    # Data Service in TLS mode but EnableTLS 0: the enable, then a restart, are still to come
+    ("rollout", with_(facts_done(), enable_tls=0), "restart_hbr", "EnableTLS is 0"),
+    # rollback: Data Service plain, EnableTLS still 1: the disable and a restart are to come
+    ("rollback", with_(facts_done(), data_service={"mode": "plain", "port": 23000}),
+     "restart_hbr", "EnableTLS is 1"),
+    # facts that do not show EnableTLS prove nothing about it
+    ("rollback", with_(facts_fresh(), enable_tls=None), "disable", "unknown"),
+    ("rollback", with_(facts_fresh(), enable_tls=None), "restart_hbr", "unknown"),
+])
+def test_done_needs_positive_evidence(tmp_path: Path, playbook: str, facts: dict, phase: str,
+                                      why: str) -> None:
+    from tealeaf_fleet.ops.checks import step_status
+
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr"})
+    plan = build_plan(load_playbook(playbook), fleet, {"hbr01": facts}, FP)
+    assert skips(plan, "hbr01")[phase] is None
+    op = plan.phase(phase).op
+    verdict = step_status(fleet.hosts["hbr01"], facts, op, pfx_sha256=FP,
+                          expect_tls=plan.expect_tls)
+    assert not verdict.done and why in verdict.reason
+
+
+def test_restart_stays_planned_after_a_change_on_the_host(tmp_path: Path) -> None:
+    """EnableTLS 1 and a TLS Data Service, but another certificate: the import will change the
+    host, so its restart is planned (the engine restarts after its own changes)."""
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr", "hbr02": "hbr"})
+    plan = build_plan(load_playbook("rollout"), fleet,
+                      {"hbr01": facts_done("cd" * 32), "hbr02": facts_done()}, FP)
+    assert skips(plan, "hbr01")["import"] is None
+    assert skips(plan, "hbr01")["restart_hbr"] is None
+    assert skips(plan, "hbr02")["restart_hbr"] is not None
+
+
+def test_empty_or_missing_facts_skip_nothing(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr", "rtv01": "rtv"})
+    for playbook in ("rollout", "rollback"):
+        for facts in ({"hbr01": {}, "rtv01": {}}, {}):
+            plan = build_plan(load_playbook(playbook), fleet, facts, FP)
+            assert [(p.name, s.host) for p in plan.phases for s in p.steps
+                    if s.skip_reason] == []
 
 
 def test_existing_pfx_is_never_generated_twice(tmp_path: Path) -> None:

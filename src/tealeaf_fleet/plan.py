@@ -7,7 +7,9 @@ the facts. No timestamps and no secrets go into the plan or its digests, so plan
 inputs twice gives the same digest on any machine.
 
 The planner is pure: it reads no network and changes nothing. Facts (raw `facts` op results,
-one per host) only turn steps into "nothing to do, because ..." skips.
+one per host) only turn steps into "nothing to do, because ..." skips, judged by
+`ops.checks.step_status`: the same rule the engine applies when it resumes, so the plan and the
+run cannot disagree about what is already done.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 from tealeaf_fleet import __version__
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import Fleet, Host
+from tealeaf_fleet.ops.checks import step_status
 from tealeaf_fleet.playbooks import Phase, Playbook, sha256_json
 
 FORMAT_VERSION = 1
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
 VOLATILE_FACTS = ("now",)  # differ on every gather; kept out of the facts digest
+CHANGING_OPS = ("import", "enable", "disable")  # a restart follows any of these on a host
 
 PCA_REASON = "not affected by inter-process TLS; never contacted over WinRM"
 RTV_REASON = "import only, never enable or restart"
@@ -239,7 +243,8 @@ def _plan_host(host: Host) -> PlanHost:
 
 
 class _PlanContext:
-    """Per-plan state: which ops already listed their exclusions (each once per op)."""
+    """Per-plan state: which ops already listed their exclusions (each once per op), and which
+    hosts have a change (import / enable / disable) planned before their restart."""
 
     def __init__(self, playbook: Playbook, fleet: Fleet, facts: dict[str, dict],
                  pfx_sha256: str | None) -> None:
@@ -248,6 +253,7 @@ class _PlanContext:
         self.facts = facts
         self.pfx = pfx_sha256
         self.excluded_for_op: set[str] = set()
+        self.changing: set[str] = set()  # hosts where a CHANGING_OPS step will run
         # every role some phase of each op covers: a host left out of `restart_hbr` is not
         # "excluded" from restarts when `restart_rest` takes it
         self.roles_by_op: dict[str, set[str]] = {}
@@ -310,6 +316,29 @@ class _PlanContext:
         return Step(CONTROLLER, "certificate", desc, "none (runs on the controller)", skip)
 
     def step(self, phase: Phase, host: Host) -> Step:
+        step = self.describe(phase, host)
+        step.skip_reason = self.skip_reason(phase.op, host)
+        if step.skip_reason is None and phase.op in CHANGING_OPS:
+            self.changing.add(host.name)
+        return step
+
+    def skip_reason(self, op: str, host: Host) -> str | None:
+        """`checks.step_status` over the host's facts; no facts (not gathered, or the host could
+        not be read) means nothing is known to be done. A restart stays planned after a change
+        this plan makes on the host, as the engine restarts after its own changes."""
+        f = self.facts.get(host.name)
+        if f is None:
+            return None
+        verdict = step_status(host, f, op, pfx_sha256=self.pfx,
+                              expect_tls=self.playbook.expect_tls)
+        if not verdict.done:
+            return None
+        if op == "restart" and host.name in self.changing:
+            return None
+        return f"nothing to do: {verdict.reason}"
+
+    def describe(self, phase: Phase, host: Host) -> Step:
+        """The step as the change board reads it (no skip: `skip_reason` decides that)."""
         op = phase.op
         f = self.facts.get(host.name)
         pfx = self.fleet.certificate.path.name
@@ -324,34 +353,22 @@ class _PlanContext:
                         "services, Data Service mode, TLS handshake", "none (read-only)")
         if op == "push_pfx":
             return Step(host.name, op, f"copy {pfx} to {tools}\\{pfx} and check its SHA-256 "
-                        "there (skipped where identical)", "none (file copy)",
-                        self.imported_skip(f, "no copy needed"))
+                        "there (skipped where identical)", "none (file copy)")
         if op == "push_tools":
-            skip = None
-            if f is not None and (f.get("tools") or {}).get("tlstool") and (
-                    f.get("tools") or {}).get("openssl"):
-                skip = "nothing to do: TLSTool.exe and openssl.exe already present"
             return Step(host.name, op, f"copy TLSTool.exe and openssl.exe (from a Tealeaf "
-                        f"server of the same build) to {tools}", "none (file copy)", skip)
+                        f"server of the same build) to {tools}", "none (file copy)")
         if op == "import":
             return Step(host.name, op, f"TLSTool.exe import {pfx} <password> in {tools}: "
                         "writes tealeaf.crt and tealeaf.p12 under "
                         "C:\\ProgramData\\IBM\\Tealeaf\\security; checks their fingerprint",
-                        "none on running services (used after enable and restart)",
-                        self.imported_skip(f, None))
+                        "none on running services (used after enable and restart)")
         if op == "enable":
-            skip = "nothing to do: EnableTLS already 1" if f and f.get("enable_tls") == 1 \
-                else None
             return Step(host.name, op, "TLSTool.exe enable: EnableTLS=1, writes "
                         "server.tls.xml", "none until the restart; if any host fails, "
-                        f"'{phase.compensate or 'disable'}' undoes it everywhere", skip)
+                        f"'{phase.compensate or 'disable'}' undoes it everywhere")
         if op == "disable":
-            skip = None
-            if f is not None and f.get("enable_tls") in (0, None) and "enable_tls" in f:
-                value = "absent" if f.get("enable_tls") is None else "0"
-                skip = f"nothing to do: EnableTLS already {value}"
             return Step(host.name, op, "TLSTool.exe disable: EnableTLS=0 (certificates stay)",
-                        "none until the restart", skip)
+                        "none until the restart")
         if op == "restart":
             return self.restart_step(phase, host, f)
         if op == "verify":
@@ -366,17 +383,6 @@ class _PlanContext:
                          f"and {host.tms_port} (TMS) show the fleet's certificate")
             return Step(host.name, op, desc, "none (read-only)")
         raise AssertionError(f"op {op} has no planner")  # the playbook loader closes the list
-
-    def imported_skip(self, f: dict | None, extra: str | None) -> str | None:
-        """Already imported: tealeaf.crt carries the fleet's certificate and tealeaf.p12 exists."""
-        if f is None or self.pfx is None:
-            return None
-        sec = f.get("security") or {}
-        files = sec.get("files") or {}
-        if sec.get("cert_sha256") == self.pfx and files.get("tealeaf.p12"):
-            text = f"nothing to do: tealeaf.crt already carries certificate {self.pfx}"
-            return f"{text}; {extra}" if extra else text
-        return None
 
     def restart_step(self, phase: Phase, host: Host, f: dict | None) -> Step:
         expect = self.playbook.expect_tls
@@ -411,11 +417,4 @@ class _PlanContext:
         if phase.strategy == "rolling":
             impact += (" (one at a time)" if phase.batch == 1
                        else f" ({phase.batch} at a time)")
-        skip = None
-        if f is not None:
-            ds = (f.get("data_service") or {}).get("mode")
-            tls_on = f.get("enable_tls") == 1
-            if tls_on == expect and ds == ("tls" if expect else "plain"):
-                skip = (f"nothing to do: EnableTLS is {1 if expect else 0} and the Data Service "
-                        f"already runs {mode}")
-        return Step(host.name, "restart", desc, impact, skip)
+        return Step(host.name, "restart", desc, impact)

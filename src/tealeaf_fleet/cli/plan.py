@@ -84,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
 def gather_facts(fleet: Fleet) -> dict[str, dict]:
     """Raw facts per Windows host, read-only, from `tealeaf_fleet.ops.facts.collect`.
 
-    A host that cannot be read is left out with a warning: its steps are planned as if nothing
-    were done there, and the facts digest records that it was not read (so an approved plan
-    turns stale once the host answers differently).
+    A host that cannot be read (its value is a RemoteError: unreachable, login refused, a
+    failing facts script) is left out with a warning on stderr naming the host, the error class
+    and its hint: its steps are planned as if nothing were done there (a plan never skips a step
+    on a guess), and the facts digest records that it was not read (so an approved plan turns
+    stale once the host answers). One bad host does not stop the plan of the others.
     """
     try:
         from tealeaf_fleet.ops import facts as facts_module
@@ -100,11 +102,19 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
     raw: dict[str, dict] = {}
     for name, result in facts_module.collect(fleet).items():
         if isinstance(result, BaseException):
-            print(f"fleet: warning: {name}: facts not read ({redact(str(result))}); its steps "
-                  "are planned as if nothing were done there", file=sys.stderr)
+            print(f"fleet: warning: {name}: facts not read: {redact(describe_error(result))}; "
+                  "its steps are planned as if nothing were done there", file=sys.stderr)
             continue
         raw[name] = dict(result)
     return raw
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Class: message (hint: ...)`: the class tells unreachable from refused login at a glance
+    (FleetError's own str() repeats the host, which the caller already names)."""
+    message = getattr(exc, "message", None) or str(exc)
+    hint = getattr(exc, "hint", None)
+    return f"{type(exc).__name__}: {message}" + (f" (hint: {hint})" if hint else "")
 
 
 def _pfx_fingerprint(fleet: Fleet) -> str | None:

@@ -15,6 +15,11 @@ Decisions worth knowing:
   security file is present: the rollout would generate a new certificate and import it over a
   live TLS configuration, one host at a time, which splits the fleet. Point the inventory at the
   existing PFX (`source: file`) to adopt it, or roll back first.
+- A step counts as done only on positive evidence. `enable`: EnableTLS=1 AND server.tls.xml
+  (EnableTLS=1 alone may be left from FP2's optional security features, vendor procedure;
+  `TLSTool.exe enable` writes both). `disable`: EnableTLS absent or 0, as read (facts without
+  the key prove nothing). `restart`: the Data Service's logged mode AND EnableTLS both match
+  what is wanted (services read EnableTLS when they start).
 - "Enabled" of an SCHANNEL protocol key counts as on when it is non-zero (Windows reads it so;
   0xffffffff is common), "DisabledByDefault" must be exactly 0.
 - Severity: `blocker` stops a rollout (preflight) or makes a fleet inconsistent (drift);
@@ -162,6 +167,27 @@ def short_sha(sha: str | None) -> str:
 
 def _enable_tls(facts: Mapping[str, Any]) -> Any:
     return facts.get("enable_tls")
+
+
+def _tls_configured(facts: Mapping[str, Any]) -> bool | None:
+    """EnableTLS as the registry says: True (1), False (absent or 0), None when unknown.
+
+    Unknown covers facts without the `enable_tls` key (a partial or foreign facts dict: absence
+    of the key is not absence of the value) and any value other than absent, 0 or 1.
+    """
+    if "enable_tls" not in facts:
+        return None
+    value = facts["enable_tls"]
+    if value is None or value == 0:
+        return False
+    return True if value == 1 else None
+
+
+def _enable_tls_text(facts: Mapping[str, Any]) -> str:
+    if "enable_tls" not in facts:
+        return "unknown (the facts do not show it)"
+    value = facts["enable_tls"]
+    return "absent" if value is None else f"{value!r}"
 
 
 def _tealeaf_services(facts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -394,10 +420,9 @@ def step_status(host: Host, facts: Mapping[str, Any], op: str, *, pfx_sha256: st
             return Needed("EnableTLS is 1 but server.tls.xml is missing: enable again")
         return Needed(f"EnableTLS is {'absent' if value is None else value}")
     if op == "disable":
-        value = _enable_tls(facts)
-        if value in (None, 0):
-            return Done(f"EnableTLS is {'absent' if value is None else 0}")
-        return Needed(f"EnableTLS is {value}")
+        if _tls_configured(facts) is False:
+            return Done(f"EnableTLS is {_enable_tls_text(facts)}")
+        return Needed(f"EnableTLS is {_enable_tls_text(facts)}")
     if op == "restart":
         return _restart_status(facts, expect_tls=expect_tls, changed_at=changed_at)
     raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
@@ -440,12 +465,19 @@ def _restart_status(facts: Mapping[str, Any], *, expect_tls: bool,
         return Needed("no Data Service startup found in its log")
     if mode != wanted:
         return Needed(f"the Data Service last started in {mode} mode; {wanted} is wanted")
+    if _tls_configured(facts) is not expect_tls:
+        # the services read EnableTLS when they start: a registry that disagrees with the
+        # wanted state means an enable/disable is still to come, and a restart after it
+        return Needed(f"the Data Service runs {mode} but EnableTLS is "
+                      f"{_enable_tls_text(facts)}: the {'enable' if expect_tls else 'disable'} "
+                      "and a restart after it are still to come")
     if changed_at is not None:
         since, began = _host_time(changed_at), _host_time(started)
         if since is None or began is None or began < since:
             return Needed(f"the Data Service started at {started}, before the change at "
                           f"{changed_at}")
-    return Done(f"the Data Service started in {wanted} mode at {started}")
+    return Done(f"EnableTLS is {_enable_tls_text(facts)} and the Data Service started in "
+                f"{wanted} mode at {started}")
 
 
 # --- drift across the fleet ---------------------------------------------------------------------
