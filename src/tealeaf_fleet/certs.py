@@ -204,6 +204,26 @@ def _utcnow() -> dt.datetime:
 
 # --- generate --------------------------------------------------------------------------------
 
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def certificate_builder(subject: x509.Name, issuer: x509.Name, public_key: Any, *, days: int,
+                        now: dt.datetime | None = None) -> x509.CertificateBuilder:
+    """What every certificate this tool signs (the fleet's PFX, the lab's CA and WinRM
+    listeners) has in common: subject, issuer, public key, a random serial, valid from
+    `CLOCK_SKEW` ago (a server's clock may run behind the controller's) for `days` days.
+    Callers add their extensions and sign."""
+    now = now or _utcnow()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+
 
 def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 2048,
                  encryption: str = "compat", friendly_name: str = TEALEAF_CN) -> bytes:
@@ -226,16 +246,9 @@ def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 
                          hint="use ASCII letters, digits and punctuation other than \"")
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TEALEAF_CN)])
-    now = _utcnow()
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        certificate_builder(name, name, key.public_key(), days=days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(digital_signature=True, content_commitment=False,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tealeaf_fleet.errors import ConcurrentRunError, InputError
+from tealeaf_fleet.procutil import pid_alive
 from tealeaf_fleet.secrets import redact
 
 try:  # POSIX controllers; elsewhere the pid check alone guards the lock
@@ -128,19 +129,6 @@ class StepRecord:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (EPERM means it exists but is not ours)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:

@@ -25,6 +25,7 @@ from typing import Any
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.lab.events import EventLog, write_json_atomic
 from tealeaf_fleet.lab.host import DEFAULT_BUILD, DEFAULT_INSTALL_DIR, OS_TABLE, HostConfig, LabHost
+from tealeaf_fleet.procutil import pid_alive
 
 ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "pca", "rtv")
 ROLE_PREFIX = {"portal": "portal", "hbr": "hbr", "canister": "can", "report": "rpt",
@@ -108,16 +109,6 @@ def _write_secret_file(path: Path, value: str) -> None:
         fh.write(value + "\n")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _yaml_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -175,7 +166,7 @@ class Lab:
         if self.lab_json.exists():
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 pid = int(json.loads(self.lab_json.read_text(encoding="utf-8"))["pid"])
-                if pid != os.getpid() and _pid_alive(pid):
+                if pid != os.getpid() and pid_alive(pid):
                     raise InputError(f"a lab is already running in {self.dir} (pid {pid})",
                                      field="--dir", hint="stop it first, or use another --dir")
         for name in _LAB_FILES:
