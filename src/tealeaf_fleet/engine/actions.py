@@ -76,9 +76,18 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     findings = checks.preflight_blockers(host, facts, pfx_sha256=pfx_sha,
                                          expect_tls=ctx.expect_tls)
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
-    warnings = [f.message for f in findings if f.severity == checks.WARNING]
+    warned = [f for f in findings if f.severity == checks.WARNING]
+    warnings = [f.message for f in warned]
     if warnings:
         ctx.warnings[name] = warnings
+    for finding in warned:  # the full text once per kind; each host's step names the codes
+        with ctx.cache_lock:
+            first = finding.code not in ctx.warned_codes
+            ctx.warned_codes.add(finding.code)
+        if first:
+            ctx.bus.emit("message", phase=phase.name, host=name,
+                         message=f"warning ({finding.code}, first seen on {name}): "
+                                 f"{finding.message}")
     if blockers:
         ctx.blockers[name] = blockers
         return StepResult("failed", "; ".join(blockers))
@@ -86,8 +95,8 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     total = len(facts.get("services") or [])
     text = (f"build {facts.get('tealeaf_build')}, EnableTLS {facts.get('enable_tls')}, "
             f"{running}/{total} TeaLeaf services running")
-    if warnings:
-        text += f"; {len(warnings)} warning(s): " + "; ".join(warnings)
+    if warned:
+        text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
 
 

@@ -54,6 +54,7 @@ class RunContext:
         self.facts: dict[str, dict[str, Any]] = {}  # raw facts per host (preflight, refreshed)
         self.blockers: dict[str, list[str]] = {}
         self.warnings: dict[str, list[str]] = {}
+        self.warned_codes: set[str] = set()
         self.pfx: Pfx | None = None
         self.pfx_bytes: bytes | None = None
         self.pfx_password: Secret | None = None

@@ -144,6 +144,14 @@ class Runner:
                 if outcome is not None:
                     result.outcome = outcome
                     break
+        except KeyboardInterrupt:  # a second Ctrl-C: abort at once, but say so in the journal
+            result.outcome = "interrupted"
+            result.message = "aborted at once by a second Ctrl-C; steps may have been cut short"
+            raise
+        except FleetError as exc:
+            result.outcome = "failed"
+            result.message = f"stopped by an error outside any step: {exc}"
+            raise
         finally:
             result.finished = time.time()
             result.recap = self._recap
