@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.engine.events import EventBus, Recorder
+from tealeaf_fleet.engine.gates import Before, run_gates
 from tealeaf_fleet.engine.runner import Runner
 from tealeaf_fleet.engine.strategies import (
     CONTROLLER,
@@ -17,7 +20,7 @@ from tealeaf_fleet.engine.strategies import (
     run_rolling,
     run_strategy,
 )
-from tealeaf_fleet.errors import RemoteScriptError
+from tealeaf_fleet.errors import GateFailed, RemoteScriptError
 from tealeaf_fleet.journal import Journal
 
 HOSTS = [f"h{i}" for i in range(6)]
@@ -287,3 +290,136 @@ def test_runner_interrupt_between_steps(tmp_path):
     assert [h for op, h in actions.calls if op == "restart"] == ["a"]
     assert journal.runs()[0].outcome == "interrupted"
     journal.close()
+
+
+# --- health gates against scripted facts and probes (no network) ------------------------------
+
+PFX_SHA = "ab" * 32
+OLD_SHA = "cd" * 32
+
+
+class ScriptedConn:
+    """Answers each `facts` op with the next scripted result (the last one repeats)."""
+
+    name = "hbr01"
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def run_op(self, op, params, *, timeout_s, read_only):
+        assert op == "facts" and read_only
+        self.calls += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def close(self):
+        pass
+
+
+def _facts(states, mode="tls", started="2026-11-27T11:00:05"):
+    return {"services": [{"name": n, "state": s} for n, s in states.items()],
+            "iis": {"present": False}, "install_dir": "D:\\Tealeaf",
+            "data_service": {"mode": mode, "port": 23000, "started_at": started, "log": "x.log"}}
+
+
+def _ctx(conn, *, expect_tls=True, probes=None, timeout=1):
+    fleet = SimpleNamespace(install_dir="D:\\Tealeaf", hosts={}, rollout=SimpleNamespace(
+        health_timeout_s=timeout, soak_s=0, verify_handshake=True, restart="services"))
+    probes = probes or {23000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
+                        20000: SimpleNamespace(kind="tls", sha256=PFX_SHA)}
+    bus = EventBus()
+    rec = Recorder()
+    bus.subscribe(rec)
+    ctx = RunContext(fleet, expect_tls=expect_tls, bus=bus, connect=lambda h: conn,
+                     probe=lambda address, port, timeout_s: probes[port])
+    ctx.pfx = SimpleNamespace(sha256=PFX_SHA)
+    return ctx, rec
+
+
+HOST = SimpleNamespace(name="hbr01", address="127.0.0.1", data_service_port=23000,
+                       tms_port=20000, install_dir=None)
+GATES = ["services", "iis", "data_service_log", "handshake", "soak"]
+
+
+def _before(**kw):
+    base = dict(running=["TeaLeafTMS", "TeaLeafDataService"], stopped=["TeaLeafSnapshot"],
+                iis_running=False, has_data_service=True, imported_sha256=OLD_SHA,
+                since="2026-11-27T11:00:00")
+    base.update(kw)
+    return Before(**base)
+
+
+def test_gates_pass_from_one_snapshot():
+    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running",
+                                 "TeaLeafSnapshot": "Stopped"})])
+    ctx, rec = _ctx(conn)
+    passed = run_gates(ctx, "restart_hbr", HOST, GATES, _before())
+    assert [p.split(":")[0] for p in passed] == ["services", "data_service_log", "handshake"]
+    assert conn.calls == 1  # one facts read answered every gate
+    assert [e.data["gate"] for e in rec.of_type("gate")] == ["services", "data_service_log",
+                                                             "handshake"]
+
+
+def test_gates_wait_for_a_slow_service_then_pass():
+    slow = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "StartPending",
+                   "TeaLeafSnapshot": "Stopped"}, started="2026-11-27T10:00:00")
+    ready = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running",
+                    "TeaLeafSnapshot": "Stopped"})
+    conn = ScriptedConn([slow, ready])
+    ctx, _ = _ctx(conn, timeout=10)
+    run_gates(ctx, "restart_hbr", HOST, GATES, _before())
+    assert conn.calls == 2
+
+
+def test_a_service_that_never_comes_back_fails_the_gate():
+    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Stopped",
+                                 "TeaLeafSnapshot": "Stopped"})])
+    ctx, rec = _ctx(conn, timeout=1)
+    with pytest.raises(GateFailed) as info:
+        run_gates(ctx, "restart_hbr", HOST, GATES, _before())
+    assert info.value.gate == "services" and "TeaLeafDataService (Stopped)" in str(info.value)
+    assert rec.of_type("gate")[-1].outcome == "failed"
+
+
+def test_a_stopped_service_found_running_fails_at_once():
+    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running",
+                                 "TeaLeafSnapshot": "Running"})])
+    ctx, _ = _ctx(conn, timeout=30)
+    started = time.monotonic()
+    with pytest.raises(GateFailed, match="never starts them"):
+        run_gates(ctx, "restart_hbr", HOST, GATES, _before())
+    assert time.monotonic() - started < 25  # not polled until the deadline
+
+
+def test_data_service_in_the_wrong_mode_after_the_restart_fails():
+    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+                                mode="plain", started="2026-11-27T11:00:03")])
+    ctx, _ = _ctx(conn, timeout=30)
+    with pytest.raises(GateFailed) as info:
+        run_gates(ctx, "restart_hbr", HOST, GATES, _before(stopped=[]))
+    assert info.value.gate == "data_service_log" and "plain mode" in str(info.value)
+
+
+def test_a_startup_block_from_the_same_second_is_not_mistaken_for_the_new_one():
+    same_second = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+                         mode="plain", started="2026-11-27T11:00:00")
+    later = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+                   mode="tls", started="2026-11-27T11:00:01")
+    conn = ScriptedConn([same_second, later])
+    ctx, _ = _ctx(conn, timeout=10)
+    run_gates(ctx, "restart_hbr", HOST, GATES, _before(stopped=[]))
+    assert conn.calls == 2
+
+
+def test_rollback_handshake_waits_while_tms_shows_the_imported_certificate():
+    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+                                mode="plain")])
+    probes = {23000: SimpleNamespace(kind="plain", sha256=None),
+              20000: SimpleNamespace(kind="tls", sha256=PFX_SHA)}
+    ctx, _ = _ctx(conn, expect_tls=False, probes=probes, timeout=1)
+    with pytest.raises(GateFailed, match="still presents the imported certificate"):
+        run_gates(ctx, "restart_hbr", HOST, GATES, _before(stopped=[], imported_sha256=PFX_SHA))
+    probes[20000] = SimpleNamespace(kind="tls", sha256=OLD_SHA)  # TMS back on its own cert
+    passed = run_gates(ctx, "restart_hbr", HOST, GATES,
+                       _before(stopped=[], imported_sha256=PFX_SHA))
+    assert any("plain" in p for p in passed)
