@@ -41,10 +41,27 @@ TOPOLOGY = {"portal": 2, "hbr": 6, "canister": 12, "report": 4, "other": 8, "pca
 def start_lab(folder: Path, args: argparse.Namespace) -> subprocess.Popen:
     topo = ",".join(f"{k}={v}" for k, v in TOPOLOGY.items())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tealeaf_fleet", "lab", "up", "--dir", str(folder), "--topology",
-         topo, "--latency-ms", str(args.latency_ms), "--ps-startup-ms", str(args.ps_startup_ms),
-         "--restart-s", str(args.restart_s)], stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tealeaf_fleet",
+            "lab",
+            "up",
+            "--dir",
+            str(folder),
+            "--topology",
+            topo,
+            "--latency-ms",
+            str(args.latency_ms),
+            "--ps-startup-ms",
+            str(args.ps_startup_ms),
+            "--restart-s",
+            str(args.restart_s),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (folder / "lab.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -56,9 +73,15 @@ def start_lab(folder: Path, args: argparse.Namespace) -> subprocess.Popen:
 def restart_depth(folder: Path, host: str) -> int:
     """Dependency depth of the host's running TeaLeaf services (restart waves)."""
     services = json.loads((folder / "hosts" / host / "services.json").read_text())
-    mine = {s["name"]: s for s in services if s["state"] == "Running" and (
-        s["name"].lower().startswith("tealeaf")
-        or s.get("display_name", "").lower().startswith("tealeaf"))}
+    mine = {
+        s["name"]: s
+        for s in services
+        if s["state"] == "Running"
+        and (
+            s["name"].lower().startswith("tealeaf")
+            or s.get("display_name", "").lower().startswith("tealeaf")
+        )
+    }
 
     def depth(name: str, seen: frozenset = frozenset()) -> int:
         deps = [d for d in mine[name]["depends_on"] if d in mine and d not in seen]
@@ -67,8 +90,9 @@ def restart_depth(folder: Path, host: str) -> int:
     return max((depth(n) for n in mine), default=0)
 
 
-def lower_bound(phases: list[dict], roles: dict[str, str], depths: dict[str, int],
-                args: argparse.Namespace) -> dict[str, float]:
+def lower_bound(
+    phases: list[dict], roles: dict[str, str], depths: dict[str, int], args: argparse.Namespace
+) -> dict[str, float]:
     L, P, S, f = args.latency_ms / 1000, args.ps_startup_ms / 1000, args.restart_s, args.forks
     op = 4 * L + P
     out: dict[str, float] = {}
@@ -80,8 +104,9 @@ def lower_bound(phases: list[dict], roles: dict[str, str], depths: dict[str, int
         elif phase["op"] == "restart" and strategy == "rolling":
             out[name] = sum(depths[h] * S + 2 * op for h in hosts)
         elif phase["op"] == "restart":
-            slowest = max(depths[h] * S + 2 * op + ((S + op) if roles[h] == "portal" else 0)
-                          for h in hosts)
+            slowest = max(
+                depths[h] * S + 2 * op + ((S + op) if roles[h] == "portal" else 0) for h in hosts
+            )
             out[name] = math.ceil(len(hosts) / f) * slowest
         else:
             out[name] = math.ceil(len(hosts) / f) * op + (L if phase["op"] == "preflight" else 0)
@@ -115,8 +140,15 @@ def main() -> int:
         bus, rec = EventBus(), Recorder()
         bus.subscribe(rec)
         started = time.monotonic()
-        result = execute(fleet, plan, command="rollout", bus=bus, journal=None,
-                         inventory_label=str(inventory), forks=args.forks)
+        result = execute(
+            fleet,
+            plan,
+            command="rollout",
+            bus=bus,
+            journal=None,
+            inventory_label=str(inventory),
+            forks=args.forks,
+        )
         elapsed = time.monotonic() - started
         if result.outcome != "ok":
             print(f"rollout {result.outcome}: {result.message}", file=sys.stderr)
@@ -126,9 +158,11 @@ def main() -> int:
         starts = {e.phase: e.ts for e in rec.of_type("phase_started")}
         ends = {e.phase: e.ts for e in rec.of_type("phase_finished")}
         windows = sum(1 for r in roles.values() if r != "pca")
-        print(f"rollout of {windows} Windows hosts (+{len(roles) - windows} PCA): "
-              f"latency {args.latency_ms} ms/request, powershell start {args.ps_startup_ms} ms, "
-              f"restart {args.restart_s} s, forks {args.forks}, soak 0")
+        print(
+            f"rollout of {windows} Windows hosts (+{len(roles) - windows} PCA): "
+            f"latency {args.latency_ms} ms/request, powershell start {args.ps_startup_ms} ms, "
+            f"restart {args.restart_s} s, forks {args.forks}, soak 0"
+        )
         print(f"{'phase':<18}{'measured s':>11}{'bound s':>9}{'ratio':>7}")
         for phase in plan["phases"]:
             name = phase["name"]
@@ -138,8 +172,15 @@ def main() -> int:
             print(f"{name:<18}{took:>11.2f}{lb:>9.2f}{ratio}")
         total = sum(bound.values())
         print(f"{'total':<18}{elapsed:>11.2f}{total:>9.2f}{elapsed / total:7.2f}")
-        print(json.dumps({"measured_s": round(elapsed, 2), "lower_bound_s": round(total, 2),
-                          "ratio": round(elapsed / total, 3)}))
+        print(
+            json.dumps(
+                {
+                    "measured_s": round(elapsed, 2),
+                    "lower_bound_s": round(total, 2),
+                    "ratio": round(elapsed / total, 3),
+                }
+            )
+        )
         return 0
     finally:
         lab.send_signal(signal.SIGTERM)

@@ -17,8 +17,13 @@ from tealeaf_fleet.secrets import Secret
 
 def test_runs_and_steps_are_on_disk(tmp_path):
     with Journal(tmp_path) as journal:
-        run = journal.start_run(command="rollout", inventory_path="/x/inv.yaml",
-                                inventory_digest="i1", playbook="rollout", plan_digest="p1")
+        run = journal.start_run(
+            command="rollout",
+            inventory_path="/x/inv.yaml",
+            inventory_digest="i1",
+            playbook="rollout",
+            plan_digest="p1",
+        )
         step = journal.step_started(run, "import", "hbr01", "import")
         journal.step_finished(step, "changed", "imported certificate ab12")
         journal.finish_run(run, "ok")
@@ -59,8 +64,12 @@ def test_unfinished_run_of_a_dead_process_reads_as_crashed(tmp_path):
     with Journal(tmp_path) as journal:
         run = journal.start_run(command="rollout", plan_digest="p1")
         assert journal.run(run).state == "running"  # our own pid lives
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         pid = int(dead.stdout)
         assert not pid_alive(pid)
         db = sqlite3.connect(tmp_path / "journal.sqlite", isolation_level=None)
@@ -81,14 +90,24 @@ def _run_with_steps(journal, digest, outcome, steps):
 def test_resume_collects_the_chain_of_halted_runs(tmp_path):
     with Journal(tmp_path) as journal:
         old_ok = _run_with_steps(journal, "p1", "ok", [("restart hbr", "hbr09", "restart", "ok")])
-        r1 = _run_with_steps(journal, "p1", "failed", [
-            ("restart hbr", "hbr01", "restart", "changed"),
-            ("restart hbr", "hbr02", "restart", "failed"),
-        ])
-        r2 = _run_with_steps(journal, "p1", None, [  # controller killed: never finished
-            ("restart hbr", "hbr02", "restart", "changed"),
-            ("restart canister", "can01", "restart", "skipped"),
-        ])
+        r1 = _run_with_steps(
+            journal,
+            "p1",
+            "failed",
+            [
+                ("restart hbr", "hbr01", "restart", "changed"),
+                ("restart hbr", "hbr02", "restart", "failed"),
+            ],
+        )
+        r2 = _run_with_steps(
+            journal,
+            "p1",
+            None,
+            [  # controller killed: never finished
+                ("restart hbr", "hbr02", "restart", "changed"),
+                ("restart canister", "can01", "restart", "skipped"),
+            ],
+        )
         done = journal.done_steps("p1")
         assert done == {
             ("restart hbr", "hbr01", "restart"): r1,
@@ -113,16 +132,18 @@ def test_first_detail_is_what_was_true_before_the_first_attempt(tmp_path):
         r2 = journal.start_run(command="rollout", plan_digest="p1")
         step = journal.step_started(r2, "restart canister", "can02", "restart")
         journal.note(step, {"running": ["TeaLeafA"]})  # B is stopped now: its own failure
-        assert journal.first_detail("p1", "restart canister", "can02", "restart",
-                                    before_run=r2 + 1) == {"running": ["TeaLeafA", "TeaLeafB"]}
+        assert journal.first_detail(
+            "p1", "restart canister", "can02", "restart", before_run=r2 + 1
+        ) == {"running": ["TeaLeafA", "TeaLeafB"]}
         assert journal.first_detail("p1", "restart canister", "can01", "restart") is None
 
 
 def test_resume_stops_at_another_plan_that_changed_the_fleet(tmp_path):
     with Journal(tmp_path) as journal:
         _run_with_steps(journal, "rollout", "failed", [("restart hbr", "hbr01", "restart", "ok")])
-        b1 = _run_with_steps(journal, "rollback", "failed",
-                             [("disable", "hbr01", "disable", "changed")])
+        b1 = _run_with_steps(
+            journal, "rollback", "failed", [("disable", "hbr01", "disable", "changed")]
+        )
         assert journal.done_steps("rollout") == {}
         # ...but a run of another plan refused at preflight changed nothing and is looked past.
         b2 = _run_with_steps(journal, "rollback", "failed", [])
@@ -146,8 +167,9 @@ def test_no_secret_in_journal_or_run_log(tmp_path):
     with Journal(tmp_path) as journal:
         run = journal.start_run(command="rollout")
         step = journal.step_started(run, "import", "hbr01", "import")
-        journal.step_finished(step, "failed",
-                              f"TLSTool import TCXcert.pfx {secret.reveal()} failed")
+        journal.step_finished(
+            step, "failed", f"TLSTool import TCXcert.pfx {secret.reveal()} failed"
+        )
         journal.finish_run(run, "failed", f"halted: password {secret.reveal()}")
         journal.log(run, f"line with {secret.reveal()}")
         log_text = journal.log_path(run).read_text()
@@ -174,8 +196,12 @@ HOLDER = textwrap.dedent("""
 
 
 def test_a_lock_held_by_a_live_process_is_refused(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         run = int(holder.stdout.readline())
         with Journal(tmp_path) as journal:
@@ -192,8 +218,12 @@ def test_a_lock_held_by_a_live_process_is_refused(tmp_path):
 
 
 def test_a_dead_processs_lock_is_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     run = int(holder.stdout.readline())
     holder.kill()  # SIGKILL: no clean release, the pid stays in the lock file
     holder.wait(timeout=20)

@@ -44,12 +44,18 @@ def lab(tmp_path):
     lab.stop()
 
 
-def fleet(*args: str, timeout: float = 150, stdin: str | None = None,
-          env: dict | None = None) -> subprocess.CompletedProcess:
+def fleet(
+    *args: str, timeout: float = 150, stdin: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess (stdin not a terminal)."""
-    return subprocess.run([sys.executable, "-m", "tealeaf_fleet", *args], capture_output=True,
-                          text=True, timeout=timeout, input=stdin or "",
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tealeaf_fleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin or "",
+        env={**os.environ, **(env or {})},
+    )
 
 
 def events(lab: Lab, since: float = 0.0) -> list[dict]:
@@ -64,8 +70,12 @@ def restart_windows(lab: Lab, since: float = 0.0) -> dict[str, tuple[float, floa
     """Per host: first service stop to last service start seen since `since`."""
     out: dict[str, tuple[float, float]] = {}
     for e in events(lab, since):
-        if e["kind"] == "service" and e.get("state") in ("StopPending", "StartPending",
-                                                         "Running", "Stopped"):
+        if e["kind"] == "service" and e.get("state") in (
+            "StopPending",
+            "StartPending",
+            "Running",
+            "Stopped",
+        ):
             lo, hi = out.get(e["host"], (e["ts"], e["ts"]))
             out[e["host"]] = (min(lo, e["ts"]), max(hi, e["ts"]))
     return out
@@ -81,13 +91,16 @@ def registry_value(lab: Lab, host: str, name: str):
 
 
 def services(lab: Lab, host: str) -> dict[str, str]:
-    return {s["name"]: s["state"]
-            for s in json.loads((lab.dir / "hosts" / host / "services.json").read_text())}
+    return {
+        s["name"]: s["state"]
+        for s in json.loads((lab.dir / "hosts" / host / "services.json").read_text())
+    }
 
 
 def tls_hosts(lab: Lab) -> list[str]:
-    return [n for n, r in lab.roles.items() if r in ("portal", "hbr", "canister", "report",
-                                                      "other")]
+    return [
+        n for n, r in lab.roles.items() if r in ("portal", "hbr", "canister", "report", "other")
+    ]
 
 
 def status_json(lab: Lab) -> dict:
@@ -119,8 +132,9 @@ def test_rollout_status_rollback(lab, tmp_path):
     plan_file = tmp_path / "plan.json"
     planned = fleet("plan", str(lab.inventory), "--format", "json", "--out", str(plan_file))
     assert planned.returncode == 0, planned.stderr
-    stopped_before = {n: [s for s, state in services(lab, n).items() if state == "Stopped"]
-                      for n in lab.hosts}
+    stopped_before = {
+        n: [s for s, state in services(lab, n).items() if state == "Stopped"] for n in lab.hosts
+    }
     assert any(stopped_before.values())  # the lab has a stopped TeaLeaf service somewhere
     t0 = time.time()
     out = fleet("rollout", str(lab.inventory), "--yes", "--json")
@@ -169,13 +183,17 @@ def test_rollout_status_rollback(lab, tmp_path):
     runs = json.loads(history.stdout)["runs"]
     assert [r["command"] for r in runs[:2]] == ["rollback", "rollout"]
     assert all(r["outcome"] == "ok" for r in runs[:2])
-    assert_no_secret(lab, out.stdout, out.stderr, back.stdout, back.stderr,
-                     plan_file.read_text(), history.stdout)
+    assert_no_secret(
+        lab, out.stdout, out.stderr, back.stdout, back.stderr, plan_file.read_text(), history.stdout
+    )
 
 
 def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
-    lab = start_lab(tmp_path / "lab", http_inventory=True,
-                    topology={"portal": 1, "hbr": 1, "canister": 2, "rtv": 1})
+    lab = start_lab(
+        tmp_path / "lab",
+        http_inventory=True,
+        topology={"portal": 1, "hbr": 1, "canister": 2, "rtv": 1},
+    )
     try:
         assert "scheme: http" in lab.inventory.read_text()
         set_fault(lab, "can01", {"flaky": {"count": 2}})
@@ -186,8 +204,9 @@ def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
         # The RTV workstation got the tools and the certificate, but never enable or restart.
         rtv = next(h for h in status["hosts"] if h["name"] == "rtv01")
         assert rtv["facts"]["security"]["cert_sha256"] == status["reference"]["sha256"]
-        assert not [e for e in events(lab) if e["host"] == "rtv01"
-                    and e["kind"] in ("service", "iisreset")]
+        assert not [
+            e for e in events(lab) if e["host"] == "rtv01" and e["kind"] in ("service", "iisreset")
+        ]
         # Both injected 500s were served (the lab drops the fault once its count is spent).
         assert "flaky" not in json.loads((lab.dir / "hosts/can01/faults.json").read_text())
         assert_no_secret(lab, out.stdout, out.stderr)
@@ -241,17 +260,20 @@ def test_service_start_failure_halts_then_rerun_completes(lab):
 
 
 def test_sigkill_mid_rolling_restart_resumes(tmp_path):
-    lab = start_lab(tmp_path / "lab", restart_s=1.0,
-                    topology={"portal": 1, "hbr": 3, "canister": 1})
+    lab = start_lab(
+        tmp_path / "lab", restart_s=1.0, topology={"portal": 1, "hbr": 3, "canister": 1}
+    )
     try:
         t0 = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "tealeaf_fleet", "rollout",
-                                 str(lab.inventory), "--yes"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tealeaf_fleet", "rollout", str(lab.inventory), "--yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if any(e["host"] == "hbr02" and e["kind"] == "service"
-                   for e in events(lab, t0)):
+            if any(e["host"] == "hbr02" and e["kind"] == "service" for e in events(lab, t0)):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the rollout ended before hbr02's restart"
@@ -310,13 +332,17 @@ def test_refuses_without_yes_when_not_interactive(lab):
 
 
 def test_ctrl_c_stops_between_steps_and_the_rerun_resumes(tmp_path):
-    lab = start_lab(tmp_path / "lab", restart_s=0.6,
-                    topology={"portal": 1, "hbr": 3, "canister": 1})
+    lab = start_lab(
+        tmp_path / "lab", restart_s=0.6, topology={"portal": 1, "hbr": 3, "canister": 1}
+    )
     try:
         t0 = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "tealeaf_fleet", "rollout",
-                                 str(lab.inventory), "--yes"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tealeaf_fleet", "rollout", str(lab.inventory), "--yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if any(e["host"] == "hbr01" and e["kind"] == "service" for e in events(lab, t0)):
@@ -357,8 +383,7 @@ def test_certificate_from_tlstool_on_the_first_server(tmp_path):
 
 def test_approved_plan_with_facts_goes_stale_when_a_host_changes(lab, tmp_path):
     plan_file = tmp_path / "facts-plan.json"
-    made = fleet("plan", str(lab.inventory), "--facts", "--format", "json", "--out",
-                 str(plan_file))
+    made = fleet("plan", str(lab.inventory), "--facts", "--format", "json", "--out", str(plan_file))
     assert made.returncode == 0, made.stderr
     assert json.loads(plan_file.read_text())["facts_digest"]
     same = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), "--dry-run")

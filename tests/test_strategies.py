@@ -90,7 +90,7 @@ def test_rolling_batches_of_two():
     starts = [i for i, (kind, _) in enumerate(work.log) if kind == "start"]
     ends = [i for i, (kind, _) in enumerate(work.log) if kind == "end"]
     for b in range(3):
-        assert max(ends[2 * b:2 * b + 2]) < min(starts[2 * (b + 1):] or [len(work.log)])
+        assert max(ends[2 * b : 2 * b + 2]) < min(starts[2 * (b + 1) :] or [len(work.log)])
 
 
 def test_rolling_halts_at_the_first_failure_leaving_later_hosts_untouched():
@@ -104,8 +104,9 @@ def test_rolling_halts_at_the_first_failure_leaving_later_hosts_untouched():
 def test_a_raised_fleet_error_is_a_failed_step():
     def work(name):
         if name == "h1":
-            raise RemoteScriptError("TLSTool.exe missing", op="tlstool", exit_code_remote=1,
-                                    host=name)
+            raise RemoteScriptError(
+                "TLSTool.exe missing", op="tlstool", exit_code_remote=1, host=name
+            )
         return StepResult("ok")
 
     result = run_rolling(HOSTS, work)
@@ -125,8 +126,9 @@ def test_a_bug_in_work_is_not_swallowed():
 def test_all_or_nothing_compensates_the_hosts_that_succeeded():
     work = Tracker(fail={"h3"})
     undone = []
-    result = run_all_or_nothing(HOSTS, work, compensate=lambda n: undone.append(n)
-                                or StepResult("changed"), retries=1)
+    result = run_all_or_nothing(
+        HOSTS, work, compensate=lambda n: undone.append(n) or StepResult("changed"), retries=1
+    )
     assert result.failed == ["h3"]
     # h3 was tried twice (one retry), everybody else once.
     starts = [name for kind, name in work.log if kind == "start"]
@@ -146,8 +148,9 @@ def test_all_or_nothing_retry_that_succeeds_needs_no_compensation():
         return StepResult("changed")
 
     undone = []
-    result = run_all_or_nothing(HOSTS, flaky, compensate=lambda n: undone.append(n)
-                                or StepResult("changed"))
+    result = run_all_or_nothing(
+        HOSTS, flaky, compensate=lambda n: undone.append(n) or StepResult("changed")
+    )
     assert result.ok and undone == [] and attempts["h0"] == 2
 
 
@@ -173,8 +176,13 @@ def test_interrupted_all_or_nothing_is_undone():
             stop.set()
         return StepResult("changed")
 
-    result = run_all_or_nothing(HOSTS, work, forks=1, stop=stop,
-                                compensate=lambda n: undone.append(n) or StepResult("changed"))
+    result = run_all_or_nothing(
+        HOSTS,
+        work,
+        forks=1,
+        stop=stop,
+        compensate=lambda n: undone.append(n) or StepResult("changed"),
+    )
     assert result.interrupted
     assert undone == ["h0"]
 
@@ -187,18 +195,27 @@ def test_unknown_strategy():
 # --- the runner over a plan's JSON, with plain actions and a real journal --------------------
 
 
-
 def _plan(digest="d1"):
     def phase(name, op, strategy, hosts):
-        return {"name": name, "op": op, "strategy": strategy, "batch": 1, "gates": [],
-                "steps": [{"host": h, "action": op} for h in hosts]}
+        return {
+            "name": name,
+            "op": op,
+            "strategy": strategy,
+            "batch": 1,
+            "gates": [],
+            "steps": [{"host": h, "action": op} for h in hosts],
+        }
 
-    return {"digest": digest, "inventory": {"path": "inv.yaml", "digest": "i"},
-            "playbook": {"name": "rollout", "digest": "p"}, "phases": [
-                phase("preflight", "preflight", "parallel", ["a", "b", "c"]),
-                phase("enable", "enable", "all_or_nothing", ["a", "b", "c"]),
-                phase("restart", "restart", "rolling", ["a", "b", "c"]),
-            ]}
+    return {
+        "digest": digest,
+        "inventory": {"path": "inv.yaml", "digest": "i"},
+        "playbook": {"name": "rollout", "digest": "p"},
+        "phases": [
+            phase("preflight", "preflight", "parallel", ["a", "b", "c"]),
+            phase("enable", "enable", "all_or_nothing", ["a", "b", "c"]),
+            phase("restart", "restart", "rolling", ["a", "b", "c"]),
+        ],
+    }
 
 
 class Actions(dict):
@@ -215,6 +232,7 @@ class Actions(dict):
             if (op, host) in self.fail:
                 return StepResult("failed", f"{op} broke on {host}")
             return StepResult("changed")
+
         return action
 
 
@@ -223,8 +241,16 @@ def _runner(tmp_path, actions, digest="d1", stop=None):
     rec = Recorder()
     bus.subscribe(rec)
     journal = Journal(tmp_path)
-    runner = Runner(plan=_plan(digest), actions=actions, context=None, bus=bus,
-                    journal=journal, command="rollout", inventory_label="inv.yaml", stop=stop)
+    runner = Runner(
+        plan=_plan(digest),
+        actions=actions,
+        context=None,
+        bus=bus,
+        journal=journal,
+        command="rollout",
+        inventory_label="inv.yaml",
+        stop=stop,
+    )
     return runner, rec, journal
 
 
@@ -317,54 +343,94 @@ class ScriptedConn:
 
 
 def _facts(states, mode="tls", started="2026-11-27T11:00:05"):
-    return {"services": [{"name": n, "state": s} for n, s in states.items()],
-            "iis": {"present": False}, "install_dir": "D:\\Tealeaf",
-            "data_service": {"mode": mode, "port": 23000, "started_at": started, "log": "x.log"}}
+    return {
+        "services": [{"name": n, "state": s} for n, s in states.items()],
+        "iis": {"present": False},
+        "install_dir": "D:\\Tealeaf",
+        "data_service": {"mode": mode, "port": 23000, "started_at": started, "log": "x.log"},
+    }
 
 
 def _ctx(conn, *, expect_tls=True, probes=None, timeout=1):
-    fleet = SimpleNamespace(install_dir="D:\\Tealeaf", hosts={}, rollout=SimpleNamespace(
-        health_timeout_s=timeout, soak_s=0, verify_handshake=True, restart="services"))
-    probes = probes or {23000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
-                        20000: SimpleNamespace(kind="tls", sha256=PFX_SHA)}
+    fleet = SimpleNamespace(
+        install_dir="D:\\Tealeaf",
+        hosts={},
+        rollout=SimpleNamespace(
+            health_timeout_s=timeout, soak_s=0, verify_handshake=True, restart="services"
+        ),
+    )
+    probes = probes or {
+        23000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
+        20000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
+    }
     bus = EventBus()
     rec = Recorder()
     bus.subscribe(rec)
-    ctx = RunContext(fleet, expect_tls=expect_tls, bus=bus, connect=lambda h: conn,
-                     probe=lambda address, port, timeout_s: probes[port])
+    ctx = RunContext(
+        fleet,
+        expect_tls=expect_tls,
+        bus=bus,
+        connect=lambda h: conn,
+        probe=lambda address, port, timeout_s: probes[port],
+    )
     ctx.pfx = SimpleNamespace(sha256=PFX_SHA)
     return ctx, rec
 
 
-HOST = SimpleNamespace(name="hbr01", address="127.0.0.1", data_service_port=23000,
-                       tms_port=20000, install_dir=None)
+HOST = SimpleNamespace(
+    name="hbr01", address="127.0.0.1", data_service_port=23000, tms_port=20000, install_dir=None
+)
 GATES = ["services", "iis", "data_service_log", "handshake", "soak"]
 
 
 def _before(**kw):
-    base = dict(running=["TeaLeafTMS", "TeaLeafDataService"], stopped=["TeaLeafSnapshot"],
-                iis_running=False, has_data_service=True, imported_sha256=OLD_SHA,
-                since="2026-11-27T11:00:00")
+    base = dict(
+        running=["TeaLeafTMS", "TeaLeafDataService"],
+        stopped=["TeaLeafSnapshot"],
+        iis_running=False,
+        has_data_service=True,
+        imported_sha256=OLD_SHA,
+        since="2026-11-27T11:00:00",
+    )
     base.update(kw)
     return Before(**base)
 
 
 def test_gates_pass_from_one_snapshot():
-    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running",
-                                 "TeaLeafSnapshot": "Stopped"})])
+    conn = ScriptedConn(
+        [
+            _facts(
+                {
+                    "TeaLeafTMS": "Running",
+                    "TeaLeafDataService": "Running",
+                    "TeaLeafSnapshot": "Stopped",
+                }
+            )
+        ]
+    )
     ctx, rec = _ctx(conn)
     passed = run_gates(ctx, "restart_hbr", HOST, GATES, _before())
     assert [p.split(":")[0] for p in passed] == ["services", "data_service_log", "handshake"]
     assert conn.calls == 1  # one facts read answered every gate
-    assert [e.data["gate"] for e in rec.of_type("gate")] == ["services", "data_service_log",
-                                                             "handshake"]
+    assert [e.data["gate"] for e in rec.of_type("gate")] == [
+        "services",
+        "data_service_log",
+        "handshake",
+    ]
 
 
 def test_gates_wait_for_a_slow_service_then_pass():
-    slow = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "StartPending",
-                   "TeaLeafSnapshot": "Stopped"}, started="2026-11-27T10:00:00")
-    ready = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running",
-                    "TeaLeafSnapshot": "Stopped"})
+    slow = _facts(
+        {
+            "TeaLeafTMS": "Running",
+            "TeaLeafDataService": "StartPending",
+            "TeaLeafSnapshot": "Stopped",
+        },
+        started="2026-11-27T10:00:00",
+    )
+    ready = _facts(
+        {"TeaLeafTMS": "Running", "TeaLeafDataService": "Running", "TeaLeafSnapshot": "Stopped"}
+    )
     conn = ScriptedConn([slow, ready])
     ctx, _ = _ctx(conn, timeout=10)
     run_gates(ctx, "restart_hbr", HOST, GATES, _before())
@@ -372,8 +438,17 @@ def test_gates_wait_for_a_slow_service_then_pass():
 
 
 def test_a_service_that_never_comes_back_fails_the_gate():
-    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Stopped",
-                                 "TeaLeafSnapshot": "Stopped"})])
+    conn = ScriptedConn(
+        [
+            _facts(
+                {
+                    "TeaLeafTMS": "Running",
+                    "TeaLeafDataService": "Stopped",
+                    "TeaLeafSnapshot": "Stopped",
+                }
+            )
+        ]
+    )
     ctx, rec = _ctx(conn, timeout=1)
     with pytest.raises(GateFailed) as info:
         run_gates(ctx, "restart_hbr", HOST, GATES, _before())
@@ -382,8 +457,17 @@ def test_a_service_that_never_comes_back_fails_the_gate():
 
 
 def test_a_stopped_service_found_running_fails_at_once():
-    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running",
-                                 "TeaLeafSnapshot": "Running"})])
+    conn = ScriptedConn(
+        [
+            _facts(
+                {
+                    "TeaLeafTMS": "Running",
+                    "TeaLeafDataService": "Running",
+                    "TeaLeafSnapshot": "Running",
+                }
+            )
+        ]
+    )
     ctx, _ = _ctx(conn, timeout=30)
     started = time.monotonic()
     with pytest.raises(GateFailed, match="never starts them"):
@@ -392,8 +476,15 @@ def test_a_stopped_service_found_running_fails_at_once():
 
 
 def test_data_service_in_the_wrong_mode_after_the_restart_fails():
-    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
-                                mode="plain", started="2026-11-27T11:00:03")])
+    conn = ScriptedConn(
+        [
+            _facts(
+                {"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+                mode="plain",
+                started="2026-11-27T11:00:03",
+            )
+        ]
+    )
     ctx, _ = _ctx(conn, timeout=30)
     with pytest.raises(GateFailed) as info:
         run_gates(ctx, "restart_hbr", HOST, GATES, _before(stopped=[]))
@@ -401,10 +492,16 @@ def test_data_service_in_the_wrong_mode_after_the_restart_fails():
 
 
 def test_a_startup_block_from_the_same_second_is_not_mistaken_for_the_new_one():
-    same_second = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
-                         mode="plain", started="2026-11-27T11:00:00")
-    later = _facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
-                   mode="tls", started="2026-11-27T11:00:01")
+    same_second = _facts(
+        {"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+        mode="plain",
+        started="2026-11-27T11:00:00",
+    )
+    later = _facts(
+        {"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
+        mode="tls",
+        started="2026-11-27T11:00:01",
+    )
     conn = ScriptedConn([same_second, later])
     ctx, _ = _ctx(conn, timeout=10)
     run_gates(ctx, "restart_hbr", HOST, GATES, _before(stopped=[]))
@@ -412,14 +509,18 @@ def test_a_startup_block_from_the_same_second_is_not_mistaken_for_the_new_one():
 
 
 def test_rollback_handshake_waits_while_tms_shows_the_imported_certificate():
-    conn = ScriptedConn([_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"},
-                                mode="plain")])
-    probes = {23000: SimpleNamespace(kind="plain", sha256=None),
-              20000: SimpleNamespace(kind="tls", sha256=PFX_SHA)}
+    conn = ScriptedConn(
+        [_facts({"TeaLeafTMS": "Running", "TeaLeafDataService": "Running"}, mode="plain")]
+    )
+    probes = {
+        23000: SimpleNamespace(kind="plain", sha256=None),
+        20000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
+    }
     ctx, _ = _ctx(conn, expect_tls=False, probes=probes, timeout=1)
     with pytest.raises(GateFailed, match="still presents the imported certificate"):
         run_gates(ctx, "restart_hbr", HOST, GATES, _before(stopped=[], imported_sha256=PFX_SHA))
     probes[20000] = SimpleNamespace(kind="tls", sha256=OLD_SHA)  # TMS back on its own cert
-    passed = run_gates(ctx, "restart_hbr", HOST, GATES,
-                       _before(stopped=[], imported_sha256=PFX_SHA))
+    passed = run_gates(
+        ctx, "restart_hbr", HOST, GATES, _before(stopped=[], imported_sha256=PFX_SHA)
+    )
     assert any("plain" in p for p in passed)

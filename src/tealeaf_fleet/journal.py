@@ -161,8 +161,15 @@ class RunLock:
                 "which is no longer running"
             )
         self._fd = fd
-        self._write({"pid": os.getpid(), "command": command, "run": None,
-                     "started": time.time(), "controller": socket.gethostname()})
+        self._write(
+            {
+                "pid": os.getpid(),
+                "command": command,
+                "run": None,
+                "started": time.time(),
+                "controller": socket.gethostname(),
+            }
+        )
 
     def set_run(self, run_id: int) -> None:
         """Record the run id in the lock so a refused second run can name it."""
@@ -219,17 +226,21 @@ class Journal:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise InputError(f"state folder {self.state_dir} cannot be created: {exc.strerror}",
-                             hint="use --state-dir DIR") from None
+            raise InputError(
+                f"state folder {self.state_dir} cannot be created: {exc.strerror}",
+                hint="use --state-dir DIR",
+            ) from None
         self.path = self.state_dir / "journal.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=10)
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
-                         (str(SCHEMA_VERSION),))
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+        )
         self._run_lock: RunLock | None = None
         self._logs: dict[int, object] = {}
 
@@ -263,9 +274,16 @@ class Journal:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def start_run(self, *, command: str, inventory_path: str | Path | None = None,
-                  inventory_digest: str | None = None, playbook: str | None = None,
-                  plan_digest: str | None = None, tool_version: str | None = None) -> int:
+    def start_run(
+        self,
+        *,
+        command: str,
+        inventory_path: str | Path | None = None,
+        inventory_digest: str | None = None,
+        playbook: str | None = None,
+        plan_digest: str | None = None,
+        tool_version: str | None = None,
+    ) -> int:
         try:
             user = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry (containers)
@@ -275,9 +293,19 @@ class Journal:
                 "INSERT INTO runs(command, user, controller, pid, inventory_path,"
                 " inventory_digest, playbook, plan_digest, tool_version, started)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (command, user, socket.gethostname(), os.getpid(),
-                 str(inventory_path) if inventory_path else None, inventory_digest, playbook,
-                 plan_digest, tool_version, time.time()))
+                (
+                    command,
+                    user,
+                    socket.gethostname(),
+                    os.getpid(),
+                    str(inventory_path) if inventory_path else None,
+                    inventory_digest,
+                    playbook,
+                    plan_digest,
+                    tool_version,
+                    time.time(),
+                ),
+            )
             run_id = int(cur.lastrowid)
         if self._run_lock is not None:
             self._run_lock.set_run(run_id)
@@ -288,15 +316,18 @@ class Journal:
         if outcome not in RUN_OUTCOMES:
             raise ValueError(f"unknown run outcome {outcome!r}")
         with self._lock:
-            self._db.execute("UPDATE runs SET finished=?, outcome=?, message=? WHERE id=?",
-                             (time.time(), outcome, _clean(message), run_id))
+            self._db.execute(
+                "UPDATE runs SET finished=?, outcome=?, message=? WHERE id=?",
+                (time.time(), outcome, _clean(message), run_id),
+            )
         self.log(run_id, f"run {run_id} finished: {outcome}" + (f": {message}" if message else ""))
 
     def step_started(self, run_id: int, phase: str, host: str, action: str) -> int:
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO steps(run, phase, host, action, started) VALUES (?,?,?,?,?)",
-                (run_id, phase, host, action, time.time()))
+                (run_id, phase, host, action, time.time()),
+            )
             step_id = int(cur.lastrowid)
         self.log(run_id, f"{phase} {host} {action}: started")
         return step_id
@@ -305,23 +336,31 @@ class Journal:
         if outcome not in STEP_OUTCOMES:
             raise ValueError(f"unknown step outcome {outcome!r}")
         with self._lock:
-            self._db.execute("UPDATE steps SET finished=?, outcome=?, message=? WHERE id=?",
-                             (time.time(), outcome, _clean(message), step_id))
-            row = self._db.execute("SELECT run, phase, host, action FROM steps WHERE id=?",
-                                   (step_id,)).fetchone()
+            self._db.execute(
+                "UPDATE steps SET finished=?, outcome=?, message=? WHERE id=?",
+                (time.time(), outcome, _clean(message), step_id),
+            )
+            row = self._db.execute(
+                "SELECT run, phase, host, action FROM steps WHERE id=?", (step_id,)
+            ).fetchone()
         if row:
-            self.log(row[0], f"{row[1]} {row[2]} {row[3]}: {outcome}"
-                     + (f": {message}" if message else ""))
+            self.log(
+                row[0],
+                f"{row[1]} {row[2]} {row[3]}: {outcome}" + (f": {message}" if message else ""),
+            )
 
     def note(self, step_id: int, detail: dict) -> None:
         """Attach facts a later resume needs to a step (JSON; e.g. the services that were
         running before a restart, which a half-failed restart leaves stopped). No secrets."""
         with self._lock:
-            self._db.execute("UPDATE steps SET detail=? WHERE id=?",
-                             (_clean(json.dumps(detail, sort_keys=True)), step_id))
+            self._db.execute(
+                "UPDATE steps SET detail=? WHERE id=?",
+                (_clean(json.dumps(detail, sort_keys=True)), step_id),
+            )
 
-    def first_detail(self, plan_digest: str, phase: str, host: str, action: str, *,
-                     before_run: int | None = None) -> dict | None:
+    def first_detail(
+        self, plan_digest: str, phase: str, host: str, action: str, *, before_run: int | None = None
+    ) -> dict | None:
         """The oldest `note()` of this step in the runs being resumed: what was true before
         the first attempt."""
         chain = self.resume_chain(plan_digest, before_run=before_run)
@@ -332,7 +371,8 @@ class Journal:
             row = self._db.execute(
                 f"SELECT detail FROM steps WHERE run IN ({marks}) AND phase=? AND host=?"
                 " AND action=? AND detail IS NOT NULL ORDER BY id LIMIT 1",
-                (*chain, phase, host, action)).fetchone()
+                (*chain, phase, host, action),
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     def log(self, run_id: int, line: str) -> None:
@@ -356,20 +396,23 @@ class Journal:
     def runs(self, limit: int = 50) -> list[RunRecord]:
         """The latest runs, newest first."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?",
-                                    (limit,)).fetchall()
+            rows = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
         return [RunRecord(*row) for row in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?",
-                                   (run_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?", (run_id,)
+            ).fetchone()
         return RunRecord(*row) if row else None
 
     def steps(self, run_id: int) -> list[StepRecord]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run=? ORDER BY id",
-                                    (run_id,)).fetchall()
+            rows = self._db.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE run=? ORDER BY id", (run_id,)
+            ).fetchall()
         return [StepRecord(*row) for row in rows]
 
     def resume_chain(self, plan_digest: str, *, before_run: int | None = None) -> list[int]:
@@ -395,8 +438,9 @@ class Journal:
             chain.append(record.id)
         return chain
 
-    def done_steps(self, plan_digest: str, *,
-                   before_run: int | None = None) -> dict[tuple[str, str, str], int]:
+    def done_steps(
+        self, plan_digest: str, *, before_run: int | None = None
+    ) -> dict[tuple[str, str, str], int]:
         """(phase, host, action) -> run id, for every step that finished ok / changed / skipped
         in the runs this one resumes (see `resume_chain`)."""
         chain = self.resume_chain(plan_digest, before_run=before_run)
@@ -407,12 +451,15 @@ class Journal:
             rows = self._db.execute(
                 f"SELECT phase, host, action, run FROM steps WHERE run IN ({marks})"
                 f" AND outcome IN ({','.join('?' * len(DONE_OUTCOMES))}) ORDER BY id",
-                (*chain, *DONE_OUTCOMES)).fetchall()
+                (*chain, *DONE_OUTCOMES),
+            ).fetchall()
         return {(phase, host, action): run for phase, host, action, run in rows}
 
 
-_RUN_COLUMNS = ("id, command, user, controller, pid, inventory_path, inventory_digest, playbook,"
-                " plan_digest, tool_version, started, finished, outcome, message")
+_RUN_COLUMNS = (
+    "id, command, user, controller, pid, inventory_path, inventory_digest, playbook,"
+    " plan_digest, tool_version, started, finished, outcome, message"
+)
 _STEP_COLUMNS = "id, run, phase, host, action, started, finished, outcome, message"
 
 

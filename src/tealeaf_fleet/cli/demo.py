@@ -18,21 +18,38 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="rollout + status + rollback on a simulated fleet "
-                                    "(about a minute, nothing to set up)",
-                       description="Start a lab on 127.0.0.1, show the plan, roll TLS out, "
-                                   "show status, roll back, show status, clean up.")
+    p = sub.add_parser(
+        "demo",
+        help="rollout + status + rollback on a simulated fleet (about a minute, nothing to set up)",
+        description="Start a lab on 127.0.0.1, show the plan, roll TLS out, "
+        "show status, roll back, show status, clean up.",
+    )
     p.add_argument("--dir", metavar="DIR", help="lab folder (default: a temporary folder)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the lab folder (inventory, journal, events) afterwards")
-    p.add_argument("--topology", default="portal=1,hbr=2,canister=3,pca=1,rtv=1",
-                   help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1)")
-    p.add_argument("--restart-s", type=float, default=0.5, metavar="S",
-                   help="simulated service restart time (default 0.5)")
-    p.add_argument("--soak-s", type=int, default=1, metavar="S",
-                   help="soak after each restart (default 1)")
-    p.add_argument("--json", action="store_true",
-                   help="JSON Lines events of both runs on stdout instead of the tables")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the lab folder (inventory, journal, events) afterwards",
+    )
+    p.add_argument(
+        "--topology",
+        default="portal=1,hbr=2,canister=3,pca=1,rtv=1",
+        help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1)",
+    )
+    p.add_argument(
+        "--restart-s",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="simulated service restart time (default 0.5)",
+    )
+    p.add_argument(
+        "--soak-s", type=int, default=1, metavar="S", help="soak after each restart (default 1)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON Lines events of both runs on stdout instead of the tables",
+    )
     p.set_defaults(handler=run)
 
 
@@ -40,8 +57,10 @@ def set_soak(inventory: Path, soak_s: int) -> None:
     """The lab writes `soak_s: 1`; the demo may choose another (kept a plain line edit so the
     inventory stays exactly what `fleet lab up` writes otherwise)."""
     text = inventory.read_text(encoding="utf-8")
-    lines = [f"  soak_s: {soak_s}" if line.strip().startswith("soak_s:") else line
-             for line in text.splitlines()]
+    lines = [
+        f"  soak_s: {soak_s}" if line.strip().startswith("soak_s:") else line
+        for line in text.splitlines()
+    ]
     inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -67,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     lab = Lab.start(folder, topology=topology, restart_s=args.restart_s)
     try:
         set_soak(lab.inventory, args.soak_s)
-        out.print(f"lab with {len(lab.roles)} hosts in {folder} (inventory: {lab.inventory})",
-                  markup=False, soft_wrap=True)
+        out.print(
+            f"lab with {len(lab.roles)} hosts in {folder} (inventory: {lab.inventory})",
+            markup=False,
+            soft_wrap=True,
+        )
         fleet = load_fleet(lab.inventory)
         state_dir = folder / ".tealeaf-fleet"
         for step, command in ((2, "rollout"), (4, "rollback")):
@@ -76,9 +98,15 @@ def run(args: argparse.Namespace) -> int:
             out.rule(f"{step}. fleet {command}: the plan, then the run")
             if not args.json:
                 print_table(plan, out)
-            codes[command] = run_plan(fleet, plan, command=command,
-                                      inventory_label=str(lab.inventory), state_dir=state_dir,
-                                      forks=10, as_json=args.json)
+            codes[command] = run_plan(
+                fleet,
+                plan,
+                command=command,
+                inventory_label=str(lab.inventory),
+                state_dir=state_dir,
+                forks=10,
+                as_json=args.json,
+            )
             out.rule(f"{step + 1}. fleet status after the {command}")
             status = gather(fleet, forks=10)
             consistent[command] = status.consistent
@@ -91,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
         if temp and not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.monotonic() - started
-    ok = all(code == 0 for code in codes.values()) and len(codes) == 2 and all(
-        consistent.values())
+    ok = all(code == 0 for code in codes.values()) and len(codes) == 2 and all(consistent.values())
     out.rule("done" if ok else "the demo did not finish cleanly")
     summary = ", ".join(f"{c}: exit {code}" for c, code in codes.items())
-    out.print(f"{summary}; status consistent after each: "
-              f"{', '.join(f'{k}={v}' for k, v in consistent.items())}; {elapsed:.0f}s in all",
-              markup=False, soft_wrap=True)
+    out.print(
+        f"{summary}; status consistent after each: "
+        f"{', '.join(f'{k}={v}' for k, v in consistent.items())}; {elapsed:.0f}s in all",
+        markup=False,
+        soft_wrap=True,
+    )
     kept = folder if (args.keep or not temp) else None
     _next_steps(out, kept)
     return 0 if ok else 1

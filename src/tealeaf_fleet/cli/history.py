@@ -17,13 +17,18 @@ from tealeaf_fleet.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("history", help="past rollout/rollback runs from the journal",
-                       description="List past runs (newest first), or the steps of one run.")
+    p = sub.add_parser(
+        "history",
+        help="past rollout/rollback runs from the journal",
+        description="List past runs (newest first), or the steps of one run.",
+    )
     add_inventory_argument(p)
-    p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID",
-                   help="show this run's steps")
-    p.add_argument("--state-dir", metavar="DIR",
-                   help="journal folder (default: .tealeaf-fleet/ next to the inventory)")
+    p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID", help="show this run's steps")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="journal folder (default: .tealeaf-fleet/ next to the inventory)",
+    )
     p.add_argument("--limit", type=int, default=20, help="runs to list (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(handler=run)
@@ -53,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         record = journal.run(args.run_id)
         if record is None:
-            raise InputError(f"no run {args.run_id} in {folder / 'journal.sqlite'}",
-                             field="RUN_ID")
+            raise InputError(f"no run {args.run_id} in {folder / 'journal.sqlite'}", field="RUN_ID")
         steps = journal.steps(args.run_id)
         if args.json:
-            print(json.dumps({"run": record.to_json(), "steps": [s.to_json() for s in steps]},
-                             indent=2))
+            print(
+                json.dumps(
+                    {"run": record.to_json(), "steps": [s.to_json() for s in steps]}, indent=2
+                )
+            )
             return 0
         _print_run(record, steps, journal.log_path(args.run_id))
     return 0
@@ -74,8 +81,16 @@ def _print_runs(runs: list) -> None:
         table.add_column(col, overflow="fold")
     for r in runs:
         duration = f"{r.finished - r.started:.0f}s" if r.finished else "-"
-        table.add_row(str(r.id), r.command, _when(r.started), duration, r.state, r.user or "-",
-                      (r.plan_digest or "-")[:12], r.message or "")
+        table.add_row(
+            str(r.id),
+            r.command,
+            _when(r.started),
+            duration,
+            r.state,
+            r.user or "-",
+            (r.plan_digest or "-")[:12],
+            r.message or "",
+        )
     console().print(table)
 
 
@@ -85,9 +100,12 @@ def _print_run(record, steps: list, log_path: Path) -> None:
     from tealeaf_fleet.cli.common import console
 
     out = console()
-    out.print(f"run {record.id}: {record.command} {record.inventory_path or ''} - "
-              f"{record.state}, started {_when(record.started)} by {record.user or '?'} on "
-              f"{record.controller or '?'}; plan {record.plan_digest or '-'}", markup=False)
+    out.print(
+        f"run {record.id}: {record.command} {record.inventory_path or ''} - "
+        f"{record.state}, started {_when(record.started)} by {record.user or '?'} on "
+        f"{record.controller or '?'}; plan {record.plan_digest or '-'}",
+        markup=False,
+    )
     if record.message:
         out.print(record.message, markup=False)
     table = Table(title_justify="left")
@@ -95,7 +113,6 @@ def _print_run(record, steps: list, log_path: Path) -> None:
         table.add_column(col, overflow="fold")
     for s in steps:
         secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
-        table.add_row(s.phase, s.host, s.action, s.outcome or "unfinished", secs,
-                      s.message or "")
+        table.add_row(s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or "")
     out.print(table)
     out.print(f"run log: {log_path}", markup=False)

@@ -32,38 +32,66 @@ if TYPE_CHECKING:
 
 COMMANDS = {
     "rollout": "enable inter-process TLS across the fleet (certificate, push, import, enable, "
-               "rolling restart with health gates, verify)",
+    "rolling restart with health gates, verify)",
     "rollback": "disable inter-process TLS everywhere (disable, rolling restart with health "
-                "gates, verify); certificates stay in place",
+    "gates, verify); certificates stay in place",
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     for command, help_text in COMMANDS.items():
-        p = sub.add_parser(command, help=help_text, description=help_text[0].upper()
-                           + help_text[1:] + ". Rerun after a halt, Ctrl-C or crash to resume.")
+        p = sub.add_parser(
+            command,
+            help=help_text,
+            description=help_text[0].upper()
+            + help_text[1:]
+            + ". Rerun after a halt, Ctrl-C or crash to resume.",
+        )
         add_inventory_argument(p)
         add_run_arguments(p, default_playbook=command)
         p.set_defaults(handler=lambda args, _c=command: run(args, _c))
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> None:
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the plan exactly as `fleet plan` does and change nothing")
-    p.add_argument("--yes", action="store_true",
-                   help="do not ask for confirmation (required when not interactive)")
-    p.add_argument("--approved-plan", metavar="FILE",
-                   help="run only if this plan (from `fleet plan --format json`) still matches "
-                        "the inventory, playbook, tool version (and facts, if it has them)")
-    p.add_argument("--forks", type=_positive, default=10, metavar="N",
-                   help="hosts worked on at once in parallel phases (default 10)")
-    p.add_argument("--json", action="store_true",
-                   help="print JSON Lines events on stdout (and nothing else there)")
-    p.add_argument("--state-dir", metavar="DIR",
-                   help="journal and lock folder (default: .tealeaf-fleet/ next to the "
-                        "inventory)")
-    p.add_argument("--playbook", default=default_playbook, metavar="NAME|FILE",
-                   help=f"playbook name or file (default: {default_playbook})")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan exactly as `fleet plan` does and change nothing",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (required when not interactive)",
+    )
+    p.add_argument(
+        "--approved-plan",
+        metavar="FILE",
+        help="run only if this plan (from `fleet plan --format json`) still matches "
+        "the inventory, playbook, tool version (and facts, if it has them)",
+    )
+    p.add_argument(
+        "--forks",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="hosts worked on at once in parallel phases (default 10)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON Lines events on stdout (and nothing else there)",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="journal and lock folder (default: .tealeaf-fleet/ next to the inventory)",
+    )
+    p.add_argument(
+        "--playbook",
+        default=default_playbook,
+        metavar="NAME|FILE",
+        help=f"playbook name or file (default: {default_playbook})",
+    )
 
 
 def _positive(text: str) -> int:
@@ -94,13 +122,28 @@ def run(args: argparse.Namespace, command: str) -> int:
         return 0
     if not args.yes:
         _confirm(plan, command)
-    return run_plan(fleet, plan, command=command, inventory_label=args.inventory,
-                    state_dir=args.state_dir, forks=args.forks, as_json=args.json)
+    return run_plan(
+        fleet,
+        plan,
+        command=command,
+        inventory_label=args.inventory,
+        state_dir=args.state_dir,
+        forks=args.forks,
+        as_json=args.json,
+    )
 
 
-def run_plan(fleet: Fleet, plan: Plan, *, command: str, inventory_label: str,
-             state_dir: str | Path | None, forks: int, as_json: bool,
-             view: Any | None = None) -> int:
+def run_plan(
+    fleet: Fleet,
+    plan: Plan,
+    *,
+    command: str,
+    inventory_label: str,
+    state_dir: str | Path | None,
+    forks: int,
+    as_json: bool,
+    view: Any | None = None,
+) -> int:
     """Take the lock, run, render; returns the exit code. Shared with `fleet demo`."""
     from tealeaf_fleet.engine.events import EventBus
     from tealeaf_fleet.engine.execute import execute
@@ -117,12 +160,18 @@ def run_plan(fleet: Fleet, plan: Plan, *, command: str, inventory_label: str,
         if takeover:
             bus.emit("message", message=takeover)
         with view.running(), _interrupt_sets(stop, bus):
-            result = execute(fleet, plan.to_dict(), command=command, bus=bus,
-                             journal=journal, inventory_label=inventory_label, forks=forks,
-                             stop=stop)
+            result = execute(
+                fleet,
+                plan.to_dict(),
+                command=command,
+                bus=bus,
+                journal=journal,
+                inventory_label=inventory_label,
+                forks=forks,
+                stop=stop,
+            )
         if not as_json:
-            print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id
-                        else None)
+            print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id else None)
         return result.exit_code
     finally:
         journal.close()
@@ -139,8 +188,11 @@ def _interrupt_sets(stop: threading.Event, bus: Any) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        bus.emit("message", message="Ctrl-C: finishing the running steps, starting no new one "
-                                    "(press Ctrl-C again to abort at once)")
+        bus.emit(
+            "message",
+            message="Ctrl-C: finishing the running steps, starting no new one "
+            "(press Ctrl-C again to abort at once)",
+        )
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -166,21 +218,27 @@ def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) 
     if approved.inventory.get("digest") != current.inventory.get("digest"):
         changed.append("inventory (hosts, roles, WinRM, certificate or rollout settings)")
     if approved.playbook.get("name") != current.playbook.get("name"):
-        changed.append(f"playbook: approved {approved.playbook.get('name')!r}, running "
-                       f"{current.playbook.get('name')!r}")
+        changed.append(
+            f"playbook: approved {approved.playbook.get('name')!r}, running "
+            f"{current.playbook.get('name')!r}"
+        )
     elif approved.playbook.get("digest") != current.playbook.get("digest"):
         changed.append(f"playbook {current.playbook.get('name')!r} content")
     if approved.tool_version != current.tool_version:
-        changed.append(f"tool version: approved {approved.tool_version}, installed "
-                       f"{current.tool_version}")
+        changed.append(
+            f"tool version: approved {approved.tool_version}, installed {current.tool_version}"
+        )
     if approved.facts_digest is not None and approved.facts_digest != current.facts_digest:
         changed.append("facts: the hosts' state differs from when the plan was made")
     if not changed and approved.digest != current.digest:
         changed.append("plan digest")
     if changed:
-        raise StalePlanError(f"the approved plan {path} is stale: " + "; ".join(changed)
-                             + f" (approved {approved.digest[:12]}, now {current.digest[:12]})",
-                             changed)
+        raise StalePlanError(
+            f"the approved plan {path} is stale: "
+            + "; ".join(changed)
+            + f" (approved {approved.digest[:12]}, now {current.digest[:12]})",
+            changed,
+        )
     return approved
 
 
@@ -198,16 +256,17 @@ def _print_plan(plan: Plan, *, as_json: bool) -> None:
 
 def _confirm(plan: Plan, command: str) -> None:
     if not sys.stdin.isatty():
-        raise InputError(f"refusing to {command} without confirmation: stdin is not a "
-                         "terminal", field="--yes",
-                         hint="review with --dry-run, then rerun with --yes")
+        raise InputError(
+            f"refusing to {command} without confirmation: stdin is not a terminal",
+            field="--yes",
+            hint="review with --dry-run, then rerun with --yes",
+        )
     from tealeaf_fleet.cli.common import console
     from tealeaf_fleet.cli.render import print_table
 
     err = console(stderr=True)
     print_table(plan, err)
-    err.print(f"[bold]{command}[/bold] changes the servers above. Type 'yes' to go on: ",
-              end="")
+    err.print(f"[bold]{command}[/bold] changes the servers above. Type 'yes' to go on: ", end="")
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
         raise InputError(f"{command} not confirmed; nothing was changed")
@@ -257,8 +316,10 @@ def describe(event: Event) -> str | None:
         return f"run {e.run}: {msg}{extra}"
     if e.type == "phase_started":
         hosts = e.data.get("hosts") or []
-        return (f"== [{e.data.get('index')}/{e.data.get('of')}] {e.phase} ({e.action}, "
-                f"{e.data.get('strategy')}): {len(hosts) or 1} target(s)")
+        return (
+            f"== [{e.data.get('index')}/{e.data.get('of')}] {e.phase} ({e.action}, "
+            f"{e.data.get('strategy')}): {len(hosts) or 1} target(s)"
+        )
     if e.type == "step_finished":
         if len(msg) > 240:  # the journal and --json keep the whole text
             msg = msg[:237] + "..."
@@ -278,8 +339,13 @@ class LiveView:
     """A rich live view on stderr: phase progress, per-host state, the host being restarted,
     the latest gate results."""
 
-    STYLE = {"ok": "green", "changed": "cyan", "skipped": "yellow", "failed": "bold red",
-             "running": "bold magenta"}
+    STYLE = {
+        "ok": "green",
+        "changed": "cyan",
+        "skipped": "yellow",
+        "failed": "bold red",
+        "running": "bold magenta",
+    }
 
     def __init__(self) -> None:
         from tealeaf_fleet.cli.common import console
@@ -305,15 +371,21 @@ class LiveView:
                 self.phase_count = e.data.get("of") or self.phase_count
                 self.phase = f"{e.phase} ({e.data.get('strategy')})"
             elif e.type == "step_started":
-                self.hosts[e.host or "-"] = {"phase": e.phase or "", "state": "running",
-                                             "detail": "restarting..." if e.action == "restart"
-                                             else f"{e.action}..."}
+                self.hosts[e.host or "-"] = {
+                    "phase": e.phase or "",
+                    "state": "running",
+                    "detail": "restarting..." if e.action == "restart" else f"{e.action}...",
+                }
             elif e.type == "step_finished":
-                self.hosts[e.host or "-"] = {"phase": e.phase or "", "state": e.outcome or "",
-                                             "detail": redact(e.message or "")[:100]}
+                self.hosts[e.host or "-"] = {
+                    "phase": e.phase or "",
+                    "state": e.outcome or "",
+                    "detail": redact(e.message or "")[:100],
+                }
             elif e.type == "gate":
-                self.gates.append(f"{e.host} {e.data.get('gate')}: {e.outcome} "
-                                  f"{redact(e.message or '')[:90]}")
+                self.gates.append(
+                    f"{e.host} {e.data.get('gate')}: {e.outcome} {redact(e.message or '')[:90]}"
+                )
                 self.gates = self.gates[-5:]
             elif e.type == "message":
                 self.messages.append(redact(e.message or ""))
@@ -331,12 +403,18 @@ class LiveView:
             table.add_column("Detail", overflow="ellipsis", no_wrap=True, max_width=100)
             for name, row in self.hosts.items():
                 state = row["state"]
-                table.add_row(name, row["phase"], Text(state, style=self.STYLE.get(state, "")),
-                              row["detail"])
+                table.add_row(
+                    name, row["phase"], Text(state, style=self.STYLE.get(state, "")), row["detail"]
+                )
             elapsed = time.monotonic() - self.started
-            parts: list[Any] = [Text(f"phase {self.phase_index}/{self.phase_count}: "
-                                     f"{self.phase or '-'}   {elapsed:.0f}s", style="bold"),
-                                table]
+            parts: list[Any] = [
+                Text(
+                    f"phase {self.phase_index}/{self.phase_count}: "
+                    f"{self.phase or '-'}   {elapsed:.0f}s",
+                    style="bold",
+                ),
+                table,
+            ]
             parts += [Text(g, style="dim") for g in self.gates]
             parts += [Text(m, style="yellow") for m in self.messages[-3:]]
             return Group(*parts)
@@ -345,8 +423,12 @@ class LiveView:
     def running(self) -> Iterator[None]:
         from rich.live import Live
 
-        with Live(console=self.console, get_renderable=self.renderable, refresh_per_second=4,
-                  transient=False):
+        with Live(
+            console=self.console,
+            get_renderable=self.renderable,
+            refresh_per_second=4,
+            transient=False,
+        ):
             yield
 
 
@@ -363,18 +445,23 @@ def print_recap(result: RunResult, fleet: Fleet, log_path: Path | None) -> None:
     from tealeaf_fleet.secrets import redact
 
     err = console(stderr=True)
-    table = Table(title=f"{result.command}: {result.outcome} in {result.duration_s:.1f}s"
-                        + (f" (run {result.run_id})" if result.run_id else ""),
-                  title_justify="left")
+    table = Table(
+        title=f"{result.command}: {result.outcome} in {result.duration_s:.1f}s"
+        + (f" (run {result.run_id})" if result.run_id else ""),
+        title_justify="left",
+    )
     for column in ("Host", "Role", "ok", "changed", "skipped", "failed"):
-        table.add_column(column, justify="right" if column in ("ok", "changed", "skipped",
-                                                                "failed") else "left")
+        table.add_column(
+            column, justify="right" if column in ("ok", "changed", "skipped", "failed") else "left"
+        )
     order = ["controller", *fleet.hosts]
-    for name, counts in sorted(result.recap.items(),
-                               key=lambda kv: order.index(kv[0]) if kv[0] in order else 0):
+    for name, counts in sorted(
+        result.recap.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 0
+    ):
         role = fleet.hosts[name].role if name in fleet.hosts else "-"
-        table.add_row(name, role, *(str(counts.get(k, 0)) for k in ("ok", "changed", "skipped",
-                                                                      "failed")))
+        table.add_row(
+            name, role, *(str(counts.get(k, 0)) for k in ("ok", "changed", "skipped", "failed"))
+        )
     err.print(table)
     if result.blockers:
         err.print("[bold red]Preflight blockers (nothing was changed):[/bold red]")
@@ -382,10 +469,14 @@ def print_recap(result: RunResult, fleet: Fleet, log_path: Path | None) -> None:
             for item in items:
                 err.print(f"  {host}: {redact(item)}", markup=False)
     if result.message:
-        err.print(redact(result.message), markup=False,
-                  style="bold red" if result.outcome != "ok" else None)
+        err.print(
+            redact(result.message),
+            markup=False,
+            style="bold red" if result.outcome != "ok" else None,
+        )
     if result.hint:
         err.print("next: " + redact(result.hint), markup=False)
     if log_path:
-        err.print(f"journal: {log_path.parent / 'journal.sqlite'}; run log: {log_path}",
-                  markup=False)
+        err.print(
+            f"journal: {log_path.parent / 'journal.sqlite'}; run log: {log_path}", markup=False
+        )

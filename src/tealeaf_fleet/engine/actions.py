@@ -37,24 +37,30 @@ def _gather(ctx: RunContext, host: Host, *, since: str | None = None) -> dict[st
     from tealeaf_fleet.ops import facts as facts_op
 
     install = host.install_dir or ctx.fleet.install_dir
-    result = facts_dict(facts_op.gather(ctx.connection(host), host, install_dir=install,
-                                        since=since))
+    result = facts_dict(
+        facts_op.gather(ctx.connection(host), host, install_dir=install, since=since)
+    )
     ctx.set_facts(host.name, result)
     return result
 
 
-def _tlstool(ctx: RunContext, host: Host, verb: str, *, pfx_path: str | None = None,
-             password: Any = None) -> str:
+def _tlstool(
+    ctx: RunContext, host: Host, verb: str, *, pfx_path: str | None = None, password: Any = None
+) -> str:
     """Run TLSTool.exe; a non-zero exit is a failure carrying its (masked) output."""
     from tealeaf_fleet.ops import tlstool
 
-    result = tlstool.run(ctx.connection(host), ctx.install_dir(host), verb, pfx_path=pfx_path,
-                         password=password)
+    result = tlstool.run(
+        ctx.connection(host), ctx.install_dir(host), verb, pfx_path=pfx_path, password=password
+    )
     output = (getattr(result, "output", "") or "").strip()
     if result.exit_code != 0:
-        raise RemoteScriptError(f"TLSTool.exe {verb} exited {result.exit_code}: "
-                                f"{output or 'no output'}", op="tlstool",
-                                exit_code_remote=result.exit_code, host=host.name)
+        raise RemoteScriptError(
+            f"TLSTool.exe {verb} exited {result.exit_code}: {output or 'no output'}",
+            op="tlstool",
+            exit_code_remote=result.exit_code,
+            host=host.name,
+        )
     return output
 
 
@@ -73,8 +79,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
-    findings = checks.preflight_blockers(host, facts, pfx_sha256=pfx_sha,
-                                         expect_tls=ctx.expect_tls)
+    findings = checks.preflight_blockers(host, facts, pfx_sha256=pfx_sha, expect_tls=ctx.expect_tls)
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]
     warnings = [f.message for f in warned]
@@ -85,16 +90,21 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             first = finding.code not in ctx.warned_codes
             ctx.warned_codes.add(finding.code)
         if first:
-            ctx.bus.emit("message", phase=phase.name, host=name,
-                         message=f"warning ({finding.code}, first seen on {name}): "
-                                 f"{finding.message}")
+            ctx.bus.emit(
+                "message",
+                phase=phase.name,
+                host=name,
+                message=f"warning ({finding.code}, first seen on {name}): {finding.message}",
+            )
     if blockers:
         ctx.blockers[name] = blockers
         return StepResult("failed", "; ".join(blockers))
     running = sum(1 for s in facts.get("services") or [] if s.get("state") == "Running")
     total = len(facts.get("services") or [])
-    text = (f"build {facts.get('tealeaf_build')}, EnableTLS {facts.get('enable_tls')}, "
-            f"{running}/{total} TeaLeaf services running")
+    text = (
+        f"build {facts.get('tealeaf_build')}, EnableTLS {facts.get('enable_tls')}, "
+        f"{running}/{total} TeaLeaf services running"
+    )
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
@@ -134,8 +144,9 @@ def certificate(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     else:
         ctx.pfx, ctx.pfx_bytes = certs.certificate_for(ctx.fleet, create=True)
     if existed:
-        return StepResult("ok", f"{path.name} already exists and is reused "
-                                f"(certificate {_short(ctx.pfx.sha256)})")
+        return StepResult(
+            "ok", f"{path.name} already exists and is reused (certificate {_short(ctx.pfx.sha256)})"
+        )
     return StepResult("changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)})")
 
 
@@ -146,8 +157,10 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
 
     first = next((h for h in ctx.fleet.hosts.values() if h.manages_tls), None)
     if first is None:
-        raise CertificateError("certificate.source tlstool needs a Tealeaf server in the "
-                               "inventory to run TLSTool.exe create on")
+        raise CertificateError(
+            "certificate.source tlstool needs a Tealeaf server in the "
+            "inventory to run TLSTool.exe create on"
+        )
     remote = ctx.remote_pfx_path(first)
     _tlstool(ctx, first, "create", pfx_path=remote, password=ctx.pfx_password)
     data = files.get_file(ctx.connection(first), remote)
@@ -156,14 +169,18 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise CertificateError(f"{path} appeared while TLSTool was creating one on "
-                               f"{first.name}: another run? refusing to use two certificates"
-                               ) from None
+        raise CertificateError(
+            f"{path} appeared while TLSTool was creating one on "
+            f"{first.name}: another run? refusing to use two certificates"
+        ) from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     ctx.pfx, ctx.pfx_bytes = pfx, data
-    return StepResult("changed", f"TLSTool.exe create -site on {first.name}; fetched "
-                                 f"{path.name} (certificate {_short(pfx.sha256)})")
+    return StepResult(
+        "changed",
+        f"TLSTool.exe create -site on {first.name}; fetched "
+        f"{path.name} (certificate {_short(pfx.sha256)})",
+    )
 
 
 def _need_pfx(ctx: RunContext) -> tuple[Any, bytes]:
@@ -181,8 +198,9 @@ def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     host = ctx.host(name)
     pfx, data = _need_pfx(ctx)
     facts = ctx.facts.get(name) or {}
-    verdict = checks.step_status(host, facts, "import", pfx_sha256=pfx.sha256,
-                                 expect_tls=ctx.expect_tls)
+    verdict = checks.step_status(
+        host, facts, "import", pfx_sha256=pfx.sha256, expect_tls=ctx.expect_tls
+    )
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
     path = ctx.remote_pfx_path(host)
@@ -190,11 +208,13 @@ def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     want = hashlib.sha256(data).hexdigest()
     got = getattr(result, "sha256", None)
     if got and got.lower() != want:
-        raise RemoteError(f"{path} has SHA-256 {_short(got)} after the copy, expected "
-                          f"{_short(want)}", host=name)
+        raise RemoteError(
+            f"{path} has SHA-256 {_short(got)} after the copy, expected {_short(want)}", host=name
+        )
     if getattr(result, "skipped", False):
-        return StepResult("skipped", f"nothing to do: {path} is already identical "
-                                     f"(SHA-256 {_short(want)})")
+        return StepResult(
+            "skipped", f"nothing to do: {path} is already identical (SHA-256 {_short(want)})"
+        )
     return StepResult("changed", f"copied to {path}; SHA-256 {_short(want)} checked there")
 
 
@@ -218,20 +238,27 @@ def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             continue
         files.put_file(ctx.connection(host), data, str(tools_dir / file_name))
         copied.append(file_name)
-    return StepResult("changed", f"copied {', '.join(copied)} from {source.name} (build "
-                                 f"{build}) to {tools_dir}")
+    return StepResult(
+        "changed", f"copied {', '.join(copied)} from {source.name} (build {build}) to {tools_dir}"
+    )
 
 
 def _tool_source(ctx: RunContext, build: Any) -> Host:
     for host in ctx.fleet.hosts.values():
         f = ctx.facts.get(host.name) or {}
-        if host.manages_tls and f.get("tealeaf_build") == build and \
-                (f.get("tools") or {}).get("tlstool") and (f.get("tools") or {}).get("openssl"):
+        if (
+            host.manages_tls
+            and f.get("tealeaf_build") == build
+            and (f.get("tools") or {}).get("tlstool")
+            and (f.get("tools") or {}).get("openssl")
+        ):
             return host
-    raise FleetError(f"no Tealeaf server of build {build} with Tools\\TLSTool.exe and "
-                     "Tools\\openssl.exe to copy them from",
-                     hint="copy both files to the workstation's Tools folder by hand, or add "
-                          "a server of the same build to the inventory")
+    raise FleetError(
+        f"no Tealeaf server of build {build} with Tools\\TLSTool.exe and "
+        "Tools\\openssl.exe to copy them from",
+        hint="copy both files to the workstation's Tools folder by hand, or add "
+        "a server of the same build to the inventory",
+    )
 
 
 def _tool_files(ctx: RunContext, source: Host, build: Any) -> dict[str, bytes]:
@@ -241,8 +268,9 @@ def _tool_files(ctx: RunContext, source: Host, build: Any) -> dict[str, bytes]:
         cached = ctx.tool_cache.get(str(build))
         if cached is None:
             tools_dir = PureWindowsPath(ctx.install_dir(source)) / "Tools"
-            cached = {n: files.get_file(ctx.connection(source), str(tools_dir / n))
-                      for n in RTV_TOOLS}
+            cached = {
+                n: files.get_file(ctx.connection(source), str(tools_dir / n)) for n in RTV_TOOLS
+            }
             ctx.tool_cache[str(build)] = cached
     return cached
 
@@ -256,16 +284,17 @@ def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     host = ctx.host(name)
     pfx, _ = _need_pfx(ctx)
     facts = ctx.facts.get(name) or {}
-    verdict = checks.step_status(host, facts, "import", pfx_sha256=pfx.sha256,
-                                 expect_tls=ctx.expect_tls)
+    verdict = checks.step_status(
+        host, facts, "import", pfx_sha256=pfx.sha256, expect_tls=ctx.expect_tls
+    )
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
-    _tlstool(ctx, host, "import", pfx_path=ctx.remote_pfx_path(host),
-             password=ctx.pfx_password)
+    _tlstool(ctx, host, "import", pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password)
     ctx.mark_changed(name, "import")
     after = _gather(ctx, host)
-    check = checks.step_status(host, after, "import", pfx_sha256=pfx.sha256,
-                               expect_tls=ctx.expect_tls)
+    check = checks.step_status(
+        host, after, "import", pfx_sha256=pfx.sha256, expect_tls=ctx.expect_tls
+    )
     if not check.done:
         raise RemoteError(f"TLSTool.exe import reported success but {check.reason}", host=name)
     return StepResult("changed", f"imported certificate {_short(pfx.sha256)}; {check.reason}")
@@ -279,11 +308,13 @@ def enable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     facts = ctx.facts.get(name) or {}
     installed = (facts.get("security") or {}).get("cert_sha256")
     if installed != pfx.sha256:
-        raise FleetError(f"refusing to enable: tealeaf.crt holds {_short(installed)}, not the "
-                         f"PFX's {_short(pfx.sha256)} (every host must carry the same "
-                         "certificate first)", host=name)
-    verdict = checks.step_status(host, facts, "enable", pfx_sha256=pfx.sha256,
-                                 expect_tls=True)
+        raise FleetError(
+            f"refusing to enable: tealeaf.crt holds {_short(installed)}, not the "
+            f"PFX's {_short(pfx.sha256)} (every host must carry the same "
+            "certificate first)",
+            host=name,
+        )
+    verdict = checks.step_status(host, facts, "enable", pfx_sha256=pfx.sha256, expect_tls=True)
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}, with our certificate")
     _tlstool(ctx, host, "enable")
@@ -329,11 +360,15 @@ def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
                 if svc in stopped:
                     stopped.remove(svc)
     iis = facts.get("iis") or {}
-    return Before(running=running, stopped=stopped,
-                  iis_running=bool(iis.get("present")) and iis.get("state") == "Running"
-                  or bool(earlier and earlier.get("iis")),
-                  has_data_service=(facts.get("data_service") or {}).get("log") is not None,
-                  imported_sha256=(facts.get("security") or {}).get("cert_sha256"))
+    return Before(
+        running=running,
+        stopped=stopped,
+        iis_running=bool(iis.get("present"))
+        and iis.get("state") == "Running"
+        or bool(earlier and earlier.get("iis")),
+        has_data_service=(facts.get("data_service") or {}).get("log") is not None,
+        imported_sha256=(facts.get("security") or {}).get("cert_sha256"),
+    )
 
 
 def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) -> str | None:
@@ -344,8 +379,7 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
     from tealeaf_fleet.ops import checks
 
     facts = ctx.facts.get(host.name) or {}
-    verdict = checks.step_status(host, facts, "restart", pfx_sha256=None,
-                                 expect_tls=ctx.expect_tls)
+    verdict = checks.step_status(host, facts, "restart", pfx_sha256=None, expect_tls=ctx.expect_tls)
     if not verdict.done:
         return None
     states = {s.get("name"): s.get("state") for s in facts.get("services") or []}
@@ -368,8 +402,9 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     before = _before(ctx, phase, host)
     healthy = _already_healthy(ctx, phase, host, before)
     if healthy:
-        return StepResult("skipped", f"nothing to do: {healthy}; services and handshakes "
-                                     "already right")
+        return StepResult(
+            "skipped", f"nothing to do: {healthy}; services and handshakes already right"
+        )
     ctx.note(phase.name, name, {"running": before.running, "iis": before.iis_running})
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
@@ -387,8 +422,7 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             services.iisreset(conn)
             did += " and IIS (iisreset)"
     passed = run_gates(ctx, phase.name, host, phase.gates, before)
-    return StepResult("changed", did + ("; gates passed: " + "; ".join(passed)
-                                        if passed else ""))
+    return StepResult("changed", did + ("; gates passed: " + "; ".join(passed) if passed else ""))
 
 
 def _started_at(result: Any) -> str | None:
@@ -408,9 +442,12 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
     with ctx.cache_lock:
         if ctx.verify_status is None:
-            ctx.verify_status = status.gather(ctx.fleet, forks=ctx.forks,
-                                              collector=_collector(ctx),
-                                              prober=lambda a, p, t: ctx.probe(a, p, t))
+            ctx.verify_status = status.gather(
+                ctx.fleet,
+                forks=ctx.forks,
+                collector=_collector(ctx),
+                prober=lambda a, p, t: ctx.probe(a, p, t),
+            )
     fleet_status = ctx.verify_status
     mine = fleet_status.findings_for(name)
     blockers = [f.message for f in mine if f.severity == BLOCKER]
@@ -418,9 +455,12 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         return StepResult("failed", "; ".join(blockers))
     row = fleet_status.host(name)
     facts = row.facts or {}
-    return StepResult("ok", f"EnableTLS {facts.get('enable_tls')}, certificate "
-                            f"{_short((facts.get('security') or {}).get('cert_sha256'))}, Data "
-                            f"Service {(facts.get('data_service') or {}).get('mode')}")
+    return StepResult(
+        "ok",
+        f"EnableTLS {facts.get('enable_tls')}, certificate "
+        f"{_short((facts.get('security') or {}).get('cert_sha256'))}, Data "
+        f"Service {(facts.get('data_service') or {}).get('mode')}",
+    )
 
 
 def _collector(ctx: RunContext) -> Callable[..., dict[str, Any]]:
@@ -453,8 +493,11 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
     "disable": disable,
     "restart": restart,
     "verify": verify,
-    "facts": lambda ctx, phase, name: StepResult("ok", "facts read") if _gather(
-        ctx, ctx.host(name)) is not None else StepResult("failed", "no facts"),
+    "facts": lambda ctx, phase, name: (
+        StepResult("ok", "facts read")
+        if _gather(ctx, ctx.host(name)) is not None
+        else StepResult("failed", "no facts")
+    ),
 }
 
 __all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]

@@ -41,9 +41,17 @@ def facts_dict(result: Any) -> dict[str, Any]:
 class RunContext:
     """Shared state of one run; thread-safe where several hosts touch it at once."""
 
-    def __init__(self, fleet: Fleet, *, expect_tls: bool, bus: EventBus,
-                 stop: threading.Event | None = None, probe: Probe | None = None,
-                 connect: Callable[[Host], Any] | None = None, forks: int = 10) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        expect_tls: bool,
+        bus: EventBus,
+        stop: threading.Event | None = None,
+        probe: Probe | None = None,
+        connect: Callable[[Host], Any] | None = None,
+        forks: int = 10,
+    ) -> None:
         self.fleet = fleet
         self.expect_tls = expect_tls
         self.bus = bus
@@ -87,8 +95,9 @@ class RunContext:
         else:
             from tealeaf_fleet.transport import Connection
 
-            password = None if host.winrm.transport == "certificate" else \
-                self.fleet.winrm_password(host)
+            password = (
+                None if host.winrm.transport == "certificate" else self.fleet.winrm_password(host)
+            )
             conn = Connection(host, password)
         with self._lock:
             self._conns[host.name] = conn
@@ -123,14 +132,18 @@ class RunContext:
         found = (self.facts.get(host.name) or {}).get("install_dir")
         chosen = host.install_dir or self.fleet.install_dir or found
         if not chosen:
-            raise FleetError("the Tealeaf install folder is unknown", host=host.name,
-                             hint="set tealeaf.install_dir in the inventory")
+            raise FleetError(
+                "the Tealeaf install folder is unknown",
+                host=host.name,
+                hint="set tealeaf.install_dir in the inventory",
+            )
         return str(chosen)
 
     def remote_pfx_path(self, host: Host) -> str:
         """`<install>\\Tools\\<pfx name>`: where the vendor procedure puts the PFX."""
-        return str(PureWindowsPath(self.install_dir(host)) / "Tools" / self.fleet.certificate
-                   .path.name)
+        return str(
+            PureWindowsPath(self.install_dir(host)) / "Tools" / self.fleet.certificate.path.name
+        )
 
     def mark_changed(self, host: str, op: str) -> None:
         with self._lock:
@@ -156,5 +169,6 @@ class RunContext:
         runner = self.runner
         if runner is None or runner.journal is None or runner.run_id is None:
             return None
-        return runner.journal.first_detail(runner.plan.get("digest"), phase, host, action,
-                                           before_run=runner.run_id)
+        return runner.journal.first_detail(
+            runner.plan.get("digest"), phase, host, action, before_run=runner.run_id
+        )

@@ -19,8 +19,16 @@ from typing import Any
 
 from tealeaf_fleet.secrets import redact
 
-EVENT_TYPES = ("run_started", "phase_started", "step_started", "step_finished", "gate",
-               "phase_finished", "run_finished", "message")
+EVENT_TYPES = (
+    "run_started",
+    "phase_started",
+    "step_started",
+    "step_finished",
+    "gate",
+    "phase_finished",
+    "run_finished",
+    "message",
+)
 OUTCOMES = ("ok", "changed", "skipped", "failed")
 
 
@@ -72,11 +80,27 @@ class EventBus:
     def subscribe(self, fn: Subscriber) -> None:
         self._subscribers.append(fn)
 
-    def emit(self, type: str, *, phase: str | None = None, host: str | None = None,
-             action: str | None = None, outcome: str | None = None,
-             message: str | None = None, **data: Any) -> Event:
-        event = Event(type=type, run=self.run, phase=phase, host=host, action=action,
-                      outcome=outcome, message=message, data=data)
+    def emit(
+        self,
+        type: str,
+        *,
+        phase: str | None = None,
+        host: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        message: str | None = None,
+        **data: Any,
+    ) -> Event:
+        event = Event(
+            type=type,
+            run=self.run,
+            phase=phase,
+            host=host,
+            action=action,
+            outcome=outcome,
+            message=message,
+            data=data,
+        )
         with self._lock:
             for fn in self._subscribers:
                 fn(event)

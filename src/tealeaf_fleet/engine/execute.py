@@ -22,10 +22,19 @@ if TYPE_CHECKING:
     from tealeaf_fleet.journal import Journal
 
 
-def execute(fleet: Fleet, plan: Mapping[str, Any], *, command: str, bus: EventBus,
-            journal: Journal | None, inventory_label: str, forks: int = 10,
-            stop: threading.Event | None = None, probe: Callable[..., Any] | None = None,
-            connect: Callable[[Host], Any] | None = None) -> RunResult:
+def execute(
+    fleet: Fleet,
+    plan: Mapping[str, Any],
+    *,
+    command: str,
+    bus: EventBus,
+    journal: Journal | None,
+    inventory_label: str,
+    forks: int = 10,
+    stop: threading.Event | None = None,
+    probe: Callable[..., Any] | None = None,
+    connect: Callable[[Host], Any] | None = None,
+) -> RunResult:
     """Run `plan` (the Plan's JSON dict) and return how it ended; never prints.
 
     Input problems that need no host (unset password, unusable PFX) raise InputError /
@@ -33,8 +42,9 @@ def execute(fleet: Fleet, plan: Mapping[str, Any], *, command: str, bus: EventBu
     """
     expect_tls = bool(plan.get("expect_tls"))
     stop = stop or threading.Event()
-    ctx = RunContext(fleet, expect_tls=expect_tls, bus=bus, stop=stop, probe=probe,
-                     connect=connect, forks=forks)
+    ctx = RunContext(
+        fleet, expect_tls=expect_tls, bus=bus, stop=stop, probe=probe, connect=connect, forks=forks
+    )
     ops = {p.get("op") for p in plan.get("phases") or []}
     if ops & {"certificate", "import", "push_pfx"}:
         from tealeaf_fleet import certs
@@ -42,9 +52,20 @@ def execute(fleet: Fleet, plan: Mapping[str, Any], *, command: str, bus: EventBu
         ctx.pfx_password = fleet.pfx_password()
         problems = certs.check_password(ctx.pfx_password)
         if problems:
-            raise InputError("the PFX password cannot be used with TLSTool.exe: "
-                             + "; ".join(problems), field="certificate.password")
+            raise InputError(
+                "the PFX password cannot be used with TLSTool.exe: " + "; ".join(problems),
+                field="certificate.password",
+            )
         load_existing_pfx(ctx)
-    runner = Runner(plan=plan, actions=ACTIONS, context=ctx, bus=bus, journal=journal,
-                    command=command, inventory_label=inventory_label, forks=forks, stop=stop)
+    runner = Runner(
+        plan=plan,
+        actions=ACTIONS,
+        context=ctx,
+        bus=bus,
+        journal=journal,
+        command=command,
+        inventory_label=inventory_label,
+        forks=forks,
+        stop=stop,
+    )
     return runner.run()

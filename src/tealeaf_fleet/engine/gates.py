@@ -50,8 +50,9 @@ class _Pending(Exception):
     """A gate that has not passed yet (internal: polled again until the deadline)."""
 
 
-def run_gates(ctx: RunContext, phase: str, host: Host, gates: Sequence[str],
-              before: Before) -> list[str]:
+def run_gates(
+    ctx: RunContext, phase: str, host: Host, gates: Sequence[str], before: Before
+) -> list[str]:
     """Run the phase's gates in order; returns one short line per passed gate.
 
     Each poll reads one snapshot (one `facts` op: services, IIS and the Data Service's newest
@@ -68,17 +69,31 @@ def run_gates(ctx: RunContext, phase: str, host: Host, gates: Sequence[str],
         soak_s = ctx.fleet.rollout.soak_s
         ctx.stop.wait(soak_s)  # Ctrl-C cuts the wait short; the recheck still runs
         again = [g for g in checks if g in ("services", "data_service_log", "handshake")]
-        _poll(ctx, phase, host, again, before, max(deadline, time.monotonic() + 10),
-              emit=False)
+        _poll(ctx, phase, host, again, before, max(deadline, time.monotonic() + 10), emit=False)
         text = f"after {soak_s}s, {', '.join(again) or 'nothing'} still right"
-        ctx.bus.emit("gate", phase=phase, host=host.name, action="restart", outcome="ok",
-                     message=text, gate="soak")
+        ctx.bus.emit(
+            "gate",
+            phase=phase,
+            host=host.name,
+            action="restart",
+            outcome="ok",
+            message=text,
+            gate="soak",
+        )
         passed.append(f"soak: {text}")
     return passed
 
 
-def _poll(ctx: RunContext, phase: str, host: Host, gates: Sequence[str], before: Before,
-          deadline: float, *, emit: bool = True) -> list[str]:
+def _poll(
+    ctx: RunContext,
+    phase: str,
+    host: Host,
+    gates: Sequence[str],
+    before: Before,
+    deadline: float,
+    *,
+    emit: bool = True,
+) -> list[str]:
     todo = list(gates)
     passed: list[str] = []
     delay = POLL_S
@@ -94,20 +109,43 @@ def _poll(ctx: RunContext, phase: str, host: Host, gates: Sequence[str], before:
                     continue
                 passed.append(f"{gate}: {text}")
                 if emit:
-                    ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
-                                 outcome="ok", message=text, gate=gate)
+                    ctx.bus.emit(
+                        "gate",
+                        phase=phase,
+                        host=host.name,
+                        action="restart",
+                        outcome="ok",
+                        message=text,
+                        gate=gate,
+                    )
         except _Pending as pending:
             if time.monotonic() + delay > deadline:
-                message = (f"gate {gate} did not pass within health_timeout_s="
-                           f"{ctx.fleet.rollout.health_timeout_s}: {pending}")
-                ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
-                             outcome="failed", message=message, gate=gate)
+                message = (
+                    f"gate {gate} did not pass within health_timeout_s="
+                    f"{ctx.fleet.rollout.health_timeout_s}: {pending}"
+                )
+                ctx.bus.emit(
+                    "gate",
+                    phase=phase,
+                    host=host.name,
+                    action="restart",
+                    outcome="failed",
+                    message=message,
+                    gate=gate,
+                )
                 raise GateFailed(message, gate=gate, host=host.name, phase=phase) from None
             time.sleep(delay)
             delay = min(POLL_MAX_S, delay * 1.5)
         except GateFailed as failed:
-            ctx.bus.emit("gate", phase=phase, host=host.name, action="restart",
-                         outcome="failed", message=failed.message, gate=gate)
+            ctx.bus.emit(
+                "gate",
+                phase=phase,
+                host=host.name,
+                action="restart",
+                outcome="failed",
+                message=failed.message,
+                gate=gate,
+            )
             failed.phase = phase
             raise
     return passed
@@ -127,8 +165,11 @@ class Snapshot:
             from tealeaf_fleet.ops import facts as facts_op
 
             try:
-                result = facts_op.gather(self.ctx.connection(self.host), self.host,
-                                         install_dir=self.ctx.install_dir(self.host))
+                result = facts_op.gather(
+                    self.ctx.connection(self.host),
+                    self.host,
+                    install_dir=self.ctx.install_dir(self.host),
+                )
             except FleetError as exc:
                 if getattr(exc, "transient", False):
                     raise _Pending(f"facts could not be read yet: {exc}") from None
@@ -151,13 +192,17 @@ def gate_services(ctx: RunContext, host: Host, before: Before, snap: Snapshot) -
     states = {s.get("name"): s.get("state") for s in snap.facts().get("services") or []}
     down = [n for n in before.running if states.get(n) != "Running"]
     if down:
-        raise _Pending("not running: " + ", ".join(f"{n} ({states.get(n) or 'missing'})"
-                                                   for n in down))
+        raise _Pending(
+            "not running: " + ", ".join(f"{n} ({states.get(n) or 'missing'})" for n in down)
+        )
     started = [n for n in before.stopped if states.get(n) not in ("Stopped", None)]
     if started:
-        raise GateFailed(f"services that were stopped before the restart are now "
-                         f"{', '.join(started)}: the tool never starts them; check who did",
-                         gate="services", host=host.name)
+        raise GateFailed(
+            f"services that were stopped before the restart are now "
+            f"{', '.join(started)}: the tool never starts them; check who did",
+            gate="services",
+            host=host.name,
+        )
     kept = f"; {len(before.stopped)} stopped one(s) left stopped" if before.stopped else ""
     return f"{len(before.running)} TeaLeaf service(s) running again{kept}"
 
@@ -171,8 +216,9 @@ def gate_iis(ctx: RunContext, host: Host, before: Before, snap: Snapshot) -> str
     return "IIS running"
 
 
-def gate_data_service_log(ctx: RunContext, host: Host, before: Before,
-                          snap: Snapshot) -> str | None:
+def gate_data_service_log(
+    ctx: RunContext, host: Host, before: Before, snap: Snapshot
+) -> str | None:
     """The newest startup block of the Data Service log (read by the facts op, the same
     parser as `ops.logs`), judged against the restart's start time here: log times have
     one-second resolution, so "the first block at or after Since" can be a block written in
@@ -187,17 +233,23 @@ def gate_data_service_log(ctx: RunContext, host: Host, before: Before,
         raise _Pending(f"no Data Service startup block in its log since {before.since}")
     if mode != want:
         if before.since and started == before.since:
-            raise _Pending(f"the newest startup block ({mode}) is from the second the restart "
-                           "began; waiting for the next one")
-        raise GateFailed(f"the Data Service started in {mode} mode after the restart "
-                         f"(log {data.get('log')}, at {started}); expected "
-                         f"'{label}: {host.data_service_port}'",
-                         gate="data_service_log", host=host.name)
+            raise _Pending(
+                f"the newest startup block ({mode}) is from the second the restart "
+                "began; waiting for the next one"
+            )
+        raise GateFailed(
+            f"the Data Service started in {mode} mode after the restart "
+            f"(log {data.get('log')}, at {started}); expected "
+            f"'{label}: {host.data_service_port}'",
+            gate="data_service_log",
+            host=host.name,
+        )
     return f"Data Service log shows '{label}: {port}' at {started}"
 
 
-def gate_handshake(ctx: RunContext, host: Host, before: Before,
-                   snap: Snapshot | None = None) -> str | None:
+def gate_handshake(
+    ctx: RunContext, host: Host, before: Before, snap: Snapshot | None = None
+) -> str | None:
     if not ctx.fleet.rollout.verify_handshake:
         return None
     snap = snap or Snapshot(ctx, host)
@@ -206,21 +258,26 @@ def gate_handshake(ctx: RunContext, host: Host, before: Before,
     parts = []
     if ctx.expect_tls:
         want = ctx.pfx.sha256 if ctx.pfx is not None else before.imported_sha256
-        for label, port, result in (("Data Service", host.data_service_port, ds),
-                                    ("TMS", host.tms_port, tms)):
+        for label, port, result in (
+            ("Data Service", host.data_service_port, ds),
+            ("TMS", host.tms_port, tms),
+        ):
             if label == "Data Service" and not before.has_data_service:
                 continue
             if getattr(result, "kind", None) != "tls" or not getattr(result, "sha256", None):
                 raise _Pending(f"{label} port {port} answers {_kind(result)}, not TLS")
             if want and result.sha256 != want:
-                raise _Pending(f"{label} port {port} presents certificate "
-                               f"{result.sha256[:12]}..., not the PFX's {want[:12]}...")
+                raise _Pending(
+                    f"{label} port {port} presents certificate "
+                    f"{result.sha256[:12]}..., not the PFX's {want[:12]}..."
+                )
             parts.append(f"{label} {port} TLS with the PFX's certificate")
     else:
         if before.has_data_service:
             if getattr(ds, "kind", None) != "plain":
-                raise _Pending(f"Data Service port {host.data_service_port} answers "
-                               f"{_kind(ds)}, not plain")
+                raise _Pending(
+                    f"Data Service port {host.data_service_port} answers {_kind(ds)}, not plain"
+                )
             parts.append(f"Data Service {host.data_service_port} plain")
         kind = getattr(tms, "kind", None)
         if kind == "unreachable":

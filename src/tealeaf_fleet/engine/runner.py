@@ -51,12 +51,16 @@ class PhaseSpec:
             if name and name not in hosts and name != CONTROLLER:
                 hosts.append(name)
         op = phase["op"]
-        return cls(name=phase.get("name") or op, op=op, strategy=phase.get("strategy") or
-                   "parallel", batch=int(phase.get("batch") or 1),
-                   gates=tuple(phase.get("gates") or ()), hosts=tuple(hosts),
-                   compensate=phase.get("compensate") or (
-                       COMPENSATIONS.get(op) if phase.get("strategy") == "all_or_nothing"
-                       else None))
+        return cls(
+            name=phase.get("name") or op,
+            op=op,
+            strategy=phase.get("strategy") or "parallel",
+            batch=int(phase.get("batch") or 1),
+            gates=tuple(phase.get("gates") or ()),
+            hosts=tuple(hosts),
+            compensate=phase.get("compensate")
+            or (COMPENSATIONS.get(op) if phase.get("strategy") == "all_or_nothing" else None),
+        )
 
 
 Action = Callable[[Any, PhaseSpec, str], StepResult]  # (context, phase, host) -> result
@@ -82,8 +86,12 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return {"ok": 0, "failed": 1, "blocked": PreflightError.exit_code,
-                "interrupted": Interrupted.exit_code}[self.outcome]
+        return {
+            "ok": 0,
+            "failed": 1,
+            "blocked": PreflightError.exit_code,
+            "interrupted": Interrupted.exit_code,
+        }[self.outcome]
 
     def raise_for_outcome(self) -> None:
         """For callers that prefer exceptions to exit codes."""
@@ -99,10 +107,19 @@ class Runner:
     """One run of one plan. `actions` maps op name -> Action; `context` is handed to them
     untouched (engine/actions.py's RunContext in real runs; anything in unit tests)."""
 
-    def __init__(self, *, plan: Mapping[str, Any], actions: Mapping[str, Action],
-                 context: Any, bus: EventBus, journal: Any | None, command: str,
-                 inventory_label: str, forks: int = 10,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        plan: Mapping[str, Any],
+        actions: Mapping[str, Action],
+        context: Any,
+        bus: EventBus,
+        journal: Any | None,
+        command: str,
+        inventory_label: str,
+        forks: int = 10,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.plan = plan
         self.phases = [PhaseSpec.from_plan(p) for p in plan.get("phases") or []]
         self.actions = actions
@@ -126,17 +143,25 @@ class Runner:
         if self.journal is not None:
             inventory = self.plan.get("inventory") or {}
             self.run_id = self.journal.start_run(
-                command=self.command, inventory_path=inventory.get("path"),
+                command=self.command,
+                inventory_path=inventory.get("path"),
                 inventory_digest=inventory.get("digest"),
-                playbook=(self.plan.get("playbook") or {}).get("name"), plan_digest=digest,
-                tool_version=self.plan.get("tool_version"))
+                playbook=(self.plan.get("playbook") or {}).get("name"),
+                plan_digest=digest,
+                tool_version=self.plan.get("tool_version"),
+            )
             self.done = self.journal.done_steps(digest, before_run=self.run_id)
         self.bus.run = self.run_id
         if hasattr(self.context, "attach"):
             self.context.attach(self)
         resumed = sorted({run for run in self.done.values()})
-        self.bus.emit("run_started", message=f"{self.command} {self.inventory_label}",
-                      command=self.command, plan_digest=digest, resumes=resumed)
+        self.bus.emit(
+            "run_started",
+            message=f"{self.command} {self.inventory_label}",
+            command=self.command,
+            plan_digest=digest,
+            resumes=resumed,
+        )
         result = RunResult(self.run_id, self.command, "ok", started, started)
         try:
             for phase in self.phases:
@@ -159,25 +184,42 @@ class Runner:
                 self.context.close()
             if self.journal is not None and self.run_id is not None:
                 self.journal.finish_run(self.run_id, result.outcome, result.message or None)
-            self.bus.emit("run_finished", outcome=_event_outcome(result.outcome),
-                          message=result.message or f"{self.command} finished",
-                          result=result.outcome, duration_s=round(result.duration_s, 1),
-                          recap=self._recap, hint=result.hint)
+            self.bus.emit(
+                "run_finished",
+                outcome=_event_outcome(result.outcome),
+                message=result.message or f"{self.command} finished",
+                result=result.outcome,
+                duration_s=round(result.duration_s, 1),
+                recap=self._recap,
+                hint=result.hint,
+            )
         return result
 
     def _phase(self, phase: PhaseSpec, result: RunResult) -> str | None:
         """Run one phase; return the run's final outcome if the run must stop here."""
         if self.stop.is_set():
             return self._interrupted(phase, result)
-        self.bus.emit("phase_started", phase=phase.name, action=phase.op,
-                      strategy=phase.strategy, hosts=list(phase.hosts), gates=list(phase.gates),
-                      index=self.phases.index(phase) + 1, of=len(self.phases))
+        self.bus.emit(
+            "phase_started",
+            phase=phase.name,
+            action=phase.op,
+            strategy=phase.strategy,
+            hosts=list(phase.hosts),
+            gates=list(phase.gates),
+            index=self.phases.index(phase) + 1,
+            of=len(self.phases),
+        )
         targets = list(phase.hosts)
         if phase.strategy == "controller":
             targets = [CONTROLLER]
         if not targets:
-            self.bus.emit("phase_finished", phase=phase.name, action=phase.op, outcome="skipped",
-                          message="no host in this phase")
+            self.bus.emit(
+                "phase_finished",
+                phase=phase.name,
+                action=phase.op,
+                outcome="skipped",
+                message="no host in this phase",
+            )
             return None
         action = self.actions.get(phase.op)
         if action is None:
@@ -186,24 +228,35 @@ class Runner:
         if phase.compensate:
             undo = self.actions.get(phase.compensate)
             if undo is not None:
-                undo_phase = PhaseSpec(name=phase.name, op=phase.compensate, strategy="parallel",
-                                       hosts=phase.hosts)
+                undo_phase = PhaseSpec(
+                    name=phase.name, op=phase.compensate, strategy="parallel", hosts=phase.hosts
+                )
                 compensate = self._work(undo_phase, undo, compensation=True)
-        outcome = run_strategy(phase.strategy, targets, self._work(phase, action),
-                               forks=self.forks, batch=phase.batch, compensate=compensate,
-                               stop=self.stop)
+        outcome = run_strategy(
+            phase.strategy,
+            targets,
+            self._work(phase, action),
+            forks=self.forks,
+            batch=phase.batch,
+            compensate=compensate,
+            stop=self.stop,
+        )
         return self._after_phase(phase, outcome, result)
 
-    def _after_phase(self, phase: PhaseSpec, outcome: PhaseResult,
-                     result: RunResult) -> str | None:
+    def _after_phase(self, phase: PhaseSpec, outcome: PhaseResult, result: RunResult) -> str | None:
         failed = outcome.failed
         if not failed and not outcome.interrupted:
             self.bus.emit("phase_finished", phase=phase.name, action=phase.op, outcome="ok")
             return None
-        self.bus.emit("phase_finished", phase=phase.name, action=phase.op,
-                      outcome="failed" if failed else "skipped",
-                      failed=failed, not_started=outcome.not_started,
-                      compensated=list(outcome.compensated))
+        self.bus.emit(
+            "phase_finished",
+            phase=phase.name,
+            action=phase.op,
+            outcome="failed" if failed else "skipped",
+            failed=failed,
+            not_started=outcome.not_started,
+            compensated=list(outcome.compensated),
+        )
         if not failed:
             return self._interrupted(phase, result)
         result.halted_phase = phase.name
@@ -211,21 +264,26 @@ class Runner:
         label = self.inventory_label
         if phase.op == "preflight":
             blockers = getattr(self.context, "blockers", {}) or {
-                h: [outcome.results[h].message] for h in failed}
+                h: [outcome.results[h].message] for h in failed
+            }
             result.blockers = {h: list(v) for h, v in blockers.items()}
-            result.message = (f"preflight found blockers on {len(failed)} host(s): "
-                              f"{', '.join(failed)}; nothing was changed anywhere")
+            result.message = (
+                f"preflight found blockers on {len(failed)} host(s): "
+                f"{', '.join(failed)}; nothing was changed anywhere"
+            )
             result.hint = f"fix what is listed per host, then rerun `fleet {self.command} {label}`"
             return "blocked"
         first = outcome.results[failed[0]]
         where = failed[0] if failed[0] != CONTROLLER else "the controller"
-        text = (f"halted in phase '{phase.name}' on {where}: {first.message}")
+        text = f"halted in phase '{phase.name}' on {where}: {first.message}"
         if len(failed) > 1:
             text += f" (and {len(failed) - 1} more host(s): {', '.join(failed[1:])})"
         if outcome.compensated:
             undone = [h for h, r in outcome.compensated.items() if not r.failed]
-            text += (f"; {phase.compensate} was run again on {len(undone)} host(s) so that "
-                     "none is left half-changed")
+            text += (
+                f"; {phase.compensate} was run again on {len(undone)} host(s) so that "
+                "none is left half-changed"
+            )
             still = [h for h, r in outcome.compensated.items() if r.failed]
             if still:
                 text += f"; COMPENSATION FAILED on {', '.join(still)}: check them by hand"
@@ -233,22 +291,27 @@ class Runner:
             text += f"; not started: {', '.join(outcome.not_started)}"
         result.message = text
         other = "rollback" if self.command == "rollout" else "rollout"
-        result.hint = (f"run `fleet status {label}` to see the fleet, fix the cause, then rerun "
-                       f"`fleet {self.command} {label}` to resume (finished steps are not "
-                       f"repeated), or `fleet {other} {label}` to go back")
+        result.hint = (
+            f"run `fleet status {label}` to see the fleet, fix the cause, then rerun "
+            f"`fleet {self.command} {label}` to resume (finished steps are not "
+            f"repeated), or `fleet {other} {label}` to go back"
+        )
         return "failed"
 
     def _interrupted(self, phase: PhaseSpec, result: RunResult) -> str:
         result.halted_phase = phase.name
         result.message = f"interrupted before phase '{phase.name}' finished; running steps ended"
-        result.hint = (f"rerun `fleet {self.command} {self.inventory_label}` to resume: "
-                       "finished steps are not repeated")
+        result.hint = (
+            f"rerun `fleet {self.command} {self.inventory_label}` to resume: "
+            "finished steps are not repeated"
+        )
         return "interrupted"
 
     # --- one step -----------------------------------------------------------------------------
 
-    def _work(self, phase: PhaseSpec, action: Action, *,
-              compensation: bool = False) -> Callable[[str], StepResult]:
+    def _work(
+        self, phase: PhaseSpec, action: Action, *, compensation: bool = False
+    ) -> Callable[[str], StepResult]:
         def work(host: str) -> StepResult:
             key = (phase.name, host, phase.op)
             if not compensation and phase.op in JOURNAL_RESUMED_OPS and key in self.done:
@@ -273,12 +336,19 @@ class Runner:
             result = StepResult("failed", str(exc), exc)
         if step_id is not None:
             self.journal.step_finished(step_id, result.outcome, result.message or None)
-        self.bus.emit("step_finished", phase=phase.name, host=host, action=phase.op,
-                      outcome=result.outcome, message=result.message or None,
-                      elapsed_s=round(time.monotonic() - started, 2))
+        self.bus.emit(
+            "step_finished",
+            phase=phase.name,
+            host=host,
+            action=phase.op,
+            outcome=result.outcome,
+            message=result.message or None,
+            elapsed_s=round(time.monotonic() - started, 2),
+        )
         with self._recap_lock:
-            counts = self._recap.setdefault(host, {"ok": 0, "changed": 0, "skipped": 0,
-                                                   "failed": 0})
+            counts = self._recap.setdefault(
+                host, {"ok": 0, "changed": 0, "skipped": 0, "failed": 0}
+            )
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         return result
 

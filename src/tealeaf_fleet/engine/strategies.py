@@ -81,8 +81,9 @@ def run_controller(work: Work, *, stop: threading.Event | None = None) -> PhaseR
     return result
 
 
-def _run_many(hosts: Sequence[str], work: Work, forks: int,
-              stop: threading.Event | None, result: PhaseResult) -> None:
+def _run_many(
+    hosts: Sequence[str], work: Work, forks: int, stop: threading.Event | None, result: PhaseResult
+) -> None:
     """Run `work` on `hosts` concurrently (at most `forks` at once); fill `result`."""
     if not hosts:
         return
@@ -99,8 +100,9 @@ def _run_many(hosts: Sequence[str], work: Work, forks: int,
         with lock:
             done[name] = outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts))),
-                            thread_name_prefix="fleet") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(forks, len(hosts))), thread_name_prefix="fleet"
+    ) as pool:
         futures = [pool.submit(one, name) for name in hosts]
         for future in futures:
             future.result()  # re-raise bugs (non-FleetError) in the caller
@@ -111,34 +113,48 @@ def _run_many(hosts: Sequence[str], work: Work, forks: int,
         result.interrupted = True
 
 
-def run_parallel(hosts: Sequence[str], work: Work, *, forks: int = 10,
-                 stop: threading.Event | None = None) -> PhaseResult:
+def run_parallel(
+    hosts: Sequence[str], work: Work, *, forks: int = 10, stop: threading.Event | None = None
+) -> PhaseResult:
     result = PhaseResult()
     _run_many(hosts, work, forks, stop, result)
     return result
 
 
-def run_rolling(hosts: Sequence[str], work: Work, *, batch: int = 1, forks: int = 10,
-                stop: threading.Event | None = None) -> PhaseResult:
+def run_rolling(
+    hosts: Sequence[str],
+    work: Work,
+    *,
+    batch: int = 1,
+    forks: int = 10,
+    stop: threading.Event | None = None,
+) -> PhaseResult:
     result = PhaseResult()
     batch = max(1, batch)
     for start in range(0, len(hosts), batch):
-        group = list(hosts[start:start + batch])
+        group = list(hosts[start : start + batch])
         if _stopped(stop):
             result.not_started.extend(hosts[start:])
             result.interrupted = True
             break
         _run_many(group, work, min(forks, batch), stop, result)
         if result.failed or result.interrupted:
-            result.not_started.extend(h for h in hosts[start + batch:]
-                                      if h not in result.not_started)
+            result.not_started.extend(
+                h for h in hosts[start + batch :] if h not in result.not_started
+            )
             break
     return result
 
 
-def run_all_or_nothing(hosts: Sequence[str], work: Work, *, compensate: Work | None,
-                       forks: int = 10, retries: int = 1,
-                       stop: threading.Event | None = None) -> PhaseResult:
+def run_all_or_nothing(
+    hosts: Sequence[str],
+    work: Work,
+    *,
+    compensate: Work | None,
+    forks: int = 10,
+    retries: int = 1,
+    stop: threading.Event | None = None,
+) -> PhaseResult:
     result = PhaseResult()
     _run_many(hosts, work, forks, stop, result)
     for _ in range(retries):
@@ -152,17 +168,26 @@ def run_all_or_nothing(hosts: Sequence[str], work: Work, *, compensate: Work | N
             result.interrupted = True
     if result.ok or compensate is None:
         return result
-    succeeded = [name for name in hosts
-                 if name in result.results and not result.results[name].failed]
+    succeeded = [
+        name for name in hosts if name in result.results and not result.results[name].failed
+    ]
     undo = PhaseResult()
     _run_many(succeeded, compensate, forks, None, undo)  # compensation ignores Ctrl-C
     result.compensated = undo.results
     return result
 
 
-def run_strategy(strategy: str, hosts: Sequence[str], work: Work, *, forks: int = 10,
-                 batch: int = 1, compensate: Work | None = None, retries: int = 1,
-                 stop: threading.Event | None = None) -> PhaseResult:
+def run_strategy(
+    strategy: str,
+    hosts: Sequence[str],
+    work: Work,
+    *,
+    forks: int = 10,
+    batch: int = 1,
+    compensate: Work | None = None,
+    retries: int = 1,
+    stop: threading.Event | None = None,
+) -> PhaseResult:
     """Dispatch by the playbook's strategy name."""
     if strategy == "controller":
         return run_controller(work, stop=stop)
@@ -171,6 +196,7 @@ def run_strategy(strategy: str, hosts: Sequence[str], work: Work, *, forks: int 
     if strategy == "rolling":
         return run_rolling(hosts, work, batch=batch, forks=forks, stop=stop)
     if strategy == "all_or_nothing":
-        return run_all_or_nothing(hosts, work, compensate=compensate, forks=forks,
-                                  retries=retries, stop=stop)
+        return run_all_or_nothing(
+            hosts, work, compensate=compensate, forks=forks, retries=retries, stop=stop
+        )
     raise ValueError(f"unknown strategy {strategy!r}")
