@@ -81,6 +81,16 @@ def restart_windows(lab: Lab, since: float = 0.0) -> dict[str, tuple[float, floa
     return out
 
 
+def wait_until_settled(lab: Lab, host: str, timeout_s: float = 60) -> None:
+    """Until none of the host's services is half-way (StopPending / StartPending)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not [s for s in services(lab, host).values() if s.endswith("Pending")]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{host}'s services did not settle within {timeout_s}s")
+
+
 def set_fault(lab: Lab, host: str, faults: dict) -> None:
     (lab.dir / "hosts" / host / "faults.json").write_text(json.dumps(faults))
 
@@ -164,6 +174,18 @@ def test_rollout_status_rollback(lab, tmp_path):
         row = next(h for h in status["hosts"] if h["name"] == name)
         assert row["facts"]["enable_tls"] == 1
         assert row["handshakes"]["data_service"]["kind"] == "tls"
+
+    # Running it again changes nothing: every step finds its work done.
+    t_again = time.time()
+    again = fleet("rollout", str(lab.inventory), "--yes", "--json")
+    assert again.returncode == 0, again.stderr
+    assert changes(lab, t_again) == []
+    outcomes = {
+        json.loads(line).get("outcome")
+        for line in again.stdout.splitlines()
+        if json.loads(line)["type"] == "step_finished"
+    }
+    assert outcomes <= {"ok", "skipped"}
 
     t1 = time.time()
     back = fleet("rollback", str(lab.inventory), "--yes")
@@ -282,7 +304,7 @@ def test_sigkill_mid_rolling_restart_resumes(tmp_path):
         proc.stderr.close()
         db = sqlite3.connect(lab.dir / ".tealeaf-fleet" / "journal.sqlite")
         assert db.execute("SELECT outcome FROM runs").fetchall() == [(None,)]
-        time.sleep(2 * 1.0)  # let the interrupted host finish what it was doing
+        wait_until_settled(lab, "hbr02")  # the host finishes what it was doing on its own
         t1 = time.time()
         again = fleet("rollout", str(lab.inventory), "--yes")
         assert again.returncode == 0, again.stderr
