@@ -240,9 +240,15 @@ def test_preflight_blocker_changes_nothing(tmp_path):
     lab = start_lab(tmp_path / "lab", faults={"can02": {"data_service_23443": True}})
     try:
         t0 = time.time()
-        out = fleet("rollout", str(lab.inventory), "--yes")
+        out = fleet("rollout", str(lab.inventory), "--yes", "--json")
         assert out.returncode == 3, out.stderr
-        assert "can02" in out.stderr and "23443" in out.stderr
+        finished = json.loads(out.stdout.splitlines()[-1])
+        assert finished["result"] == "blocked" and list(finished["blockers"]) == ["can02"]
+        assert "23443" in finished["blockers"]["can02"][0]
+        human = fleet("rollout", str(lab.inventory), "--yes")
+        assert human.returncode == 3
+        assert "Preflight blockers (nothing was changed)" in human.stderr
+        assert "can02: " in human.stderr and "23443" in human.stderr
         assert changes(lab, t0) == []
         assert not (lab.dir / "TCXcert.pfx").exists()  # not even the certificate was made
     finally:

@@ -192,6 +192,8 @@ class Runner:
                 duration_s=round(result.duration_s, 1),
                 recap=self._recap,
                 hint=result.hint,
+                halted_phase=result.halted_phase,
+                blockers=result.blockers,
             )
         return result
 
