@@ -405,10 +405,17 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         return StepResult(
             "skipped", f"nothing to do: {healthy}; services and handshakes already right"
         )
+    restart_mode = ctx.fleet.rollout.restart
+    if restart_mode != "reboot" and not before.running and not before.iis_running:
+        return StepResult(
+            "skipped",
+            "nothing to restart: no TeaLeaf service was running and IIS is not running here "
+            "(stopped services stay stopped)",
+        )
     ctx.note(phase.name, name, {"running": before.running, "iis": before.iis_running})
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
-    if ctx.fleet.rollout.restart == "reboot":
+    if restart_mode == "reboot":
         rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
         before.since = rebooted.scheduled_at
