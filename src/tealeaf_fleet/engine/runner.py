@@ -24,11 +24,11 @@ from typing import Any
 from tealeaf_fleet.engine.events import EventBus
 from tealeaf_fleet.engine.strategies import CONTROLLER, PhaseResult, StepResult, run_strategy
 from tealeaf_fleet.errors import FleetError, Interrupted, PreflightError
+from tealeaf_fleet.playbooks import COMPENSATE as COMPENSATIONS
 
 # Steps recognised as done from the journal alone. The others are judged again from live facts
 # on every run (cheap, and right even when someone changed a host by hand in between).
 JOURNAL_RESUMED_OPS = ("restart",)
-COMPENSATIONS = {"enable": "disable", "disable": "enable"}
 
 
 @dataclass(frozen=True)
