@@ -239,11 +239,14 @@ def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
 def test_preflight_blocker_changes_nothing(tmp_path):
     lab = start_lab(tmp_path / "lab", faults={"can02": {"data_service_23443": True}})
     try:
+        set_fault(lab, "hbr01", {"unreachable": True})  # and one host does not answer at all
         t0 = time.time()
         out = fleet("rollout", str(lab.inventory), "--yes", "--json")
         assert out.returncode == 3, out.stderr
         finished = json.loads(out.stdout.splitlines()[-1])
-        assert finished["result"] == "blocked" and list(finished["blockers"]) == ["can02"]
+        assert finished["result"] == "blocked"
+        assert sorted(finished["blockers"]) == ["can02", "hbr01"]
+        assert "cannot read facts" in finished["blockers"]["hbr01"][0]
         assert "23443" in finished["blockers"]["can02"][0]
         human = fleet("rollout", str(lab.inventory), "--yes")
         assert human.returncode == 3
