@@ -423,3 +423,74 @@ def test_approved_plan_with_facts_goes_stale_when_a_host_changes(lab, tmp_path):
     stale = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), "--yes")
     assert stale.returncode == 4, stale.stderr
     assert "facts" in stale.stderr
+
+
+def test_live_view_and_line_view_render_events():
+    import io
+
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.rollout import LineView, LiveView
+    from tealeaf_fleet.engine.events import EventBus
+    from tealeaf_fleet.secrets import Secret
+
+    secret = Secret("View-S3cret-1", source="test")
+    bus, live, stream = EventBus(), LiveView(), io.StringIO()
+    bus.subscribe(live)
+    bus.subscribe(LineView(stream))
+    bus.run = 7
+    bus.emit("run_started", message="rollout inv.yaml", resumes=[5])
+    bus.emit(
+        "phase_started",
+        phase="restart_hbr",
+        action="restart",
+        strategy="rolling",
+        hosts=["hbr01", "hbr02"],
+        index=7,
+        of=10,
+    )
+    bus.emit("step_started", phase="restart_hbr", host="hbr01", action="restart")
+    bus.emit(
+        "gate",
+        phase="restart_hbr",
+        host="hbr01",
+        action="restart",
+        outcome="ok",
+        gate="handshake",
+        message="Data Service TLS with the PFX's certificate",
+    )
+    bus.emit(
+        "step_finished",
+        phase="restart_hbr",
+        host="hbr02",
+        action="restart",
+        outcome="failed",
+        message=f"TLSTool said {secret.reveal()}",
+    )
+    buf = io.StringIO()
+    Console(file=buf, width=160, color_system=None).print(live.renderable())
+    screen = buf.getvalue()
+    assert "phase 7/10: restart_hbr (rolling)" in screen
+    assert "hbr01" in screen and "restarting..." in screen
+    assert "hbr02" in screen and "failed" in screen
+    assert "hbr01 handshake: ok" in screen
+    lines = stream.getvalue()
+    assert "run 7: rollout inv.yaml (resuming run 5)" in lines
+    assert "== [7/10] restart_hbr" in lines and "hbr02: restart failed" in lines
+    assert secret.reveal() not in screen + lines
+
+
+def test_restart_reboot_reboots_instead(tmp_path):
+    lab = start_lab(tmp_path / "lab", topology={"hbr": 1})
+    try:
+        text = lab.inventory.read_text()
+        lab.inventory.write_text(text.replace("restart: services", "restart: reboot"))
+        t0 = time.time()
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 0, out.stderr
+        assert [e["host"] for e in events(lab, t0) if e["kind"] == "reboot"][:1] == ["hbr01"]
+        assert "rebooted" in out.stderr
+        status = status_json(lab)
+        assert status["consistent"] is True, status["findings"]
+    finally:
+        lab.stop()
