@@ -89,14 +89,21 @@ def serve(n_hosts: int, workdir: Path) -> None:
         servers += [https.start(), http.start()]
         endpoints["basic"].append(https.url)
         endpoints["ntlm"].append(http.url)
-    print(json.dumps({"ca": str(ca.ca_file), "endpoints": endpoints,
-                      "startup_s": round(time.monotonic() - started, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ca": str(ca.ca_file),
+                "endpoints": endpoints,
+                "startup_s": round(time.monotonic() - started, 3),
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:
         if line.strip() == "count":
             t = os.times()
             with lock:
-                print(json.dumps({"requests": counter[0], "cpu_s": t.user + t.system}),
-                      flush=True)
+                print(json.dumps({"requests": counter[0], "cpu_s": t.user + t.system}), flush=True)
     for s in servers:
         s.stop(timeout_s=2)
 
@@ -148,8 +155,12 @@ def drive(child: subprocess.Popen, info: dict, transport: str, threads: int, ops
     after = sample()
     requests = after["requests"] - before["requests"]
     return {
-        "transport": transport, "ops": ops, "threads": threads, "wall_s": round(wall, 2),
-        "ops_per_s": round(ops / wall, 1), "requests": requests,
+        "transport": transport,
+        "ops": ops,
+        "threads": threads,
+        "wall_s": round(wall, 2),
+        "ops_per_s": round(ops / wall, 1),
+        "requests": requests,
         "requests_per_s": round(requests / wall, 1),
         "server_cpu_pct": round(100 * (after["cpu_s"] - before["cpu_s"]) / wall, 1),
     }
@@ -169,13 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
         child = subprocess.Popen(
             [sys.executable, __file__, "--serve", tmp, "--hosts", str(args.hosts)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             info = json.loads(child.stdout.readline())
-            print(f"{args.hosts} hosts x 2 servers started in {info['startup_s']} s "
-                  f"(pid {child.pid})")
-            for transport in (["basic", "ntlm"] if args.transport == "both"
-                              else [args.transport]):
+            print(
+                f"{args.hosts} hosts x 2 servers started in {info['startup_s']} s (pid {child.pid})"
+            )
+            for transport in ["basic", "ntlm"] if args.transport == "both" else [args.transport]:
                 print(json.dumps(drive(child, info, transport, args.threads, args.ops)))
         finally:
             child.stdin.close()

@@ -18,17 +18,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-MIX = (("portal", 0.01), ("hbr", 0.10), ("canister", 0.75), ("report", 0.04), ("other", 0.05),
-       ("pca", 0.02), ("rtv", 0.03))
+MIX = (
+    ("portal", 0.01),
+    ("hbr", 0.10),
+    ("canister", 0.75),
+    ("report", 0.04),
+    ("other", 0.05),
+    ("pca", 0.02),
+    ("rtv", 0.03),
+)
 
 
 def write_inventory(folder: Path, n: int) -> Path:
     """A realistic large estate: mostly Canisters, a tenth HBRs, a few of the rest."""
-    lines = ["tealeaf: {install_dir: 'D:\\Tealeaf'}",
-             "winrm: {username: 'CORP\\svc-tealeaf', password_env: TEALEAF_WINRM_PASSWORD}",
-             "certificate: {source: generate, path: TCXcert.pfx, "
-             "password_env: TEALEAF_PFX_PASSWORD}",
-             "hosts:"]
+    lines = [
+        "tealeaf: {install_dir: 'D:\\Tealeaf'}",
+        "winrm: {username: 'CORP\\svc-tealeaf', password_env: TEALEAF_WINRM_PASSWORD}",
+        "certificate: {source: generate, path: TCXcert.pfx, password_env: TEALEAF_PFX_PASSWORD}",
+        "hosts:",
+    ]
     i = 0
     for role, share in MIX:
         count = max(1, round(n * share))
@@ -36,8 +44,10 @@ def write_inventory(folder: Path, n: int) -> Path:
             if i >= n:
                 break
             extra = ", pca_build: 3682-24" if role == "pca" else ""
-            lines.append(f"  {role}{i:04d}: {{address: 10.{i // 65536}.{i // 256 % 256}."
-                         f"{i % 256}, role: {role}{extra}}}")
+            lines.append(
+                f"  {role}{i:04d}: {{address: 10.{i // 65536}.{i // 256 % 256}."
+                f"{i % 256}, role: {role}{extra}}}"
+            )
             i += 1
     path = folder / "inventory.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -70,8 +80,9 @@ def main() -> None:
         playbook = load_playbook("rollout")
         plan = build_plan(playbook, fleet)
         steps = sum(len(p.steps) for p in plan.phases)
-        print(f"inventory: {len(fleet.hosts)} hosts, plan: {len(plan.phases)} phases, "
-              f"{steps} steps")
+        print(
+            f"inventory: {len(fleet.hosts)} hosts, plan: {len(plan.phases)} phases, {steps} steps"
+        )
         rows = [
             ("load_fleet", median_s(lambda: load_fleet(inv), args.runs)),
             ("build_plan", median_s(lambda: build_plan(playbook, fleet), args.runs)),
@@ -80,14 +91,34 @@ def main() -> None:
             ("render table text", median_s(lambda: render_text(plan), max(1, args.runs // 2))),
         ]
         fleet_cmd = [sys.executable, "-m", "tealeaf_fleet"]
-        rows.append(("`fleet plan --format json` (subprocess)", median_s(
-            lambda: subprocess.run([*fleet_cmd, "plan", str(inv), "--format", "json"],
-                                   check=True, capture_output=True), 3)))
-        rows.append(("`fleet --help` (subprocess)", median_s(
-            lambda: subprocess.run([*fleet_cmd, "--help"], check=True, capture_output=True),
-            max(args.runs, 7))))
-        rows.append(("python -c pass (interpreter baseline)", median_s(
-            lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), 7)))
+        rows.append(
+            (
+                "`fleet plan --format json` (subprocess)",
+                median_s(
+                    lambda: subprocess.run(
+                        [*fleet_cmd, "plan", str(inv), "--format", "json"],
+                        check=True,
+                        capture_output=True,
+                    ),
+                    3,
+                ),
+            )
+        )
+        rows.append(
+            (
+                "`fleet --help` (subprocess)",
+                median_s(
+                    lambda: subprocess.run([*fleet_cmd, "--help"], check=True, capture_output=True),
+                    max(args.runs, 7),
+                ),
+            )
+        )
+        rows.append(
+            (
+                "python -c pass (interpreter baseline)",
+                median_s(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), 7),
+            )
+        )
     width = max(len(r[0]) for r in rows)
     for name, seconds in rows:
         print(f"{name:<{width}}  {seconds * 1000:8.1f} ms (median)")

@@ -44,22 +44,34 @@ commonName = supplied
 """
 
 
-def openssl(*args: str, cwd: Path, password: str = PW, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+def openssl(
+    *args: str, cwd: Path, password: str = PW, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run openssl with the password in $OSSL_PW only (never on the command line)."""
     env = dict(os.environ, OSSL_PW=password)
-    proc = subprocess.run(["openssl", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        ["openssl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"openssl {args[0]} failed: {proc.stderr}")
     return proc
 
 
-def make_pfx(d: Path, name: str, *, cn: str = "IBM Tealeaf CX", bits: int = 2048,
-             eku: str | None = "serverAuth,clientAuth",
-             ku: str | None = "digitalSignature,keyEncipherment", days: int = 365,
-             dates: tuple[str, str] | None = None, aes: bool = False, nokeys: bool = False,
-             password: str = PW, chain: bool = False) -> Path:
+def make_pfx(
+    d: Path,
+    name: str,
+    *,
+    cn: str = "IBM Tealeaf CX",
+    bits: int = 2048,
+    eku: str | None = "serverAuth,clientAuth",
+    ku: str | None = "digitalSignature,keyEncipherment",
+    days: int = 365,
+    dates: tuple[str, str] | None = None,
+    aes: bool = False,
+    nokeys: bool = False,
+    password: str = PW,
+    chain: bool = False,
+) -> Path:
     """A PFX made by openssl: a key and a self-signed certificate with the given defects.
 
     `dates` (start, end as YYYYMMDDHHMMSSZ) goes through `openssl ca -selfsign`, because
@@ -73,26 +85,94 @@ def make_pfx(d: Path, name: str, *, cn: str = "IBM Tealeaf CX", bits: int = 2048
     if ku:
         exts += ["-addext", f"keyUsage={ku}"]
     if dates is None:
-        openssl("req", "-x509", "-newkey", f"rsa:{bits}", "-keyout", "k.pem", "-out", "c.pem",
-                "-noenc", "-subj", f"/CN={cn}", "-days", str(days), *exts, cwd=w)
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            f"rsa:{bits}",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+            "-noenc",
+            "-subj",
+            f"/CN={cn}",
+            "-days",
+            str(days),
+            *exts,
+            cwd=w,
+        )
     else:
         (w / "ca.cnf").write_text(CA_CNF)
         (w / "index.txt").write_text("")
         (w / "serial").write_text("1000\n")
-        openssl("req", "-new", "-newkey", f"rsa:{bits}", "-keyout", "k.pem", "-noenc",
-                "-subj", f"/CN={cn}", *exts, "-out", "r.csr", cwd=w)
-        openssl("ca", "-config", "ca.cnf", "-selfsign", "-keyfile", "k.pem", "-in", "r.csr",
-                "-startdate", dates[0], "-enddate", dates[1], "-batch", "-notext",
-                "-out", "c.pem", cwd=w)
-    args = ["pkcs12", "-export", "-in", "c.pem", "-out", "x.pfx", "-passout", "env:OSSL_PW",
-            "-name", "test"]
+        openssl(
+            "req",
+            "-new",
+            "-newkey",
+            f"rsa:{bits}",
+            "-keyout",
+            "k.pem",
+            "-noenc",
+            "-subj",
+            f"/CN={cn}",
+            *exts,
+            "-out",
+            "r.csr",
+            cwd=w,
+        )
+        openssl(
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-selfsign",
+            "-keyfile",
+            "k.pem",
+            "-in",
+            "r.csr",
+            "-startdate",
+            dates[0],
+            "-enddate",
+            dates[1],
+            "-batch",
+            "-notext",
+            "-out",
+            "c.pem",
+            cwd=w,
+        )
+    args = [
+        "pkcs12",
+        "-export",
+        "-in",
+        "c.pem",
+        "-out",
+        "x.pfx",
+        "-passout",
+        "env:OSSL_PW",
+        "-name",
+        "test",
+    ]
     if nokeys:
         args.append("-nokeys")
     else:
         args += ["-inkey", "k.pem"]
     if chain:
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-keyout", "ca.key", "-out", "ca.pem",
-                "-noenc", "-subj", "/CN=Example Issuing CA", "-days", "30", cwd=w)
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-noenc",
+            "-subj",
+            "/CN=Example Issuing CA",
+            "-days",
+            "30",
+            cwd=w,
+        )
         args += ["-certfile", "ca.pem"]
     if not aes:
         args += ["-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1"]
@@ -118,8 +198,9 @@ def generated(tmp_path_factory) -> tuple[Path, bytes]:
 
 def test_generated_pfx_is_compat_per_openssl(generated):
     path, _ = generated
-    info = openssl("pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", path.name,
-                   cwd=path.parent)
+    info = openssl(
+        "pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", path.name, cwd=path.parent
+    )
     out = info.stdout + info.stderr
     assert "MAC: sha1" in out
     assert "Shrouded Keybag: pbeWithSHA1And3-KeyTripleDES-CBC" in out
@@ -130,8 +211,9 @@ def test_generated_pfx_is_compat_per_openssl(generated):
 
 def test_generated_certificate_per_openssl_x509(generated):
     path, _ = generated
-    pem = openssl("pkcs12", "-nokeys", "-clcerts", "-passin", "env:OSSL_PW", "-in",
-                  path.name, cwd=path.parent).stdout
+    pem = openssl(
+        "pkcs12", "-nokeys", "-clcerts", "-passin", "env:OSSL_PW", "-in", path.name, cwd=path.parent
+    ).stdout
     (path.parent / "cert.pem").write_text(pem)
     text = openssl("x509", "-in", "cert.pem", "-noout", "-text", cwd=path.parent).stdout
     assert "Subject: CN = IBM Tealeaf CX" in text
@@ -140,14 +222,16 @@ def test_generated_certificate_per_openssl_x509(generated):
     assert "Digital Signature, Key Encipherment" in text
     assert "sha256WithRSAEncryption" in text
     assert "Public-Key: (2048 bit)" in text
-    fp = openssl("x509", "-in", "cert.pem", "-noout", "-fingerprint", "-sha256",
-                 cwd=path.parent).stdout
+    fp = openssl(
+        "x509", "-in", "cert.pem", "-noout", "-fingerprint", "-sha256", cwd=path.parent
+    ).stdout
     expected = fp.strip().split("=", 1)[1].replace(":", "").lower()
     pfx = certs.load_pfx(path.read_bytes(), Secret(PW))
     assert pfx.sha256 == expected == certs.fingerprint(pfx.certificate)
     # and the key in the file is the certificate's key (openssl checks the pair)
-    key = openssl("pkcs12", "-nocerts", "-noenc", "-passin", "env:OSSL_PW", "-in", path.name,
-                  cwd=path.parent).stdout
+    key = openssl(
+        "pkcs12", "-nocerts", "-noenc", "-passin", "env:OSSL_PW", "-in", path.name, cwd=path.parent
+    ).stdout
     (path.parent / "key.pem").write_text(key)
     mod_k = openssl("rsa", "-in", "key.pem", "-noout", "-modulus", cwd=path.parent).stdout
     mod_c = openssl("x509", "-in", "cert.pem", "-noout", "-modulus", cwd=path.parent).stdout
@@ -165,20 +249,24 @@ def test_generated_pfx_loads_with_its_protection(generated):
     days = (pfx.certificate.not_valid_after_utc - pfx.certificate.not_valid_before_utc).days
     assert 729 <= days <= 731
     assert certs.validate_pfx(pfx, Secret(PW)) and all(
-        c.status == "pass" for c in certs.validate_pfx(pfx, Secret(PW)))
+        c.status == "pass" for c in certs.validate_pfx(pfx, Secret(PW))
+    )
 
 
 def test_generate_aes_key_size_days_and_random_serials(tmp_path):
     data = certs.generate_pfx(Secret(PW), encryption="aes256", key_size=3072, days=10)
     (tmp_path / "a.pfx").write_bytes(data)
-    out = openssl("pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", "a.pfx",
-                  cwd=tmp_path)
+    out = openssl(
+        "pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", "a.pfx", cwd=tmp_path
+    )
     assert "AES-256-CBC" in out.stdout + out.stderr
     pfx = certs.load_pfx(data, Secret(PW))
     assert pfx.encryption == "PBES2/AES-256-CBC" and pfx.mac == "sha256"
     assert pfx.private_key.key_size == 3072
     assert (pfx.certificate.not_valid_after_utc - pfx.certificate.not_valid_before_utc).days in (
-        10, 9)
+        10,
+        9,
+    )
     other = certs.load_pfx(certs.generate_pfx(Secret(PW), days=10), Secret(PW))
     assert other.certificate.serial_number != pfx.certificate.serial_number
     assert other.sha256 != pfx.sha256
@@ -207,7 +295,8 @@ def test_check_password():
     assert certs.check_password(Secret("a b")) == ["the password has a space"]
     assert certs.check_password(Secret('a"b')) == ["the password has a double quote"]
     assert certs.check_password(Secret("\u00e9t\u00e9")) == [
-        "the password has non-ASCII characters"]
+        "the password has non-ASCII characters"
+    ]
     assert certs.check_password(Secret("a\nb")) == ["the password has control characters"]
 
 
@@ -251,9 +340,9 @@ def test_not_pkcs12_says_what_it_is(generated, tmp_path):
     pfx = certs.load_pfx(data, Secret(PW))
     cert_pem = pfx.cert_pem()
     cert_der = pfx.certificate.public_bytes(serialization.Encoding.DER)
-    key_der = pfx.private_key.private_bytes(serialization.Encoding.DER,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption())
+    key_der = pfx.private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     cases = {
         cert_pem: "is PEM (CERTIFICATE), not PKCS#12",
         pfx.key_pem(): "is PEM (PRIVATE KEY), not PKCS#12",
@@ -282,11 +371,13 @@ def test_no_key_and_no_matching_key(tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     others = [_self_signed(f"other {i}") for i in range(2)]
     blob = pkcs12.serialize_key_and_certificates(
-        b"x", key, None, others, serialization.BestAvailableEncryption(PW.encode()))
+        b"x", key, None, others, serialization.BestAvailableEncryption(PW.encode())
+    )
     with pytest.raises(CertificateError, match=r"holds 2 certificate\(s\) and none matches"):
         certs.load_pfx(blob, Secret(PW))
     keyonly = pkcs12.serialize_key_and_certificates(
-        b"x", key, None, None, serialization.BestAvailableEncryption(PW.encode()))
+        b"x", key, None, None, serialization.BestAvailableEncryption(PW.encode())
+    )
     with pytest.raises(CertificateError, match="no certificate"):
         certs.load_pfx(keyonly, Secret(PW))
 
@@ -295,18 +386,23 @@ def _self_signed(cn: str) -> x509.Certificate:
     k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.timezone.utc)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(k.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .sign(k, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(k, hashes.SHA256())
+    )
 
 
 def test_chain_is_kept_apart_from_the_matching_certificate(tmp_path):
     path = make_pfx(tmp_path, "chain", chain=True)
     pfx = certs.load_pfx(path.read_bytes(), Secret(PW))
     assert pfx.certificate.subject.rfc4514_string() == "CN=IBM Tealeaf CX"
-    assert [c.subject.rfc4514_string() for c in pfx.additional_certs] == [
-        "CN=Example Issuing CA"]
+    assert [c.subject.rfc4514_string() for c in pfx.additional_certs] == ["CN=Example Issuing CA"]
     report = certs.inspect_pfx(path.read_bytes(), Secret(PW))
     assert [c["subject"] for c in report.details["chain"]] == ["CN=Example Issuing CA"]
     assert report.fit
@@ -327,8 +423,14 @@ def defects(tmp_path_factory) -> dict[str, Path]:
         "no_eku": make_pfx(d, "no_eku", eku=None, ku=None),
         "rsa1024": make_pfx(d, "rsa1024", bits=1024),
         "expired": make_pfx(d, "expired", dates=("20200101000000Z", "20210101000000Z")),
-        "future": make_pfx(d, "future", dates=((now + dt.timedelta(days=3)).strftime(fmt),
-                                               (now + dt.timedelta(days=400)).strftime(fmt))),
+        "future": make_pfx(
+            d,
+            "future",
+            dates=(
+                (now + dt.timedelta(days=3)).strftime(fmt),
+                (now + dt.timedelta(days=400)).strftime(fmt),
+            ),
+        ),
         "soon": make_pfx(d, "soon", days=10),
         "aes": make_pfx(d, "aes", aes=True),
         "nokey": make_pfx(d, "nokey", nokeys=True),
@@ -350,21 +452,25 @@ def test_inspect_good_openssl_file_is_fit(defects):
     assert d["pkcs12"]["key_encryption"] == ["pbeWithSHA1And3-KeyTripleDES-CBC"]
     assert d["friendly_name"] == "test"
     assert 363 <= d["days_left"] <= 365
-    fp = openssl("x509", "-in", "c.pem", "-noout", "-fingerprint", "-sha1",
-                 cwd=defects["good"].parent).stdout
+    fp = openssl(
+        "x509", "-in", "c.pem", "-noout", "-fingerprint", "-sha1", cwd=defects["good"].parent
+    ).stdout
     assert d["sha1"] == fp.strip().split("=", 1)[1].replace(":", "").lower()
 
 
-@pytest.mark.parametrize(("case", "check", "status", "text"), [
-    ("wrong_cn", "subject", "fail", '"tealeaf01.corp.example"'),
-    ("server_only", "usage", "fail", "lacks clientAuth"),
-    ("rsa1024", "key", "fail", "RSA 1024 bits"),
-    ("expired", "validity", "fail", "expired on 2021-01-01T00:00:00Z"),
-    ("future", "validity", "fail", "not valid before"),
-    ("soon", "validity", "warn", "day(s)"),
-    ("aes", "encryption", "warn", "Windows Server 2008 R2"),
-    ("no_eku", "usage", "pass", "no extended key usage"),
-])
+@pytest.mark.parametrize(
+    ("case", "check", "status", "text"),
+    [
+        ("wrong_cn", "subject", "fail", '"tealeaf01.corp.example"'),
+        ("server_only", "usage", "fail", "lacks clientAuth"),
+        ("rsa1024", "key", "fail", "RSA 1024 bits"),
+        ("expired", "validity", "fail", "expired on 2021-01-01T00:00:00Z"),
+        ("future", "validity", "fail", "not valid before"),
+        ("soon", "validity", "warn", "day(s)"),
+        ("aes", "encryption", "warn", "Windows Server 2008 R2"),
+        ("no_eku", "usage", "pass", "no extended key usage"),
+    ],
+)
 def test_inspect_flags_each_openssl_defect(defects, case, check, status, text):
     report = certs.inspect_pfx(defects[case].read_bytes(), Secret(PW), name=f"{case}.pfx")
     c = checks_by_name(report)[check]
@@ -395,8 +501,9 @@ def test_inspect_aes_names_algorithms_like_openssl(defects):
     path = defects["aes"]
     report = certs.inspect_pfx(path.read_bytes(), Secret(PW))
     p12 = report.details["pkcs12"]
-    out = openssl("pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", path.name,
-                  cwd=path.parent)
+    out = openssl(
+        "pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", path.name, cwd=path.parent
+    )
     text = out.stdout + out.stderr
     assert f"MAC: {p12['mac']}" in text
     assert p12["key_encryption"] == ["PBES2/AES-256-CBC"] and "AES-256-CBC" in text
@@ -405,9 +512,21 @@ def test_inspect_aes_names_algorithms_like_openssl(defects):
 
 def test_legacy_rc2_pfx_is_importable(tmp_path):
     good = make_pfx(tmp_path, "good")
-    proc = openssl("pkcs12", "-export", "-legacy", "-in", "c.pem", "-inkey", "k.pem",
-                   "-out", "legacy.pfx", "-passout", "env:OSSL_PW", cwd=good.parent,
-                   check=False)
+    proc = openssl(
+        "pkcs12",
+        "-export",
+        "-legacy",
+        "-in",
+        "c.pem",
+        "-inkey",
+        "k.pem",
+        "-out",
+        "legacy.pfx",
+        "-passout",
+        "env:OSSL_PW",
+        cwd=good.parent,
+        check=False,
+    )
     if proc.returncode != 0:
         pytest.skip("openssl has no legacy provider here")
     report = certs.inspect_pfx((good.parent / "legacy.pfx").read_bytes(), Secret(PW))
@@ -420,13 +539,14 @@ def test_legacy_rc2_pfx_is_importable(tmp_path):
 
 def test_ber_indefinite_length_and_constructed_octets():
     # SEQUENCE (indefinite) { INTEGER 3, OCTET STRING (constructed) { "ab", "cd" } }
-    blob = bytes.fromhex("3080" "020103" "2480" "04026162" "04026364" "0000" "0000")
+    blob = bytes.fromhex("30800201032480040261620402636400000000")
     node = pkcs12info.parse(blob)
     assert node.tag == 0x30 and len(node.children) == 2
     assert node.children[0].value == b"\x03"
     assert node.children[1].value == b"abcd"
     assert pkcs12info.decode_oid(bytes.fromhex("2a864886f70d010c0a0102")) == (
-        pkcs12info.OID_SHROUDED_KEY_BAG)
+        pkcs12info.OID_SHROUDED_KEY_BAG
+    )
     with pytest.raises(pkcs12info.NotPkcs12):
         pkcs12info.parse(bytes.fromhex("3005020103"))  # runs past the end
 
@@ -484,14 +604,15 @@ def test_certificate_for_two_racing_runs_share_one_file(tmp_path):
     for t in threads:
         t.join(timeout=60)
     assert len(results) == 2 and results[0] == results[1]
-    assert certs.load_pfx((tmp_path / "TCXcert.pfx").read_bytes(), Secret(PW)).sha256 == (
-        results[0])
+    assert (
+        certs.load_pfx((tmp_path / "TCXcert.pfx").read_bytes(), Secret(PW)).sha256 == (results[0])
+    )
 
 
 def test_certificate_for_file_source_validates(tmp_path, defects):
     shutil.copy(defects["wrong_cn"], tmp_path / "org.pfx")
     fleet = load_fleet(_inventory(tmp_path, "file", "org.pfx"))
-    with pytest.raises(CertificateError, match='is not fit for Tealeaf: subject CN is'):
+    with pytest.raises(CertificateError, match="is not fit for Tealeaf: subject CN is"):
         certs.certificate_for(fleet, create=True)
     shutil.copy(defects["good"], tmp_path / "org.pfx")
     pfx, data = certs.certificate_for(fleet, create=True)

@@ -21,14 +21,22 @@ THIRD = "ef" * 32
 DELETE = object()
 
 
-_WINRM = WinRMSettings(scheme="https", port=5986, transport="ntlm", username="svc",
-                       password_env=None, password_file=None, ca_bundle=None)
+_WINRM = WinRMSettings(
+    scheme="https",
+    port=5986,
+    transport="ntlm",
+    username="svc",
+    password_env=None,
+    password_file=None,
+    ca_bundle=None,
+)
 
 
 def FakeHost(name: str = "hbr01", role: str = "hbr", data_service_port: int = 23000) -> Host:
     """A real inventory.Host; only name, role and ports matter to the checks."""
-    return Host(name=name, address="127.0.0.1", role=role, winrm=_WINRM,
-                data_service_port=data_service_port)
+    return Host(
+        name=name, address="127.0.0.1", role=role, winrm=_WINRM, data_service_port=data_service_port
+    )
 
 
 def healthy(**overrides: Any) -> dict[str, Any]:
@@ -37,31 +45,59 @@ def healthy(**overrides: Any) -> dict[str, Any]:
     Overrides are dotted paths, passed as `**{"security.cert_sha256": ...}`.
     """
     facts: dict[str, Any] = {
-        "hostname": "HBR01", "now": "2026-11-27T11:14:59",
+        "hostname": "HBR01",
+        "now": "2026-11-27T11:14:59",
         "os": {"version": "10.0.14393", "caption": "Microsoft Windows Server 2016 Standard"},
         "ps_version": "5.1",
-        "install_dir": "D:\\Tealeaf", "install_dir_source": "service",
+        "install_dir": "D:\\Tealeaf",
+        "install_dir_source": "service",
         "tools": {"tlstool": True, "openssl": True},
         "tealeaf_build": "9.0.2.1351",
         "enable_tls": 0,
         "tls_cert_password_present": True,
-        "security": {"dir": "C:\\ProgramData\\IBM\\Tealeaf\\security",
-                     "files": {"tealeaf.crt": None, "tealeaf.p12": None, "server.tls.xml": None},
-                     "cert_sha256": None, "cert_subject": None, "cert_not_after": None},
+        "security": {
+            "dir": "C:\\ProgramData\\IBM\\Tealeaf\\security",
+            "files": {"tealeaf.crt": None, "tealeaf.p12": None, "server.tls.xml": None},
+            "cert_sha256": None,
+            "cert_subject": None,
+            "cert_not_after": None,
+        },
         "services": [
-            {"name": "TeaLeafTMS", "display_name": "TeaLeaf Management Server",
-             "state": "Running", "start_mode": "Auto", "path": "\"D:\\Tealeaf\\bin\\TMS.exe\""},
-            {"name": "TeaLeafDataService", "display_name": "TeaLeaf Data Service",
-             "state": "Running", "start_mode": "Auto", "path": "D:\\Tealeaf\\bin\\DS.exe"},
+            {
+                "name": "TeaLeafTMS",
+                "display_name": "TeaLeaf Management Server",
+                "state": "Running",
+                "start_mode": "Auto",
+                "path": '"D:\\Tealeaf\\bin\\TMS.exe"',
+            },
+            {
+                "name": "TeaLeafDataService",
+                "display_name": "TeaLeaf Data Service",
+                "state": "Running",
+                "start_mode": "Auto",
+                "path": "D:\\Tealeaf\\bin\\DS.exe",
+            },
         ],
         "iis": {"present": False, "state": None},
-        "data_service": {"mode": "plain", "port": 23000, "started_at": "2026-11-27T10:00:00",
-                         "log": "D:\\Tealeaf\\Logs\\TLDataService_20261127.log"},
-        "schannel": {"tls12_server_enabled": None, "tls12_server_disabled_by_default": None,
-                     "tls12_client_enabled": None, "tls12_client_disabled_by_default": None,
-                     "send_trusted_issuer_list": None},
-        "dotnet": {"v2_strong_crypto": 1, "v4_strong_crypto": 1, "v2_system_default_tls": 1,
-                   "v4_system_default_tls": 1},
+        "data_service": {
+            "mode": "plain",
+            "port": 23000,
+            "started_at": "2026-11-27T10:00:00",
+            "log": "D:\\Tealeaf\\Logs\\TLDataService_20261127.log",
+        },
+        "schannel": {
+            "tls12_server_enabled": None,
+            "tls12_server_disabled_by_default": None,
+            "tls12_client_enabled": None,
+            "tls12_client_disabled_by_default": None,
+            "send_trusted_issuer_list": None,
+        },
+        "dotnet": {
+            "v2_strong_crypto": 1,
+            "v4_strong_crypto": 1,
+            "v2_system_default_tls": 1,
+            "v4_system_default_tls": 1,
+        },
         "winhttp": {"native": 0xA80, "wow6432": 0xA80},
     }
     return apply(facts, overrides)
@@ -73,7 +109,7 @@ def apply(facts: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for path, value in overrides.items():
         node = out
         if path.startswith("security.files."):  # file names contain dots
-            parents, last = ["security", "files"], path[len("security.files."):]
+            parents, last = ["security", "files"], path[len("security.files.") :]
         else:
             *parents, last = path.split(".")
         for key in parents:
@@ -85,23 +121,39 @@ def apply(facts: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def imported(sha: str = PFX, enabled: bool = False, mode: str = "plain", **extra: Any
-             ) -> dict[str, Any]:
+def imported(
+    sha: str = PFX, enabled: bool = False, mode: str = "plain", **extra: Any
+) -> dict[str, Any]:
     """Facts of a host that imported `sha` (and enabled TLS, and restarted in `mode`)."""
-    files = {"tealeaf.crt": {"size": 1200, "sha256": "11" * 32},
-             "tealeaf.p12": {"size": 2400, "sha256": "22" * 32},
-             "server.tls.xml": {"size": 300, "sha256": "33" * 32} if enabled else None}
-    return healthy(**{"security.files": files, "security.cert_sha256": sha,
-                      "security.cert_subject": "CN=IBM Tealeaf CX",
-                      "security.cert_not_after": "2028-11-27T11:14:59",
-                      "enable_tls": 1 if enabled else 0, "data_service.mode": mode, **extra})
+    files = {
+        "tealeaf.crt": {"size": 1200, "sha256": "11" * 32},
+        "tealeaf.p12": {"size": 2400, "sha256": "22" * 32},
+        "server.tls.xml": {"size": 300, "sha256": "33" * 32} if enabled else None,
+    }
+    return healthy(
+        **{
+            "security.files": files,
+            "security.cert_sha256": sha,
+            "security.cert_subject": "CN=IBM Tealeaf CX",
+            "security.cert_not_after": "2028-11-27T11:14:59",
+            "enable_tls": 1 if enabled else 0,
+            "data_service.mode": mode,
+            **extra,
+        }
+    )
 
 
 R2 = {"os.version": "6.1.7601", "ps_version": "2.0"}
-R2_KEYS_OK = {**R2, "schannel": {"tls12_server_enabled": 1,
-                                 "tls12_server_disabled_by_default": 0,
-                                 "tls12_client_enabled": 1, "tls12_client_disabled_by_default": 0,
-                                 "send_trusted_issuer_list": 0}}
+R2_KEYS_OK = {
+    **R2,
+    "schannel": {
+        "tls12_server_enabled": 1,
+        "tls12_server_disabled_by_default": 0,
+        "tls12_client_enabled": 1,
+        "tls12_client_disabled_by_default": 0,
+        "send_trusted_issuer_list": 0,
+    },
+}
 
 
 def codes(findings: list[checks.Finding], severity: str | None = None) -> set[str]:
@@ -114,70 +166,261 @@ PREFLIGHT_CASES = [
     # id, host, facts overrides, pfx, expect_tls, expected blocker codes, expected other codes,
     # words every message of the first expected code must contain
     ("healthy", FakeHost(), {}, None, True, set(), set(), ()),
-    ("no_install_dir", FakeHost(), {"install_dir": None, "tools.tlstool": False}, None, True,
-     {"install_dir_not_found"}, set(), ("InstallDir", "install_dir")),
-    ("no_tlstool", FakeHost(), {"tools.tlstool": False}, None, True, {"tlstool_missing"}, set(),
-     ("D:\\Tealeaf\\Tools\\TLSTool.exe",)),
-    ("rtv_without_tlstool_is_fine", FakeHost("ws01", "rtv"),
-     {"tools.tlstool": False, "services": []}, None, True, set(), {"tlstool_will_be_copied"},
-     ("TLSTool.exe",)),
-    ("old_build", FakeHost(), {"tealeaf_build": "9.0.2.999"}, None, True, {"build_too_old"},
-     set(), ("9.0.2.999", "9.0.2.1351")),
-    ("older_major_with_more_digits", FakeHost(), {"tealeaf_build": "8.8.0.9049"}, None, True,
-     {"build_too_old"}, set(), ("8.8.0.9049",)),
+    (
+        "no_install_dir",
+        FakeHost(),
+        {"install_dir": None, "tools.tlstool": False},
+        None,
+        True,
+        {"install_dir_not_found"},
+        set(),
+        ("InstallDir", "install_dir"),
+    ),
+    (
+        "no_tlstool",
+        FakeHost(),
+        {"tools.tlstool": False},
+        None,
+        True,
+        {"tlstool_missing"},
+        set(),
+        ("D:\\Tealeaf\\Tools\\TLSTool.exe",),
+    ),
+    (
+        "rtv_without_tlstool_is_fine",
+        FakeHost("ws01", "rtv"),
+        {"tools.tlstool": False, "services": []},
+        None,
+        True,
+        set(),
+        {"tlstool_will_be_copied"},
+        ("TLSTool.exe",),
+    ),
+    (
+        "old_build",
+        FakeHost(),
+        {"tealeaf_build": "9.0.2.999"},
+        None,
+        True,
+        {"build_too_old"},
+        set(),
+        ("9.0.2.999", "9.0.2.1351"),
+    ),
+    (
+        "older_major_with_more_digits",
+        FakeHost(),
+        {"tealeaf_build": "8.8.0.9049"},
+        None,
+        True,
+        {"build_too_old"},
+        set(),
+        ("8.8.0.9049",),
+    ),
     ("newer_build", FakeHost(), {"tealeaf_build": "9.0.2.5210"}, None, True, set(), set(), ()),
     ("newer_short_build", FakeHost(), {"tealeaf_build": "10.1"}, None, True, set(), set(), ()),
-    ("unknown_build", FakeHost(), {"tealeaf_build": None}, None, True, {"build_unknown"}, set(),
-     ("Version", "9.0.2.1351")),
-    ("garbage_build", FakeHost(), {"tealeaf_build": "FP6"}, None, True, {"build_unknown"}, set(),
-     ("'FP6'",)),
-    ("rtv_unknown_build_warns", FakeHost("ws01", "rtv"),
-     {"tealeaf_build": None, "services": []}, None, True, set(), {"build_unknown"}, ()),
-    ("enable_tls_preset_no_pfx", FakeHost(), {"enable_tls": 1}, None, True,
-     {"enable_tls_preset"}, set(), ("EnableTLS", "fleet rollback")),
-    ("enable_tls_preset_other_cert", FakeHost(),
-     {"enable_tls": 1, "security.cert_sha256": OTHER}, PFX, True, {"enable_tls_preset"}, set(),
-     ("tealeaf.crt", OTHER[:12], PFX[:12])),
-    ("enable_tls_resume_ours", FakeHost(),
-     {"enable_tls": 1, "security.cert_sha256": PFX}, PFX, True, set(), {"resume_enabled"}, ()),
-    ("enable_tls_odd_value", FakeHost(), {"enable_tls": 2}, PFX, True,
-     {"enable_tls_unexpected"}, set(), ("EnableTLS", "2")),
+    (
+        "unknown_build",
+        FakeHost(),
+        {"tealeaf_build": None},
+        None,
+        True,
+        {"build_unknown"},
+        set(),
+        ("Version", "9.0.2.1351"),
+    ),
+    (
+        "garbage_build",
+        FakeHost(),
+        {"tealeaf_build": "FP6"},
+        None,
+        True,
+        {"build_unknown"},
+        set(),
+        ("'FP6'",),
+    ),
+    (
+        "rtv_unknown_build_warns",
+        FakeHost("ws01", "rtv"),
+        {"tealeaf_build": None, "services": []},
+        None,
+        True,
+        set(),
+        {"build_unknown"},
+        (),
+    ),
+    (
+        "enable_tls_preset_no_pfx",
+        FakeHost(),
+        {"enable_tls": 1},
+        None,
+        True,
+        {"enable_tls_preset"},
+        set(),
+        ("EnableTLS", "fleet rollback"),
+    ),
+    (
+        "enable_tls_preset_other_cert",
+        FakeHost(),
+        {"enable_tls": 1, "security.cert_sha256": OTHER},
+        PFX,
+        True,
+        {"enable_tls_preset"},
+        set(),
+        ("tealeaf.crt", OTHER[:12], PFX[:12]),
+    ),
+    (
+        "enable_tls_resume_ours",
+        FakeHost(),
+        {"enable_tls": 1, "security.cert_sha256": PFX},
+        PFX,
+        True,
+        set(),
+        {"resume_enabled"},
+        (),
+    ),
+    (
+        "enable_tls_odd_value",
+        FakeHost(),
+        {"enable_tls": 2},
+        PFX,
+        True,
+        {"enable_tls_unexpected"},
+        set(),
+        ("EnableTLS", "2"),
+    ),
     ("enable_tls_absent_ok", FakeHost(), {"enable_tls": None}, None, True, set(), set(), ()),
-    ("data_service_23443", FakeHost(), {"data_service.port": 23443}, None, True,
-     {"data_service_23443"}, set(), ("23443", "23000")),
-    ("data_service_port_mismatch", FakeHost(), {"data_service.port": 23001}, None, True, set(),
-     {"data_service_port_mismatch"}, ("23001", "data_service_port")),
-    ("r2_without_keys", FakeHost(), R2, None, True, {"schannel_tls12_server"},
-     {"send_trusted_issuer_list", "status_report_tls", "powershell_2"},
-     ("TLS 1.2\\Server\\Enabled", "TLS 1.2\\Server\\DisabledByDefault", "reboot")),
-    ("r2_disabled_by_default_1", FakeHost(),
-     {**R2_KEYS_OK, "schannel.tls12_server_disabled_by_default": 1}, None, True,
-     {"schannel_tls12_server"}, {"powershell_2"}, ("DisabledByDefault = 0",)),
-    ("r2_enabled_ffffffff_counts", FakeHost(),
-     {**R2_KEYS_OK, "schannel.tls12_server_enabled": 0xFFFFFFFF}, None, True, set(),
-     {"powershell_2"}, ()),
+    (
+        "data_service_23443",
+        FakeHost(),
+        {"data_service.port": 23443},
+        None,
+        True,
+        {"data_service_23443"},
+        set(),
+        ("23443", "23000"),
+    ),
+    (
+        "data_service_port_mismatch",
+        FakeHost(),
+        {"data_service.port": 23001},
+        None,
+        True,
+        set(),
+        {"data_service_port_mismatch"},
+        ("23001", "data_service_port"),
+    ),
+    (
+        "r2_without_keys",
+        FakeHost(),
+        R2,
+        None,
+        True,
+        {"schannel_tls12_server"},
+        {"send_trusted_issuer_list", "status_report_tls", "powershell_2"},
+        ("TLS 1.2\\Server\\Enabled", "TLS 1.2\\Server\\DisabledByDefault", "reboot"),
+    ),
+    (
+        "r2_disabled_by_default_1",
+        FakeHost(),
+        {**R2_KEYS_OK, "schannel.tls12_server_disabled_by_default": 1},
+        None,
+        True,
+        {"schannel_tls12_server"},
+        {"powershell_2"},
+        ("DisabledByDefault = 0",),
+    ),
+    (
+        "r2_enabled_ffffffff_counts",
+        FakeHost(),
+        {**R2_KEYS_OK, "schannel.tls12_server_enabled": 0xFFFFFFFF},
+        None,
+        True,
+        set(),
+        {"powershell_2"},
+        (),
+    ),
     ("r2_keys_ok", FakeHost(), R2_KEYS_OK, None, True, set(), {"powershell_2"}, ()),
-    ("r2_issuer_list_1", FakeHost(), {**R2_KEYS_OK, "schannel.send_trusted_issuer_list": 1},
-     None, True, set(), {"send_trusted_issuer_list", "powershell_2"},
-     ("SendTrustedIssuerList",)),
-    ("2012r2_needs_no_schannel_keys", FakeHost(), {"os.version": "6.3.9600"}, None, True, set(),
-     set(), ()),
-    ("no_services", FakeHost(), {"services": []}, None, True, {"no_tealeaf_services"}, set(),
-     ("TeaLeaf",)),
-    ("hbr_without_tls_cert_password", FakeHost(), {"tls_cert_password_present": False}, None,
-     True, set(), {"tls_cert_password_absent"}, ("TLSCertPassword",)),
-    ("canister_without_tls_cert_password_is_fine", FakeHost("can01", "canister"),
-     {"tls_cert_password_present": False}, None, True, set(), set(), ()),
-    ("status_report_settings_missing", FakeHost(),
-     {"dotnet.v4_strong_crypto": None, "winhttp.wow6432": 0x80}, None, True, set(),
-     {"status_report_tls"},
-     ("v4.0.30319: SchUseStrongCrypto = 1", "Wow6432Node\\Microsoft", "0xA80", "0xAA0")),
+    (
+        "r2_issuer_list_1",
+        FakeHost(),
+        {**R2_KEYS_OK, "schannel.send_trusted_issuer_list": 1},
+        None,
+        True,
+        set(),
+        {"send_trusted_issuer_list", "powershell_2"},
+        ("SendTrustedIssuerList",),
+    ),
+    (
+        "2012r2_needs_no_schannel_keys",
+        FakeHost(),
+        {"os.version": "6.3.9600"},
+        None,
+        True,
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "no_services",
+        FakeHost(),
+        {"services": []},
+        None,
+        True,
+        {"no_tealeaf_services"},
+        set(),
+        ("TeaLeaf",),
+    ),
+    (
+        "hbr_without_tls_cert_password",
+        FakeHost(),
+        {"tls_cert_password_present": False},
+        None,
+        True,
+        set(),
+        {"tls_cert_password_absent"},
+        ("TLSCertPassword",),
+    ),
+    (
+        "canister_without_tls_cert_password_is_fine",
+        FakeHost("can01", "canister"),
+        {"tls_cert_password_present": False},
+        None,
+        True,
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "status_report_settings_missing",
+        FakeHost(),
+        {"dotnet.v4_strong_crypto": None, "winhttp.wow6432": 0x80},
+        None,
+        True,
+        set(),
+        {"status_report_tls"},
+        ("v4.0.30319: SchUseStrongCrypto = 1", "Wow6432Node\\Microsoft", "0xA80", "0xAA0"),
+    ),
     # rollback: only what disabling needs
-    ("rollback_ignores_enable_tls_and_build", FakeHost(),
-     {"enable_tls": 1, "tealeaf_build": "9.0.2.1", "data_service.port": 23443, **R2}, None,
-     False, set(), {"powershell_2"}, ()),
-    ("rollback_needs_tlstool", FakeHost(), {"tools.tlstool": False}, None, False,
-     {"tlstool_missing"}, set(), ()),
+    (
+        "rollback_ignores_enable_tls_and_build",
+        FakeHost(),
+        {"enable_tls": 1, "tealeaf_build": "9.0.2.1", "data_service.port": 23443, **R2},
+        None,
+        False,
+        set(),
+        {"powershell_2"},
+        (),
+    ),
+    (
+        "rollback_needs_tlstool",
+        FakeHost(),
+        {"tools.tlstool": False},
+        None,
+        False,
+        {"tlstool_missing"},
+        set(),
+        (),
+    ),
 ]
 
 
@@ -186,8 +429,9 @@ PREFLIGHT_CASES = [
     [pytest.param(*case[1:], id=case[0]) for case in PREFLIGHT_CASES],
 )
 def test_preflight(host, overrides, pfx, expect_tls, blockers, others, words):
-    findings = checks.preflight_blockers(host, healthy(**overrides), pfx_sha256=pfx,
-                                         expect_tls=expect_tls)
+    findings = checks.preflight_blockers(
+        host, healthy(**overrides), pfx_sha256=pfx, expect_tls=expect_tls
+    )
     assert codes(findings, BLOCKER) == blockers
     assert codes(findings) - codes(findings, BLOCKER) == others
     assert all(f.hosts == (host.name,) for f in findings)
@@ -199,20 +443,33 @@ def test_preflight(host, overrides, pfx, expect_tls, blockers, others, words):
 
 
 def test_severities_are_known_values():
-    findings = checks.preflight_blockers(FakeHost(), healthy(**R2, enable_tls=1,
-                                                             tealeaf_build=None,
-                                                             tls_cert_password_present=False),
-                                         pfx_sha256=None, expect_tls=True)
+    findings = checks.preflight_blockers(
+        FakeHost(),
+        healthy(**R2, enable_tls=1, tealeaf_build=None, tls_cert_password_present=False),
+        pfx_sha256=None,
+        expect_tls=True,
+    )
     assert {f.severity for f in findings} <= {BLOCKER, WARNING, INFO}
     assert checks.has_blockers(findings)
     assert not checks.has_blockers([f for f in findings if f.severity != BLOCKER])
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("9.0.2.1351", True), ("9.0.2.1350", False), ("9.0.2.10000", True), ("9.0.10.1", True),
-    ("9.1", True), ("9.0.2", False), ("9.0.2.1351 FP6", True), ("", None), (None, None),
-    ("v9", None), (9021351, None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("9.0.2.1351", True),
+        ("9.0.2.1350", False),
+        ("9.0.2.10000", True),
+        ("9.0.10.1", True),
+        ("9.1", True),
+        ("9.0.2", False),
+        ("9.0.2.1351 FP6", True),
+        ("", None),
+        (None, None),
+        ("v9", None),
+        (9021351, None),
+    ],
+)
 def test_build_comparison_is_numeric(text, expected):
     assert checks.build_at_least(text) is expected
 
@@ -222,74 +479,306 @@ def test_build_comparison_is_numeric(text, expected):
 STEP_CASES = [
     # id, host, facts, op, pfx, expect_tls, changed_at, done?, words in reason
     ("push_no_pfx_yet", FakeHost(), healthy(), "push_pfx", None, True, None, False, ()),
-    ("push_file_info_match", FakeHost(),
-     healthy(files={"D:\\Tealeaf\\Tools\\TCXcert.pfx": {"exists": True, "size": 9,
-                                                         "sha256": PFX}}),
-     "push_pfx", PFX, True, None, True, ("TCXcert.pfx",)),
-    ("push_file_info_other", FakeHost(),
-     healthy(files={"D:\\Tealeaf\\Tools\\TCXcert.pfx": {"exists": True, "size": 9,
-                                                         "sha256": OTHER}}),
-     "push_pfx", PFX, True, None, False, ()),
+    (
+        "push_file_info_match",
+        FakeHost(),
+        healthy(
+            files={"D:\\Tealeaf\\Tools\\TCXcert.pfx": {"exists": True, "size": 9, "sha256": PFX}}
+        ),
+        "push_pfx",
+        PFX,
+        True,
+        None,
+        True,
+        ("TCXcert.pfx",),
+    ),
+    (
+        "push_file_info_other",
+        FakeHost(),
+        healthy(
+            files={"D:\\Tealeaf\\Tools\\TCXcert.pfx": {"exists": True, "size": 9, "sha256": OTHER}}
+        ),
+        "push_pfx",
+        PFX,
+        True,
+        None,
+        False,
+        (),
+    ),
     ("push_no_file_info", FakeHost(), healthy(), "push_pfx", PFX, True, None, False, ()),
-    ("push_already_imported", FakeHost(), imported(), "push_pfx", PFX, True, None, True,
-     ("imported",)),
+    (
+        "push_already_imported",
+        FakeHost(),
+        imported(),
+        "push_pfx",
+        PFX,
+        True,
+        None,
+        True,
+        ("imported",),
+    ),
     ("import_fresh", FakeHost(), healthy(), "import", PFX, True, None, False, ("tealeaf.crt",)),
     ("import_done", FakeHost(), imported(), "import", PFX, True, None, True, ("tealeaf.p12",)),
-    ("import_other_cert", FakeHost(), imported(OTHER), "import", PFX, True, None, False,
-     (OTHER[:12],)),
-    ("import_p12_missing", FakeHost(), imported(**{"security.files.tealeaf.p12": None}),
-     "import", PFX, True, None, False, ("tealeaf.p12",)),
-    ("import_rtv_counts_too", FakeHost("ws01", "rtv"), imported(), "import", PFX, True, None,
-     True, ()),
+    (
+        "import_other_cert",
+        FakeHost(),
+        imported(OTHER),
+        "import",
+        PFX,
+        True,
+        None,
+        False,
+        (OTHER[:12],),
+    ),
+    (
+        "import_p12_missing",
+        FakeHost(),
+        imported(**{"security.files.tealeaf.p12": None}),
+        "import",
+        PFX,
+        True,
+        None,
+        False,
+        ("tealeaf.p12",),
+    ),
+    (
+        "import_rtv_counts_too",
+        FakeHost("ws01", "rtv"),
+        imported(),
+        "import",
+        PFX,
+        True,
+        None,
+        True,
+        (),
+    ),
     ("enable_fresh", FakeHost(), imported(), "enable", PFX, True, None, False, ("EnableTLS",)),
-    ("enable_done", FakeHost(), imported(enabled=True), "enable", PFX, True, None, True,
-     ("server.tls.xml",)),
-    ("enable_without_xml", FakeHost(),
-     imported(enabled=True, **{"security.files.server.tls.xml": None}), "enable", PFX, True,
-     None, False, ("server.tls.xml",)),
-    ("enable_rtv_never", FakeHost("ws01", "rtv"), imported(), "enable", PFX, True, None, True,
-     ("rtv",)),
-    ("disable_needed", FakeHost(), imported(enabled=True), "disable", PFX, False, None, False,
-     ()),
+    (
+        "enable_done",
+        FakeHost(),
+        imported(enabled=True),
+        "enable",
+        PFX,
+        True,
+        None,
+        True,
+        ("server.tls.xml",),
+    ),
+    (
+        "enable_without_xml",
+        FakeHost(),
+        imported(enabled=True, **{"security.files.server.tls.xml": None}),
+        "enable",
+        PFX,
+        True,
+        None,
+        False,
+        ("server.tls.xml",),
+    ),
+    (
+        "enable_rtv_never",
+        FakeHost("ws01", "rtv"),
+        imported(),
+        "enable",
+        PFX,
+        True,
+        None,
+        True,
+        ("rtv",),
+    ),
+    ("disable_needed", FakeHost(), imported(enabled=True), "disable", PFX, False, None, False, ()),
     ("disable_done", FakeHost(), imported(), "disable", PFX, False, None, True, ("0",)),
-    ("disable_absent", FakeHost(), healthy(enable_tls=None), "disable", None, False, None, True,
-     ("absent",)),
+    (
+        "disable_absent",
+        FakeHost(),
+        healthy(enable_tls=None),
+        "disable",
+        None,
+        False,
+        None,
+        True,
+        ("absent",),
+    ),
     # facts without the key prove nothing (the planner used to guard this on its own)
-    ("disable_unknown", FakeHost(), healthy(enable_tls=DELETE), "disable", None, False, None,
-     False, ("unknown",)),
-    ("disable_odd_value", FakeHost(), healthy(enable_tls=2), "disable", None, False, None, False,
-     ("2",)),
-    ("restart_plain_wanted_tls", FakeHost(), imported(enabled=True), "restart", PFX, True, None,
-     False, ("plain",)),
-    ("restart_tls_done", FakeHost(), imported(enabled=True, mode="tls"), "restart", PFX, True,
-     None, True, ("tls",)),
-    ("restart_tls_but_before_change", FakeHost(), imported(enabled=True, mode="tls"), "restart",
-     PFX, True, "2026-11-27T10:30:00", False, ("2026-11-27T10:30:00",)),
-    ("restart_tls_after_change", FakeHost(), imported(enabled=True, mode="tls"), "restart",
-     PFX, True, "2026-11-27T09:30:00", True, ()),
-    ("restart_rollback_done", FakeHost(), imported(), "restart", PFX, False, None, True,
-     ("plain",)),
+    (
+        "disable_unknown",
+        FakeHost(),
+        healthy(enable_tls=DELETE),
+        "disable",
+        None,
+        False,
+        None,
+        False,
+        ("unknown",),
+    ),
+    (
+        "disable_odd_value",
+        FakeHost(),
+        healthy(enable_tls=2),
+        "disable",
+        None,
+        False,
+        None,
+        False,
+        ("2",),
+    ),
+    (
+        "restart_plain_wanted_tls",
+        FakeHost(),
+        imported(enabled=True),
+        "restart",
+        PFX,
+        True,
+        None,
+        False,
+        ("plain",),
+    ),
+    (
+        "restart_tls_done",
+        FakeHost(),
+        imported(enabled=True, mode="tls"),
+        "restart",
+        PFX,
+        True,
+        None,
+        True,
+        ("tls",),
+    ),
+    (
+        "restart_tls_but_before_change",
+        FakeHost(),
+        imported(enabled=True, mode="tls"),
+        "restart",
+        PFX,
+        True,
+        "2026-11-27T10:30:00",
+        False,
+        ("2026-11-27T10:30:00",),
+    ),
+    (
+        "restart_tls_after_change",
+        FakeHost(),
+        imported(enabled=True, mode="tls"),
+        "restart",
+        PFX,
+        True,
+        "2026-11-27T09:30:00",
+        True,
+        (),
+    ),
+    (
+        "restart_rollback_done",
+        FakeHost(),
+        imported(),
+        "restart",
+        PFX,
+        False,
+        None,
+        True,
+        ("plain",),
+    ),
     # the Data Service's mode matches, EnableTLS does not: the enable/disable and a restart
     # after it are still to come
-    ("restart_tls_but_registry_off", FakeHost(), imported(mode="tls"), "restart", PFX, True,
-     None, False, ("EnableTLS is 0", "enable")),
-    ("restart_plain_but_registry_on", FakeHost(), imported(enabled=True), "restart", PFX, False,
-     None, False, ("EnableTLS is 1", "disable")),
-    ("restart_registry_unknown", FakeHost(), healthy(enable_tls=DELETE), "restart", None, False,
-     None, False, ("unknown",)),
-    ("restart_rollback_absent_done", FakeHost(), healthy(enable_tls=None), "restart", None,
-     False, None, True, ("absent", "plain")),
-    ("restart_no_log", FakeHost(), healthy(**{"data_service.mode": None}), "restart", None,
-     False, None, False, ("log",)),
+    (
+        "restart_tls_but_registry_off",
+        FakeHost(),
+        imported(mode="tls"),
+        "restart",
+        PFX,
+        True,
+        None,
+        False,
+        ("EnableTLS is 0", "enable"),
+    ),
+    (
+        "restart_plain_but_registry_on",
+        FakeHost(),
+        imported(enabled=True),
+        "restart",
+        PFX,
+        False,
+        None,
+        False,
+        ("EnableTLS is 1", "disable"),
+    ),
+    (
+        "restart_registry_unknown",
+        FakeHost(),
+        healthy(enable_tls=DELETE),
+        "restart",
+        None,
+        False,
+        None,
+        False,
+        ("unknown",),
+    ),
+    (
+        "restart_rollback_absent_done",
+        FakeHost(),
+        healthy(enable_tls=None),
+        "restart",
+        None,
+        False,
+        None,
+        True,
+        ("absent", "plain"),
+    ),
+    (
+        "restart_no_log",
+        FakeHost(),
+        healthy(**{"data_service.mode": None}),
+        "restart",
+        None,
+        False,
+        None,
+        False,
+        ("log",),
+    ),
     ("restart_rtv", FakeHost("ws01", "rtv"), healthy(), "restart", PFX, True, None, True, ()),
-    ("push_tools_rtv_missing", FakeHost("ws01", "rtv"), healthy(**{"tools.openssl": False}),
-     "push_tools", PFX, True, None, False, ("openssl.exe",)),
-    ("push_tools_rtv_present", FakeHost("ws01", "rtv"), healthy(), "push_tools", PFX, True, None,
-     True, ()),
-    ("push_tools_server", FakeHost(), healthy(**{"tools.tlstool": False}), "push_tools", PFX,
-     True, None, True, ("RTV",)),
-    ("verify_always_runs", FakeHost(), imported(enabled=True, mode="tls"), "verify", PFX, True,
-     None, False, ()),
+    (
+        "push_tools_rtv_missing",
+        FakeHost("ws01", "rtv"),
+        healthy(**{"tools.openssl": False}),
+        "push_tools",
+        PFX,
+        True,
+        None,
+        False,
+        ("openssl.exe",),
+    ),
+    (
+        "push_tools_rtv_present",
+        FakeHost("ws01", "rtv"),
+        healthy(),
+        "push_tools",
+        PFX,
+        True,
+        None,
+        True,
+        (),
+    ),
+    (
+        "push_tools_server",
+        FakeHost(),
+        healthy(**{"tools.tlstool": False}),
+        "push_tools",
+        PFX,
+        True,
+        None,
+        True,
+        ("RTV",),
+    ),
+    (
+        "verify_always_runs",
+        FakeHost(),
+        imported(enabled=True, mode="tls"),
+        "verify",
+        PFX,
+        True,
+        None,
+        False,
+        (),
+    ),
 ]
 
 
@@ -298,8 +787,9 @@ STEP_CASES = [
     [pytest.param(*case[1:], id=case[0]) for case in STEP_CASES],
 )
 def test_step_status(host, facts, op, pfx, expect_tls, changed_at, done, words):
-    verdict = checks.step_status(host, facts, op, pfx_sha256=pfx, expect_tls=expect_tls,
-                                 changed_at=changed_at)
+    verdict = checks.step_status(
+        host, facts, op, pfx_sha256=pfx, expect_tls=expect_tls, changed_at=changed_at
+    )
     assert isinstance(verdict, Done if done else Needed)
     assert verdict.done is done
     assert verdict.reason
@@ -314,60 +804,122 @@ def test_step_status_rejects_unknown_op():
 
 # --- fleet drift -------------------------------------------------------------------------------
 
-ROLES = {"portal01": "portal", "hbr01": "hbr", "hbr02": "hbr", "can01": "canister",
-         "ws01": "rtv"}
+ROLES = {"portal01": "portal", "hbr01": "hbr", "hbr02": "hbr", "can01": "canister", "ws01": "rtv"}
 
 DRIFT_CASES = [
     # id, facts by host, pfx, expected {code: hosts}, words in the first expected code's message
     ("fresh_fleet_off", {n: healthy() for n in ROLES}, None, {}, ()),
-    ("all_enabled_same_cert",
-     {**{n: imported(enabled=True, mode="tls") for n in ROLES}, "ws01": imported()}, PFX, {}, ()),
+    (
+        "all_enabled_same_cert",
+        {**{n: imported(enabled=True, mode="tls") for n in ROLES}, "ws01": imported()},
+        PFX,
+        {},
+        (),
+    ),
     ("imported_everywhere_not_enabled", {n: imported() for n in ROLES}, PFX, {}, ()),
-    ("outlier_vs_pfx",
-     {**{n: imported() for n in ROLES}, "hbr02": imported(OTHER)}, PFX,
-     {"cert_mismatch": ("hbr02",)}, ("tealeaf.crt", OTHER[:12], PFX[:12], "the PFX")),
-    ("outlier_vs_majority",
-     {**{n: imported() for n in ROLES}, "can01": imported(OTHER)}, None,
-     {"cert_mismatch": ("can01",)}, ("majority", OTHER[:12])),
-    ("no_majority",
-     {"hbr01": imported(PFX), "hbr02": imported(OTHER)}, None,
-     {"cert_mismatch": ("hbr01", "hbr02")}, ("no majority", PFX[:12], OTHER[:12])),
-    ("rtv_with_other_cert_is_drift",
-     {**{n: imported() for n in ROLES}, "ws01": imported(THIRD)}, None,
-     {"cert_mismatch": ("ws01",)}, ()),
-    ("mixed_enable",
-     {**{n: imported() for n in ROLES}, "hbr01": imported(enabled=True, mode="tls")}, PFX,
-     {"enable_tls_mixed": ("can01", "hbr01", "hbr02", "portal01")}, ("EnableTLS", "hbr01")),
-    ("rtv_never_enabled_is_not_mixed",
-     {**{n: imported(enabled=True, mode="tls") for n in ROLES}, "ws01": imported()}, PFX, {},
-     ()),
-    ("enabled_without_files",
-     {**{n: imported(enabled=True, mode="tls") for n in ROLES if n != "ws01"},
-      "hbr02": imported(enabled=True, mode="tls", **{"security.files.tealeaf.p12": None})},
-     PFX, {"cert_files_missing": ("hbr02",)}, ("tealeaf.p12", "C:\\ProgramData")),
-    ("enabled_not_restarted",
-     {n: imported(enabled=True, mode="plain") for n in ("hbr01", "can01")}, PFX,
-     {"data_service_mode": ("can01", "hbr01")}, ("Data Service", "restart")),
-    ("disabled_but_tls_mode",
-     {"hbr01": imported(mode="tls"), "can01": imported()}, PFX,
-     {"data_service_mode": ("hbr01",)}, ("TLS Port",)),
-    ("stopped_auto_service",
-     {"hbr01": healthy(**{"services": [{"name": "TeaLeafTMS", "state": "Stopped",
-                                        "start_mode": "Auto"},
-                                       {"name": "TeaLeafRS", "state": "Stopped",
-                                        "start_mode": "Manual"}]})}, None,
-     {"service_stopped": ("hbr01",)}, ("TeaLeafTMS",)),
-    ("expiring_cert",
-     {"hbr01": imported(**{"security.cert_not_after": "2026-12-10T00:00:00"})}, PFX,
-     {"cert_expiring": ("hbr01",)}, ("2026-12-10",)),
-    ("builds_differ",
-     {"hbr01": healthy(), "can01": healthy(tealeaf_build="9.0.2.1400")}, None,
-     {"build_mismatch": ("can01", "hbr01")}, ("9.0.2.1400",)),
+    (
+        "outlier_vs_pfx",
+        {**{n: imported() for n in ROLES}, "hbr02": imported(OTHER)},
+        PFX,
+        {"cert_mismatch": ("hbr02",)},
+        ("tealeaf.crt", OTHER[:12], PFX[:12], "the PFX"),
+    ),
+    (
+        "outlier_vs_majority",
+        {**{n: imported() for n in ROLES}, "can01": imported(OTHER)},
+        None,
+        {"cert_mismatch": ("can01",)},
+        ("majority", OTHER[:12]),
+    ),
+    (
+        "no_majority",
+        {"hbr01": imported(PFX), "hbr02": imported(OTHER)},
+        None,
+        {"cert_mismatch": ("hbr01", "hbr02")},
+        ("no majority", PFX[:12], OTHER[:12]),
+    ),
+    (
+        "rtv_with_other_cert_is_drift",
+        {**{n: imported() for n in ROLES}, "ws01": imported(THIRD)},
+        None,
+        {"cert_mismatch": ("ws01",)},
+        (),
+    ),
+    (
+        "mixed_enable",
+        {**{n: imported() for n in ROLES}, "hbr01": imported(enabled=True, mode="tls")},
+        PFX,
+        {"enable_tls_mixed": ("can01", "hbr01", "hbr02", "portal01")},
+        ("EnableTLS", "hbr01"),
+    ),
+    (
+        "rtv_never_enabled_is_not_mixed",
+        {**{n: imported(enabled=True, mode="tls") for n in ROLES}, "ws01": imported()},
+        PFX,
+        {},
+        (),
+    ),
+    (
+        "enabled_without_files",
+        {
+            **{n: imported(enabled=True, mode="tls") for n in ROLES if n != "ws01"},
+            "hbr02": imported(enabled=True, mode="tls", **{"security.files.tealeaf.p12": None}),
+        },
+        PFX,
+        {"cert_files_missing": ("hbr02",)},
+        ("tealeaf.p12", "C:\\ProgramData"),
+    ),
+    (
+        "enabled_not_restarted",
+        {n: imported(enabled=True, mode="plain") for n in ("hbr01", "can01")},
+        PFX,
+        {"data_service_mode": ("can01", "hbr01")},
+        ("Data Service", "restart"),
+    ),
+    (
+        "disabled_but_tls_mode",
+        {"hbr01": imported(mode="tls"), "can01": imported()},
+        PFX,
+        {"data_service_mode": ("hbr01",)},
+        ("TLS Port",),
+    ),
+    (
+        "stopped_auto_service",
+        {
+            "hbr01": healthy(
+                **{
+                    "services": [
+                        {"name": "TeaLeafTMS", "state": "Stopped", "start_mode": "Auto"},
+                        {"name": "TeaLeafRS", "state": "Stopped", "start_mode": "Manual"},
+                    ]
+                }
+            )
+        },
+        None,
+        {"service_stopped": ("hbr01",)},
+        ("TeaLeafTMS",),
+    ),
+    (
+        "expiring_cert",
+        {"hbr01": imported(**{"security.cert_not_after": "2026-12-10T00:00:00"})},
+        PFX,
+        {"cert_expiring": ("hbr01",)},
+        ("2026-12-10",),
+    ),
+    (
+        "builds_differ",
+        {"hbr01": healthy(), "can01": healthy(tealeaf_build="9.0.2.1400")},
+        None,
+        {"build_mismatch": ("can01", "hbr01")},
+        ("9.0.2.1400",),
+    ),
 ]
 
 
-@pytest.mark.parametrize("facts_by_host,pfx,expected,words",
-                         [pytest.param(*case[1:], id=case[0]) for case in DRIFT_CASES])
+@pytest.mark.parametrize(
+    "facts_by_host,pfx,expected,words",
+    [pytest.param(*case[1:], id=case[0]) for case in DRIFT_CASES],
+)
 def test_fleet_drift(facts_by_host, pfx, expected, words):
     findings = checks.fleet_drift(facts_by_host, pfx_sha256=pfx, roles=ROLES)
     got: dict[str, set[str]] = {}
@@ -382,27 +934,39 @@ def test_fleet_drift(facts_by_host, pfx, expected, words):
 
 
 def test_drift_severity_separates_inconsistency_from_advice():
-    stopped = healthy(**{"services": [{"name": "TeaLeafTMS", "state": "Stopped",
-                                       "start_mode": "Auto"}]})
+    stopped = healthy(
+        **{"services": [{"name": "TeaLeafTMS", "state": "Stopped", "start_mode": "Auto"}]}
+    )
     advice = checks.fleet_drift({"hbr01": stopped}, pfx_sha256=None, roles=ROLES)
     assert advice and not checks.has_blockers(advice)
-    broken = checks.fleet_drift({"hbr01": imported(enabled=True), "hbr02": imported()},
-                                pfx_sha256=PFX, roles=ROLES)
+    broken = checks.fleet_drift(
+        {"hbr01": imported(enabled=True), "hbr02": imported()}, pfx_sha256=PFX, roles=ROLES
+    )
     assert checks.has_blockers(broken)
 
 
 def test_finding_to_dict_round_trips_fields():
     finding = checks.Finding(BLOCKER, "x", "fix y", ("h1",))
-    assert finding.to_dict() == {"severity": BLOCKER, "code": "x", "message": "fix y",
-                                 "hosts": ["h1"]}
+    assert finding.to_dict() == {
+        "severity": BLOCKER,
+        "code": "x",
+        "message": "fix y",
+        "hosts": ["h1"],
+    }
     assert finding.host == "h1"
     assert checks.Finding(WARNING, "x", "m", ("a", "b")).host is None
 
 
-@pytest.mark.parametrize("shas,expected", [
-    ([], None), ([None, None], None), ([PFX, PFX, OTHER], PFX), ([PFX, OTHER], None),
-    ([OTHER, None, None], OTHER),
-])
+@pytest.mark.parametrize(
+    "shas,expected",
+    [
+        ([], None),
+        ([None, None], None),
+        ([PFX, PFX, OTHER], PFX),
+        ([PFX, OTHER], None),
+        ([OTHER, None, None], OTHER),
+    ],
+)
 def test_majority_fingerprint(shas, expected):
     facts = {f"h{i}": healthy(**{"security.cert_sha256": sha}) for i, sha in enumerate(shas)}
     assert checks.majority_fingerprint(facts) == expected
@@ -410,8 +974,9 @@ def test_majority_fingerprint(shas, expected):
 
 def test_status_report_warning_names_client_keys_only_on_2008r2():
     def message(**overrides):
-        findings = checks.preflight_blockers(FakeHost(), healthy(**overrides), pfx_sha256=None,
-                                             expect_tls=True)
+        findings = checks.preflight_blockers(
+            FakeHost(), healthy(**overrides), pfx_sha256=None, expect_tls=True
+        )
         return " ".join(f.message for f in findings if f.code == "status_report_tls")
 
     assert message() == ""  # healthy() has .NET and WinHTTP set

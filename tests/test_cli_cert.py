@@ -22,9 +22,14 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `fleet` entry point in a child process, stdin not a terminal."""
-    return subprocess.run([sys.executable, "-m", "tealeaf_fleet", *args],
-                          env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tealeaf_fleet", *args],
+        env=dict(os.environ, **(env or {})),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -52,9 +57,12 @@ def test_create_without_password_source_generates_one(tmp_path):
     assert len(password) >= 20 and password.isalnum()
     assert password not in proc.stdout + proc.stderr
     assert password.encode() not in out.read_bytes()
-    info = subprocess.run(["openssl", "pkcs12", "-info", "-nokeys", "-in", str(out),
-                           "-passin", f"file:{pw_file}"], capture_output=True, text=True,
-                          timeout=60)
+    info = subprocess.run(
+        ["openssl", "pkcs12", "-info", "-nokeys", "-in", str(out), "-passin", f"file:{pw_file}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert info.returncode == 0, info.stderr
     text = info.stdout + info.stderr
     assert "MAC: sha1" in text and "pbeWithSHA1And3-KeyTripleDES-CBC" in text
@@ -75,8 +83,9 @@ def test_create_never_overwrites_without_force(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "cert", "create", "--out", str(out), "--password-env", "PFX_PW")
     assert code == 2 and "already exists" in err and "--force" in err
     assert out.read_bytes() == first
-    code, stdout, _ = run(capsys, "cert", "create", "--out", str(out), "--password-env",
-                          "PFX_PW", "--force")
+    code, stdout, _ = run(
+        capsys, "cert", "create", "--out", str(out), "--password-env", "PFX_PW", "--force"
+    )
     assert code == 0 and out.read_bytes() != first and mode(out) == 0o600
     assert "sha256" in stdout and PW not in stdout
 
@@ -84,11 +93,23 @@ def test_create_never_overwrites_without_force(tmp_path, capsys, monkeypatch):
 def test_create_options_reach_the_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PFX_PW", PW)
     out = tmp_path / "b.pfx"
-    code, _, _ = run(capsys, "cert", "create", "--out", str(out), "--password-env", "PFX_PW",
-                     "--key-size", "3072", "--days", "90", "--encryption", "aes256")
+    code, _, _ = run(
+        capsys,
+        "cert",
+        "create",
+        "--out",
+        str(out),
+        "--password-env",
+        "PFX_PW",
+        "--key-size",
+        "3072",
+        "--days",
+        "90",
+        "--encryption",
+        "aes256",
+    )
     assert code == 0
-    code, stdout, _ = run(capsys, "cert", "inspect", str(out), "--password-env", "PFX_PW",
-                          "--json")
+    code, stdout, _ = run(capsys, "cert", "inspect", str(out), "--password-env", "PFX_PW", "--json")
     doc = json.loads(stdout)
     assert code == 0 and doc["fit"] is True
     assert doc["key_size"] == 3072 and 88 <= doc["days_left"] <= 90
@@ -97,18 +118,36 @@ def test_create_options_reach_the_file(tmp_path, capsys, monkeypatch):
     assert enc["status"] == "warn" and "2008 R2" in enc["reason"]
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ({}, "PFX_PW is unset or empty"),
-    ({"PFX_PW": ""}, "PFX_PW is unset or empty"),
-    ({"PFX_PW": "with space"}, "the password has a space"),
-    ({"PFX_PW": 'dq"uote'}, "double quote"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ({}, "PFX_PW is unset or empty"),
+        ({"PFX_PW": ""}, "PFX_PW is unset or empty"),
+        ({"PFX_PW": "with space"}, "the password has a space"),
+        ({"PFX_PW": 'dq"uote'}, "double quote"),
+    ],
+)
 def test_create_refuses_bad_password_sources(tmp_path, setup, message):
     env = {k: v for k, v in os.environ.items() if k != "PFX_PW"}
     env.update(setup)
-    proc = subprocess.run([sys.executable, "-m", "tealeaf_fleet", "cert", "create", "--out",
-                           str(tmp_path / "x.pfx"), "--password-env", "PFX_PW"], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tealeaf_fleet",
+            "cert",
+            "create",
+            "--out",
+            str(tmp_path / "x.pfx"),
+            "--password-env",
+            "PFX_PW",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x.pfx").exists()
@@ -120,8 +159,9 @@ def test_create_refuses_a_readable_password_file(tmp_path, capsys):
     pw = tmp_path / "pw.txt"
     pw.write_text(PW)
     pw.chmod(0o644)
-    code, _, err = run(capsys, "cert", "create", "--out", str(tmp_path / "x.pfx"),
-                       "--password-file", str(pw))
+    code, _, err = run(
+        capsys, "cert", "create", "--out", str(tmp_path / "x.pfx"), "--password-file", str(pw)
+    )
     assert code == 2 and "readable by group or others" in err
 
 
@@ -133,8 +173,9 @@ def test_create_prompts_twice_on_a_terminal(tmp_path, capsys, monkeypatch):
     code, stdout, _ = run(capsys, "cert", "create", "--out", str(out))
     assert code == 0 and out.exists() and not (tmp_path / "p.pfx.password").exists()
     assert next(answers, None) is None  # asked exactly twice
-    info = openssl("pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", "p.pfx",
-                   cwd=tmp_path)
+    info = openssl(
+        "pkcs12", "-info", "-nokeys", "-passin", "env:OSSL_PW", "-in", "p.pfx", cwd=tmp_path
+    )
     assert "MAC: sha1" in info.stdout + info.stderr
 
     answers = iter([PW, PW + "x"])
@@ -178,9 +219,14 @@ def pw_env(monkeypatch):
 def test_inspect_fit_file(files, capsys, pw_env):
     code, out, _ = run(capsys, "cert", "inspect", str(files["good"]), *pw_env)
     assert code == 0
-    for text in ("subject          CN=IBM Tealeaf CX", "RSA 2048 bits", "serverAuth, clientAuth",
-                 "pbeWithSHA1And3-KeyTripleDES-CBC", "sha1, 2048 iterations",
-                 "verdict: fit for Tealeaf"):
+    for text in (
+        "subject          CN=IBM Tealeaf CX",
+        "RSA 2048 bits",
+        "serverAuth, clientAuth",
+        "pbeWithSHA1And3-KeyTripleDES-CBC",
+        "sha1, 2048 iterations",
+        "verdict: fit for Tealeaf",
+    ):
         assert text in out, text
     assert "fail" not in out
 
@@ -205,8 +251,14 @@ def test_inspect_unusable_input_exits_2_with_one_line(files, tmp_path):
         proc = fleet("cert", "inspect", str(path), "--password-env", "PFX_PW", env=env)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
-    proc = fleet("cert", "inspect", str(files["good"]), "--password-env", "PFX_PW",
-                 env={"PFX_PW": "Wr0ngOne"})
+    proc = fleet(
+        "cert",
+        "inspect",
+        str(files["good"]),
+        "--password-env",
+        "PFX_PW",
+        env={"PFX_PW": "Wr0ngOne"},
+    )
     assert proc.returncode == 2
     assert f"the password does not open {files['good']}" in proc.stderr
     assert "Wr0ngOne" not in proc.stderr + proc.stdout
@@ -247,9 +299,10 @@ def test_password_never_appears_in_output_or_written_files(tmp_path, files):
 
 
 def test_cli_module_does_not_import_cryptography():
-    code = ("import sys, tealeaf_fleet.cli.cert as c, argparse; "
-            "p = argparse.ArgumentParser(); c.register(p.add_subparsers()); "
-            "print('cryptography' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys, tealeaf_fleet.cli.cert as c, argparse; "
+        "p = argparse.ArgumentParser(); c.register(p.add_subparsers()); "
+        "print('cryptography' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr

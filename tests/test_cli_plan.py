@@ -20,7 +20,7 @@ SECRET_PFX = "Kx9-cli-pfx-secret-3141"
 
 # Loaded through PYTHONPATH into every subprocess of the no-network test: any attempt to
 # resolve a name or connect a socket ends the process loudly with exit code 99.
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import os, socket, sys
 def _refuse(*args, **kwargs):
     sys.stderr.write("NETWORK ATTEMPT %r\\n" % (args,))
@@ -30,15 +30,27 @@ socket.socket.connect = _refuse
 socket.socket.connect_ex = _refuse
 socket.create_connection = _refuse
 socket.getaddrinfo = _refuse
-'''
+"""
 
 
-def fleet(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-          timeout: float = 120) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "TEALEAF_WINRM_PASSWORD": SECRET_WINRM,
-                "TEALEAF_PFX_PASSWORD": SECRET_PFX, "COLUMNS": "160", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tealeaf_fleet", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=timeout)
+def fleet(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    full_env = {
+        **os.environ,
+        "TEALEAF_WINRM_PASSWORD": SECRET_WINRM,
+        "TEALEAF_PFX_PASSWORD": SECRET_PFX,
+        "COLUMNS": "160",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tealeaf_fleet", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -78,12 +90,17 @@ def test_playbook_file(inventory: Path, tmp_path: Path) -> None:
     assert [p["op"] for p in json.loads(proc.stdout)["phases"]] == ["verify"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("hosts:\n  a: {address: x, role: hbrr}\n", ":2: hosts.a.role: unknown role 'hbrr'"),
-    ("hosts: [\n", ": YAML syntax error"),
-    ("winrm: {username: u}\nhosts:\n  a: {address: x, role: hbr, tms_port: 0}\n",
-     ":3: hosts.a.tms_port: 0 is out of range"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("hosts:\n  a: {address: x, role: hbrr}\n", ":2: hosts.a.role: unknown role 'hbrr'"),
+        ("hosts: [\n", ": YAML syntax error"),
+        (
+            "winrm: {username: u}\nhosts:\n  a: {address: x, role: hbr, tms_port: 0}\n",
+            ":3: hosts.a.tms_port: 0 is out of range",
+        ),
+    ],
+)
 def test_bad_inventory_exits_2_with_one_line(tmp_path: Path, text: str, expected: str) -> None:
     inv = tmp_path / "bad.yaml"
     inv.write_text(text)
@@ -112,8 +129,9 @@ def test_out_into_missing_folder_is_input_error(inventory: Path, tmp_path: Path)
 
 
 def test_validate_certs_false_warns_on_every_run(inventory: Path) -> None:
-    inventory.write_text(inventory.read_text().replace(
-        "  # validate_certs: false ", "  validate_certs: false   "))
+    inventory.write_text(
+        inventory.read_text().replace("  # validate_certs: false ", "  validate_certs: false   ")
+    )
     proc = fleet("plan", str(inventory), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert "fleet: warning: " in proc.stderr and "validate_certs is false" in proc.stderr
@@ -123,9 +141,11 @@ def test_scripts_are_written_byte_for_byte(inventory: Path, tmp_path: Path) -> N
     target = tmp_path / "scripts"
     proc = fleet("plan", str(inventory), "--format", "json", "--scripts", str(target))
     assert proc.returncode == 0, proc.stderr
-    packaged = {e.name: e.read_bytes()
-                for e in (resources.files("tealeaf_fleet.ops") / "scripts").iterdir()
-                if e.name.endswith(".ps1")}
+    packaged = {
+        e.name: e.read_bytes()
+        for e in (resources.files("tealeaf_fleet.ops") / "scripts").iterdir()
+        if e.name.endswith(".ps1")
+    }
     written = {p.name: p.read_bytes() for p in target.iterdir()}
     assert written == packaged
     assert f"wrote {len(packaged)} scripts" in proc.stderr
@@ -137,13 +157,18 @@ def test_plan_opens_no_network_connection(inventory: Path, tmp_path: Path) -> No
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {"PYTHONPATH": str(site)}
     # the guard works: a connection attempt in such a process exits 99
-    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection("
-                            "('127.0.0.1', 9))"], env={**os.environ, **env},
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode == 99 and "NETWORK ATTEMPT" in probe.stderr
     for fmt in ("table", "markdown", "json"):
-        proc = fleet("plan", str(inventory), "--format", fmt, "--scripts",
-                     str(tmp_path / "s"), env=env)
+        proc = fleet(
+            "plan", str(inventory), "--format", fmt, "--scripts", str(tmp_path / "s"), env=env
+        )
         assert proc.returncode == 0, proc.stderr
         assert "NETWORK ATTEMPT" not in proc.stderr
 
@@ -155,15 +180,15 @@ def test_no_secret_in_any_output(inventory: Path, tmp_path: Path) -> None:
     text = inventory.read_text().replace(
         "    winrm:                               # any winrm key may be overridden per host\n"
         "      port: 5986",
-        "    winrm:\n      password_file: winrm.pw")
+        "    winrm:\n      password_file: winrm.pw",
+    )
     assert "winrm.pw" in text
     inventory.write_text(text)
     for playbook in ("rollout", "rollback", "prepare", "status"):
         for fmt in ("table", "markdown", "json"):
             out = tmp_path / f"{playbook}.{fmt}"
             for args in (("--out", str(out)), ()):
-                proc = fleet("plan", str(inventory), "--playbook", playbook, "--format", fmt,
-                             *args)
+                proc = fleet("plan", str(inventory), "--playbook", playbook, "--format", fmt, *args)
                 assert proc.returncode == 0, proc.stderr
                 blob = proc.stdout + proc.stderr + (out.read_text() if out.exists() else "")
                 for secret in (SECRET_WINRM, SECRET_PFX, "Kx9-cli-file-secret-1618"):
@@ -172,11 +197,12 @@ def test_no_secret_in_any_output(inventory: Path, tmp_path: Path) -> None:
 
 def test_cli_modules_import_no_heavy_library() -> None:
     """What `fleet --help` loads of this command: no rich, PyYAML, pywinrm, cryptography."""
-    code = ("import sys, tealeaf_fleet.cli.plan, tealeaf_fleet.cli.common; "
-            "print(sorted(m for m in ('rich', 'yaml', 'winrm', 'cryptography') "
-            "if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys, tealeaf_fleet.cli.plan, tealeaf_fleet.cli.common; "
+        "print(sorted(m for m in ('rich', 'yaml', 'winrm', 'cryptography') "
+        "if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -189,8 +215,16 @@ def test_facts_against_a_lab_mark_done_steps(tmp_path: Path) -> None:
 
     lab = Lab.start(tmp_path / "lab", topology={"hbr": 2, "pca": 1})
     try:
-        back = fleet("plan", str(lab.inventory), "--facts", "--playbook", "rollback",
-                     "--format", "json", timeout=150)
+        back = fleet(
+            "plan",
+            str(lab.inventory),
+            "--facts",
+            "--playbook",
+            "rollback",
+            "--format",
+            "json",
+            timeout=150,
+        )
         forth = fleet("plan", str(lab.inventory), "--facts", "--format", "json", timeout=150)
     finally:
         lab.stop()
@@ -200,8 +234,12 @@ def test_facts_against_a_lab_mark_done_steps(tmp_path: Path) -> None:
     assert rollback["facts_digest"] is not None and rollout["facts_digest"] is not None
 
     def skips(plan: dict, phase: str) -> dict[str, str | None]:
-        return {s["host"]: s["skip_reason"] for p in plan["phases"] if p["name"] == phase
-                for s in p["steps"]}
+        return {
+            s["host"]: s["skip_reason"]
+            for p in plan["phases"]
+            if p["name"] == phase
+            for s in p["steps"]
+        }
 
     disable = skips(rollback, "disable")
     assert set(disable) == {"hbr01", "hbr02"}
@@ -210,14 +248,14 @@ def test_facts_against_a_lab_mark_done_steps(tmp_path: Path) -> None:
     assert skips(rollout, "enable") == {"hbr01": None, "hbr02": None}
     assert skips(rollout, "import") == {"hbr01": None, "hbr02": None}
     # the restart names the services the lab host really runs
-    restart = next(s for p in rollout["phases"] if p["name"] == "restart_hbr"
-                   for s in p["steps"])
+    restart = next(s for p in rollout["phases"] if p["name"] == "restart_hbr" for s in p["steps"])
     assert "restart TeaLeaf" in restart["description"]
 
 
 @pytest.mark.slow
 def test_facts_with_an_unreachable_host_warn_and_keep_its_steps(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """One host drops every connection (lab fault `unreachable`): `fleet plan --facts` still
     plans (exit 0), warns naming the host and the error class with its hint, and plans that
     host's steps as if nothing were done, while the host that answered gets its skips. TLS is
@@ -227,8 +265,9 @@ def test_facts_with_an_unreachable_host_warn_and_keep_its_steps(
 
     with Lab.start(tmp_path / "lab", topology={"hbr": 2}, restart_s=0.2) as lab:
         lab.host("hbr02").set_faults({"unreachable": True})
-        code = main(["plan", str(lab.inventory), "--facts", "--playbook", "rollback",
-                     "--format", "json"])
+        code = main(
+            ["plan", str(lab.inventory), "--facts", "--playbook", "rollback", "--format", "json"]
+        )
         password = lab.winrm_password()
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -241,8 +280,7 @@ def test_facts_with_an_unreachable_host_warn_and_keep_its_steps(
     assert password not in out + err
     plan = json.loads(out)
     assert plan["facts_digest"] is not None
-    steps = {(p["name"], s["host"]): s["skip_reason"] for p in plan["phases"]
-             for s in p["steps"]}
+    steps = {(p["name"], s["host"]): s["skip_reason"] for p in plan["phases"] for s in p["steps"]}
     for phase in ("preflight", "disable", "restart_hbr", "verify"):
         assert (phase, "hbr02") in steps and steps[(phase, "hbr02")] is None, phase
     assert steps[("disable", "hbr01")] == "nothing to do: EnableTLS is absent"

@@ -23,7 +23,7 @@ INVALID = sorted((DATA / "invalid").glob("*.yaml"))
 def _expectation(path: Path) -> tuple[int, str | None, str]:
     first = path.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith("# expect: "), path
-    line, fld, fragment = first[len("# expect: "):].split(" ", 2)
+    line, fld, fragment = first[len("# expect: ") :].split(" ", 2)
     return int(line), (None if fld == "-" else fld), fragment
 
 
@@ -160,13 +160,16 @@ def test_validate_certs_false_is_a_warning() -> None:
 
 def test_host_override_of_validate_certs_warns_per_host(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
-    inv.write_text("winrm: {username: u}\nhosts:\n"
-                   "  a: {address: h1, role: hbr}\n"
-                   "  b: {address: h2, role: hbr, winrm: {validate_certs: false}}\n")
+    inv.write_text(
+        "winrm: {username: u}\nhosts:\n"
+        "  a: {address: h1, role: hbr}\n"
+        "  b: {address: h2, role: hbr, winrm: {validate_certs: false}}\n"
+    )
     fleet = load_fleet(inv)
     assert fleet.hosts["a"].winrm.validate_certs
-    assert [w.split(": ", 2)[1] for w in fleet.warnings] == ["hosts.b.winrm.validate_certs is "
-                                                             "false"]
+    assert [w.split(": ", 2)[1] for w in fleet.warnings] == [
+        "hosts.b.winrm.validate_certs is false"
+    ]
 
 
 def test_pca_needs_no_winrm_settings(tmp_path: Path) -> None:
@@ -182,7 +185,14 @@ def test_example_inventory_is_valid(tmp_path: Path) -> None:
     fleet = load_fleet(example)
     roles = [h.role for h in fleet.hosts.values()]
     assert {r: roles.count(r) for r in ROLES} == {
-        "portal": 1, "hbr": 2, "canister": 3, "report": 1, "other": 0, "pca": 1, "rtv": 1}
+        "portal": 1,
+        "hbr": 2,
+        "canister": 3,
+        "report": 1,
+        "other": 0,
+        "pca": 1,
+        "rtv": 1,
+    }
     assert fleet.hosts["can03"].install_dir == "E:\\Tealeaf"
     # every key of the example carries a comment (on its line or the line above), except the
     # repeated host entries that the first ones explain
@@ -212,10 +222,12 @@ def test_missing_inventory_file(tmp_path: Path) -> None:
 def test_merge_keys_from_two_anchors_then_explicit_override(tmp_path: Path) -> None:
     import yaml
 
-    text = ("winrm: {username: u}\nhosts:\n"
-            "  h1: &a {address: a1, role: hbr}\n"
-            "  h2: &b {address: a2, role: canister}\n"
-            "  h3:\n    <<: [*a, *b]\n    address: a3\n")
+    text = (
+        "winrm: {username: u}\nhosts:\n"
+        "  h1: &a {address: a1, role: hbr}\n"
+        "  h2: &b {address: a2, role: canister}\n"
+        "  h3:\n    <<: [*a, *b]\n    address: a3\n"
+    )
     inv = tmp_path / "inv.yaml"
     inv.write_text(text)
     fleet = load_fleet(inv)
@@ -226,10 +238,12 @@ def test_merge_keys_from_two_anchors_then_explicit_override(tmp_path: Path) -> N
 
 def test_endpoint_brackets_ipv6(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
-    inv.write_text("winrm: {username: u}\nhosts:\n"
-                   "  a: {address: 'fd00::5', role: hbr}\n"
-                   "  b: {address: '[fd00::6]', role: hbr}\n"
-                   "  c: {address: ws_rtv_01, role: rtv}\n")
+    inv.write_text(
+        "winrm: {username: u}\nhosts:\n"
+        "  a: {address: 'fd00::5', role: hbr}\n"
+        "  b: {address: '[fd00::6]', role: hbr}\n"
+        "  c: {address: ws_rtv_01, role: rtv}\n"
+    )
     fleet = load_fleet(inv)
     assert fleet.hosts["a"].winrm.endpoint("fd00::5") == "https://[fd00::5]:5986/wsman"
     assert fleet.hosts["b"].winrm.endpoint("[fd00::6]") == "https://[fd00::6]:5986/wsman"

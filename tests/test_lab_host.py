@@ -28,17 +28,36 @@ SEC = r"C:\ProgramData\IBM\Tealeaf\security"
 HALF = 0.05  # restart_s/2 for these tests
 
 
-def make_host(tmp_path: Path, role: str = "hbr", os_key: str = "2016", *, listeners: bool = True,
-              faults: dict | None = None, build: str = "9.0.2.1351") -> LabHost:
+def make_host(
+    tmp_path: Path,
+    role: str = "hbr",
+    os_key: str = "2016",
+    *,
+    listeners: bool = True,
+    faults: dict | None = None,
+    build: str = "9.0.2.1351",
+) -> LabHost:
     tmp_path.mkdir(parents=True, exist_ok=True)
     events = EventLog(tmp_path / "events.jsonl")
     pw = tmp_path / "winrm-password.txt"
     pw.write_text("winrm-pw\n")
-    cfg = HostConfig(name=f"{role}01", role=role, os=os_key, build=build,
-                     data_service_port=free_port() if listeners and role != "rtv" else 0,
-                     tms_port=free_port() if listeners and role != "rtv" else 0)
-    host = LabHost(tmp_path / "hosts" / cfg.name, cfg, events=events, username="LAB\\u",
-                   password_file=pw, restart_s=2 * HALF, reboot_s=0.1)
+    cfg = HostConfig(
+        name=f"{role}01",
+        role=role,
+        os=os_key,
+        build=build,
+        data_service_port=free_port() if listeners and role != "rtv" else 0,
+        tms_port=free_port() if listeners and role != "rtv" else 0,
+    )
+    host = LabHost(
+        tmp_path / "hosts" / cfg.name,
+        cfg,
+        events=events,
+        username="LAB\\u",
+        password_file=pw,
+        restart_s=2 * HALF,
+        reboot_s=0.1,
+    )
     host.create(faults)
     host.start()
     return host
@@ -52,8 +71,11 @@ def host(tmp_path: Path):
 
 
 def events_of(host: LabHost, kind: str) -> list[dict]:
-    return [e for e in read_events(host.root.parent.parent / "events.jsonl")
-            if e["kind"] == kind and e["host"] == host.name]
+    return [
+        e
+        for e in read_events(host.root.parent.parent / "events.jsonl")
+        if e["kind"] == kind and e["host"] == host.name
+    ]
 
 
 def wait_for(cond, timeout_s: float = 10.0) -> bool:
@@ -75,8 +97,10 @@ def peer_cert(port: int) -> bytes:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
-            ctx.wrap_socket(sock) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ctx.wrap_socket(sock) as tls,
+    ):
         assert tls.version() == "TLSv1.2"
         return tls.getpeercert(binary_form=True)
 
@@ -101,11 +125,15 @@ def refused(port: int) -> bool:
 # --------------------------------------------------------------------------- registry ----
 def test_registry_is_case_insensitive_persisted_and_recorded(host: LabHost) -> None:
     assert host.reg_get(TEALEAF_KEY, "InstallDir") == r"D:\Tealeaf"
-    assert host.reg_get(r"HKEY_LOCAL_MACHINE\software\wow6432node\tealeaf technology",
-                        "version") == "9.0.2.1351"
+    assert (
+        host.reg_get(r"HKEY_LOCAL_MACHINE\software\wow6432node\tealeaf technology", "version")
+        == "9.0.2.1351"
+    )
     assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None  # absent by default
-    assert host.reg_set(r"HKLM\SOFTWARE\Wow6432Node\TeaLeaf Technology", "EnableTLS", "0",
-                        "DWord") == 0
+    assert (
+        host.reg_set(r"HKLM\SOFTWARE\Wow6432Node\TeaLeaf Technology", "EnableTLS", "0", "DWord")
+        == 0
+    )
     on_disk = json.loads((host.root / "registry.json").read_text())
     assert on_disk[TEALEAF_KEY]["EnableTLS"] == 0  # original key spelling kept
     ev = events_of(host, "registry")[-1]
@@ -163,14 +191,23 @@ def test_service_catalogue_has_the_awkward_cases(tmp_path: Path) -> None:
     can = make_host(tmp_path / "c", role="canister", listeners=False)
     portal = make_host(tmp_path / "p", role="portal", listeners=False)
     svcs = {s.name: s for s in can.services()}
-    odd = [s for s in svcs.values() if not s.name.lower().startswith("tealeaf")
-           and s.display_name.lower().startswith("tealeaf")]
+    odd = [
+        s
+        for s in svcs.values()
+        if not s.name.lower().startswith("tealeaf") and s.display_name.lower().startswith("tealeaf")
+    ]
     assert odd, "one service must match only by DisplayName"
-    assert any(s.start_mode == "Manual" and s.state == "Stopped" for s in svcs.values()
-               if s.display_name.lower().startswith("tealeaf"))
+    assert any(
+        s.start_mode == "Manual" and s.state == "Stopped"
+        for s in svcs.values()
+        if s.display_name.lower().startswith("tealeaf")
+    )
     assert any(s.depends_on for s in svcs.values())
-    assert all(s.path.startswith('"D:\\Tealeaf\\') for s in svcs.values()
-               if s.name.lower().startswith("tealeaf"))
+    assert all(
+        s.path.startswith('"D:\\Tealeaf\\')
+        for s in svcs.values()
+        if s.name.lower().startswith("tealeaf")
+    )
     assert "W3SVC" in {s.name for s in portal.services()} and "W3SVC" not in svcs
 
 
@@ -189,7 +226,8 @@ def test_stop_and_start_pass_through_pending_states_in_order(host: LabHost) -> N
     assert host.service("TeaLeafTransportService").state == "Running"
     seq = [(e["name"], e["state"]) for e in events_of(host, "service")]
     assert seq.index(("TeaLeafTransportService", "Running")) < seq.index(
-        ("TeaLeafHBR", "StartPending"))
+        ("TeaLeafHBR", "StartPending")
+    )
     assert host.service("TeaLeafRulesEngine").state == "Stopped"  # not named, not started
     with pytest.raises(HostError, match="Cannot find any service"):
         host.start_service("NoSuchService")
@@ -217,7 +255,11 @@ def test_iisreset_on_portal_only(tmp_path: Path) -> None:
     code, out = portal.iisreset()
     assert code == 0 and "successfully restarted" in out
     assert [e["state"] for e in events_of(portal, "service") if e["name"] == "W3SVC"] == [
-        "StopPending", "Stopped", "StartPending", "Running"]
+        "StopPending",
+        "Stopped",
+        "StartPending",
+        "Running",
+    ]
     assert len(events_of(portal, "iisreset")) == 1
     hbr = make_host(tmp_path / "h", role="hbr", listeners=False)
     assert hbr.iisreset()[0] == 1
@@ -261,6 +303,7 @@ def test_tlstool_create_import_enable_disable(host: LabHost) -> None:
     crt = host.read_file(SEC + r"\tealeaf.crt")
     assert b"BEGIN CERTIFICATE" in crt and b"PRIVATE KEY" in crt
     from tealeaf_fleet.lab.state import first_cert_sha256
+
     assert first_cert_sha256(crt) == pfx.sha256
     assert host.exists(SEC + r"\tealeaf.p12")
     token = host.reg_get(SECURITY_KEY, "TLSCertPassword")
@@ -279,9 +322,15 @@ def test_tlstool_create_import_enable_disable(host: LabHost) -> None:
     assert host.tlstool(["import", "TCXcert.pfx", "p w"])[0] == 1  # no spaces
     ev = events_of(host, "tlstool")
     assert [(e["verb"], e["exit"]) for e in ev][:5] == [
-        ("create", 0), ("enable", 1), ("import", 3), ("import", 2), ("import", 0)]
-    everything = "".join(p.read_text(errors="replace") for p in host.root.parent.parent.rglob("*")
-                         if p.is_file())
+        ("create", 0),
+        ("enable", 1),
+        ("import", 3),
+        ("import", 2),
+        ("import", 0),
+    ]
+    everything = "".join(
+        p.read_text(errors="replace") for p in host.root.parent.parent.rglob("*") if p.is_file()
+    )
     assert PFX_PW not in everything
 
 
@@ -314,6 +363,7 @@ def test_data_service_plain_then_tls_with_imported_certificate(host: LabHost) ->
     assert b"200 OK" in plain_reply(ds)
     legacy = ssl.DER_cert_to_PEM_cert(peer_cert(tms))
     from cryptography import x509
+
     assert LEGACY_TMS_CN in x509.load_pem_x509_certificate(legacy.encode()).subject.rfc4514_string()
 
     put_pfx(host)
@@ -328,8 +378,13 @@ def test_data_service_plain_then_tls_with_imported_certificate(host: LabHost) ->
     assert hashlib.sha256(peer_cert(ds)).hexdigest() == pfx.sha256
     # TMS still has its legacy certificate until it restarts
     assert hashlib.sha256(peer_cert(tms)).hexdigest() != pfx.sha256
-    for name in ("TeaLeafRulesEngine", "TeaLeafHBR", "TeaLeafTransportService",
-                 "TeaLeafDataService", "TeaLeafTMS"):
+    for name in (
+        "TeaLeafRulesEngine",
+        "TeaLeafHBR",
+        "TeaLeafTransportService",
+        "TeaLeafDataService",
+        "TeaLeafTMS",
+    ):
         host.stop_service(name)
     for name in ("TeaLeafTMS", "TeaLeafDataService"):
         host.start_service(name)
@@ -349,11 +404,15 @@ def test_data_service_23443_and_enable_tls_preset_and_schannel_faults(tmp_path: 
     h = make_host(tmp_path, os_key="2008r2", faults={"data_service_23443": True})
     try:
         from tealeaf_fleet.lab.state import data_service_from_log
+
         logs = h.root / "fs/D/Tealeaf/Logs"
         assert data_service_from_log(logs)["port"] == 23443
         h.set_faults({})  # reconfigured back to its own port
-        assert data_service_from_log(logs) == {**data_service_from_log(logs),
-                                               "port": h.data_service_port, "mode": "plain"}
+        assert data_service_from_log(logs) == {
+            **data_service_from_log(logs),
+            "port": h.data_service_port,
+            "mode": "plain",
+        }
         h.set_faults({"enable_tls_preset": True, "schannel_tls12_missing": True})
         assert h.reg_get(TEALEAF_KEY, "EnableTLS") == 1
         assert h.reg_get(TLS12_SERVER_KEY, "Enabled") is None
@@ -373,8 +432,7 @@ def test_data_service_with_tls_but_no_certificate_fails_to_start(host: LabHost) 
 
 
 def test_flaky_unreachable_and_wire_faults(host: LabHost) -> None:
-    (host.root / "faults.json").write_text(json.dumps({"flaky": {"count": 2},
-                                                       "slow": {"ms": 5}}))
+    (host.root / "faults.json").write_text(json.dumps({"flaky": {"count": 2}, "slow": {"ms": 5}}))
     assert host.faults()["slow"] == {"ms": 5}
     assert host.consume_flaky() and host.consume_flaky()
     assert not host.consume_flaky()
@@ -426,14 +484,17 @@ def test_clixml_error_shape() -> None:
     assert '<S S="Error">line2_x000D__x000A_</S>' in out
 
 
-def test_enable_tls_preset_at_lab_start_fails_the_tls_services_not_the_lab(
-        tmp_path: Path) -> None:
+def test_enable_tls_preset_at_lab_start_fails_the_tls_services_not_the_lab(tmp_path: Path) -> None:
     """EnableTLS=1 with no imported pair at boot: the Data Service and TMS fail to start (as on
     Windows) and the lab still comes up, so preflight can report the preset."""
     from tealeaf_fleet.lab.fleet import Lab
 
-    with Lab.start(tmp_path / "lab", topology={"hbr": 1}, restart_s=0.2,
-                   faults={"hbr01": {"enable_tls_preset": True}}) as lab:
+    with Lab.start(
+        tmp_path / "lab",
+        topology={"hbr": 1},
+        restart_s=0.2,
+        faults={"hbr01": {"enable_tls_preset": True}},
+    ) as lab:
         h = lab.host("hbr01")
         states = {s.name: s.state for s in h.services()}
         assert h.reg_get(TEALEAF_KEY, "EnableTLS") == 1

@@ -98,8 +98,11 @@ class WireHost:
         generic = run_generic(self.name, self.username, command, args)
         if generic is not None:
             return generic
-        return CommandResult(1, stderr=f"'{command}' is not recognized as an internal or "
-                             "external command,\r\noperable program or batch file.\r\n".encode())
+        return CommandResult(
+            1,
+            stderr=f"'{command}' is not recognized as an internal or "
+            "external command,\r\noperable program or batch file.\r\n".encode(),
+        )
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -126,8 +129,13 @@ def _healthy(host: WireHost):
 
 @pytest.fixture(scope="module")
 def https_server(host: WireHost, ca: LabCA):
-    server = WinRMServer(host, scheme="https", ssl_context=ca.server_context("wire01"),
-                         receive_timeout_s=1.0, max_commands_per_shell=5).start()
+    server = WinRMServer(
+        host,
+        scheme="https",
+        ssl_context=ca.server_context("wire01"),
+        receive_timeout_s=1.0,
+        max_commands_per_shell=5,
+    ).start()
     yield server
     server.stop()
 
@@ -141,14 +149,21 @@ def http_server(host: WireHost):
 
 
 def basic_session(server: WinRMServer, ca: LabCA, password: str = PASSWORD, **kw) -> winrm.Session:
-    return winrm.Session(server.url, auth=(USER, password), transport="basic",
-                         server_cert_validation="validate", ca_trust_path=str(ca.ca_file),
-                         proxy=None, **kw)
+    return winrm.Session(
+        server.url,
+        auth=(USER, password),
+        transport="basic",
+        server_cert_validation="validate",
+        ca_trust_path=str(ca.ca_file),
+        proxy=None,
+        **kw,
+    )
 
 
 def ntlm_session(server: WinRMServer, password: str = PASSWORD, **kw) -> winrm.Session:
-    return winrm.Session(server.url, auth=(USER, password), transport="ntlm", proxy=None,
-                         ca_trust_path=None, **kw)
+    return winrm.Session(
+        server.url, auth=(USER, password), transport="ntlm", proxy=None, ca_trust_path=None, **kw
+    )
 
 
 @pytest.fixture(params=["https-basic", "http-ntlm"])
@@ -162,15 +177,18 @@ def session_factory(request, https_server, http_server, ca):
 # --- pure functions -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line,expected", [
-    ('a b  c', ["a", "b", "c"]),
-    ('"C:\\Program Files\\x.exe" -a "b c"', ["C:\\Program Files\\x.exe", "-a", "b c"]),
-    ('a\\\\"b c"', ['a\\b c']),
-    ('a\\"b', ['a"b']),
-    ('"say ""hi"""', ['say "hi"']),
-    ('x\\y\\', ["x\\y\\"]),
-    ('', []),
-])
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("a b  c", ["a", "b", "c"]),
+        ('"C:\\Program Files\\x.exe" -a "b c"', ["C:\\Program Files\\x.exe", "-a", "b c"]),
+        ('a\\\\"b c"', ["a\\b c"]),
+        ('a\\"b', ['a"b']),
+        ('"say ""hi"""', ['say "hi"']),
+        ("x\\y\\", ["x\\y\\"]),
+        ("", []),
+    ],
+)
 def test_split_command_line_follows_windows_rules(line, expected):
     assert wsman.split_command_line(line) == expected
 
@@ -183,7 +201,8 @@ def test_parse_request_matches_namespaces_by_uri_not_prefix():
         "<Z:Header><q:Action>http://schemas.xmlsoap.org/ws/2004/09/transfer/Create</q:Action>"
         "<q:MessageID>uuid:ABC-1</q:MessageID><k:OperationTimeout>PT1M30.5S</k:OperationTimeout>"
         '<k:SelectorSet><k:Selector Name="ShellId">S1</k:Selector></k:SelectorSet>'
-        "</Z:Header><Z:Body/></Z:Envelope>")
+        "</Z:Header><Z:Body/></Z:Envelope>"
+    )
     req = wsman.parse_request(xml.encode())
     assert req.name == "Create"
     assert req.message_id == "uuid:ABC-1"
@@ -198,8 +217,10 @@ def test_run_generic_answers_only_known_shapes():
     assert run_generic("H1", "LAB\\Fleet", "whoami", []).stdout == b"lab\\fleet\r\n"
     assert run_generic("H1", "fleet", "hostname", []).stdout == b"H1\r\n"
     assert run_generic("H1", "u", "cmd", ["/c", "echo", "a", "b"]).stdout == b"a b\r\n"
-    assert run_generic("H1", "u", "PowerShell.exe", ["-NoProfile", "-EncodedCommand", ps]
-                       ).stdout == b"it's ok\r\n"
+    assert (
+        run_generic("H1", "u", "PowerShell.exe", ["-NoProfile", "-EncodedCommand", ps]).stdout
+        == b"it's ok\r\n"
+    )
     evil = base64.b64encode("Write-Output 'x'; Remove-Item C:\\".encode("utf-16-le")).decode()
     assert run_generic("H1", "u", "powershell", ["-enc", evil]) is None
     assert run_generic("H1", "u", "tlstool.exe", ["enable"]) is None
@@ -395,13 +416,18 @@ def test_signal_after_done_and_relates_to(https_server, ca, host):
     cid = p.run_command(shell, "hostname")
     _receive_until_done(p, shell, cid)
     message_id = "uuid:AbC-odd-Case-123"
-    req = {"env:Envelope": p.build_wsman_header(
-        resource_uri=wsman.RESOURCE_CMD, action=wsman.ACTION_SIGNAL, shell_id=shell)}
+    req = {
+        "env:Envelope": p.build_wsman_header(
+            resource_uri=wsman.RESOURCE_CMD, action=wsman.ACTION_SIGNAL, shell_id=shell
+        )
+    }
     req["env:Envelope"]["env:Header"]["a:MessageID"] = message_id
     req["env:Envelope"].setdefault("env:Body", {})["rsp:Signal"] = {
-        "@CommandId": cid, "rsp:Code": "http://schemas.microsoft.com/wbem/wsman/1/windows/"
-                                       "shell/signal/TERMINATE"}
+        "@CommandId": cid,
+        "rsp:Code": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/TERMINATE",
+    }
     import xmltodict
+
     root = ET.fromstring(p.send_message(xmltodict.unparse(req)))
     relates = root.find(f"{{{wsman.NS_SOAP}}}Header/{{{wsman.NS_ADDR}}}RelatesTo")
     assert relates is not None and relates.text == message_id
@@ -427,9 +453,16 @@ def test_arguments_joined_and_separate_give_same_argv(https_server, ca, host):
 def test_pypsrp_https_basic(https_server, ca, host):
     from pypsrp.client import Client
 
-    client = Client("127.0.0.1", port=https_server.port, ssl=True, auth="basic",
-                    username=USER, password=PASSWORD, cert_validation=str(ca.ca_file),
-                    no_proxy=True)
+    client = Client(
+        "127.0.0.1",
+        port=https_server.port,
+        ssl=True,
+        auth="basic",
+        username=USER,
+        password=PASSWORD,
+        cert_validation=str(ca.ca_file),
+        no_proxy=True,
+    )
     out, err, rc = client.execute_cmd("whoami")
     assert (out, rc) == ("lab\\fleet\r\n", 0)
     out, err, rc = client.execute_cmd("cmd /c echo via pypsrp")
@@ -442,13 +475,27 @@ def test_pypsrp_http_ntlm_encrypted(http_server, host, auth):
     from pypsrp.shell import Process, WinRS
     from pypsrp.wsman import WSMan
 
-    client = Client("127.0.0.1", port=http_server.port, ssl=False, auth=auth,
-                    username=USER, password=PASSWORD, no_proxy=True)
+    client = Client(
+        "127.0.0.1",
+        port=http_server.port,
+        ssl=False,
+        auth=auth,
+        username=USER,
+        password=PASSWORD,
+        no_proxy=True,
+    )
     out, err, rc = client.execute_cmd("hostname")
     assert (out, rc) == ("WIRE01\r\n", 0)
 
-    wsm = WSMan("127.0.0.1", port=http_server.port, ssl=False, auth=auth, username=USER,
-                password=PASSWORD, no_proxy=True)
+    wsm = WSMan(
+        "127.0.0.1",
+        port=http_server.port,
+        ssl=False,
+        auth=auth,
+        username=USER,
+        password=PASSWORD,
+        no_proxy=True,
+    )
     with wsm, WinRS(wsm) as shell:
         proc = Process(shell, "readstdin", ["one", "two"])
         proc.begin_invoke()
@@ -463,17 +510,30 @@ def test_pypsrp_over_https_with_negotiate(https_server, ca):
     from pypsrp.client import Client
 
     ntlm_users.register(USER, PASSWORD)
-    client = Client("127.0.0.1", port=https_server.port, ssl=True, auth="ntlm",
-                    username=USER, password=PASSWORD, cert_validation=str(ca.ca_file),
-                    no_proxy=True)
+    client = Client(
+        "127.0.0.1",
+        port=https_server.port,
+        ssl=True,
+        auth="ntlm",
+        username=USER,
+        password=PASSWORD,
+        cert_validation=str(ca.ca_file),
+        no_proxy=True,
+    )
     out, _, rc = client.execute_cmd("hostname")
     assert (out, rc) == ("WIRE01\r\n", 0)
 
 
 def test_pywinrm_ntlm_over_https(https_server, ca):
     ntlm_users.register(USER, PASSWORD)
-    s = winrm.Session(https_server.url, auth=(USER, PASSWORD), transport="ntlm", proxy=None,
-                      server_cert_validation="validate", ca_trust_path=str(ca.ca_file))
+    s = winrm.Session(
+        https_server.url,
+        auth=(USER, PASSWORD),
+        transport="ntlm",
+        proxy=None,
+        server_cert_validation="validate",
+        ca_trust_path=str(ca.ca_file),
+    )
     r = s.run_cmd("whoami")
     assert (r.status_code, r.std_out) == (0, b"lab\\fleet\r\n")
     assert s.protocol.transport.encryption is None  # TLS protects it; no message sealing
@@ -482,8 +542,13 @@ def test_pywinrm_ntlm_over_https(https_server, ca):
 def test_ntlm_user_of_another_lab_is_not_this_hosts_user(http_server, host):
     ntlm_users.register("OTHER\\someone", "Other-Pass1")
     with pytest.raises(InvalidCredentialsError):
-        winrm.Session(http_server.url, auth=("OTHER\\someone", "Other-Pass1"),
-                      transport="ntlm", proxy=None, ca_trust_path=None).run_cmd("hostname")
+        winrm.Session(
+            http_server.url,
+            auth=("OTHER\\someone", "Other-Pass1"),
+            transport="ntlm",
+            proxy=None,
+            ca_trust_path=None,
+        ).run_cmd("hostname")
     assert not host.commands
 
 
@@ -503,9 +568,14 @@ def test_ntlm_users_file_replaces_and_keeps_entries():
 
 
 def test_server_refuses_plain_basic_over_http(http_server):
-    r = requests.post(http_server.url, data=b"<x/>", auth=(USER, PASSWORD),
-                      headers={"Content-Type": wsman.NS_SOAP}, timeout=5,
-                      proxies={"http": None, "https": None})
+    r = requests.post(
+        http_server.url,
+        data=b"<x/>",
+        auth=(USER, PASSWORD),
+        headers={"Content-Type": wsman.NS_SOAP},
+        timeout=5,
+        proxies={"http": None, "https": None},
+    )
     assert r.status_code == 401
     assert r.headers["Content-Type"]
     assert "Negotiate" in r.headers.get("WWW-Authenticate", "")
@@ -514,9 +584,14 @@ def test_server_refuses_plain_basic_over_http(http_server):
 def test_server_refuses_unencrypted_soap_over_http_even_with_ntlm(http_server, host):
     from requests_ntlm import HttpNtlmAuth
 
-    r = requests.post(http_server.url, data=b"<x/>", auth=HttpNtlmAuth(USER, PASSWORD),
-                      headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
-                      timeout=5, proxies={"http": None, "https": None})
+    r = requests.post(
+        http_server.url,
+        data=b"<x/>",
+        auth=HttpNtlmAuth(USER, PASSWORD),
+        headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
+        timeout=5,
+        proxies={"http": None, "https": None},
+    )
     assert r.status_code == 401
     assert not host.commands
 
@@ -547,5 +622,9 @@ def test_stop_is_bounded_and_closes_the_port(ca):
     port = server.port
     server.stop(timeout_s=5)
     with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(f"https://127.0.0.1:{port}/wsman", verify=str(ca.ca_file), timeout=2,
-                     proxies={"http": None, "https": None})
+        requests.get(
+            f"https://127.0.0.1:{port}/wsman",
+            verify=str(ca.ca_file),
+            timeout=2,
+            proxies={"http": None, "https": None},
+        )

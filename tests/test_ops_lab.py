@@ -34,8 +34,14 @@ SECURITY = "C:\\ProgramData\\IBM\\Tealeaf\\security"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab.start(tmp_path_factory.mktemp("opslab"), topology={"portal": 1, "canister": 1},
-                    restart_s=0.2, reboot_s=0.5, install_dir=WEIRD_DIR, os="2012r2")
+    lab = Lab.start(
+        tmp_path_factory.mktemp("opslab"),
+        topology={"portal": 1, "canister": 1},
+        restart_s=0.2,
+        reboot_s=0.5,
+        install_dir=WEIRD_DIR,
+        os="2012r2",
+    )
     yield lab
     lab.stop()
 
@@ -47,8 +53,10 @@ def fleet(lab):
 
 @pytest.fixture(scope="module")
 def conns(fleet):
-    opened = {name: Connection(fleet.hosts[name], fleet.winrm_password(fleet.hosts[name]))
-              for name in (PORTAL, CANISTER)}
+    opened = {
+        name: Connection(fleet.hosts[name], fleet.winrm_password(fleet.hosts[name]))
+        for name in (PORTAL, CANISTER)
+    }
     yield opened
     for conn in opened.values():
         conn.close()
@@ -62,8 +70,11 @@ def healthy(lab):
 
 
 def _events(lab, mark=0, **match):
-    return [e for e in read_events(lab.dir / "events.jsonl")[mark:]
-            if all(e.get(k) == v for k, v in match.items())]
+    return [
+        e
+        for e in read_events(lab.dir / "events.jsonl")[mark:]
+        if all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 def _mark(lab):
@@ -118,8 +129,9 @@ def test_put_get_and_skip(conns, lab):
     data = os.urandom(600 * 1024)  # three parts of 256 KiB
     path = "C:\\Drop 'it' $(here)`;\u00fc\\payload.bin"
     result = files.put_file(conns[PORTAL], data, path)
-    assert result == files.PutResult(skipped=False, sha256=hashlib.sha256(data).hexdigest(),
-                                     size=len(data), parts=3)
+    assert result == files.PutResult(
+        skipped=False, sha256=hashlib.sha256(data).hexdigest(), size=len(data), parts=3
+    )
     assert lab.host(PORTAL).read_file(path) == data
     assert not lab.host(PORTAL).exists(path + ".fleet-part")
     assert files.put_file(conns[PORTAL], data, path).skipped is True
@@ -179,8 +191,9 @@ def test_tlstool_wrong_password_output_is_masked(conns, lab):
 def test_tlstool_refuses_passwords_it_cannot_pass(conns):
     for bad in ('has"quote', "has space", "caf\u00e9"):
         with pytest.raises(InputError):
-            tlstool.run(conns[PORTAL], WEIRD_DIR, "import", pfx_path="C:\\x.pfx",
-                        password=Secret(bad))
+            tlstool.run(
+                conns[PORTAL], WEIRD_DIR, "import", pfx_path="C:\\x.pfx", password=Secret(bad)
+            )
 
 
 def test_tlstool_missing_is_a_script_error(conns):
@@ -189,8 +202,10 @@ def test_tlstool_missing_is_a_script_error(conns):
 
 
 def test_set_registry_dword_and_string(conns, lab):
-    key = "HKLM:\\SOFTWARE\\Wow6432Node\\Microsoft\\Windows\\CurrentVersion\\Internet " \
-          "Settings\\WinHttp"
+    key = (
+        "HKLM:\\SOFTWARE\\Wow6432Node\\Microsoft\\Windows\\CurrentVersion\\Internet "
+        "Settings\\WinHttp"
+    )
     first = registry.set_value(conns[CANISTER], key, "DefaultSecureProtocols", 0xA80)
     assert first.previous is None and first.value == 0xA80
     second = registry.set_value(conns[CANISTER], key, "DefaultSecureProtocols", 0xA00)
@@ -215,8 +230,12 @@ def test_restart_keeps_stopped_services_stopped_and_logs_show_the_restart(conns,
     assert ("TeaLeafSnapshotService", "StartPending") not in states
     # dependents stop before what they depend on: TLSearchServer -> Canister -> Transport
     stops = [n for n, s in states if s == "StopPending"]
-    assert stops.index("TLSearchServer") < stops.index("TeaLeafCanister") \
-        < stops.index("TeaLeafTransportService") < stops.index("TeaLeafTMS")
+    assert (
+        stops.index("TLSearchServer")
+        < stops.index("TeaLeafCanister")
+        < stops.index("TeaLeafTransportService")
+        < stops.index("TeaLeafTMS")
+    )
     mode = logs.data_service_mode(conn, WEIRD_DIR, result.started_at)
     assert mode.mode == "plain" and mode.started_at >= result.started_at
     assert logs.data_service_mode(conn, WEIRD_DIR, "2999-01-01T00:00:00").mode is None
@@ -251,7 +270,8 @@ def test_reboot_and_wait(fleet, lab):
         assert facts.gather(conn, host).hostname == CANISTER.upper()
         deadline = time.monotonic() + 30  # let the boot start every Auto service
         while time.monotonic() < deadline and any(
-                s.state.endswith("Pending") for s in lab.host(CANISTER).services()):
+            s.state.endswith("Pending") for s in lab.host(CANISTER).services()
+        ):
             time.sleep(0.1)
 
 
@@ -269,8 +289,15 @@ def test_concurrent_restarts_on_one_host_take_turns(fleet, lab):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(one, range(2)))
     assert all(s.after == "Running" for r in results for s in r.services)
-    seq = [(e["name"], e["state"]) for e in _events(lab, mark, kind="service", host=CANISTER)
-           if e["state"] in ("StopPending", "Running") and e["name"] in names]
-    one_restart = [("TLSearchServer", "StopPending"), ("TeaLeafCanister", "StopPending"),
-                   ("TeaLeafCanister", "Running"), ("TLSearchServer", "Running")]
+    seq = [
+        (e["name"], e["state"])
+        for e in _events(lab, mark, kind="service", host=CANISTER)
+        if e["state"] in ("StopPending", "Running") and e["name"] in names
+    ]
+    one_restart = [
+        ("TLSearchServer", "StopPending"),
+        ("TeaLeafCanister", "StopPending"),
+        ("TeaLeafCanister", "Running"),
+        ("TLSearchServer", "Running"),
+    ]
     assert seq == one_restart * 2

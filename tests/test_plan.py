@@ -18,11 +18,16 @@ ROOT = Path(__file__).parents[1]
 FP = "ab" * 32
 
 
-def make_fleet(tmp_path: Path, hosts: dict[str, str], extra: str = "",
-               name: str = "inv.yaml") -> Fleet:
+def make_fleet(
+    tmp_path: Path, hosts: dict[str, str], extra: str = "", name: str = "inv.yaml"
+) -> Fleet:
     """hosts: name -> role (PCA gets a build when given as 'pca:BUILD')."""
-    lines = ["winrm: {username: 'CORP\\svc', password_env: TLF_PLAN_PW}",
-             "certificate: {path: TCXcert.pfx, password_env: TLF_PLAN_PFX}", extra, "hosts:"]
+    lines = [
+        "winrm: {username: 'CORP\\svc', password_env: TLF_PLAN_PW}",
+        "certificate: {path: TCXcert.pfx, password_env: TLF_PLAN_PFX}",
+        extra,
+        "hosts:",
+    ]
     for i, (host, role) in enumerate(hosts.items()):
         build = ""
         if role.startswith("pca:"):
@@ -33,9 +38,17 @@ def make_fleet(tmp_path: Path, hosts: dict[str, str], extra: str = "",
     return load_fleet(path)
 
 
-ESTATE = {"portal01": "portal", "hbr01": "hbr", "hbr02": "hbr", "can01": "canister",
-          "can02": "canister", "can03": "canister", "report01": "report", "pca01": "pca:3682-24",
-          "rtv01": "rtv"}
+ESTATE = {
+    "portal01": "portal",
+    "hbr01": "hbr",
+    "hbr02": "hbr",
+    "can01": "canister",
+    "can02": "canister",
+    "can03": "canister",
+    "report01": "report",
+    "pca01": "pca:3682-24",
+    "rtv01": "rtv",
+}
 
 
 def hosts_of(plan: Plan, phase: str) -> list[str]:
@@ -45,8 +58,17 @@ def hosts_of(plan: Plan, phase: str) -> list[str]:
 def test_rollout_over_a_full_estate(tmp_path: Path) -> None:
     plan = build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE))
     assert [p.name for p in plan.phases] == [
-        "preflight", "certificate", "push_pfx", "push_tools", "import", "enable",
-        "restart_hbr", "restart_canister", "restart_rest", "verify"]
+        "preflight",
+        "certificate",
+        "push_pfx",
+        "push_tools",
+        "import",
+        "enable",
+        "restart_hbr",
+        "restart_canister",
+        "restart_rest",
+        "verify",
+    ]
     windows = ["portal01", "hbr01", "hbr02", "can01", "can02", "can03", "report01", "rtv01"]
     tls = windows[:-1]
     assert hosts_of(plan, "preflight") == windows
@@ -73,8 +95,9 @@ def test_rollout_over_a_full_estate(tmp_path: Path) -> None:
         assert [x.host for x in plan.phase(name).excluded if x.host == "pca01"] == ["pca01"]
     # RTV: import only; left out of enable and (once) of the restarts
     assert plan.host("rtv01").contacted and plan.host("rtv01").reason == RTV_REASON
-    assert [(x.host, x.reason) for x in plan.phase("enable").excluded
-            if x.host == "rtv01"] == [("rtv01", RTV_REASON)]
+    assert [(x.host, x.reason) for x in plan.phase("enable").excluded if x.host == "rtv01"] == [
+        ("rtv01", RTV_REASON)
+    ]
     assert "rtv01" in [x.host for x in plan.phase("restart_hbr").excluded]
     assert "rtv01" not in [x.host for x in plan.phase("restart_canister").excluded]
     # an HBR is not "excluded" from restarts because the canister phase does not take it
@@ -96,13 +119,20 @@ def test_small_estate_has_empty_phases(tmp_path: Path) -> None:
     assert hosts_of(plan, "push_tools") == []
     assert hosts_of(plan, "restart_rest") == ["all01"]
     assert [(p.name, x.host, x.reason) for p in plan.phases for x in p.excluded] == [
-        ("push_tools", "all01", "a Tealeaf server already has TLSTool.exe and openssl.exe")]
+        ("push_tools", "all01", "a Tealeaf server already has TLSTool.exe and openssl.exe")
+    ]
 
 
 def test_rollback_over_estate(tmp_path: Path) -> None:
     plan = build_plan(load_playbook("rollback"), make_fleet(tmp_path, ESTATE))
-    assert [p.op for p in plan.phases] == ["preflight", "disable", "restart", "restart",
-                                          "restart", "verify"]
+    assert [p.op for p in plan.phases] == [
+        "preflight",
+        "disable",
+        "restart",
+        "restart",
+        "restart",
+        "verify",
+    ]
     assert plan.expect_tls is False
     assert "rtv01" not in hosts_of(plan, "disable")
     assert ("rtv01", RTV_REASON) in [(x.host, x.reason) for x in plan.phase("preflight").excluded]
@@ -110,8 +140,9 @@ def test_rollback_over_estate(tmp_path: Path) -> None:
 
 
 def test_old_pca_build_gets_an_upgrade_note(tmp_path: Path) -> None:
-    plan = build_plan(load_playbook("rollout"),
-                      make_fleet(tmp_path, {"p1": "portal", "pca01": "pca:3500-10"}))
+    plan = build_plan(
+        load_playbook("rollout"), make_fleet(tmp_path, {"p1": "portal", "pca01": "pca:3500-10"})
+    )
     assert "needs PCA build 3682-24 or later, this one is 3500-10" in plan.host("pca01").reason
 
 
@@ -122,25 +153,35 @@ def test_reboot_mode(tmp_path: Path) -> None:
 
 
 def facts_done(fp: str = FP) -> dict:
-    return {"now": "2026-11-27T11:14:59", "enable_tls": 1,
-            "tools": {"tlstool": True, "openssl": True},
-            "security": {"cert_sha256": fp,
-                         "files": {"tealeaf.crt": {"size": 1, "sha256": "x"},
-                                   "tealeaf.p12": {"size": 2, "sha256": "y"},
-                                   "server.tls.xml": {"size": 3, "sha256": "z"}}},
-            "services": [{"name": "TeaLeafTMS", "state": "Running"},
-                         {"name": "TeaLeafCaptureServer", "state": "Stopped"}],
-            "data_service": {"mode": "tls", "port": 23000,
-                             "started_at": "2026-11-27T10:00:00"}}
+    return {
+        "now": "2026-11-27T11:14:59",
+        "enable_tls": 1,
+        "tools": {"tlstool": True, "openssl": True},
+        "security": {
+            "cert_sha256": fp,
+            "files": {
+                "tealeaf.crt": {"size": 1, "sha256": "x"},
+                "tealeaf.p12": {"size": 2, "sha256": "y"},
+                "server.tls.xml": {"size": 3, "sha256": "z"},
+            },
+        },
+        "services": [
+            {"name": "TeaLeafTMS", "state": "Running"},
+            {"name": "TeaLeafCaptureServer", "state": "Stopped"},
+        ],
+        "data_service": {"mode": "tls", "port": 23000, "started_at": "2026-11-27T10:00:00"},
+    }
 
 
 def facts_fresh() -> dict:
-    return {"now": "2026-11-27T11:14:59", "enable_tls": None,
-            "tools": {"tlstool": False, "openssl": False},
-            "security": {"cert_sha256": None, "files": {"tealeaf.crt": None,
-                                                        "tealeaf.p12": None}},
-            "services": [{"name": "TeaLeafTMS", "state": "Running"}],
-            "data_service": {"mode": "plain", "port": 23000}}
+    return {
+        "now": "2026-11-27T11:14:59",
+        "enable_tls": None,
+        "tools": {"tlstool": False, "openssl": False},
+        "security": {"cert_sha256": None, "files": {"tealeaf.crt": None, "tealeaf.p12": None}},
+        "services": [{"name": "TeaLeafTMS", "state": "Running"}],
+        "data_service": {"mode": "plain", "port": 23000},
+    }
 
 
 def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
@@ -155,15 +196,21 @@ def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
     # the reasons are checks.step_status's (the engine's rule), behind "nothing to do: "
     assert skip("import", "hbr01") == (
         f"nothing to do: {DEFAULT_SECURITY_DIR}\\tealeaf.crt and tealeaf.p12 carry the PFX's "
-        f"certificate ({FP[:12]})")
-    assert skip("push_pfx", "hbr01") == f"nothing to do: already imported ({FP[:12]}): no copy " \
-        "needed"
-    assert skip("enable", "hbr01") == (f"nothing to do: EnableTLS is 1 and {DEFAULT_SECURITY_DIR}"
-                                       "\\server.tls.xml exists")
-    assert skip("restart_hbr", "hbr01") == ("nothing to do: EnableTLS is 1 and the Data Service "
-                                            "started in tls mode at 2026-11-27T10:00:00")
-    assert skip("push_tools", "rtv01") == ("nothing to do: Tools\\TLSTool.exe and "
-                                           "Tools\\openssl.exe are already there")
+        f"certificate ({FP[:12]})"
+    )
+    assert (
+        skip("push_pfx", "hbr01") == f"nothing to do: already imported ({FP[:12]}): no copy needed"
+    )
+    assert skip("enable", "hbr01") == (
+        f"nothing to do: EnableTLS is 1 and {DEFAULT_SECURITY_DIR}\\server.tls.xml exists"
+    )
+    assert skip("restart_hbr", "hbr01") == (
+        "nothing to do: EnableTLS is 1 and the Data Service "
+        "started in tls mode at 2026-11-27T10:00:00"
+    )
+    assert skip("push_tools", "rtv01") == (
+        "nothing to do: Tools\\TLSTool.exe and Tools\\openssl.exe are already there"
+    )
     assert skip("import", "rtv01") is not None and skip("push_pfx", "rtv01") is not None
     for phase in ("push_pfx", "import", "enable", "restart_hbr"):
         assert skip(phase, "hbr02") is None
@@ -177,8 +224,9 @@ def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
 
 def test_rollback_facts_skip_disable(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path, {"hbr01": "hbr", "hbr02": "hbr"})
-    plan = build_plan(load_playbook("rollback"), fleet,
-                      {"hbr01": facts_fresh(), "hbr02": facts_done()})
+    plan = build_plan(
+        load_playbook("rollback"), fleet, {"hbr01": facts_fresh(), "hbr02": facts_done()}
+    )
     steps = {s.host: s.skip_reason for s in plan.phase("disable").steps}
     assert steps == {"hbr01": "nothing to do: EnableTLS is absent", "hbr02": None}
     restarts = {s.host: s.skip_reason for s in plan.phase("restart_hbr").steps}
@@ -200,31 +248,53 @@ def with_(facts: dict, **changes: object) -> dict:
     return out
 
 
-@pytest.mark.parametrize("playbook, facts, phase, why", [
-    # EnableTLS=1 alone is not "enabled": FP2's optional security features leave it too; the
-    # vendor's `TLSTool.exe enable` also writes server.tls.xml (the old planner skipped here)
-    ("rollout", with_(facts_done(), security={"cert_sha256": FP, "files": {
-        "tealeaf.crt": {"size": 1}, "tealeaf.p12": {"size": 2}, "server.tls.xml": None}}),
-     "enable", "server.tls.xml is missing"),
-    # Data Service in TLS mode but EnableTLS 0: the enable, then a restart, are still to come
-    ("rollout", with_(facts_done(), enable_tls=0), "restart_hbr", "EnableTLS is 0"),
-    # rollback: Data Service plain, EnableTLS still 1: the disable and a restart are to come
-    ("rollback", with_(facts_done(), data_service={"mode": "plain", "port": 23000}),
-     "restart_hbr", "EnableTLS is 1"),
-    # facts that do not show EnableTLS prove nothing about it
-    ("rollback", with_(facts_fresh(), enable_tls=None), "disable", "unknown"),
-    ("rollback", with_(facts_fresh(), enable_tls=None), "restart_hbr", "unknown"),
-])
-def test_done_needs_positive_evidence(tmp_path: Path, playbook: str, facts: dict, phase: str,
-                                      why: str) -> None:
+@pytest.mark.parametrize(
+    "playbook, facts, phase, why",
+    [
+        # EnableTLS=1 alone is not "enabled": FP2's optional security features leave it too; the
+        # vendor's `TLSTool.exe enable` also writes server.tls.xml (the old planner skipped here)
+        (
+            "rollout",
+            with_(
+                facts_done(),
+                security={
+                    "cert_sha256": FP,
+                    "files": {
+                        "tealeaf.crt": {"size": 1},
+                        "tealeaf.p12": {"size": 2},
+                        "server.tls.xml": None,
+                    },
+                },
+            ),
+            "enable",
+            "server.tls.xml is missing",
+        ),
+        # Data Service in TLS mode but EnableTLS 0: the enable, then a restart, are still to come
+        ("rollout", with_(facts_done(), enable_tls=0), "restart_hbr", "EnableTLS is 0"),
+        # rollback: Data Service plain, EnableTLS still 1: the disable and a restart are to come
+        (
+            "rollback",
+            with_(facts_done(), data_service={"mode": "plain", "port": 23000}),
+            "restart_hbr",
+            "EnableTLS is 1",
+        ),
+        # facts that do not show EnableTLS prove nothing about it
+        ("rollback", with_(facts_fresh(), enable_tls=None), "disable", "unknown"),
+        ("rollback", with_(facts_fresh(), enable_tls=None), "restart_hbr", "unknown"),
+    ],
+)
+def test_done_needs_positive_evidence(
+    tmp_path: Path, playbook: str, facts: dict, phase: str, why: str
+) -> None:
     from tealeaf_fleet.ops.checks import step_status
 
     fleet = make_fleet(tmp_path, {"hbr01": "hbr"})
     plan = build_plan(load_playbook(playbook), fleet, {"hbr01": facts}, FP)
     assert skips(plan, "hbr01")[phase] is None
     op = plan.phase(phase).op
-    verdict = step_status(fleet.hosts["hbr01"], facts, op, pfx_sha256=FP,
-                          expect_tls=plan.expect_tls)
+    verdict = step_status(
+        fleet.hosts["hbr01"], facts, op, pfx_sha256=FP, expect_tls=plan.expect_tls
+    )
     assert not verdict.done and why in verdict.reason
 
 
@@ -232,8 +302,9 @@ def test_restart_stays_planned_after_a_change_on_the_host(tmp_path: Path) -> Non
     """EnableTLS 1 and a TLS Data Service, but another certificate: the import will change the
     host, so its restart is planned (the engine restarts after its own changes)."""
     fleet = make_fleet(tmp_path, {"hbr01": "hbr", "hbr02": "hbr"})
-    plan = build_plan(load_playbook("rollout"), fleet,
-                      {"hbr01": facts_done("cd" * 32), "hbr02": facts_done()}, FP)
+    plan = build_plan(
+        load_playbook("rollout"), fleet, {"hbr01": facts_done("cd" * 32), "hbr02": facts_done()}, FP
+    )
     assert skips(plan, "hbr01")["import"] is None
     assert skips(plan, "hbr01")["restart_hbr"] is None
     assert skips(plan, "hbr02")["restart_hbr"] is not None
@@ -244,14 +315,15 @@ def test_empty_or_missing_facts_skip_nothing(tmp_path: Path) -> None:
     for playbook in ("rollout", "rollback"):
         for facts in ({"hbr01": {}, "rtv01": {}}, {}):
             plan = build_plan(load_playbook(playbook), fleet, facts, FP)
-            assert [(p.name, s.host) for p in plan.phases for s in p.steps
-                    if s.skip_reason] == []
+            assert [(p.name, s.host) for p in plan.phases for s in p.steps if s.skip_reason] == []
 
 
 def test_existing_pfx_is_never_generated_twice(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path, {"hbr01": "hbr"})
-    assert build_plan(load_playbook("rollout"), fleet).phase("certificate").steps[0] \
-        .skip_reason is None
+    assert (
+        build_plan(load_playbook("rollout"), fleet).phase("certificate").steps[0].skip_reason
+        is None
+    )
     (tmp_path / "TCXcert.pfx").write_bytes(b"x")
     step = build_plan(load_playbook("rollout"), fleet).phase("certificate").steps[0]
     assert "never generated twice" in step.skip_reason
@@ -279,17 +351,37 @@ def test_digests(tmp_path: Path) -> None:
 
 
 def test_json_round_trip_and_shape(tmp_path: Path) -> None:
-    plan = build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE),
-                      {"hbr01": facts_done()}, FP)
+    plan = build_plan(
+        load_playbook("rollout"), make_fleet(tmp_path, ESTATE), {"hbr01": facts_done()}, FP
+    )
     text = plan.to_json()
     d = json.loads(text)
-    assert list(d)[:6] == ["format_version", "tool_version", "playbook", "inventory",
-                           "facts_digest", "digest"]
+    assert list(d)[:6] == [
+        "format_version",
+        "tool_version",
+        "playbook",
+        "inventory",
+        "facts_digest",
+        "digest",
+    ]
     assert d["format_version"] == 1
-    assert set(d["phases"][0]) >= {"name", "op", "strategy", "batch", "gates", "roles",
-                                   "steps", "excluded"}
-    assert set(d["phases"][0]["steps"][0]) == {"host", "action", "description", "impact",
-                                               "skip_reason"}
+    assert set(d["phases"][0]) >= {
+        "name",
+        "op",
+        "strategy",
+        "batch",
+        "gates",
+        "roles",
+        "steps",
+        "excluded",
+    }
+    assert set(d["phases"][0]["steps"][0]) == {
+        "host",
+        "action",
+        "description",
+        "impact",
+        "skip_reason",
+    }
     assert set(d["hosts"][0]) == {"name", "role", "address", "contacted", "reason"}
     assert Plan.from_json(text) == plan
     out = tmp_path / "plan.json"

@@ -26,8 +26,10 @@ def test_packaged_names() -> None:
 
 def _shape(name: str) -> list[tuple]:
     pb = load_playbook(name)
-    return [(p.op, p.strategy, set(p.roles), p.batch if p.strategy == "rolling" else None)
-            for p in pb.phases]
+    return [
+        (p.op, p.strategy, set(p.roles), p.batch if p.strategy == "rolling" else None)
+        for p in pb.phases
+    ]
 
 
 def test_rollout_order_and_strategies() -> None:
@@ -103,7 +105,7 @@ def test_missing_file() -> None:
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_invalid_playbook_names_file_line_field(path: Path) -> None:
     first = path.read_text().splitlines()[0]
-    line, fld, fragment = first[len("# expect: "):].split(" ", 2)
+    line, fld, fragment = first[len("# expect: ") :].split(" ", 2)
     with pytest.raises(InputError) as info:
         load_playbook(path)
     assert str(info.value).startswith(f"{path}:{line}: {fld}: "), str(info.value)
@@ -114,8 +116,21 @@ def test_invalid_playbook_names_file_line_field(path: Path) -> None:
 def test_wheel_ships_the_playbooks(tmp_path: Path) -> None:
     """Builds the wheel for real (hatchling from the package registry) and reads it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
-         str(ROOT)], capture_output=True, text=True, timeout=540)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     wheels = list(tmp_path.glob("tealeaf_fleet-*.whl"))
     assert len(wheels) == 1

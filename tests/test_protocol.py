@@ -28,7 +28,7 @@ def test_bootstrap_parses_as_powershell():
 
 
 NASTY = [
-    "D:\\Tea'leaf $(Remove-Item C:\\) `whoami`; echo \"x\"",
+    'D:\\Tea\'leaf $(Remove-Item C:\\) `whoami`; echo "x"',
     "line1\nline2\r\nline3",
     "caf\u00e9 \u65e5\u672c \U0001f512",
     "",
@@ -63,8 +63,13 @@ def test_bad_parameter_name_is_refused(monkeypatch):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"hello\n", b"FLEET1 A:!!!\nlib\n%%FLEET-OP%%\nx", b"FLEET1 A\nlib\n%%FLEET-OP%%\nx",
-     b"FLEET1\nno separator here"],
+    [
+        b"",
+        b"hello\n",
+        b"FLEET1 A:!!!\nlib\n%%FLEET-OP%%\nx",
+        b"FLEET1 A\nlib\n%%FLEET-OP%%\nx",
+        b"FLEET1\nno separator here",
+    ],
 )
 def test_parse_stdin_rejects_foreign_input(data):
     with pytest.raises(ValueError):
@@ -72,7 +77,7 @@ def test_parse_stdin_rejects_foreign_input(data):
 
 
 def test_result_is_read_after_the_last_marker():
-    noise = "WARNING: something\r\n" + protocol.RESULT_MARKER + "\r\n{\"old\": 1}\r\n"
+    noise = "WARNING: something\r\n" + protocol.RESULT_MARKER + '\r\n{"old": 1}\r\n'
     out = noise + protocol.format_result({"ok": True, "name": "caf\u00e9"})
     assert protocol.parse_result(out) == {"ok": True, "name": "caf\u00e9"}
     assert protocol.format_result({"name": "caf\u00e9"}).isascii()

@@ -18,36 +18,108 @@ from tealeaf_fleet.ops import protocol
 
 PARSER = ts.Parser(ts.Language(tsp.language()))
 SCRIPTS_DIR = resources.files("tealeaf_fleet.ops").joinpath("scripts")
-OPS = ("facts", "file_info", "put_file", "get_file", "tlstool", "restart_services", "iisreset",
-       "reboot", "set_registry", "data_service_log")
+OPS = (
+    "facts",
+    "file_info",
+    "put_file",
+    "get_file",
+    "tlstool",
+    "restart_services",
+    "iisreset",
+    "reboot",
+    "set_registry",
+    "data_service_log",
+)
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.
 FORBIDDEN_COMMANDS = {
     name.lower()
     for name in (
-        "ConvertTo-Json", "ConvertFrom-Json", "Get-FileHash", "Invoke-WebRequest", "iwr",
-        "Invoke-RestMethod", "irm", "Import-PfxCertificate", "Export-PfxCertificate",
-        "Get-CimInstance", "gcim", "Get-CimClass", "Get-CimAssociatedInstance", "Invoke-CimMethod",
-        "New-CimInstance", "Remove-CimInstance", "Set-CimInstance", "New-CimSession",
-        "Get-CimSession", "Remove-CimSession", "Register-CimIndicationEvent", "icim", "ncim",
-        "rcim", "scim", "ncms", "gcms", "rcms", "Get-Clipboard", "ConvertFrom-String",
-        "Unblock-File", "Get-FileHash", "New-TemporaryFile", "Compress-Archive",
-        "Expand-Archive", "using",
+        "ConvertTo-Json",
+        "ConvertFrom-Json",
+        "Get-FileHash",
+        "Invoke-WebRequest",
+        "iwr",
+        "Invoke-RestMethod",
+        "irm",
+        "Import-PfxCertificate",
+        "Export-PfxCertificate",
+        "Get-CimInstance",
+        "gcim",
+        "Get-CimClass",
+        "Get-CimAssociatedInstance",
+        "Invoke-CimMethod",
+        "New-CimInstance",
+        "Remove-CimInstance",
+        "Set-CimInstance",
+        "New-CimSession",
+        "Get-CimSession",
+        "Remove-CimSession",
+        "Register-CimIndicationEvent",
+        "icim",
+        "ncim",
+        "rcim",
+        "scim",
+        "ncms",
+        "gcms",
+        "rcms",
+        "Get-Clipboard",
+        "ConvertFrom-String",
+        "Unblock-File",
+        "Get-FileHash",
+        "New-TemporaryFile",
+        "Compress-Archive",
+        "Expand-Archive",
+        "using",
     )
 }
 GCI_NAMES = {"get-childitem", "gci", "dir", "ls"}
-GCI_PS3_SWITCHES = {"-file", "-directory", "-af", "-ad", "-attributes", "-hidden", "-system",
-                    "-readonly"}
+GCI_PS3_SWITCHES = {
+    "-file",
+    "-directory",
+    "-af",
+    "-ad",
+    "-attributes",
+    "-hidden",
+    "-system",
+    "-readonly",
+}
 WHERE_NAMES = {"where-object", "where", "?"}
 FOREACH_NAMES = {"foreach-object", "foreach", "%"}
 PS3_OPERATORS = {"-in", "-notin", "-shl", "-shr"}
 PS3_TYPES = {"ordered", "pscustomobject"}
 # Members a collection really has; anything else on a list variable is member enumeration.
 COLLECTION_MEMBERS = {
-    "count", "length", "add", "addrange", "remove", "removeat", "contains", "toarray",
-    "indexof", "clear", "insert", "getenumerator", "copyto", "sort", "reverse", "item",
-    "gettype", "tostring", "keys", "values", "containskey", "clone", "rank", "getlength",
-    "getvalue", "setvalue", "getupperbound", "getlowerbound", "isfixedsize", "syncroot",
+    "count",
+    "length",
+    "add",
+    "addrange",
+    "remove",
+    "removeat",
+    "contains",
+    "toarray",
+    "indexof",
+    "clear",
+    "insert",
+    "getenumerator",
+    "copyto",
+    "sort",
+    "reverse",
+    "item",
+    "gettype",
+    "tostring",
+    "keys",
+    "values",
+    "containskey",
+    "clone",
+    "rank",
+    "getlength",
+    "getvalue",
+    "setvalue",
+    "getupperbound",
+    "getlowerbound",
+    "isfixedsize",
+    "syncroot",
 }
 
 
@@ -79,8 +151,13 @@ def _array_variables(root: ts.Node) -> set[str]:
         if not _text(target).startswith("$"):
             continue
         rhs = _text(value).strip()
-        if (rhs.startswith("@(") or rhs.startswith(",") or "ArrayList" in rhs
-                or rhs.endswith(".ToArray()") or rhs.startswith("Split-FleetList")):
+        if (
+            rhs.startswith("@(")
+            or rhs.startswith(",")
+            or "ArrayList" in rhs
+            or rhs.endswith(".ToArray()")
+            or rhs.startswith("Split-FleetList")
+        ):
             names.add(_text(target).strip().lower())
     return names
 
@@ -103,8 +180,11 @@ def lint(source: bytes) -> list[Violation]:
             text = _text(node)
             if "??" in text:
                 flag("null-coalescing", node)
-            elif "?." in text or (text.strip() == "?" and node.next_sibling is not None
-                                  and node.next_sibling.type == "."):
+            elif "?." in text or (
+                text.strip() == "?"
+                and node.next_sibling is not None
+                and node.next_sibling.type == "."
+            ):
                 flag("null-conditional", node)
             elif "?" in text:
                 flag("ternary", node)
@@ -116,8 +196,11 @@ def lint(source: bytes) -> list[Violation]:
             if name in FORBIDDEN_COMMANDS:
                 flag(f"command:{name}", node)
             elements = [c for c in node.children if c.type == "command_elements"]
-            args = [c for c in elements[0].children if c.type != "command_argument_sep"] \
-                if elements else []
+            args = (
+                [c for c in elements[0].children if c.type != "command_argument_sep"]
+                if elements
+                else []
+            )
             if name in GCI_NAMES and any(
                 a.type == "command_parameter" and _text(a).lower().rstrip(":") in GCI_PS3_SWITCHES
                 for a in args
@@ -149,8 +232,11 @@ def lint(source: bytes) -> list[Violation]:
             if kind == "invokation_expression" and mname == "new" and static:
                 flag("static-new", node)
             target = node.children[0]
-            if (target.type == "variable" and _text(target).lower() in arrays
-                    and mname not in COLLECTION_MEMBERS):
+            if (
+                target.type == "variable"
+                and _text(target).lower() in arrays
+                and mname not in COLLECTION_MEMBERS
+            ):
                 flag("member-enumeration", node)
     return found
 
@@ -263,7 +349,7 @@ def test_rules_accept_powershell_2_idioms(snippet):
 
 def test_parameters_are_never_pasted_into_script_text():
     """Values travel base64 on stdin: the script text is the packaged file, byte for byte."""
-    evil = "D:\\Tea'leaf $(calc) `n; \"x\" \u00e9"
+    evil = 'D:\\Tea\'leaf $(calc) `n; "x" \u00e9'
     stdin = protocol.build_stdin("facts", {"InstallDir": evil, "Since": ""}).decode("ascii")
     assert evil not in stdin
     assert re.search(r"^FLEET1 InstallDir:[A-Za-z0-9+/=]+ Since: *$", stdin.split("\n")[0])

@@ -36,7 +36,8 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "  hbr02: {address: 10.0.0.3, role: hbr}\n"
         "  can01: {address: 10.0.0.4, role: canister, winrm: {password_file: canister.pw}}\n"
         "  pca01: {address: 10.0.0.5, role: pca, pca_build: 3682-24}\n"
-        "  rtv01: {address: 10.0.0.6, role: rtv}\n")
+        "  rtv01: {address: 10.0.0.6, role: rtv}\n"
+    )
     f = load_fleet(inv)
     # resolve every secret, as a rollout would, so that redaction knows them all
     for host in f.windows_hosts():
@@ -48,15 +49,24 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_markdown_is_a_change_ticket(fleet) -> None:
     plan = build_plan(load_playbook("rollout"), fleet)
     md = render_markdown(plan)
-    for heading in ("# Change plan: rollout", "## Summary", "## Hosts by role",
-                    "## Phases, in order", "## Restart order", "## Expected impact per host",
-                    "## Rollback procedure", "## Approval"):
+    for heading in (
+        "# Change plan: rollout",
+        "## Summary",
+        "## Hosts by role",
+        "## Phases, in order",
+        "## Restart order",
+        "## Expected impact per host",
+        "## Rollback procedure",
+        "## Approval",
+    ):
         assert f"\n{heading}" in "\n" + md, heading
     # phases in order, each with its strategy
     order = [md.index(f"### {i}. {p.name}: ") for i, p in enumerate(plan.phases, 1)]
     assert order == sorted(order)
-    assert "### 6. enable: enable, all hosts or none (undone everywhere if one fails), " \
-           "compensate: disable" in md
+    assert (
+        "### 6. enable: enable, all hosts or none (undone everywhere if one fails), "
+        "compensate: disable" in md
+    )
     assert "### 7. restart_hbr: restart, rolling, one host at a time" in md
     assert "1. restart_hbr: hbr01 -> hbr02 (one at a time" in md
     assert "3. restart_rest: portal01 together" in md
@@ -124,14 +134,16 @@ def test_large_phases_are_grouped_in_the_table_not_in_markdown(tmp_path: Path) -
     assert "1-30" in text  # the rolling order of the Canisters, as a range
     md = render_markdown(plan)
     assert "| 30 | can030 | canister |" in md  # the ticket names every server
-    small = render_text(build_plan(load_playbook("rollout"), load_fleet(
-        _small_inventory(tmp_path))), width=200)
+    small = render_text(
+        build_plan(load_playbook("rollout"), load_fleet(_small_inventory(tmp_path))), width=200
+    )
     assert " hosts: " not in small
 
 
 def _small_inventory(tmp_path: Path) -> Path:
     inv = tmp_path / "small.yaml"
-    inv.write_text("winrm: {username: u}\nhosts:\n"
-                   + "".join(f"  can{i}: {{address: 10.3.0.{i}, role: canister}}\n"
-                             for i in range(1, 6)))
+    inv.write_text(
+        "winrm: {username: u}\nhosts:\n"
+        + "".join(f"  can{i}: {{address: 10.3.0.{i}, role: canister}}\n" for i in range(1, 6))
+    )
     return inv

@@ -17,9 +17,14 @@ VALUE = "Sekr1t-Value-4242"
 def test_secret_never_renders():
     s = secrets.Secret(VALUE, source="env X")
     rendered = [
-        str(s), repr(s), f"{s}", f"{s!r}", "%s" % (s,),  # noqa: UP031 - the %-path must mask too
+        str(s),
+        repr(s),
+        f"{s}",
+        f"{s!r}",
+        "%s" % (s,),  # noqa: UP031 - the %-path must mask too
         "{}".format(s),  # noqa: UP032 - str.format must mask too
-        str([s]), str({"k": s}),
+        str([s]),
+        str({"k": s}),
     ]
     for text in rendered:
         assert VALUE not in text

@@ -18,43 +18,78 @@ PFX = "ab" * 32
 OTHER = "cd" * 32
 LEGACY = "99" * 32
 
-_WINRM = WinRMSettings(scheme="https", port=5986, transport="basic", username="lab",
-                       password_env=None, password_file=None, ca_bundle=None)
+_WINRM = WinRMSettings(
+    scheme="https",
+    port=5986,
+    transport="basic",
+    username="lab",
+    password_env=None,
+    password_file=None,
+    ca_bundle=None,
+)
 
 
 def host(name: str, role: str) -> Host:
-    return Host(name=name, address="127.0.0.1", role=role, winrm=_WINRM,
-                data_service_port=23000, tms_port=20000)
+    return Host(
+        name=name,
+        address="127.0.0.1",
+        role=role,
+        winrm=_WINRM,
+        data_service_port=23000,
+        tms_port=20000,
+    )
 
 
-HOSTS = [host("portal01", "portal"), host("hbr01", "hbr"), host("can01", "canister"),
-         host("ws01", "rtv"), host("pca01", "pca")]
+HOSTS = [
+    host("portal01", "portal"),
+    host("hbr01", "hbr"),
+    host("can01", "canister"),
+    host("ws01", "rtv"),
+    host("pca01", "pca"),
+]
 
 
 def facts(*, cert: str | None = None, enabled: bool = False, mode: str = "plain") -> dict:
-    files = {"tealeaf.crt": {"size": 1, "sha256": "11" * 32} if cert else None,
-             "tealeaf.p12": {"size": 1, "sha256": "22" * 32} if cert else None,
-             "server.tls.xml": {"size": 1, "sha256": "33" * 32} if enabled else None}
-    return {"hostname": "X", "now": "2026-11-27T11:00:00",
-            "os": {"version": "10.0.14393", "caption": "Microsoft Windows Server 2016"},
-            "ps_version": "5.1", "install_dir": "D:\\Tealeaf", "tools": {"tlstool": True},
-            "tealeaf_build": "9.0.2.1351", "enable_tls": 1 if enabled else 0,
-            "security": {"dir": "C:\\ProgramData\\IBM\\Tealeaf\\security", "files": files,
-                         "cert_sha256": cert, "cert_not_after": "2028-11-27T11:00:00"},
-            "services": [{"name": "TeaLeafTMS", "state": "Running", "start_mode": "Auto"}],
-            "data_service": {"mode": mode, "port": 23000, "started_at": "2026-11-27T10:00:00"}}
+    files = {
+        "tealeaf.crt": {"size": 1, "sha256": "11" * 32} if cert else None,
+        "tealeaf.p12": {"size": 1, "sha256": "22" * 32} if cert else None,
+        "server.tls.xml": {"size": 1, "sha256": "33" * 32} if enabled else None,
+    }
+    return {
+        "hostname": "X",
+        "now": "2026-11-27T11:00:00",
+        "os": {"version": "10.0.14393", "caption": "Microsoft Windows Server 2016"},
+        "ps_version": "5.1",
+        "install_dir": "D:\\Tealeaf",
+        "tools": {"tlstool": True},
+        "tealeaf_build": "9.0.2.1351",
+        "enable_tls": 1 if enabled else 0,
+        "security": {
+            "dir": "C:\\ProgramData\\IBM\\Tealeaf\\security",
+            "files": files,
+            "cert_sha256": cert,
+            "cert_not_after": "2028-11-27T11:00:00",
+        },
+        "services": [{"name": "TeaLeafTMS", "state": "Running", "start_mode": "Auto"}],
+        "data_service": {"mode": mode, "port": 23000, "started_at": "2026-11-27T10:00:00"},
+    }
 
 
-def shakes(ds: str, tms: str = "tls", ds_sha: str | None = None, tms_sha: str | None = LEGACY
-           ) -> dict[str, Handshake]:
-    return {"data_service": Handshake(23000, ds, ds_sha if ds == "tls" else None),
-            "tms": Handshake(20000, tms, tms_sha if tms == "tls" else None)}
+def shakes(
+    ds: str, tms: str = "tls", ds_sha: str | None = None, tms_sha: str | None = LEGACY
+) -> dict[str, Handshake]:
+    return {
+        "data_service": Handshake(23000, ds, ds_sha if ds == "tls" else None),
+        "tms": Handshake(20000, tms, tms_sha if tms == "tls" else None),
+    }
 
 
 OFF = {n: facts() for n in ("portal01", "hbr01", "can01", "ws01")}
 OFF_SHAKES = {n: shakes("plain") for n in ("portal01", "hbr01", "can01")}
-ON = {**{n: facts(cert=PFX, enabled=True, mode="tls") for n in ("portal01", "hbr01", "can01")},
-      "ws01": facts(cert=PFX)}
+ON = {
+    **{n: facts(cert=PFX, enabled=True, mode="tls") for n in ("portal01", "hbr01", "can01")},
+    "ws01": facts(cert=PFX),
+}
 ON_SHAKES = {n: shakes("tls", ds_sha=PFX, tms_sha=PFX) for n in ("portal01", "hbr01", "can01")}
 
 
@@ -69,30 +104,77 @@ EVAL_CASES = [
     ("fresh_off", OFF, OFF_SHAKES, None, True, {}),
     ("all_on", ON, ON_SHAKES, PFX, True, {}),
     ("all_on_majority_reference", ON, ON_SHAKES, None, True, {}),
-    ("one_enabled", changed(OFF, "hbr01", facts(cert=PFX, enabled=True, mode="tls")),
-     changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX, tms_sha=PFX)), None, False,
-     {"enable_tls_mixed": {"portal01", "hbr01", "can01"}}),
-    ("unreachable", changed(OFF, "can01", HostUnreachable("connection refused", host="can01")),
-     OFF_SHAKES, None, False, {"host_unreachable": {"can01"}}),
-    ("no_facts_at_all", {k: v for k, v in OFF.items() if k != "ws01"}, OFF_SHAKES, None, False,
-     {"host_unreachable": {"ws01"}}),
-    ("enabled_but_ds_plain", ON, changed(ON_SHAKES, "can01", shakes("plain", tms_sha=PFX)), PFX,
-     False, {"handshake_plain": {"can01"}}),
-    ("enabled_but_tms_legacy_cert", ON,
-     changed(ON_SHAKES, "portal01", shakes("tls", ds_sha=PFX, tms_sha=LEGACY)), PFX, False,
-     {"handshake_cert": {"portal01"}}),
-    ("disabled_but_ds_tls", OFF, changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX)), None,
-     False, {"handshake_tls": {"hbr01"}}),
-    ("port_down", OFF, changed(OFF_SHAKES, "hbr01", shakes("unreachable")), None, False,
-     {"handshake_unreachable": {"hbr01"}}),
-    ("cert_outlier_vs_pfx", changed(ON, "hbr01", facts(cert=OTHER, enabled=True, mode="tls")),
-     changed(ON_SHAKES, "hbr01", shakes("tls", ds_sha=OTHER, tms_sha=OTHER)), PFX, False,
-     {"cert_mismatch": {"hbr01"}, "handshake_cert": {"hbr01"}}),
+    (
+        "one_enabled",
+        changed(OFF, "hbr01", facts(cert=PFX, enabled=True, mode="tls")),
+        changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX, tms_sha=PFX)),
+        None,
+        False,
+        {"enable_tls_mixed": {"portal01", "hbr01", "can01"}},
+    ),
+    (
+        "unreachable",
+        changed(OFF, "can01", HostUnreachable("connection refused", host="can01")),
+        OFF_SHAKES,
+        None,
+        False,
+        {"host_unreachable": {"can01"}},
+    ),
+    (
+        "no_facts_at_all",
+        {k: v for k, v in OFF.items() if k != "ws01"},
+        OFF_SHAKES,
+        None,
+        False,
+        {"host_unreachable": {"ws01"}},
+    ),
+    (
+        "enabled_but_ds_plain",
+        ON,
+        changed(ON_SHAKES, "can01", shakes("plain", tms_sha=PFX)),
+        PFX,
+        False,
+        {"handshake_plain": {"can01"}},
+    ),
+    (
+        "enabled_but_tms_legacy_cert",
+        ON,
+        changed(ON_SHAKES, "portal01", shakes("tls", ds_sha=PFX, tms_sha=LEGACY)),
+        PFX,
+        False,
+        {"handshake_cert": {"portal01"}},
+    ),
+    (
+        "disabled_but_ds_tls",
+        OFF,
+        changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX)),
+        None,
+        False,
+        {"handshake_tls": {"hbr01"}},
+    ),
+    (
+        "port_down",
+        OFF,
+        changed(OFF_SHAKES, "hbr01", shakes("unreachable")),
+        None,
+        False,
+        {"handshake_unreachable": {"hbr01"}},
+    ),
+    (
+        "cert_outlier_vs_pfx",
+        changed(ON, "hbr01", facts(cert=OTHER, enabled=True, mode="tls")),
+        changed(ON_SHAKES, "hbr01", shakes("tls", ds_sha=OTHER, tms_sha=OTHER)),
+        PFX,
+        False,
+        {"cert_mismatch": {"hbr01"}, "handshake_cert": {"hbr01"}},
+    ),
 ]
 
 
-@pytest.mark.parametrize("results,handshakes,pfx,consistent,expected",
-                         [pytest.param(*c[1:], id=c[0]) for c in EVAL_CASES])
+@pytest.mark.parametrize(
+    "results,handshakes,pfx,consistent,expected",
+    [pytest.param(*c[1:], id=c[0]) for c in EVAL_CASES],
+)
 def test_evaluate(results, handshakes, pfx, consistent, expected):
     status = evaluate(HOSTS, results, handshakes, pfx_sha256=pfx)
     got: dict[str, set[str]] = {}
@@ -124,12 +206,18 @@ def test_reference_is_pfx_else_majority():
     assert evaluate(HOSTS, OFF, OFF_SHAKES, pfx_sha256=None).reference_source is None
 
 
-@pytest.mark.parametrize("result,kind,sha", [
-    (ProbeResult("tls", "127.0.0.1", 1, sha256=PFX, protocol="TLSv1.2"), "tls", PFX),
-    (ProbeResult("plain", "127.0.0.1", 1, error="not a TLS server"), "plain", None),
-    (ProbeResult("unreachable", "127.0.0.1", 1, error="connection refused"), "unreachable",
-     None),
-])
+@pytest.mark.parametrize(
+    "result,kind,sha",
+    [
+        (ProbeResult("tls", "127.0.0.1", 1, sha256=PFX, protocol="TLSv1.2"), "tls", PFX),
+        (ProbeResult("plain", "127.0.0.1", 1, error="not a TLS server"), "plain", None),
+        (
+            ProbeResult("unreachable", "127.0.0.1", 1, error="connection refused"),
+            "unreachable",
+            None,
+        ),
+    ],
+)
 def test_probe_results_normalise(result, kind, sha):
     shake = as_handshake(1, result)
     assert (shake.kind, shake.sha256, shake.port) == (kind, sha, 1)
@@ -146,8 +234,7 @@ TOOLS_PFX = "Tools\\TCXcert.pfx"
 def lab(tmp_path_factory):
     from tealeaf_fleet.lab.fleet import Lab
 
-    lab = Lab.start(tmp_path_factory.mktemp("statuslab"), topology=LAB_TOPOLOGY,
-                    restart_s=0.2)
+    lab = Lab.start(tmp_path_factory.mktemp("statuslab"), topology=LAB_TOPOLOGY, restart_s=0.2)
     yield lab
     lab.stop()
 
@@ -193,8 +280,11 @@ def test_fresh_lab_is_consistent(capsys, lab):
         else:
             host = lab.host(name)
             assert row["handshakes"]["data_service"] == {
-                "port": host.data_service_port, "kind": "plain", "sha256": None,
-                "detail": row["handshakes"]["data_service"]["detail"]}
+                "port": host.data_service_port,
+                "kind": "plain",
+                "sha256": None,
+                "detail": row["handshakes"]["data_service"]["detail"],
+            }
             assert row["handshakes"]["tms"]["kind"] == "tls"  # its own legacy certificate
 
 
@@ -208,8 +298,9 @@ def test_unreachable_host_is_a_row_and_inconsistent(capsys, lab):
         doc = json.loads(out)
         row = next(h for h in doc["hosts"] if h["name"] == "can01")
         assert row["facts"] is None and row["error"]
-        assert any(f["code"] == "host_unreachable" and f["hosts"] == ["can01"]
-                   for f in doc["findings"])
+        assert any(
+            f["code"] == "host_unreachable" and f["hosts"] == ["can01"] for f in doc["findings"]
+        )
         assert doc["consistent"] is False
         code, out, err = fleet_status(capsys, lab)
         assert code == 1
@@ -235,8 +326,13 @@ def test_one_host_enabled_is_drift(capsys, lab):
         install = before.install_dir
         files.put_file(conn, data, f"{install}\\{TOOLS_PFX}")
         for verb in ("import", "enable"):
-            result = tlstool.run(conn, install, verb, f"{install}\\{TOOLS_PFX}",
-                                 fleet.pfx_password() if verb == "import" else None)
+            result = tlstool.run(
+                conn,
+                install,
+                verb,
+                f"{install}\\{TOOLS_PFX}",
+                fleet.pfx_password() if verb == "import" else None,
+            )
             assert result.ok, result.output
         services.restart(conn, before.running_services, timeout_s=30)
 
@@ -261,8 +357,9 @@ def test_one_host_enabled_is_drift(capsys, lab):
     assert pfx.sha256[:12] in out  # hbr01's certificate column
 
 
-@pytest.mark.parametrize("argv", [["status", "INV", "--forks", "0"],
-                                  ["status", "INV", "--forks", "many"]])
+@pytest.mark.parametrize(
+    "argv", [["status", "INV", "--forks", "0"], ["status", "INV", "--forks", "many"]]
+)
 def test_bad_forks_is_a_usage_error(argv, tmp_path, capsys):
     from tealeaf_fleet.cli.main import main
 

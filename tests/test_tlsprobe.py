@@ -70,8 +70,13 @@ def start() -> Iterator[Callable[[Callable[[socket.socket], None]], Server]]:
         s.close()
 
 
-def tls_server(cert: Path, key: Path, *, max_version: ssl.TLSVersion | None = None,
-               require_client_cert: bool = False) -> Callable[[socket.socket], None]:
+def tls_server(
+    cert: Path,
+    key: Path,
+    *,
+    max_version: ssl.TLSVersion | None = None,
+    require_client_cert: bool = False,
+) -> Callable[[socket.socket], None]:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     if max_version is not None:
@@ -107,8 +112,7 @@ def test_tls12_only_server_records_tls12(pfx_files, start):
 
 def test_server_that_refuses_us_with_an_alert_is_tls_without_certificate(pfx_files, start):
     _, cert, key = pfx_files
-    srv = start(tls_server(cert, key, max_version=ssl.TLSVersion.TLSv1_2,
-                           require_client_cert=True))
+    srv = start(tls_server(cert, key, max_version=ssl.TLSVersion.TLSv1_2, require_client_cert=True))
     r = tlsprobe.handshake("127.0.0.1", srv.port, timeout_s=5)
     assert r.kind == "tls" and not r.is_tls and r.sha256 is None
     assert r.error and "alert" in r.error.lower()
@@ -151,4 +155,3 @@ def test_closed_port_is_unreachable():
     r = tlsprobe.handshake("127.0.0.1", port, timeout_s=2)
     assert r.kind == "unreachable" and r.error == "connection refused", r
     assert r.sha256 is None
-

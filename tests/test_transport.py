@@ -34,8 +34,7 @@ HOST = "hbr01"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab.start(tmp_path_factory.mktemp("lab"), topology={"hbr": 1}, restart_s=0.2,
-                    os="2008r2")
+    lab = Lab.start(tmp_path_factory.mktemp("lab"), topology={"hbr": 1}, restart_s=0.2, os="2008r2")
     yield lab
     lab.stop()
 
@@ -63,8 +62,9 @@ def https_host(fleet):
 def http_host(fleet, lab):
     host = fleet.hosts[HOST]
     port = lab.servers[HOST]["http"].port
-    winrm = dataclasses.replace(host.winrm, scheme="http", transport="ntlm", port=port,
-                                ca_bundle=None)
+    winrm = dataclasses.replace(
+        host.winrm, scheme="http", transport="ntlm", port=port, ca_bundle=None
+    )
     return dataclasses.replace(host, winrm=winrm)
 
 
@@ -93,8 +93,7 @@ FILE_INFO = {"Paths": ["C:\\Windows\\nothing.txt"]}
 def test_both_transports_run_an_op(which, request, password, lab):
     host = request.getfixturevalue(which)
     with Connection(host, password) as conn:
-        result = conn.run_op("facts", {"InstallDir": "", "Since": ""}, timeout_s=30,
-                             read_only=True)
+        result = conn.run_op("facts", {"InstallDir": "", "Since": ""}, timeout_s=30, read_only=True)
     assert result["hostname"] == HOST.upper()
     assert result["os"]["version"] == lab.host(HOST).os_version
     assert result["ps_version"] == "2.0"
@@ -143,11 +142,18 @@ def test_flaky_before_start_retries_a_changing_op_once(https_host, password, lab
         conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)  # shell open
         lab.host(HOST).set_faults({"flaky": {"count": 1}})
         mark = _mark(lab)
-        result = conn.run_op("set_registry", {"Key": key, "Name": "Flaky", "Type": "DWord",
-                                              "Value": "7"}, timeout_s=60, read_only=False)
+        result = conn.run_op(
+            "set_registry",
+            {"Key": key, "Name": "Flaky", "Type": "DWord", "Value": "7"},
+            timeout_s=60,
+            read_only=False,
+        )
     assert result["value"] == 7
-    writes = [e for e in read_events(lab.dir / "events.jsonl")[mark:]
-              if e["kind"] == "registry" and e.get("name") == "Flaky"]
+    writes = [
+        e
+        for e in read_events(lab.dir / "events.jsonl")[mark:]
+        if e["kind"] == "registry" and e.get("name") == "Flaky"
+    ]
     assert len(writes) == 1
 
 
@@ -158,16 +164,23 @@ def test_slow_host_times_out_and_a_started_change_is_not_resent(https_host, pass
         lab.host(HOST).set_faults({"slow": {"ms": 1200}})
         mark = _mark(lab)
         with pytest.raises(RemoteTimeout) as info:
-            conn.run_op("set_registry", {"Key": key, "Name": "Slow", "Type": "DWord",
-                                         "Value": "1"}, timeout_s=2.0, read_only=False)
+            conn.run_op(
+                "set_registry",
+                {"Key": key, "Name": "Slow", "Type": "DWord", "Value": "1"},
+                timeout_s=2.0,
+                read_only=False,
+            )
     assert info.value.host == HOST
     assert "may have run" in (info.value.hint or "")
     lab.host(HOST).set_faults({})
     deadline = time.monotonic() + 10
     writes: list = []
     while time.monotonic() < deadline and not writes:
-        writes = [e for e in read_events(lab.dir / "events.jsonl")[mark:]
-                  if e["kind"] == "registry" and e.get("name") == "Slow"]
+        writes = [
+            e
+            for e in read_events(lab.dir / "events.jsonl")[mark:]
+            if e["kind"] == "registry" and e.get("name") == "Slow"
+        ]
         time.sleep(0.2)
     assert len(writes) == 1  # it ran once and was not sent again
     assert _requests(lab, mark).count("Command") == 1
@@ -189,8 +202,10 @@ def test_read_timeout_of_a_read_only_op_is_a_remote_timeout(https_host, password
 
 def test_unreachable_fault(https_host, password, lab):
     lab.host(HOST).set_faults({"unreachable": True})
-    with Connection(https_host, password, retries=1) as conn, \
-            pytest.raises(HostUnreachable) as info:
+    with (
+        Connection(https_host, password, retries=1) as conn,
+        pytest.raises(HostUnreachable) as info,
+    ):
         conn.run_op("file_info", FILE_INFO, timeout_s=20, read_only=True)
     assert info.value.host == HOST and info.value.hint
 
@@ -200,8 +215,10 @@ def test_closed_port_is_unreachable(https_host, password):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    with Connection(_with(https_host, port=port), password, retries=0) as conn, \
-            pytest.raises(HostUnreachable) as info:
+    with (
+        Connection(_with(https_host, port=port), password, retries=0) as conn,
+        pytest.raises(HostUnreachable) as info,
+    ):
         conn.run_op("file_info", FILE_INFO, timeout_s=10, read_only=True)
     assert str(port) in info.value.hint or str(port) in info.value.message
 
@@ -224,8 +241,12 @@ def test_auth_fails_fault(https_host, password, lab):
 
 def test_script_failure_carries_the_decoded_message(https_host, password):
     with Connection(https_host, password) as conn, pytest.raises(RemoteScriptError) as info:
-        conn.run_op("get_file", {"Path": "C:\\no\\such 'file'.txt", "Offset": 0, "Length": 10},
-                    timeout_s=30, read_only=True)
+        conn.run_op(
+            "get_file",
+            {"Path": "C:\\no\\such 'file'.txt", "Offset": 0, "Length": 10},
+            timeout_s=30,
+            read_only=True,
+        )
     assert info.value.exit_code_remote == 1
     assert info.value.op == "get_file"
     assert info.value.message == "file not found: C:\\no\\such 'file'.txt"
@@ -233,8 +254,10 @@ def test_script_failure_carries_the_decoded_message(https_host, password):
 
 def test_certificate_validation_is_on_by_default(https_host, password):
     """Without the lab CA the lab's certificate is not trusted: refused, not retried."""
-    with Connection(_with(https_host, ca_bundle=None), password) as conn, \
-            pytest.raises(HostUnreachable) as info:
+    with (
+        Connection(_with(https_host, ca_bundle=None), password) as conn,
+        pytest.raises(HostUnreachable) as info,
+    ):
         conn.run_op("file_info", FILE_INFO, timeout_s=20, read_only=True)
     assert "TLS" in info.value.message and "ca_bundle" in (info.value.hint or "")
     assert info.value.transient is False
@@ -252,8 +275,9 @@ def test_validate_certs_false_warns_loudly(https_host, password):
 def test_settings_that_leak_credentials_are_refused(https_host, password):
     with pytest.raises(InputError, match="unencrypted"):
         Connection(_with(https_host, scheme="http", transport="basic"), password)
-    Connection(_with(https_host, scheme="http", transport="basic", allow_unencrypted=True),
-               password)
+    Connection(
+        _with(https_host, scheme="http", transport="basic", allow_unencrypted=True), password
+    )
     with pytest.raises(InputError, match="read_timeout_s"):
         Connection(_with(https_host, read_timeout_s=20, operation_timeout_s=20), password)
 
@@ -264,9 +288,11 @@ def test_unknown_op_parameter_is_a_programming_error(https_host, password):
 
 
 def test_decode_clixml():
-    raw = (b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/'
-           b'powershell/2004/04"><S S="Error">line one_x000D__x000A_</S>'
-           b'<S S="Error">caf\xc3\xa9 &amp; more_x000D__x000A_</S></Objs>')
+    raw = (
+        b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/'
+        b'powershell/2004/04"><S S="Error">line one_x000D__x000A_</S>'
+        b'<S S="Error">caf\xc3\xa9 &amp; more_x000D__x000A_</S></Objs>'
+    )
     assert decode_clixml(raw) == "line one\r\ncaf\u00e9 & more"
     assert decode_clixml(b"plain text\r\n") == "plain text"
 

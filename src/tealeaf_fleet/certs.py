@@ -72,9 +72,9 @@ class Pfx:
     certificate: x509.Certificate
     private_key: Any
     additional_certs: list[x509.Certificate]
-    sha256: str            # lowercase hex SHA-256 of the certificate's DER: the fleet-wide id
-    encryption: str        # key bag protection, e.g. "pbeWithSHA1And3-KeyTripleDES-CBC"
-    mac: str | None        # e.g. "sha1"; None when the file has no MAC
+    sha256: str  # lowercase hex SHA-256 of the certificate's DER: the fleet-wide id
+    encryption: str  # key bag protection, e.g. "pbeWithSHA1And3-KeyTripleDES-CBC"
+    mac: str | None  # e.g. "sha1"; None when the file has no MAC
     cert_encryption: list[str] = field(default_factory=list)
     mac_iterations: int | None = None
     friendly_name: str | None = None
@@ -168,8 +168,11 @@ def generate_password(length: int = 24) -> Secret:
     alphabet = string.ascii_letters + string.digits
     while True:
         value = "".join(_random.choice(alphabet) for _ in range(length))
-        if (any(c.islower() for c in value) and any(c.isupper() for c in value)
-                and any(c.isdigit() for c in value)):
+        if (
+            any(c.islower() for c in value)
+            and any(c.isupper() for c in value)
+            and any(c.isdigit() for c in value)
+        ):
             return Secret(value, source="generated")
 
 
@@ -207,8 +210,14 @@ def _utcnow() -> dt.datetime:
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
-def certificate_builder(subject: x509.Name, issuer: x509.Name, public_key: Any, *, days: int,
-                        now: dt.datetime | None = None) -> x509.CertificateBuilder:
+def certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: Any,
+    *,
+    days: int,
+    now: dt.datetime | None = None,
+) -> x509.CertificateBuilder:
     """What every certificate this tool signs (the fleet's PFX, the lab's CA and WinRM
     listeners) has in common: subject, issuer, public key, a random serial, valid from
     `CLOCK_SKEW` ago (a server's clock may run behind the controller's) for `days` days.
@@ -225,8 +234,14 @@ def certificate_builder(subject: x509.Name, issuer: x509.Name, public_key: Any, 
     )
 
 
-def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 2048,
-                 encryption: str = "compat", friendly_name: str = TEALEAF_CN) -> bytes:
+def generate_pfx(
+    password: Secret,
+    *,
+    days: int = DEFAULT_DAYS,
+    key_size: int = 2048,
+    encryption: str = "compat",
+    friendly_name: str = TEALEAF_CN,
+) -> bytes:
     """A new RSA key and self-signed certificate fit for Tealeaf, as PKCS#12 bytes.
 
     Subject CN "IBM Tealeaf CX", SHA-256, CA:FALSE, digitalSignature+keyEncipherment,
@@ -234,16 +249,19 @@ def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 
     controller and the servers) for `days` days.
     """
     if encryption not in ENCRYPTIONS:
-        raise InputError(f"unknown PFX encryption {encryption!r}",
-                         hint="use one of: " + ", ".join(ENCRYPTIONS))
+        raise InputError(
+            f"unknown PFX encryption {encryption!r}", hint="use one of: " + ", ".join(ENCRYPTIONS)
+        )
     if key_size not in KEY_SIZES:
         raise InputError(f"key size {key_size} is not one of {KEY_SIZES}")
     if days < 1:
         raise InputError(f"validity of {days} days: must be at least 1")
     problems = check_password(password)
     if problems:
-        raise InputError("; ".join(problems) + " (TLSTool.exe cannot use it)",
-                         hint="use ASCII letters, digits and punctuation other than \"")
+        raise InputError(
+            "; ".join(problems) + " (TLSTool.exe cannot use it)",
+            hint='use ASCII letters, digits and punctuation other than "',
+        )
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TEALEAF_CN)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -251,32 +269,44 @@ def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 
         certificate_builder(name, name, key.public_key(), days=days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False,
-                          key_encipherment=True, data_encipherment=False, key_agreement=False,
-                          key_cert_sign=False, crl_sign=False, encipher_only=False,
-                          decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(KDF_ROUNDS)
     if encryption == "compat":
-        builder = builder.key_cert_algorithm(
-            pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(hashes.SHA1())
+        builder = builder.key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(
+            hashes.SHA1()
+        )
     else:
-        builder = builder.key_cert_algorithm(
-            pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+        builder = builder.key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(
+            hashes.SHA256()
+        )
     algo = builder.build(password.reveal().encode("utf-8"))
     return pkcs12.serialize_key_and_certificates(
-        friendly_name.encode("utf-8"), key, cert, None, algo)
+        friendly_name.encode("utf-8"), key, cert, None, algo
+    )
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -284,8 +314,10 @@ def generate_pfx(password: Secret, *, days: int = DEFAULT_DAYS, key_size: int = 
 
 def _not_pkcs12(data: bytes, name: str, reason: str) -> CertificateError:
     """Say what the file looks like instead, with the command that would fix it."""
-    hint = ("convert it: openssl pkcs12 -export -in cert.pem -inkey key.pem -out TCXcert.pfx "
-            "-certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES -macalg sha1")
+    hint = (
+        "convert it: openssl pkcs12 -export -in cert.pem -inkey key.pem -out TCXcert.pfx "
+        "-certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES -macalg sha1"
+    )
     head = data[:200].lstrip()
     if head.startswith(b"-----BEGIN "):
         label = head[11:].split(b"-----", 1)[0].decode("ascii", "replace")
@@ -296,20 +328,24 @@ def _not_pkcs12(data: bytes, name: str, reason: str) -> CertificateError:
         decoded = base64.b64decode(data, validate=False)
         if decoded and len(decoded) > 64:
             pkcs12info.read_info(decoded)
-            return CertificateError(f"{name} is base64 text of a PKCS#12 file, not the file",
-                                    hint=f"decode it: base64 -d {name} > TCXcert.pfx")
+            return CertificateError(
+                f"{name} is base64 text of a PKCS#12 file, not the file",
+                hint=f"decode it: base64 -d {name} > TCXcert.pfx",
+            )
     except (binascii.Error, ValueError):
         pass
     try:
         x509.load_der_x509_certificate(data)
-        return CertificateError(f"{name} is a DER certificate without its key, not PKCS#12",
-                                hint=hint)
+        return CertificateError(
+            f"{name} is a DER certificate without its key, not PKCS#12", hint=hint
+        )
     except ValueError:
         pass
     try:
         serialization.load_der_private_key(data, password=None)
-        return CertificateError(f"{name} is a DER private key without its certificate, "
-                                "not PKCS#12", hint=hint)
+        return CertificateError(
+            f"{name} is a DER private key without its certificate, not PKCS#12", hint=hint
+        )
     except (ValueError, TypeError):
         pass
     return CertificateError(f"{name} is not a PKCS#12 file ({reason})")
@@ -325,8 +361,9 @@ def read_structure(data: bytes, *, name: str = "PFX") -> pkcs12info.Pkcs12Info:
 
 def _spki(key_or_cert: Any) -> bytes:
     pub = key_or_cert.public_key()
-    return pub.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pub.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @dataclass
@@ -345,9 +382,11 @@ def _open(data: bytes, password: Secret, name: str) -> _Opened:
     try:
         p12 = pkcs12.load_pkcs12(data, password.reveal().encode("utf-8"))
     except ValueError:
-        raise CertificateError(f"the password does not open {name}",
-                               hint=f"check the password source ({password.source or 'given'}); a "
-                               "damaged file fails the same way") from None
+        raise CertificateError(
+            f"the password does not open {name}",
+            hint=f"check the password source ({password.source or 'given'}); a "
+            "damaged file fails the same way",
+        ) from None
     certs: list[x509.Certificate] = []
     friendly = None
     if p12.cert is not None:
@@ -368,13 +407,16 @@ def load_pfx(data: bytes, password: Secret, *, name: str = "PFX") -> Pfx:
     otherwise, with a reason that names `name` and never the password."""
     op = _open(data, password, name)
     if op.key is None:
-        raise CertificateError(f"{name} holds no private key",
-                               hint="export the certificate together with its private key")
+        raise CertificateError(
+            f"{name} holds no private key",
+            hint="export the certificate together with its private key",
+        )
     if not op.certs:
         raise CertificateError(f"{name} holds a private key but no certificate")
     if op.match is None:
         raise CertificateError(
-            f"{name} holds {len(op.certs)} certificate(s) and none matches its private key")
+            f"{name} holds {len(op.certs)} certificate(s) and none matches its private key"
+        )
     chain = [c for c in op.certs if c is not op.match]
     key_enc = op.info.key_encryption[0] if op.info.key_encryption else "unknown"
     return Pfx(
@@ -425,9 +467,14 @@ def _key_usage(cert: x509.Certificate) -> list[str] | None:
         return None
     names = [label for attr, label in _KU_FIELDS if getattr(ku, attr)]
     if ku.key_agreement:
-        names += [label for attr, label in (("encipher_only", "encipherOnly"),
-                                            ("decipher_only", "decipherOnly"))
-                  if getattr(ku, attr)]
+        names += [
+            label
+            for attr, label in (
+                ("encipher_only", "encipherOnly"),
+                ("decipher_only", "decipherOnly"),
+            )
+            if getattr(ku, attr)
+        ]
     return names
 
 
@@ -457,9 +504,16 @@ def _cert_summary(cert: x509.Certificate) -> dict[str, Any]:
     }
 
 
-def _checks(cert: x509.Certificate | None, key: Any, n_certs: int, matched: bool,
-            algorithms: list[str], mac: str | None, password: Secret,
-            now: dt.datetime) -> list[Check]:
+def _checks(
+    cert: x509.Certificate | None,
+    key: Any,
+    n_certs: int,
+    matched: bool,
+    algorithms: list[str],
+    mac: str | None,
+    password: Secret,
+    now: dt.datetime,
+) -> list[Check]:
     """Tealeaf's requirements (seed "Use a Signed Certificate" and notes/windows.md), one
     Check each, in the order an operator fixes them."""
     out: list[Check] = []
@@ -469,14 +523,20 @@ def _checks(cert: x509.Certificate | None, key: Any, n_certs: int, matched: bool
             out.append(Check("subject", "pass", f'subject CN is "{TEALEAF_CN}"'))
         else:
             shown = ", ".join(f'"{c}"' for c in cns) or "missing"
-            out.append(Check("subject", "fail",
-                             f'subject CN is {shown}; Tealeaf requires "{TEALEAF_CN}"'))
+            out.append(
+                Check("subject", "fail", f'subject CN is {shown}; Tealeaf requires "{TEALEAF_CN}"')
+            )
     if key is None:
         out.append(Check("private key", "fail", "the file holds no private key", fatal=True))
     elif not matched:
-        out.append(Check("private key", "fail",
-                         f"none of the {n_certs} certificate(s) matches the private key",
-                         fatal=True))
+        out.append(
+            Check(
+                "private key",
+                "fail",
+                f"none of the {n_certs} certificate(s) matches the private key",
+                fatal=True,
+            )
+        )
     else:
         out.append(Check("private key", "pass", "present and matches the certificate"))
     if cert is None:
@@ -484,27 +544,47 @@ def _checks(cert: x509.Certificate | None, key: Any, n_certs: int, matched: bool
     else:
         ekus = _eku(cert)
         if ekus is None:
-            out.append(Check("usage", "pass", "no extended key usage: fit for TLS server and "
-                                              "client"))
+            out.append(
+                Check("usage", "pass", "no extended key usage: fit for TLS server and client")
+            )
         elif "anyExtendedKeyUsage" in ekus or {"serverAuth", "clientAuth"} <= set(ekus):
             out.append(Check("usage", "pass", "extended key usage allows TLS server and client"))
         else:
             missing = [e for e in ("serverAuth", "clientAuth") if e not in ekus]
-            out.append(Check("usage", "fail", "extended key usage lacks " + " and ".join(missing)
-                             + " (Tealeaf uses it as TLS server and client)"))
+            out.append(
+                Check(
+                    "usage",
+                    "fail",
+                    "extended key usage lacks "
+                    + " and ".join(missing)
+                    + " (Tealeaf uses it as TLS server and client)",
+                )
+            )
         kus = _key_usage(cert)
         if kus is not None:
             lacking = [k for k in ("digitalSignature", "keyEncipherment") if k not in kus]
             if len(lacking) == 2:
-                out.append(Check("key usage", "fail", "key usage lacks digitalSignature and "
-                                                      "keyEncipherment: no TLS handshake works"))
+                out.append(
+                    Check(
+                        "key usage",
+                        "fail",
+                        "key usage lacks digitalSignature and "
+                        "keyEncipherment: no TLS handshake works",
+                    )
+                )
             elif lacking:
-                out.append(Check("key usage", "warn", f"key usage lacks {lacking[0]}: some "
-                                                      "TLS 1.2 cipher suites will fail"))
+                out.append(
+                    Check(
+                        "key usage",
+                        "warn",
+                        f"key usage lacks {lacking[0]}: some TLS 1.2 cipher suites will fail",
+                    )
+                )
         kind, size = _key_desc(cert.public_key())
         if kind != "RSA":
-            out.append(Check("key", "fail", f"{kind} key; Tealeaf requires RSA of 2048 bits or "
-                                            "more"))
+            out.append(
+                Check("key", "fail", f"{kind} key; Tealeaf requires RSA of 2048 bits or more")
+            )
         elif (size or 0) < 2048:
             out.append(Check("key", "fail", f"RSA {size} bits; Tealeaf requires 2048 or more"))
         else:
@@ -519,16 +599,28 @@ def _checks(cert: x509.Certificate | None, key: Any, n_certs: int, matched: bool
         elif now > na:
             out.append(Check("validity", "fail", f"expired on {_iso(na)}"))
         elif days_left < WARN_DAYS:
-            out.append(Check("validity", "warn", f"expires on {_iso(na)}, in {int(days_left)} "
-                                                 f"day(s): renew it before rolling out"))
+            out.append(
+                Check(
+                    "validity",
+                    "warn",
+                    f"expires on {_iso(na)}, in {int(days_left)} "
+                    f"day(s): renew it before rolling out",
+                )
+            )
         else:
-            out.append(Check("validity", "pass", f"valid until {_iso(na)} ({int(days_left)} "
-                                                 "days left)"))
+            out.append(
+                Check("validity", "pass", f"valid until {_iso(na)} ({int(days_left)} days left)")
+            )
     out.append(_encryption_check(algorithms, mac))
     problems = check_password(password)
     if problems:
-        out.append(Check("password", "fail", "; ".join(problems)
-                         + " (Tealeaf needs printable ASCII, no space, no double quote)"))
+        out.append(
+            Check(
+                "password",
+                "fail",
+                "; ".join(problems) + " (Tealeaf needs printable ASCII, no space, no double quote)",
+            )
+        )
     else:
         out.append(Check("password", "pass", "printable ASCII, no space, no double quote"))
     return out
@@ -538,9 +630,12 @@ def _encryption_check(algorithms: list[str], mac: str | None) -> Check:
     shown = ", ".join(algorithms) or "none"
     aes = [a for a in algorithms if a.startswith("PBES2")]
     if aes:
-        return Check("encryption", "warn",
-                     f"{shown}: {OLD_WINDOWS} cannot import it (\"the specified network "
-                     "password is not correct\"); recreate with --encryption compat")
+        return Check(
+            "encryption",
+            "warn",
+            f'{shown}: {OLD_WINDOWS} cannot import it ("the specified network '
+            'password is not correct"); recreate with --encryption compat',
+        )
     if "none" in algorithms:
         return Check("encryption", "warn", f"{shown}: the private key is not encrypted")
     unknown = [a for a in algorithms if a not in pkcs12info.LEGACY_PBE]
@@ -549,10 +644,14 @@ def _encryption_check(algorithms: list[str], mac: str | None) -> Check:
     if mac is None:
         return Check("encryption", "warn", f"{shown}: the file has no integrity MAC")
     if mac != "sha1":
-        return Check("encryption", "warn", f"{shown}, MAC {mac}: {OLD_WINDOWS} may not verify "
-                                           "a MAC other than SHA-1")
-    return Check("encryption", "pass", f"{shown}, MAC {mac}: importable on Windows Server "
-                                       "2008 R2 and later")
+        return Check(
+            "encryption",
+            "warn",
+            f"{shown}, MAC {mac}: {OLD_WINDOWS} may not verify a MAC other than SHA-1",
+        )
+    return Check(
+        "encryption", "pass", f"{shown}, MAC {mac}: importable on Windows Server 2008 R2 and later"
+    )
 
 
 def validate_pfx(pfx: Pfx, password: Secret, *, now: dt.datetime | None = None) -> list[Check]:
@@ -561,12 +660,21 @@ def validate_pfx(pfx: Pfx, password: Secret, *, now: dt.datetime | None = None) 
     for a in [pfx.encryption, *pfx.cert_encryption]:
         if a not in algorithms:
             algorithms.append(a)
-    return _checks(pfx.certificate, pfx.private_key, 1 + len(pfx.additional_certs), True,
-                   algorithms, pfx.mac, password, now or _utcnow())
+    return _checks(
+        pfx.certificate,
+        pfx.private_key,
+        1 + len(pfx.additional_certs),
+        True,
+        algorithms,
+        pfx.mac,
+        password,
+        now or _utcnow(),
+    )
 
 
-def inspect_pfx(data: bytes, password: Secret, *, name: str = "PFX",
-                now: dt.datetime | None = None) -> Report:
+def inspect_pfx(
+    data: bytes, password: Secret, *, name: str = "PFX", now: dt.datetime | None = None
+) -> Report:
     """Everything `fleet cert inspect` shows, and the verdict.
 
     Raises CertificateError only when the file cannot be read at all (not PKCS#12, wrong
@@ -579,35 +687,47 @@ def inspect_pfx(data: bytes, password: Secret, *, name: str = "PFX",
     if cert is not None:
         kind, size = _key_desc(cert.public_key())
         nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
-        details.update({
-            "subject": cert.subject.rfc4514_string(),
-            "issuer": cert.issuer.rfc4514_string(),
-            "serial": format(cert.serial_number, "x"),
-            "not_before": _iso(nb),
-            "not_after": _iso(na),
-            "days_left": int((na - now).total_seconds() // 86400),
-            "key_type": kind,
-            "key_size": size,
-            "signature_algorithm": _sig_name(cert),
-            "key_usage": _key_usage(cert),
-            "extended_key_usage": _eku(cert),
-            "sha256": fingerprint(cert),
-            "sha1": fingerprint(cert, "sha1"),
-        })
-    details.update({
-        "friendly_name": op.friendly_name,
-        "has_private_key": op.key is not None,
-        "pkcs12": {
-            "key_encryption": op.info.key_encryption,
-            "cert_encryption": op.info.cert_encryption,
-            "mac": op.info.mac,
-            "mac_iterations": op.info.mac_iterations,
-            "kdf_prf": op.info.kdf_prf,
-        },
-        "chain": [_cert_summary(c) for c in op.certs if c is not cert],
-    })
-    checks = _checks(cert, op.key, len(op.certs), op.match is not None, op.info.algorithms,
-                     op.info.mac, password, now)
+        details.update(
+            {
+                "subject": cert.subject.rfc4514_string(),
+                "issuer": cert.issuer.rfc4514_string(),
+                "serial": format(cert.serial_number, "x"),
+                "not_before": _iso(nb),
+                "not_after": _iso(na),
+                "days_left": int((na - now).total_seconds() // 86400),
+                "key_type": kind,
+                "key_size": size,
+                "signature_algorithm": _sig_name(cert),
+                "key_usage": _key_usage(cert),
+                "extended_key_usage": _eku(cert),
+                "sha256": fingerprint(cert),
+                "sha1": fingerprint(cert, "sha1"),
+            }
+        )
+    details.update(
+        {
+            "friendly_name": op.friendly_name,
+            "has_private_key": op.key is not None,
+            "pkcs12": {
+                "key_encryption": op.info.key_encryption,
+                "cert_encryption": op.info.cert_encryption,
+                "mac": op.info.mac,
+                "mac_iterations": op.info.mac_iterations,
+                "kdf_prf": op.info.kdf_prf,
+            },
+            "chain": [_cert_summary(c) for c in op.certs if c is not cert],
+        }
+    )
+    checks = _checks(
+        cert,
+        op.key,
+        len(op.certs),
+        op.match is not None,
+        op.info.algorithms,
+        op.info.mac,
+        password,
+        now,
+    )
     return Report(file=name, details=details, checks=checks)
 
 
@@ -640,16 +760,18 @@ def certificate_for(fleet: _FleetLike, *, create: bool) -> tuple[Pfx, bytes]:
     settings = fleet.certificate
     path = Path(settings.path)
     if settings.source == "tlstool":
-        raise CertificateError("certificate.source tlstool: the file is created by TLSTool.exe "
-                               "on a server, not on the controller")
+        raise CertificateError(
+            "certificate.source tlstool: the file is created by TLSTool.exe "
+            "on a server, not on the controller"
+        )
     if settings.source not in ("generate", "file"):
         raise CertificateError(f"unknown certificate.source {settings.source!r}")
     password = fleet.pfx_password()
     if settings.source == "generate" and not path.exists():
         if not create:
             raise CertificateNotCreated(
-                f"{path} does not exist yet: the rollout generates it once, at its certificate "
-                "step")
+                f"{path} does not exist yet: the rollout generates it once, at its certificate step"
+            )
         data = generate_pfx(password)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -662,13 +784,15 @@ def certificate_for(fleet: _FleetLike, *, create: bool) -> tuple[Pfx, bytes]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CertificateError(f"{path} does not exist",
-                               hint="set certificate.path, or use source: generate") from None
+        raise CertificateError(
+            f"{path} does not exist", hint="set certificate.path, or use source: generate"
+        ) from None
     except OSError as exc:
         raise CertificateError(f"{path} cannot be read: {exc.strerror}") from None
     pfx = load_pfx(data, password, name=str(path))
     fails = [c.reason for c in validate_pfx(pfx, password) if c.status == "fail"]
     if fails:
-        raise CertificateError(f"{path} is not fit for Tealeaf: " + "; ".join(fails),
-                               hint=f"fleet cert inspect {path}")
+        raise CertificateError(
+            f"{path} is not fit for Tealeaf: " + "; ".join(fails), hint=f"fleet cert inspect {path}"
+        )
     return pfx, data

@@ -43,14 +43,32 @@ DEFAULT_PORTS = {"https": 5986, "http": 5985}
 TOP_KEYS = ("tealeaf", "winrm", "certificate", "rollout", "hosts")
 TEALEAF_KEYS = ("install_dir",)
 WINRM_KEYS = (
-    "scheme", "port", "transport", "username", "password_env", "password_file", "ca_bundle",
-    "validate_certs", "allow_unencrypted", "cert_pem", "cert_key_pem", "path",
-    "read_timeout_s", "operation_timeout_s",
+    "scheme",
+    "port",
+    "transport",
+    "username",
+    "password_env",
+    "password_file",
+    "ca_bundle",
+    "validate_certs",
+    "allow_unencrypted",
+    "cert_pem",
+    "cert_key_pem",
+    "path",
+    "read_timeout_s",
+    "operation_timeout_s",
 )
 CERT_KEYS = ("source", "path", "password_env", "password_file")
 ROLLOUT_KEYS = ("restart", "health_timeout_s", "soak_s", "verify_handshake")
-HOST_KEYS = ("address", "role", "winrm", "data_service_port", "tms_port", "install_dir",
-             "pca_build")
+HOST_KEYS = (
+    "address",
+    "role",
+    "winrm",
+    "data_service_port",
+    "tms_port",
+    "install_dir",
+    "pca_build",
+)
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -158,8 +176,9 @@ class Fleet:
                 return own
         return f"{section}.{key}"
 
-    def _resolve(self, env: str | None, pfile: Path | None, field_prefix: Callable[[str], str],
-                 what: str) -> Secret:
+    def _resolve(
+        self, env: str | None, pfile: Path | None, field_prefix: Callable[[str], str], what: str
+    ) -> Secret:
         if pfile is not None:
             cached = self._file_secrets.get(str(pfile))
             if cached is not None:
@@ -172,13 +191,21 @@ class Fleet:
             fld = field_prefix("password_env")
             return from_env(env, file=self.path, line=self.lines.get(fld), field=fld)
         fld = field_prefix("password_env")
-        raise InputError(f"no password source for {what}: set password_env or password_file",
-                         file=self.path, line=self.lines.get(fld.rsplit(".", 1)[0]), field=fld)
+        raise InputError(
+            f"no password source for {what}: set password_env or password_file",
+            file=self.path,
+            line=self.lines.get(fld.rsplit(".", 1)[0]),
+            field=fld,
+        )
 
     def winrm_password(self, host: Host) -> Secret:
         """The WinRM password for `host`, read now; InputError naming the inventory if unset."""
-        return self._resolve(host.winrm.password_env, host.winrm.password_file,
-                             lambda k: self._field(host, k), f"WinRM on {host.name}")
+        return self._resolve(
+            host.winrm.password_env,
+            host.winrm.password_file,
+            lambda k: self._field(host, k),
+            f"WinRM on {host.name}",
+        )
 
     def require_files(self, host: Host) -> None:
         """Before connecting to `host`: its CA bundle / client certificate files must exist."""
@@ -186,13 +213,18 @@ class Fleet:
             p = getattr(host.winrm, key)
             if p is not None and not p.is_file():
                 fld = self._field(host, key)
-                raise InputError(f"file {p} does not exist", file=self.path,
-                                 line=self.lines.get(fld), field=fld)
+                raise InputError(
+                    f"file {p} does not exist", file=self.path, line=self.lines.get(fld), field=fld
+                )
 
     def pfx_password(self) -> Secret:
         """The PFX password, read now; InputError naming the inventory if unset."""
-        return self._resolve(self.certificate.password_env, self.certificate.password_file,
-                             lambda k: f"certificate.{k}", "the certificate")
+        return self._resolve(
+            self.certificate.password_env,
+            self.certificate.password_file,
+            lambda k: f"certificate.{k}",
+            "the certificate",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,8 +250,9 @@ def _compose(text: str, file: Path) -> Any:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "not valid YAML"
-            raise InputError(f"YAML syntax error: {problem}", file=file,
-                             line=mark.line + 1 if mark else None) from None
+            raise InputError(
+                f"YAML syntax error: {problem}", file=file, line=mark.line + 1 if mark else None
+            ) from None
         except yaml.YAMLError as exc:
             raise InputError(f"YAML error: {exc}", file=file) from None
         if node is None:
@@ -238,16 +271,21 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) ->
         try:
             loader.flatten_mapping(node)  # YAML merge keys (<<)
         except yaml.MarkedYAMLError as exc:
-            raise InputError(f"YAML error: {exc.problem}", file=file,
-                             line=node.start_mark.line + 1, field=path or None) from None
+            raise InputError(
+                f"YAML error: {exc.problem}",
+                file=file,
+                line=node.start_mark.line + 1,
+                field=path or None,
+            ) from None
         out = _Map()
         out.line = node.start_mark.line + 1
         out.lines = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise InputError("a key must be a plain name", file=file, line=key_line,
-                                 field=path or None)
+                raise InputError(
+                    "a key must be a plain name", file=file, line=key_line, field=path or None
+                )
             key = loader.construct_object(key_node, deep=True)
             key = str(key) if not isinstance(key, str) else key
             sub = f"{path}.{key}" if path else key
@@ -256,8 +294,11 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) ->
                     merged.discard(key)
             elif key in out:
                 raise InputError(
-                    f"duplicate key '{key}' (first at line {out.lines[key]}); "
-                    "remove one of them", file=file, line=key_line, field=sub)
+                    f"duplicate key '{key}' (first at line {out.lines[key]}); remove one of them",
+                    file=file,
+                    line=key_line,
+                    field=sub,
+                )
             elif id(key_node) not in explicit:
                 merged.add(key)
             out.lines[key] = key_line
@@ -268,8 +309,12 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) ->
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:
-        raise InputError(f"cannot read value: {exc.problem}", file=file,
-                         line=node.start_mark.line + 1, field=path or None) from None
+        raise InputError(
+            f"cannot read value: {exc.problem}",
+            file=file,
+            line=node.start_mark.line + 1,
+            field=path or None,
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,50 +337,73 @@ class _Ctx:
             value = _Map()
             value.line, value.lines = line, {}
         if not isinstance(value, _Map):
-            raise self.error(f"expected a mapping of {', '.join(allowed)}, got "
-                             f"{_kind(value)}", line, fld)
+            raise self.error(
+                f"expected a mapping of {', '.join(allowed)}, got {_kind(value)}", line, fld
+            )
         for key in value:
             sub = f"{fld}.{key}" if fld else key
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'?" if close else None
-                raise self.error(f"unknown key '{key}'; expected one of {', '.join(allowed)}",
-                                 value.key_line(key), sub, hint)
+                raise self.error(
+                    f"unknown key '{key}'; expected one of {', '.join(allowed)}",
+                    value.key_line(key),
+                    sub,
+                    hint,
+                )
             self.lines[sub] = value.key_line(key)
         return value
 
-    def string(self, m: _Map, key: str, fld: str, *, required: bool = False,
-               default: str | None = None) -> str | None:
+    def string(
+        self, m: _Map, key: str, fld: str, *, required: bool = False, default: str | None = None
+    ) -> str | None:
         if key not in m or m[key] is None:
             if required:
                 raise self.error(f"'{key}' is required", m.line, fld)
             return default
         value = m[key]
         if not isinstance(value, str) or not value.strip():
-            raise self.error(f"expected a non-empty string, got {_kind(value)}",
-                             m.key_line(key), fld)
+            raise self.error(
+                f"expected a non-empty string, got {_kind(value)}", m.key_line(key), fld
+            )
         return value.strip()
 
-    def choice(self, m: _Map, key: str, fld: str, choices: tuple[str, ...],
-               default: str | None) -> str | None:
+    def choice(
+        self, m: _Map, key: str, fld: str, choices: tuple[str, ...], default: str | None
+    ) -> str | None:
         value = self.string(m, key, fld, default=default)
         if value is not None and value not in choices:
             close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
-            raise self.error(f"'{value}' is not one of {', '.join(choices)}", m.key_line(key),
-                             fld, f"did you mean '{close[0]}'?" if close else None)
+            raise self.error(
+                f"'{value}' is not one of {', '.join(choices)}",
+                m.key_line(key),
+                fld,
+                f"did you mean '{close[0]}'?" if close else None,
+            )
         return value
 
-    def integer(self, m: _Map, key: str, fld: str, default: int | None, *, low: int,
-                high: int, what: str = "an integer") -> int | None:
+    def integer(
+        self,
+        m: _Map,
+        key: str,
+        fld: str,
+        default: int | None,
+        *,
+        low: int,
+        high: int,
+        what: str = "an integer",
+    ) -> int | None:
         if key not in m or m[key] is None:
             return default
         value = m[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(f"expected {what} ({low}-{high}), got {_kind(value)}",
-                             m.key_line(key), fld)
+            raise self.error(
+                f"expected {what} ({low}-{high}), got {_kind(value)}", m.key_line(key), fld
+            )
         if not low <= value <= high:
-            raise self.error(f"{value} is out of range: expected {what} ({low}-{high})",
-                             m.key_line(key), fld)
+            raise self.error(
+                f"{value} is out of range: expected {what} ({low}-{high})", m.key_line(key), fld
+            )
         return value
 
     def port(self, m: _Map, key: str, fld: str, default: int | None) -> int | None:
@@ -352,12 +420,23 @@ class _Ctx:
     def env_name(self, m: _Map, key: str, fld: str) -> str | None:
         value = self.string(m, key, fld)
         if value is not None and not _ENV_NAME.match(value):
-            raise self.error(f"'{value}' is not an environment variable name "
-                             "(letters, digits, underscore)", m.key_line(key), fld)
+            raise self.error(
+                f"'{value}' is not an environment variable name (letters, digits, underscore)",
+                m.key_line(key),
+                fld,
+            )
         return value
 
-    def path(self, m: _Map, key: str, fld: str, base: Path, *, must_exist: bool = False,
-             required: bool = False) -> Path | None:
+    def path(
+        self,
+        m: _Map,
+        key: str,
+        fld: str,
+        base: Path,
+        *,
+        must_exist: bool = False,
+        required: bool = False,
+    ) -> Path | None:
         value = self.string(m, key, fld, required=required)
         if value is None:
             return None
@@ -371,8 +450,11 @@ class _Ctx:
     def windows_dir(self, m: _Map, key: str, fld: str) -> str | None:
         value = self.string(m, key, fld)
         if value is not None and not _WINDOWS_ABS.match(value):
-            raise self.error(f"'{value}' is not an absolute Windows path "
-                             "(expected e.g. 'D:\\Tealeaf')", m.key_line(key), fld)
+            raise self.error(
+                f"'{value}' is not an absolute Windows path (expected e.g. 'D:\\Tealeaf')",
+                m.key_line(key),
+                fld,
+            )
         return value.rstrip("\\") if value is not None and len(value) > 3 else value
 
 
@@ -413,8 +495,11 @@ def _winrm(ctx: _Ctx, m: _Map, fld: str, base: Path, defaults: dict[str, Any]) -
         out["password_file"] = None if "password_file" not in m else out["password_file"]
     if "password_file" in m:
         if "password_env" in m:
-            raise ctx.error("give password_env or password_file, not both",
-                            m.key_line("password_file"), f("password_file"))
+            raise ctx.error(
+                "give password_env or password_file, not both",
+                m.key_line("password_file"),
+                f("password_file"),
+            )
         out["password_file"] = ctx.path(m, "password_file", f("password_file"), base)
         out["password_env"] = None
     # Existence is checked by `Fleet.require_files` when a command connects: `fleet plan` must
@@ -428,18 +513,25 @@ def _winrm(ctx: _Ctx, m: _Map, fld: str, base: Path, defaults: dict[str, Any]) -
     if "path" in m:
         value = ctx.string(m, "path", f("path"))
         if value is not None and not value.startswith("/"):
-            raise ctx.error(f"'{value}' must start with '/' (e.g. /wsman)", m.key_line("path"),
-                            f("path"))
+            raise ctx.error(
+                f"'{value}' must start with '/' (e.g. /wsman)", m.key_line("path"), f("path")
+            )
         out["path"] = value or "/wsman"
     for key in ("read_timeout_s", "operation_timeout_s"):
         if key in m:
-            out[key] = ctx.integer(m, key, f(key), out[key], low=1, high=3600,
-                                   what="seconds")
+            out[key] = ctx.integer(m, key, f(key), out[key], low=1, high=3600, what="seconds")
     return out
 
 
-def _check_winrm(ctx: _Ctx, s: dict[str, Any], fld: str, lines: dict[str, int],
-                 owner_line: int, *, contacted: bool = True) -> WinRMSettings:
+def _check_winrm(
+    ctx: _Ctx,
+    s: dict[str, Any],
+    fld: str,
+    lines: dict[str, int],
+    owner_line: int,
+    *,
+    contacted: bool = True,
+) -> WinRMSettings:
     """Cross-field rules, checked on a host's effective settings (only for hosts that are
     contacted over WinRM: a PCA entry must not fail for want of a username it never uses)."""
 
@@ -463,9 +555,12 @@ def _check_winrm(ctx: _Ctx, s: dict[str, Any], fld: str, lines: dict[str, int],
             line, f = where("scheme")
             raise ctx.error(
                 f"http with transport {s['transport']} would send the password and every "
-                "command unencrypted", line, f,
+                "command unencrypted",
+                line,
+                f,
                 "use https, or ntlm/kerberos/credssp (they encrypt messages), or set "
-                "allow_unencrypted: true if you really mean it")
+                "allow_unencrypted: true if you really mean it",
+            )
     if not contacted:
         pass
     elif s["transport"] == "certificate":
@@ -475,26 +570,50 @@ def _check_winrm(ctx: _Ctx, s: dict[str, Any], fld: str, lines: dict[str, int],
                 raise ctx.error(f"transport certificate needs {key}", line, f)
     elif s["transport"] in ("ntlm", "basic", "credssp") and not s["username"]:
         line, f = where("username")
-        raise ctx.error(f"transport {s['transport']} needs a username", line, f,
-                        "e.g. 'CORP\\svc-tealeaf'")
+        raise ctx.error(
+            f"transport {s['transport']} needs a username", line, f, "e.g. 'CORP\\svc-tealeaf'"
+        )
     if s["operation_timeout_s"] >= s["read_timeout_s"]:
         line, f = where("operation_timeout_s")
-        raise ctx.error(f"operation_timeout_s ({s['operation_timeout_s']}) must be below "
-                        f"read_timeout_s ({s['read_timeout_s']})", line, f)
+        raise ctx.error(
+            f"operation_timeout_s ({s['operation_timeout_s']}) must be below "
+            f"read_timeout_s ({s['read_timeout_s']})",
+            line,
+            f,
+        )
     return WinRMSettings(
-        scheme=s["scheme"], port=port, transport=s["transport"], username=s["username"],
-        password_env=s["password_env"], password_file=s["password_file"],
-        ca_bundle=s["ca_bundle"], validate_certs=s["validate_certs"],
-        allow_unencrypted=s["allow_unencrypted"], cert_pem=s["cert_pem"],
-        cert_key_pem=s["cert_key_pem"], path=s["path"], read_timeout_s=s["read_timeout_s"],
-        operation_timeout_s=s["operation_timeout_s"])
+        scheme=s["scheme"],
+        port=port,
+        transport=s["transport"],
+        username=s["username"],
+        password_env=s["password_env"],
+        password_file=s["password_file"],
+        ca_bundle=s["ca_bundle"],
+        validate_certs=s["validate_certs"],
+        allow_unencrypted=s["allow_unencrypted"],
+        cert_pem=s["cert_pem"],
+        cert_key_pem=s["cert_key_pem"],
+        path=s["path"],
+        read_timeout_s=s["read_timeout_s"],
+        operation_timeout_s=s["operation_timeout_s"],
+    )
 
 
 _WINRM_DEFAULTS: dict[str, Any] = {
-    "scheme": "https", "port": None, "transport": "ntlm", "username": None,
-    "password_env": None, "password_file": None, "ca_bundle": None, "validate_certs": True,
-    "allow_unencrypted": False, "cert_pem": None, "cert_key_pem": None, "path": "/wsman",
-    "read_timeout_s": 30, "operation_timeout_s": 20,
+    "scheme": "https",
+    "port": None,
+    "transport": "ntlm",
+    "username": None,
+    "password_env": None,
+    "password_file": None,
+    "ca_bundle": None,
+    "validate_certs": True,
+    "allow_unencrypted": False,
+    "cert_pem": None,
+    "cert_key_pem": None,
+    "path": "/wsman",
+    "read_timeout_s": 30,
+    "operation_timeout_s": 20,
 }
 
 
@@ -527,39 +646,66 @@ def load_fleet(path: str | Path) -> Fleet:
     winrm_map = ctx.mapping(top.get("winrm"), "winrm", top.key_line("winrm"), WINRM_KEYS)
     winrm_defaults = _winrm(ctx, winrm_map, "winrm", base, _WINRM_DEFAULTS)
 
-    cert_map = ctx.mapping(top.get("certificate"), "certificate",
-                           top.key_line("certificate"), CERT_KEYS)
+    cert_map = ctx.mapping(
+        top.get("certificate"), "certificate", top.key_line("certificate"), CERT_KEYS
+    )
     source = ctx.choice(cert_map, "source", "certificate.source", CERT_SOURCES, "generate")
     cert_path = ctx.path(cert_map, "path", "certificate.path", base) or base / "TCXcert.pfx"
     if source == "file" and not cert_path.is_file():
-        raise ctx.error(f"certificate file {cert_path} does not exist (source: file)",
-                        cert_map.key_line("path"), "certificate.path")
+        raise ctx.error(
+            f"certificate file {cert_path} does not exist (source: file)",
+            cert_map.key_line("path"),
+            "certificate.path",
+        )
     if "password_env" in cert_map and "password_file" in cert_map:
-        raise ctx.error("give password_env or password_file, not both",
-                        cert_map.key_line("password_file"), "certificate.password_file")
+        raise ctx.error(
+            "give password_env or password_file, not both",
+            cert_map.key_line("password_file"),
+            "certificate.password_file",
+        )
     certificate = CertificateSettings(
-        source=source or "generate", path=cert_path,
+        source=source or "generate",
+        path=cert_path,
         password_env=ctx.env_name(cert_map, "password_env", "certificate.password_env"),
-        password_file=ctx.path(cert_map, "password_file", "certificate.password_file", base))
+        password_file=ctx.path(cert_map, "password_file", "certificate.password_file", base),
+    )
 
     roll_map = ctx.mapping(top.get("rollout"), "rollout", top.key_line("rollout"), ROLLOUT_KEYS)
     rollout = RolloutSettings(
         restart=ctx.choice(roll_map, "restart", "rollout.restart", RESTART_MODES, "services")
         or "services",
-        health_timeout_s=ctx.integer(roll_map, "health_timeout_s", "rollout.health_timeout_s",
-                                     600, low=1, high=86400, what="seconds") or 600,
-        soak_s=ctx.integer(roll_map, "soak_s", "rollout.soak_s", 30, low=0, high=86400,
-                           what="seconds") or 0,
-        verify_handshake=ctx.boolean(roll_map, "verify_handshake", "rollout.verify_handshake",
-                                     True))
+        health_timeout_s=ctx.integer(
+            roll_map,
+            "health_timeout_s",
+            "rollout.health_timeout_s",
+            600,
+            low=1,
+            high=86400,
+            what="seconds",
+        )
+        or 600,
+        soak_s=ctx.integer(
+            roll_map, "soak_s", "rollout.soak_s", 30, low=0, high=86400, what="seconds"
+        )
+        or 0,
+        verify_handshake=ctx.boolean(
+            roll_map, "verify_handshake", "rollout.verify_handshake", True
+        ),
+    )
 
     if "hosts" not in top or not top["hosts"]:
-        raise ctx.error("no hosts: the inventory needs at least one host",
-                        top.key_line("hosts") if "hosts" in top else top.line, "hosts")
+        raise ctx.error(
+            "no hosts: the inventory needs at least one host",
+            top.key_line("hosts") if "hosts" in top else top.line,
+            "hosts",
+        )
     hosts_map = top["hosts"]
     if not isinstance(hosts_map, _Map):
-        raise ctx.error(f"expected a mapping of host name to settings, got {_kind(hosts_map)}",
-                        top.key_line("hosts"), "hosts")
+        raise ctx.error(
+            f"expected a mapping of host name to settings, got {_kind(hosts_map)}",
+            top.key_line("hosts"),
+            "hosts",
+        )
     hosts: dict[str, Host] = {}
     seen_lower: dict[str, str] = {}
     # The lab runs every host on 127.0.0.1 with its own WinRM port, so two hosts are the same
@@ -567,74 +713,114 @@ def load_fleet(path: str | Path) -> Fleet:
     seen_endpoints: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
     if not winrm_defaults["validate_certs"]:
-        warnings.append(f"{file}:{ctx.lines.get('winrm.validate_certs')}: winrm.validate_certs"
-                        " is false: the servers' WinRM certificates are NOT checked "
-                        "(a man in the middle could read the passwords)")
+        warnings.append(
+            f"{file}:{ctx.lines.get('winrm.validate_certs')}: winrm.validate_certs"
+            " is false: the servers' WinRM certificates are NOT checked "
+            "(a man in the middle could read the passwords)"
+        )
     for name, entry in hosts_map.items():
         fld = f"hosts.{name}"
         line = hosts_map.key_line(name)
         if not _HOST_NAME.match(name):
-            raise ctx.error(f"'{name}' is not a valid host name (letters, digits, '.', '-', "
-                            "'_'; up to 63 characters)", line, fld)
+            raise ctx.error(
+                f"'{name}' is not a valid host name (letters, digits, '.', '-', "
+                "'_'; up to 63 characters)",
+                line,
+                fld,
+            )
         if name.lower() in seen_lower:
-            raise ctx.error(f"host name '{name}' duplicates '{seen_lower[name.lower()]}' "
-                            "(host names are case-insensitive)", line, fld)
+            raise ctx.error(
+                f"host name '{name}' duplicates '{seen_lower[name.lower()]}' "
+                "(host names are case-insensitive)",
+                line,
+                fld,
+            )
         seen_lower[name.lower()] = name
         if entry is None:
-            raise ctx.error("host has no settings: expected {address: ..., role: ...}", line,
-                            fld)
+            raise ctx.error("host has no settings: expected {address: ..., role: ...}", line, fld)
         h = ctx.mapping(entry, fld, line, HOST_KEYS)
         h.line = line
         role = ctx.string(h, "role", f"{fld}.role")
         if role is None:
-            raise ctx.error(f"host has no role; expected one of {', '.join(ROLES)}", line,
-                            f"{fld}.role")
+            raise ctx.error(
+                f"host has no role; expected one of {', '.join(ROLES)}", line, f"{fld}.role"
+            )
         if role not in ROLES:
             close = difflib.get_close_matches(role, ROLES, n=1, cutoff=0.6)
-            raise ctx.error(f"unknown role '{role}'; expected one of {', '.join(ROLES)}",
-                            h.key_line("role"), f"{fld}.role",
-                            f"did you mean '{close[0]}'?" if close else None)
+            raise ctx.error(
+                f"unknown role '{role}'; expected one of {', '.join(ROLES)}",
+                h.key_line("role"),
+                f"{fld}.role",
+                f"did you mean '{close[0]}'?" if close else None,
+            )
         address = ctx.string(h, "address", f"{fld}.address", required=True)
         assert address is not None
         if not _ADDRESS.match(address):
-            raise ctx.error(f"'{address}' is not a host name or IP address",
-                            h.key_line("address"), f"{fld}.address")
+            raise ctx.error(
+                f"'{address}' is not a host name or IP address",
+                h.key_line("address"),
+                f"{fld}.address",
+            )
         pca_build = h.get("pca_build")
         if pca_build is not None:
             if role != "pca":
-                raise ctx.error("pca_build only applies to role pca", h.key_line("pca_build"),
-                                f"{fld}.pca_build")
+                raise ctx.error(
+                    "pca_build only applies to role pca",
+                    h.key_line("pca_build"),
+                    f"{fld}.pca_build",
+                )
             if isinstance(pca_build, bool) or not isinstance(pca_build, (str, int)):
-                raise ctx.error(f"expected a build such as '3682-24', got {_kind(pca_build)}",
-                                h.key_line("pca_build"), f"{fld}.pca_build")
+                raise ctx.error(
+                    f"expected a build such as '3682-24', got {_kind(pca_build)}",
+                    h.key_line("pca_build"),
+                    f"{fld}.pca_build",
+                )
             pca_build = str(pca_build)
-        host_winrm = ctx.mapping(h.get("winrm"), f"{fld}.winrm", h.key_line("winrm"),
-                                 WINRM_KEYS)
+        host_winrm = ctx.mapping(h.get("winrm"), f"{fld}.winrm", h.key_line("winrm"), WINRM_KEYS)
         settings = _winrm(ctx, host_winrm, f"{fld}.winrm", base, winrm_defaults)
-        winrm = _check_winrm(ctx, settings, f"{fld}.winrm", ctx.lines, line,
-                             contacted=role in WINDOWS_ROLES)
+        winrm = _check_winrm(
+            ctx, settings, f"{fld}.winrm", ctx.lines, line, contacted=role in WINDOWS_ROLES
+        )
         if not winrm.validate_certs and winrm_defaults["validate_certs"]:
-            warnings.append(f"{file}:{ctx.lines.get(f'{fld}.winrm.validate_certs')}: "
-                            f"{fld}.winrm.validate_certs is false: {name}'s WinRM certificate "
-                            "is NOT checked")
+            warnings.append(
+                f"{file}:{ctx.lines.get(f'{fld}.winrm.validate_certs')}: "
+                f"{fld}.winrm.validate_certs is false: {name}'s WinRM certificate "
+                "is NOT checked"
+            )
         host = Host(
-            name=name, address=address, role=role, winrm=winrm,
-            data_service_port=ctx.port(h, "data_service_port", f"{fld}.data_service_port",
-                                       23000) or 23000,
+            name=name,
+            address=address,
+            role=role,
+            winrm=winrm,
+            data_service_port=ctx.port(h, "data_service_port", f"{fld}.data_service_port", 23000)
+            or 23000,
             tms_port=ctx.port(h, "tms_port", f"{fld}.tms_port", 20000) or 20000,
             install_dir=ctx.windows_dir(h, "install_dir", f"{fld}.install_dir"),
-            pca_build=pca_build, line=line)
+            pca_build=pca_build,
+            line=line,
+        )
         if host.is_windows:
             endpoint = (address.lower(), winrm.port)
             if endpoint in seen_endpoints:
-                raise ctx.error(f"{address}:{winrm.port} is already host "
-                                f"'{seen_endpoints[endpoint]}' (same address and WinRM port)",
-                                h.key_line("address"), f"{fld}.address")
+                raise ctx.error(
+                    f"{address}:{winrm.port} is already host "
+                    f"'{seen_endpoints[endpoint]}' (same address and WinRM port)",
+                    h.key_line("address"),
+                    f"{fld}.address",
+                )
             seen_endpoints[endpoint] = name
         hosts[name] = host
 
-    fleet = Fleet(path=file, install_dir=install_dir, hosts=hosts, certificate=certificate,
-                  rollout=rollout, normalized={}, warnings=warnings, lines=dict(ctx.lines))
+    fleet = Fleet(
+        path=file,
+        install_dir=install_dir,
+        hosts=hosts,
+        certificate=certificate,
+        rollout=rollout,
+        normalized={},
+        warnings=warnings,
+        lines=dict(ctx.lines),
+    )
     fleet.normalized.update(_normalize(fleet, base))
     # Read password files now: a missing or exposed one is an inventory mistake (see top).
     needed: list[tuple[Path, Callable[[], Secret]]] = []
@@ -665,26 +851,43 @@ def _normalize(fleet: Fleet, base: Path) -> dict:
     for h in fleet.hosts.values():
         w = h.winrm
         hosts[h.name] = {
-            "address": h.address, "role": h.role, "data_service_port": h.data_service_port,
-            "tms_port": h.tms_port, "install_dir": h.install_dir or fleet.install_dir,
+            "address": h.address,
+            "role": h.role,
+            "data_service_port": h.data_service_port,
+            "tms_port": h.tms_port,
+            "install_dir": h.install_dir or fleet.install_dir,
             "pca_build": h.pca_build,
             "winrm": {
-                "scheme": w.scheme, "port": w.port, "transport": w.transport,
-                "username": w.username, "password_env": w.password_env,
-                "password_file": _rel(w.password_file, base), "ca_bundle": _rel(w.ca_bundle, base),
-                "validate_certs": w.validate_certs, "allow_unencrypted": w.allow_unencrypted,
-                "cert_pem": _rel(w.cert_pem, base), "cert_key_pem": _rel(w.cert_key_pem, base),
-                "path": w.path, "read_timeout_s": w.read_timeout_s,
+                "scheme": w.scheme,
+                "port": w.port,
+                "transport": w.transport,
+                "username": w.username,
+                "password_env": w.password_env,
+                "password_file": _rel(w.password_file, base),
+                "ca_bundle": _rel(w.ca_bundle, base),
+                "validate_certs": w.validate_certs,
+                "allow_unencrypted": w.allow_unencrypted,
+                "cert_pem": _rel(w.cert_pem, base),
+                "cert_key_pem": _rel(w.cert_key_pem, base),
+                "path": w.path,
+                "read_timeout_s": w.read_timeout_s,
                 "operation_timeout_s": w.operation_timeout_s,
             },
         }
     c, r = fleet.certificate, fleet.rollout
     return {
         "tealeaf": {"install_dir": fleet.install_dir},
-        "certificate": {"source": c.source, "path": _rel(c.path, base),
-                        "password_env": c.password_env,
-                        "password_file": _rel(c.password_file, base)},
-        "rollout": {"restart": r.restart, "health_timeout_s": r.health_timeout_s,
-                    "soak_s": r.soak_s, "verify_handshake": r.verify_handshake},
+        "certificate": {
+            "source": c.source,
+            "path": _rel(c.path, base),
+            "password_env": c.password_env,
+            "password_file": _rel(c.password_file, base),
+        },
+        "rollout": {
+            "restart": r.restart,
+            "health_timeout_s": r.health_timeout_s,
+            "soak_s": r.soak_s,
+            "verify_handshake": r.verify_handshake,
+        },
         "hosts": hosts,
     }

@@ -107,7 +107,7 @@ def _parse(data: bytes, pos: int, depth: int) -> tuple[Node, int]:
         n = first & 0x7F
         if n > 4 or pos + n > len(data):
             raise NotPkcs12("bad length")
-        length = int.from_bytes(data[pos:pos + n], "big")
+        length = int.from_bytes(data[pos : pos + n], "big")
         pos += n
     node = Node(tag)
     if not tag & 0x20:
@@ -120,7 +120,7 @@ def _parse(data: bytes, pos: int, depth: int) -> tuple[Node, int]:
         return node, end
     if indefinite:
         while True:
-            if data[pos:pos + 2] == b"\x00\x00":
+            if data[pos : pos + 2] == b"\x00\x00":
                 pos += 2
                 break
             child, pos = _parse(data, pos, depth + 1)
@@ -232,11 +232,11 @@ class Pkcs12Info:
     """How a PFX is protected and what it holds (counts only; nothing is decrypted)."""
 
     version: int
-    mac: str | None = None             # e.g. "sha1", "sha256"; None when the file has no MAC
+    mac: str | None = None  # e.g. "sha1", "sha256"; None when the file has no MAC
     mac_iterations: int | None = None
-    key_encryption: list[str] = field(default_factory=list)   # one per key bag; "none" = clear
+    key_encryption: list[str] = field(default_factory=list)  # one per key bag; "none" = clear
     cert_encryption: list[str] = field(default_factory=list)  # one per authSafe part with certs
-    kdf_prf: list[str] = field(default_factory=list)          # PBES2 PRFs seen
+    kdf_prf: list[str] = field(default_factory=list)  # PBES2 PRFs seen
     keys: int = 0
     certs_in_clear: int = 0
     encrypted_parts: int = 0

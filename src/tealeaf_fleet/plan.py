@@ -38,7 +38,7 @@ RTV_REASON = "import only, never enable or restart"
 _IMPACT = {
     "hbr": "this HBR stops routing sessions while its services restart; the other HBRs carry on",
     "canister": "this Canister stops storing and serving sessions while it restarts; the other "
-                "Canisters carry on",
+    "Canisters carry on",
     "portal": "Portal web UI (iisreset) and the TMS master are unavailable during the restart",
     "report": "reporting is unavailable during the restart",
     "other": "the Tealeaf services on this server are unavailable during the restart",
@@ -121,14 +121,19 @@ class Plan:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"not a plan: invalid JSON ({exc.msg})", file=source,
-                             line=exc.lineno) from None
+            raise InputError(
+                f"not a plan: invalid JSON ({exc.msg})", file=source, line=exc.lineno
+            ) from None
         if not isinstance(d, dict):
             raise InputError("not a plan: expected a JSON object", file=source)
         version = d.get("format_version")
         if version != FORMAT_VERSION:
-            raise InputError(f"plan format_version {version!r} is not supported (this tool "
-                             f"reads {FORMAT_VERSION})", file=source, field="format_version")
+            raise InputError(
+                f"plan format_version {version!r} is not supported (this tool "
+                f"reads {FORMAT_VERSION})",
+                file=source,
+                field="format_version",
+            )
         try:
             phases = []
             for p in d["phases"]:
@@ -137,14 +142,22 @@ class Plan:
                 excluded = [Excluded(**x) for x in p.pop("excluded")]
                 phases.append(PlanPhase(steps=steps, excluded=excluded, **p))
             return cls(
-                tool_version=d["tool_version"], playbook=d["playbook"],
-                inventory=d["inventory"], facts_digest=d["facts_digest"], digest=d["digest"],
-                expect_tls=d["expect_tls"], description=d["description"],
-                certificate=d["certificate"], pfx_sha256=d["pfx_sha256"],
-                hosts=[PlanHost(**h) for h in d["hosts"]], phases=phases)
+                tool_version=d["tool_version"],
+                playbook=d["playbook"],
+                inventory=d["inventory"],
+                facts_digest=d["facts_digest"],
+                digest=d["digest"],
+                expect_tls=d["expect_tls"],
+                description=d["description"],
+                certificate=d["certificate"],
+                pfx_sha256=d["pfx_sha256"],
+                hosts=[PlanHost(**h) for h in d["hosts"]],
+                phases=phases,
+            )
         except (KeyError, TypeError) as exc:
-            raise InputError(f"not a plan: missing or unexpected field ({exc})",
-                             file=source) from None
+            raise InputError(
+                f"not a plan: missing or unexpected field ({exc})", file=source
+            ) from None
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
@@ -181,28 +194,36 @@ def facts_digest(facts: dict[str, dict] | None, pfx_sha256: str | None) -> str |
     """Digest of what the controller learned before planning, without volatile fields."""
     if facts is None and pfx_sha256 is None:
         return None
-    stable = {name: {k: v for k, v in (f or {}).items() if k not in VOLATILE_FACTS}
-              for name, f in (facts or {}).items()}
+    stable = {
+        name: {k: v for k, v in (f or {}).items() if k not in VOLATILE_FACTS}
+        for name, f in (facts or {}).items()
+    }
     return sha256_json({"facts": stable, "pfx_sha256": pfx_sha256})
 
 
 def plan_digest(tool_version: str, inventory: str, playbook: str, facts: str | None) -> str:
-    return sha256_json({"tool_version": tool_version, "inventory": inventory,
-                        "playbook": playbook, "facts": facts})
+    return sha256_json(
+        {"tool_version": tool_version, "inventory": inventory, "playbook": playbook, "facts": facts}
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # the planner
 
 
-def build_plan(playbook: Playbook, fleet: Fleet, facts: dict[str, dict] | None = None,
-               pfx_sha256: str | None = None, *, tool_version: str = __version__) -> Plan:
+def build_plan(
+    playbook: Playbook,
+    fleet: Fleet,
+    facts: dict[str, dict] | None = None,
+    pfx_sha256: str | None = None,
+    *,
+    tool_version: str = __version__,
+) -> Plan:
     """Compile the change. Pure: reads only the local PFX path's existence."""
     if pfx_sha256 is not None:
         pfx_sha256 = pfx_sha256.replace(":", "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
-            raise InputError("PFX fingerprint must be 64 hex digits (SHA-256)",
-                             field="pfx_sha256")
+            raise InputError("PFX fingerprint must be 64 hex digits (SHA-256)", field="pfx_sha256")
     inv = inventory_digest(fleet)
     fdig = facts_digest(facts, pfx_sha256)
     ctx = _PlanContext(playbook, fleet, facts or {}, pfx_sha256)
@@ -214,9 +235,13 @@ def build_plan(playbook: Playbook, fleet: Fleet, facts: dict[str, dict] | None =
         inventory={"path": str(fleet.path), "digest": inv},
         facts_digest=fdig,
         digest=plan_digest(tool_version, inv, playbook.digest, fdig),
-        expect_tls=playbook.expect_tls, description=playbook.description,
+        expect_tls=playbook.expect_tls,
+        description=playbook.description,
         certificate={"source": fleet.certificate.source, "path": str(fleet.certificate.path)},
-        pfx_sha256=pfx_sha256, hosts=hosts, phases=phases)
+        pfx_sha256=pfx_sha256,
+        hosts=hosts,
+        phases=phases,
+    )
 
 
 def _pca_reason(host: Host) -> str:
@@ -226,11 +251,15 @@ def _pca_reason(host: Host) -> str:
         ok = m is not None and (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
         need = f"{PCA_PIPELINE_BUILD[0]}-{PCA_PIPELINE_BUILD[1]}"
         if ok:
-            reason += (f"; pipeline encryption (a separate change) can use the same PFX: "
-                       f"PCA build {host.pca_build} meets the {need} minimum")
+            reason += (
+                f"; pipeline encryption (a separate change) can use the same PFX: "
+                f"PCA build {host.pca_build} meets the {need} minimum"
+            )
         else:
-            reason += (f"; securing the pipeline (a separate change) needs PCA build {need} or "
-                       f"later, this one is {host.pca_build}")
+            reason += (
+                f"; securing the pipeline (a separate change) needs PCA build {need} or "
+                f"later, this one is {host.pca_build}"
+            )
     return reason
 
 
@@ -246,8 +275,9 @@ class _PlanContext:
     """Per-plan state: which ops already listed their exclusions (each once per op), and which
     hosts have a change (import / enable / disable) planned before their restart."""
 
-    def __init__(self, playbook: Playbook, fleet: Fleet, facts: dict[str, dict],
-                 pfx_sha256: str | None) -> None:
+    def __init__(
+        self, playbook: Playbook, fleet: Fleet, facts: dict[str, dict], pfx_sha256: str | None
+    ) -> None:
         self.playbook = playbook
         self.fleet = fleet
         self.facts = facts
@@ -262,14 +292,24 @@ class _PlanContext:
 
     def install_dir(self, host: Host) -> str:
         f = self.facts.get(host.name) or {}
-        return (host.install_dir or self.fleet.install_dir or f.get("install_dir")
-                or "<install dir, discovered>")
+        return (
+            host.install_dir
+            or self.fleet.install_dir
+            or f.get("install_dir")
+            or "<install dir, discovered>"
+        )
 
     def phase(self, phase: Phase, index: int) -> PlanPhase:
-        out = PlanPhase(name=phase.name, op=phase.op, strategy=phase.strategy,
-                        batch=phase.batch,
-                        gates=list(phase.gates), roles=list(phase.roles),
-                        compensate=phase.compensate, on_failure=phase.on_failure)
+        out = PlanPhase(
+            name=phase.name,
+            op=phase.op,
+            strategy=phase.strategy,
+            batch=phase.batch,
+            gates=list(phase.gates),
+            roles=list(phase.roles),
+            compensate=phase.compensate,
+            on_failure=phase.on_failure,
+        )
         if phase.op == "certificate":
             out.steps.append(self.certificate_step())
             return out
@@ -287,32 +327,46 @@ class _PlanContext:
                 elif host.role == "rtv":
                     out.excluded.append(Excluded(host.name, RTV_REASON))
                 elif phase.op == "push_tools":
-                    out.excluded.append(Excluded(
-                        host.name, "a Tealeaf server already has TLSTool.exe and openssl.exe"))
+                    out.excluded.append(
+                        Excluded(
+                            host.name, "a Tealeaf server already has TLSTool.exe and openssl.exe"
+                        )
+                    )
                 else:
-                    out.excluded.append(Excluded(
-                        host.name, f"role {host.role} is not part of this playbook's "
-                                   f"{phase.op} phases"))
+                    out.excluded.append(
+                        Excluded(
+                            host.name,
+                            f"role {host.role} is not part of this playbook's {phase.op} phases",
+                        )
+                    )
         return out
 
     # ---- one step per op ----------------------------------------------------------------
     def certificate_step(self) -> Step:
         c = self.fleet.certificate
         if c.source == "generate":
-            desc = (f"generate one self-signed certificate pair (CN=IBM Tealeaf CX, TLS 1.2 "
-                    f"client and server) into {c.path.name}, once for the whole fleet")
+            desc = (
+                f"generate one self-signed certificate pair (CN=IBM Tealeaf CX, TLS 1.2 "
+                f"client and server) into {c.path.name}, once for the whole fleet"
+            )
         elif c.source == "file":
-            desc = (f"check the supplied {c.path.name} against Tealeaf's requirements (subject "
-                    "IBM Tealeaf CX, key included, ASCII password)")
+            desc = (
+                f"check the supplied {c.path.name} against Tealeaf's requirements (subject "
+                "IBM Tealeaf CX, key included, ASCII password)"
+            )
         else:
             first = next((h for h in self.fleet.hosts.values() if h.manages_tls), None)
             where = first.name if first else "the first Tealeaf server"
-            desc = (f"run TLSTool.exe create -site {c.path.name} on {where} and fetch the PFX "
-                    "to the controller")
+            desc = (
+                f"run TLSTool.exe create -site {c.path.name} on {where} and fetch the PFX "
+                "to the controller"
+            )
         skip = None
         if c.source != "file" and c.path.is_file():
-            skip = (f"nothing to do: {c.path.name} already exists and is reused (a fleet has "
-                    "one certificate; it is never generated twice)")
+            skip = (
+                f"nothing to do: {c.path.name} already exists and is reused (a fleet has "
+                "one certificate; it is never generated twice)"
+            )
         return Step(CONTROLLER, "certificate", desc, "none (runs on the controller)", skip)
 
     def step(self, phase: Phase, host: Host) -> Step:
@@ -329,8 +383,7 @@ class _PlanContext:
         f = self.facts.get(host.name)
         if f is None:
             return None
-        verdict = step_status(host, f, op, pfx_sha256=self.pfx,
-                              expect_tls=self.playbook.expect_tls)
+        verdict = step_status(host, f, op, pfx_sha256=self.pfx, expect_tls=self.playbook.expect_tls)
         if not verdict.done:
             return None
         if op == "restart" and host.name in self.changing:
@@ -344,43 +397,78 @@ class _PlanContext:
         pfx = self.fleet.certificate.path.name
         tools = f"{self.install_dir(host)}\\Tools"
         if op == "preflight":
-            return Step(host.name, op, "read-only checks: WinRM login, OS and PowerShell, "
-                        "install folder and TLSTool.exe, build >= 9.0.2.1351, EnableTLS, "
-                        "Data Service port (not 23443), TLS 1.2 server keys, TeaLeaf services",
-                        "none (read-only)")
+            return Step(
+                host.name,
+                op,
+                "read-only checks: WinRM login, OS and PowerShell, "
+                "install folder and TLSTool.exe, build >= 9.0.2.1351, EnableTLS, "
+                "Data Service port (not 23443), TLS 1.2 server keys, TeaLeaf services",
+                "none (read-only)",
+            )
         if op == "facts":
-            return Step(host.name, op, "read EnableTLS, certificate files and fingerprint, "
-                        "services, Data Service mode, TLS handshake", "none (read-only)")
+            return Step(
+                host.name,
+                op,
+                "read EnableTLS, certificate files and fingerprint, "
+                "services, Data Service mode, TLS handshake",
+                "none (read-only)",
+            )
         if op == "push_pfx":
-            return Step(host.name, op, f"copy {pfx} to {tools}\\{pfx} and check its SHA-256 "
-                        "there (skipped where identical)", "none (file copy)")
+            return Step(
+                host.name,
+                op,
+                f"copy {pfx} to {tools}\\{pfx} and check its SHA-256 "
+                "there (skipped where identical)",
+                "none (file copy)",
+            )
         if op == "push_tools":
-            return Step(host.name, op, f"copy TLSTool.exe and openssl.exe (from a Tealeaf "
-                        f"server of the same build) to {tools}", "none (file copy)")
+            return Step(
+                host.name,
+                op,
+                f"copy TLSTool.exe and openssl.exe (from a Tealeaf "
+                f"server of the same build) to {tools}",
+                "none (file copy)",
+            )
         if op == "import":
-            return Step(host.name, op, f"TLSTool.exe import {pfx} <password> in {tools}: "
-                        "writes tealeaf.crt and tealeaf.p12 under "
-                        "C:\\ProgramData\\IBM\\Tealeaf\\security; checks their fingerprint",
-                        "none on running services (used after enable and restart)")
+            return Step(
+                host.name,
+                op,
+                f"TLSTool.exe import {pfx} <password> in {tools}: "
+                "writes tealeaf.crt and tealeaf.p12 under "
+                "C:\\ProgramData\\IBM\\Tealeaf\\security; checks their fingerprint",
+                "none on running services (used after enable and restart)",
+            )
         if op == "enable":
-            return Step(host.name, op, "TLSTool.exe enable: EnableTLS=1, writes "
-                        "server.tls.xml", "none until the restart; if any host fails, "
-                        f"'{phase.compensate or 'disable'}' undoes it everywhere")
+            return Step(
+                host.name,
+                op,
+                "TLSTool.exe enable: EnableTLS=1, writes server.tls.xml",
+                "none until the restart; if any host fails, "
+                f"'{phase.compensate or 'disable'}' undoes it everywhere",
+            )
         if op == "disable":
-            return Step(host.name, op, "TLSTool.exe disable: EnableTLS=0 (certificates stay)",
-                        "none until the restart")
+            return Step(
+                host.name,
+                op,
+                "TLSTool.exe disable: EnableTLS=0 (certificates stay)",
+                "none until the restart",
+            )
         if op == "restart":
             return self.restart_step(phase, host, f)
         if op == "verify":
             mode = "TLS Port:" if self.playbook.expect_tls else "Port:"
             want = 1 if self.playbook.expect_tls else 0
-            desc = (f"check EnableTLS={want}, the Data Service log shows '{mode} "
-                    f"{host.data_service_port}'")
+            desc = (
+                f"check EnableTLS={want}, the Data Service log shows '{mode} "
+                f"{host.data_service_port}'"
+            )
             if host.role == "rtv":
                 desc = "check tealeaf.crt and tealeaf.p12 carry the fleet's certificate"
             elif self.playbook.expect_tls:
-                desc += (f", TLS handshakes on ports {host.data_service_port} (Data Service) "
-                         f"and {host.tms_port} (TMS) show the fleet's certificate")
+                desc += (
+                    f", TLS handshakes on ports {host.data_service_port} (Data Service) "
+                    f"and {host.tms_port} (TMS) show the fleet's certificate"
+                )
             return Step(host.name, op, desc, "none (read-only)")
         raise AssertionError(f"op {op} has no planner")  # the playbook loader closes the list
 
@@ -392,8 +480,9 @@ class _PlanContext:
         else:
             running = None
             if f is not None:
-                running = [s["name"] for s in f.get("services") or []
-                           if s.get("state") == "Running"]
+                running = [
+                    s["name"] for s in f.get("services") or [] if s.get("state") == "Running"
+                ]
             names = ", ".join(running) if running else "the TeaLeaf* services that are running"
             what = f"restart {names} (stopped ones stay stopped), iisreset where IIS runs"
         gates = []
@@ -403,18 +492,20 @@ class _PlanContext:
             elif g == "iis":
                 gates.append("IIS running")
             elif g == "data_service_log":
-                gates.append(f"Data Service log shows '{'TLS Port' if expect else 'Port'}: "
-                             f"{host.data_service_port}'")
+                gates.append(
+                    f"Data Service log shows '{'TLS Port' if expect else 'Port'}: "
+                    f"{host.data_service_port}'"
+                )
             elif g == "handshake":
                 if self.fleet.rollout.verify_handshake:
-                    gates.append(f"{mode} handshake on ports {host.data_service_port} and "
-                                 f"{host.tms_port}" + (" with the fleet's certificate"
-                                                       if expect else ""))
+                    gates.append(
+                        f"{mode} handshake on ports {host.data_service_port} and "
+                        f"{host.tms_port}" + (" with the fleet's certificate" if expect else "")
+                    )
             elif g == "soak":
                 gates.append(f"soak {self.fleet.rollout.soak_s}s, recheck")
         desc = what + (f"; gates: {'; '.join(gates)}" if gates else "")
         impact = _IMPACT.get(host.role, _IMPACT["other"])
         if phase.strategy == "rolling":
-            impact += (" (one at a time)" if phase.batch == 1
-                       else f" ({phase.batch} at a time)")
+            impact += " (one at a time)" if phase.batch == 1 else f" ({phase.batch} at a time)"
         return Step(host.name, "restart", desc, impact)

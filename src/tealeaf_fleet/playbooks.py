@@ -20,8 +20,18 @@ from typing import Any
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import ROLES, TLS_ROLES, WINDOWS_ROLES, _compose, _Ctx, _Map
 
-OPS = ("preflight", "certificate", "push_pfx", "push_tools", "import", "enable", "disable",
-       "restart", "verify", "facts")
+OPS = (
+    "preflight",
+    "certificate",
+    "push_pfx",
+    "push_tools",
+    "import",
+    "enable",
+    "disable",
+    "restart",
+    "verify",
+    "facts",
+)
 STRATEGIES = ("controller", "parallel", "rolling", "all_or_nothing")
 GATES = ("services", "iis", "data_service_log", "handshake", "soak")
 ON_FAILURE = ("halt",)
@@ -34,9 +44,16 @@ SERIAL_RESTART_ROLES = ("hbr", "canister")
 PLAYBOOK_KEYS = ("name", "description", "expect_tls", "allow_parallel_restart", "phases")
 PHASE_KEYS = ("name", "op", "roles", "strategy", "batch", "gates", "on_failure", "compensate")
 DEFAULT_ROLES = {
-    "preflight": WINDOWS_ROLES, "certificate": (), "push_pfx": WINDOWS_ROLES,
-    "push_tools": ("rtv",), "import": WINDOWS_ROLES, "enable": TLS_ROLES,
-    "disable": TLS_ROLES, "restart": TLS_ROLES, "verify": WINDOWS_ROLES, "facts": WINDOWS_ROLES,
+    "preflight": WINDOWS_ROLES,
+    "certificate": (),
+    "push_pfx": WINDOWS_ROLES,
+    "push_tools": ("rtv",),
+    "import": WINDOWS_ROLES,
+    "enable": TLS_ROLES,
+    "disable": TLS_ROLES,
+    "restart": TLS_ROLES,
+    "verify": WINDOWS_ROLES,
+    "facts": WINDOWS_ROLES,
 }
 
 
@@ -53,9 +70,16 @@ class Phase:
     line: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "op": self.op, "roles": list(self.roles),
-                "strategy": self.strategy, "batch": self.batch, "gates": list(self.gates),
-                "on_failure": self.on_failure, "compensate": self.compensate}
+        return {
+            "name": self.name,
+            "op": self.op,
+            "roles": list(self.roles),
+            "strategy": self.strategy,
+            "batch": self.batch,
+            "gates": list(self.gates),
+            "on_failure": self.on_failure,
+            "compensate": self.compensate,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,10 +94,13 @@ class Playbook:
     @property
     def normalized(self) -> dict[str, Any]:
         """Effective content (defaults filled in): what the digest covers."""
-        return {"name": self.name, "description": self.description,
-                "expect_tls": self.expect_tls,
-                "allow_parallel_restart": self.allow_parallel_restart,
-                "phases": [p.as_dict() for p in self.phases]}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "expect_tls": self.expect_tls,
+            "allow_parallel_restart": self.allow_parallel_restart,
+            "phases": [p.as_dict() for p in self.phases],
+        }
 
     @property
     def digest(self) -> str:
@@ -106,14 +133,21 @@ def builtin_names() -> list[str]:
 def load_playbook(name_or_file: str | Path) -> Playbook:
     """Load a packaged playbook by name (`rollout`) or any playbook file by path."""
     text = str(name_or_file)
-    looks_like_file = (isinstance(name_or_file, Path) or "/" in text or "\\" in text
-                       or text.endswith((".yaml", ".yml")))
+    looks_like_file = (
+        isinstance(name_or_file, Path)
+        or "/" in text
+        or "\\" in text
+        or text.endswith((".yaml", ".yml"))
+    )
     if not looks_like_file:
         path = builtin_dir() / f"{text}.yaml"
         if not path.is_file():
             names = ", ".join(builtin_names()) or "none found"
-            raise InputError(f"no packaged playbook '{text}' (packaged: {names})",
-                             field="--playbook", hint="or give a playbook file path")
+            raise InputError(
+                f"no packaged playbook '{text}' (packaged: {names})",
+                field="--playbook",
+                hint="or give a playbook file path",
+            )
         return _load(path, f"builtin:{text}")
     path = Path(text)
     if not path.is_file():
@@ -134,8 +168,11 @@ def _load(path: Path, source: str) -> Playbook:
     name = ctx.string(top, "name", "name", required=True)
     description = ctx.string(top, "description", "description", default="") or ""
     if "expect_tls" not in top:
-        raise ctx.error("'expect_tls' is required (true: the change ends with TLS on; "
-                        "false: with TLS off)", top.line, "expect_tls")
+        raise ctx.error(
+            "'expect_tls' is required (true: the change ends with TLS on; false: with TLS off)",
+            top.line,
+            "expect_tls",
+        )
     expect_tls = ctx.boolean(top, "expect_tls", "expect_tls", True)
     allow_parallel = ctx.boolean(top, "allow_parallel_restart", "allow_parallel_restart", False)
     raw_phases = top.get("phases")
@@ -146,16 +183,26 @@ def _load(path: Path, source: str) -> Playbook:
     for i, raw in enumerate(raw_phases):
         fld = f"phases[{i}]"
         if not isinstance(raw, _Map):
-            raise ctx.error("expected a mapping {name, op, roles, strategy, ...}",
-                            top.key_line("phases"), fld)
+            raise ctx.error(
+                "expected a mapping {name, op, roles, strategy, ...}", top.key_line("phases"), fld
+            )
         phase = _phase(ctx, raw, fld, allow_parallel)
         if phase.name in seen:
-            raise ctx.error(f"duplicate phase name '{phase.name}' (first at line "
-                            f"{seen[phase.name]})", raw.key_line("name"), f"{fld}.name")
+            raise ctx.error(
+                f"duplicate phase name '{phase.name}' (first at line {seen[phase.name]})",
+                raw.key_line("name"),
+                f"{fld}.name",
+            )
         seen[phase.name] = raw.key_line("name")
         phases.append(phase)
-    return Playbook(name=name or path.stem, description=description, expect_tls=expect_tls,
-                    allow_parallel_restart=allow_parallel, phases=tuple(phases), source=source)
+    return Playbook(
+        name=name or path.stem,
+        description=description,
+        expect_tls=expect_tls,
+        allow_parallel_restart=allow_parallel,
+        phases=tuple(phases),
+        source=source,
+    )
 
 
 def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
@@ -164,79 +211,129 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
     if op is None:
         raise ctx.error(f"'op' is required; one of {', '.join(OPS)}", m.line, f"{fld}.op")
     name = ctx.string(m, "name", f"{fld}.name", default=op) or op
-    strategy = ctx.choice(m, "strategy", f"{fld}.strategy", STRATEGIES,
-                          "controller" if op == "certificate" else "parallel")
+    strategy = ctx.choice(
+        m,
+        "strategy",
+        f"{fld}.strategy",
+        STRATEGIES,
+        "controller" if op == "certificate" else "parallel",
+    )
     assert strategy is not None
     if (op == "certificate") != (strategy == "controller"):
-        raise ctx.error("the certificate op runs once on the controller (strategy: controller)"
-                        " and only it does", m.key_line("strategy"), f"{fld}.strategy")
+        raise ctx.error(
+            "the certificate op runs once on the controller (strategy: controller)"
+            " and only it does",
+            m.key_line("strategy"),
+            f"{fld}.strategy",
+        )
     roles: tuple[str, ...]
     if "roles" in m:
         raw_roles = m["roles"]
         if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
-            raise ctx.error("expected a list of roles, e.g. [hbr]", m.key_line("roles"),
-                            f"{fld}.roles")
+            raise ctx.error(
+                "expected a list of roles, e.g. [hbr]", m.key_line("roles"), f"{fld}.roles"
+            )
         for r in raw_roles:
             if r not in ROLES:
-                raise ctx.error(f"unknown role '{r}'; expected one of {', '.join(ROLES)}",
-                                m.key_line("roles"), f"{fld}.roles")
+                raise ctx.error(
+                    f"unknown role '{r}'; expected one of {', '.join(ROLES)}",
+                    m.key_line("roles"),
+                    f"{fld}.roles",
+                )
             if r == "pca":
-                raise ctx.error("role pca is never contacted over WinRM (not affected by "
-                                "inter-process TLS)", m.key_line("roles"), f"{fld}.roles")
+                raise ctx.error(
+                    "role pca is never contacted over WinRM (not affected by inter-process TLS)",
+                    m.key_line("roles"),
+                    f"{fld}.roles",
+                )
             if r == "rtv" and op in TLS_ONLY_OPS:
-                raise ctx.error(f"role rtv is import only: never {op}", m.key_line("roles"),
-                                f"{fld}.roles")
+                raise ctx.error(
+                    f"role rtv is import only: never {op}", m.key_line("roles"), f"{fld}.roles"
+                )
         if op == "certificate" and raw_roles:
-            raise ctx.error("the certificate op runs on the controller: no roles",
-                            m.key_line("roles"), f"{fld}.roles")
+            raise ctx.error(
+                "the certificate op runs on the controller: no roles",
+                m.key_line("roles"),
+                f"{fld}.roles",
+            )
         if op != "certificate" and not raw_roles:
             raise ctx.error("expected at least one role", m.key_line("roles"), f"{fld}.roles")
         roles = tuple(dict.fromkeys(raw_roles))
     else:
         roles = DEFAULT_ROLES[op]
     if "batch" in m and strategy != "rolling":
-        raise ctx.error("batch only applies to strategy rolling", m.key_line("batch"),
-                        f"{fld}.batch")
-    batch = ctx.integer(m, "batch", f"{fld}.batch", 1, low=1, high=10000,
-                        what="a number of hosts") or 1
+        raise ctx.error(
+            "batch only applies to strategy rolling", m.key_line("batch"), f"{fld}.batch"
+        )
+    batch = (
+        ctx.integer(m, "batch", f"{fld}.batch", 1, low=1, high=10000, what="a number of hosts") or 1
+    )
     serial = [r for r in roles if r in SERIAL_RESTART_ROLES]
-    if op == "restart" and serial and not allow_parallel and (
-            strategy in ("parallel", "all_or_nothing") or batch > 1):
+    if (
+        op == "restart"
+        and serial
+        and not allow_parallel
+        and (strategy in ("parallel", "all_or_nothing") or batch > 1)
+    ):
         where = ("batch", batch) if strategy == "rolling" else ("strategy", strategy)
         raise ctx.error(
             f"{where[0]} {where[1]} would restart several {'/'.join(serial)} servers at once "
-            "(data loss: the vendor says one at a time)", m.key_line(where[0]),
-            f"{fld}.{where[0]}", "use strategy: rolling with batch: 1, or set "
-            "allow_parallel_restart: true at the top of the playbook if you accept the risk")
+            "(data loss: the vendor says one at a time)",
+            m.key_line(where[0]),
+            f"{fld}.{where[0]}",
+            "use strategy: rolling with batch: 1, or set "
+            "allow_parallel_restart: true at the top of the playbook if you accept the risk",
+        )
     gates: tuple[str, ...] = ()
     if "gates" in m:
         raw_gates = m["gates"]
         if op != "restart":
-            raise ctx.error("gates only apply to the restart op", m.key_line("gates"),
-                            f"{fld}.gates")
+            raise ctx.error(
+                "gates only apply to the restart op", m.key_line("gates"), f"{fld}.gates"
+            )
         if not isinstance(raw_gates, list):
             raise ctx.error("expected a list of gates", m.key_line("gates"), f"{fld}.gates")
         for g in raw_gates:
             if g not in GATES:
-                raise ctx.error(f"unknown gate '{g}'; expected some of {', '.join(GATES)}",
-                                m.key_line("gates"), f"{fld}.gates")
+                raise ctx.error(
+                    f"unknown gate '{g}'; expected some of {', '.join(GATES)}",
+                    m.key_line("gates"),
+                    f"{fld}.gates",
+                )
         gates = tuple(dict.fromkeys(raw_gates))
     on_failure = ctx.choice(m, "on_failure", f"{fld}.on_failure", ON_FAILURE, "halt") or "halt"
     compensate = ctx.string(m, "compensate", f"{fld}.compensate")
     if compensate is not None:
         if strategy != "all_or_nothing":
-            raise ctx.error("compensate only applies to strategy all_or_nothing",
-                            m.key_line("compensate"), f"{fld}.compensate")
+            raise ctx.error(
+                "compensate only applies to strategy all_or_nothing",
+                m.key_line("compensate"),
+                f"{fld}.compensate",
+            )
         if COMPENSATE.get(op) != compensate:
             expected = COMPENSATE.get(op)
-            raise ctx.error(f"'{compensate}' does not undo {op}"
-                            + (f" (expected {expected})" if expected else
-                               f": {op} has no compensating op"),
-                            m.key_line("compensate"), f"{fld}.compensate")
+            raise ctx.error(
+                f"'{compensate}' does not undo {op}"
+                + (f" (expected {expected})" if expected else f": {op} has no compensating op"),
+                m.key_line("compensate"),
+                f"{fld}.compensate",
+            )
     elif strategy == "all_or_nothing":
         if op not in COMPENSATE:
-            raise ctx.error(f"all_or_nothing needs an op that can be undone (enable or "
-                            f"disable), not {op}", m.key_line("strategy"), f"{fld}.strategy")
+            raise ctx.error(
+                f"all_or_nothing needs an op that can be undone (enable or disable), not {op}",
+                m.key_line("strategy"),
+                f"{fld}.strategy",
+            )
         compensate = COMPENSATE[op]
-    return Phase(name=name, op=op, roles=roles, strategy=strategy, batch=batch, gates=gates,
-                 on_failure=on_failure, compensate=compensate, line=m.line)
+    return Phase(
+        name=name,
+        op=op,
+        roles=roles,
+        strategy=strategy,
+        batch=batch,
+        gates=gates,
+        on_failure=on_failure,
+        compensate=compensate,
+        line=m.line,
+    )

@@ -69,29 +69,46 @@ def redact(text: str) -> str:
     return text
 
 
-def from_env(var: str, *, file: str | Path | None = None, line: int | None = None,
-             field: str | None = None) -> Secret:
+def from_env(
+    var: str, *, file: str | Path | None = None, line: int | None = None, field: str | None = None
+) -> Secret:
     """Read a secret from an environment variable; unset or empty is an input error."""
     value = os.environ.get(var)
     if not value:
-        raise InputError(f"environment variable {var} is unset or empty", file=file, line=line,
-                         field=field, hint=f"export {var}=... before running")
+        raise InputError(
+            f"environment variable {var} is unset or empty",
+            file=file,
+            line=line,
+            field=field,
+            hint=f"export {var}=... before running",
+        )
     return Secret(value, source=f"env {var}")
 
 
-def from_file(path: str | Path, *, file: str | Path | None = None, line: int | None = None,
-              field: str | None = None) -> Secret:
+def from_file(
+    path: str | Path,
+    *,
+    file: str | Path | None = None,
+    line: int | None = None,
+    field: str | None = None,
+) -> Secret:
     """Read a secret from a file that only its owner can read. Trailing newlines are dropped."""
     p = Path(path)
     try:
         st = p.stat()
     except OSError as exc:
-        raise InputError(f"password file {p} cannot be read: {exc.strerror}", file=file,
-                         line=line, field=field) from None
+        raise InputError(
+            f"password file {p} cannot be read: {exc.strerror}", file=file, line=line, field=field
+        ) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"password file {p} is readable by group or others "
-                         f"(mode {stat.S_IMODE(st.st_mode):04o})", file=file, line=line,
-                         field=field, hint=f"chmod 600 {p}")
+        raise InputError(
+            f"password file {p} is readable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o})",
+            file=file,
+            line=line,
+            field=field,
+            hint=f"chmod 600 {p}",
+        )
     value = p.read_text(encoding="utf-8").rstrip("\r\n")
     if not value:
         raise InputError(f"password file {p} is empty", file=file, line=line, field=field)
@@ -101,8 +118,10 @@ def from_file(path: str | Path, *, file: str | Path | None = None, line: int | N
 def prompt(label: str, *, confirm: bool = False) -> Secret:
     """Ask on the terminal (no echo). Refuses when stdin is not a terminal."""
     if not sys.stdin.isatty():
-        raise InputError(f"{label}: no password source given and no terminal to ask on",
-                         hint="use --password-env VAR or --password-file FILE")
+        raise InputError(
+            f"{label}: no password source given and no terminal to ask on",
+            hint="use --password-env VAR or --password-file FILE",
+        )
     value = getpass.getpass(f"{label}: ")
     if confirm and getpass.getpass(f"{label} (again): ") != value:
         raise InputError(f"{label}: the two entries differ")

@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PORT_NAMES = ("data_service", "tms")
-PCA_NOTE = ("Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
-            "needs PCA build 3682-24 or later and the same PFX)")
-RTV_NOTE = ("RTV workstation (import only): certificate checked; no services, no enable, no "
-            "handshake expected")
+PCA_NOTE = (
+    "Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
+    "needs PCA build 3682-24 or later and the same PFX)"
+)
+RTV_NOTE = (
+    "RTV workstation (import only): certificate checked; no services, no enable, no "
+    "handshake expected"
+)
 TLS_NOTE = "facts and live handshakes on the Data Service and TMS ports"
 
 # A collector returns, per Windows host name, its facts dict or the error that stopped it.
@@ -53,8 +57,7 @@ class Handshake:
     detail: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"port": self.port, "kind": self.kind, "sha256": self.sha256,
-                "detail": self.detail}
+        return {"port": self.port, "kind": self.kind, "sha256": self.sha256, "detail": self.detail}
 
 
 @dataclass
@@ -71,10 +74,16 @@ class HostStatus:
     handshakes: dict[str, Handshake] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "address": self.address,
-                "contacted": self.contacted, "note": self.note, "error": self.error,
-                "facts": self.facts,
-                "handshakes": {k: v.to_dict() for k, v in self.handshakes.items()}}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "address": self.address,
+            "contacted": self.contacted,
+            "note": self.note,
+            "error": self.error,
+            "facts": self.facts,
+            "handshakes": {k: v.to_dict() for k, v in self.handshakes.items()},
+        }
 
 
 @dataclass
@@ -97,10 +106,12 @@ class FleetStatus:
         return [f for f in self.findings if name in f.hosts]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"consistent": self.consistent,
-                "reference": {"sha256": self.reference_sha256, "source": self.reference_source},
-                "hosts": [h.to_dict() for h in self.hosts],
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "consistent": self.consistent,
+            "reference": {"sha256": self.reference_sha256, "source": self.reference_source},
+            "hosts": [h.to_dict() for h in self.hosts],
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 # --- gathering ----------------------------------------------------------------------------------
@@ -117,18 +128,29 @@ def pfx_fingerprint(fleet: Fleet) -> tuple[str | None, list[Finding]]:
     try:
         pfx = certs.load_pfx(path.read_bytes(), fleet.pfx_password(), name=str(path))
     except (CertificateError, InputError) as exc:
-        return None, [Finding(WARNING, "pfx_unusable",
-                              f"{path} exists but cannot be opened ({redact(str(exc))}): "
-                              "comparing certificates with the majority instead")]
+        return None, [
+            Finding(
+                WARNING,
+                "pfx_unusable",
+                f"{path} exists but cannot be opened ({redact(str(exc))}): "
+                "comparing certificates with the majority instead",
+            )
+        ]
     except OSError as exc:
-        return None, [Finding(WARNING, "pfx_unusable",
-                              f"{path} cannot be read ({exc.strerror}): comparing "
-                              "certificates with the majority instead")]
+        return None, [
+            Finding(
+                WARNING,
+                "pfx_unusable",
+                f"{path} cannot be read ({exc.strerror}): comparing "
+                "certificates with the majority instead",
+            )
+        ]
     return pfx.sha256, []
 
 
-def _default_collector(fleet: Fleet, *, forks: int, on_progress: Progress | None
-                       ) -> Mapping[str, Any]:
+def _default_collector(
+    fleet: Fleet, *, forks: int, on_progress: Progress | None
+) -> Mapping[str, Any]:
     from tealeaf_fleet.ops import facts
 
     return facts.collect(fleet, forks=forks, on_progress=on_progress)
@@ -148,13 +170,24 @@ def as_handshake(port: int, result: Any) -> Handshake:
     detail = getattr(result, "error", None) or getattr(result, "reason", None)
     if detail is None and kind == "tls":
         detail = getattr(result, "protocol", None)
-    return Handshake(port=port, kind=str(kind), sha256=getattr(result, "sha256", None),
-                     detail=redact(str(detail)) if detail else None)
+    return Handshake(
+        port=port,
+        kind=str(kind),
+        sha256=getattr(result, "sha256", None),
+        detail=redact(str(detail)) if detail else None,
+    )
 
 
-def gather(fleet: Fleet, *, forks: int = 8, probe: bool = True, timeout_s: float = 10.0,
-           on_progress: Progress | None = None, collector: Collector | None = None,
-           prober: Prober | None = None) -> FleetStatus:
+def gather(
+    fleet: Fleet,
+    *,
+    forks: int = 8,
+    probe: bool = True,
+    timeout_s: float = 10.0,
+    on_progress: Progress | None = None,
+    collector: Collector | None = None,
+    prober: Prober | None = None,
+) -> FleetStatus:
     """Read every Windows host's facts in parallel, probe TLS-role ports, evaluate.
 
     `collector` and `prober` default to `ops.facts.collect` and `tlsprobe.handshake`; they are
@@ -171,18 +204,25 @@ def gather(fleet: Fleet, *, forks: int = 8, probe: bool = True, timeout_s: float
     return status
 
 
-def probe_fleet(fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | None = None
-                ) -> dict[str, dict[str, Handshake]]:
+def probe_fleet(
+    fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | None = None
+) -> dict[str, dict[str, Handshake]]:
     """A handshake to the Data Service and TMS port of every TLS-role host, in parallel."""
     probe = prober or _default_prober
-    targets = [(h, which, port) for h in fleet.hosts.values() if h.role in TLS_ROLES
-               for which, port in (("data_service", h.data_service_port), ("tms", h.tms_port))]
+    targets = [
+        (h, which, port)
+        for h in fleet.hosts.values()
+        if h.role in TLS_ROLES
+        for which, port in (("data_service", h.data_service_port), ("tms", h.tms_port))
+    ]
     out: dict[str, dict[str, Handshake]] = {}
     if not targets:
         return out
     with ThreadPoolExecutor(max_workers=max(1, min(forks * 2, len(targets)))) as pool:
-        futures = [(h, which, port, pool.submit(probe, h.address, port, timeout_s))
-                   for h, which, port in targets]
+        futures = [
+            (h, which, port, pool.submit(probe, h.address, port, timeout_s))
+            for h, which, port in targets
+        ]
         for h, which, port, future in futures:
             out.setdefault(h.name, {})[which] = as_handshake(port, future.result())
     return out
@@ -191,9 +231,13 @@ def probe_fleet(fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | 
 # --- evaluation (pure) --------------------------------------------------------------------------
 
 
-def evaluate(hosts: Any, results: Mapping[str, Any],
-             handshakes: Mapping[str, Mapping[str, Handshake]], *,
-             pfx_sha256: str | None) -> FleetStatus:
+def evaluate(
+    hosts: Any,
+    results: Mapping[str, Any],
+    handshakes: Mapping[str, Mapping[str, Handshake]],
+    *,
+    pfx_sha256: str | None,
+) -> FleetStatus:
     """Judge a fleet from per-host facts (or errors) and handshakes; no I/O.
 
     `results` maps a Windows host's name to its facts dict, or to an exception / error text
@@ -210,8 +254,14 @@ def evaluate(hosts: Any, results: Mapping[str, Any],
             seen[host.name] = row.facts
             roles[host.name] = host.role
         elif row.contacted:
-            findings.append(Finding(BLOCKER, "host_unreachable",
-                                    f"facts could not be read: {row.error}", (host.name,)))
+            findings.append(
+                Finding(
+                    BLOCKER,
+                    "host_unreachable",
+                    f"facts could not be read: {row.error}",
+                    (host.name,),
+                )
+            )
     if pfx_sha256:
         reference, source = pfx_sha256, "pfx"
     else:
@@ -227,15 +277,13 @@ def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostSt
     if host.role == "pca":
         return HostStatus(host.name, host.role, host.address, False, PCA_NOTE)
     note = RTV_NOTE if host.role == "rtv" else TLS_NOTE
-    row = HostStatus(host.name, host.role, host.address, True, note,
-                     handshakes=dict(handshakes))
+    row = HostStatus(host.name, host.role, host.address, True, note, handshakes=dict(handshakes))
     if isinstance(result, Mapping):
         row.facts = dict(result)
     elif result is None:
         row.error = "no facts were returned for this host"
     else:
-        row.error = error_text(result) if isinstance(result, BaseException) \
-            else redact(str(result))
+        row.error = error_text(result) if isinstance(result, BaseException) else redact(str(result))
     return row
 
 
@@ -253,35 +301,66 @@ def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]
     return out
 
 
-def _judge(name: str, label: str, which: str, shake: Handshake, enabled: bool | None,
-           reference: str | None) -> list[Finding]:
+def _judge(
+    name: str, label: str, which: str, shake: Handshake, enabled: bool | None, reference: str | None
+) -> list[Finding]:
     hosts = (name,)
     if shake.kind == "unreachable":
         detail = f" ({shake.detail})" if shake.detail else ""
-        return [Finding(BLOCKER, "handshake_unreachable",
-                        f"{label} does not answer from the controller{detail}: is the service "
-                        "running and the port open?", hosts)]
+        return [
+            Finding(
+                BLOCKER,
+                "handshake_unreachable",
+                f"{label} does not answer from the controller{detail}: is the service "
+                "running and the port open?",
+                hosts,
+            )
+        ]
     if enabled is None:  # facts unknown: show, do not judge
         return []
     if enabled:
         if shake.kind != "tls":
-            return [Finding(BLOCKER, "handshake_plain",
-                            f"{label} answers without TLS although EnableTLS is 1: restart the "
-                            "TeaLeaf services", hosts)]
+            return [
+                Finding(
+                    BLOCKER,
+                    "handshake_plain",
+                    f"{label} answers without TLS although EnableTLS is 1: restart the "
+                    "TeaLeaf services",
+                    hosts,
+                )
+            ]
         if reference and shake.sha256 != reference:
-            return [Finding(BLOCKER, "handshake_cert",
-                            f"{label} presents certificate {checks.short_sha(shake.sha256)}, not "
-                            f"the fleet's {checks.short_sha(reference)}: import the PFX and "
-                            "restart the TeaLeaf services", hosts)]
+            return [
+                Finding(
+                    BLOCKER,
+                    "handshake_cert",
+                    f"{label} presents certificate {checks.short_sha(shake.sha256)}, not "
+                    f"the fleet's {checks.short_sha(reference)}: import the PFX and "
+                    "restart the TeaLeaf services",
+                    hosts,
+                )
+            ]
         return []
     if which == "data_service" and shake.kind == "tls":
-        return [Finding(BLOCKER, "handshake_tls",
-                        f"{label} answers with TLS although EnableTLS is not 1: restart the "
-                        "TeaLeaf services so that it listens plainly again", hosts)]
+        return [
+            Finding(
+                BLOCKER,
+                "handshake_tls",
+                f"{label} answers with TLS although EnableTLS is not 1: restart the "
+                "TeaLeaf services so that it listens plainly again",
+                hosts,
+            )
+        ]
     if which == "tms" and shake.kind != "tls":
-        return [Finding(INFO, "tms_plain",
-                        f"{label} answers without TLS (TMS normally uses its own legacy "
-                        "certificate while EnableTLS is 0)", hosts)]
+        return [
+            Finding(
+                INFO,
+                "tms_plain",
+                f"{label} answers without TLS (TMS normally uses its own legacy "
+                "certificate while EnableTLS is 0)",
+                hosts,
+            )
+        ]
     return []
 
 

@@ -26,11 +26,11 @@ from pathlib import Path
 class ProbeResult:
     """The outcome of one handshake; see the module docstring for `kind`."""
 
-    kind: str                    # "tls" | "plain" | "unreachable"
+    kind: str  # "tls" | "plain" | "unreachable"
     address: str
     port: int
-    sha256: str | None = None    # lowercase hex SHA-256 of the peer certificate's DER
-    subject: str | None = None   # RFC 4514, e.g. "CN=IBM Tealeaf CX"
+    sha256: str | None = None  # lowercase hex SHA-256 of the peer certificate's DER
+    subject: str | None = None  # RFC 4514, e.g. "CN=IBM Tealeaf CX"
     protocol: str | None = None  # e.g. "TLSv1.2"
     error: str | None = None
 
@@ -50,7 +50,7 @@ def _subject(der: bytes) -> str | None:
 
 def _context(client_cert: tuple[str | Path, str | Path] | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False      # the CN is not a host name: the certificate is pinned
+    ctx.check_hostname = False  # the CN is not a host name: the certificate is pinned
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if client_cert is not None:
@@ -64,8 +64,13 @@ def _is_alert(exc: ssl.SSLError) -> bool:
     return "ALERT" in reason
 
 
-def handshake(address: str, port: int, *, timeout_s: float = 5.0,
-              client_cert: tuple[str | Path, str | Path] | None = None) -> ProbeResult:
+def handshake(
+    address: str,
+    port: int,
+    *,
+    timeout_s: float = 5.0,
+    client_cert: tuple[str | Path, str | Path] | None = None,
+) -> ProbeResult:
     """Connect to `address:port`, handshake, and report what answered (never raises for an
     ordinary network failure; `timeout_s` bounds the connect and the handshake each).
 
@@ -84,18 +89,24 @@ def handshake(address: str, port: int, *, timeout_s: float = 5.0,
             protocol = tls.version()
     except ssl.SSLError as exc:
         if _is_alert(exc):
-            return ProbeResult("tls", address, port, error=f"TLS alert from the peer: "
-                                                            f"{exc.reason}")
+            return ProbeResult("tls", address, port, error=f"TLS alert from the peer: {exc.reason}")
         return ProbeResult("plain", address, port, error=f"not a TLS server: {_describe(exc)}")
     except (TimeoutError, OSError) as exc:  # EOF, reset, silence: TCP answered, TLS did not
         return ProbeResult("plain", address, port, error=f"not a TLS server: {_describe(exc)}")
     finally:
         sock.close()
     if not der:
-        return ProbeResult("tls", address, port, protocol=protocol,
-                           error="the server sent no certificate")
-    return ProbeResult("tls", address, port, sha256=hashlib.sha256(der).hexdigest(),
-                       subject=_subject(der), protocol=protocol)
+        return ProbeResult(
+            "tls", address, port, protocol=protocol, error="the server sent no certificate"
+        )
+    return ProbeResult(
+        "tls",
+        address,
+        port,
+        sha256=hashlib.sha256(der).hexdigest(),
+        subject=_subject(der),
+        protocol=protocol,
+    )
 
 
 def _describe(exc: BaseException) -> str:

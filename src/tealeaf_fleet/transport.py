@@ -91,7 +91,7 @@ def decode_clixml(data: bytes) -> str:
     start = text.find("#< CLIXML")
     if start < 0:
         return text.strip()
-    body = text[start + len("#< CLIXML"):].strip()
+    body = text[start + len("#< CLIXML") :].strip()
     lines: list[str] = []
     try:
         root = ET.fromstring(body)
@@ -120,8 +120,15 @@ def _wire_errors() -> tuple[type[BaseException], ...]:
     import requests
     from winrm.exceptions import WinRMError, WinRMOperationTimeoutError, WinRMTransportError
 
-    return (requests.exceptions.RequestException, WinRMError, WinRMTransportError,
-            WinRMOperationTimeoutError, OSError, AssertionError, ET.ParseError)
+    return (
+        requests.exceptions.RequestException,
+        WinRMError,
+        WinRMTransportError,
+        WinRMOperationTimeoutError,
+        OSError,
+        AssertionError,
+        ET.ParseError,
+    )
 
 
 def _script_param_names(op: str) -> set[str]:
@@ -134,8 +141,14 @@ def _script_param_names(op: str) -> set[str]:
 class Connection:
     """A WinRM connection to one host; thread-confined (one per host per worker thread)."""
 
-    def __init__(self, host: Host, password: Secret | None, *, connect_timeout_s: float = 10,
-                 retries: int = 3) -> None:
+    def __init__(
+        self,
+        host: Host,
+        password: Secret | None,
+        *,
+        connect_timeout_s: float = 10,
+        retries: int = 3,
+    ) -> None:
         self.host = host
         self.name = host.name
         self._password = password
@@ -153,21 +166,35 @@ class Connection:
         s = self.host.winrm
         where = f"hosts.{self.host.name}.winrm"
         if s.transport not in TRANSPORTS:
-            raise InputError(f"unknown WinRM transport {s.transport!r}", field=f"{where}.transport",
-                             line=self.host.line or None)
-        if s.scheme == "http" and s.transport not in ENCRYPTING_TRANSPORTS \
-                and not s.allow_unencrypted:
+            raise InputError(
+                f"unknown WinRM transport {s.transport!r}",
+                field=f"{where}.transport",
+                line=self.host.line or None,
+            )
+        if (
+            s.scheme == "http"
+            and s.transport not in ENCRYPTING_TRANSPORTS
+            and not s.allow_unencrypted
+        ):
             raise InputError(
                 f"{s.transport} over http sends credentials and data unencrypted",
-                field=f"{where}.scheme", line=self.host.line or None,
+                field=f"{where}.scheme",
+                line=self.host.line or None,
                 hint="use https, or ntlm/kerberos/credssp (message encryption), or set "
-                     "allow_unencrypted: true on a lab network only")
+                "allow_unencrypted: true on a lab network only",
+            )
         if s.read_timeout_s <= s.operation_timeout_s:
-            raise InputError("read_timeout_s must exceed operation_timeout_s",
-                             field=f"{where}.read_timeout_s", line=self.host.line or None)
+            raise InputError(
+                "read_timeout_s must exceed operation_timeout_s",
+                field=f"{where}.read_timeout_s",
+                line=self.host.line or None,
+            )
         if s.transport == "certificate" and not (s.cert_pem and s.cert_key_pem):
-            raise InputError("transport certificate needs cert_pem and cert_key_pem",
-                             field=f"{where}.cert_pem", line=self.host.line or None)
+            raise InputError(
+                "transport certificate needs cert_pem and cert_key_pem",
+                field=f"{where}.cert_pem",
+                line=self.host.line or None,
+            )
 
     def _make_protocol(self) -> Protocol:
         from winrm.protocol import Protocol
@@ -186,8 +213,10 @@ class Connection:
                 kwargs["server_cert_validation"] = "validate"
                 kwargs["ca_trust_path"] = str(s.ca_bundle) if s.ca_bundle else _system_trust()
             else:
-                msg = (f"{self.host.name}: WinRM server certificate validation is OFF "
-                       "(validate_certs: false): anyone on the path can read the credentials")
+                msg = (
+                    f"{self.host.name}: WinRM server certificate validation is OFF "
+                    "(validate_certs: false): anyone on the path can read the credentials"
+                )
                 log.warning(msg)
                 warnings.warn(msg, stacklevel=3)
                 kwargs["server_cert_validation"] = "ignore"
@@ -212,8 +241,9 @@ class Connection:
 
     # -- public API -----------------------------------------------------------------------
 
-    def run_op(self, op: str, params: Mapping[str, ParamValue], *, timeout_s: float,
-               read_only: bool) -> dict:
+    def run_op(
+        self, op: str, params: Mapping[str, ParamValue], *, timeout_s: float, read_only: bool
+    ) -> dict:
         """Run packaged op `op` with `params`; its JSON result (a dict).
 
         `timeout_s` bounds the whole call including retries. `read_only` ops are retried on any
@@ -234,8 +264,14 @@ class Connection:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("%s: %s failed (attempt %d): %s; retrying in %.1fs", self.name, op,
-                        state.attempt_number, redact(str(exc)), state.upcoming_sleep)
+            log.warning(
+                "%s: %s failed (attempt %d): %s; retrying in %.1fs",
+                self.name,
+                op,
+                state.attempt_number,
+                redact(str(exc)),
+                state.upcoming_sleep,
+            )
 
         retrying = Retrying(
             stop=stop_after_attempt(self._retries + 1) | stop_before_delay(timeout_s),
@@ -250,8 +286,10 @@ class Connection:
             failure = failed.failure
             err = failure.error
             if failure.maybe_ran and not read_only and err.transient:
-                err.hint = ((err.hint or "") + "; the op may have run on the host: check its "
-                            "state before running it again").lstrip("; ")
+                err.hint = (
+                    (err.hint or "") + "; the op may have run on the host: check its "
+                    "state before running it again"
+                ).lstrip("; ")
             raise err from None
 
     def probe(self, timeout_s: float = 10.0) -> bool:
@@ -318,8 +356,9 @@ class Connection:
             self._protocol = self._make_protocol()
         proto = self._protocol
         if self._shell_id is None:
-            self._shell_id = self._call(lambda: proto.open_shell(codepage=65001, noprofile=True),
-                                        maybe_ran=False)
+            self._shell_id = self._call(
+                lambda: proto.open_shell(codepage=65001, noprofile=True), maybe_ran=False
+            )
             self.shells_opened += 1
         return proto, self._shell_id
 
@@ -333,8 +372,9 @@ class Connection:
             except _wire_errors() as exc:
                 code = getattr(exc, "wsman_fault_code", None)
                 if code in REOPEN_CODES and not reopen:
-                    log.info("%s: shell spent or gone (fault %s): opening a new one",
-                             self.name, code)
+                    log.info(
+                        "%s: shell spent or gone (fault %s): opening a new one", self.name, code
+                    )
                     self._close_shell_quietly(proto, shell)
                     continue
                 self._fail(exc, maybe_ran=False)
@@ -352,7 +392,7 @@ class Connection:
 
         proto, shell, command_id = self._start_command()
         try:
-            pieces = [stdin[i:i + STDIN_PIECE] for i in range(0, len(stdin), STDIN_PIECE)]
+            pieces = [stdin[i : i + STDIN_PIECE] for i in range(0, len(stdin), STDIN_PIECE)]
             for index, piece in enumerate(pieces):
                 last = index == len(pieces) - 1
                 self._send(proto, shell, command_id, piece, last)
@@ -361,12 +401,20 @@ class Connection:
             receive_failures = 0
             while True:
                 if time.monotonic() >= deadline:
-                    raise _AttemptFailed(_Failure(RemoteTimeout(
-                        f"{op} did not finish before its deadline", host=self.name,
-                        hint="the host may be slow or hung; see its event log"), maybe_ran=True))
+                    raise _AttemptFailed(
+                        _Failure(
+                            RemoteTimeout(
+                                f"{op} did not finish before its deadline",
+                                host=self.name,
+                                hint="the host may be slow or hung; see its event log",
+                            ),
+                            maybe_ran=True,
+                        )
+                    )
                 try:
                     stdout, stderr, exit_code, done = proto.get_command_output_raw(
-                        shell, command_id)
+                        shell, command_id
+                    )
                 except WinRMOperationTimeoutError:
                     continue  # no output yet within OperationTimeout: poll again
                 except _wire_errors() as exc:  # a Receive is safe to repeat
@@ -386,8 +434,7 @@ class Connection:
         self._cleanup(proto, shell, command_id)
         return self._result(op, b"".join(out), b"".join(err), exit_code)
 
-    def _send(self, proto: Protocol, shell: str, command_id: str, piece: bytes,
-              last: bool) -> None:
+    def _send(self, proto: Protocol, shell: str, command_id: str, piece: bytes, last: bool) -> None:
         try:
             proto.send_command_input(shell, command_id, piece, end=last)
         except _wire_errors() as exc:
@@ -408,19 +455,29 @@ class Connection:
         text = stdout.decode("utf-8", "replace")
         if exit_code != 0:
             message = redact(decode_clixml(stderr)) or f"{op} exited with code {exit_code}"
-            raise RemoteScriptError(message, op=op, exit_code_remote=exit_code, host=self.name,
-                                    hint=f"the remote {op} script failed (exit {exit_code})")
+            raise RemoteScriptError(
+                message,
+                op=op,
+                exit_code_remote=exit_code,
+                host=self.name,
+                hint=f"the remote {op} script failed (exit {exit_code})",
+            )
         try:
             result = protocol.parse_result(text)
         except ValueError as exc:
             snippet = redact((decode_clixml(stderr) or text)[-300:])
-            raise ProtocolFault(f"{op} returned no readable result ({exc}): {snippet}",
-                                code="no-result", host=self.name,
-                                hint="is powershell.exe on the host Windows PowerShell 2.0+?"
-                                ) from None
+            raise ProtocolFault(
+                f"{op} returned no readable result ({exc}): {snippet}",
+                code="no-result",
+                host=self.name,
+                hint="is powershell.exe on the host Windows PowerShell 2.0+?",
+            ) from None
         if not isinstance(result, dict):
-            raise ProtocolFault(f"{op} returned {type(result).__name__}, not an object",
-                                code="no-result", host=self.name)
+            raise ProtocolFault(
+                f"{op} returned {type(result).__name__}, not an object",
+                code="no-result",
+                host=self.name,
+            )
         return result
 
     # -- error classification -------------------------------------------------------------
@@ -443,20 +500,28 @@ class Connection:
             return exc
         if isinstance(exc, requests.exceptions.SSLError):
             error: RemoteError = HostUnreachable(
-                f"TLS handshake with {endpoint} failed: {detail}", host=self.name,
+                f"TLS handshake with {endpoint} failed: {detail}",
+                host=self.name,
                 hint="check ca_bundle (the CA that signed the WinRM listener's certificate) "
-                     "and that the address matches the certificate")
+                "and that the address matches the certificate",
+            )
             error.transient = False
             return error
-        if isinstance(exc, (requests.exceptions.ConnectionError,
-                            requests.exceptions.ConnectTimeout)):
+        if isinstance(
+            exc, (requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout)
+        ):
             return HostUnreachable(
-                f"cannot connect to {endpoint}: {type(exc).__name__}", host=self.name,
+                f"cannot connect to {endpoint}: {type(exc).__name__}",
+                host=self.name,
                 hint=f"check the address, that port {s.port} is open in the firewall and "
-                     "that a WinRM listener runs (winrm enumerate winrm/config/listener)")
+                "that a WinRM listener runs (winrm enumerate winrm/config/listener)",
+            )
         if isinstance(exc, requests.exceptions.Timeout):
-            return RemoteTimeout(f"no answer from {endpoint} within {s.read_timeout_s}s",
-                                 host=self.name, hint="the host or WinRM service is overloaded")
+            return RemoteTimeout(
+                f"no answer from {endpoint} within {s.read_timeout_s}s",
+                host=self.name,
+                hint="the host or WinRM service is overloaded",
+            )
         if isinstance(exc, WinRMOperationTimeoutError):
             return RemoteTimeout(f"WinRM operation timed out at {endpoint}", host=self.name)
         if isinstance(exc, AuthenticationError):
@@ -464,36 +529,62 @@ class Connection:
                 f"{endpoint} rejected the credentials of {s.username!r} ({s.transport})",
                 host=self.name,
                 hint="check username, the password source, the transport the listener allows "
-                     "and that the account may use WinRM (Remote Management Users / admin)")
+                "and that the account may use WinRM (Remote Management Users / admin)",
+            )
         if isinstance(exc, WSManFaultError):
             if exc.code == 401:
-                return AuthenticationFailed(f"{endpoint} answered 401", host=self.name,
-                                            hint="check username and password source")
+                return AuthenticationFailed(
+                    f"{endpoint} answered 401",
+                    host=self.name,
+                    hint="check username and password source",
+                )
             code = exc.wsman_fault_code
             reason = redact(exc.reason or "")[:300]
             if code is None and int(exc.code or 500) >= 500:
-                return ProtocolFault(f"WinRM fault from {endpoint}: {reason}", host=self.name,
-                                     hint="a transient server error; retried")
-            return ProtocolFault(f"WinRM fault {code} from {endpoint}: {reason}",
-                                 code=str(code if code is not None else exc.code),
-                                 host=self.name, hint="see the WinRM service's event log")
+                return ProtocolFault(
+                    f"WinRM fault from {endpoint}: {reason}",
+                    host=self.name,
+                    hint="a transient server error; retried",
+                )
+            return ProtocolFault(
+                f"WinRM fault {code} from {endpoint}: {reason}",
+                code=str(code if code is not None else exc.code),
+                host=self.name,
+                hint="see the WinRM service's event log",
+            )
         if isinstance(exc, WinRMTransportError):
             if exc.code == 401:
-                return AuthenticationFailed(f"{endpoint} answered 401", host=self.name,
-                                            hint="check username and password source")
+                return AuthenticationFailed(
+                    f"{endpoint} answered 401",
+                    host=self.name,
+                    hint="check username and password source",
+                )
             if int(exc.code) >= 500:
                 return ProtocolFault(f"HTTP {exc.code} from {endpoint}", host=self.name)
-            return ProtocolFault(f"HTTP {exc.code} from {endpoint}", code=f"http-{exc.code}",
-                                 host=self.name, hint=f"is {s.path} the WinRM path?")
+            return ProtocolFault(
+                f"HTTP {exc.code} from {endpoint}",
+                code=f"http-{exc.code}",
+                host=self.name,
+                hint=f"is {s.path} the WinRM path?",
+            )
         if isinstance(exc, (WinRMError, ValueError)):
-            return ProtocolFault(f"WinRM client error for {endpoint}: {detail}",
-                                 code="client", host=self.name,
-                                 hint="check the winrm settings of this host")
+            return ProtocolFault(
+                f"WinRM client error for {endpoint}: {detail}",
+                code="client",
+                host=self.name,
+                hint="check the winrm settings of this host",
+            )
         if isinstance(exc, (AssertionError, ET.ParseError)):
-            return ProtocolFault(f"malformed WinRM answer from {endpoint}: {detail}",
-                                 code="malformed", host=self.name,
-                                 hint="is this endpoint a WinRM service?")
+            return ProtocolFault(
+                f"malformed WinRM answer from {endpoint}: {detail}",
+                code="malformed",
+                host=self.name,
+                hint="is this endpoint a WinRM service?",
+            )
         if isinstance(exc, OSError):
-            return HostUnreachable(f"network error talking to {endpoint}: {detail}",
-                                   host=self.name, hint="check the address and port")
+            return HostUnreachable(
+                f"network error talking to {endpoint}: {detail}",
+                host=self.name,
+                hint="check the address and port",
+            )
         raise exc

@@ -21,33 +21,44 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    cert = sub.add_parser("cert", help="create or inspect the Tealeaf PKCS#12 certificate",
-                          description="Create or inspect the PKCS#12 file Tealeaf imports.")
-    cs = cert.add_subparsers(dest="cert_command", metavar="SUBCOMMAND",
-                             parser_class=type(cert))
+    cert = sub.add_parser(
+        "cert",
+        help="create or inspect the Tealeaf PKCS#12 certificate",
+        description="Create or inspect the PKCS#12 file Tealeaf imports.",
+    )
+    cs = cert.add_subparsers(dest="cert_command", metavar="SUBCOMMAND", parser_class=type(cert))
     cs.required = True
 
     create = cs.add_parser(
-        "create", help="generate a key and self-signed certificate as a PFX",
+        "create",
+        help="generate a key and self-signed certificate as a PFX",
         description='Generate an RSA key and a self-signed certificate (CN "IBM Tealeaf CX", '
-                    "serverAuth+clientAuth) as PKCS#12. Without a password source: asks twice "
-                    "on a terminal, else generates one and writes it to OUT.password (0600).")
+        "serverAuth+clientAuth) as PKCS#12. Without a password source: asks twice "
+        "on a terminal, else generates one and writes it to OUT.password (0600).",
+    )
     create.add_argument("--out", required=True, metavar="PATH", help="the PFX file to write")
     _password_args(create)
-    create.add_argument("--days", type=_positive_int, default=730,
-                        help="validity in days (default 730)")
+    create.add_argument(
+        "--days", type=_positive_int, default=730, help="validity in days (default 730)"
+    )
     create.add_argument("--key-size", type=int, choices=(2048, 3072, 4096), default=2048)
-    create.add_argument("--encryption", choices=("compat", "aes256"), default="compat",
-                        help="compat (default): PBE-SHA1-3DES + SHA-1 MAC, importable on "
-                             "Windows Server 2008 R2..2022; aes256: newer Windows only")
+    create.add_argument(
+        "--encryption",
+        choices=("compat", "aes256"),
+        default="compat",
+        help="compat (default): PBE-SHA1-3DES + SHA-1 MAC, importable on "
+        "Windows Server 2008 R2..2022; aes256: newer Windows only",
+    )
     create.add_argument("--force", action="store_true", help="replace an existing file")
     create.set_defaults(handler=run_create)
 
     inspect = cs.add_parser(
-        "inspect", help="show a PFX and check it against Tealeaf's requirements",
+        "inspect",
+        help="show a PFX and check it against Tealeaf's requirements",
         description="Show a PFX's certificate and protection, then a pass/warn/fail verdict. "
-                    "Exit 0 fit, 1 not fit, 2 unusable input. Without a password source: "
-                    "PATH.password when it exists, else asks on a terminal.")
+        "Exit 0 fit, 1 not fit, 2 unusable input. Without a password source: "
+        "PATH.password when it exists, else asks on a terminal.",
+    )
     inspect.add_argument("path", metavar="PATH")
     _password_args(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
@@ -57,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _password_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--password-env", metavar="VAR", help="read the PFX password from $VAR")
-    g.add_argument("--password-file", metavar="FILE",
-                   help="read the PFX password from FILE (mode 0600)")
+    g.add_argument(
+        "--password-file", metavar="FILE", help="read the PFX password from FILE (mode 0600)"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -92,8 +104,7 @@ def run_create(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise InputError(f"folder {out.parent} does not exist", field="--out")
     if out.exists() and not args.force:
-        raise InputError(f"{out} already exists", field="--out",
-                         hint="use --force to replace it")
+        raise InputError(f"{out} already exists", field="--out", hint="use --force to replace it")
     password = _given_password(args)
     generated = False
     if password is None:
@@ -106,13 +117,17 @@ def run_create(args: argparse.Namespace) -> int:
             generated = True
     problems = certs.check_password(password)
     if problems:
-        raise InputError("; ".join(problems) + " (TLSTool.exe cannot use it)",
-                         hint="printable ASCII, no space, no double quote")
-    data = certs.generate_pfx(password, days=args.days, key_size=args.key_size,
-                              encryption=args.encryption)
+        raise InputError(
+            "; ".join(problems) + " (TLSTool.exe cannot use it)",
+            hint="printable ASCII, no space, no double quote",
+        )
+    data = certs.generate_pfx(
+        password, days=args.days, key_size=args.key_size, encryption=args.encryption
+    )
     if generated:
-        certs.write_private_file(pw_file, (password.reveal() + "\n").encode("ascii"),
-                                 force=args.force)
+        certs.write_private_file(
+            pw_file, (password.reveal() + "\n").encode("ascii"), force=args.force
+        )
     try:
         certs.write_private_file(out, data, force=args.force)
     except BaseException:
@@ -127,8 +142,10 @@ def run_create(args: argparse.Namespace) -> int:
     print(f"  sha256      {_colons(pfx.sha256)}")
     print(f"  protection  {pfx.encryption}, MAC {pfx.mac}")
     if generated:
-        print(f"password generated and written to {pw_file} (mode 0600); "
-              "keep it with the PFX, it is needed to import it")
+        print(
+            f"password generated and written to {pw_file} (mode 0600); "
+            "keep it with the PFX, it is needed to import it"
+        )
     return 0
 
 
@@ -164,7 +181,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def _colons(hex_digest: str) -> str:
-    return ":".join(hex_digest[i:i + 2] for i in range(0, len(hex_digest), 2)).upper()
+    return ":".join(hex_digest[i : i + 2] for i in range(0, len(hex_digest), 2)).upper()
 
 
 def _render(report: Report) -> None:
@@ -183,10 +200,13 @@ def _render(report: Report) -> None:
             ("valid", f"{d['not_before']} .. {d['not_after']} ({d['days_left']} days left)"),
             ("key", f"{d['key_type']} {d['key_size']} bits"),
             ("signature", d["signature_algorithm"]),
-            ("key usage", ", ".join(d["key_usage"]) if d["key_usage"] is not None
-             else "(none)"),
-            ("ext. key usage", ", ".join(d["extended_key_usage"])
-             if d["extended_key_usage"] is not None else "(none: any)"),
+            ("key usage", ", ".join(d["key_usage"]) if d["key_usage"] is not None else "(none)"),
+            (
+                "ext. key usage",
+                ", ".join(d["extended_key_usage"])
+                if d["extended_key_usage"] is not None
+                else "(none: any)",
+            ),
             ("sha256", _colons(d["sha256"])),
             ("sha1", _colons(d["sha1"])),
         ]
@@ -195,12 +215,12 @@ def _render(report: Report) -> None:
         ("private key", "present" if d["has_private_key"] else "absent"),
         ("key protection", ", ".join(p12["key_encryption"]) or "(no key bag)"),
         ("cert protection", ", ".join(p12["cert_encryption"]) or "(not encrypted)"),
-        ("MAC", f"{p12['mac']}, {p12['mac_iterations']} iterations" if p12["mac"]
-         else "(none)"),
+        ("MAC", f"{p12['mac']}, {p12['mac_iterations']} iterations" if p12["mac"] else "(none)"),
     ]
     for c in d["chain"]:
-        rows.append(("chain", f"{c['subject']} (issuer {c['issuer']}, sha256 "
-                              f"{c['sha256'][:16]}...)"))
+        rows.append(
+            ("chain", f"{c['subject']} (issuer {c['issuer']}, sha256 {c['sha256'][:16]}...)")
+        )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         con.print(f"{key:<{width}}  {escape(str(value))}")

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
     """The positional INVENTORY every fleet-wide command takes."""
-    parser.add_argument("inventory", metavar="INVENTORY",
-                        help="inventory YAML (see inventory.example.yaml)")
+    parser.add_argument(
+        "inventory", metavar="INVENTORY", help="inventory YAML (see inventory.example.yaml)"
+    )
 
 
 def load_fleet_or_exit(path: str | Path) -> Fleet:

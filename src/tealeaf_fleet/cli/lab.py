@@ -44,45 +44,85 @@ def _non_negative_float(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    lab = sub.add_parser("lab", help="start a simulated fleet on 127.0.0.1 / show its state",
-                         description="A simulated Tealeaf fleet on loopback, speaking real "
-                                     "WinRM: rehearse a change, demo, test.")
-    ls = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND",
-                            parser_class=_OneLineParser)
+    lab = sub.add_parser(
+        "lab",
+        help="start a simulated fleet on 127.0.0.1 / show its state",
+        description="A simulated Tealeaf fleet on loopback, speaking real "
+        "WinRM: rehearse a change, demo, test.",
+    )
+    ls = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND", parser_class=_OneLineParser)
     ls.required = True
 
-    up = ls.add_parser("up", help="start a lab and run until Ctrl-C / SIGTERM",
-                       description="Start a simulated fleet; writes DIR/inventory.yaml, "
-                                   "DIR/lab.json and per-host state under DIR/hosts/.")
+    up = ls.add_parser(
+        "up",
+        help="start a lab and run until Ctrl-C / SIGTERM",
+        description="Start a simulated fleet; writes DIR/inventory.yaml, "
+        "DIR/lab.json and per-host state under DIR/hosts/.",
+    )
     up.add_argument("--dir", required=True, metavar="DIR", help="the lab's folder")
     src = up.add_mutually_exclusive_group()
-    src.add_argument("--topology", metavar="ROLE=N,...",
-                     help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1; "
-                          "roles portal hbr canister report other pca rtv)")
-    src.add_argument("--from-inventory", metavar="FILE",
-                     help="mirror a real inventory's host names and roles")
-    up.add_argument("--install-dir", metavar="PATH",
-                    help=r"Tealeaf install folder on every host (default D:\Tealeaf)")
-    up.add_argument("--latency-ms", type=_non_negative_int, default=0, metavar="N",
-                    help="added to every WinRM request")
-    up.add_argument("--ps-startup-ms", type=_non_negative_int, default=0, metavar="N",
-                    help="paid by every powershell.exe start")
-    up.add_argument("--restart-s", type=_non_negative_float, default=2.0, metavar="S",
-                    help="a service stop takes S/2, a start S/2; iisreset S (default 2)")
-    up.add_argument("--os", default="mixed", metavar="OS|NAME=OS,...",
-                    help="Windows version: one of 2008r2 2012r2 2016 2019 mixed for every "
-                         "host, or per host (e.g. 2016,hbr01=2008r2; default mixed)")
-    up.add_argument("--build", default=None, metavar="BUILD|NAME=BUILD,...",
-                    help="Tealeaf build in the registry (default 9.0.2.1351), for every host "
-                         "or per host (e.g. hbr02=9.0.2.1223 to rehearse an old server)")
-    up.add_argument("--http", action="store_true",
-                    help="the inventory uses http + NTLM (message encryption) instead of "
-                         "https + basic")
+    src.add_argument(
+        "--topology",
+        metavar="ROLE=N,...",
+        help="hosts per role (default portal=1,hbr=2,canister=3,pca=1,rtv=1; "
+        "roles portal hbr canister report other pca rtv)",
+    )
+    src.add_argument(
+        "--from-inventory", metavar="FILE", help="mirror a real inventory's host names and roles"
+    )
+    up.add_argument(
+        "--install-dir",
+        metavar="PATH",
+        help=r"Tealeaf install folder on every host (default D:\Tealeaf)",
+    )
+    up.add_argument(
+        "--latency-ms",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="added to every WinRM request",
+    )
+    up.add_argument(
+        "--ps-startup-ms",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="paid by every powershell.exe start",
+    )
+    up.add_argument(
+        "--restart-s",
+        type=_non_negative_float,
+        default=2.0,
+        metavar="S",
+        help="a service stop takes S/2, a start S/2; iisreset S (default 2)",
+    )
+    up.add_argument(
+        "--os",
+        default="mixed",
+        metavar="OS|NAME=OS,...",
+        help="Windows version: one of 2008r2 2012r2 2016 2019 mixed for every "
+        "host, or per host (e.g. 2016,hbr01=2008r2; default mixed)",
+    )
+    up.add_argument(
+        "--build",
+        default=None,
+        metavar="BUILD|NAME=BUILD,...",
+        help="Tealeaf build in the registry (default 9.0.2.1351), for every host "
+        "or per host (e.g. hbr02=9.0.2.1223 to rehearse an old server)",
+    )
+    up.add_argument(
+        "--http",
+        action="store_true",
+        help="the inventory uses http + NTLM (message encryption) instead of https + basic",
+    )
     up.set_defaults(handler=run_up)
 
-    state = ls.add_parser("state", help="summarise a lab's hosts from its files",
-                          description="Per host: EnableTLS, certificate fingerprint, TeaLeaf "
-                                      "services running/total, Data Service mode and port.")
+    state = ls.add_parser(
+        "state",
+        help="summarise a lab's hosts from its files",
+        description="Per host: EnableTLS, certificate fingerprint, TeaLeaf "
+        "services running/total, Data Service mode and port.",
+    )
     state.add_argument("--dir", required=True, metavar="DIR", help="the lab's folder")
     state.add_argument("--json", action="store_true", help="print one JSON document")
     state.set_defaults(handler=run_state)
@@ -97,9 +137,13 @@ def run_up(args: argparse.Namespace) -> int:
     from tealeaf_fleet.lab.fleet import Lab, parse_topology
 
     if args.install_dir is not None and not (
-            len(args.install_dir) >= 3 and args.install_dir[1:3] == ":\\"):
-        raise InputError(f"'{args.install_dir}' is not an absolute Windows path like "
-                         r"D:\Tealeaf", field="--install-dir")
+        len(args.install_dir) >= 3 and args.install_dir[1:3] == ":\\"
+    ):
+        raise InputError(
+            f"'{args.install_dir}' is not an absolute Windows path like "
+            r"D:\Tealeaf",
+            field="--install-dir",
+        )
     topology = parse_topology(args.topology) if args.topology is not None else None
     os_choice = per_host(args.os, "--os", OS_CHOICES)
     build = per_host(args.build, "--build") if args.build is not None else None
@@ -110,24 +154,39 @@ def run_up(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        lab = Lab.start(args.dir, topology=topology, from_inventory=args.from_inventory,
-                        install_dir=args.install_dir, latency_ms=args.latency_ms,
-                        ps_startup_ms=args.ps_startup_ms, restart_s=args.restart_s,
-                        os=os_choice, http_inventory=args.http,
-                        **({"build": build} if build is not None else {}))
+        lab = Lab.start(
+            args.dir,
+            topology=topology,
+            from_inventory=args.from_inventory,
+            install_dir=args.install_dir,
+            latency_ms=args.latency_ms,
+            ps_startup_ms=args.ps_startup_ms,
+            restart_s=args.restart_s,
+            os=os_choice,
+            http_inventory=args.http,
+            **({"build": build} if build is not None else {}),
+        )
         try:
-            print(f"lab ready in {lab.dir} (pid {os.getpid()}); inventory: {lab.inventory}",
-                  flush=True)
+            print(
+                f"lab ready in {lab.dir} (pid {os.getpid()}); inventory: {lab.inventory}",
+                flush=True,
+            )
             for name, role in lab.roles.items():
                 host = lab.hosts.get(name)
                 if host is None:
-                    print(f"  {name:<10} {role:<9} not simulated (PCA: never contacted)",
-                          flush=True)
+                    print(
+                        f"  {name:<10} {role:<9} not simulated (PCA: never contacted)", flush=True
+                    )
                     continue
-                ports = (f"data_service={host.data_service_port} tms={host.tms_port}"
-                         if host.data_service_port else "no Tealeaf services")
-                print(f"  {name:<10} {role:<9} {lab.url(name, 'https')} "
-                      f"{host.config.os} {ports}", flush=True)
+                ports = (
+                    f"data_service={host.data_service_port} tms={host.tms_port}"
+                    if host.data_service_port
+                    else "no Tealeaf services"
+                )
+                print(
+                    f"  {name:<10} {role:<9} {lab.url(name, 'https')} {host.config.os} {ports}",
+                    flush=True,
+                )
             print("press Ctrl-C (or send SIGTERM) to stop", flush=True)
             while not stop.wait(0.5):
                 pass

@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - last resort: short message, details to a file
         path = _crash_log(exc)
-        print(f"fleet: unexpected failure: {redact(type(exc).__name__)}; details in {path}",
-              file=sys.stderr)
+        print(
+            f"fleet: unexpected failure: {redact(type(exc).__name__)}; details in {path}",
+            file=sys.stderr,
+        )
         return 1
 
 

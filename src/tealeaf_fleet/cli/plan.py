@@ -24,23 +24,38 @@ FORMATS = ("table", "markdown", "json")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "plan", help="show what a playbook would do, host by host (changes nothing)",
+        "plan",
+        help="show what a playbook would do, host by host (changes nothing)",
         description="Compile a playbook and an inventory into a plan: phases in order, per host "
-                    "the actions, their impact and why a host is left out; plus a digest that "
-                    "`fleet rollout --approved-plan` checks. Connects to nothing unless --facts.")
+        "the actions, their impact and why a host is left out; plus a digest that "
+        "`fleet rollout --approved-plan` checks. Connects to nothing unless --facts.",
+    )
     add_inventory_argument(p)
-    p.add_argument("--playbook", default="rollout", metavar="NAME|FILE",
-                   help="packaged playbook name (rollout, rollback, prepare, status) or a "
-                        "playbook file (default: rollout)")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="table (default on a terminal), markdown (change tickets) or json "
-                        "(default with --out FILE.json)")
+    p.add_argument(
+        "--playbook",
+        default="rollout",
+        metavar="NAME|FILE",
+        help="packaged playbook name (rollout, rollback, prepare, status) or a "
+        "playbook file (default: rollout)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="table (default on a terminal), markdown (change tickets) or json "
+        "(default with --out FILE.json)",
+    )
     p.add_argument("--out", metavar="FILE", help="write the plan to FILE instead of stdout")
-    p.add_argument("--scripts", metavar="DIR",
-                   help="also write every PowerShell script the tool can run into DIR")
-    p.add_argument("--facts", action="store_true",
-                   help="connect read-only to every Windows host first and mark steps that "
-                        "are already done")
+    p.add_argument(
+        "--scripts",
+        metavar="DIR",
+        help="also write every PowerShell script the tool can run into DIR",
+    )
+    p.add_argument(
+        "--facts",
+        action="store_true",
+        help="connect read-only to every Windows host first and mark steps that are already done",
+    )
     p.set_defaults(handler=run)
 
 
@@ -95,15 +110,19 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
     except ModuleNotFoundError as exc:
         if exc.name != "tealeaf_fleet.ops.facts":
             raise
-        raise FleetError("--facts is not available in this build (no tealeaf_fleet.ops.facts)")\
-            from None
+        raise FleetError(
+            "--facts is not available in this build (no tealeaf_fleet.ops.facts)"
+        ) from None
     from tealeaf_fleet.secrets import redact
 
     raw: dict[str, dict] = {}
     for name, result in facts_module.collect(fleet).items():
         if isinstance(result, BaseException):
-            print(f"fleet: warning: {name}: facts not read: {redact(describe_error(result))}; "
-                  "its steps are planned as if nothing were done there", file=sys.stderr)
+            print(
+                f"fleet: warning: {name}: facts not read: {redact(describe_error(result))}; "
+                "its steps are planned as if nothing were done there",
+                file=sys.stderr,
+            )
             continue
         raw[name] = dict(result)
     return raw
@@ -135,8 +154,11 @@ def script_files() -> list[tuple[str, bytes]]:
     folder = resources.files("tealeaf_fleet.ops") / "scripts"
     if not folder.is_dir():
         return []
-    return sorted((entry.name, entry.read_bytes()) for entry in folder.iterdir()
-                  if entry.name.endswith(".ps1") and entry.is_file())
+    return sorted(
+        (entry.name, entry.read_bytes())
+        for entry in folder.iterdir()
+        if entry.name.endswith(".ps1") and entry.is_file()
+    )
 
 
 def write_scripts(target: Path) -> list[Path]:
@@ -151,6 +173,7 @@ def write_scripts(target: Path) -> list[Path]:
             path.write_bytes(data)
             written.append(path)
     except OSError as exc:
-        raise InputError(f"cannot write scripts to {target}: {exc.strerror}",
-                         field="--scripts") from None
+        raise InputError(
+            f"cannot write scripts to {target}: {exc.strerror}", field="--scripts"
+        ) from None
     return written

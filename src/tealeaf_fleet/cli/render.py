@@ -21,8 +21,13 @@ if TYPE_CHECKING:
 FORMATS = ("table", "markdown", "json")
 
 ROLE_LABELS = {
-    "portal": "Portal", "hbr": "HBR", "canister": "Canister", "report": "Report",
-    "other": "Other Tealeaf server", "rtv": "RTV workstation", "pca": "PCA (Linux)",
+    "portal": "Portal",
+    "hbr": "HBR",
+    "canister": "Canister",
+    "report": "Report",
+    "other": "Other Tealeaf server",
+    "rtv": "RTV workstation",
+    "pca": "PCA (Linux)",
 }
 ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "rtv", "pca")
 
@@ -35,8 +40,11 @@ STRATEGY_TEXT = {
 
 def strategy_text(phase: PlanPhase) -> str:
     if phase.strategy == "rolling":
-        return ("rolling, one host at a time" if phase.batch == 1
-                else f"rolling, {phase.batch} hosts at a time")
+        return (
+            "rolling, one host at a time"
+            if phase.batch == 1
+            else f"rolling, {phase.batch} hosts at a time"
+        )
     text = STRATEGY_TEXT.get(phase.strategy, phase.strategy)
     if phase.strategy == "all_or_nothing" and phase.compensate:
         text += f", compensate: {phase.compensate}"
@@ -49,7 +57,7 @@ def short(digest: str | None, n: int = 12) -> str:
 
 def colon_fp(fp: str) -> str:
     """Fingerprints are stored without separators; humans compare them with colons."""
-    return ":".join(fp[i:i + 2] for i in range(0, len(fp), 2)).upper()
+    return ":".join(fp[i : i + 2] for i in range(0, len(fp), 2)).upper()
 
 
 def render(plan: Plan, fmt: str, *, width: int = 120) -> str:
@@ -86,9 +94,13 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
     out.append(summary)
     roles = _roles(plan)
     for i, phase in enumerate(plan.phases, 1):
-        table = Table(title=f"{i}. {phase.name} ({phase.op}): {strategy_text(phase)}"
-                      + (f"; gates: {', '.join(phase.gates)}" if phase.gates else ""),
-                      title_justify="left", show_lines=False, expand=False)
+        table = Table(
+            title=f"{i}. {phase.name} ({phase.op}): {strategy_text(phase)}"
+            + (f"; gates: {', '.join(phase.gates)}" if phase.gates else ""),
+            title_justify="left",
+            show_lines=False,
+            expand=False,
+        )
         grouped = len(phase.steps) + len(phase.excluded) > GROUP_OVER
         table.add_column("#", justify="right", style="dim", no_wrap=True)
         table.add_column("Host", style="bold", no_wrap=not grouped)
@@ -100,23 +112,39 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
         n = 0
         for group in _groups(phase.steps, roles, grouped):
             step = group[0]
-            status = (Text("skip: " + redact(step.skip_reason), style="yellow")
-                      if step.skip_reason else Text("will run", style="green"))
+            status = (
+                Text("skip: " + redact(step.skip_reason), style="yellow")
+                if step.skip_reason
+                else Text("will run", style="green")
+            )
             first, n = n + 1, n + len(group)
-            order = "" if phase.strategy != "rolling" else (
-                str(first) if first == n else f"{first}-{n}")
+            order = (
+                ""
+                if phase.strategy != "rolling"
+                else (str(first) if first == n else f"{first}-{n}")
+            )
             desc, impact = _ditto(step, prev)
             prev = step
-            table.add_row(order, _host_cell(group), ROLE_LABELS.get(roles.get(step.host, ""),
-                                                                     "-"),
-                          redact(desc), redact(impact), status)
+            table.add_row(
+                order,
+                _host_cell(group),
+                ROLE_LABELS.get(roles.get(step.host, ""), "-"),
+                redact(desc),
+                redact(impact),
+                status,
+            )
         if not phase.steps:
             table.add_row("", "-", "-", "no host in roles " + ", ".join(phase.roles), "-", "-")
         for group in _groups(phase.excluded, roles, grouped):
             ex = group[0]
-            table.add_row("", _host_cell(group), ROLE_LABELS.get(roles.get(ex.host, ""), "-"),
-                          Text("left out: " + redact(ex.reason), style="dim"), "none",
-                          Text("excluded", style="dim"))
+            table.add_row(
+                "",
+                _host_cell(group),
+                ROLE_LABELS.get(roles.get(ex.host, ""), "-"),
+                Text("left out: " + redact(ex.reason), style="dim"),
+                "none",
+                Text("excluded", style="dim"),
+            )
         out.append(table)
     out.append(Text(f"Plan digest: {plan.digest}", style="bold"))
     return out
@@ -132,9 +160,13 @@ def _groups(items: list, roles: dict[str, str], grouped: bool) -> list[list]:
     """Consecutive steps (or exclusions) with the same role and text, as lists."""
     out: list[tuple[tuple, list]] = []
     for item in items:
-        key = (roles.get(item.host), getattr(item, "description", None),
-               getattr(item, "impact", None), getattr(item, "skip_reason", None),
-               getattr(item, "reason", None))
+        key = (
+            roles.get(item.host),
+            getattr(item, "description", None),
+            getattr(item, "impact", None),
+            getattr(item, "skip_reason", None),
+            getattr(item, "reason", None),
+        )
         if grouped and out and out[-1][0] == key:
             out[-1][1].append(item)
         else:
@@ -158,8 +190,9 @@ def render_text(plan: Plan, *, width: int = 120) -> str:
     from rich.console import Console
 
     buf = io.StringIO()
-    console = Console(file=buf, width=width, color_system=None, force_terminal=False,
-                      highlight=False, emoji=False)
+    console = Console(
+        file=buf, width=width, color_system=None, force_terminal=False, highlight=False, emoji=False
+    )
     print_table(plan, console)
     return redact(buf.getvalue())
 
@@ -170,8 +203,13 @@ def render_text(plan: Plan, *, width: int = 120) -> str:
 
 def _md(text: str) -> str:
     """Escape a table cell: pipes split cells, angle brackets would vanish as HTML."""
-    return (redact(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\n", " "))
+    return (
+        redact(text)
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\n", " ")
+    )
 
 
 DITTO = "(same as above)"
@@ -180,8 +218,7 @@ DITTO = "(same as above)"
 def _ditto(step: Step, prev: Step | None) -> tuple[str, str]:
     """Description and impact, or DITTO where they repeat the row above: a 50-host phase
     would otherwise print the same paragraph 50 times and hide the rows that differ."""
-    desc = DITTO if prev is not None and prev.description == step.description \
-        else step.description
+    desc = DITTO if prev is not None and prev.description == step.description else step.description
     impact = DITTO if prev is not None and prev.impact == step.impact else step.impact
     return desc, impact
 
@@ -192,9 +229,12 @@ def _roles(plan: Plan) -> dict[str, str]:
 
 def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
     contacted = sum(1 for h in plan.hosts if h.contacted)
-    facts = (f"gathered (digest {short(plan.facts_digest)}): steps already done are skipped"
-             if plan.facts_digest else "not gathered: every step is listed as if nothing "
-             "was done yet (use --facts to mark what is already in place)")
+    facts = (
+        f"gathered (digest {short(plan.facts_digest)}): steps already done are skipped"
+        if plan.facts_digest
+        else "not gathered: every step is listed as if nothing "
+        "was done yet (use --facts to mark what is already in place)"
+    )
     cert = f"{plan.certificate['source']} ({plan.certificate['path'].replace(chr(92), '/')})"
     if plan.pfx_sha256:
         cert += f", SHA-256 {colon_fp(plan.pfx_sha256)}"
@@ -203,8 +243,11 @@ def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("Inventory", f"{plan.inventory['path']} (digest {short(plan.inventory['digest'])})"),
         ("Tool", f"tealeaf-fleet {plan.tool_version}"),
         ("Ends with", _ends_with(plan)),
-        ("Hosts", f"{len(plan.hosts)} ({contacted} contacted over WinRM, "
-                  f"{len(plan.hosts) - contacted} never contacted)"),
+        (
+            "Hosts",
+            f"{len(plan.hosts)} ({contacted} contacted over WinRM, "
+            f"{len(plan.hosts) - contacted} never contacted)",
+        ),
         ("Certificate", cert),
         ("Facts", facts),
         ("Plan digest", plan.digest),
@@ -226,8 +269,11 @@ def _host_treatment(plan: Plan, host: str) -> str:
         for step in phase.steps:
             if step.host == host:
                 ops[step.action] = ops.get(step.action, True) and step.skip_reason is not None
-    return ", ".join(a + (" (already done)" if done else "") for a, done in ops.items()) \
-        if ops else "nothing"
+    return (
+        ", ".join(a + (" (already done)" if done else "") for a, done in ops.items())
+        if ops
+        else "nothing"
+    )
 
 
 def render_markdown(plan: Plan) -> str:
@@ -274,9 +320,11 @@ def render_markdown(plan: Plan) -> str:
         add(head)
         add("")
         if phase.gates:
-            add(f"Gates after each host: {', '.join(phase.gates)}"
+            add(
+                f"Gates after each host: {', '.join(phase.gates)}"
                 f" (expecting {'TLS' if plan.expect_tls else 'plain'}); a failed gate halts "
-                "the run before the next host.")
+                "the run before the next host."
+            )
             add("")
         if not phase.steps:
             add(f"No host has role {', '.join(phase.roles)}: nothing to do.")
@@ -291,8 +339,9 @@ def render_markdown(plan: Plan) -> str:
                 status = f"skip: {s.skip_reason}" if s.skip_reason else "will run"
                 role = "controller" if s.host == CONTROLLER else roles.get(s.host, "")
                 order = str(n) if phase.strategy == "rolling" else "-"
-                add(f"| {order} | {s.host} | {role} | {_md(desc)} | {_md(impact)} | "
-                    f"{_md(status)} |")
+                add(
+                    f"| {order} | {s.host} | {role} | {_md(desc)} | {_md(impact)} | {_md(status)} |"
+                )
             add("")
         if phase.excluded:
             add("Left out:")
@@ -315,11 +364,12 @@ def render_markdown(plan: Plan) -> str:
             add(f"{n}. {phase.name}: no host to restart.")
         elif phase.strategy == "rolling":
             each = "one at a time" if phase.batch == 1 else f"{phase.batch} at a time"
-            add(f"{n}. {phase.name}: {' -> '.join(hosts)} ({each}; the next starts only "
-                "after the previous passed its gates)")
+            add(
+                f"{n}. {phase.name}: {' -> '.join(hosts)} ({each}; the next starts only "
+                "after the previous passed its gates)"
+            )
         else:
-            add(f"{n}. {phase.name}: {', '.join(hosts)} together, after the phase above "
-                "finished")
+            add(f"{n}. {phase.name}: {', '.join(hosts)} together, after the phase above finished")
     add("")
 
     add("## Expected impact per host")
@@ -348,9 +398,11 @@ def render_markdown(plan: Plan) -> str:
     add("")
     add(f"Plan digest: `{plan.digest}`")
     add("")
-    add("Run it with `fleet rollout INVENTORY --approved-plan PLAN.json`: the tool recomputes "
+    add(
+        "Run it with `fleet rollout INVENTORY --approved-plan PLAN.json`: the tool recomputes "
         "the digest and refuses to run (exit 4) if the inventory, playbook, tool version or "
-        "facts changed since this plan was approved.")
+        "facts changed since this plan was approved."
+    )
     add("")
     return redact("\n".join(lines))
 
@@ -374,8 +426,12 @@ def _rollback_text(plan: Plan) -> list[str]:
             "time.",
         ]
     if "disable" in ops:
-        return ["This plan is itself the rollback. To enable TLS again, run "
-                "`fleet rollout INVENTORY` (the certificates are still in place, so copy and "
-                "import are skipped)."]
-    return ["Nothing to roll back: this plan does not enable TLS or restart anything. The "
-            "imported certificate files have no effect while EnableTLS is 0."]
+        return [
+            "This plan is itself the rollback. To enable TLS again, run "
+            "`fleet rollout INVENTORY` (the certificates are still in place, so copy and "
+            "import are skipped)."
+        ]
+    return [
+        "Nothing to roll back: this plan does not enable TLS or restart anything. The "
+        "imported certificate files have no effect while EnableTLS is 0."
+    ]

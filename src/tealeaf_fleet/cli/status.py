@@ -27,16 +27,22 @@ SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "status", help="show every host's TLS state and the drift between hosts",
+        "status",
+        help="show every host's TLS state and the drift between hosts",
         description="Read-only: per host EnableTLS, certificate fingerprint, server.tls.xml, "
-                    "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
-                    "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
-                    "1 not, 2 bad input.")
+        "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
+        "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
+        "1 not, 2 bad input.",
+    )
     p.add_argument("inventory", metavar="INVENTORY", help="the inventory YAML file")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON document on stdout (hosts, findings, consistent)")
-    p.add_argument("--forks", type=_forks, default=8, metavar="N",
-                   help="hosts read in parallel (default 8)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout (hosts, findings, consistent)",
+    )
+    p.add_argument(
+        "--forks", type=_forks, default=8, metavar="N", help="hosts read in parallel (default 8)"
+    )
     p.set_defaults(handler=run)
 
 
@@ -77,9 +83,14 @@ class _Progress:
     def __init__(self, console: Console, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self._bar = Progress(TextColumn("reading facts"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.description}"), console=console,
-                             transient=True)
+        self._bar = Progress(
+            TextColumn("reading facts"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+        )
         self._task = self._bar.add_task("", total=total)
 
     def __enter__(self):
@@ -102,14 +113,28 @@ def render(console: Console, result: FleetStatus) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Tealeaf inter-process TLS", title_justify="left",
-                  caption=f"TLS roles: {TLS_NOTE}", caption_justify="left")
-    for column in ("host", "role", "OS", "PS", "build", "EnableTLS", "certificate",
-                   "server.tls.xml", "services", "Data Service", "handshake"):
+    table = Table(
+        title="Tealeaf inter-process TLS",
+        title_justify="left",
+        caption=f"TLS roles: {TLS_NOTE}",
+        caption_justify="left",
+    )
+    for column in (
+        "host",
+        "role",
+        "OS",
+        "PS",
+        "build",
+        "EnableTLS",
+        "certificate",
+        "server.tls.xml",
+        "services",
+        "Data Service",
+        "handshake",
+    ):
         table.add_column(column, overflow="fold")
     for host in result.hosts:
-        table.add_row(*_cells(host, result.reference_sha256),
-                      style="red" if host.error else None)
+        table.add_row(*_cells(host, result.reference_sha256), style="red" if host.error else None)
     console.print(table)
     for host in result.hosts:
         if host.error:
@@ -121,8 +146,14 @@ def render(console: Console, result: FleetStatus) -> None:
         console.print(f"reference certificate: {_colons(ref)} ({result.reference_source})")
     if result.findings:
         console.print("\nFindings:")
-        for f in sorted(result.findings, key=lambda f: ("blocker", "warning", "info")
-                        .index(f.severity) if f.severity in SEVERITY_STYLE else 9):
+        for f in sorted(
+            result.findings,
+            key=lambda f: (
+                ("blocker", "warning", "info").index(f.severity)
+                if f.severity in SEVERITY_STYLE
+                else 9
+            ),
+        ):
             who = ", ".join(f.hosts) if f.hosts else "fleet"
             line = Text(f"  {f.severity.upper():8} ", style=SEVERITY_STYLE.get(f.severity, ""))
             line.append(f"[{f.code}] {who}: {f.message}")
@@ -147,11 +178,19 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
     cert = sec.get("cert_sha256")
     cert_text = "-" if not cert else cert[:12] + (" (ref)" if cert == reference else "")
     enable = facts.get("enable_tls")
-    return [host.name, host.role, _os(facts), str(facts.get("ps_version") or "?"),
-            str(facts.get("tealeaf_build") or "?"), "absent" if enable is None else str(enable),
-            cert_text, "present" if xml else "-",
-            f"{running}/{len(services)}" if services else "none",
-            _data_service(host.role, ds), _handshakes(host, reference)]
+    return [
+        host.name,
+        host.role,
+        _os(facts),
+        str(facts.get("ps_version") or "?"),
+        str(facts.get("tealeaf_build") or "?"),
+        "absent" if enable is None else str(enable),
+        cert_text,
+        "present" if xml else "-",
+        f"{running}/{len(services)}" if services else "none",
+        _data_service(host.role, ds),
+        _handshakes(host, reference),
+    ]
 
 
 def _data_service(role: str, ds: dict[str, Any]) -> str:
@@ -196,4 +235,4 @@ def _shake(shake: Handshake, reference: str | None) -> str:
 
 
 def _colons(sha: str) -> str:
-    return ":".join(sha[i:i + 2] for i in range(0, len(sha), 2)).upper()
+    return ":".join(sha[i : i + 2] for i in range(0, len(sha), 2)).upper()

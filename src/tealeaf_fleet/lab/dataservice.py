@@ -67,8 +67,12 @@ class Listener:
             self._listening = True
             self.tls = context is not None
             sock = self._sock
-            self._thread = threading.Thread(target=self._accept_loop, args=(sock, context),
-                                            name=f"listener-{self.port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._accept_loop,
+                args=(sock, context),
+                name=f"listener-{self.port}",
+                daemon=True,
+            )
             self._thread.start()
 
     def close(self, *, final: bool = False) -> None:
@@ -110,15 +114,21 @@ class Listener:
             with contextlib.suppress(TimeoutError, socket.timeout):
                 # keep reading only what looks like an HTTP request; a TLS ClientHello or
                 # other bytes get their answer at once (no wait for a timeout)
-                while b"\r\n\r\n" not in data and len(data) < 65536 and (
-                        not data or data[:1].isalpha()):
+                while (
+                    b"\r\n\r\n" not in data
+                    and len(data) < 65536
+                    and (not data or data[:1].isalpha())
+                ):
                     chunk = stream.recv(4096)
                     if not chunk:
                         break
                     data += chunk
             body = f"{self.banner}\r\n".encode("ascii")
-            stream.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                           + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii") + body)
+            stream.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii")
+                + body
+            )
         except (OSError, ssl.SSLError):
             pass  # a client that hangs up or fails the handshake: nothing to tell anyone
         finally:
@@ -126,8 +136,9 @@ class Listener:
                 conn.close()
 
 
-def server_context(cert_pem: bytes, key_pem_encrypted: bytes, key_password: bytes,
-                   scratch_dir: Path) -> ssl.SSLContext:
+def server_context(
+    cert_pem: bytes, key_pem_encrypted: bytes, key_password: bytes, scratch_dir: Path
+) -> ssl.SSLContext:
     """A TLS 1.2-only server context. `ssl` loads chains from files only, so the PEM goes to a
     private scratch file (key still encrypted with a throw-away password) and is removed."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -152,8 +163,10 @@ def context_from_objects(certificate, private_key, scratch_dir: Path) -> ssl.SSL
     password = secrets.token_hex(16).encode("ascii")
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
     key_pem = private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(password))
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
     return server_context(cert_pem, key_pem, password, scratch_dir)
 
 
@@ -173,14 +186,19 @@ def legacy_tms_pem(path: Path) -> tuple[object, object]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LEGACY_TMS_CN)])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
     pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)

@@ -16,8 +16,16 @@ from typing import Any
 from tealeaf_fleet.lab.events import write_json_atomic
 
 KNOWN = (
-    "unreachable", "auth_fails", "flaky", "slow", "service_start_fails", "import_fails",
-    "enable_fails", "disk_full", "enable_tls_preset", "data_service_23443",
+    "unreachable",
+    "auth_fails",
+    "flaky",
+    "slow",
+    "service_start_fails",
+    "import_fails",
+    "enable_fails",
+    "disk_full",
+    "enable_tls_preset",
+    "data_service_23443",
     "schannel_tls12_missing",
 )
 

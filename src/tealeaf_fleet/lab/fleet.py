@@ -28,16 +28,29 @@ from tealeaf_fleet.lab.host import DEFAULT_BUILD, DEFAULT_INSTALL_DIR, OS_TABLE,
 from tealeaf_fleet.procutil import pid_alive
 
 ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "pca", "rtv")
-ROLE_PREFIX = {"portal": "portal", "hbr": "hbr", "canister": "can", "report": "rpt",
-               "other": "oth", "pca": "pca", "rtv": "rtv"}
+ROLE_PREFIX = {
+    "portal": "portal",
+    "hbr": "hbr",
+    "canister": "can",
+    "report": "rpt",
+    "other": "oth",
+    "pca": "pca",
+    "rtv": "rtv",
+}
 DEFAULT_TOPOLOGY = {"portal": 1, "hbr": 2, "canister": 3, "pca": 1, "rtv": 1}
 OS_CYCLE = ("2008r2", "2012r2", "2016", "2019")
 USERNAME = "LAB\\fleet-admin"
 PCA_BUILD = "3682-24"
 MAX_HOSTS = 500
 # What a previous lab in the same folder left behind (removed before a fresh start).
-_LAB_FILES = ("lab.json", "inventory.yaml", "events.jsonl", "winrm-password.txt",
-              "pfx-password.txt", "TCXcert.pfx")
+_LAB_FILES = (
+    "lab.json",
+    "inventory.yaml",
+    "events.jsonl",
+    "winrm-password.txt",
+    "pfx-password.txt",
+    "TCXcert.pfx",
+)
 _LAB_DIRS = ("hosts", "ca")
 
 
@@ -48,13 +61,17 @@ def parse_topology(text: str) -> dict[str, int]:
         role, eq, count = part.partition("=")
         role = role.strip().lower()
         if not eq or role not in ROLE_PREFIX:
-            raise InputError(f"bad topology entry '{part}': expected ROLE=N with ROLE one of "
-                             f"{', '.join(ROLE_ORDER)}", field="--topology")
+            raise InputError(
+                f"bad topology entry '{part}': expected ROLE=N with ROLE one of "
+                f"{', '.join(ROLE_ORDER)}",
+                field="--topology",
+            )
         try:
             n = int(count)
         except ValueError:
-            raise InputError(f"bad count in '{part}': not a whole number",
-                             field="--topology") from None
+            raise InputError(
+                f"bad count in '{part}': not a whole number", field="--topology"
+            ) from None
         if n < 0:
             raise InputError(f"bad count in '{part}': negative", field="--topology")
         out[role] = n
@@ -82,19 +99,27 @@ def hosts_from_inventory(path: Path) -> tuple[list[tuple[str, str]], dict[str, s
         raise InputError(f"cannot read inventory: {exc.strerror}", file=path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path,
-                         line=mark.line + 1 if mark else None) from None
+        raise InputError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), dict) or not doc["hosts"]:
-        raise InputError("expected a mapping with a non-empty 'hosts' mapping", file=path,
-                         field="hosts")
-    default_dir = (doc.get("tealeaf") or {}).get("install_dir") if isinstance(
-        doc.get("tealeaf"), dict) else None
+        raise InputError(
+            "expected a mapping with a non-empty 'hosts' mapping", file=path, field="hosts"
+        )
+    default_dir = (
+        (doc.get("tealeaf") or {}).get("install_dir")
+        if isinstance(doc.get("tealeaf"), dict)
+        else None
+    )
     hosts, dirs = [], {}
     for name, entry in doc["hosts"].items():
         role = entry.get("role") if isinstance(entry, dict) else None
         if role not in ROLE_PREFIX:
-            raise InputError(f"unknown or missing role {role!r}", file=path,
-                             field=f"hosts.{name}.role")
+            raise InputError(
+                f"unknown or missing role {role!r}", file=path, field=f"hosts.{name}.role"
+            )
         hosts.append((str(name), role))
         folder = entry.get("install_dir") or default_dir
         if isinstance(folder, str) and folder:
@@ -132,13 +157,23 @@ class Lab:
 
     # ---------------------------------------------------------------------------- start
     @classmethod
-    def start(cls, directory: str | Path, *, topology: dict[str, int] | None = None,
-              from_inventory: str | Path | None = None, install_dir: str | None = None,
-              latency_ms: int = 0, ps_startup_ms: int = 0, restart_s: float = 2.0,
-              os: str | dict[str, str] = "mixed", ntlm: bool = True,
-              build: str | dict[str, str] = DEFAULT_BUILD,
-              faults: dict[str, dict[str, Any]] | None = None,
-              reboot_s: float | None = None, http_inventory: bool = False) -> Lab:
+    def start(
+        cls,
+        directory: str | Path,
+        *,
+        topology: dict[str, int] | None = None,
+        from_inventory: str | Path | None = None,
+        install_dir: str | None = None,
+        latency_ms: int = 0,
+        ps_startup_ms: int = 0,
+        restart_s: float = 2.0,
+        os: str | dict[str, str] = "mixed",
+        ntlm: bool = True,
+        build: str | dict[str, str] = DEFAULT_BUILD,
+        faults: dict[str, dict[str, Any]] | None = None,
+        reboot_s: float | None = None,
+        http_inventory: bool = False,
+    ) -> Lab:
         """Create and start a lab in `directory` (made if missing; a previous stopped lab's
         files there are replaced; a running one is refused).
 
@@ -151,11 +186,20 @@ class Lab:
         """
         lab = cls(Path(directory).resolve())
         try:
-            lab._start(topology=topology, from_inventory=from_inventory,
-                       install_dir=install_dir, latency_ms=latency_ms,
-                       ps_startup_ms=ps_startup_ms, restart_s=restart_s, os_choice=os,
-                       ntlm=ntlm, build=build, faults=faults or {}, reboot_s=reboot_s,
-                       http_inventory=http_inventory)
+            lab._start(
+                topology=topology,
+                from_inventory=from_inventory,
+                install_dir=install_dir,
+                latency_ms=latency_ms,
+                ps_startup_ms=ps_startup_ms,
+                restart_s=restart_s,
+                os_choice=os,
+                ntlm=ntlm,
+                build=build,
+                faults=faults or {},
+                reboot_s=reboot_s,
+                http_inventory=http_inventory,
+            )
         except BaseException:
             lab.stop()
             raise
@@ -167,15 +211,32 @@ class Lab:
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 pid = int(json.loads(self.lab_json.read_text(encoding="utf-8"))["pid"])
                 if pid != os.getpid() and pid_alive(pid):
-                    raise InputError(f"a lab is already running in {self.dir} (pid {pid})",
-                                     field="--dir", hint="stop it first, or use another --dir")
+                    raise InputError(
+                        f"a lab is already running in {self.dir} (pid {pid})",
+                        field="--dir",
+                        hint="stop it first, or use another --dir",
+                    )
         for name in _LAB_FILES:
             (self.dir / name).unlink(missing_ok=True)
         for name in _LAB_DIRS:
             shutil.rmtree(self.dir / name, ignore_errors=True)
 
-    def _start(self, *, topology, from_inventory, install_dir, latency_ms, ps_startup_ms,
-               restart_s, os_choice, ntlm, build, faults, reboot_s, http_inventory) -> None:
+    def _start(
+        self,
+        *,
+        topology,
+        from_inventory,
+        install_dir,
+        latency_ms,
+        ps_startup_ms,
+        restart_s,
+        os_choice,
+        ntlm,
+        build,
+        faults,
+        reboot_s,
+        http_inventory,
+    ) -> None:
         from tealeaf_fleet.lab import ntlm_users, tlsca
         from tealeaf_fleet.lab.dataservice import free_port
         from tealeaf_fleet.lab.httpserver import WinRMServer
@@ -197,12 +258,15 @@ class Lab:
         default_build = build if isinstance(build, str) else build_map.pop("*", DEFAULT_BUILD)
         unknown = sorted((set(os_map) | set(build_map)) - {n for n, _ in plan})
         if unknown:
-            raise InputError(f"no host named {', '.join(unknown)} in this lab",
-                             field="--os/--build")
+            raise InputError(
+                f"no host named {', '.join(unknown)} in this lab", field="--os/--build"
+            )
         for value in [default_os, *os_map.values()]:
             if value != "mixed" and value not in OS_TABLE:
-                raise InputError(f"unknown OS '{value}': expected one of "
-                                 f"{', '.join(OS_TABLE)} or mixed", field="--os")
+                raise InputError(
+                    f"unknown OS '{value}': expected one of {', '.join(OS_TABLE)} or mixed",
+                    field="--os",
+                )
         self._prepare_dir()
         (self.dir / "hosts").mkdir()
         ca = tlsca.LabCA.create(self.dir / "ca")
@@ -223,25 +287,38 @@ class Lab:
             windows_index += 1
             host_build = build_map.get(name, default_build)
             config = HostConfig(
-                name=name, role=role, os=chosen, build=host_build,
+                name=name,
+                role=role,
+                os=chosen,
+                build=host_build,
                 install_dir=install_dir or dirs.get(name) or DEFAULT_INSTALL_DIR,
                 data_service_port=0 if role == "rtv" else free_port(),
-                tms_port=0 if role == "rtv" else free_port())
-            host = LabHost(self.dir / "hosts" / name, config, events=self.events,
-                           username=self.username, password_file=self.password_file,
-                           restart_s=restart_s, ps_startup_ms=ps_startup_ms, reboot_s=reboot_s)
+                tms_port=0 if role == "rtv" else free_port(),
+            )
+            host = LabHost(
+                self.dir / "hosts" / name,
+                config,
+                events=self.events,
+                username=self.username,
+                password_file=self.password_file,
+                restart_s=restart_s,
+                ps_startup_ms=ps_startup_ms,
+                reboot_s=reboot_s,
+            )
             host.create(faults.get(name))
             host.start()
             self.hosts[name] = host
-            https = WinRMServer(host, scheme="https", ssl_context=ca.server_context(name),
-                                latency_ms=latency_ms).start()
+            https = WinRMServer(
+                host, scheme="https", ssl_context=ca.server_context(name), latency_ms=latency_ms
+            ).start()
             entry: dict[str, Any] = {"https": https}
             if ntlm:
                 entry["http"] = WinRMServer(host, scheme="http", latency_ms=latency_ms).start()
             self.servers[name] = entry
         self._write_inventory(http_inventory and ntlm)
-        self._write_lab_json(restart_s=restart_s, latency_ms=latency_ms,
-                             ps_startup_ms=ps_startup_ms)
+        self._write_lab_json(
+            restart_s=restart_s, latency_ms=latency_ms, ps_startup_ms=ps_startup_ms
+        )
         for host in self.hosts.values():
             host.record("lab", state="ready")
 
@@ -264,13 +341,21 @@ class Lab:
                 "dir": f"hosts/{name}" if host else None,
             }
             if host:
-                hosts[name].update(os=host.config.os, build=host.config.build,
-                                   install_dir=host.install_dir)
-        data = {"pid": os.getpid(), "ca_file": "ca/ca.pem", "username": self.username,
-                "password_file": self.password_file.name,
-                "pfx_password_file": self.pfx_password_file.name,
-                "inventory": self.inventory.name, "events": "events.jsonl",
-                "started": time.time(), **settings, "hosts": hosts}
+                hosts[name].update(
+                    os=host.config.os, build=host.config.build, install_dir=host.install_dir
+                )
+        data = {
+            "pid": os.getpid(),
+            "ca_file": "ca/ca.pem",
+            "username": self.username,
+            "password_file": self.password_file.name,
+            "pfx_password_file": self.pfx_password_file.name,
+            "inventory": self.inventory.name,
+            "events": "events.jsonl",
+            "started": time.time(),
+            **settings,
+            "hosts": hosts,
+        }
         write_json_atomic(self.lab_json, data)
 
     def _write_inventory(self, http: bool) -> None:
@@ -299,8 +384,10 @@ class Lab:
         for name, role in self.roles.items():
             host = self.hosts.get(name)
             if host is None:
-                lines.append(f"  {name}: {{address: 127.0.0.1, role: {role}, "
-                             f"pca_build: {_yaml_str(PCA_BUILD)}}}")
+                lines.append(
+                    f"  {name}: {{address: 127.0.0.1, role: {role}, "
+                    f"pca_build: {_yaml_str(PCA_BUILD)}}}"
+                )
                 continue
             port = self.servers[name]["http" if http else "https"].port
             entry = f"  {name}: {{address: 127.0.0.1, role: {role}, winrm: {{port: {port}}}"
@@ -330,8 +417,11 @@ class Lab:
         import threading
 
         # In parallel: each server's shutdown waits for its poll loop (up to half a second).
-        stoppers = [threading.Thread(target=server.stop, kwargs={"timeout_s": 2.0}, daemon=True)
-                    for entry in self.servers.values() for server in entry.values()]
+        stoppers = [
+            threading.Thread(target=server.stop, kwargs={"timeout_s": 2.0}, daemon=True)
+            for entry in self.servers.values()
+            for server in entry.values()
+        ]
         for t in stoppers:
             t.start()
         for t in stoppers:

@@ -25,9 +25,11 @@ _PS_ONE_LINER = re.compile(
     r"^\s*(?:write-output|write-host|echo)\s+'((?:[^']|'')*)'\s*;?\s*$", re.IGNORECASE
 )
 # PowerShell accepts any unambiguous prefix of -EncodedCommand, plus the alias -ec.
-_ENCODED_FLAG = re.compile(r"^[-/](?:e|ec|en|enc|enco|encod|encode|encoded|encodedc|encodedco"
-                           r"|encodedcom|encodedcomm|encodedcomma|encodedcomman|encodedcommand)$",
-                           re.IGNORECASE)
+_ENCODED_FLAG = re.compile(
+    r"^[-/](?:e|ec|en|enc|enco|encod|encode|encoded|encodedc|encodedco"
+    r"|encodedcom|encodedcomm|encodedcomma|encodedcomman|encodedcommand)$",
+    re.IGNORECASE,
+)
 
 
 def _program(name: str) -> str:
@@ -73,8 +75,9 @@ def _powershell(args: list[str]) -> CommandResult | None:
     return None
 
 
-def run_generic(hostname: str, username: str, command: str,
-                args: list[str]) -> CommandResult | None:
+def run_generic(
+    hostname: str, username: str, command: str, args: list[str]
+) -> CommandResult | None:
     """The result of a generic command, or None when `command args` is not one of them.
 
     `command` and `args` are the command line split like Windows does (see

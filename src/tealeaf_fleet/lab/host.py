@@ -64,8 +64,9 @@ def map_windows_path(fs_root: Path, win_path: str) -> Path:
     text = win_path.replace("/", "\\").strip()
     match = re.match(r"^([A-Za-z]):(\\.*)?$", text)
     if not match:
-        raise HostError(f"Cannot find path '{win_path}' because it is not an absolute "
-                        "path on a local drive.")
+        raise HostError(
+            f"Cannot find path '{win_path}' because it is not an absolute path on a local drive."
+        )
     parts: list[str] = []
     for comp in (match.group(2) or "").split("\\"):
         if comp in ("", "."):
@@ -75,8 +76,7 @@ def map_windows_path(fs_root: Path, win_path: str) -> Path:
                 parts.pop()
             continue
         if _BAD_NAME.search(comp):
-            raise HostError("The filename, directory name, or volume label syntax is "
-                            "incorrect.")
+            raise HostError("The filename, directory name, or volume label syntax is incorrect.")
         parts.append(comp)
     cur = fs_root / match.group(1).upper()
     for comp in parts:
@@ -107,9 +107,18 @@ class HostConfig:
 class LabHost:
     """One simulated Windows server (see module docstring)."""
 
-    def __init__(self, root: Path, config: HostConfig, *, events: EventLog, username: str,
-                 password_file: Path, restart_s: float = 2.0, ps_startup_ms: int = 0,
-                 reboot_s: float | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: HostConfig,
+        *,
+        events: EventLog,
+        username: str,
+        password_file: Path,
+        restart_s: float = 2.0,
+        ps_startup_ms: int = 0,
+        reboot_s: float | None = None,
+    ) -> None:
         if config.os not in OS_TABLE:
             raise ValueError(f"unknown os {config.os!r}")
         self.root = root
@@ -159,10 +168,14 @@ class LabHost:
             if spec.path.startswith('"'):
                 self._raw_write(spec.path.strip('"'), b"MZ lab service placeholder\n")
         self.services_mgr = ServiceManager(
-            specs, self.root / "services.json", half_s=self.restart_s / 2,
+            specs,
+            self.root / "services.json",
+            half_s=self.restart_s / 2,
             record=lambda n, s: self.record("service", name=n, state=s),
-            on_start=self._service_started, on_stop=self._service_stopping,
-            start_fails=lambda n: service_start_fails(self.faults(), n))
+            on_start=self._service_started,
+            on_stop=self._service_stopping,
+            start_fails=lambda n: service_start_fails(self.faults(), n),
+        )
 
     def start(self) -> None:
         """Bring up what runs at boot: the Data Service and TMS ports of running services."""
@@ -192,11 +205,14 @@ class LabHost:
         version, caption, ps = OS_TABLE[self.config.os]
         reg: dict[str, dict[str, Any]] = {
             r"HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion": {
-                "ProductName": caption, "CurrentVersion": ".".join(version.split(".")[:2]),
-                "CurrentBuildNumber": version.split(".")[2]},
+                "ProductName": caption,
+                "CurrentVersion": ".".join(version.split(".")[:2]),
+                "CurrentBuildNumber": version.split(".")[2],
+            },
             r"HKLM:\SOFTWARE\Microsoft\PowerShell\3\PowerShellEngine": {"PowerShellVersion": ps},
             r"HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName": {
-                "ComputerName": self.name.upper()},
+                "ComputerName": self.name.upper()
+            },
         }
         if self.role != "pca":
             reg[TEALEAF_KEY] = {"InstallDir": self.install_dir, "Version": self.config.build}
@@ -206,8 +222,10 @@ class LabHost:
 
     @staticmethod
     def _schannel_healthy() -> dict[str, dict[str, Any]]:
-        return {SCHANNEL_KEY: {"SendTrustedIssuerList": 0},
-                TLS12_SERVER_KEY: {"Enabled": 1, "DisabledByDefault": 0}}
+        return {
+            SCHANNEL_KEY: {"SendTrustedIssuerList": 0},
+            TLS12_SERVER_KEY: {"Enabled": 1, "DisabledByDefault": 0},
+        }
 
     # ============================================================ identity and time =====
     @property
@@ -298,8 +316,7 @@ class LabHost:
             for key, values in self._schannel_healthy().items():
                 for name, value in values.items():
                     self.reg_set(key, name, value, "DWord")
-        if "data_service_23443" in added | removed and self._ds is not None \
-                and self._ds.listening:
+        if "data_service_23443" in added | removed and self._ds is not None and self._ds.listening:
             # an administrator reconfigured the port and restarted the Data Service
             self._write_ds_block(self._ds.tls)
 
@@ -456,8 +473,10 @@ class LabHost:
         """iisreset.exe: restarts W3SVC (takes restart_s); (exit code, console output)."""
         names = {s.name.lower() for s in self.services()}
         if IIS_SERVICE.lower() not in names:
-            return 1, ("'iisreset' is not recognized as an internal or external command,\r\n"
-                       "operable program or batch file.\r\n")
+            return 1, (
+                "'iisreset' is not recognized as an internal or external command,\r\n"
+                "operable program or batch file.\r\n"
+            )
         self.record("iisreset")
         out = "Attempting stop...\r\n"
         self.stop_service(IIS_SERVICE)
@@ -465,8 +484,11 @@ class LabHost:
         try:
             self.start_service(IIS_SERVICE)
         except HostError:
-            return 1, out + "Restart attempt failed.\r\nThe IIS Admin Service or the World Wide " \
-                "Web Publishing Service, or a service dependent on them failed to start.\r\n"
+            return (
+                1,
+                out + "Restart attempt failed.\r\nThe IIS Admin Service or the World Wide "
+                "Web Publishing Service, or a service dependent on them failed to start.\r\n",
+            )
         return 0, out + "Internet services successfully restarted\r\n"
 
     def reboot(self, delay_s: float = 0.0) -> None:
@@ -521,8 +543,9 @@ class LabHost:
         token = self.reg_get(SECURITY_KEY, "TLSCertPassword")
         p12 = self.path(SECURITY_DIR + r"\tealeaf.p12")
         if not p12.is_file() or not isinstance(token, str):
-            raise HostError("the TLS certificate pair is not imported "
-                            "(tealeaf.p12 or TLSCertPassword missing)")
+            raise HostError(
+                "the TLS certificate pair is not imported (tealeaf.p12 or TLSCertPassword missing)"
+            )
         try:
             key, cert, _ = pkcs12.load_key_and_certificates(p12.read_bytes(), token.encode())
         except ValueError:
@@ -546,9 +569,11 @@ class LabHost:
         port = 23443 if self.faults().get("data_service_23443") else self.data_service_port
         stamp = self.now_local()
         day = stamp[:10].replace("-", "")
-        lines = [f"{stamp} Service.Start INFO Starting HTTP Server",
-                 f"{stamp} Service.Start INFO {'TLS Port' if tls else 'Port'}: {port}",
-                 f"{stamp} Service.Start INFO HTTP Server Started"]
+        lines = [
+            f"{stamp} Service.Start INFO Starting HTTP Server",
+            f"{stamp} Service.Start INFO {'TLS Port' if tls else 'Port'}: {port}",
+            f"{stamp} Service.Start INFO HTTP Server Started",
+        ]
         log = f"{self.install_dir}\\Logs\\TLDataService_{day}.log"
         p = self.path(log)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -64,8 +64,8 @@ class _Connection:
     """Per-TCP-connection authentication state (NTLM/Negotiate binds the connection)."""
 
     def __init__(self) -> None:
-        self.ctx: Any = None        # spnego acceptor context
-        self.word = "Negotiate"     # the scheme word the client used; echoed back
+        self.ctx: Any = None  # spnego acceptor context
+        self.word = "Negotiate"  # the scheme word the client used; echoed back
         self.authenticated = False  # ctx complete and the principal is the host's user
 
 
@@ -93,23 +93,29 @@ def _split_encrypted(body: bytes) -> list[tuple[int, bytes, bytes]]:
         if payload.endswith(BOUNDARY + b"--\r\n"):
             payload = payload[: -len(BOUNDARY + b"--\r\n")]
         if payload.startswith(OCTET_HEADER):
-            payload = payload[len(OCTET_HEADER):]
+            payload = payload[len(OCTET_HEADER) :]
         if len(payload) < 4:
             raise ValueError("short encrypted payload")
         sig_len = struct.unpack("<I", payload[:4])[0]
-        out.append((length, payload[4:4 + sig_len], payload[4 + sig_len:]))
+        out.append((length, payload[4 : 4 + sig_len], payload[4 + sig_len :]))
     return out
 
 
 def _wrap(ctx: Any, plain: bytes) -> bytes:
     res = ctx.wrap_winrm(plain)
     return (
-        BOUNDARY + b"\r\n"
+        BOUNDARY
+        + b"\r\n"
         + f"\tContent-Type: {ENC_PROTOCOL}\r\n".encode("ascii")
         + f"\tOriginalContent: type={SOAP_CONTENT_TYPE};Length={len(plain)}\r\n".encode("ascii")
-        + BOUNDARY + b"\r\n" + OCTET_HEADER
-        + struct.pack("<I", len(res.header)) + res.header + res.data
-        + BOUNDARY + b"--\r\n"
+        + BOUNDARY
+        + b"\r\n"
+        + OCTET_HEADER
+        + struct.pack("<I", len(res.header))
+        + res.header
+        + res.data
+        + BOUNDARY
+        + b"--\r\n"
     )
 
 
@@ -156,8 +162,12 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         super().__init__(addr, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                             daemon=True, name=f"lab-http-{self.owner.host.name}")
+        t = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            daemon=True,
+            name=f"lab-http-{self.owner.host.name}",
+        )
         with self.owner._lock:
             self.owner._threads.add(t)
         t.start()
@@ -200,12 +210,20 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class WinRMServer:
     """A WinRM endpoint for one simulated host, on 127.0.0.1 (loopback only)."""
 
-    def __init__(self, host: ShellHost, *, scheme: str = "https", bind: str = "127.0.0.1",
-                 port: int = 0, ssl_context: ssl.SSLContext | None = None,
-                 latency_ms: int = 0, receive_timeout_s: float = 1.0,
-                 max_commands_per_shell: int = 1000,
-                 max_receive_bytes: int = wsman.MAX_RECEIVE_BYTES,
-                 max_envelope_kb: int = 500) -> None:
+    def __init__(
+        self,
+        host: ShellHost,
+        *,
+        scheme: str = "https",
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        latency_ms: int = 0,
+        receive_timeout_s: float = 1.0,
+        max_commands_per_shell: int = 1000,
+        max_receive_bytes: int = wsman.MAX_RECEIVE_BYTES,
+        max_envelope_kb: int = 500,
+    ) -> None:
         if scheme not in ("https", "http"):
             raise ValueError(f"scheme must be https or http, not {scheme!r}")
         if scheme == "https" and ssl_context is None:
@@ -226,9 +244,12 @@ class WinRMServer:
         self._conns: set[Any] = set()
         self._httpd: _HTTPServer | None = None
         self._loop: threading.Thread | None = None
-        self.shells = wsman.ShellService(host, receive_timeout_s=receive_timeout_s,
-                                         max_commands_per_shell=max_commands_per_shell,
-                                         max_receive_bytes=max_receive_bytes)
+        self.shells = wsman.ShellService(
+            host,
+            receive_timeout_s=receive_timeout_s,
+            max_commands_per_shell=max_commands_per_shell,
+            max_receive_bytes=max_receive_bytes,
+        )
 
     @property
     def port(self) -> int:
@@ -246,8 +267,12 @@ class WinRMServer:
             return self
         self._httpd = _HTTPServer((self.bind, self._requested_port), self)
         self.shells.endpoint = self.url
-        self._loop = threading.Thread(target=self._httpd.serve_forever, kwargs={
-            "poll_interval": 0.5}, daemon=True, name=f"lab-listen-{self.host.name}")
+        self._loop = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            daemon=True,
+            name=f"lab-listen-{self.host.name}",
+        )
         self._loop.start()
         return self
 
@@ -291,8 +316,9 @@ class WinRMServer:
             time.sleep(delay_ms / 1000.0)
         if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
             h.close_connection = True
-            self._send(h, _Answer(411, content_type="text/plain",
-                                  headers=(("Connection", "close"),)))
+            self._send(
+                h, _Answer(411, content_type="text/plain", headers=(("Connection", "close"),))
+            )
             return
         try:
             length = int(h.headers.get("Content-Length") or 0)
@@ -310,8 +336,9 @@ class WinRMServer:
                     break
                 left -= len(chunk)
             host.record("request", action="too_large", status=413)
-            self._send(h, _Answer(413, content_type="text/plain",
-                                  headers=(("Connection", "close"),)))
+            self._send(
+                h, _Answer(413, content_type="text/plain", headers=(("Connection", "close"),))
+            )
             return
         body = h.rfile.read(length) if length > 0 else b""
         conn: _Connection = h.conn_state
@@ -328,8 +355,9 @@ class WinRMServer:
             return (("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", BASIC_CHALLENGE))
         return (("WWW-Authenticate", "Negotiate"),)
 
-    def _answer(self, h: _Handler, conn: _Connection, faults: dict[str, Any],
-                body: bytes) -> _Answer:
+    def _answer(
+        self, h: _Handler, conn: _Connection, faults: dict[str, Any], body: bytes
+    ) -> _Answer:
         word, _, token = (h.headers.get("Authorization") or "").strip().partition(" ")
         final_token: bytes | None = None
         if word.lower() == "basic":
@@ -350,8 +378,7 @@ class WinRMServer:
             self.host.record("request", action="auth", status=200)
             return _Answer(200, headers=extra)
 
-        encrypted = (h.headers.get("Content-Type") or "").lower().startswith(
-            "multipart/encrypted")
+        encrypted = (h.headers.get("Content-Type") or "").lower().startswith("multipart/encrypted")
         if encrypted:
             if not conn.authenticated:
                 raise _AuthRejected()
@@ -375,17 +402,20 @@ class WinRMServer:
         if self.scheme != "https":
             raise _AuthRejected()  # the password would cross the wire in clear
         try:
-            user, _, password = base64.b64decode(token, validate=True).decode(
-                "utf-8").partition(":")
+            user, _, password = (
+                base64.b64decode(token, validate=True).decode("utf-8").partition(":")
+            )
         except (binascii.Error, UnicodeDecodeError):
             raise _AuthRejected() from None
         ok = _user_matches(self.host.username, user) and hmac.compare_digest(
-            password.encode("utf-8"), self.host.password().encode("utf-8"))
+            password.encode("utf-8"), self.host.password().encode("utf-8")
+        )
         if not ok or faults.get("auth_fails"):
             raise _AuthRejected()
 
-    def _step_negotiate(self, conn: _Connection, word: str, token: str,
-                        faults: dict[str, Any]) -> tuple[bool, bytes | None]:
+    def _step_negotiate(
+        self, conn: _Connection, word: str, token: str, faults: dict[str, Any]
+    ) -> tuple[bool, bytes | None]:
         """One leg of NTLM / SPNEGO; (complete, token to send back)."""
         import spnego
         from spnego.exceptions import SpnegoError
@@ -395,8 +425,9 @@ class WinRMServer:
         except binascii.Error:
             raise _AuthRejected() from None
         if conn.ctx is None or conn.ctx.complete:
-            conn.ctx = spnego.server(protocol="negotiate",
-                                     options=spnego.NegotiateOptions.use_negotiate)
+            conn.ctx = spnego.server(
+                protocol="negotiate", options=spnego.NegotiateOptions.use_negotiate
+            )
             conn.word = word
             conn.authenticated = False
         try:

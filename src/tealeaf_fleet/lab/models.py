@@ -37,8 +37,11 @@ WINHTTP = r"Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp"
 SYSTEM32 = r"C:\Windows\system32"
 MASK = "******"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
-START_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\s+Service\.Start\s+INFO\s+"
-                      r"Starting HTTP Server", re.I)
+START_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\s+Service\.Start\s+INFO\s+"
+    r"Starting HTTP Server",
+    re.I,
+)
 PORT_RE = re.compile(r"Service\.Start\s+INFO\s+(TLS )?Port:\s*(\d+)", re.I)
 
 Model = Callable[["LabHost", dict[str, str]], dict]
@@ -46,13 +49,16 @@ Model = Callable[["LabHost", dict[str, str]], dict]
 
 # ------------------------------------------------------------------ common.ps1 helpers ---
 
+
 def _int(text: str, name: str) -> int:
     """[int]$X: PowerShell converts numeric text and fails on anything else."""
     try:
         return int(float(text.strip())) if text.strip() else 0
     except ValueError:
-        raise OpFailed(f"Cannot convert value \"{text}\" to type \"System.Int32\" ({name}). "
-                       "Error: \"Input string was not in a correct format.\"") from None
+        raise OpFailed(
+            f'Cannot convert value "{text}" to type "System.Int32" ({name}). '
+            'Error: "Input string was not in a correct format."'
+        ) from None
 
 
 def _split_list(text: str) -> list[str]:
@@ -112,17 +118,24 @@ def _data_service_mode(host: LabHost, install_dir: str, since: str) -> dict[str,
     log_dir = _combine(install_dir, "Logs")
     if not _dir_exists(host, log_dir):
         return none
-    logs = sorted((_combine(log_dir, name) for name in host.listdir(log_dir)
-                   if fnmatch.fnmatch(name.lower(), "tldataservice_*.log")
-                   and _file_exists(host, _combine(log_dir, name))), key=str.lower)
+    logs = sorted(
+        (
+            _combine(log_dir, name)
+            for name in host.listdir(log_dir)
+            if fnmatch.fnmatch(name.lower(), "tldataservice_*.log")
+            and _file_exists(host, _combine(log_dir, name))
+        ),
+        key=str.lower,
+    )
     if not logs:
         return none
     if since:
         if not TIME_RE.match(since):
             raise OpFailed("Since must look like yyyy-MM-ddTHH:mm:ss", 2)
         since_day = since[:10].replace("-", "")
-        candidates = [log for log in logs
-                      if ntpath.splitext(ntpath.basename(log))[0][14:] >= since_day]
+        candidates = [
+            log for log in logs if ntpath.splitext(ntpath.basename(log))[0][14:] >= since_day
+        ]
     else:
         candidates = [logs[-1]]
     for log in candidates:
@@ -160,6 +173,7 @@ def _console_text(output: str) -> str:
 
 # ------------------------------------------------------------------------------ ops ---
 
+
 def _exe_path(command_line: str) -> str | None:
     """Get-ExecutablePath in facts.ps1."""
     if not command_line:
@@ -170,7 +184,7 @@ def _exe_path(command_line: str) -> str | None:
         return text[1:] if end < 0 else text[1:end]
     exe = text.lower().find(".exe")
     if exe >= 0:
-        return text[:exe + 4]
+        return text[: exe + 4]
     return text.split(" ")[0]
 
 
@@ -194,12 +208,16 @@ def _certificate(host: LabHost, crt_path: str) -> dict[str, Any]:
 
     raw = host.read_file(crt_path)
     der = raw
-    pem = re.search(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----",
-                    raw)
+    pem = re.search(
+        rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----", raw
+    )
     if pem:
         der = base64.b64decode(re.sub(rb"\s", b"", pem.group(1)))
-    info: dict[str, Any] = {"cert_sha256": _sha256(der), "cert_subject": None,
-                            "cert_not_after": None}
+    info: dict[str, Any] = {
+        "cert_sha256": _sha256(der),
+        "cert_subject": None,
+        "cert_not_after": None,
+    }
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
@@ -218,11 +236,18 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
     for svc in sorted(host.services(), key=lambda s: s.name.lower()):
         if svc.name.lower() == "w3svc":
             iis = {"present": True, "state": svc.state}
-        if fnmatch.fnmatch(svc.name.lower(), "tealeaf*") or \
-                fnmatch.fnmatch(svc.display_name.lower(), "tealeaf*"):
-            services.append({"name": svc.name, "display_name": svc.display_name,
-                             "state": svc.state, "start_mode": svc.start_mode,
-                             "path": svc.path})
+        if fnmatch.fnmatch(svc.name.lower(), "tealeaf*") or fnmatch.fnmatch(
+            svc.display_name.lower(), "tealeaf*"
+        ):
+            services.append(
+                {
+                    "name": svc.name,
+                    "display_name": svc.display_name,
+                    "state": svc.state,
+                    "start_mode": svc.start_mode,
+                    "path": svc.path,
+                }
+            )
             if discovered is None:
                 discovered = _find_install_dir(host, _exe_path(svc.path))
     source = None
@@ -240,15 +265,23 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         tools["openssl"] = _file_exists(host, _combine(install_dir, r"Tools\openssl.exe"))
     enable_tls = host.reg_get(TEALEAF_KEY, "EnableTLS")
     build = host.reg_get(TEALEAF_KEY, "Version")
-    files = {name: _file_summary(host, _combine(SECURITY_DIR, name))
-             for name in ("tealeaf.crt", "tealeaf.p12", "server.tls.xml")}
-    security: dict[str, Any] = {"dir": SECURITY_DIR, "files": files, "cert_sha256": None,
-                                "cert_subject": None, "cert_not_after": None}
+    files = {
+        name: _file_summary(host, _combine(SECURITY_DIR, name))
+        for name in ("tealeaf.crt", "tealeaf.p12", "server.tls.xml")
+    }
+    security: dict[str, Any] = {
+        "dir": SECURITY_DIR,
+        "files": files,
+        "cert_sha256": None,
+        "cert_subject": None,
+        "cert_not_after": None,
+    }
     crt = _combine(SECURITY_DIR, "tealeaf.crt")
     if _file_exists(host, crt):
         security.update(_certificate(host, crt))
-    computer = host.reg_get(r"HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName",
-                            "ComputerName")
+    computer = host.reg_get(
+        r"HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName", "ComputerName"
+    )
     return {
         "hostname": str(computer or host.name.upper()),
         "now": host.now_local(),
@@ -259,33 +292,34 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         "tools": tools,
         "tealeaf_build": str(build) if build is not None else None,
         "enable_tls": int(enable_tls) if enable_tls is not None else None,
-        "tls_cert_password_present": host.reg_get(TEALEAF_KEY + r"\security",
-                                                  "TLSCertPassword") is not None,
+        "tls_cert_password_present": host.reg_get(TEALEAF_KEY + r"\security", "TLSCertPassword")
+        is not None,
         "security": security,
         "services": services,
         "iis": iis,
         "data_service": _data_service_mode(host, install_dir or "", since),
         "schannel": {
             "tls12_server_enabled": _reg(host, TLS12 + r"\Server", "Enabled"),
-            "tls12_server_disabled_by_default": _reg(host, TLS12 + r"\Server",
-                                                     "DisabledByDefault"),
+            "tls12_server_disabled_by_default": _reg(host, TLS12 + r"\Server", "DisabledByDefault"),
             "tls12_client_enabled": _reg(host, TLS12 + r"\Client", "Enabled"),
-            "tls12_client_disabled_by_default": _reg(host, TLS12 + r"\Client",
-                                                     "DisabledByDefault"),
+            "tls12_client_disabled_by_default": _reg(host, TLS12 + r"\Client", "DisabledByDefault"),
             "send_trusted_issuer_list": _reg(host, SCHANNEL, "SendTrustedIssuerList"),
         },
         "dotnet": {
             "v2_strong_crypto": _reg(host, DOTNET + r"\v2.0.50727", "SchUseStrongCrypto"),
             "v4_strong_crypto": _reg(host, DOTNET + r"\v4.0.30319", "SchUseStrongCrypto"),
-            "v2_system_default_tls": _reg(host, DOTNET + r"\v2.0.50727",
-                                          "SystemDefaultTlsVersions"),
-            "v4_system_default_tls": _reg(host, DOTNET + r"\v4.0.30319",
-                                          "SystemDefaultTlsVersions"),
+            "v2_system_default_tls": _reg(
+                host, DOTNET + r"\v2.0.50727", "SystemDefaultTlsVersions"
+            ),
+            "v4_system_default_tls": _reg(
+                host, DOTNET + r"\v4.0.30319", "SystemDefaultTlsVersions"
+            ),
         },
         "winhttp": {
             "native": _reg(host, "HKLM:\\SOFTWARE\\" + WINHTTP, "DefaultSecureProtocols"),
-            "wow6432": _reg(host, "HKLM:\\SOFTWARE\\Wow6432Node\\" + WINHTTP,
-                            "DefaultSecureProtocols"),
+            "wow6432": _reg(
+                host, "HKLM:\\SOFTWARE\\Wow6432Node\\" + WINHTTP, "DefaultSecureProtocols"
+            ),
         },
     }
 
@@ -309,8 +343,9 @@ def put_file(host: LabHost, params: dict[str, str]) -> dict:
     try:
         data = base64.b64decode(params.get("Data", ""), validate=True)
     except binascii.Error:
-        raise OpFailed("Exception calling \"FromBase64String\": \"Invalid length for a "
-                       "Base-64 char array.\"") from None
+        raise OpFailed(
+            'Exception calling "FromBase64String": "Invalid length for a Base-64 char array."'
+        ) from None
     if index == 0:
         folder = ntpath.dirname(path)
         if folder and not _dir_exists(host, folder):
@@ -331,13 +366,19 @@ def put_file(host: LabHost, params: dict[str, str]) -> dict:
     expected = params.get("Sha256", "")
     if actual != expected.lower():
         host.delete_file(part_path)
-        raise OpFailed(f"SHA-256 mismatch for {path} after upload: expected {expected}, "
-                       f"got {actual}")
+        raise OpFailed(
+            f"SHA-256 mismatch for {path} after upload: expected {expected}, got {actual}"
+        )
     if _file_exists(host, path):
         host.delete_file(path)
     host.move_file(part_path, path)
-    return {"path": path, "part": index, "complete": True, "size": host.file_size(path),
-            "sha256": actual}
+    return {
+        "path": path,
+        "part": index,
+        "complete": True,
+        "size": host.file_size(path),
+        "sha256": actual,
+    }
 
 
 def get_file(host: LabHost, params: dict[str, str]) -> dict:
@@ -348,9 +389,14 @@ def get_file(host: LabHost, params: dict[str, str]) -> dict:
     want = _int(params.get("Length", ""), "Length")
     data = host.read_file(path)
     start = min(start, len(data))
-    chunk = data[start:start + max(0, min(want, len(data) - start))]
-    return {"path": path, "size": len(data), "offset": start,
-            "data": base64.b64encode(chunk).decode("ascii"), "sha256": _sha256(data)}
+    chunk = data[start : start + max(0, min(want, len(data) - start))]
+    return {
+        "path": path,
+        "size": len(data),
+        "offset": start,
+        "data": base64.b64encode(chunk).decode("ascii"),
+        "sha256": _sha256(data),
+    }
 
 
 def tlstool(host: LabHost, params: dict[str, str]) -> dict:
@@ -363,8 +409,7 @@ def tlstool(host: LabHost, params: dict[str, str]) -> dict:
     if not _file_exists(host, exe):
         raise OpFailed(f"TLSTool.exe not found at {exe}")
     if '"' in password:
-        raise OpFailed("the password contains a double quote, which TLSTool.exe cannot "
-                       "receive", 2)
+        raise OpFailed("the password contains a double quote, which TLSTool.exe cannot receive", 2)
     if verb.lower() in ("create", "import") and (not pfx or not password):
         raise OpFailed(f"TLSTool {verb} needs a PFX path and a password", 2)
     if verb.lower() == "create":
@@ -382,8 +427,9 @@ def tlstool(host: LabHost, params: dict[str, str]) -> dict:
     return {"verb": verb, "exit_code": code, "output": text}
 
 
-def _run_parallel(names: list[str], action: Callable[[str], None], deadline: float,
-                  problems: list[str], what: str) -> None:
+def _run_parallel(
+    names: list[str], action: Callable[[str], None], deadline: float, problems: list[str], what: str
+) -> None:
     """Issue `action` for every name at once (ServiceController.Stop/Start return at once and
     the script then polls); wait for all of them until the deadline."""
     lock = threading.Lock()
@@ -417,12 +463,14 @@ def _wave(host: LabHost, pending: list[str], dependents: bool) -> list[str]:
     wave = []
     for name in pending:
         if dependents:
-            related = [s.name for s in infos.values()
-                       if name.lower() in {d.lower() for d in s.depends_on}]
+            related = [
+                s.name for s in infos.values() if name.lower() in {d.lower() for d in s.depends_on}
+            ]
         else:
             related = list(infos[name.lower()].depends_on)
-        blocked = any(r.lower() != name.lower() and r.lower() in {p.lower() for p in pending}
-                      for r in related)
+        blocked = any(
+            r.lower() != name.lower() and r.lower() in {p.lower() for p in pending} for r in related
+        )
         if not blocked:
             wave.append(name)
     return wave or list(pending)
@@ -442,8 +490,9 @@ def restart_services(host: LabHost, params: dict[str, str]) -> dict:
     try:
         timeout_s = float(params.get("TimeoutS", "") or 0)
     except ValueError:
-        raise OpFailed(f"Cannot convert value \"{params.get('TimeoutS')}\" to type "
-                       "\"System.Double\".") from None
+        raise OpFailed(
+            f'Cannot convert value "{params.get("TimeoutS")}" to type "System.Double".'
+        ) from None
     deadline = time.monotonic() + timeout_s
     clock = time.monotonic()
     lock = _restart_lock(host)
@@ -455,8 +504,7 @@ def restart_services(host: LabHost, params: dict[str, str]) -> dict:
         lock.release()
 
 
-def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
-                    clock: float) -> dict:
+def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, clock: float) -> dict:
     started_at = host.now_local()
     names = _split_list(params.get("Names", ""))
     before: dict[str, str] = {}
@@ -464,8 +512,7 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
         try:
             before[name] = host.service(name).state
         except HostError as exc:
-            raise OpFailed(f"service '{name}' does not exist or cannot be opened: {exc}"
-                           ) from None
+            raise OpFailed(f"service '{name}' does not exist or cannot be opened: {exc}") from None
     named = {n.lower() for n in names}
     problems: list[str] = []
 
@@ -475,17 +522,24 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
         infos = {s.name.lower(): s for s in host.services()}
         stopping = []
         for name in wave:
-            blockers = [s.name for s in infos.values()
-                        if name.lower() in {d.lower() for d in s.depends_on}
-                        and s.state != "Stopped" and s.name.lower() not in named]
+            blockers = [
+                s.name
+                for s in infos.values()
+                if name.lower() in {d.lower() for d in s.depends_on}
+                and s.state != "Stopped"
+                and s.name.lower() not in named
+            ]
             if blockers:
-                problems.append(f"{name} not stopped: running dependent(s) not in the list: "
-                                + ", ".join(blockers))
+                problems.append(
+                    f"{name} not stopped: running dependent(s) not in the list: "
+                    + ", ".join(blockers)
+                )
             else:
                 stopping.append(name)
         _run_parallel(stopping, host.stop_service, deadline, problems, "stop")
-        problems.extend(f"{n} did not stop in time"
-                        for n in _wait_state(host, stopping, "Stopped", deadline))
+        problems.extend(
+            f"{n} did not stop in time" for n in _wait_state(host, stopping, "Stopped", deadline)
+        )
         pending = [n for n in pending if n not in wave]
 
     pending = list(names)
@@ -509,8 +563,7 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float,
             parts.append("not Running by the deadline: " + ", ".join(not_running))
         parts.extend(problems)
         raise OpFailed("; ".join(parts))
-    return {"started_at": started_at, "elapsed_s": time.monotonic() - clock,
-            "services": services}
+    return {"started_at": started_at, "elapsed_s": time.monotonic() - clock, "services": services}
 
 
 def iisreset(host: LabHost, params: dict[str, str]) -> dict:

@@ -53,8 +53,7 @@ def _file() -> Path:
             for line in Path(previous).read_text(encoding="utf-8").splitlines():
                 parts = line.split(":")
                 if len(parts) == 3:
-                    _entries[(parts[0].upper(), parts[1].upper())] = (
-                        parts[0], parts[1], parts[2])
+                    _entries[(parts[0].upper(), parts[1].upper())] = (parts[0], parts[1], parts[2])
     return _dir / "ntlm_users"
 
 

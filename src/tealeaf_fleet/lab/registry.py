@@ -45,7 +45,7 @@ def normalize_key(key: str) -> str:
     low = text.lower()
     for prefix, canon in _PREFIXES:
         if low.startswith(prefix):
-            return canon + text[len(prefix):]
+            return canon + text[len(prefix) :]
         if low + "\\" == prefix:
             return canon.rstrip("\\")
     raise RegistryError(f"Cannot find path '{key}' because it is not an HKLM registry path.")
@@ -111,8 +111,7 @@ class Registry:
     def key_exists(self, key: str) -> bool:
         with self._lock:
             canon = normalize_key(key).lower()
-            return any(k.lower() == canon or k.lower().startswith(canon + "\\")
-                       for k in self._data)
+            return any(k.lower() == canon or k.lower().startswith(canon + "\\") for k in self._data)
 
     def subkeys(self, key: str) -> list[str]:
         """Names of the direct subkeys of `key`."""
@@ -122,13 +121,14 @@ class Registry:
             names = []
             for k in self._data:
                 if k.lower().startswith(prefix):
-                    child = k[len(prefix):].split("\\", 1)[0]
+                    child = k[len(prefix) :].split("\\", 1)[0]
                     if child.lower() not in {n.lower() for n in names}:
                         names.append(child)
             return names
 
-    def set(self, key: str, name: str, value: Any, kind: str = "DWord", *,
-            silent: bool = False) -> int | str:
+    def set(
+        self, key: str, name: str, value: Any, kind: str = "DWord", *, silent: bool = False
+    ) -> int | str:
         """Create the key if needed and set the value; returns the stored value."""
         stored = coerce(value, kind)
         with self._lock:
@@ -147,8 +147,11 @@ class Registry:
             found = self._find_key(key)
             if name is None:
                 canon = normalize_key(key).lower()
-                doomed = [k for k in self._data
-                          if k.lower() == canon or k.lower().startswith(canon + "\\")]
+                doomed = [
+                    k
+                    for k in self._data
+                    if k.lower() == canon or k.lower().startswith(canon + "\\")
+                ]
                 for k in doomed:
                     del self._data[k]
                 if doomed:

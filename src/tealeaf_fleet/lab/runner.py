@@ -73,14 +73,19 @@ def clixml_error(message: str) -> bytes:
     for line in message.replace("\r\n", "\n").split("\n"):
         text = escape(line).replace("\t", "_x0009_")
         parts.append(f'<S S="Error">{text}_x000D__x000A_</S>')
-    body = ('<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
-            + "".join(parts) + "</Objs>")
+    body = (
+        '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        + "".join(parts)
+        + "</Objs>"
+    )
     return ("#< CLIXML\r\n" + body).encode("utf-8")
 
 
 def _not_recognized(command: str) -> CommandResult:
-    text = (f"'{command}' is not recognized as an internal or external command,\r\n"
-            "operable program or batch file.\r\n")
+    text = (
+        f"'{command}' is not recognized as an internal or external command,\r\n"
+        "operable program or batch file.\r\n"
+    )
     return CommandResult(exit_code=1, stderr=text.encode("utf-8"))
 
 
@@ -101,15 +106,26 @@ def run_op(host: LabHost, stdin: bytes) -> CommandResult:
     try:
         inv = protocol.parse_stdin(stdin)
     except (ValueError, UnicodeDecodeError):
-        return CommandResult(1, stderr=clixml_error(
-            "The script block could not be parsed: stdin is not a tealeaf-fleet invocation."))
+        return CommandResult(
+            1,
+            stderr=clixml_error(
+                "The script block could not be parsed: stdin is not a tealeaf-fleet invocation."
+            ),
+        )
     op = inv.op or ""
-    if not op.replace("_", "").isalnum() or inv.library != _packaged("common") \
-            or inv.script != _packaged(op):
+    if (
+        not op.replace("_", "").isalnum()
+        or inv.library != _packaged("common")
+        or inv.script != _packaged(op)
+    ):
         host.record("op", op=op or None, exit=1, refused="not a packaged script")
-        return CommandResult(1, stderr=clixml_error(
-            f"The lab runs only the packaged tealeaf-fleet scripts; '{op or '?'}' with this "
-            "text is not one of them."))
+        return CommandResult(
+            1,
+            stderr=clixml_error(
+                f"The lab runs only the packaged tealeaf-fleet scripts; '{op or '?'}' with this "
+                "text is not one of them."
+            ),
+        )
     try:
         from tealeaf_fleet.lab.models import MODELS
     except ImportError:
@@ -127,8 +143,9 @@ def run_op(host: LabHost, stdin: bytes) -> CommandResult:
         host.record("op", op=op, exit=1)
         return CommandResult(1, stderr=clixml_error(str(exc)))
     host.record("op", op=op, exit=0)
-    return CommandResult(0, stdout=protocol.format_result(result).replace("\n", "\r\n")
-                         .encode("utf-8"))
+    return CommandResult(
+        0, stdout=protocol.format_result(result).replace("\n", "\r\n").encode("utf-8")
+    )
 
 
 def run_command(host: LabHost, command: str, args: list[str], stdin: bytes) -> CommandResult:
@@ -142,7 +159,11 @@ def run_command(host: LabHost, command: str, args: list[str], stdin: bytes) -> C
     if result is not None:
         return result
     if program == "powershell":
-        return CommandResult(1, stderr=clixml_error(
-            "The lab cannot run this PowerShell command; only the packaged tealeaf-fleet "
-            "scripts and simple Write-Output one-liners are emulated."))
+        return CommandResult(
+            1,
+            stderr=clixml_error(
+                "The lab cannot run this PowerShell command; only the packaged tealeaf-fleet "
+                "scripts and simple Write-Output one-liners are emulated."
+            ),
+        )
     return _not_recognized(command)

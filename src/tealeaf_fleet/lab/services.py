@@ -46,55 +46,144 @@ class ServiceInfo:
 # (name, display name, exe relative to the install folder, start mode, initial state, deps)
 _COMMON = [
     (TMS_SERVICE, "TeaLeaf Management Server", r"bin\TMS.exe", "Auto", "Running", []),
-    (DATA_SERVICE, "TeaLeaf Data Service", r"bin\TLDataService.exe", "Auto", "Running",
-     [TMS_SERVICE]),
+    (
+        DATA_SERVICE,
+        "TeaLeaf Data Service",
+        r"bin\TLDataService.exe",
+        "Auto",
+        "Running",
+        [TMS_SERVICE],
+    ),
 ]
 _ROLE_SERVICES = {
     "portal": [
-        ("TeaLeafPortalStatus", "TeaLeaf Portal Status", r"bin\PortalStatus.exe", "Auto",
-         "Running", [TMS_SERVICE]),
-        ("TeaLeafReportingService", "TeaLeaf Reporting Service", r"bin\TLReporting.exe",
-         "Auto", "Running", [DATA_SERVICE]),
+        (
+            "TeaLeafPortalStatus",
+            "TeaLeaf Portal Status",
+            r"bin\PortalStatus.exe",
+            "Auto",
+            "Running",
+            [TMS_SERVICE],
+        ),
+        (
+            "TeaLeafReportingService",
+            "TeaLeaf Reporting Service",
+            r"bin\TLReporting.exe",
+            "Auto",
+            "Running",
+            [DATA_SERVICE],
+        ),
     ],
     "hbr": [
-        ("TeaLeafTransportService", "TeaLeaf Transport Service", r"bin\TLTransport.exe",
-         "Auto", "Running", [TMS_SERVICE]),
-        ("TeaLeafHBR", "TeaLeaf Health Based Routing", r"bin\HBR.exe", "Auto", "Running",
-         ["TeaLeafTransportService"]),
-        ("TeaLeafRulesEngine", "TeaLeaf Rules Engine", r"bin\TLRules.exe", "Auto", "Running",
-         ["TeaLeafTransportService"]),
+        (
+            "TeaLeafTransportService",
+            "TeaLeaf Transport Service",
+            r"bin\TLTransport.exe",
+            "Auto",
+            "Running",
+            [TMS_SERVICE],
+        ),
+        (
+            "TeaLeafHBR",
+            "TeaLeaf Health Based Routing",
+            r"bin\HBR.exe",
+            "Auto",
+            "Running",
+            ["TeaLeafTransportService"],
+        ),
+        (
+            "TeaLeafRulesEngine",
+            "TeaLeaf Rules Engine",
+            r"bin\TLRules.exe",
+            "Auto",
+            "Running",
+            ["TeaLeafTransportService"],
+        ),
     ],
     "canister": [
-        ("TeaLeafTransportService", "TeaLeaf Transport Service", r"bin\TLTransport.exe",
-         "Auto", "Running", [TMS_SERVICE]),
-        ("TeaLeafCanister", "TeaLeaf Canister", r"bin\Canister.exe", "Auto", "Running",
-         ["TeaLeafTransportService"]),
-        ("TLSearchServer", "TeaLeaf Search Server", r"bin\TLSearchServer.exe", "Auto",
-         "Running", ["TeaLeafCanister"]),
-        ("TeaLeafSnapshotService", "TeaLeaf Snapshot Service", r"bin\TLSnapshot.exe",
-         "Manual", "Stopped", []),
+        (
+            "TeaLeafTransportService",
+            "TeaLeaf Transport Service",
+            r"bin\TLTransport.exe",
+            "Auto",
+            "Running",
+            [TMS_SERVICE],
+        ),
+        (
+            "TeaLeafCanister",
+            "TeaLeaf Canister",
+            r"bin\Canister.exe",
+            "Auto",
+            "Running",
+            ["TeaLeafTransportService"],
+        ),
+        (
+            "TLSearchServer",
+            "TeaLeaf Search Server",
+            r"bin\TLSearchServer.exe",
+            "Auto",
+            "Running",
+            ["TeaLeafCanister"],
+        ),
+        (
+            "TeaLeafSnapshotService",
+            "TeaLeaf Snapshot Service",
+            r"bin\TLSnapshot.exe",
+            "Manual",
+            "Stopped",
+            [],
+        ),
     ],
     "report": [
-        ("TeaLeafReportServer", "TeaLeaf Report Server", r"bin\TLReportServer.exe", "Auto",
-         "Running", [DATA_SERVICE]),
-        ("TeaLeafCXConnect", "TeaLeaf cxConnect", r"bin\cxConnect.exe", "Manual", "Stopped",
-         []),
+        (
+            "TeaLeafReportServer",
+            "TeaLeaf Report Server",
+            r"bin\TLReportServer.exe",
+            "Auto",
+            "Running",
+            [DATA_SERVICE],
+        ),
+        ("TeaLeafCXConnect", "TeaLeaf cxConnect", r"bin\cxConnect.exe", "Manual", "Stopped", []),
     ],
     "other": [
-        ("TeaLeafTransportService", "TeaLeaf Transport Service", r"bin\TLTransport.exe",
-         "Auto", "Running", [TMS_SERVICE]),
+        (
+            "TeaLeafTransportService",
+            "TeaLeaf Transport Service",
+            r"bin\TLTransport.exe",
+            "Auto",
+            "Running",
+            [TMS_SERVICE],
+        ),
     ],
 }
 _WINDOWS = [
-    ("WinRM", "Windows Remote Management (WS-Management)",
-     r"C:\Windows\System32\svchost.exe -k NetworkService", "Auto", "Running", []),
+    (
+        "WinRM",
+        "Windows Remote Management (WS-Management)",
+        r"C:\Windows\System32\svchost.exe -k NetworkService",
+        "Auto",
+        "Running",
+        [],
+    ),
     ("Spooler", "Print Spooler", r"C:\Windows\System32\spoolsv.exe", "Auto", "Running", []),
 ]
 _IIS = [
-    ("WAS", "Windows Process Activation Service",
-     r"C:\Windows\system32\svchost.exe -k iissvcs", "Manual", "Running", []),
-    (IIS_SERVICE, "World Wide Web Publishing Service",
-     r"C:\Windows\system32\svchost.exe -k iissvcs", "Auto", "Running", ["WAS"]),
+    (
+        "WAS",
+        "Windows Process Activation Service",
+        r"C:\Windows\system32\svchost.exe -k iissvcs",
+        "Manual",
+        "Running",
+        [],
+    ),
+    (
+        IIS_SERVICE,
+        "World Wide Web Publishing Service",
+        r"C:\Windows\system32\svchost.exe -k iissvcs",
+        "Auto",
+        "Running",
+        ["WAS"],
+    ),
 ]
 
 
@@ -123,9 +212,17 @@ class ServiceManager:
     port closes at once). `record(name, state)` reports every transition.
     """
 
-    def __init__(self, services: list[ServiceInfo], state_file: Path, *, half_s: float,
-                 record: Callable[[str, str], None], on_start: Hook, on_stop: Hook,
-                 start_fails: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        services: list[ServiceInfo],
+        state_file: Path,
+        *,
+        half_s: float,
+        record: Callable[[str, str], None],
+        on_start: Hook,
+        on_stop: Hook,
+        start_fails: Callable[[str], bool],
+    ) -> None:
         self._services = {s.name.lower(): s for s in services}
         self._state_file = state_file
         self.half_s = half_s
@@ -152,8 +249,11 @@ class ServiceManager:
         return svc
 
     def _dependents(self, svc: ServiceInfo) -> list[ServiceInfo]:
-        return [s for s in self._services.values()
-                if svc.name.lower() in {d.lower() for d in s.depends_on}]
+        return [
+            s
+            for s in self._services.values()
+            if svc.name.lower() in {d.lower() for d in s.depends_on}
+        ]
 
     # -- transitions -----------------------------------------------------------------------
     def _set(self, svc: ServiceInfo, state: str) -> None:
@@ -178,7 +278,8 @@ class ServiceManager:
                 raise ServiceError(
                     f"Cannot stop service '{svc.display_name} ({svc.name})' because it has "
                     f"dependent services ({', '.join(running)}). It can only be stopped if the "
-                    "Force flag is set.")
+                    "Force flag is set."
+                )
             self._set(svc, "StopPending")
         self._on_stop(svc.name)
         time.sleep(self.half_s)
@@ -196,7 +297,8 @@ class ServiceManager:
             if svc.start_mode == "Disabled":
                 raise ServiceError(
                     f"Service '{svc.display_name} ({svc.name})' cannot be started due to the "
-                    f"following error: Cannot start service {svc.name} on computer '.'.")
+                    f"following error: Cannot start service {svc.name} on computer '.'."
+                )
             deps = list(svc.depends_on)
         for dep in deps:
             if dep.lower() not in _chain:
@@ -222,7 +324,8 @@ class ServiceManager:
                 raise ServiceError(
                     f"Service '{svc.display_name} ({svc.name})' cannot be started due to the "
                     f"following error: Cannot start service {svc.name} on computer '.'. "
-                    f"({failure})")
+                    f"({failure})"
+                )
             self._set(svc, "Running")
 
     def stop_all(self) -> None:
@@ -251,8 +354,11 @@ class ServiceManager:
                 with lock:
                     failed.append(name)
 
-        threads = [threading.Thread(target=one, args=(s.name,), daemon=True)
-                   for s in self.list() if s.start_mode == "Auto"]
+        threads = [
+            threading.Thread(target=one, args=(s.name,), daemon=True)
+            for s in self.list()
+            if s.start_mode == "Auto"
+        ]
         for t in threads:
             t.start()
         for t in threads:

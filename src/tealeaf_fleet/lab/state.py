@@ -46,11 +46,14 @@ def data_service_from_log(logs_dir: Path) -> dict[str, Any]:
     lines = logs[-1].read_text(encoding="ascii", errors="replace").splitlines()
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].endswith(_START):
-            for follow in lines[i + 1:i + 4]:
+            for follow in lines[i + 1 : i + 4]:
                 match = _PORT.search(follow)
                 if match:
-                    return {"mode": "tls" if match.group(1) == "TLS Port" else "plain",
-                            "port": int(match.group(2)), "started_at": lines[i][:19]}
+                    return {
+                        "mode": "tls" if match.group(1) == "TLS Port" else "plain",
+                        "port": int(match.group(2)),
+                        "started_at": lines[i][:19],
+                    }
             break
     return {"mode": None, "port": None, "started_at": None}
 
@@ -76,8 +79,12 @@ def host_state(lab_dir: Path, name: str, entry: dict[str, Any]) -> dict[str, Any
     faults = json.loads((root / "faults.json").read_text(encoding="utf-8") or "{}")
     install = entry.get("install_dir") or _reg_get(registry, TEALEAF_KEY, "InstallDir")
     crt = map_windows_path(fs, SECURITY_DIR + r"\tealeaf.crt")
-    tealeaf = [s for s in services if str(s.get("name", "")).lower().startswith("tealeaf")
-               or str(s.get("display_name", "")).lower().startswith("tealeaf")]
+    tealeaf = [
+        s
+        for s in services
+        if str(s.get("name", "")).lower().startswith("tealeaf")
+        or str(s.get("display_name", "")).lower().startswith("tealeaf")
+    ]
     try:
         logs_dir = map_windows_path(fs, str(install) + r"\Logs") if install else None
     except HostError:
@@ -91,8 +98,9 @@ def host_state(lab_dir: Path, name: str, entry: dict[str, Any]) -> dict[str, Any
         "cert_sha256": first_cert_sha256(crt.read_bytes()) if crt.is_file() else None,
         "services_running": sum(1 for s in tealeaf if s.get("state") == "Running"),
         "services_total": len(tealeaf),
-        "data_service": data_service_from_log(logs_dir) if logs_dir else
-        {"mode": None, "port": None, "started_at": None},
+        "data_service": data_service_from_log(logs_dir)
+        if logs_dir
+        else {"mode": None, "port": None, "started_at": None},
         "faults": sorted(faults) if isinstance(faults, dict) else [],
     }
 
@@ -104,13 +112,21 @@ def lab_state(lab_dir: str | Path) -> dict[str, Any]:
     try:
         lab = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError("no lab here (lab.json is missing)", file=path, field="--dir",
-                         hint="start one with `fleet lab up --dir DIR`") from None
+        raise InputError(
+            "no lab here (lab.json is missing)",
+            file=path,
+            field="--dir",
+            hint="start one with `fleet lab up --dir DIR`",
+        ) from None
     except ValueError as exc:
         raise InputError(f"lab.json is not valid JSON: {exc}", file=path) from None
     hosts = [host_state(root, name, entry) for name, entry in lab.get("hosts", {}).items()]
-    return {"dir": str(root), "pid": lab.get("pid"),
-            "inventory": str(root / lab.get("inventory", "inventory.yaml")), "hosts": hosts}
+    return {
+        "dir": str(root),
+        "pid": lab.get("pid"),
+        "inventory": str(root / lab.get("inventory", "inventory.yaml")),
+        "hosts": hosts,
+    }
 
 
 def render_text(state: dict[str, Any]) -> str:
@@ -121,14 +137,19 @@ def render_text(state: dict[str, Any]) -> str:
             rows.append((h["name"], h["role"], "-", "-", "-", "-", "-", "not contacted"))
             continue
         ds = h["data_service"]
-        rows.append((
-            h["name"], h["role"], h["os"] or "-",
-            "absent" if h["enable_tls"] is None else str(h["enable_tls"]),
-            (h["cert_sha256"] or "-")[:16],
-            f"{h['services_running']}/{h['services_total']}",
-            f"{ds['mode']}:{ds['port']}" if ds["mode"] else "-",
-            ",".join(h["faults"]) or "-",
-        ))
+        rows.append(
+            (
+                h["name"],
+                h["role"],
+                h["os"] or "-",
+                "absent" if h["enable_tls"] is None else str(h["enable_tls"]),
+                (h["cert_sha256"] or "-")[:16],
+                f"{h['services_running']}/{h['services_total']}",
+                f"{ds['mode']}:{ds['port']}" if ds["mode"] else "-",
+                ",".join(h["faults"]) or "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

@@ -44,8 +44,9 @@ class LabCA:
         return self.directory / CA_FILE
 
     @classmethod
-    def create(cls, directory: str | Path, *, common_name: str = "tealeaf-fleet lab CA",
-               days: int = 365) -> LabCA:
+    def create(
+        cls, directory: str | Path, *, common_name: str = "tealeaf-fleet lab CA", days: int = 365
+    ) -> LabCA:
         """Make a new CA in `directory` (created if missing), writing ca.pem and ca-key.pem."""
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -61,19 +62,34 @@ class LabCA:
         cert = (
             certificate_builder(name, name, key.public_key(), days=days)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                         crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         (folder / CA_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(folder / CA_KEY_FILE, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        _write_private(
+            folder / CA_KEY_FILE,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
         return cls(folder, key, cert)
 
     @classmethod
@@ -103,27 +119,34 @@ class LabCA:
         dns = ["localhost"]
         if name and name.lower() != "localhost" and _is_dns_label(name):
             dns.append(name.lower())
-        san = [x509.DNSName(d) for d in dns] + [
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        san = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
         cert = (
             certificate_builder(subject, self._cert.subject, key.public_key(), days=days)
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                self._key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
             .sign(self._key, hashes.SHA256())
         )
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "server"
         cert_path = self.directory / f"server-{safe}.pem"
         key_path = self.directory / f"server-{safe}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
-                              + self._cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        cert_path.write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM)
+            + self._cert.public_bytes(serialization.Encoding.PEM)
+        )
+        _write_private(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
         return cert_path, key_path
 
     def server_context(self, name: str = "lab") -> ssl.SSLContext:
@@ -140,5 +163,4 @@ class LabCA:
 
 
 def _is_dns_label(name: str) -> bool:
-    return all(part and all(c.isalnum() or c == "-" for c in part)
-               for part in name.split("."))
+    return all(part and all(c.isalnum() or c == "-" for c in part) for part in name.split("."))

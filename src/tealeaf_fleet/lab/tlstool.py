@@ -27,11 +27,13 @@ if TYPE_CHECKING:
     from tealeaf_fleet.lab.host import LabHost
 
 SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
-USAGE = ("Usage:\r\n"
-         "  TLSTool.exe create -site <file.pfx> <password>\r\n"
-         "  TLSTool.exe import <file.pfx> <password>\r\n"
-         "  TLSTool.exe enable\r\n"
-         "  TLSTool.exe disable\r\n")
+USAGE = (
+    "Usage:\r\n"
+    "  TLSTool.exe create -site <file.pfx> <password>\r\n"
+    "  TLSTool.exe import <file.pfx> <password>\r\n"
+    "  TLSTool.exe enable\r\n"
+    "  TLSTool.exe disable\r\n"
+)
 SERVER_TLS_XML = """<?xml version="1.0" encoding="utf-8"?>
 <TLSConfiguration>
   <Enabled>true</Enabled>
@@ -81,8 +83,10 @@ def _dispatch(host: LabHost, verb: str, rest: list[str], cwd: str) -> tuple[int,
         return _enable(host)
     if verb == "disable" and not rest:
         host.reg_set(TEALEAF_KEY, "EnableTLS", 0, "DWord")
-        return 0, ("TLS disabled (EnableTLS = 0).\r\n"
-                   "Restart all TeaLeaf services for the change to take effect.\r\n")
+        return 0, (
+            "TLS disabled (EnableTLS = 0).\r\n"
+            "Restart all TeaLeaf services for the change to take effect.\r\n"
+        )
     return 1, USAGE
 
 
@@ -95,8 +99,10 @@ def _create(host: LabHost, target: str, password: str) -> tuple[int, str]:
         return 1, problem
     data = certs.generate_pfx(Secret(password))
     host.write_file(target, data, make_parents=False)
-    return 0, (f"Creating a self-signed certificate pair for IBM Tealeaf CX...\r\n"
-               f"Certificate pair written to {target}\r\n")
+    return 0, (
+        f"Creating a self-signed certificate pair for IBM Tealeaf CX...\r\n"
+        f"Certificate pair written to {target}\r\n"
+    )
 
 
 def _import(host: LabHost, source: str, password: str) -> tuple[int, str]:
@@ -111,44 +117,61 @@ def _import(host: LabHost, source: str, password: str) -> tuple[int, str]:
     if problem:
         return 1, problem
     if not host.path(source).is_file():
-        return 2, (f"Error: cannot open '{source}': The system cannot find the file "
-                   "specified.\r\n")
+        return 2, (f"Error: cannot open '{source}': The system cannot find the file specified.\r\n")
     data = host.read_file(source)
     try:
         pfx = certs.load_pfx(data, Secret(password), name=source)
     except CertificateError:
-        return 3, (f"Error: cannot read '{source}': the specified network password is not "
-                   "correct, or the file is not a PKCS#12 certificate pair.\r\n")
+        return 3, (
+            f"Error: cannot read '{source}': the specified network password is not "
+            "correct, or the file is not a PKCS#12 certificate pair.\r\n"
+        )
     if host.faults().get("import_fails"):
         return 4, "Error: import failed: Access is denied.\r\n"
     token = secrets.token_urlsafe(24)
     pem = pfx.certificate.public_bytes(serialization.Encoding.PEM) + pfx.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
     p12 = pkcs12.serialize_key_and_certificates(
-        b"tealeaf", pfx.private_key, pfx.certificate, None,
-        serialization.BestAvailableEncryption(token.encode()))
+        b"tealeaf",
+        pfx.private_key,
+        pfx.certificate,
+        None,
+        serialization.BestAvailableEncryption(token.encode()),
+    )
     host.mkdir(SECURITY_DIR)
     host.write_file(SECURITY_DIR + r"\tealeaf.crt", pem)
     host.write_file(SECURITY_DIR + r"\tealeaf.p12", p12)
     host.reg_set(SECURITY_KEY, "TLSCertPassword", token, "String")
-    return 0, (f"Importing certificate pair from {source}...\r\n"
-               f"Certificate written to {SECURITY_DIR}\\tealeaf.crt\r\n"
-               f"Key store written to {SECURITY_DIR}\\tealeaf.p12\r\n"
-               "Import complete.\r\n")
+    return 0, (
+        f"Importing certificate pair from {source}...\r\n"
+        f"Certificate written to {SECURITY_DIR}\\tealeaf.crt\r\n"
+        f"Key store written to {SECURITY_DIR}\\tealeaf.p12\r\n"
+        "Import complete.\r\n"
+    )
 
 
 def _enable(host: LabHost) -> tuple[int, str]:
-    imported = (host.exists(SECURITY_DIR + r"\tealeaf.crt")
-                and host.exists(SECURITY_DIR + r"\tealeaf.p12")
-                and host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None)
+    imported = (
+        host.exists(SECURITY_DIR + r"\tealeaf.crt")
+        and host.exists(SECURITY_DIR + r"\tealeaf.p12")
+        and host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None
+    )
     if not imported:
-        return 1, ("Error: no certificate pair has been imported on this server.\r\n"
-                   "Run 'TLSTool.exe import <file.pfx> <password>' first.\r\n")
+        return 1, (
+            "Error: no certificate pair has been imported on this server.\r\n"
+            "Run 'TLSTool.exe import <file.pfx> <password>' first.\r\n"
+        )
     if host.faults().get("enable_fails"):
         return 4, "Error: cannot update the registry: Access is denied.\r\n"
-    host.write_file(SECURITY_DIR + r"\server.tls.xml",
-                    SERVER_TLS_XML.format(dir=SECURITY_DIR).replace("\n", "\r\n").encode("ascii"))
+    host.write_file(
+        SECURITY_DIR + r"\server.tls.xml",
+        SERVER_TLS_XML.format(dir=SECURITY_DIR).replace("\n", "\r\n").encode("ascii"),
+    )
     host.reg_set(TEALEAF_KEY, "EnableTLS", 1, "DWord")
-    return 0, ("TLS enabled (EnableTLS = 1).\r\n"
-               "Restart all TeaLeaf services for the change to take effect.\r\n")
+    return 0, (
+        "TLS enabled (EnableTLS = 1).\r\n"
+        "Restart all TeaLeaf services for the change to take effect.\r\n"
+    )

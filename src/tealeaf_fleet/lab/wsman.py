@@ -57,46 +57,55 @@ ACTION_NAMES = {
 }
 
 # WSManFault codes real servers send (decimal, as they appear on the wire).
-CODE_TIMED_OUT = 2150858793          # ERROR_WSMAN_OPERATION_TIMEDOUT
+CODE_TIMED_OUT = 2150858793  # ERROR_WSMAN_OPERATION_TIMEDOUT
 CODE_INVALID_SELECTORS = 2150858843  # ERROR_WSMAN_INVALID_SELECTORS (unknown shell/command)
 CODE_QUOTA_MAX_OPERATIONS = 2150859174  # ERROR_WSMAN_QUOTA_MAX_OPERATIONS: clients reopen
-EXIT_CTRL_C = 3221225786             # STATUS_CONTROL_C_EXIT as the unsigned DWORD WinRS reports
+EXIT_CTRL_C = 3221225786  # STATUS_CONTROL_C_EXIT as the unsigned DWORD WinRS reports
 
-MAX_RECEIVE_BYTES = 64 * 1024        # output bytes per Receive response (before base64)
+MAX_RECEIVE_BYTES = 64 * 1024  # output bytes per Receive response (before base64)
 
 
 class WsmanFault(Exception):
     """A SOAP fault to send back (HTTP 500). `wsman_code` None means no WSManFault detail."""
 
-    def __init__(self, code: str, subcode: str, reason: str,
-                 wsman_code: int | None = None) -> None:
+    def __init__(self, code: str, subcode: str, reason: str, wsman_code: int | None = None) -> None:
         super().__init__(reason)
-        self.code = code          # "s:Sender" | "s:Receiver"
-        self.subcode = subcode    # e.g. "w:TimedOut" (prefixes as declared by `fault_xml`)
+        self.code = code  # "s:Sender" | "s:Receiver"
+        self.subcode = subcode  # e.g. "w:TimedOut" (prefixes as declared by `fault_xml`)
         self.reason = reason
         self.wsman_code = wsman_code
 
 
 def timed_out() -> WsmanFault:
-    return WsmanFault("s:Receiver", "w:TimedOut",
-                      "The WS-Management service cannot complete the operation within the time "
-                      "specified in OperationTimeout.", CODE_TIMED_OUT)
+    return WsmanFault(
+        "s:Receiver",
+        "w:TimedOut",
+        "The WS-Management service cannot complete the operation within the time "
+        "specified in OperationTimeout.",
+        CODE_TIMED_OUT,
+    )
 
 
 def invalid_selectors(what: str) -> WsmanFault:
-    return WsmanFault("s:Sender", "w:InvalidSelectors",
-                      f"The request for the Windows Remote Shell with ShellId {what} failed "
-                      "because the shell was not found on the server. Possible causes are: the "
-                      "specified ShellId is incorrect or the shell no longer exists on the "
-                      "server. Provide the correct ShellId or create a new shell and retry the "
-                      "operation.", CODE_INVALID_SELECTORS)
+    return WsmanFault(
+        "s:Sender",
+        "w:InvalidSelectors",
+        f"The request for the Windows Remote Shell with ShellId {what} failed "
+        "because the shell was not found on the server. Possible causes are: the "
+        "specified ShellId is incorrect or the shell no longer exists on the "
+        "server. Provide the correct ShellId or create a new shell and retry the "
+        "operation.",
+        CODE_INVALID_SELECTORS,
+    )
 
 
 def flaky_fault() -> WsmanFault:
     """The injected transient failure: a 500 with no WSManFault code (worth a retry)."""
-    return WsmanFault("s:Receiver", "w:InternalError",
-                      "The WS-Management service encountered an internal error (lab fault "
-                      "injection: flaky).")
+    return WsmanFault(
+        "s:Receiver",
+        "w:InternalError",
+        "The WS-Management service encountered an internal error (lab fault injection: flaky).",
+    )
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -121,7 +130,8 @@ class WsmanRequest:
 
 
 _DURATION = re.compile(
-    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
 
 
 def parse_duration(text: str) -> float | None:
@@ -130,8 +140,12 @@ def parse_duration(text: str) -> float | None:
     if not match or text.strip() in ("P", "PT"):
         return None
     parts = match.groupdict()
-    return (int(parts["d"] or 0) * 86400 + int(parts["h"] or 0) * 3600
-            + int(parts["m"] or 0) * 60 + float(parts["s"] or 0))
+    return (
+        int(parts["d"] or 0) * 86400
+        + int(parts["h"] or 0) * 3600
+        + int(parts["m"] or 0) * 60
+        + float(parts["s"] or 0)
+    )
 
 
 def _text(el: ET.Element | None) -> str:
@@ -143,11 +157,13 @@ def parse_request(data: bytes) -> WsmanRequest:
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
-        raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                         f"The request is not well-formed XML: {exc}") from None
+        raise WsmanFault(
+            "s:Sender", "w:SchemaValidationError", f"The request is not well-formed XML: {exc}"
+        ) from None
     if root.tag != f"{{{NS_SOAP}}}Envelope":
-        raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                         "The request is not a SOAP 1.2 envelope.")
+        raise WsmanFault(
+            "s:Sender", "w:SchemaValidationError", "The request is not a SOAP 1.2 envelope."
+        )
     header = root.find(f"{{{NS_SOAP}}}Header")
     body = root.find(f"{{{NS_SOAP}}}Body")
     if header is None:
@@ -155,8 +171,11 @@ def parse_request(data: bytes) -> WsmanRequest:
     action = _text(header.find(f"{{{NS_ADDR}}}Action"))
     message_id = (header.findtext(f"{{{NS_ADDR}}}MessageID") or "").strip()
     if not action or not message_id:
-        raise WsmanFault("s:Sender", "a:MessageInformationHeaderRequired",
-                         "The request lacks an Action or MessageID header.")
+        raise WsmanFault(
+            "s:Sender",
+            "a:MessageInformationHeaderRequired",
+            "The request lacks an Action or MessageID header.",
+        )
     timeout_text = _text(header.find(f"{{{NS_WSMAN}}}OperationTimeout"))
     selectors = {
         sel.get("Name", ""): (sel.text or "").strip()
@@ -244,8 +263,7 @@ _ENVELOPE_OPEN = (
 def envelope(action: str, relates_to: str, body: str) -> bytes:
     """A response envelope whose RelatesTo is the request's MessageID, verbatim."""
     return (
-        '<?xml version="1.0" encoding="UTF-8"?>' + _ENVELOPE_OPEN
-        + "<s:Header>"
+        '<?xml version="1.0" encoding="UTF-8"?>' + _ENVELOPE_OPEN + "<s:Header>"
         f"<a:Action>{escape(action)}</a:Action>"
         f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
         f"<a:To>{ANONYMOUS}</a:To>"
@@ -308,9 +326,15 @@ class ShellService:
     threads (`host.run_command`), so a Receive long-polls on the command's condition variable.
     """
 
-    def __init__(self, host: ShellHost, *, receive_timeout_s: float = 1.0,
-                 max_commands_per_shell: int = 1000,
-                 max_receive_bytes: int = MAX_RECEIVE_BYTES, endpoint: str = "") -> None:
+    def __init__(
+        self,
+        host: ShellHost,
+        *,
+        receive_timeout_s: float = 1.0,
+        max_commands_per_shell: int = 1000,
+        max_receive_bytes: int = MAX_RECEIVE_BYTES,
+        endpoint: str = "",
+    ) -> None:
         self.host = host
         self.receive_timeout_s = receive_timeout_s
         self.max_commands_per_shell = max_commands_per_shell
@@ -348,9 +372,12 @@ class ShellService:
             else:  # a shell-level request: the newest command
                 cmd = next(reversed(shell.commands.values()), None) if shell.commands else None
         if cmd is None:
-            raise WsmanFault("s:Sender", "w:InvalidSelectors",
-                             f"The command with CommandId {command_id} was not found in shell "
-                             f"{shell.id}.", CODE_INVALID_SELECTORS)
+            raise WsmanFault(
+                "s:Sender",
+                "w:InvalidSelectors",
+                f"The command with CommandId {command_id} was not found in shell {shell.id}.",
+                CODE_INVALID_SELECTORS,
+            )
         return cmd
 
     # -- dispatch
@@ -366,8 +393,11 @@ class ShellService:
             ACTION_SIGNAL: self._signal,
         }.get(req.action)
         if handler is None:
-            raise WsmanFault("s:Sender", "a:ActionNotSupported",
-                             f"The action {req.action} is not supported by this service.")
+            raise WsmanFault(
+                "s:Sender",
+                "a:ActionNotSupported",
+                f"The action {req.action} is not supported by this service.",
+            )
         return handler(req)
 
     def _create(self, req: WsmanRequest) -> bytes:
@@ -414,8 +444,9 @@ class ShellService:
         shell = self._shell(req)
         line = req.body
         if line is None or line.tag != f"{{{NS_SHELL}}}CommandLine":
-            raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                             "The Command request has no rsp:CommandLine.")
+            raise WsmanFault(
+                "s:Sender", "w:SchemaValidationError", "The Command request has no rsp:CommandLine."
+            )
         command_text = line.findtext(f"{{{NS_SHELL}}}Command") or ""
         # Windows joins Command and every Arguments element into one command line and the
         # program splits it again: pywinrm sends one joined Arguments, pypsrp one per
@@ -427,19 +458,24 @@ class ShellService:
         with self._lock:
             if shell.created >= self.max_commands_per_shell:
                 raise WsmanFault(
-                    "s:Receiver", "w:InternalError",
+                    "s:Receiver",
+                    "w:InternalError",
                     "The WS-Management service cannot process the request. This user is allowed "
                     f"a maximum number of {self.max_commands_per_shell} concurrent operations, "
                     "which has been exceeded. Close existing operations for this user, or raise "
-                    "the quota for this user.", CODE_QUOTA_MAX_OPERATIONS)
+                    "the quota for this user.",
+                    CODE_QUOTA_MAX_OPERATIONS,
+                )
             shell.created += 1
             command_id = (line.get("CommandId") or str(uuid.uuid4())).upper()
             cmd = _Command(command_id, tokens[0], tokens[1:])
             shell.commands[command_id] = cmd
         if not self.host.wants_stdin(cmd.command, list(cmd.args)):
             self._start(cmd)
-        body = (f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId>"
-                "</rsp:CommandResponse>")
+        body = (
+            f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId>"
+            "</rsp:CommandResponse>"
+        )
         return envelope(NS_SHELL + "/CommandResponse", req.message_id, body)
 
     def _start(self, cmd: _Command) -> None:
@@ -448,8 +484,12 @@ class ShellService:
                 return
             cmd.started = True
             stdin = bytes(cmd.stdin)
-        worker = threading.Thread(target=self._run, args=(cmd, stdin), daemon=True,
-                                  name=f"lab-cmd-{self.host.name}-{cmd.id[:8]}")
+        worker = threading.Thread(
+            target=self._run,
+            args=(cmd, stdin),
+            daemon=True,
+            name=f"lab-cmd-{self.host.name}-{cmd.id[:8]}",
+        )
         with self._lock:
             self._workers.add(worker)
         worker.start()
@@ -461,8 +501,10 @@ class ShellService:
             # A bug in the simulated host must not leave the client polling forever: report it
             # like Windows reports a crashed process, and keep the traceback in the log.
             log.exception("lab host %s: run_command(%s) failed", self.host.name, cmd.command)
-            result = CommandResult(exit_code=1, stderr=b"lab: the simulated host failed to run "
-                                   b"this command (see the lab log)\r\n")
+            result = CommandResult(
+                exit_code=1,
+                stderr=b"lab: the simulated host failed to run this command (see the lab log)\r\n",
+            )
         with cmd.cond:
             if not cmd.done:  # a ctrl_c may have ended it already
                 cmd.exit_code = result.exit_code
@@ -477,15 +519,17 @@ class ShellService:
         shell = self._shell(req)
         send = req.body
         if send is None or send.tag != f"{{{NS_SHELL}}}Send":
-            raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                             "The Send request has no rsp:Send.")
+            raise WsmanFault(
+                "s:Sender", "w:SchemaValidationError", "The Send request has no rsp:Send."
+            )
         for stream in send.findall(f"{{{NS_SHELL}}}Stream"):
             cmd = self._command(shell, stream.get("CommandId"))
             try:
                 data = base64.b64decode((stream.text or "").strip(), validate=True)
             except ValueError:
-                raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                                 "The Send stream is not valid base64.") from None
+                raise WsmanFault(
+                    "s:Sender", "w:SchemaValidationError", "The Send stream is not valid base64."
+                ) from None
             end = (stream.get("End") or "").strip().lower() in ("true", "1")
             with cmd.cond:
                 if not cmd.started:
@@ -498,8 +542,9 @@ class ShellService:
         shell = self._shell(req)
         recv = req.body
         if recv is None or recv.tag != f"{{{NS_SHELL}}}Receive":
-            raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                             "The Receive request has no rsp:Receive.")
+            raise WsmanFault(
+                "s:Sender", "w:SchemaValidationError", "The Receive request has no rsp:Receive."
+            )
         desired = recv.find(f"{{{NS_SHELL}}}DesiredStream")
         cmd = self._command(shell, desired.get("CommandId") if desired is not None else None)
         wanted = (_text(desired) or " ".join(shell.output_streams)).split()
@@ -521,21 +566,26 @@ class ShellService:
                 continue
             data = cmd.stdout if name == "stdout" else cmd.stderr
             start = cmd.sent[name]
-            chunk = data[start:start + budget]
+            chunk = data[start : start + budget]
             cmd.sent[name] = start + len(chunk)
             budget -= len(chunk)
             if chunk:
-                parts.append(f'<rsp:Stream Name="{name}" CommandId="{cmd.id}">'
-                             f"{base64.b64encode(chunk).decode('ascii')}</rsp:Stream>")
+                parts.append(
+                    f'<rsp:Stream Name="{name}" CommandId="{cmd.id}">'
+                    f"{base64.b64encode(chunk).decode('ascii')}</rsp:Stream>"
+                )
             if cmd.sent[name] < len(data):
                 complete = False
         if complete:
             for name in ("stdout", "stderr"):
                 if name in wanted:
-                    parts.append(f'<rsp:Stream Name="{name}" CommandId="{cmd.id}" End="true">'
-                                 "</rsp:Stream>")
-            parts.append(f'<rsp:CommandState CommandId="{cmd.id}" State="{STATE_DONE}">'
-                         f"<rsp:ExitCode>{cmd.exit_code}</rsp:ExitCode></rsp:CommandState>")
+                    parts.append(
+                        f'<rsp:Stream Name="{name}" CommandId="{cmd.id}" End="true"></rsp:Stream>'
+                    )
+            parts.append(
+                f'<rsp:CommandState CommandId="{cmd.id}" State="{STATE_DONE}">'
+                f"<rsp:ExitCode>{cmd.exit_code}</rsp:ExitCode></rsp:CommandState>"
+            )
         else:
             parts.append(f'<rsp:CommandState CommandId="{cmd.id}" State="{STATE_RUNNING}"/>')
         body = "<rsp:ReceiveResponse>" + "".join(parts) + "</rsp:ReceiveResponse>"
@@ -545,13 +595,17 @@ class ShellService:
         shell = self._shell(req)
         sig = req.body
         if sig is None or sig.tag != f"{{{NS_SHELL}}}Signal":
-            raise WsmanFault("s:Sender", "w:SchemaValidationError",
-                             "The Signal request has no rsp:Signal.")
+            raise WsmanFault(
+                "s:Sender", "w:SchemaValidationError", "The Signal request has no rsp:Signal."
+            )
         cmd = self._command(shell, sig.get("CommandId"))
         code = _text(sig.find(f"{{{NS_SHELL}}}Code")).rsplit("/", 1)[-1].lower()
         if code not in ("terminate", "ctrl_c", "ctrl_break"):
-            raise WsmanFault("s:Sender", "w:InvalidParameter",
-                             f"The signal code {quoteattr(code)} is not supported.")
+            raise WsmanFault(
+                "s:Sender",
+                "w:InvalidParameter",
+                f"The signal code {quoteattr(code)} is not supported.",
+            )
         with cmd.cond:
             if not cmd.done:
                 # The worker may still be running host code; its result is dropped.

@@ -65,8 +65,18 @@ DEFAULT_SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
 LEGACY_DATA_SERVICE_PORT = 23443
 CERT_EXPIRY_WARNING = timedelta(days=30)
 
-OPS = ("preflight", "certificate", "push_pfx", "push_tools", "import", "enable", "disable",
-       "restart", "verify", "facts")
+OPS = (
+    "preflight",
+    "certificate",
+    "push_pfx",
+    "push_tools",
+    "import",
+    "enable",
+    "disable",
+    "restart",
+    "verify",
+    "facts",
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,12 @@ class Finding:
         return self.hosts[0] if len(self.hosts) == 1 else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity, "code": self.code, "message": self.message,
-                "hosts": list(self.hosts)}
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "hosts": list(self.hosts),
+        }
 
 
 @dataclass(frozen=True)
@@ -145,8 +159,9 @@ def _file_present(facts: Mapping[str, Any], name: str) -> bool:
     return bool(_get(facts, "security", "files", name))
 
 
-def _missing_security_files(facts: Mapping[str, Any],
-                            names: tuple[str, ...] = SECURITY_FILES) -> list[str]:
+def _missing_security_files(
+    facts: Mapping[str, Any], names: tuple[str, ...] = SECURITY_FILES
+) -> list[str]:
     return [name for name in names if not _file_present(facts, name)]
 
 
@@ -211,8 +226,9 @@ def _host_time(text: Any) -> datetime | None:
 # --- preflight ----------------------------------------------------------------------------------
 
 
-def preflight_blockers(host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None,
-                       expect_tls: bool) -> list[Finding]:
+def preflight_blockers(
+    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, expect_tls: bool
+) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
 
     Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
@@ -227,40 +243,56 @@ def preflight_blockers(host: Host, facts: Mapping[str, Any], *, pfx_sha256: str 
 
     install_dir = facts.get("install_dir")
     if not install_dir:
-        add(BLOCKER, "install_dir_not_found",
+        add(
+            BLOCKER,
+            "install_dir_not_found",
             "Tealeaf install folder not found: no TeaLeaf service's executable path leads to a "
             r"folder holding Tools\TLSTool.exe and the registry value "
             rf"{TEALEAF_KEY}\InstallDir is absent; set tealeaf.install_dir (or "
-            f"hosts.{name}.install_dir) in the inventory")
+            f"hosts.{name}.install_dir) in the inventory",
+        )
     tlstool = _get(facts, "tools", "tlstool")
     if install_dir and not tlstool:
         path = rf"{install_dir}\Tools\TLSTool.exe"
         if tls_role:
-            add(BLOCKER, "tlstool_missing",
+            add(
+                BLOCKER,
+                "tlstool_missing",
                 f"{path} not found: TLSTool.exe ships with Tealeaf 9.0.2 FP6; install the fix "
-                "pack or point install_dir at the folder that holds Tools\\TLSTool.exe")
+                "pack or point install_dir at the folder that holds Tools\\TLSTool.exe",
+            )
         elif expect_tls:
-            add(INFO, "tlstool_will_be_copied",
+            add(
+                INFO,
+                "tlstool_will_be_copied",
                 f"{path} not found: the rollout copies TLSTool.exe and openssl.exe there from "
-                "a Tealeaf server of the same build (push_tools)")
+                "a Tealeaf server of the same build (push_tools)",
+            )
 
     services = _tealeaf_services(facts)
     if tls_role and not services:
-        add(BLOCKER, "no_tealeaf_services",
+        add(
+            BLOCKER,
+            "no_tealeaf_services",
             "no Windows service whose name or display name starts with 'TeaLeaf' was found: "
-            "is Tealeaf installed on this host, and is its role in the inventory right?")
+            "is Tealeaf installed on this host, and is its role in the inventory right?",
+        )
 
     if expect_tls:
         out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
-        add(INFO, "powershell_2",
+        add(
+            INFO,
+            "powershell_2",
             f"Windows PowerShell {facts.get('ps_version')}: supported (every remote script is "
-            "written for PowerShell 2.0)")
+            "written for PowerShell 2.0)",
+        )
     return out
 
 
-def _rollout_blockers(host: Host, facts: Mapping[str, Any], *,
-                      pfx_sha256: str | None) -> list[Finding]:
+def _rollout_blockers(
+    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None
+) -> list[Finding]:
     out: list[Finding] = []
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -271,48 +303,67 @@ def _rollout_blockers(host: Host, facts: Mapping[str, Any], *,
     build = facts.get("tealeaf_build")
     verdict = build_at_least(build)
     if verdict is None:
-        add(BLOCKER if tls_role else WARNING, "build_unknown",
+        add(
+            BLOCKER if tls_role else WARNING,
+            "build_unknown",
             f"Tealeaf build unknown (registry value {TEALEAF_KEY}\\Version "
             f"{'is absent' if build is None else f'reads {build!r}'}); inter-process TLS "
-            f"needs {MIN_BUILD_TEXT} (9.0.2 FP6) or later: check the installed fix pack")
+            f"needs {MIN_BUILD_TEXT} (9.0.2 FP6) or later: check the installed fix pack",
+        )
     elif not verdict:
-        add(BLOCKER, "build_too_old",
+        add(
+            BLOCKER,
+            "build_too_old",
             f"Tealeaf build {build} is older than {MIN_BUILD_TEXT} (9.0.2 FP6); install Fix "
-            "Pack 6 or later before enabling TLS")
+            "Pack 6 or later before enabling TLS",
+        )
 
     if tls_role:
         out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
         port = _get(facts, "data_service", "port")
         if port == LEGACY_DATA_SERVICE_PORT:
-            add(BLOCKER, "data_service_23443",
+            add(
+                BLOCKER,
+                "data_service_23443",
                 f"the Data Service listens on port {LEGACY_DATA_SERVICE_PORT} (the FP2-FP4 "
                 "option): set it back to 23000, and the Search Service configuration on "
-                "Canisters and HBRs that points at 23443, before enabling TLS")
+                "Canisters and HBRs that points at 23443, before enabling TLS",
+            )
         elif isinstance(port, int) and port != host.data_service_port:
-            add(WARNING, "data_service_port_mismatch",
+            add(
+                WARNING,
+                "data_service_port_mismatch",
                 f"the Data Service log shows port {port} but the inventory says "
                 f"data_service_port {host.data_service_port}: the handshake gate probes the "
-                "inventory's port; correct the inventory")
+                "inventory's port; correct the inventory",
+            )
         if _is_2008r2(facts):
             out.extend(_schannel_2008r2(name, facts))
         if host.role == "hbr" and facts.get("tls_cert_password_present") is False:
-            add(WARNING, "tls_cert_password_absent",
+            add(
+                WARNING,
+                "tls_cert_password_absent",
                 f"{TEALEAF_KEY}\\security\\TLSCertPassword is absent: HBRs then log a "
                 "spurious 'TeaLeaf Rules: unable to open key' error in the Application event "
-                "log (harmless; the vendor suggests creating it as a string with a dummy value)")
+                "log (harmless; the vendor suggests creating it as a string with a dummy value)",
+            )
         status_gaps = _status_report_gaps(facts)
         if status_gaps:
-            add(WARNING, "status_report_tls",
+            add(
+                WARNING,
+                "status_report_tls",
                 "TealeafStatus cannot report once TLS is on until these are set (vendor "
                 "section 'Generate the status report with TLS enabled'; reboot after): "
                 + "; ".join(status_gaps)
                 + ". Prefer DefaultSecureProtocols 0xA80 (TLS 1.0-1.2) to the vendor's 0xAA0, "
-                "which also turns SSL 3.0 back on")
+                "which also turns SSL 3.0 back on",
+            )
     return out
 
 
-def _enable_tls_blockers(name: str, facts: Mapping[str, Any],
-                         pfx_sha256: str | None) -> list[Finding]:
+def _enable_tls_blockers(
+    name: str, facts: Mapping[str, Any], pfx_sha256: str | None
+) -> list[Finding]:
     value = _enable_tls(facts)
     key = f"{TEALEAF_KEY}\\EnableTLS"
     if value in (None, 0):
@@ -320,22 +371,43 @@ def _enable_tls_blockers(name: str, facts: Mapping[str, Any],
     installed = _get(facts, "security", "cert_sha256")
     if value == 1:
         if pfx_sha256 and installed == pfx_sha256:
-            return [Finding(INFO, "resume_enabled",
-                            f"{key} is already 1 with this rollout's certificate "
-                            f"({short_sha(pfx_sha256)}): resuming", (name,))]
+            return [
+                Finding(
+                    INFO,
+                    "resume_enabled",
+                    f"{key} is already 1 with this rollout's certificate "
+                    f"({short_sha(pfx_sha256)}): resuming",
+                    (name,),
+                )
+            ]
         if pfx_sha256:
-            why = (f"the certificate in {_security_dir(facts)}\\tealeaf.crt is "
-                   f"{short_sha(installed)}, not this rollout's PFX ({short_sha(pfx_sha256)})")
+            why = (
+                f"the certificate in {_security_dir(facts)}\\tealeaf.crt is "
+                f"{short_sha(installed)}, not this rollout's PFX ({short_sha(pfx_sha256)})"
+            )
         else:
-            why = ("no PFX exists yet, so the rollout would generate a new certificate and "
-                   "import it over a live TLS configuration")
-        return [Finding(BLOCKER, "enable_tls_preset",
-                        f"{key} is already 1 and {why}; to adopt the certificate in place, "
-                        "set certificate.source: file with that PFX, else run `fleet rollback` "
-                        "(or set EnableTLS to 0 and restart the TeaLeaf services) first",
-                        (name,))]
-    return [Finding(BLOCKER, "enable_tls_unexpected",
-                    f"{key} reads {value!r}; expected absent, 0 or 1: set it to 0", (name,))]
+            why = (
+                "no PFX exists yet, so the rollout would generate a new certificate and "
+                "import it over a live TLS configuration"
+            )
+        return [
+            Finding(
+                BLOCKER,
+                "enable_tls_preset",
+                f"{key} is already 1 and {why}; to adopt the certificate in place, "
+                "set certificate.source: file with that PFX, else run `fleet rollback` "
+                "(or set EnableTLS to 0 and restart the TeaLeaf services) first",
+                (name,),
+            )
+        ]
+    return [
+        Finding(
+            BLOCKER,
+            "enable_tls_unexpected",
+            f"{key} reads {value!r}; expected absent, 0 or 1: set it to 0",
+            (name,),
+        )
+    ]
 
 
 def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
@@ -346,15 +418,26 @@ def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     if _get(facts, "schannel", "tls12_server_disabled_by_default") != 0:
         missing.append(f"{TLS12_KEY}\\Server\\DisabledByDefault = 0 (DWORD)")
     if missing:
-        out.append(Finding(BLOCKER, "schannel_tls12_server",
-                           "Windows Server 2008 R2 without TLS 1.2 server support: set "
-                           + " and ".join(missing)
-                           + ", then reboot (SCHANNEL reads them at boot)", (name,)))
+        out.append(
+            Finding(
+                BLOCKER,
+                "schannel_tls12_server",
+                "Windows Server 2008 R2 without TLS 1.2 server support: set "
+                + " and ".join(missing)
+                + ", then reboot (SCHANNEL reads them at boot)",
+                (name,),
+            )
+        )
     if _get(facts, "schannel", "send_trusted_issuer_list") != 0:
-        out.append(Finding(WARNING, "send_trusted_issuer_list",
-                           f"Windows Server 2008 R2: set {SCHANNEL_KEY}\\SendTrustedIssuerList "
-                           "= 0 (DWORD), as the vendor's prerequisites ask, then reboot",
-                           (name,)))
+        out.append(
+            Finding(
+                WARNING,
+                "send_trusted_issuer_list",
+                f"Windows Server 2008 R2: set {SCHANNEL_KEY}\\SendTrustedIssuerList "
+                "= 0 (DWORD), as the vendor's prerequisites ask, then reboot",
+                (name,),
+            )
+        )
     return out
 
 
@@ -364,8 +447,10 @@ def _status_report_gaps(facts: Mapping[str, Any]) -> list[str]:
     gaps: dict[str, list[str]] = {}
     dotnet = facts.get("dotnet") or {}
     for ver, key in DOTNET_KEYS.items():
-        for field_name, value_name in (("strong_crypto", "SchUseStrongCrypto"),
-                                       ("system_default_tls", "SystemDefaultTlsVersions")):
+        for field_name, value_name in (
+            ("strong_crypto", "SchUseStrongCrypto"),
+            ("system_default_tls", "SystemDefaultTlsVersions"),
+        ):
             if dotnet.get(f"{ver}_{field_name}") != 1:
                 gaps.setdefault(key, []).append(f"{value_name} = 1")
     winhttp = facts.get("winhttp") or {}
@@ -386,8 +471,15 @@ def _status_report_gaps(facts: Mapping[str, Any]) -> list[str]:
 # --- "nothing to do, because ..." -------------------------------------------------------------
 
 
-def step_status(host: Host, facts: Mapping[str, Any], op: str, *, pfx_sha256: str | None,
-                expect_tls: bool, changed_at: str | None = None) -> Done | Needed:
+def step_status(
+    host: Host,
+    facts: Mapping[str, Any],
+    op: str,
+    *,
+    pfx_sha256: str | None,
+    expect_tls: bool,
+    changed_at: str | None = None,
+) -> Done | Needed:
     """Whether `op` still has work on `host`, judged from its facts.
 
     `push_pfx` reads a `file_info` result merged into the facts as `facts["files"]` (PATH ->
@@ -431,8 +523,7 @@ def step_status(host: Host, facts: Mapping[str, Any], op: str, *, pfx_sha256: st
 def _push_pfx_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
     if not pfx_sha256:
         return Needed("the certificate does not exist yet")
-    if _get(facts, "security", "cert_sha256") == pfx_sha256 and _file_present(facts,
-                                                                               "tealeaf.p12"):
+    if _get(facts, "security", "cert_sha256") == pfx_sha256 and _file_present(facts, "tealeaf.p12"):
         return Done(f"already imported ({short_sha(pfx_sha256)}): no copy needed")
     files = facts.get("files") or {}
     for path, info in files.items():
@@ -450,14 +541,19 @@ def _import_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | N
     if missing:
         return Needed(f"{', '.join(missing)} missing in {folder}")
     if installed != pfx_sha256:
-        return Needed(f"{folder}\\tealeaf.crt holds {short_sha(installed)}, not the PFX's "
-                      f"{short_sha(pfx_sha256)}")
-    return Done(f"{folder}\\tealeaf.crt and tealeaf.p12 carry the PFX's certificate "
-                f"({short_sha(pfx_sha256)})")
+        return Needed(
+            f"{folder}\\tealeaf.crt holds {short_sha(installed)}, not the PFX's "
+            f"{short_sha(pfx_sha256)}"
+        )
+    return Done(
+        f"{folder}\\tealeaf.crt and tealeaf.p12 carry the PFX's certificate "
+        f"({short_sha(pfx_sha256)})"
+    )
 
 
-def _restart_status(facts: Mapping[str, Any], *, expect_tls: bool,
-                    changed_at: str | None) -> Done | Needed:
+def _restart_status(
+    facts: Mapping[str, Any], *, expect_tls: bool, changed_at: str | None
+) -> Done | Needed:
     wanted = "tls" if expect_tls else "plain"
     mode = _get(facts, "data_service", "mode")
     started = _get(facts, "data_service", "started_at")
@@ -468,23 +564,32 @@ def _restart_status(facts: Mapping[str, Any], *, expect_tls: bool,
     if _tls_configured(facts) is not expect_tls:
         # the services read EnableTLS when they start: a registry that disagrees with the
         # wanted state means an enable/disable is still to come, and a restart after it
-        return Needed(f"the Data Service runs {mode} but EnableTLS is "
-                      f"{_enable_tls_text(facts)}: the {'enable' if expect_tls else 'disable'} "
-                      "and a restart after it are still to come")
+        return Needed(
+            f"the Data Service runs {mode} but EnableTLS is "
+            f"{_enable_tls_text(facts)}: the {'enable' if expect_tls else 'disable'} "
+            "and a restart after it are still to come"
+        )
     if changed_at is not None:
         since, began = _host_time(changed_at), _host_time(started)
         if since is None or began is None or began < since:
-            return Needed(f"the Data Service started at {started}, before the change at "
-                          f"{changed_at}")
-    return Done(f"EnableTLS is {_enable_tls_text(facts)} and the Data Service started in "
-                f"{wanted} mode at {started}")
+            return Needed(
+                f"the Data Service started at {started}, before the change at {changed_at}"
+            )
+    return Done(
+        f"EnableTLS is {_enable_tls_text(facts)} and the Data Service started in "
+        f"{wanted} mode at {started}"
+    )
 
 
 # --- drift across the fleet ---------------------------------------------------------------------
 
 
-def fleet_drift(facts_by_host: Mapping[str, Mapping[str, Any]], *, pfx_sha256: str | None,
-                roles: Mapping[str, str] | None = None) -> list[Finding]:
+def fleet_drift(
+    facts_by_host: Mapping[str, Mapping[str, Any]],
+    *,
+    pfx_sha256: str | None,
+    roles: Mapping[str, str] | None = None,
+) -> list[Finding]:
     """Where hosts disagree with each other (or with the PFX) in ways that break TLS.
 
     `roles` (host -> role) tells TLS roles from RTV workstations; hosts missing from it count as
@@ -505,8 +610,9 @@ def fleet_drift(facts_by_host: Mapping[str, Mapping[str, Any]], *, pfx_sha256: s
     return out
 
 
-def _certificate_drift(facts_by_host: Mapping[str, Mapping[str, Any]], names: list[str],
-                       pfx_sha256: str | None) -> list[Finding]:
+def _certificate_drift(
+    facts_by_host: Mapping[str, Mapping[str, Any]], names: list[str], pfx_sha256: str | None
+) -> list[Finding]:
     present = {n: _get(facts_by_host[n], "security", "cert_sha256") for n in names}
     present = {n: sha for n, sha in present.items() if sha}
     if not present:
@@ -520,29 +626,49 @@ def _certificate_drift(facts_by_host: Mapping[str, Mapping[str, Any]], names: li
             groups = "; ".join(
                 f"{short_sha(sha)} on "
                 + ", ".join(sorted(n for n, s in present.items() if s == sha))
-                for sha, _ in counts)
-            return [Finding(BLOCKER, "cert_mismatch",
-                            f"tealeaf.crt differs across hosts with no majority: {groups}; "
-                            "import one PFX everywhere", tuple(sorted(present)))]
+                for sha, _ in counts
+            )
+            return [
+                Finding(
+                    BLOCKER,
+                    "cert_mismatch",
+                    f"tealeaf.crt differs across hosts with no majority: {groups}; "
+                    "import one PFX everywhere",
+                    tuple(sorted(present)),
+                )
+            ]
         reference, source = counts[0][0], "the majority"
     outliers = sorted(n for n, sha in present.items() if sha != reference)
     for name in outliers:
-        out.append(Finding(BLOCKER, "cert_mismatch",
-                           f"{_security_dir(facts_by_host[name])}\\tealeaf.crt holds "
-                           f"{short_sha(present[name])}, not {source}'s {short_sha(reference)}: "
-                           "import the fleet's PFX here", (name,)))
+        out.append(
+            Finding(
+                BLOCKER,
+                "cert_mismatch",
+                f"{_security_dir(facts_by_host[name])}\\tealeaf.crt holds "
+                f"{short_sha(present[name])}, not {source}'s {short_sha(reference)}: "
+                "import the fleet's PFX here",
+                (name,),
+            )
+        )
     return out
 
 
-def _enable_drift(facts_by_host: Mapping[str, Mapping[str, Any]],
-                  tls_hosts: list[str]) -> list[Finding]:
+def _enable_drift(
+    facts_by_host: Mapping[str, Mapping[str, Any]], tls_hosts: list[str]
+) -> list[Finding]:
     on = sorted(n for n in tls_hosts if _enable_tls(facts_by_host[n]) == 1)
     off = sorted(n for n in tls_hosts if n not in on)
     if on and off:
-        return [Finding(BLOCKER, "enable_tls_mixed",
-                        f"{TEALEAF_KEY}\\EnableTLS is 1 on {', '.join(on)} but not on "
-                        f"{', '.join(off)}: TLS must be on everywhere or nowhere (finish the "
-                        "rollout or run `fleet rollback`)", tuple(on + off))]
+        return [
+            Finding(
+                BLOCKER,
+                "enable_tls_mixed",
+                f"{TEALEAF_KEY}\\EnableTLS is 1 on {', '.join(on)} but not on "
+                f"{', '.join(off)}: TLS must be on everywhere or nowhere (finish the "
+                "rollout or run `fleet rollback`)",
+                tuple(on + off),
+            )
+        ]
     return []
 
 
@@ -554,36 +680,68 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     if value == 1:
         missing = _missing_security_files(facts)
         if missing:
-            out.append(Finding(BLOCKER, "cert_files_missing",
-                               f"EnableTLS is 1 but {', '.join(missing)} missing in {folder}: "
-                               "import the PFX and enable again", (name,)))
+            out.append(
+                Finding(
+                    BLOCKER,
+                    "cert_files_missing",
+                    f"EnableTLS is 1 but {', '.join(missing)} missing in {folder}: "
+                    "import the PFX and enable again",
+                    (name,),
+                )
+            )
     if mode is None:
-        out.append(Finding(WARNING, "data_service_unknown",
-                           "no Data Service startup block found in "
-                           r"<install>\Logs\TLDataService_*.log: its mode is unknown", (name,)))
+        out.append(
+            Finding(
+                WARNING,
+                "data_service_unknown",
+                "no Data Service startup block found in "
+                r"<install>\Logs\TLDataService_*.log: its mode is unknown",
+                (name,),
+            )
+        )
     elif value == 1 and mode != "tls":
-        out.append(Finding(BLOCKER, "data_service_mode",
-                           f"EnableTLS is 1 but the Data Service last started in {mode} mode "
-                           "(its log shows 'Port:', not 'TLS Port:'): restart the TeaLeaf "
-                           "services", (name,)))
+        out.append(
+            Finding(
+                BLOCKER,
+                "data_service_mode",
+                f"EnableTLS is 1 but the Data Service last started in {mode} mode "
+                "(its log shows 'Port:', not 'TLS Port:'): restart the TeaLeaf "
+                "services",
+                (name,),
+            )
+        )
     elif value != 1 and mode == "tls":
-        out.append(Finding(BLOCKER, "data_service_mode",
-                           f"EnableTLS is {value if value is not None else 'absent'} but the "
-                           "Data Service last started in tls mode (its log shows 'TLS Port:'): "
-                           "restart the TeaLeaf services", (name,)))
+        out.append(
+            Finding(
+                BLOCKER,
+                "data_service_mode",
+                f"EnableTLS is {value if value is not None else 'absent'} but the "
+                "Data Service last started in tls mode (its log shows 'TLS Port:'): "
+                "restart the TeaLeaf services",
+                (name,),
+            )
+        )
     return out
 
 
 def _stopped_services(name: str, facts: Mapping[str, Any]) -> list[Finding]:
-    stopped = sorted(str(s.get("name")) for s in _tealeaf_services(facts)
-                     if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
-                     and s.get("state") != "Running")
+    stopped = sorted(
+        str(s.get("name"))
+        for s in _tealeaf_services(facts)
+        if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
+        and s.get("state") != "Running"
+    )
     if not stopped:
         return []
-    return [Finding(WARNING, "service_stopped",
-                    f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
-                    "(restarts leave stopped services stopped: start them if they should run)",
-                    (name,))]
+    return [
+        Finding(
+            WARNING,
+            "service_stopped",
+            f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
+            "(restarts leave stopped services stopped: start them if they should run)",
+            (name,),
+        )
+    ]
 
 
 def _cert_expiry(name: str, facts: Mapping[str, Any]) -> list[Finding]:
@@ -592,28 +750,41 @@ def _cert_expiry(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     if not_after is None or now is None or not_after - now > CERT_EXPIRY_WARNING:
         return []
     state = "expired" if not_after <= now else "expires"
-    return [Finding(WARNING, "cert_expiring",
-                    f"{_security_dir(facts)}\\tealeaf.crt {state} on {not_after:%Y-%m-%d}: "
-                    "plan a certificate rotation", (name,))]
+    return [
+        Finding(
+            WARNING,
+            "cert_expiring",
+            f"{_security_dir(facts)}\\tealeaf.crt {state} on {not_after:%Y-%m-%d}: "
+            "plan a certificate rotation",
+            (name,),
+        )
+    ]
 
 
-def _build_drift(facts_by_host: Mapping[str, Mapping[str, Any]],
-                 names: list[str]) -> list[Finding]:
+def _build_drift(facts_by_host: Mapping[str, Mapping[str, Any]], names: list[str]) -> list[Finding]:
     builds = {n: facts_by_host[n].get("tealeaf_build") for n in names}
     known = {n: b for n, b in builds.items() if b}
     if len(set(known.values())) <= 1:
         return []
-    listing = "; ".join(f"{b} on {', '.join(sorted(n for n, x in known.items() if x == b))}"
-                        for b in sorted(set(known.values())))
-    return [Finding(WARNING, "build_mismatch",
-                    f"Tealeaf builds differ ({TEALEAF_KEY}\\Version): {listing}",
-                    tuple(sorted(known)))]
+    listing = "; ".join(
+        f"{b} on {', '.join(sorted(n for n, x in known.items() if x == b))}"
+        for b in sorted(set(known.values()))
+    )
+    return [
+        Finding(
+            WARNING,
+            "build_mismatch",
+            f"Tealeaf builds differ ({TEALEAF_KEY}\\Version): {listing}",
+            tuple(sorted(known)),
+        )
+    ]
 
 
 def majority_fingerprint(facts_by_host: Mapping[str, Mapping[str, Any]]) -> str | None:
     """The certificate fingerprint most hosts carry; None when none has one or on a tie."""
-    counts = Counter(sha for f in facts_by_host.values()
-                     if (sha := _get(f, "security", "cert_sha256"))).most_common(2)
+    counts = Counter(
+        sha for f in facts_by_host.values() if (sha := _get(f, "security", "cert_sha256"))
+    ).most_common(2)
     if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
         return None
     return counts[0][0]

@@ -48,8 +48,12 @@ class DataServiceMode:
     def from_dict(cls, data: dict[str, Any] | None) -> DataServiceMode:
         data = data or {}
         port = data.get("port")
-        return cls(mode=data.get("mode"), port=int(port) if port is not None else None,
-                   started_at=data.get("started_at"), log=data.get("log"))
+        return cls(
+            mode=data.get("mode"),
+            port=int(port) if port is not None else None,
+            started_at=data.get("started_at"),
+            log=data.get("log"),
+        )
 
 
 class HostFacts(dict):
@@ -143,10 +147,16 @@ class HostFacts(dict):
 
     @property
     def services(self) -> list[ServiceFact]:
-        return [ServiceFact(name=s.get("name", ""), display_name=s.get("display_name", ""),
-                            state=s.get("state", ""), start_mode=s.get("start_mode", ""),
-                            path=s.get("path", ""))
-                for s in self.get("services") or []]
+        return [
+            ServiceFact(
+                name=s.get("name", ""),
+                display_name=s.get("display_name", ""),
+                state=s.get("state", ""),
+                start_mode=s.get("start_mode", ""),
+                path=s.get("path", ""),
+            )
+            for s in self.get("services") or []
+        ]
 
     @property
     def running_services(self) -> list[str]:
@@ -177,23 +187,38 @@ class HostFacts(dict):
         return self._section("winhttp")
 
 
-def gather(conn: Connection, host: Host | None = None, *, install_dir: str | None = None,
-           since: str | None = None, timeout_s: float = TIMEOUT_S) -> HostFacts:
+def gather(
+    conn: Connection,
+    host: Host | None = None,
+    *,
+    install_dir: str | None = None,
+    since: str | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> HostFacts:
     """Read one host's facts. `install_dir` None or '' = discover (services, then registry);
     `since` (host-local yyyy-MM-ddTHH:mm:ss) picks the first Data Service startup at or after
     it instead of the newest."""
     name = host.name if host is not None else conn.name
     if install_dir is None and host is not None:
         install_dir = host.install_dir
-    raw = conn.run_op("facts", {"InstallDir": install_dir or "", "Since": since or ""},
-                      timeout_s=timeout_s, read_only=True)
+    raw = conn.run_op(
+        "facts",
+        {"InstallDir": install_dir or "", "Since": since or ""},
+        timeout_s=timeout_s,
+        read_only=True,
+    )
     return HostFacts(name, raw)
 
 
-def collect(fleet: Fleet, *, forks: int = 10, progress: Progress | None = None,
-            on_progress: Progress | None = None, timeout_s: float = TIMEOUT_S,
-            connect: Callable[[Host], Connection] | None = None
-            ) -> dict[str, HostFacts | RemoteError]:
+def collect(
+    fleet: Fleet,
+    *,
+    forks: int = 10,
+    progress: Progress | None = None,
+    on_progress: Progress | None = None,
+    timeout_s: float = TIMEOUT_S,
+    connect: Callable[[Host], Connection] | None = None,
+) -> dict[str, HostFacts | RemoteError]:
     """Facts of every Windows host in parallel (at most `forks` at once), in inventory order.
 
     A host that cannot be read maps to its RemoteError; a bad password source is an InputError
@@ -204,8 +229,10 @@ def collect(fleet: Fleet, *, forks: int = 10, progress: Progress | None = None,
     if connect is None:
         from tealeaf_fleet.transport import Connection
 
-        passwords = {h.name: (None if h.winrm.transport == "certificate"
-                              else fleet.winrm_password(h)) for h in hosts}
+        passwords = {
+            h.name: (None if h.winrm.transport == "certificate" else fleet.winrm_password(h))
+            for h in hosts
+        }
 
         def connect(h: Host) -> Connection:
             return Connection(h, passwords[h.name])
@@ -226,8 +253,9 @@ def collect(fleet: Fleet, *, forks: int = 10, progress: Progress | None = None,
 
     if not hosts:
         return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts))),
-                            thread_name_prefix="facts") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(forks, len(hosts))), thread_name_prefix="facts"
+    ) as pool:
         results = list(pool.map(one, hosts))
     return {h.name: r for h, r in zip(hosts, results, strict=True)}
 

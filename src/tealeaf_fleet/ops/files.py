@@ -33,9 +33,9 @@ class FileInfo:
 @dataclass(frozen=True)
 class PutResult:
     skipped: bool  # the host already had these exact bytes
-    sha256: str    # of the file now on the host (lowercase hex)
+    sha256: str  # of the file now on the host (lowercase hex)
     size: int
-    parts: int     # parts sent (0 when skipped)
+    parts: int  # parts sent (0 when skipped)
 
 
 def _check_path(path: str) -> None:
@@ -43,8 +43,9 @@ def _check_path(path: str) -> None:
         raise InputError(f"not a usable Windows file path: {path!r}")
 
 
-def file_info(conn: Connection, paths: Sequence[str] | str, *,
-              timeout_s: float = TIMEOUT_S) -> dict[str, FileInfo]:
+def file_info(
+    conn: Connection, paths: Sequence[str] | str, *, timeout_s: float = TIMEOUT_S
+) -> dict[str, FileInfo]:
     """Existence, size and SHA-256 of each path (read-only)."""
     items = [paths] if isinstance(paths, str) else list(paths)
     for path in items:
@@ -54,13 +55,23 @@ def file_info(conn: Connection, paths: Sequence[str] | str, *,
     out: dict[str, FileInfo] = {}
     for path in items:
         entry = files.get(path) or {}
-        out[path] = FileInfo(path=path, exists=bool(entry.get("exists")),
-                             size=entry.get("size"), sha256=entry.get("sha256"))
+        out[path] = FileInfo(
+            path=path,
+            exists=bool(entry.get("exists")),
+            size=entry.get("size"),
+            sha256=entry.get("sha256"),
+        )
     return out
 
 
-def put_file(conn: Connection, data: bytes, path: str, *, chunk_size: int = CHUNK,
-             timeout_s: float = TIMEOUT_S) -> PutResult:
+def put_file(
+    conn: Connection,
+    data: bytes,
+    path: str,
+    *,
+    chunk_size: int = CHUNK,
+    timeout_s: float = TIMEOUT_S,
+) -> PutResult:
     """Make `path` on the host hold exactly `data`; skip when it already does."""
     _check_path(path)
     want = hashlib.sha256(data).hexdigest()
@@ -70,33 +81,54 @@ def put_file(conn: Connection, data: bytes, path: str, *, chunk_size: int = CHUN
     parts = max(1, -(-len(data) // chunk_size))
     result: dict = {}
     for index in range(parts):
-        piece = data[index * chunk_size:(index + 1) * chunk_size]
-        result = conn.run_op("put_file", {
-            "Path": path, "Data": base64.b64encode(piece).decode("ascii"),
-            "Part": index, "Parts": parts, "Sha256": want,
-        }, timeout_s=timeout_s, read_only=False)
+        piece = data[index * chunk_size : (index + 1) * chunk_size]
+        result = conn.run_op(
+            "put_file",
+            {
+                "Path": path,
+                "Data": base64.b64encode(piece).decode("ascii"),
+                "Part": index,
+                "Parts": parts,
+                "Sha256": want,
+            },
+            timeout_s=timeout_s,
+            read_only=False,
+        )
     if not result.get("complete") or str(result.get("sha256", "")).lower() != want:
-        raise ProtocolFault(f"upload of {path} did not complete with SHA-256 {want[:12]}...",
-                            code="put-file", host=conn.name)
-    return PutResult(skipped=False, sha256=want, size=int(result.get("size") or len(data)),
-                     parts=parts)
+        raise ProtocolFault(
+            f"upload of {path} did not complete with SHA-256 {want[:12]}...",
+            code="put-file",
+            host=conn.name,
+        )
+    return PutResult(
+        skipped=False, sha256=want, size=int(result.get("size") or len(data)), parts=parts
+    )
 
 
-def get_file(conn: Connection, path: str, *, chunk_size: int = CHUNK,
-             timeout_s: float = TIMEOUT_S) -> bytes:
+def get_file(
+    conn: Connection, path: str, *, chunk_size: int = CHUNK, timeout_s: float = TIMEOUT_S
+) -> bytes:
     """The whole file, fetched in slices and checked against the host's SHA-256."""
     _check_path(path)
     data = bytearray()
     expected = None
     while True:
-        raw = conn.run_op("get_file", {"Path": path, "Offset": len(data), "Length": chunk_size},
-                          timeout_s=timeout_s, read_only=True)
+        raw = conn.run_op(
+            "get_file",
+            {"Path": path, "Offset": len(data), "Length": chunk_size},
+            timeout_s=timeout_s,
+            read_only=True,
+        )
         piece = base64.b64decode(raw.get("data") or "")
         data += piece
         expected = str(raw.get("sha256") or "").lower()
         if not piece or len(data) >= int(raw.get("size") or 0):
             break
     if hashlib.sha256(data).hexdigest() != expected:
-        raise ProtocolFault(f"{path} changed while it was being read (SHA-256 mismatch)",
-                            code="get-file", host=conn.name, hint="read it again")
+        raise ProtocolFault(
+            f"{path} changed while it was being read (SHA-256 mismatch)",
+            code="get-file",
+            host=conn.name,
+            hint="read it again",
+        )
     return bytes(data)

@@ -16,11 +16,16 @@ if TYPE_CHECKING:
 TIMEOUT_S = 60.0
 
 
-def data_service_mode(conn: Connection, install_dir: str, since: str | None = None, *,
-                      timeout_s: float = TIMEOUT_S) -> DataServiceMode:
+def data_service_mode(
+    conn: Connection, install_dir: str, since: str | None = None, *, timeout_s: float = TIMEOUT_S
+) -> DataServiceMode:
     """mode "tls" / "plain", or None when no startup block (at/after `since`) exists yet."""
-    raw = conn.run_op("data_service_log", {"InstallDir": install_dir or "", "Since": since or ""},
-                      timeout_s=timeout_s, read_only=True)
+    raw = conn.run_op(
+        "data_service_log",
+        {"InstallDir": install_dir or "", "Since": since or ""},
+        timeout_s=timeout_s,
+        read_only=True,
+    )
     return DataServiceMode.from_dict(raw)
 
 

@@ -47,7 +47,7 @@ BOOTSTRAP = (
     "if($kv -match '^(\\w+):([A-Za-z0-9+/=]*)$'){"
     "$h[$matches[1]]=[Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($matches[2]))}};"
     "$b=$t.Substring($n+1);"
-    "$m=$b.IndexOf(\"`n" + OP_SEPARATOR + "`n\");"
+    '$m=$b.IndexOf("`n' + OP_SEPARATOR + '`n");'
     ". ([ScriptBlock]::Create($b.Substring(0,$m)));"
     "& ([ScriptBlock]::Create($b.Substring($m+" + str(len(OP_SEPARATOR) + 2) + "))) @h;"
     "exit 0"
@@ -133,7 +133,7 @@ def parse_stdin(data: bytes) -> Invocation:
     if not sep:
         raise ValueError("no op separator on stdin")
     header = script.split("\n", 1)[0]
-    op = header[len(OP_HEADER):].strip() if header.startswith(OP_HEADER) else None
+    op = header[len(OP_HEADER) :].strip() if header.startswith(OP_HEADER) else None
     return Invocation(op=op, params=params, library=library, script=script)
 
 
@@ -147,5 +147,5 @@ def parse_result(stdout: str) -> object:
     lines = stdout.replace("\r\n", "\n").split("\n")
     for index in range(len(lines) - 1, -1, -1):
         if lines[index].strip() == RESULT_MARKER:
-            return json.loads("\n".join(lines[index + 1:]))
+            return json.loads("\n".join(lines[index + 1 :]))
     raise ValueError("the script wrote no result marker")

@@ -18,11 +18,18 @@ class RegistryResult:
     key: str
     name: str
     previous: Any  # None when the value did not exist
-    value: Any     # read back after writing
+    value: Any  # read back after writing
 
 
-def set_value(conn: Connection, key: str, name: str, value: int | str, *,
-              kind: str | None = None, timeout_s: float = TIMEOUT_S) -> RegistryResult:
+def set_value(
+    conn: Connection,
+    key: str,
+    name: str,
+    value: int | str,
+    *,
+    kind: str | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> RegistryResult:
     """Set `key`\\`name` (key as `HKLM:\\...`); `kind` DWord for ints, String for text."""
     if not key.startswith("HKLM:\\"):
         raise InputError(f"registry key must start with HKLM:\\, not {key!r}")
@@ -31,8 +38,15 @@ def set_value(conn: Connection, key: str, name: str, value: int | str, *,
         raise InputError(f"registry kind must be DWord or String, not {kind!r}")
     if kind == "DWord" and not (isinstance(value, int) and 0 <= value <= 0xFFFFFFFF):
         raise InputError(f"{value!r} is not a DWORD")
-    raw = conn.run_op("set_registry", {"Key": key, "Name": name, "Type": kind,
-                                       "Value": str(value)},
-                      timeout_s=timeout_s, read_only=False)
-    return RegistryResult(key=raw.get("key", key), name=raw.get("name", name),
-                          previous=raw.get("previous"), value=raw.get("value"))
+    raw = conn.run_op(
+        "set_registry",
+        {"Key": key, "Name": name, "Type": kind, "Value": str(value)},
+        timeout_s=timeout_s,
+        read_only=False,
+    )
+    return RegistryResult(
+        key=raw.get("key", key),
+        name=raw.get("name", name),
+        previous=raw.get("previous"),
+        value=raw.get("value"),
+    )

@@ -48,41 +48,61 @@ class IisResetResult:
 @dataclass(frozen=True)
 class RebootResult:
     scheduled_at: str  # host-local time when the reboot was scheduled
-    elapsed_s: float   # until the host answered again
+    elapsed_s: float  # until the host answered again
 
 
 def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> RestartResult:
     """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline."""
     if not names:
         raise ValueError("restart needs at least one service name")
-    raw = conn.run_op("restart_services", {"Names": list(names), "TimeoutS": int(timeout_s)},
-                      timeout_s=timeout_s + MARGIN_S, read_only=False)
+    raw = conn.run_op(
+        "restart_services",
+        {"Names": list(names), "TimeoutS": int(timeout_s)},
+        timeout_s=timeout_s + MARGIN_S,
+        read_only=False,
+    )
     return RestartResult(
-        started_at=str(raw.get("started_at")), elapsed_s=float(raw.get("elapsed_s") or 0.0),
-        services=[ServiceRestart(s.get("name", ""), s.get("before", ""), s.get("after", ""))
-                  for s in raw.get("services") or []])
+        started_at=str(raw.get("started_at")),
+        elapsed_s=float(raw.get("elapsed_s") or 0.0),
+        services=[
+            ServiceRestart(s.get("name", ""), s.get("before", ""), s.get("after", ""))
+            for s in raw.get("services") or []
+        ],
+    )
 
 
 def iisreset(conn: Connection, *, timeout_s: float = IIS_TIMEOUT_S) -> IisResetResult:
     """iisreset.exe; RemoteScriptError when it exits non-zero (IIS did not come back)."""
     raw = conn.run_op("iisreset", {}, timeout_s=timeout_s, read_only=False)
-    result = IisResetResult(exit_code=int(raw.get("exit_code", -1)),
-                            output=str(raw.get("output") or ""))
+    result = IisResetResult(
+        exit_code=int(raw.get("exit_code", -1)), output=str(raw.get("output") or "")
+    )
     if result.exit_code != 0:
-        raise RemoteScriptError(f"iisreset exited {result.exit_code}: {result.output.strip()}",
-                                op="iisreset", exit_code_remote=result.exit_code,
-                                host=conn.name, hint="check IIS (W3SVC) on the host")
+        raise RemoteScriptError(
+            f"iisreset exited {result.exit_code}: {result.output.strip()}",
+            op="iisreset",
+            exit_code_remote=result.exit_code,
+            host=conn.name,
+            hint="check IIS (W3SVC) on the host",
+        )
     return result
 
 
-def reboot_and_wait(conn: Connection, wait_s: float, *, delay_s: int = 5,
-                    poll_s: float = 1.0, probe_timeout_s: float = 10.0) -> RebootResult:
+def reboot_and_wait(
+    conn: Connection,
+    wait_s: float,
+    *,
+    delay_s: int = 5,
+    poll_s: float = 1.0,
+    probe_timeout_s: float = 10.0,
+) -> RebootResult:
     """Schedule a reboot `delay_s` ahead; wait until the host stops answering and then
     answers again; RemoteTimeout when either does not happen within `wait_s`."""
     start = time.monotonic()
     deadline = start + wait_s
-    raw = conn.run_op("reboot", {"DelayS": int(delay_s)}, timeout_s=min(wait_s, 120.0),
-                      read_only=False)
+    raw = conn.run_op(
+        "reboot", {"DelayS": int(delay_s)}, timeout_s=min(wait_s, 120.0), read_only=False
+    )
     conn.close()
     went_down = False
     while time.monotonic() < deadline:
@@ -92,9 +112,13 @@ def reboot_and_wait(conn: Connection, wait_s: float, *, delay_s: int = 5,
             went_down = True
             log.info("%s: down for the reboot", conn.name)
         elif went_down and answering:
-            return RebootResult(scheduled_at=str(raw.get("now")),
-                                elapsed_s=time.monotonic() - start)
+            return RebootResult(
+                scheduled_at=str(raw.get("now")), elapsed_s=time.monotonic() - start
+            )
         time.sleep(poll_s)
     what = "came back" if went_down else "went down for the reboot"
-    raise RemoteTimeout(f"the host never {what} within {wait_s:.0f}s", host=conn.name,
-                        hint="check the host's console; it may be stuck in shutdown or updates")
+    raise RemoteTimeout(
+        f"the host never {what} within {wait_s:.0f}s",
+        host=conn.name,
+        hint="check the host's console; it may be stuck in shutdown or updates",
+    )

@@ -45,13 +45,22 @@ def check_password(password: Secret) -> None:
             kinds.append("whitespace")
         if any(ord(c) > 126 or (ord(c) < 32 and not c.isspace()) for c in bad):
             kinds.append("non-ASCII or control characters")
-        raise InputError("the PFX password contains " + " and ".join(kinds) + ", which "
-                         "TLSTool.exe cannot receive",
-                         hint="use ASCII letters, digits and punctuation other than \"")
+        raise InputError(
+            "the PFX password contains " + " and ".join(kinds) + ", which "
+            "TLSTool.exe cannot receive",
+            hint='use ASCII letters, digits and punctuation other than "',
+        )
 
 
-def run(conn: Connection, install_dir: str, verb: str, pfx_path: str | None = None,
-        password: Secret | None = None, *, timeout_s: float = TIMEOUT_S) -> TlsToolResult:
+def run(
+    conn: Connection,
+    install_dir: str,
+    verb: str,
+    pfx_path: str | None = None,
+    password: Secret | None = None,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> TlsToolResult:
     """Run `InstallDir\\Tools\\TLSTool.exe VERB ...` in its folder; its exit code and output.
 
     A non-zero TLSTool exit code is returned, not raised (the caller decides); a missing
@@ -60,8 +69,10 @@ def run(conn: Connection, install_dir: str, verb: str, pfx_path: str | None = No
     if verb not in VERBS:
         raise ValueError(f"unknown TLSTool verb {verb!r}")
     if not install_dir:
-        raise InputError(f"{conn.name}: no Tealeaf install folder known for TLSTool.exe",
-                         hint="set tealeaf.install_dir or let facts discover it")
+        raise InputError(
+            f"{conn.name}: no Tealeaf install folder known for TLSTool.exe",
+            hint="set tealeaf.install_dir or let facts discover it",
+        )
     params = {"InstallDir": install_dir, "Verb": verb, "PfxPath": "", "Password": ""}
     if verb in ("create", "import"):
         if not pfx_path or password is None:
@@ -70,5 +81,8 @@ def run(conn: Connection, install_dir: str, verb: str, pfx_path: str | None = No
         params["PfxPath"] = pfx_path
         params["Password"] = password.reveal()
     raw = conn.run_op("tlstool", params, timeout_s=timeout_s, read_only=False)
-    return TlsToolResult(verb=str(raw.get("verb", verb)), exit_code=int(raw.get("exit_code", -1)),
-                         output=redact(str(raw.get("output") or "")))
+    return TlsToolResult(
+        verb=str(raw.get("verb", verb)),
+        exit_code=int(raw.get("exit_code", -1)),
+        output=redact(str(raw.get("output") or "")),
+    )
