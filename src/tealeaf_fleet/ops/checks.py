@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.inventory import TLS_ROLES
+from tealeaf_fleet.playbooks import OPS  # the closed op vocabulary has one home
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Host
@@ -64,19 +65,6 @@ SECURITY_FILES = ("tealeaf.crt", "tealeaf.p12", "server.tls.xml")
 DEFAULT_SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
 LEGACY_DATA_SERVICE_PORT = 23443
 CERT_EXPIRY_WARNING = timedelta(days=30)
-
-OPS = (
-    "preflight",
-    "certificate",
-    "push_pfx",
-    "push_tools",
-    "import",
-    "enable",
-    "disable",
-    "restart",
-    "verify",
-    "facts",
-)
 
 
 @dataclass(frozen=True)
