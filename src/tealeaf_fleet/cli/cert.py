@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tealeaf_fleet.cli.common import positive_int
 from tealeaf_fleet.errors import InputError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--out", required=True, metavar="PATH", help="the PFX file to write")
     _password_args(create)
     create.add_argument(
-        "--days", type=_positive_int, default=730, help="validity in days (default 730)"
+        "--days", type=positive_int, default=730, help="validity in days (default 730)"
     )
     create.add_argument("--key-size", type=int, choices=(2048, 3072, 4096), default=2048)
     create.add_argument(
@@ -71,16 +72,6 @@ def _password_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--password-file", metavar="FILE", help="read the PFX password from FILE (mode 0600)"
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _given_password(args: argparse.Namespace) -> Secret | None:

@@ -87,3 +87,17 @@ def write_output(text: str, out: str | Path | None) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(f"cannot write {target}: {exc.strerror}", field="--out") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts such as --forks and --days: a whole number, at least 1.
+
+    Why shared: every command must reject `0`, `-3` or `ten` with the same one-line message.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value

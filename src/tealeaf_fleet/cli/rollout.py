@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.cli.common import add_inventory_argument
+from tealeaf_fleet.cli.common import add_inventory_argument, positive_int
 from tealeaf_fleet.errors import InputError, StalePlanError
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
     )
     p.add_argument(
         "--forks",
-        type=_positive,
+        type=positive_int,
         default=10,
         metavar="N",
         help="hosts worked on at once in parallel phases (default 10)",
@@ -92,16 +92,6 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
         metavar="NAME|FILE",
         help=f"playbook name or file (default: {default_playbook})",
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 # --- the command -----------------------------------------------------------------------------
