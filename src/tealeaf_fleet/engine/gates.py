@@ -50,6 +50,21 @@ class _Pending(Exception):
     """A gate that has not passed yet (internal: polled again until the deadline)."""
 
 
+def _emit_gate(
+    ctx: RunContext, phase: str, host: Host, gate: str, outcome: str, message: str
+) -> None:
+    """One `gate` event: every verdict, passed or failed, is reported the same way."""
+    ctx.bus.emit(
+        "gate",
+        phase=phase,
+        host=host.name,
+        action="restart",
+        outcome=outcome,
+        message=message,
+        gate=gate,
+    )
+
+
 def run_gates(
     ctx: RunContext, phase: str, host: Host, gates: Sequence[str], before: Before
 ) -> list[str]:
@@ -71,15 +86,7 @@ def run_gates(
         again = [g for g in checks if g in ("services", "data_service_log", "handshake")]
         _poll(ctx, phase, host, again, before, max(deadline, time.monotonic() + 10), emit=False)
         text = f"after {soak_s}s, {', '.join(again) or 'nothing'} still right"
-        ctx.bus.emit(
-            "gate",
-            phase=phase,
-            host=host.name,
-            action="restart",
-            outcome="ok",
-            message=text,
-            gate="soak",
-        )
+        _emit_gate(ctx, phase, host, "soak", "ok", text)
         passed.append(f"soak: {text}")
     return passed
 
@@ -109,43 +116,19 @@ def _poll(
                     continue
                 passed.append(f"{gate}: {text}")
                 if emit:
-                    ctx.bus.emit(
-                        "gate",
-                        phase=phase,
-                        host=host.name,
-                        action="restart",
-                        outcome="ok",
-                        message=text,
-                        gate=gate,
-                    )
+                    _emit_gate(ctx, phase, host, gate, "ok", text)
         except _Pending as pending:
             if time.monotonic() + delay > deadline:
                 message = (
                     f"gate {gate} did not pass within health_timeout_s="
                     f"{ctx.fleet.rollout.health_timeout_s}: {pending}"
                 )
-                ctx.bus.emit(
-                    "gate",
-                    phase=phase,
-                    host=host.name,
-                    action="restart",
-                    outcome="failed",
-                    message=message,
-                    gate=gate,
-                )
+                _emit_gate(ctx, phase, host, gate, "failed", message)
                 raise GateFailed(message, gate=gate, host=host.name, phase=phase) from None
             time.sleep(delay)
             delay = min(POLL_MAX_S, delay * 1.5)
         except GateFailed as failed:
-            ctx.bus.emit(
-                "gate",
-                phase=phase,
-                host=host.name,
-                action="restart",
-                outcome="failed",
-                message=failed.message,
-                gate=gate,
-            )
+            _emit_gate(ctx, phase, host, gate, "failed", failed.message)
             failed.phase = phase
             raise
     return passed
