@@ -55,6 +55,15 @@ _COMMON = [
         [TMS_SERVICE],
     ),
 ]
+# hbr, canister and "other" hosts all run the same Transport Service
+_TRANSPORT = (
+    "TeaLeafTransportService",
+    "TeaLeaf Transport Service",
+    r"bin\TLTransport.exe",
+    "Auto",
+    "Running",
+    [TMS_SERVICE],
+)
 _ROLE_SERVICES = {
     "portal": [
         (
@@ -75,14 +84,7 @@ _ROLE_SERVICES = {
         ),
     ],
     "hbr": [
-        (
-            "TeaLeafTransportService",
-            "TeaLeaf Transport Service",
-            r"bin\TLTransport.exe",
-            "Auto",
-            "Running",
-            [TMS_SERVICE],
-        ),
+        _TRANSPORT,
         (
             "TeaLeafHBR",
             "TeaLeaf Health Based Routing",
@@ -101,14 +103,7 @@ _ROLE_SERVICES = {
         ),
     ],
     "canister": [
-        (
-            "TeaLeafTransportService",
-            "TeaLeaf Transport Service",
-            r"bin\TLTransport.exe",
-            "Auto",
-            "Running",
-            [TMS_SERVICE],
-        ),
+        _TRANSPORT,
         (
             "TeaLeafCanister",
             "TeaLeaf Canister",
@@ -146,14 +141,7 @@ _ROLE_SERVICES = {
         ("TeaLeafCXConnect", "TeaLeaf cxConnect", r"bin\cxConnect.exe", "Manual", "Stopped", []),
     ],
     "other": [
-        (
-            "TeaLeafTransportService",
-            "TeaLeaf Transport Service",
-            r"bin\TLTransport.exe",
-            "Auto",
-            "Running",
-            [TMS_SERVICE],
-        ),
+        _TRANSPORT,
     ],
 }
 _WINDOWS = [
