@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -214,6 +214,17 @@ def _host_time(text: Any) -> datetime | None:
 # --- preflight ----------------------------------------------------------------------------------
 
 
+def _host_findings(name: str) -> tuple[list[Finding], Callable[[str, str, str], None]]:
+    """A findings list about one host, and its `add(severity, code, message)`: every preflight
+    rule names the host the same way."""
+    out: list[Finding] = []
+
+    def add(severity: str, code: str, message: str) -> None:
+        out.append(Finding(severity, code, message, (name,)))
+
+    return out, add
+
+
 def preflight_blockers(
     host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, expect_tls: bool
 ) -> list[Finding]:
@@ -222,12 +233,9 @@ def preflight_blockers(
     Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
     a rollback must stay possible on a host that a rollout would refuse.
     """
-    out: list[Finding] = []
     name = host.name
     tls_role = _role_is_tls(host.role)
-
-    def add(severity: str, code: str, message: str) -> None:
-        out.append(Finding(severity, code, message, (name,)))
+    out, add = _host_findings(name)
 
     install_dir = facts.get("install_dir")
     if not install_dir:
@@ -281,12 +289,9 @@ def preflight_blockers(
 def _rollout_blockers(
     host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None
 ) -> list[Finding]:
-    out: list[Finding] = []
     name = host.name
     tls_role = _role_is_tls(host.role)
-
-    def add(severity: str, code: str, message: str) -> None:
-        out.append(Finding(severity, code, message, (name,)))
+    out, add = _host_findings(name)
 
     build = facts.get("tealeaf_build")
     verdict = build_at_least(build)
