@@ -531,13 +531,13 @@ class Connection:
                 hint="check username, the password source, the transport the listener allows "
                 "and that the account may use WinRM (Remote Management Users / admin)",
             )
+        if isinstance(exc, (WSManFaultError, WinRMTransportError)) and exc.code == 401:
+            return AuthenticationFailed(
+                f"{endpoint} answered 401",
+                host=self.name,
+                hint="check username and password source",
+            )
         if isinstance(exc, WSManFaultError):
-            if exc.code == 401:
-                return AuthenticationFailed(
-                    f"{endpoint} answered 401",
-                    host=self.name,
-                    hint="check username and password source",
-                )
             code = exc.wsman_fault_code
             reason = redact(exc.reason or "")[:300]
             if code is None and int(exc.code or 500) >= 500:
@@ -553,12 +553,6 @@ class Connection:
                 hint="see the WinRM service's event log",
             )
         if isinstance(exc, WinRMTransportError):
-            if exc.code == 401:
-                return AuthenticationFailed(
-                    f"{endpoint} answered 401",
-                    host=self.name,
-                    hint="check username and password source",
-                )
             if int(exc.code) >= 500:
                 return ProtocolFault(f"HTTP {exc.code} from {endpoint}", host=self.name)
             return ProtocolFault(
