@@ -207,6 +207,11 @@ def _load(path: Path, source: str) -> Playbook:
 
 def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
     ctx.mapping(m, fld, m.line, PHASE_KEYS)
+
+    def bad(key: str, message: str, hint: str | None = None) -> InputError:
+        """An error at this phase's `key`: its line and field, like every playbook error."""
+        return ctx.error(message, m.key_line(key), f"{fld}.{key}", hint)
+
     op = ctx.choice(m, "op", f"{fld}.op", OPS, None)
     if op is None:
         raise ctx.error(f"'op' is required; one of {', '.join(OPS)}", m.line, f"{fld}.op")
@@ -220,51 +225,35 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
     )
     assert strategy is not None
     if (op == "certificate") != (strategy == "controller"):
-        raise ctx.error(
+        raise bad(
+            "strategy",
             "the certificate op runs once on the controller (strategy: controller)"
             " and only it does",
-            m.key_line("strategy"),
-            f"{fld}.strategy",
         )
     roles: tuple[str, ...]
     if "roles" in m:
         raw_roles = m["roles"]
         if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
-            raise ctx.error(
-                "expected a list of roles, e.g. [hbr]", m.key_line("roles"), f"{fld}.roles"
-            )
+            raise bad("roles", "expected a list of roles, e.g. [hbr]")
         for r in raw_roles:
             if r not in ROLES:
-                raise ctx.error(
-                    f"unknown role '{r}'; expected one of {', '.join(ROLES)}",
-                    m.key_line("roles"),
-                    f"{fld}.roles",
-                )
+                raise bad("roles", f"unknown role '{r}'; expected one of {', '.join(ROLES)}")
             if r == "pca":
-                raise ctx.error(
+                raise bad(
+                    "roles",
                     "role pca is never contacted over WinRM (not affected by inter-process TLS)",
-                    m.key_line("roles"),
-                    f"{fld}.roles",
                 )
             if r == "rtv" and op in TLS_ONLY_OPS:
-                raise ctx.error(
-                    f"role rtv is import only: never {op}", m.key_line("roles"), f"{fld}.roles"
-                )
+                raise bad("roles", f"role rtv is import only: never {op}")
         if op == "certificate" and raw_roles:
-            raise ctx.error(
-                "the certificate op runs on the controller: no roles",
-                m.key_line("roles"),
-                f"{fld}.roles",
-            )
+            raise bad("roles", "the certificate op runs on the controller: no roles")
         if op != "certificate" and not raw_roles:
-            raise ctx.error("expected at least one role", m.key_line("roles"), f"{fld}.roles")
+            raise bad("roles", "expected at least one role")
         roles = tuple(dict.fromkeys(raw_roles))
     else:
         roles = DEFAULT_ROLES[op]
     if "batch" in m and strategy != "rolling":
-        raise ctx.error(
-            "batch only applies to strategy rolling", m.key_line("batch"), f"{fld}.batch"
-        )
+        raise bad("batch", "batch only applies to strategy rolling")
     batch = (
         ctx.integer(m, "batch", f"{fld}.batch", 1, low=1, high=10000, what="a number of hosts") or 1
     )
@@ -276,11 +265,10 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
         and (strategy in ("parallel", "all_or_nothing") or batch > 1)
     ):
         where = ("batch", batch) if strategy == "rolling" else ("strategy", strategy)
-        raise ctx.error(
+        raise bad(
+            where[0],
             f"{where[0]} {where[1]} would restart several {'/'.join(serial)} servers at once "
             "(data loss: the vendor says one at a time)",
-            m.key_line(where[0]),
-            f"{fld}.{where[0]}",
             "use strategy: rolling with batch: 1, or set "
             "allow_parallel_restart: true at the top of the playbook if you accept the risk",
         )
@@ -288,42 +276,30 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
     if "gates" in m:
         raw_gates = m["gates"]
         if op != "restart":
-            raise ctx.error(
-                "gates only apply to the restart op", m.key_line("gates"), f"{fld}.gates"
-            )
+            raise bad("gates", "gates only apply to the restart op")
         if not isinstance(raw_gates, list):
-            raise ctx.error("expected a list of gates", m.key_line("gates"), f"{fld}.gates")
+            raise bad("gates", "expected a list of gates")
         for g in raw_gates:
             if g not in GATES:
-                raise ctx.error(
-                    f"unknown gate '{g}'; expected some of {', '.join(GATES)}",
-                    m.key_line("gates"),
-                    f"{fld}.gates",
-                )
+                raise bad("gates", f"unknown gate '{g}'; expected some of {', '.join(GATES)}")
         gates = tuple(dict.fromkeys(raw_gates))
     on_failure = ctx.choice(m, "on_failure", f"{fld}.on_failure", ON_FAILURE, "halt") or "halt"
     compensate = ctx.string(m, "compensate", f"{fld}.compensate")
     if compensate is not None:
         if strategy != "all_or_nothing":
-            raise ctx.error(
-                "compensate only applies to strategy all_or_nothing",
-                m.key_line("compensate"),
-                f"{fld}.compensate",
-            )
+            raise bad("compensate", "compensate only applies to strategy all_or_nothing")
         if COMPENSATE.get(op) != compensate:
             expected = COMPENSATE.get(op)
-            raise ctx.error(
+            raise bad(
+                "compensate",
                 f"'{compensate}' does not undo {op}"
                 + (f" (expected {expected})" if expected else f": {op} has no compensating op"),
-                m.key_line("compensate"),
-                f"{fld}.compensate",
             )
     elif strategy == "all_or_nothing":
         if op not in COMPENSATE:
-            raise ctx.error(
+            raise bad(
+                "strategy",
                 f"all_or_nothing needs an op that can be undone (enable or disable), not {op}",
-                m.key_line("strategy"),
-                f"{fld}.strategy",
             )
         compensate = COMPENSATE[op]
     return Phase(
