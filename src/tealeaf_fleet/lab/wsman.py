@@ -365,6 +365,17 @@ class ShellService:
             raise invalid_selectors(shell_id or "(none)")
         return shell
 
+    def _shell_body(self, req: WsmanRequest, request: str, tag: str) -> tuple[_Shell, ET.Element]:
+        """The shell a Command/Send/Receive/Signal request names, and its rsp:TAG body; the
+        fault Windows sends when the body is missing or another element."""
+        shell = self._shell(req)
+        body = req.body
+        if body is None or body.tag != f"{{{NS_SHELL}}}{tag}":
+            raise WsmanFault(
+                "s:Sender", "w:SchemaValidationError", f"The {request} request has no rsp:{tag}."
+            )
+        return shell, body
+
     def _command(self, shell: _Shell, command_id: str | None) -> _Command:
         with self._lock:
             if command_id:
@@ -441,12 +452,7 @@ class ShellService:
         return envelope(NS_TRANSFER + "/DeleteResponse", req.message_id, "")
 
     def _command_op(self, req: WsmanRequest) -> bytes:
-        shell = self._shell(req)
-        line = req.body
-        if line is None or line.tag != f"{{{NS_SHELL}}}CommandLine":
-            raise WsmanFault(
-                "s:Sender", "w:SchemaValidationError", "The Command request has no rsp:CommandLine."
-            )
+        shell, line = self._shell_body(req, "Command", "CommandLine")
         command_text = line.findtext(f"{{{NS_SHELL}}}Command") or ""
         # Windows joins Command and every Arguments element into one command line and the
         # program splits it again: pywinrm sends one joined Arguments, pypsrp one per
@@ -516,12 +522,7 @@ class ShellService:
             self._workers.discard(threading.current_thread())
 
     def _send(self, req: WsmanRequest) -> bytes:
-        shell = self._shell(req)
-        send = req.body
-        if send is None or send.tag != f"{{{NS_SHELL}}}Send":
-            raise WsmanFault(
-                "s:Sender", "w:SchemaValidationError", "The Send request has no rsp:Send."
-            )
+        shell, send = self._shell_body(req, "Send", "Send")
         for stream in send.findall(f"{{{NS_SHELL}}}Stream"):
             cmd = self._command(shell, stream.get("CommandId"))
             try:
@@ -539,12 +540,7 @@ class ShellService:
         return envelope(NS_SHELL + "/SendResponse", req.message_id, "<rsp:SendResponse/>")
 
     def _receive(self, req: WsmanRequest) -> bytes:
-        shell = self._shell(req)
-        recv = req.body
-        if recv is None or recv.tag != f"{{{NS_SHELL}}}Receive":
-            raise WsmanFault(
-                "s:Sender", "w:SchemaValidationError", "The Receive request has no rsp:Receive."
-            )
+        shell, recv = self._shell_body(req, "Receive", "Receive")
         desired = recv.find(f"{{{NS_SHELL}}}DesiredStream")
         cmd = self._command(shell, desired.get("CommandId") if desired is not None else None)
         wanted = (_text(desired) or " ".join(shell.output_streams)).split()
@@ -592,12 +588,7 @@ class ShellService:
         return envelope(NS_SHELL + "/ReceiveResponse", req.message_id, body)
 
     def _signal(self, req: WsmanRequest) -> bytes:
-        shell = self._shell(req)
-        sig = req.body
-        if sig is None or sig.tag != f"{{{NS_SHELL}}}Signal":
-            raise WsmanFault(
-                "s:Sender", "w:SchemaValidationError", "The Signal request has no rsp:Signal."
-            )
+        shell, sig = self._shell_body(req, "Signal", "Signal")
         cmd = self._command(shell, sig.get("CommandId"))
         code = _text(sig.find(f"{{{NS_SHELL}}}Code")).rsplit("/", 1)[-1].lower()
         if code not in ("terminate", "ctrl_c", "ctrl_break"):
