@@ -65,6 +65,21 @@ def test_demo_keeps_the_folder_when_asked(tmp_path):
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    # the plans are summaries (one line per phase), not the full per-host tables
+    flat = " ".join(result.stdout.split())  # long summary lines wrap at 120 columns
+    assert "Full per-host table: fleet plan " in flat
+    assert f"fleet plan {folder.resolve() / 'inventory.yaml'} --playbook rollback" in flat
+    assert "rolling, one at a time: hbr01" in flat
+    assert "┃ Action" not in result.stdout and "(same as above)" not in result.stdout
+    # a restart's line says how many gates passed; each gate had its own line just above
+    restarts = re.findall(r"hbr01: restart changed: (.*)", result.stderr)
+    assert len(restarts) == 2, result.stderr[-4000:]
+    for line in restarts:  # services, data_service_log, handshake, soak (an HBR has no IIS)
+        assert re.fullmatch(r"restarted \d+ TeaLeaf service\(s\); 4 gates passed", line), line
+    assert "gates passed:" not in result.stderr
+    # piped output is 120 columns wide, not rich's 80: one status row per host
+    rows = [line for line in result.stdout.splitlines() if line.startswith("hbr01 ")]
+    assert len(rows) == 2 and all(len(line) <= 120 for line in rows), rows
     assert (folder / "inventory.yaml").is_file()
     assert (folder / ".tealeaf-fleet" / "journal.sqlite").is_file()
     history = subprocess.run(
@@ -82,3 +97,19 @@ def test_demo_keeps_the_folder_when_asked(tmp_path):
     )
     runs = json.loads(history.stdout)["runs"]
     assert [(r["command"], r["outcome"]) for r in runs] == [("rollback", "ok"), ("rollout", "ok")]
+
+
+def test_restart_line_counts_the_gates_instead_of_repeating_them():
+    from tealeaf_fleet.cli.rollout import short_step_message
+
+    full = (
+        "restarted 4 TeaLeaf service(s) and IIS (iisreset); gates passed: services: 4 TeaLeaf "
+        "service(s) running again; 1 stopped one(s) left stopped; iis: IIS running; "
+        "data_service_log: Data Service log shows 'TLS Port: 1' at 2026-11-27T12:00:00; "
+        "handshake: Data Service 1 plain; TMS 2 back on its own certificate; soak: after 1s, "
+        "services still right"
+    )
+    assert short_step_message(full) == (
+        "restarted 4 TeaLeaf service(s) and IIS (iisreset); 5 gates passed"
+    )
+    assert short_step_message("EnableTLS=1; EnableTLS is 1") == "EnableTLS=1; EnableTLS is 1"

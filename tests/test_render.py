@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tealeaf_fleet.cli.render import FORMATS, colon_fp, render, render_markdown, render_text
+from tealeaf_fleet.cli.render import (
+    FORMATS,
+    colon_fp,
+    hosts_by_role,
+    render,
+    render_markdown,
+    render_summary,
+    render_text,
+)
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.plan import Plan, build_plan
 from tealeaf_fleet.playbooks import load_playbook
@@ -147,3 +155,96 @@ def _small_inventory(tmp_path: Path) -> Path:
         + "".join(f"  can{i}: {{address: 10.3.0.{i}, role: canister}}\n" for i in range(1, 6))
     )
     return inv
+
+
+def test_summary_is_one_line_per_phase(fleet) -> None:
+    plan = build_plan(load_playbook("rollout"), fleet)
+    lines = render_summary(plan, inventory="inv.yaml").splitlines()
+    phase_lines = [line for line in lines if line.startswith("  ")]
+    assert len(phase_lines) == len(plan.phases)
+    for i, (line, phase) in enumerate(zip(phase_lines, plan.phases, strict=True), 1):
+        assert line.lstrip().startswith(f"{i}. {phase.name}"), line
+        assert ("gates: " + ", ".join(phase.gates) in line) == bool(phase.gates)
+    by_name = {p.name: line for p, line in zip(plan.phases, phase_lines, strict=True)}
+    assert "rolling, one at a time: hbr01 -> hbr02" in by_name["restart_hbr"]
+    assert "4 hosts, all or none (compensate: disable)" in by_name["enable"]
+    assert "left out: rtv01 (import only, never enable or restart)" in by_name["enable"]
+    assert "left out: portal01, hbr01, hbr02, can01 (a Tealeaf server" in by_name["push_tools"]
+    assert "once, on the controller" in by_name["certificate"]
+    # a host no phase works on is said once, at the top, not on every phase line
+    assert "Not touched: pca01 (not affected by inter-process TLS)" in lines
+    assert not any("pca01" in line for line in phase_lines)
+    assert lines[-2] == f"Plan digest: {plan.digest}"
+    assert lines[-1] == "Full per-host table: fleet plan inv.yaml"
+    assert "ends with inter-process TLS ON" in lines[0]
+    rollback = render_summary(build_plan(load_playbook("rollback"), fleet), inventory="inv.yaml")
+    assert "fleet plan inv.yaml --playbook rollback" in rollback
+    assert "rtv01 (import only" in rollback.splitlines()[1]  # never touched by a rollback
+
+
+def test_summary_counts_done_steps_and_caps_long_lists(fleet, tmp_path: Path) -> None:
+    plan = build_plan(load_playbook("rollout"), fleet)
+    plan.phase("import").steps[0].skip_reason = "nothing to do: already imported"
+    line = next(x for x in render_summary(plan).splitlines() if ". import" in x)
+    assert "4 hosts in parallel, 1 already done (skipped)" in line  # 5 Windows hosts, one done
+    lines = ["winrm: {username: u}", "hosts:"]
+    lines += [f"  can{i:03d}: {{address: 10.1.0.{i}, role: canister}}" for i in range(1, 31)]
+    inv = tmp_path / "big.yaml"
+    inv.write_text("\n".join(lines) + "\n")
+    big = render_summary(build_plan(load_playbook("rollout"), load_fleet(inv)))
+    restart = next(x for x in big.splitlines() if ". restart_canister" in x)
+    assert "can001 -> can002" in restart and "-> ... (30 in all)" in restart
+    assert "can030" not in restart
+    assert len(restart) < 200
+
+
+def test_summary_has_no_secret(fleet) -> None:
+    for playbook in ("rollout", "rollback", "prepare", "status"):
+        text = render_summary(build_plan(load_playbook(playbook), fleet))
+        for secret in (SECRET_ENV, SECRET_FILE, SECRET_ENV + "-pfx"):
+            assert secret not in text
+
+
+def test_hosts_by_role_judges_every_host(fleet) -> None:
+    plan = build_plan(load_playbook("rollout"), fleet)
+    assert ("hbr", ["hbr01", "hbr02"], _treatment(done=())) in hosts_by_role(plan)
+    # facts showed hbr01 already imported and enabled, hbr02 not: two rows, each true
+    for phase in plan.phases:
+        for step in phase.steps:
+            if step.host == "hbr01" and step.action in ("import", "enable"):
+                step.skip_reason = "nothing to do: already in place"
+    rows = [r for r in hosts_by_role(plan) if r[0] == "hbr"]
+    assert rows == [
+        ("hbr", ["hbr01"], _treatment(done=("import", "enable"))),
+        ("hbr", ["hbr02"], _treatment(done=())),
+    ]
+    md = render_markdown(plan)
+    assert f"| HBR | hbr01 | {_treatment(done=('import', 'enable'))} |" in md
+    assert f"| HBR | hbr02 | {_treatment(done=())} |" in md
+    # every host appears in exactly one row
+    names = [n for _role, hosts, _what in hosts_by_role(plan) for n in hosts]
+    assert sorted(names) == sorted(h.name for h in plan.hosts)
+
+
+def _treatment(done: tuple[str, ...]) -> str:
+    ops = ("preflight", "push_pfx", "import", "enable", "restart", "verify")
+    return ", ".join(op + (" (already done)" if op in done else "") for op in ops)
+
+
+def test_printed_summary_wraps_under_the_phase_text(fleet) -> None:
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.render import print_summary
+
+    plan = build_plan(load_playbook("rollout"), fleet)
+    console = Console(width=80, record=True, color_system=None, force_terminal=False)
+    print_summary(plan, console, inventory="inv.yaml")
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    hbr = next(i for i, line in enumerate(lines) if ". restart_hbr " in line)
+    column = lines[hbr].index("rolling")
+    assert lines[hbr + 1].startswith(" " * column) and lines[hbr + 1][column] != " "
+    # nothing was lost to the wrapping
+    assert " ".join(" ".join(lines).split()) == " ".join(
+        " ".join(render_summary(plan, inventory="inv.yaml").split("\n")).split()
+    )

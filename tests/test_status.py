@@ -377,3 +377,55 @@ def test_bad_inventory_exits_2_naming_the_field(tmp_path, capsys):
     assert main(["status", str(inventory)]) == 2
     err = capsys.readouterr().err
     assert "inventory.yaml:2" in err and "role" in err
+
+
+@pytest.mark.parametrize(
+    "results,handshakes,pfx",
+    [
+        pytest.param(OFF, OFF_SHAKES, None, id="off"),
+        pytest.param(ON, ON_SHAKES, PFX, id="on"),
+        pytest.param(
+            changed(ON, "hbr01", facts(cert=OTHER, enabled=True, mode="tls")),
+            changed(ON_SHAKES, "hbr01", shakes("tls", ds_sha=OTHER, tms_sha=PFX)),
+            PFX,
+            id="one_cert_differs",
+        ),
+    ],
+)
+def test_table_is_one_line_per_host_at_120_columns(results, handshakes, pfx):
+    """A pipe or CI log gets 120 columns: every host must stay on one line there."""
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.status import render
+
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=pfx)
+    console = Console(width=120, record=True, color_system=None, force_terminal=False)
+    render(console, status)
+    lines = console.export_text().splitlines()
+    for h in HOSTS:
+        rows = [line for line in lines if line.startswith(h.name + " ")]
+        assert len(rows) == 1, (h.name, lines)
+        row = rows[0]
+        index = lines.index(row)
+        # the next line is another host or the end of the table, never a wrapped cell
+        after = lines[index + 1]
+        assert any(after.startswith(o.name + " ") for o in HOSTS) or not after.startswith(" ")
+    if pfx:
+        assert f"{pfx[:12]} " in next(line for line in lines if line.startswith("portal01"))
+        assert "tls ours / tls ours" in next(line for line in lines if line.startswith("can01"))
+    if results is not ON and pfx:  # the outlier is marked, the others are not
+        assert f"{OTHER[:12]} !" in next(line for line in lines if line.startswith("hbr01 "))
+        assert "!" not in next(line for line in lines if line.startswith("can01 "))
+
+
+def test_console_width_off_a_terminal(monkeypatch):
+    from tealeaf_fleet.cli.common import PIPE_WIDTH, console, output_width
+
+    assert output_width({}) == PIPE_WIDTH == 120
+    assert output_width({"COLUMNS": "150"}) == 150
+    assert output_width({"COLUMNS": "junk"}) == PIPE_WIDTH
+    assert output_width({"COLUMNS": "3"}) == PIPE_WIDTH  # nobody reads a 3-column table
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console().width == PIPE_WIDTH  # pytest's stdout is not a terminal: not 80
+    monkeypatch.setenv("COLUMNS", "140")
+    assert console(stderr=True).width == 140

@@ -54,11 +54,32 @@ def print_warnings(fleet: Fleet) -> None:
         print(f"fleet: warning: {redact(warning)}", file=sys.stderr)
 
 
+# Width for output that is not a terminal (pipes, CI logs, `| tee`): rich would fall back to 80
+# columns and wrap every table into many-line cells; 120 keeps one host on one line and still
+# fits a CI log pane. `COLUMNS` (what `stty`/shells export) wins when set.
+PIPE_WIDTH = 120
+
+
+def output_width(environ: dict[str, str] | None = None) -> int:
+    """The width for non-terminal output: `COLUMNS` when it is a sane number, else PIPE_WIDTH."""
+    text = (os.environ if environ is None else environ).get("COLUMNS", "").strip()
+    if text.isdigit() and 40 <= int(text) <= 1000:
+        return int(text)
+    return PIPE_WIDTH
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A rich Console on stdout (results) or stderr (progress, so stdout stays parseable)."""
+    """A rich Console on stdout (results) or stderr (progress, so stdout stays parseable).
+
+    On a terminal rich measures the window; elsewhere it would assume 80 columns, so the
+    width comes from `output_width()` instead.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out.width = output_width()
+    return out
 
 
 def write_output(text: str, out: str | Path | None) -> None:

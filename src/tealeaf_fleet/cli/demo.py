@@ -66,7 +66,7 @@ def set_soak(inventory: Path, soak_s: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.cli.common import console
-    from tealeaf_fleet.cli.render import print_table
+    from tealeaf_fleet.cli.render import print_summary
     from tealeaf_fleet.cli.rollout import run_plan
     from tealeaf_fleet.cli.status import render as render_status
     from tealeaf_fleet.inventory import load_fleet
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             plan = build_plan(load_playbook(command), fleet)
             out.rule(f"{step}. fleet {command}: the plan, then the run")
             if not args.json:
-                print_table(plan, out)
+                print_summary(plan, out, inventory=str(lab.inventory))
             codes[command] = run_plan(
                 fleet,
                 plan,

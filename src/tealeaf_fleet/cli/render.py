@@ -10,6 +10,7 @@ rich is imported inside the functions so `fleet --help` does not pay for it.
 from __future__ import annotations
 
 import io
+import re
 from typing import TYPE_CHECKING
 
 from tealeaf_fleet.plan import CONTROLLER, Plan, PlanPhase, Step
@@ -198,6 +199,156 @@ def render_text(plan: Plan, *, width: int = 120) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# summary (Terraform-like): what `fleet demo` and the confirmation prompt show
+
+# Names listed in one place before "and N more", and hosts shown of a rolling order: a
+# 1,000-host phase stays one line.
+SUMMARY_NAMES = 4
+SUMMARY_ORDER = 6
+
+
+def summary_lines(plan: Plan, *, inventory: str | None = None) -> list[str]:
+    """The plan in a screenful: one line per phase (order, strategy, the hosts in order for
+    rolling phases, counts, what is left out and why, gates), then the digest and the command
+    that prints the full per-host table. Why: before typing `yes`, or in a demo, the operator
+    needs the shape of the change; the full table (hundreds of lines) is one command away.
+    Hosts that no phase works on are said once at the top instead of on every phase line."""
+    contacted = sum(1 for h in plan.hosts if h.contacted)
+    worked = {s.host for p in plan.phases for s in p.steps}
+    untouched: dict[str, list[str]] = {}
+    for phase in plan.phases:
+        for ex in phase.excluded:
+            if ex.host not in worked:
+                hosts = untouched.setdefault(_short_reason(ex.reason), [])
+                if ex.host not in hosts:
+                    hosts.append(ex.host)
+    lines = [
+        f"Plan: {plan.playbook['name']} on {_count(len(plan.hosts))} ({contacted} over WinRM, "
+        f"{len(plan.hosts) - contacted} never contacted); ends with {_ends_with(plan)}",
+    ]
+    if untouched:
+        lines.append(
+            "Not touched: " + "; ".join(f"{_names(h)} ({why})" for why, h in untouched.items())
+        )
+    lines.append(
+        "Facts: "
+        + (
+            f"gathered (digest {short(plan.facts_digest)}), steps already done are skipped"
+            if plan.facts_digest
+            else "not gathered: every step is listed as if nothing was done yet"
+        )
+    )
+    width = max((len(p.name) for p in plan.phases), default=0)
+    number = len(str(len(plan.phases)))
+    for i, phase in enumerate(plan.phases, 1):
+        name = phase.name if phase.op in phase.name else f"{phase.name} [{phase.op}]"
+        parts = [_targets(phase)]
+        parts += _left_out(phase, worked)
+        if phase.gates:
+            parts.append("gates: " + ", ".join(phase.gates))
+        lines.append(f"  {i:>{number}}. {name:<{width}}  " + "; ".join(parts))
+    lines.append(f"Plan digest: {plan.digest}")
+    lines.append(f"Full per-host table: {_plan_command(plan, inventory)}")
+    return [redact(line) for line in lines]
+
+
+def render_summary(plan: Plan, *, inventory: str | None = None) -> str:
+    """`summary_lines` as one text (no colour), for pipes, files and tests."""
+    return "\n".join(summary_lines(plan, inventory=inventory)) + "\n"
+
+
+def print_summary(plan: Plan, console: Console, *, inventory: str | None = None) -> None:
+    """The summary on a rich console. A phase line longer than the console wraps under its
+    own text (a hanging indent), so the phase names stay a clean column; nothing is cut."""
+    import textwrap
+
+    width = max(console.width, 60)
+    for line in summary_lines(plan, inventory=inventory):
+        match = _PHASE_LINE.match(line)
+        indent = " " * (match.end() if match else 2)
+        for part in textwrap.wrap(
+            line,
+            width=width,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        ) or [""]:
+            console.print(part, markup=False, highlight=False, overflow="fold", crop=False)
+
+
+_PHASE_LINE = re.compile(r" +\d+\. \S+(?: \[\S+\])? +")
+
+
+def _names(hosts: list[str]) -> str:
+    if len(hosts) <= SUMMARY_NAMES:
+        return ", ".join(hosts)
+    return ", ".join(hosts[:SUMMARY_NAMES]) + f" and {len(hosts) - SUMMARY_NAMES} more"
+
+
+def _count(n: int, what: str = "host") -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _short_reason(reason: str) -> str:
+    """A reason up to its first ';' (the full text is in the table and the Markdown)."""
+    return reason.split(";")[0].strip()
+
+
+def _targets(phase: PlanPhase) -> str:
+    """Who the phase works on and how: the rolling order, or a count; plus steps found done."""
+    active = [s.host for s in phase.active_steps]
+    done = len(phase.steps) - len(active)
+    if not phase.steps:
+        return f"nothing: no host with role {', '.join(phase.roles)}"
+    if phase.strategy == "controller":
+        text = "once, on the controller" if active else "on the controller: nothing to do"
+    elif phase.strategy == "rolling":
+        each = "one at a time" if phase.batch == 1 else f"{phase.batch} at a time"
+        shown = active[:SUMMARY_ORDER]
+        text = f"rolling, {each}: " + (" -> ".join(shown) if shown else "no host to change")
+        if len(active) > len(shown):
+            text += f" -> ... ({len(active)} in all)"
+    else:
+        text = _count(len(active))
+        if active and len(active) <= 3:
+            text += f" ({', '.join(active)})"
+        if phase.strategy == "parallel":
+            text += " in parallel" if len(active) > 1 else ""
+        elif phase.strategy == "all_or_nothing":
+            text += ", all or none" + (
+                f" (compensate: {phase.compensate})" if phase.compensate else ""
+            )
+        else:
+            text += f", {phase.strategy}"
+    if done:
+        text += f", {done} already done (skipped)"
+    return text
+
+
+def _left_out(phase: PlanPhase, worked: set[str]) -> list[str]:
+    """'left out: HOSTS (why)' for the hosts other phases do work on (the rest are in the
+    'Not touched' line), grouped by reason."""
+    by_reason: dict[str, list[str]] = {}
+    for ex in phase.excluded:
+        if ex.host in worked:
+            by_reason.setdefault(_short_reason(ex.reason), []).append(ex.host)
+    if not by_reason:
+        return []
+    return ["left out: " + ", ".join(f"{_names(h)} ({why})" for why, h in by_reason.items())]
+
+
+PACKAGED_PLAYBOOKS = ("rollout", "rollback", "prepare", "status")
+
+
+def _plan_command(plan: Plan, inventory: str | None) -> str:
+    name = plan.playbook["name"]
+    command = f"fleet plan {inventory or plan.inventory['path']}"
+    if name != "rollout":
+        command += f" --playbook {name if name in PACKAGED_PLAYBOOKS else 'FILE'}"
+    return command
+
+
+# --------------------------------------------------------------------------------------------
 # markdown
 
 
@@ -276,6 +427,26 @@ def _host_treatment(plan: Plan, host: str) -> str:
     )
 
 
+def hosts_by_role(plan: Plan) -> list[tuple[str, list[str], str]]:
+    """(role, hosts, what happens to them), one row per group of hosts of a role treated alike.
+
+    Every host is judged on its own: when facts show a step done on hbr01 but not on hbr02, the
+    change board must see two rows, not hbr02's treatment claimed for both.
+    """
+    rows: list[tuple[str, list[str], str]] = []
+    for role in ROLE_ORDER:
+        groups: dict[str, list[str]] = {}
+        for h in plan.hosts:
+            if h.role != role:
+                continue
+            what = _host_treatment(plan, h.name) if h.contacted else "nothing"
+            if h.reason:
+                what += f" ({h.reason})"
+            groups.setdefault(what, []).append(h.name)
+        rows += [(role, names, what) for what, names in groups.items()]
+    return rows
+
+
 def render_markdown(plan: Plan) -> str:
     """A change-ticket document: summary, hosts by role, phases, restarts, impact, rollback."""
     roles = _roles(plan)
@@ -299,17 +470,7 @@ def render_markdown(plan: Plan) -> str:
     add("")
     add("| Role | Hosts | What happens to them |")
     add("|---|---|---|")
-    by_role: dict[str, list[str]] = {}
-    for h in plan.hosts:
-        by_role.setdefault(h.role, []).append(h.name)
-    for role in ROLE_ORDER:
-        if role not in by_role:
-            continue
-        names = by_role[role]
-        first = next(h for h in plan.hosts if h.name == names[0])
-        what = _host_treatment(plan, names[0]) if first.contacted else "nothing"
-        if first.reason:
-            what += f" ({first.reason})"
+    for role, names, what in hosts_by_role(plan):
         add(f"| {ROLE_LABELS[role]} | {_md(', '.join(names))} | {_md(what)} |")
     add("")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -252,10 +253,10 @@ def _confirm(plan: Plan, command: str) -> None:
             hint="review with --dry-run, then rerun with --yes",
         )
     from tealeaf_fleet.cli.common import console
-    from tealeaf_fleet.cli.render import print_table
+    from tealeaf_fleet.cli.render import print_summary
 
     err = console(stderr=True)
-    print_table(plan, err)
+    print_summary(plan, err)  # the shape of the change; --dry-run prints the full table
     err.print(f"[bold]{command}[/bold] changes the servers above. Type 'yes' to go on: ", end="")
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
@@ -311,6 +312,7 @@ def describe(event: Event) -> str | None:
             f"{e.data.get('strategy')}): {len(hosts) or 1} target(s)"
         )
     if e.type == "step_finished":
+        msg = short_step_message(msg)
         if len(msg) > 240:  # the journal and --json keep the whole text
             msg = msg[:237] + "..."
         return f"   {e.host}: {e.action} {e.outcome}" + (f": {msg}" if msg else "")
@@ -323,6 +325,19 @@ def describe(event: Event) -> str | None:
     if e.type == "run_finished":
         return f"run {e.run}: {e.data.get('result')} in {e.data.get('duration_s')}s"
     return None
+
+
+_GATES_PASSED = "; gates passed: "
+
+
+def short_step_message(msg: str) -> str:
+    """A restart's 'did X; gates passed: g1: text; g2: text...' as 'did X; N gates passed':
+    each gate already had its own line (or live row) just before; the journal keeps it all."""
+    did, sep, passed = msg.partition(_GATES_PASSED)
+    if not sep:
+        return msg
+    count = len(re.findall(r"(?:^|; )[a-z][a-z_]*: ", passed))
+    return f"{did}; {count} gate{'' if count == 1 else 's'} passed"
 
 
 class LiveView:
@@ -370,7 +385,7 @@ class LiveView:
                 self.hosts[e.host or "-"] = {
                     "phase": e.phase or "",
                     "state": e.outcome or "",
-                    "detail": redact(e.message or "")[:100],
+                    "detail": short_step_message(redact(e.message or ""))[:100],
                 }
             elif e.type == "gate":
                 self.gates.append(

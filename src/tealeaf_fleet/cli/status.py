@@ -20,7 +20,27 @@ if TYPE_CHECKING:
 
     from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
 
-TLS_NOTE = "facts and live TLS handshakes on the Data Service (DS) and TMS ports"
+CAPTION = (
+    "cert: SHA-256 prefix (! = not the reference); svc: TeaLeaf services running/installed; "
+    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports"
+)
+
+# One host is one line at 120 columns (a CI log, `| tee`): short headers, short values, and
+# no wrapping except in the last column (a drifted host's two foreign fingerprints).
+_CELL: dict[str, object] = {"no_wrap": True, "overflow": "ellipsis"}
+COLUMNS: tuple[tuple[str, dict[str, object]], ...] = (
+    ("host", {**_CELL, "max_width": 24}),
+    ("role", _CELL),
+    ("OS", _CELL),
+    ("PS", _CELL),
+    ("build", _CELL),
+    ("EnableTLS", _CELL),
+    ("cert", _CELL),
+    ("tls.xml", _CELL),
+    ("svc", _CELL),
+    ("DS log", _CELL),
+    ("handshake DS / TMS", {"overflow": "fold"}),
+)
 OS_NAMES = {"6.1": "2008 R2", "6.2": "2012", "6.3": "2012 R2"}
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -57,23 +77,19 @@ def _forks(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from tealeaf_fleet import status as core
+    from tealeaf_fleet.cli.common import console
     from tealeaf_fleet.inventory import load_fleet
 
     fleet = load_fleet(args.inventory)
-    err = Console(stderr=True)
+    err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(fleet, forks=args.forks, on_progress=advance)
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
     else:
-        out = Console()
-        if not out.is_terminal:
-            out = Console(width=180)
-        render(out, result)
+        render(console(), result)
     return 0 if result.consistent else 1
 
 
@@ -110,29 +126,22 @@ class _Progress:
 
 def render(console: Console, result: FleetStatus) -> None:
     """The table, then the findings, then the verdict."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
     table = Table(
         title="Tealeaf inter-process TLS",
         title_justify="left",
-        caption=f"TLS roles: {TLS_NOTE}",
+        caption=CAPTION,
         caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for column in (
-        "host",
-        "role",
-        "OS",
-        "PS",
-        "build",
-        "EnableTLS",
-        "certificate",
-        "server.tls.xml",
-        "services",
-        "Data Service",
-        "handshake",
-    ):
-        table.add_column(column, overflow="fold")
+    for header, kwargs in COLUMNS:
+        table.add_column(header, **kwargs)
     for host in result.hosts:
         table.add_row(*_cells(host, result.reference_sha256), style="red" if host.error else None)
     console.print(table)
@@ -176,7 +185,7 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
     ds = facts.get("data_service") or {}
     xml = (sec.get("files") or {}).get("server.tls.xml")
     cert = sec.get("cert_sha256")
-    cert_text = "-" if not cert else cert[:12] + (" (ref)" if cert == reference else "")
+    cert_text = "-" if not cert else cert[:12] + (" !" if reference and cert != reference else "")
     enable = facts.get("enable_tls")
     return [
         host.name,
@@ -217,11 +226,10 @@ def _handshakes(host: HostStatus, reference: str | None) -> str:
     if not host.handshakes:
         return "-" if host.role in ("pca", "rtv") else "not probed"
     parts = []
-    for which, label in (("data_service", "DS"), ("tms", "TMS")):
+    for which in ("data_service", "tms"):
         shake = host.handshakes.get(which)
-        if shake is not None:
-            parts.append(f"{label} {_shake(shake, reference)}")
-    return ", ".join(parts)
+        parts.append("-" if shake is None else _shake(shake, reference))
+    return " / ".join(parts)
 
 
 def _shake(shake: Handshake, reference: str | None) -> str:
@@ -230,7 +238,7 @@ def _shake(shake: Handshake, reference: str | None) -> str:
     if not shake.sha256:
         return "tls (no cert)"
     if shake.sha256 == reference:
-        return "tls ours"
+        return "tls ours"  # the fleet's certificate (the `cert` column's reference)
     return f"tls {shake.sha256[:8]}"
 
 
