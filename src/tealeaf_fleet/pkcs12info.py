@@ -251,6 +251,15 @@ class Pkcs12Info:
         return out
 
 
+def _record_cipher(info: Pkcs12Info, alg: Node, names: list[str]) -> None:
+    """Note how one part is encrypted: its algorithm into `names`, and its PBES2 PRF (if any)
+    into `kdf_prf`, the same way for the key bags and the encrypted certificate parts."""
+    names.append(algorithm_name(alg))
+    prf = _pbes2_prf(alg)
+    if prf:
+        info.kdf_prf.append(prf)
+
+
 def _walk_safe_contents(info: Pkcs12Info, sc: Node, depth: int = 0) -> None:
     _expect(sc, 0x30, "SafeContents")
     for bag in sc.children:
@@ -258,12 +267,8 @@ def _walk_safe_contents(info: Pkcs12Info, sc: Node, depth: int = 0) -> None:
         bag_id = _oid(bag.children[0], "bagId")
         if bag_id == OID_SHROUDED_KEY_BAG:
             epki = _explicit0(bag.children[1], "pkcs8ShroudedKeyBag")
-            alg = epki.children[0]
             info.keys += 1
-            info.key_encryption.append(algorithm_name(alg))
-            prf = _pbes2_prf(alg)
-            if prf:
-                info.kdf_prf.append(prf)
+            _record_cipher(info, epki.children[0], info.key_encryption)
         elif bag_id == OID_KEY_BAG:
             info.keys += 1
             info.key_encryption.append("none")
@@ -297,12 +302,8 @@ def read_info(data: bytes) -> Pkcs12Info:
             elif ct == OID_ENCRYPTED_DATA:
                 ed = _explicit0(ci.children[1], "encryptedData")
                 eci = _expect(ed.children[1], 0x30, "EncryptedContentInfo")
-                alg = eci.children[1]
                 info.encrypted_parts += 1
-                info.cert_encryption.append(algorithm_name(alg))
-                prf = _pbes2_prf(alg)
-                if prf:
-                    info.kdf_prf.append(prf)
+                _record_cipher(info, eci.children[1], info.cert_encryption)
             elif ct == OID_ENVELOPED_DATA:
                 info.encrypted_parts += 1
                 info.cert_encryption.append("envelopedData")
