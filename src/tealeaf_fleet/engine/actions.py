@@ -189,18 +189,26 @@ def _need_pfx(ctx: RunContext) -> tuple[Any, bytes]:
     return ctx.pfx, ctx.pfx_bytes
 
 
+def _import_status(ctx: RunContext, host: Host, facts: dict[str, Any], pfx_sha256: str) -> Any:
+    """Whether the host already carries this run's certificate. One verdict for push_pfx and
+    import, so the copy is skipped exactly when the import would be, and import checks its own
+    work against the same rule."""
+    from tealeaf_fleet.ops import checks
+
+    return checks.step_status(
+        host, facts, "import", pfx_sha256=pfx_sha256, expect_tls=ctx.expect_tls
+    )
+
+
 # --- push -------------------------------------------------------------------------------------
 
 
 def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
-    from tealeaf_fleet.ops import checks, files
+    from tealeaf_fleet.ops import files
 
     host = ctx.host(name)
     pfx, data = _need_pfx(ctx)
-    facts = ctx.facts.get(name) or {}
-    verdict = checks.step_status(
-        host, facts, "import", pfx_sha256=pfx.sha256, expect_tls=ctx.expect_tls
-    )
+    verdict = _import_status(ctx, host, ctx.facts.get(name) or {}, pfx.sha256)
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
     path = ctx.remote_pfx_path(host)
@@ -279,22 +287,14 @@ def _tool_files(ctx: RunContext, source: Host, build: Any) -> dict[str, bytes]:
 
 
 def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
-    from tealeaf_fleet.ops import checks
-
     host = ctx.host(name)
     pfx, _ = _need_pfx(ctx)
-    facts = ctx.facts.get(name) or {}
-    verdict = checks.step_status(
-        host, facts, "import", pfx_sha256=pfx.sha256, expect_tls=ctx.expect_tls
-    )
+    verdict = _import_status(ctx, host, ctx.facts.get(name) or {}, pfx.sha256)
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
     _tlstool(ctx, host, "import", pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password)
     ctx.mark_changed(name, "import")
-    after = _gather(ctx, host)
-    check = checks.step_status(
-        host, after, "import", pfx_sha256=pfx.sha256, expect_tls=ctx.expect_tls
-    )
+    check = _import_status(ctx, host, _gather(ctx, host), pfx.sha256)
     if not check.done:
         raise RemoteError(f"TLSTool.exe import reported success but {check.reason}", host=name)
     return StepResult("changed", f"imported certificate {_short(pfx.sha256)}; {check.reason}")
