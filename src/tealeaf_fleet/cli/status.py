@@ -140,8 +140,11 @@ def render(console: Console, result: FleetStatus) -> None:
         pad_edge=False,
         collapse_padding=True,
     )
+    # The host name and the certificate identify a row: on a narrow output other columns give
+    # way first, these two are never cut.
+    must_show = {"host": max((len(h.name) for h in result.hosts), default=4), "cert": 12}
     for header, kwargs in COLUMNS:
-        table.add_column(header, **kwargs)
+        table.add_column(header, **kwargs, min_width=must_show.get(header))
     for host in result.hosts:
         table.add_row(*_cells(host, result.reference_sha256), style="red" if host.error else None)
     console.print(table)
