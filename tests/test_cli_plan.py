@@ -171,6 +171,12 @@ def test_plan_opens_no_network_connection(inventory: Path, tmp_path: Path) -> No
         )
         assert proc.returncode == 0, proc.stderr
         assert "NETWORK ATTEMPT" not in proc.stderr
+    # --dry-run on the changing commands prints the same plan, and connects to nothing either
+    for command in ("rollout", "rollback"):
+        proc = fleet(command, str(inventory), "--dry-run", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "NETWORK ATTEMPT" not in proc.stderr
+        assert "Plan digest" in proc.stdout
 
 
 def test_no_secret_in_any_output(inventory: Path, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     running = sum(1 for s in facts.get("services") or [] if s.get("state") == "Running")
     total = len(facts.get("services") or [])
     text = (
-        f"build {facts.get('tealeaf_build')}, EnableTLS {facts.get('enable_tls')}, "
+        f"build {facts.get('tealeaf_build')}, EnableTLS {_shown(facts.get('enable_tls'))}, "
         f"{running}/{total} TeaLeaf services running"
     )
     if warned:
@@ -464,9 +464,9 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     facts = row.facts or {}
     return StepResult(
         "ok",
-        f"EnableTLS {facts.get('enable_tls')}, certificate "
+        f"EnableTLS {_shown(facts.get('enable_tls'))}, certificate "
         f"{_short((facts.get('security') or {}).get('cert_sha256'))}, Data "
-        f"Service {(facts.get('data_service') or {}).get('mode')}",
+        f"Service {_shown((facts.get('data_service') or {}).get('mode'))}",
     )
 
 
@@ -508,3 +508,9 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
 }
 
 __all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]
+
+
+def _shown(value: object) -> str:
+    """A fact for a console line: a registry value or log mode that is not there reads
+    "absent", not Python's "None"."""
+    return "absent" if value is None else str(value)
