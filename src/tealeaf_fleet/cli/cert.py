@@ -179,7 +179,7 @@ def _render(report: Report) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    con = Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False, soft_wrap=True, emoji=False)  # fingerprints hold ":AB:"
     d = report.details
     p12 = d["pkcs12"]
     rows: list[tuple[str, str]] = [("file", report.file)]

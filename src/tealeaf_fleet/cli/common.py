@@ -76,7 +76,8 @@ def console(*, stderr: bool = False) -> Console:
     """
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False)
+    # emoji=False: a fingerprint such as "D8:AB:EE" must not turn into "D8🆎EE".
+    out = Console(stderr=stderr, highlight=False, emoji=False)
     if not out.is_terminal:
         out.width = output_width()
     return out
