@@ -356,3 +356,21 @@ def test_parameters_are_never_pasted_into_script_text():
     parsed = protocol.parse_stdin(stdin.encode("ascii"))
     assert parsed.params["InstallDir"] == evil
     assert parsed.script == protocol.script_text("facts")
+
+
+NATIVE_CALL = re.compile(r"^\s*\$\w+ = & \$exe\b.*$", re.M)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_native_command_that_never_started_is_a_failure(name):
+    """A native command that cannot start (not a valid Win32 application, access denied) is a
+    statement-terminating error: with $ErrorActionPreference 'Continue' the script goes on,
+    $LASTEXITCODE stays $null and [int]$null is 0, so the op would report success. Every op
+    that runs one must refuse a $null exit code."""
+    source = _script_bytes(name).decode("ascii")
+    calls = NATIVE_CALL.findall(source)
+    if not calls:
+        pytest.skip(f"{name} runs no native command")
+    assert re.search(r"if \(\(?\$null -eq \$exitCode\)?[^\n]*Stop-FleetOp", source) or re.search(
+        r"if \(\$exitCode -ne 0\) \{ Stop-FleetOp", source
+    ), f"{name}: a $null exit code is not refused"

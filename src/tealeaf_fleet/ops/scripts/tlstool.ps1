@@ -19,12 +19,20 @@ else { Stop-FleetOp "unknown TLSTool verb '$Verb'" 2 }
 
 Set-Location -LiteralPath $toolsDir
 # A native command's stderr turns into error records; with 'Stop' the first one would end us.
+# An exe that cannot start is a statement-terminating error that 'Continue' would step over,
+# leaving $LASTEXITCODE $null (and [int]$null is 0): catch it and refuse a $null exit code.
 $ErrorActionPreference = 'Continue'
-$lines = & $exe $toolArgs 2>&1
-$exitCode = $LASTEXITCODE
+$exitCode = $null
+try {
+    $lines = & $exe $toolArgs 2>&1
+    $exitCode = $LASTEXITCODE
+} catch {
+    $lines = @($_.Exception.Message)
+}
 $ErrorActionPreference = 'Stop'
 
 $text = ''
 foreach ($line in @($lines)) { $text += [string]$line + "`r`n" }
 if ($Password) { $text = $text.Replace($Password, '******') }
+if ($null -eq $exitCode) { Stop-FleetOp ("TLSTool.exe did not run: " + $text) }
 Write-FleetResult @{ verb = $Verb; exit_code = [int]$exitCode; output = $text }
