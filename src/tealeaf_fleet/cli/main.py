@@ -21,6 +21,15 @@ from tealeaf_fleet.secrets import redact
 COMMAND_MODULES = ("plan", "rollout", "status", "cert", "lab", "demo", "history")
 
 log = logging.getLogger("tealeaf_fleet")
+# Loggers kept at INFO even under -v: pyspnego logs every NTLM message at DEBUG (the
+# AUTHENTICATE message holds the NTLMv2 response, an offline-crackable form of the password),
+# and pywinrm's vendored requests_kerberos logs the Authorization header (a Kerberos ticket).
+QUIET_UNDER_VERBOSE = (
+    "spnego",
+    "requests_ntlm",
+    "requests_credssp",
+    "winrm.vendor.requests_kerberos",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_UNDER_VERBOSE:
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
