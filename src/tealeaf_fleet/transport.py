@@ -465,7 +465,7 @@ class Connection:
         try:
             result = protocol.parse_result(text)
         except ValueError as exc:
-            snippet = redact((decode_clixml(stderr) or text)[-300:])
+            snippet = redact(decode_clixml(stderr) or text)[-300:]  # redact, then cut
             raise ProtocolFault(
                 f"{op} returned no readable result ({exc}): {snippet}",
                 code="no-result",
