@@ -420,8 +420,9 @@ class _Ctx:
     def env_name(self, m: _Map, key: str, fld: str) -> str | None:
         value = self.string(m, key, fld)
         if value is not None and not _ENV_NAME.match(value):
-            raise self.error(
-                f"'{value}' is not an environment variable name (letters, digits, underscore)",
+            raise self.error(  # not echoed: a value that is no name may be the password itself
+                "this is not an environment variable name (letters, digits, underscore); give "
+                "the name of the variable that holds the password, not the password",
                 m.key_line(key),
                 fld,
             )
