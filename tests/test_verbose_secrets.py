@@ -7,6 +7,7 @@ status` over NTLM to the lab must show the wire log and none of that.
 from __future__ import annotations
 
 import base64
+import logging
 import subprocess
 import sys
 
@@ -45,3 +46,17 @@ def test_verbose_ntlm_run_logs_no_ntlm_messages(lab, tmp_path):
     assert NTLM_AUTHENTICATE_B64 not in output
     password = (lab.dir / "winrm-password.txt").read_text(encoding="utf-8").strip()
     assert password not in output
+
+
+def test_without_verbose_the_auth_loggers_stay_at_warning(tmp_path):
+    """Quieting them under -v must not make them louder without it."""
+    code = (
+        "import logging, sys\n"
+        "from tealeaf_fleet.cli.main import main\n"
+        "main(['status', sys.argv[1] + '/none.yaml'])\n"
+        "print(logging.getLogger('spnego._ntlm').getEffectiveLevel())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.strip().splitlines()[-1] == str(logging.WARNING), proc.stdout + proc.stderr

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for name in QUIET_UNDER_VERBOSE:
-        logging.getLogger(name).setLevel(logging.INFO)
+    if args.verbose:  # without -v they inherit WARNING; INFO would be a lower bar
+        for name in QUIET_UNDER_VERBOSE:
+            logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
