@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -43,6 +44,14 @@ def test_secret_in_a_log_record_is_masked(caplog):
 def test_redact_replaces_known_values():
     secrets.Secret(VALUE)
     assert secrets.redact(f"cmd {VALUE} done") == f"cmd {secrets.MASK} done"
+
+
+def test_redact_finds_the_json_escaped_form():
+    tricky = 'Back\\slash"Quote\u00e9-77'
+    secrets.Secret(tricky)
+    document = json.dumps({"message": f"import failed for {tricky}"})
+    assert tricky not in json.loads(secrets.redact(document))["message"]
+    assert secrets.MASK in json.loads(secrets.redact(document))["message"]
 
 
 def test_from_env(monkeypatch):

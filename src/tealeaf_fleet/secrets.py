@@ -9,6 +9,7 @@ formatting run over any text that leaves the process.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import stat
 import sys
@@ -59,13 +60,20 @@ class Secret:
         raise TypeError("Secret cannot be pickled")
 
 
+def _forms(value: str) -> set[str]:
+    """The value as written, and as it appears inside a JSON string (a password holding a
+    backslash or a quote is escaped there, and would slip past a plain search)."""
+    return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+
+
 def redact(text: str) -> str:
-    """Replace every known secret value in `text` with the mask."""
+    """Replace every known secret value in `text`, also in its JSON-escaped form, with the
+    mask."""
     with _known_lock:
-        values = sorted(_known, key=len, reverse=True)
-    for value in values:
-        if value in text:
-            text = text.replace(value, MASK)
+        forms = {form for value in _known for form in _forms(value)}
+    for form in sorted(forms, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, MASK)
     return text
 
 
