@@ -290,24 +290,31 @@ def test_service_start_failure_halts_then_rerun_completes(lab):
     assert status["consistent"] is True, status["findings"]
 
 
+def rollout_until_restart_of(lab, host, since):
+    """Start `fleet rollout --yes` in the background and return it (still running) once the
+    lab shows `host`'s services changing state."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tealeaf_fleet", "rollout", str(lab.inventory), "--yes"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(e["host"] == host and e["kind"] == "service" for e in events(lab, since)):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the rollout ended before {host}'s restart"
+    return proc
+
+
 def test_sigkill_mid_rolling_restart_resumes(tmp_path):
     lab = start_lab(
         tmp_path / "lab", restart_s=1.0, topology={"portal": 1, "hbr": 3, "canister": 1}
     )
     try:
         t0 = time.time()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tealeaf_fleet", "rollout", str(lab.inventory), "--yes"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(e["host"] == "hbr02" and e["kind"] == "service" for e in events(lab, t0)):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the rollout ended before hbr02's restart"
+        proc = rollout_until_restart_of(lab, "hbr02", t0)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=20)
         proc.stderr.close()
@@ -368,17 +375,7 @@ def test_ctrl_c_stops_between_steps_and_the_rerun_resumes(tmp_path):
     )
     try:
         t0 = time.time()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tealeaf_fleet", "rollout", str(lab.inventory), "--yes"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(e["host"] == "hbr01" and e["kind"] == "service" for e in events(lab, t0)):
-                break
-            time.sleep(0.05)
+        proc = rollout_until_restart_of(lab, "hbr01", t0)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
