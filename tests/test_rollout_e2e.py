@@ -491,3 +491,37 @@ def test_restart_reboot_reboots_instead(tmp_path):
         assert status["consistent"] is True, status["findings"]
     finally:
         lab.stop()
+
+
+def test_prepare_imports_everywhere_and_enables_nothing(tmp_path):
+    """The vendor recommends the certificate pair on every Windows server even with TLS off:
+    `--playbook prepare` copies and imports it, and neither enables TLS nor restarts anything.
+    A later rollout reuses that certificate and skips the copies and imports."""
+    lab = start_lab(tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1})
+    try:
+        t0 = time.time()
+        done = fleet("rollout", str(lab.inventory), "--playbook", "prepare", "--yes")
+        assert done.returncode == 0, done.stderr
+        assert not restart_windows(lab, t0)  # nothing restarted
+        assert all(registry_value(lab, h, "EnableTLS") in (None, 0) for h in tls_hosts(lab))
+        status = status_json(lab)
+        assert status["consistent"] is True, status["findings"]
+        pfx_sha = status["reference"]["sha256"]
+        for row in status["hosts"]:
+            if row["role"] != "pca":
+                assert row["facts"]["security"]["cert_sha256"] == pfx_sha, row["name"]
+        t1 = time.time()
+        rollout = fleet("rollout", str(lab.inventory), "--yes")
+        assert rollout.returncode == 0, rollout.stderr
+        tlstool_verbs = [e["verb"] for e in events(lab, t1) if e["kind"] == "tlstool"]
+        assert "import" not in tlstool_verbs and "create" not in tlstool_verbs
+        assert tlstool_verbs.count("enable") == len(tls_hosts(lab))
+        assert fleet_status_ok(lab, pfx_sha)
+        assert_no_secret(lab, done.stdout, done.stderr, rollout.stdout, rollout.stderr)
+    finally:
+        lab.stop()
+
+
+def fleet_status_ok(lab: Lab, pfx_sha: str) -> bool:
+    status = status_json(lab)
+    return status["consistent"] is True and status["reference"]["sha256"] == pfx_sha
