@@ -13,7 +13,6 @@ bound but does not listen, so the kernel refuses connections and no other proces
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import secrets
 import socket
@@ -178,6 +177,8 @@ def legacy_tms_pem(path: Path) -> tuple[object, object]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    from tealeaf_fleet.certs import certificate_builder, write_private_file
+
     if path.exists():
         data = path.read_bytes()
         cert = x509.load_pem_x509_certificate(data)
@@ -185,21 +186,9 @@ def legacy_tms_pem(path: Path) -> tuple[object, object]:
         return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LEGACY_TMS_CN)])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
+    cert = certificate_builder(name, name, key.public_key(), days=3650).sign(key, hashes.SHA256())
     pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    write_private_file(path, pem, force=True)
     return cert, key
