@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tealeaf_fleet.cli.common import positive_int
+from tealeaf_fleet.cli.common import colon_fp, positive_int
 from tealeaf_fleet.errors import InputError
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def run_create(args: argparse.Namespace) -> int:
     print(f"  subject     {pfx.certificate.subject.rfc4514_string()}")
     print(f"  key         RSA {args.key_size} bits")
     print(f"  valid until {pfx.certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
-    print(f"  sha256      {_colons(pfx.sha256)}")
+    print(f"  sha256      {colon_fp(pfx.sha256)}")
     print(f"  protection  {pfx.encryption}, MAC {pfx.mac}")
     if generated:
         print(
@@ -171,10 +171,6 @@ def run_inspect(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _colons(hex_digest: str) -> str:
-    return ":".join(hex_digest[i : i + 2] for i in range(0, len(hex_digest), 2)).upper()
-
-
 def _render(report: Report) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -198,8 +194,8 @@ def _render(report: Report) -> None:
                 if d["extended_key_usage"] is not None
                 else "(none: any)",
             ),
-            ("sha256", _colons(d["sha256"])),
-            ("sha1", _colons(d["sha1"])),
+            ("sha256", colon_fp(d["sha256"])),
+            ("sha1", colon_fp(d["sha1"])),
         ]
     rows += [
         ("friendly name", d["friendly_name"] or "(none)"),

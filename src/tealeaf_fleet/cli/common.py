@@ -111,6 +111,15 @@ def write_output(text: str, out: str | Path | None) -> None:
         raise InputError(f"cannot write {target}: {exc.strerror}", field="--out") from None
 
 
+def colon_fp(fp: str) -> str:
+    """Fingerprints are stored without separators; humans compare them with colons.
+
+    Why shared: the plan, `fleet cert` and `fleet status` must print a fingerprint the same way
+    so that an operator can compare them by eye.
+    """
+    return ":".join(fp[i : i + 2] for i in range(0, len(fp), 2)).upper()
+
+
 def positive_int(text: str) -> int:
     """argparse `type=` for counts such as --forks and --days: a whole number, at least 1.
 

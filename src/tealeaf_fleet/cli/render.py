@@ -13,6 +13,7 @@ import io
 import re
 from typing import TYPE_CHECKING
 
+from tealeaf_fleet.cli.common import colon_fp
 from tealeaf_fleet.plan import CONTROLLER, Plan, PlanPhase, Step
 from tealeaf_fleet.secrets import redact
 
@@ -54,11 +55,6 @@ def strategy_text(phase: PlanPhase) -> str:
 
 def short(digest: str | None, n: int = 12) -> str:
     return digest[:n] if digest else "-"
-
-
-def colon_fp(fp: str) -> str:
-    """Fingerprints are stored without separators; humans compare them with colons."""
-    return ":".join(fp[i : i + 2] for i in range(0, len(fp), 2)).upper()
 
 
 def render(plan: Plan, fmt: str, *, width: int = 120) -> str:
