@@ -127,13 +127,6 @@ def hosts_from_inventory(path: Path) -> tuple[list[tuple[str, str]], dict[str, s
     return hosts, dirs
 
 
-def _write_secret_file(path: Path, value: str) -> None:
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value + "\n")
-
-
 def _yaml_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -237,6 +230,7 @@ class Lab:
         reboot_s,
         http_inventory,
     ) -> None:
+        from tealeaf_fleet.certs import write_private_file
         from tealeaf_fleet.lab import ntlm_users, tlsca
         from tealeaf_fleet.lab.dataservice import free_port
         from tealeaf_fleet.lab.httpserver import WinRMServer
@@ -271,8 +265,9 @@ class Lab:
         (self.dir / "hosts").mkdir()
         ca = tlsca.LabCA.create(self.dir / "ca")
         winrm_password = secrets.token_urlsafe(18)
-        _write_secret_file(self.password_file, winrm_password)
-        _write_secret_file(self.pfx_password_file, secrets.token_urlsafe(15))
+        write_private_file(self.password_file, f"{winrm_password}\n".encode(), force=True)
+        pfx_password = secrets.token_urlsafe(15)
+        write_private_file(self.pfx_password_file, f"{pfx_password}\n".encode(), force=True)
         if ntlm:
             ntlm_users.register(self.username, winrm_password)
         self.events = EventLog(self.dir / "events.jsonl")

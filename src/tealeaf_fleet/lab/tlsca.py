@@ -12,20 +12,12 @@ prefer one certificate for all hosts pass the same name every time (contexts are
 from __future__ import annotations
 
 import ipaddress
-import os
 import ssl
 import threading
 from pathlib import Path
 
 CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read (keys)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 class LabCA:
@@ -53,7 +45,7 @@ class LabCA:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
-        from tealeaf_fleet.certs import certificate_builder
+        from tealeaf_fleet.certs import certificate_builder, write_private_file
 
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,13 +74,14 @@ class LabCA:
             .sign(key, hashes.SHA256())
         )
         (folder / CA_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(
+        write_private_file(
             folder / CA_KEY_FILE,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
+            force=True,
         )
         return cls(folder, key, cert)
 
@@ -113,7 +106,7 @@ class LabCA:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-        from tealeaf_fleet.certs import certificate_builder
+        from tealeaf_fleet.certs import certificate_builder, write_private_file
 
         key = ec.generate_private_key(ec.SECP256R1())
         dns = ["localhost"]
@@ -139,13 +132,14 @@ class LabCA:
             cert.public_bytes(serialization.Encoding.PEM)
             + self._cert.public_bytes(serialization.Encoding.PEM)
         )
-        _write_private(
+        write_private_file(
             key_path,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
+            force=True,
         )
         return cert_path, key_path
 
