@@ -32,18 +32,14 @@ def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_fleet_or_exit(path: str | Path) -> Fleet:
-    """Load the inventory and print its warnings; on bad input print one line, exit 2.
+    """Load the inventory and print its warnings.
 
-    The one line is `fleet: error: FILE:LINE: FIELD: message`, the same as the dispatcher
-    prints for any `InputError`, without a traceback.
+    Bad input raises `InputError`, which the dispatcher (`cli.main`) prints as the one line
+    `fleet: error: FILE:LINE: FIELD: message` and turns into exit 2, without a traceback.
     """
     from tealeaf_fleet.inventory import load_fleet  # PyYAML: not needed for `fleet --help`
 
-    try:
-        fleet = load_fleet(path)
-    except InputError as exc:
-        print(f"fleet: error: {redact(str(exc))}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+    fleet = load_fleet(path)
     print_warnings(fleet)
     return fleet
 
