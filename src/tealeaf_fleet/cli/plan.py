@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tealeaf_fleet.cli.common import add_inventory_argument
-from tealeaf_fleet.errors import FleetError, InputError
+from tealeaf_fleet.errors import InputError
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Fleet
@@ -105,14 +105,7 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
     on a guess), and the facts digest records that it was not read (so an approved plan turns
     stale once the host answers). One bad host does not stop the plan of the others.
     """
-    try:
-        from tealeaf_fleet.ops import facts as facts_module
-    except ModuleNotFoundError as exc:
-        if exc.name != "tealeaf_fleet.ops.facts":
-            raise
-        raise FleetError(
-            "--facts is not available in this build (no tealeaf_fleet.ops.facts)"
-        ) from None
+    from tealeaf_fleet.ops import facts as facts_module
     from tealeaf_fleet.secrets import redact
 
     raw: dict[str, dict] = {}
