@@ -450,19 +450,27 @@ def test_arguments_joined_and_separate_give_same_argv(https_server, ca, host):
 # --- pypsrp: an independent client ---------------------------------------------------------
 
 
+def psrp_options(server: WinRMServer, auth: str, ca: LabCA | None = None) -> dict[str, Any]:
+    """Keyword arguments for pypsrp's Client/WSMan to `server`: https (validated against the
+    lab CA) when `ca` is given, else plain http."""
+    options: dict[str, Any] = dict(
+        server="127.0.0.1",
+        port=server.port,
+        ssl=ca is not None,
+        auth=auth,
+        username=USER,
+        password=PASSWORD,
+        no_proxy=True,
+    )
+    if ca is not None:
+        options["cert_validation"] = str(ca.ca_file)
+    return options
+
+
 def test_pypsrp_https_basic(https_server, ca, host):
     from pypsrp.client import Client
 
-    client = Client(
-        "127.0.0.1",
-        port=https_server.port,
-        ssl=True,
-        auth="basic",
-        username=USER,
-        password=PASSWORD,
-        cert_validation=str(ca.ca_file),
-        no_proxy=True,
-    )
+    client = Client(**psrp_options(https_server, "basic", ca))
     out, err, rc = client.execute_cmd("whoami")
     assert (out, rc) == ("lab\\fleet\r\n", 0)
     out, err, rc = client.execute_cmd("cmd /c echo via pypsrp")
@@ -475,27 +483,11 @@ def test_pypsrp_http_ntlm_encrypted(http_server, host, auth):
     from pypsrp.shell import Process, WinRS
     from pypsrp.wsman import WSMan
 
-    client = Client(
-        "127.0.0.1",
-        port=http_server.port,
-        ssl=False,
-        auth=auth,
-        username=USER,
-        password=PASSWORD,
-        no_proxy=True,
-    )
+    client = Client(**psrp_options(http_server, auth))
     out, err, rc = client.execute_cmd("hostname")
     assert (out, rc) == ("WIRE01\r\n", 0)
 
-    wsm = WSMan(
-        "127.0.0.1",
-        port=http_server.port,
-        ssl=False,
-        auth=auth,
-        username=USER,
-        password=PASSWORD,
-        no_proxy=True,
-    )
+    wsm = WSMan(**psrp_options(http_server, auth))
     with wsm, WinRS(wsm) as shell:
         proc = Process(shell, "readstdin", ["one", "two"])
         proc.begin_invoke()
@@ -510,16 +502,7 @@ def test_pypsrp_over_https_with_negotiate(https_server, ca):
     from pypsrp.client import Client
 
     ntlm_users.register(USER, PASSWORD)
-    client = Client(
-        "127.0.0.1",
-        port=https_server.port,
-        ssl=True,
-        auth="ntlm",
-        username=USER,
-        password=PASSWORD,
-        cert_validation=str(ca.ca_file),
-        no_proxy=True,
-    )
+    client = Client(**psrp_options(https_server, "ntlm", ca))
     out, _, rc = client.execute_cmd("hostname")
     assert (out, rc) == ("WIRE01\r\n", 0)
 
