@@ -824,14 +824,11 @@ def load_fleet(path: str | Path) -> Fleet:
     )
     fleet.normalized.update(_normalize(fleet, base))
     # Read password files now: a missing or exposed one is an inventory mistake (see top).
-    needed: list[tuple[Path, Callable[[], Secret]]] = []
     if certificate.password_file is not None:
-        needed.append((certificate.password_file, fleet.pfx_password))
+        fleet.pfx_password()
     for host in fleet.windows_hosts():
         if host.winrm.password_file is not None:
-            needed.append((host.winrm.password_file, lambda h=host: fleet.winrm_password(h)))
-    for _p, resolve in needed:
-        resolve()
+            fleet.winrm_password(host)
     return fleet
 
 
