@@ -545,10 +545,23 @@ def _check_winrm(
             return lines[f"winrm.{key}"], f"winrm.{key}"
         return owner_line, own
 
+    if contacted:
+        _check_transport(ctx, s, where)
+    if s["operation_timeout_s"] >= s["read_timeout_s"]:
+        line, f = where("operation_timeout_s")
+        raise ctx.error(
+            f"operation_timeout_s ({s['operation_timeout_s']}) must be below "
+            f"read_timeout_s ({s['read_timeout_s']})",
+            line,
+            f,
+        )
     port = s["port"] if s["port"] is not None else DEFAULT_PORTS[s["scheme"]]
-    if not contacted:
-        pass
-    elif s["scheme"] == "http" and s["transport"] not in ENCRYPTING_TRANSPORTS:
+    return WinRMSettings(**{**s, "port": port})  # `s` holds exactly WinRMSettings' fields
+
+
+def _check_transport(ctx: _Ctx, s: dict[str, Any], where: Callable[[str], tuple[int, str]]) -> None:
+    """Scheme, transport and credentials fit together (a host contacted over WinRM)."""
+    if s["scheme"] == "http" and s["transport"] not in ENCRYPTING_TRANSPORTS:
         if s["transport"] == "certificate":
             line, f = where("transport")
             raise ctx.error("transport certificate needs scheme https", line, f)
@@ -562,9 +575,7 @@ def _check_winrm(
                 "use https, or ntlm/kerberos/credssp (they encrypt messages), or set "
                 "allow_unencrypted: true if you really mean it",
             )
-    if not contacted:
-        pass
-    elif s["transport"] == "certificate":
+    if s["transport"] == "certificate":
         for key in ("cert_pem", "cert_key_pem"):
             if s[key] is None:
                 line, f = where(key)
@@ -574,30 +585,6 @@ def _check_winrm(
         raise ctx.error(
             f"transport {s['transport']} needs a username", line, f, "e.g. 'CORP\\svc-tealeaf'"
         )
-    if s["operation_timeout_s"] >= s["read_timeout_s"]:
-        line, f = where("operation_timeout_s")
-        raise ctx.error(
-            f"operation_timeout_s ({s['operation_timeout_s']}) must be below "
-            f"read_timeout_s ({s['read_timeout_s']})",
-            line,
-            f,
-        )
-    return WinRMSettings(
-        scheme=s["scheme"],
-        port=port,
-        transport=s["transport"],
-        username=s["username"],
-        password_env=s["password_env"],
-        password_file=s["password_file"],
-        ca_bundle=s["ca_bundle"],
-        validate_certs=s["validate_certs"],
-        allow_unencrypted=s["allow_unencrypted"],
-        cert_pem=s["cert_pem"],
-        cert_key_pem=s["cert_key_pem"],
-        path=s["path"],
-        read_timeout_s=s["read_timeout_s"],
-        operation_timeout_s=s["operation_timeout_s"],
-    )
 
 
 _WINRM_DEFAULTS: dict[str, Any] = {
