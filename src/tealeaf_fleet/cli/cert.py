@@ -106,12 +106,7 @@ def run_create(args: argparse.Namespace) -> int:
                 raise InputError(f"{pw_file} already exists", hint="use --force to replace it")
             password = certs.generate_password()
             generated = True
-    problems = certs.check_password(password)
-    if problems:
-        raise InputError(
-            "; ".join(problems) + " (TLSTool.exe cannot use it)",
-            hint="printable ASCII, no space, no double quote",
-        )
+    # generate_pfx refuses a password TLSTool.exe cannot use, before anything is written
     data = certs.generate_pfx(
         password, days=args.days, key_size=args.key_size, encryption=args.encryption
     )
