@@ -326,14 +326,6 @@ class LabHost:
         Key paths as `HKLM:\\SOFTWARE\\...` (HKLM\\ and HKEY_LOCAL_MACHINE\\ accepted)."""
         return self.registry.get(key, name)
 
-    def reg_values(self, key: str) -> dict[str, Any] | None:
-        """All values of a key, or None when the key does not exist."""
-        return self.registry.values(key)
-
-    def reg_key_exists(self, key: str) -> bool:
-        """Whether the key exists (a key with only subkeys exists too)."""
-        return self.registry.key_exists(key)
-
     def reg_set(self, key: str, name: str, value: Any, kind: str = "DWord") -> int | str:
         """Create the key as needed and set a value (`kind` DWord or String); returns the
         stored value. Records a `registry` event."""

@@ -102,33 +102,7 @@ class Registry:
             vname = self._find_name(values, name)
             return None if vname is None else values[vname]
 
-    def values(self, key: str) -> dict[str, Any] | None:
-        """All values of a key (a copy), or None when the key does not exist."""
-        with self._lock:
-            found = self._find_key(key)
-            return None if found is None else dict(self._data[found])
-
-    def key_exists(self, key: str) -> bool:
-        with self._lock:
-            canon = normalize_key(key).lower()
-            return any(k.lower() == canon or k.lower().startswith(canon + "\\") for k in self._data)
-
-    def subkeys(self, key: str) -> list[str]:
-        """Names of the direct subkeys of `key`."""
-        with self._lock:
-            canon = normalize_key(key)
-            prefix = canon.lower() + "\\"
-            names = []
-            for k in self._data:
-                if k.lower().startswith(prefix):
-                    child = k[len(prefix) :].split("\\", 1)[0]
-                    if child.lower() not in {n.lower() for n in names}:
-                        names.append(child)
-            return names
-
-    def set(
-        self, key: str, name: str, value: Any, kind: str = "DWord", *, silent: bool = False
-    ) -> int | str:
+    def set(self, key: str, name: str, value: Any, kind: str = "DWord") -> int | str:
         """Create the key if needed and set the value; returns the stored value."""
         stored = coerce(value, kind)
         with self._lock:
@@ -137,8 +111,7 @@ class Registry:
             vname = self._find_name(values, name) or name
             values[vname] = stored
             self._save()
-        if not silent:
-            self._on_change(found, vname, stored)
+        self._on_change(found, vname, stored)
         return stored
 
     def delete(self, key: str, name: str | None = None) -> bool:
@@ -176,10 +149,6 @@ class Registry:
         with self._lock:
             self._data = {normalize_key(k): dict(v) for k, v in data.items()}
             self._save()
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        with self._lock:
-            return {k: dict(v) for k, v in self._data.items()}
 
     def _save(self) -> None:
         write_json_atomic(self.path, self._data)

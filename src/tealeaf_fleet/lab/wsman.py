@@ -346,10 +346,6 @@ class ShellService:
 
     # -- bookkeeping
 
-    def shell_count(self) -> int:
-        with self._lock:
-            return len(self._shells)
-
     def join_workers(self, timeout_s: float) -> None:
         """Wait (bounded) for running commands; used by the server's stop()."""
         with self._lock:
