@@ -162,6 +162,48 @@ def _array_variables(root: ts.Node) -> set[str]:
     return names
 
 
+def _typed_params(scope: ts.Node) -> set[str]:
+    """Lower-cased names of the type-constrained parameters `scope` (the script or one
+    function) declares."""
+    names: set[str] = set()
+    for decl in scope.children:
+        if decl.type not in ("param_block", "function_parameter_declaration"):
+            continue
+        for param in _walk(decl):
+            if param.type == "script_parameter" and any(
+                t.type == "type_literal" for t in _walk(param)
+            ):
+                names.update(_text(v).lower() for v in param.children if v.type == "variable")
+    return names
+
+
+def _own_nodes(scope: ts.Node):
+    """The nodes of `scope` outside its nested functions (which have scopes of their own)."""
+    for child in scope.children:
+        if child.type != "function_statement":
+            yield child
+            yield from _own_nodes(child)
+
+
+def _typed_param_assignments(root: ts.Node) -> list[ts.Node]:
+    """Assignments to a typed parameter in its own scope. Variable names ignore case and the
+    parameter's type sticks to the variable: `$names = Split-FleetList $Names` under
+    `param([string]$Names)` joins the list back into one string."""
+    found = []
+    for scope in [root] + [n for n in _walk(root) if n.type == "function_statement"]:
+        typed = _typed_params(scope)
+        for node in _own_nodes(scope):
+            if node.type == "assignment_expression":
+                target = node.children[0]
+            elif node.type == "foreach_statement":
+                target = next((c for c in node.children if c.type == "variable"), None)
+            else:
+                continue
+            if target is not None and _text(target).strip().lower() in typed:
+                found.append(node)
+    return found
+
+
 def lint(source: bytes) -> list[Violation]:
     """Every PowerShell-2.0 violation in `source` (one script's bytes)."""
     found: list[Violation] = []
@@ -174,6 +216,8 @@ def lint(source: bytes) -> list[Violation]:
         found.append(Violation("non-ascii", line, ""))
     root = PARSER.parse(source).root_node
     arrays = _array_variables(root)
+    for node in _typed_param_assignments(root):
+        flag("typed-param-assigned", node)
     for node in _walk(root):
         kind = node.type
         if kind == "ERROR" or node.is_missing:
@@ -323,6 +367,8 @@ BAD_SNIPPETS = [
     ("a && b", "pipeline-chain"),
     ("Write-Output 'caf\u00e9'", "non-ascii"),
     ("if ($x { 1 }", "parse-error"),
+    ("param([string]$Names)\n$names = Split-FleetList $Names", "typed-param-assigned"),
+    ("function F([int]$Code) {\n    foreach ($code in 1, 2) { $code }\n}", "typed-param-assigned"),
 ]
 
 
@@ -339,6 +385,7 @@ GOOD_SNIPPETS = [
     "$s = Get-WmiObject Win32_Service",
     "$sha = [Security.Cryptography.SHA256]::Create()",
     "$a = New-Object System.Collections.ArrayList\n[void]$a.Add(1)\n$b = $a.ToArray()",
+    "function F([int]$Code) { $Code }\nfunction G([string]$Text) { $code = [int]$Text[0] }",
 ]
 
 

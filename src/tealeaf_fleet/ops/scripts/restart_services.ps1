@@ -18,10 +18,12 @@ try {
 }
 if (-not $owned) { Stop-FleetOp 'another restart of TeaLeaf services is still running on this host' }
 $startedAt = Get-FleetNow
-$names = Split-FleetList $Names
+# Not $names: variable names ignore case, and the [string] constraint of $Names would join
+# the list back into one string ('A B'), so every name after the first would be lost.
+$serviceNames = Split-FleetList $Names
 $controllers = @{}
 $before = @{}
-foreach ($name in $names) {
+foreach ($name in $serviceNames) {
     $sc = New-Object System.ServiceProcess.ServiceController -ArgumentList $name
     try {
         $before[$name] = [string]$sc.Status
@@ -67,7 +69,7 @@ function Wait-Status($Wave, [string]$Status) {
 
 $problems = New-Object System.Collections.ArrayList
 $pending = New-Object System.Collections.ArrayList
-foreach ($name in $names) { [void]$pending.Add($name) }
+foreach ($name in $serviceNames) { [void]$pending.Add($name) }
 while ($pending.Count -gt 0) {
     $wave = Get-Wave $pending.ToArray() 'DependentServices'
     $stopping = New-Object System.Collections.ArrayList
@@ -79,7 +81,7 @@ while ($pending.Count -gt 0) {
         $state = [string]$sc.Status
         $blockers = New-Object System.Collections.ArrayList
         foreach ($dependent in $sc.DependentServices) {
-            if (([string]$dependent.Status -ne 'Stopped') -and (-not (Test-Named $dependent.ServiceName $names ''))) {
+            if (([string]$dependent.Status -ne 'Stopped') -and (-not (Test-Named $dependent.ServiceName $serviceNames ''))) {
                 [void]$blockers.Add($dependent.ServiceName)
             }
         }
@@ -97,7 +99,7 @@ while ($pending.Count -gt 0) {
     foreach ($name in $wave) { $pending.Remove($name) }
 }
 
-foreach ($name in $names) { [void]$pending.Add($name) }
+foreach ($name in $serviceNames) { [void]$pending.Add($name) }
 while ($pending.Count -gt 0) {
     $wave = Get-Wave $pending.ToArray() 'ServicesDependedOn'
     foreach ($name in $wave) {
@@ -113,7 +115,7 @@ while ($pending.Count -gt 0) {
 
 $services = New-Object System.Collections.ArrayList
 $notRunning = New-Object System.Collections.ArrayList
-foreach ($name in $names) {
+foreach ($name in $serviceNames) {
     $controllers[$name].Refresh()
     $after = [string]$controllers[$name].Status
     if ($after -ne 'Running') { [void]$notRunning.Add("$name ($after)") }
