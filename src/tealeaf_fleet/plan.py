@@ -244,6 +244,11 @@ def build_plan(
     )
 
 
+def at_a_time(batch: int) -> str:
+    """How a rolling phase restarts, in the words the plan, its table and its ticket share."""
+    return "one at a time" if batch == 1 else f"{batch} at a time"
+
+
 def _pca_reason(host: Host) -> str:
     reason = PCA_REASON
     if host.pca_build:
@@ -507,5 +512,5 @@ class _PlanContext:
         desc = what + (f"; gates: {'; '.join(gates)}" if gates else "")
         impact = _IMPACT.get(host.role, _IMPACT["other"])
         if phase.strategy == "rolling":
-            impact += " (one at a time)" if phase.batch == 1 else f" ({phase.batch} at a time)"
+            impact += f" ({at_a_time(phase.batch)})"
         return Step(host.name, "restart", desc, impact)

@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from tealeaf_fleet.cli.common import colon_fp
-from tealeaf_fleet.plan import CONTROLLER, Plan, PlanPhase, Step
+from tealeaf_fleet.plan import CONTROLLER, Plan, PlanPhase, Step, at_a_time
 from tealeaf_fleet.secrets import redact
 
 if TYPE_CHECKING:
@@ -299,7 +299,7 @@ def _targets(phase: PlanPhase) -> str:
     if phase.strategy == "controller":
         text = "once, on the controller" if active else "on the controller: nothing to do"
     elif phase.strategy == "rolling":
-        each = "one at a time" if phase.batch == 1 else f"{phase.batch} at a time"
+        each = at_a_time(phase.batch)
         shown = active[:SUMMARY_ORDER]
         text = f"rolling, {each}: " + (" -> ".join(shown) if shown else "no host to change")
         if len(active) > len(shown):
@@ -520,7 +520,7 @@ def render_markdown(plan: Plan) -> str:
         if not hosts:
             add(f"{n}. {phase.name}: no host to restart.")
         elif phase.strategy == "rolling":
-            each = "one at a time" if phase.batch == 1 else f"{phase.batch} at a time"
+            each = at_a_time(phase.batch)
             add(
                 f"{n}. {phase.name}: {' -> '.join(hosts)} ({each}; the next starts only "
                 "after the previous passed its gates)"
