@@ -32,22 +32,14 @@ class TlsToolResult:
 
 
 def check_password(password: Secret) -> None:
-    """InputError unless TLSTool.exe can receive this password intact."""
-    value = password.reveal()
-    if not value:
-        raise InputError("the PFX password is empty")
-    bad = sorted({c for c in value if not (33 <= ord(c) <= 126) or c == '"'})
-    if bad:
-        kinds = []
-        if any(c == '"' for c in bad):
-            kinds.append('a double quote (")')
-        if any(c.isspace() for c in bad):
-            kinds.append("whitespace")
-        if any(ord(c) > 126 or (ord(c) < 32 and not c.isspace()) for c in bad):
-            kinds.append("non-ASCII or control characters")
+    """InputError unless TLSTool.exe can receive this password intact (the rules are
+    `certs.check_password`'s, so a PFX that passed `fleet cert` passes here too)."""
+    from tealeaf_fleet.certs import check_password as problems_of
+
+    problems = problems_of(password)
+    if problems:
         raise InputError(
-            "the PFX password contains " + " and ".join(kinds) + ", which "
-            "TLSTool.exe cannot receive",
+            "the PFX password cannot reach TLSTool.exe: " + "; ".join(problems),
             hint='use ASCII letters, digits and punctuation other than "',
         )
 
