@@ -19,7 +19,8 @@ from pathlib import Path
 from tealeaf_fleet.errors import InputError
 
 MASK = "******"
-_known: set[str] = set()
+_known: set[str] = set()  # every secret value, as written and JSON-escaped
+_longest_first: tuple[str, ...] = ()  # `_known`, sorted once per new secret, not per redact()
 _known_lock = threading.Lock()
 
 
@@ -32,8 +33,7 @@ class Secret:
         self._value = value
         self.source = source  # e.g. "env TEALEAF_PFX_PASSWORD", "file /x/pw.txt": safe to show
         if value:
-            with _known_lock:
-                _known.add(value)
+            _remember(value)
 
     def reveal(self) -> str:
         return self._value
@@ -66,12 +66,23 @@ def _forms(value: str) -> set[str]:
     return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
 
 
+def _remember(value: str) -> None:
+    """Register a secret for `redact()`. The forms are worked out here, once: `redact()` runs
+    over every line of output and every log record."""
+    global _longest_first
+    forms = _forms(value)
+    with _known_lock:
+        if forms <= _known:
+            return
+        _known.update(forms)
+        # longest first, so that a secret containing another is masked whole
+        _longest_first = tuple(sorted(_known, key=len, reverse=True))
+
+
 def redact(text: str) -> str:
     """Replace every known secret value in `text`, also in its JSON-escaped form, with the
     mask."""
-    with _known_lock:
-        forms = {form for value in _known for form in _forms(value)}
-    for form in sorted(forms, key=len, reverse=True):
+    for form in _longest_first:  # a tuple, swapped whole under the lock: safe to read
         if form in text:
             text = text.replace(form, MASK)
     return text
