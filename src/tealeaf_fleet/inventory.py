@@ -165,9 +165,6 @@ class Fleet:
         """Hosts contacted over WinRM, in inventory order."""
         return [h for h in self.hosts.values() if h.is_windows]
 
-    def hosts_with_role(self, *roles: str) -> list[Host]:
-        return [h for h in self.hosts.values() if h.role in roles]
-
     def _field(self, host: Host | None, key: str, section: str = "winrm") -> str:
         """The dotted field a host's setting came from (its own override, else the default)."""
         if host is not None:
