@@ -42,6 +42,8 @@ from tealeaf_fleet.lab.services import (
     ServiceManager,
     services_for_role,
 )
+from tealeaf_fleet.lab.tlstool import SECURITY_DIR
+from tealeaf_fleet.secrets import MASK
 
 __all__ = ["LabHost", "HostConfig", "HostError", "ServiceInfo", "OS_TABLE"]
 
@@ -54,7 +56,6 @@ OS_TABLE = {
 }
 DEFAULT_BUILD = "9.0.2.1351"
 DEFAULT_INSTALL_DIR = r"D:\Tealeaf"
-SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
 _BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
@@ -336,7 +337,7 @@ class LabHost:
         return self.registry.delete(key, name)
 
     def _on_registry_change(self, key: str, name: str, value: Any) -> None:
-        shown = "******" if "password" in name.lower() and value is not None else value
+        shown = MASK if "password" in name.lower() and value is not None else value
         self.record("registry", key=key, name=name, value=shown)
 
     # ================================================================= file system =====

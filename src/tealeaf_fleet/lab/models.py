@@ -23,19 +23,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.lab.hosterror import HostError
+from tealeaf_fleet.lab.registry import (
+    SCHANNEL_KEY,
+    SECURITY_KEY,
+    TEALEAF_KEY,
+    TLS12_CLIENT_KEY,
+    TLS12_SERVER_KEY,
+)
 from tealeaf_fleet.lab.runner import OpFailed
+from tealeaf_fleet.lab.tlstool import SECURITY_DIR
+from tealeaf_fleet.secrets import MASK
 
 if TYPE_CHECKING:
     from tealeaf_fleet.lab.host import LabHost
 
-TEALEAF_KEY = r"HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology"
-SECURITY_DIR = r"C:\ProgramData\IBM\Tealeaf\security"
-SCHANNEL = r"HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL"
-TLS12 = SCHANNEL + r"\Protocols\TLS 1.2"
 DOTNET = r"HKLM:\SOFTWARE\Microsoft\.NETFramework"
 WINHTTP = r"Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp"
 SYSTEM32 = r"C:\Windows\system32"
-MASK = "******"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 START_RE = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\s+Service\.Start\s+INFO\s+"
@@ -292,18 +296,17 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         "tools": tools,
         "tealeaf_build": str(build) if build is not None else None,
         "enable_tls": int(enable_tls) if enable_tls is not None else None,
-        "tls_cert_password_present": host.reg_get(TEALEAF_KEY + r"\security", "TLSCertPassword")
-        is not None,
+        "tls_cert_password_present": host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None,
         "security": security,
         "services": services,
         "iis": iis,
         "data_service": _data_service_mode(host, install_dir or "", since),
         "schannel": {
-            "tls12_server_enabled": _reg(host, TLS12 + r"\Server", "Enabled"),
-            "tls12_server_disabled_by_default": _reg(host, TLS12 + r"\Server", "DisabledByDefault"),
-            "tls12_client_enabled": _reg(host, TLS12 + r"\Client", "Enabled"),
-            "tls12_client_disabled_by_default": _reg(host, TLS12 + r"\Client", "DisabledByDefault"),
-            "send_trusted_issuer_list": _reg(host, SCHANNEL, "SendTrustedIssuerList"),
+            "tls12_server_enabled": _reg(host, TLS12_SERVER_KEY, "Enabled"),
+            "tls12_server_disabled_by_default": _reg(host, TLS12_SERVER_KEY, "DisabledByDefault"),
+            "tls12_client_enabled": _reg(host, TLS12_CLIENT_KEY, "Enabled"),
+            "tls12_client_disabled_by_default": _reg(host, TLS12_CLIENT_KEY, "DisabledByDefault"),
+            "send_trusted_issuer_list": _reg(host, SCHANNEL_KEY, "SendTrustedIssuerList"),
         },
         "dotnet": {
             "v2_strong_crypto": _reg(host, DOTNET + r"\v2.0.50727", "SchUseStrongCrypto"),

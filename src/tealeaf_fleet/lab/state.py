@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from tealeaf_fleet.errors import InputError
-from tealeaf_fleet.lab.host import SECURITY_DIR, map_windows_path
+from tealeaf_fleet.lab.host import map_windows_path
 from tealeaf_fleet.lab.hosterror import HostError
 from tealeaf_fleet.lab.registry import TEALEAF_KEY
+from tealeaf_fleet.lab.tlstool import SECURITY_DIR
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 _START = "Service.Start INFO Starting HTTP Server"
