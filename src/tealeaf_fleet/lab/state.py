@@ -39,9 +39,10 @@ def first_cert_sha256(pem: bytes) -> str | None:
     return hashlib.sha256(der).hexdigest()
 
 
-def data_service_from_log(logs_dir: Path) -> dict[str, Any]:
-    """Mode and port from the newest TLDataService_*.log's last startup block."""
-    logs = sorted(logs_dir.glob("TLDataService_*.log")) if logs_dir.is_dir() else []
+def data_service_from_log(logs_dir: Path | None) -> dict[str, Any]:
+    """Mode and port from the newest TLDataService_*.log's last startup block (all None
+    without a Logs folder)."""
+    logs = sorted(logs_dir.glob("TLDataService_*.log")) if logs_dir and logs_dir.is_dir() else []
     if not logs:
         return {"mode": None, "port": None, "started_at": None}
     lines = logs[-1].read_text(encoding="ascii", errors="replace").splitlines()
@@ -99,9 +100,7 @@ def host_state(lab_dir: Path, name: str, entry: dict[str, Any]) -> dict[str, Any
         "cert_sha256": first_cert_sha256(crt.read_bytes()) if crt.is_file() else None,
         "services_running": sum(1 for s in tealeaf if s.get("state") == "Running"),
         "services_total": len(tealeaf),
-        "data_service": data_service_from_log(logs_dir)
-        if logs_dir
-        else {"mode": None, "port": None, "started_at": None},
+        "data_service": data_service_from_log(logs_dir),
         "faults": sorted(faults) if isinstance(faults, dict) else [],
     }
 
