@@ -163,16 +163,15 @@ def _default_prober(address: str, port: int, timeout_s: float) -> Any:
 
 
 def as_handshake(port: int, result: Any) -> Handshake:
-    """Normalise whatever `tlsprobe.handshake` returned (its `kind`, or its class name)."""
-    kind = getattr(result, "kind", None) or type(result).__name__.lower()
-    if kind in ("peercertificate", "peer_certificate"):
-        kind = "tls"
-    detail = getattr(result, "error", None) or getattr(result, "reason", None)
+    """A probe result (`tlsprobe.ProbeResult`, or a test's stand-in with `kind` and `sha256`)
+    as a status row shows it: the error, else the negotiated protocol."""
+    kind = str(result.kind)
+    detail = getattr(result, "error", None)
     if detail is None and kind == "tls":
         detail = getattr(result, "protocol", None)
     return Handshake(
         port=port,
-        kind=str(kind),
+        kind=kind,
         sha256=getattr(result, "sha256", None),
         detail=redact(str(detail)) if detail else None,
     )
