@@ -11,7 +11,6 @@ Signature: `action(ctx: RunContext, phase: PhaseSpec, host_name: str) -> StepRes
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
@@ -33,13 +32,11 @@ def _short(sha: str | None) -> str:
     return f"{sha[:12]}..." if sha else "none"
 
 
-def _gather(ctx: RunContext, host: Host, *, since: str | None = None) -> dict[str, Any]:
+def _gather(ctx: RunContext, host: Host) -> dict[str, Any]:
     from tealeaf_fleet.ops import facts as facts_op
 
     install = host.install_dir or ctx.fleet.install_dir
-    result = facts_dict(
-        facts_op.gather(ctx.connection(host), host, install_dir=install, since=since)
-    )
+    result = facts_dict(facts_op.gather(ctx.connection(host), host, install_dir=install))
     ctx.set_facts(host.name, result)
     return result
 
@@ -53,7 +50,7 @@ def _tlstool(
     result = tlstool.run(
         ctx.connection(host), ctx.install_dir(host), verb, pfx_path=pfx_path, password=password
     )
-    output = (getattr(result, "output", "") or "").strip()
+    output = result.output.strip()
     if result.exit_code != 0:
         raise RemoteScriptError(
             f"TLSTool.exe {verb} exited {result.exit_code}: {output or 'no output'}",
@@ -212,18 +209,14 @@ def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
     path = ctx.remote_pfx_path(host)
+    # put_file compares the host's SHA-256 of the file with ours (raising when they differ)
     result = files.put_file(ctx.connection(host), data, path)
-    want = hashlib.sha256(data).hexdigest()
-    got = getattr(result, "sha256", None)
-    if got and got.lower() != want:
-        raise RemoteError(
-            f"{path} has SHA-256 {_short(got)} after the copy, expected {_short(want)}", host=name
-        )
-    if getattr(result, "skipped", False):
+    if result.skipped:
         return StepResult(
-            "skipped", f"nothing to do: {path} is already identical (SHA-256 {_short(want)})"
+            "skipped",
+            f"nothing to do: {path} is already identical (SHA-256 {_short(result.sha256)})",
         )
-    return StepResult("changed", f"copied to {path}; SHA-256 {_short(want)} checked there")
+    return StepResult("changed", f"copied to {path}; SHA-256 {_short(result.sha256)} checked there")
 
 
 def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
@@ -423,7 +416,7 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     else:
         if before.running:
             result = services.restart(conn, before.running, timeout)
-            before.since = _started_at(result)
+            before.since = result.started_at
         did = f"restarted {len(before.running)} TeaLeaf service(s)"
         if before.iis_running:
             services.iisreset(conn)
@@ -432,10 +425,10 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     return StepResult("changed", did + ("; gates passed: " + "; ".join(passed) if passed else ""))
 
 
-def _started_at(result: Any) -> str | None:
-    if isinstance(result, dict):
-        return result.get("started_at")
-    return getattr(result, "started_at", None)
+def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Read-only: refresh the host's facts (a read failure raises, failing the step)."""
+    _gather(ctx, ctx.host(name))
+    return StepResult("ok", "facts read")
 
 
 # --- verify ---------------------------------------------------------------------------------------
@@ -500,11 +493,7 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
     "disable": disable,
     "restart": restart,
     "verify": verify,
-    "facts": lambda ctx, phase, name: (
-        StepResult("ok", "facts read")
-        if _gather(ctx, ctx.host(name)) is not None
-        else StepResult("failed", "no facts")
-    ),
+    "facts": read_facts,
 }
 
 __all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]
