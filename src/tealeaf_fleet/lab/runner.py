@@ -126,10 +126,8 @@ def run_op(host: LabHost, stdin: bytes) -> CommandResult:
                 "text is not one of them."
             ),
         )
-    try:
-        from tealeaf_fleet.lab.models import MODELS
-    except ImportError:
-        MODELS = {}
+    from tealeaf_fleet.lab.models import MODELS  # here: models imports OpFailed from us
+
     model = MODELS.get(op)
     if model is None:
         host.record("op", op=op, exit=1, refused="no model")
