@@ -15,20 +15,6 @@ from typing import Any
 
 from tealeaf_fleet.lab.events import write_json_atomic
 
-KNOWN = (
-    "unreachable",
-    "auth_fails",
-    "flaky",
-    "slow",
-    "service_start_fails",
-    "import_fails",
-    "enable_fails",
-    "disk_full",
-    "enable_tls_preset",
-    "data_service_23443",
-    "schannel_tls12_missing",
-)
-
 
 class FaultFile:
     """Reads faults.json on demand; a value that is false/null/absent means the fault is off."""
