@@ -405,7 +405,7 @@ def test_parameters_are_never_pasted_into_script_text():
     assert parsed.script == protocol.script_text("facts")
 
 
-NATIVE_CALL = re.compile(r"^\s*\$\w+ = & \$exe\b.*$", re.M)
+NATIVE_CALL = re.compile(r"^\s*\$\w+ = (& \$exe\b|Invoke-FleetNative )", re.M)
 
 
 NATIVE_OPS = [name for name in OPS if NATIVE_CALL.search(_script_bytes(name).decode("ascii"))]
@@ -413,7 +413,19 @@ NATIVE_OPS = [name for name in OPS if NATIVE_CALL.search(_script_bytes(name).dec
 
 def test_the_native_command_ops_are_found():
     # Guards the parametrization below against matching nothing.
-    assert {"tlstool", "iisreset"} <= set(NATIVE_OPS)
+    assert {"tlstool", "iisreset", "reboot"} <= set(NATIVE_OPS)
+
+
+def test_native_helper_catches_an_exe_that_never_started():
+    """common.ps1's Invoke-FleetNative: an exe that cannot start (not a valid Win32
+    application, access denied) is a statement-terminating error, caught, with exit_code left
+    $null rather than the stale or missing $LASTEXITCODE."""
+    source = _script_bytes("common").decode("ascii")
+    body = source[source.index("function Invoke-FleetNative(") :]
+    body = body[: body.index("\n}\n")]
+    assert "$exitCode = $null\n    try {" in body
+    assert re.search(r"\$exitCode = \$LASTEXITCODE\n    \} catch \{", body)
+    assert "exit_code = $exitCode" in body
 
 
 @pytest.mark.parametrize("name", NATIVE_OPS)
@@ -423,6 +435,7 @@ def test_native_command_that_never_started_is_a_failure(name):
     $LASTEXITCODE stays $null and [int]$null is 0, so the op would report success. Every op
     that runs one must refuse a $null exit code."""
     source = _script_bytes(name).decode("ascii")
-    assert re.search(r"if \(\(?\$null -eq \$exitCode\)?[^\n]*Stop-FleetOp", source) or re.search(
-        r"if \(\$exitCode -ne 0\) \{ Stop-FleetOp", source
+    code = r"\$(exitCode|run\.exit_code)"
+    assert re.search(rf"if \(\(?\$null -eq {code}\)?[^\n]*Stop-FleetOp", source) or re.search(
+        rf"if \({code} -ne 0\) \{{ Stop-FleetOp", source
     ), f"{name}: a $null exit code is not refused"

@@ -72,6 +72,25 @@ function Stop-FleetOp([string]$Message, [int]$Code = 1) {
     [Environment]::Exit($Code)
 }
 
+function Invoke-FleetNative([string]$Exe, [string[]]$Arguments) {
+    # Runs a native command: @{ exit_code; output (its stdout and stderr lines, CRLF) }.
+    # Its stderr lines turn into error records, and with 'Stop' the first one would end the op,
+    # hence 'Continue' (this function's scope only). An exe that cannot start is a
+    # statement-terminating error that 'Continue' would step over, leaving $LASTEXITCODE $null
+    # (and [int]$null is 0): it is caught and exit_code stays $null, which callers must refuse.
+    $ErrorActionPreference = 'Continue'
+    $exitCode = $null
+    try {
+        $lines = & $Exe $Arguments 2>&1
+        $exitCode = $LASTEXITCODE
+    } catch {
+        $lines = @($_.Exception.Message)
+    }
+    $text = ''
+    foreach ($line in @($lines)) { $text += [string]$line + "`r`n" }
+    return @{ exit_code = $exitCode; output = $text }
+}
+
 function ConvertTo-FleetHex([byte[]]$Bytes) {
     $sb = New-Object System.Text.StringBuilder
     foreach ($b in $Bytes) { [void]$sb.Append($b.ToString('x2')) }

@@ -7,9 +7,7 @@ $delay = 5
 if ($DelayS) { $delay = [int]$DelayS }
 $now = Get-FleetNow
 $exe = [IO.Path]::Combine([Environment]::SystemDirectory, 'shutdown.exe')
-$ErrorActionPreference = 'Continue'
-$lines = & $exe '/r' '/f' '/t' ([string]$delay) '/d' 'p:4:1' '/c' 'tealeaf-fleet: restart after a TLS change' 2>&1
-$exitCode = $LASTEXITCODE
-$ErrorActionPreference = 'Stop'
-if ($exitCode -ne 0) { Stop-FleetOp ("shutdown.exe failed with exit code $exitCode " + (@($lines) -join ' ')) }
+$shutdownArgs = @('/r', '/f', '/t', ([string]$delay), '/d', 'p:4:1', '/c', 'tealeaf-fleet: restart after a TLS change')
+$run = Invoke-FleetNative $exe $shutdownArgs
+if ($run.exit_code -ne 0) { Stop-FleetOp ("shutdown.exe failed with exit code $($run.exit_code): " + $run.output) }
 Write-FleetResult @{ scheduled = $true; now = $now }

@@ -18,21 +18,8 @@ elseif (($Verb -eq 'enable') -or ($Verb -eq 'disable')) { $toolArgs = @($Verb) }
 else { Stop-FleetOp "unknown TLSTool verb '$Verb'" 2 }
 
 Set-Location -LiteralPath $toolsDir
-# A native command's stderr turns into error records; with 'Stop' the first one would end us.
-# An exe that cannot start is a statement-terminating error that 'Continue' would step over,
-# leaving $LASTEXITCODE $null (and [int]$null is 0): catch it and refuse a $null exit code.
-$ErrorActionPreference = 'Continue'
-$exitCode = $null
-try {
-    $lines = & $exe $toolArgs 2>&1
-    $exitCode = $LASTEXITCODE
-} catch {
-    $lines = @($_.Exception.Message)
-}
-$ErrorActionPreference = 'Stop'
-
-$text = ''
-foreach ($line in @($lines)) { $text += [string]$line + "`r`n" }
+$run = Invoke-FleetNative $exe $toolArgs
+$text = $run.output
 if ($Password) { $text = $text.Replace($Password, '******') }
-if ($null -eq $exitCode) { Stop-FleetOp ("TLSTool.exe did not run: " + $text) }
-Write-FleetResult @{ verb = $Verb; exit_code = [int]$exitCode; output = $text }
+if ($null -eq $run.exit_code) { Stop-FleetOp ("TLSTool.exe did not run: " + $text) }
+Write-FleetResult @{ verb = $Verb; exit_code = [int]$run.exit_code; output = $text }
