@@ -27,22 +27,14 @@ def run_op(
     from winrm.protocol import Protocol
 
     if url.startswith("https"):
-        p = Protocol(
-            endpoint=url,
-            transport="basic",
-            username=username,
-            password=password,
-            server_cert_validation="validate",
-            ca_trust_path=str(ca),
-        )
+        security = {
+            "transport": "basic",
+            "server_cert_validation": "validate",
+            "ca_trust_path": str(ca),
+        }
     else:
-        p = Protocol(
-            endpoint=url,
-            transport="ntlm",
-            username=username,
-            password=password,
-            message_encryption="always",
-        )
+        security = {"transport": "ntlm", "message_encryption": "always"}
+    p = Protocol(endpoint=url, username=username, password=password, **security)
     shell = p.open_shell(codepage=65001)
     try:
         cmd, args = protocol.command_line()
