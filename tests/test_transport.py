@@ -116,6 +116,17 @@ def test_shell_is_reused_and_a_short_op_costs_four_requests(https_host, password
     print("requests per op on an open shell:", [len(a) for a in per_op])
 
 
+def test_probe_leaves_no_shell_open(https_host, password, lab):
+    """reboot_and_wait polls with probe(), each on a fresh shell: a shell left open per poll
+    would pile up on the host towards WinRS's MaxShellsPerUser (then every probe fails)."""
+    mark = _mark(lab)
+    with Connection(https_host, password) as conn:
+        assert all([conn.probe(timeout_s=30) for _ in range(3)])
+        actions = _requests(lab, mark)
+    assert actions.count("Create") == 3
+    assert actions.count("Delete") == 3
+
+
 def test_reopens_the_shell_when_the_command_quota_is_spent(https_host, password, lab):
     lab.servers[HOST]["https"].shells.max_commands_per_shell = 2
     mark = _mark(lab)

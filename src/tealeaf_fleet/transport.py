@@ -294,7 +294,9 @@ class Connection:
 
     def probe(self, timeout_s: float = 10.0) -> bool:
         """Whether the host answers a trivial read-only op right now: one attempt, no retries,
-        on a fresh shell (a reboot kills the old one). Wrong credentials still raise."""
+        on a fresh shell (a reboot kills the old one), closed again when the host answered:
+        polls would otherwise pile shells up towards WinRS's MaxShellsPerUser. Wrong
+        credentials still raise."""
         self._forget_shell()
         stdin = protocol.build_stdin("file_info", {"Paths": ""})
         try:
@@ -304,7 +306,8 @@ class Connection:
                 raise failed.failure.error from None
             return False
         except RemoteScriptError:
-            return True  # it answered
+            pass  # it answered
+        self.close()
         return True
 
     def close(self) -> None:
