@@ -152,7 +152,13 @@ function Get-FleetDataServiceMode([string]$InstallDir, [string]$Since) {
     if (-not $InstallDir) { return $none }
     $logDir = [IO.Path]::Combine($InstallDir, 'Logs')
     if (-not [IO.Directory]::Exists($logDir)) { return $none }
-    $logs = [IO.Directory]::GetFiles($logDir, 'TLDataService_*.log')
+    # A three-letter extension in a GetFiles pattern also matches longer ones ('*.log' finds
+    # 'x.log_old'), which would sort after the live log: keep the names that end in .log.
+    $found = New-Object System.Collections.ArrayList
+    foreach ($file in [IO.Directory]::GetFiles($logDir, 'TLDataService_*.log')) {
+        if ($file.EndsWith('.log', [StringComparison]::OrdinalIgnoreCase)) { [void]$found.Add($file) }
+    }
+    $logs = [string[]]$found.ToArray()
     [Array]::Sort($logs, [StringComparer]::OrdinalIgnoreCase)
     if ($logs.Length -eq 0) { return $none }
     if ($Since) {
