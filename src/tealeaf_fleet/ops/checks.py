@@ -614,12 +614,12 @@ def _certificate_drift(
     if pfx_sha256:
         reference, source = pfx_sha256, "the PFX"
     else:
-        counts = Counter(present.values()).most_common()
-        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        reference, source = majority_fingerprint(facts_by_host), "the majority"
+        if reference is None:  # a tie
             groups = "; ".join(
                 f"{short_sha(sha)} on "
                 + ", ".join(sorted(n for n, s in present.items() if s == sha))
-                for sha, _ in counts
+                for sha, _ in Counter(present.values()).most_common()
             )
             return [
                 Finding(
@@ -630,7 +630,6 @@ def _certificate_drift(
                     tuple(sorted(present)),
                 )
             ]
-        reference, source = counts[0][0], "the majority"
     outliers = sorted(n for n, sha in present.items() if sha != reference)
     for name in outliers:
         out.append(
