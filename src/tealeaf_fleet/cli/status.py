@@ -15,6 +15,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet.cli.common import add_inventory_argument, colon_fp, positive_int
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
         "1 not, 2 bad input.",
     )
-    p.add_argument("inventory", metavar="INVENTORY", help="the inventory YAML file")
+    add_inventory_argument(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -67,21 +69,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _forks(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 256:
+    """positive_int, capped: each fork reads a host and probes two ports in threads."""
+    value = positive_int(text)
+    if value > 256:
         raise argparse.ArgumentTypeError("must be between 1 and 256")
     return value
 
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
-    from tealeaf_fleet.cli.common import console
-    from tealeaf_fleet.inventory import load_fleet
+    from tealeaf_fleet.cli.common import console, load_fleet_or_exit
 
-    fleet = load_fleet(args.inventory)
+    fleet = load_fleet_or_exit(args.inventory)  # prints its warnings, as every command does
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(fleet, forks=args.forks, on_progress=advance)
@@ -155,7 +154,7 @@ def render(console: Console, result: FleetStatus) -> None:
             console.print(Text(f"{host.name}: {host.note}", style="dim"))
     ref = result.reference_sha256
     if ref:
-        console.print(f"reference certificate: {_colons(ref)} ({result.reference_source})")
+        console.print(f"reference certificate: {colon_fp(ref)} ({result.reference_source})")
     if result.findings:
         console.print("\nFindings:")
         for f in sorted(
@@ -243,7 +242,3 @@ def _shake(shake: Handshake, reference: str | None) -> str:
     if shake.sha256 == reference:
         return "tls ours"  # the fleet's certificate (the `cert` column's reference)
     return f"tls {shake.sha256[:8]}"
-
-
-def _colons(sha: str) -> str:
-    return ":".join(sha[i : i + 2] for i in range(0, len(sha), 2)).upper()
