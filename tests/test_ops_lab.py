@@ -112,7 +112,7 @@ def test_facts_uses_the_given_install_dir(conns, fleet):
 
 def test_collect_reads_every_windows_host_in_parallel(fleet):
     seen: list[tuple[str, str]] = []
-    results = facts.collect(fleet, forks=2, progress=lambda h, s: seen.append((h, s)))
+    results = facts.collect(fleet, forks=2, on_progress=lambda h, s: seen.append((h, s)))
     assert set(results) == {PORTAL, CANISTER}
     assert all(isinstance(r, HostFacts) for r in results.values())
     assert sorted(seen) == [(CANISTER, "ok"), (PORTAL, "ok")]

@@ -214,7 +214,6 @@ def collect(
     fleet: Fleet,
     *,
     forks: int = 10,
-    progress: Progress | None = None,
     on_progress: Progress | None = None,
     timeout_s: float = TIMEOUT_S,
     connect: Callable[[Host], Connection] | None = None,
@@ -224,7 +223,6 @@ def collect(
     A host that cannot be read maps to its RemoteError; a bad password source is an InputError
     for the whole run (raised), since no host could be read with it.
     """
-    report = progress or on_progress
     hosts = fleet.windows_hosts()
     if connect is None:
         from tealeaf_fleet.transport import Connection
@@ -244,11 +242,11 @@ def collect(
                 facts = gather(conn, h, install_dir=install, timeout_s=timeout_s)
         except RemoteError as exc:
             log.info("%s: facts failed: %s", h.name, exc)
-            if report:
-                report(h.name, "failed")
+            if on_progress:
+                on_progress(h.name, "failed")
             return exc
-        if report:
-            report(h.name, "ok")
+        if on_progress:
+            on_progress(h.name, "ok")
         return facts
 
     if not hosts:
