@@ -25,6 +25,7 @@ into the op's own exit code: the bootstrap ends with `exit 0`.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,8 +65,10 @@ def command_line() -> tuple[str, list[str]]:
     return POWERSHELL, ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
 
 
+@functools.cache
 def script_text(name: str) -> str:
-    """The packaged text of `scripts/<name>.ps1` (ASCII, LF line ends)."""
+    """The packaged text of `scripts/<name>.ps1` (ASCII, LF line ends); read once per process,
+    not on every op (build_stdin, the transport's parameter check and the lab's runner)."""
     return (
         resources.files("tealeaf_fleet.ops")
         .joinpath("scripts", f"{name}.ps1")
