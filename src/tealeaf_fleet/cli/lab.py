@@ -164,7 +164,7 @@ def run_up(args: argparse.Namespace) -> int:
             restart_s=args.restart_s,
             os=os_choice,
             http_inventory=args.http,
-            **({"build": build} if build is not None else {}),
+            build=build,
         )
         try:
             print(

@@ -162,7 +162,7 @@ class Lab:
         restart_s: float = 2.0,
         os: str | dict[str, str] = "mixed",
         ntlm: bool = True,
-        build: str | dict[str, str] = DEFAULT_BUILD,
+        build: str | dict[str, str] | None = None,
         faults: dict[str, dict[str, Any]] | None = None,
         reboot_s: float | None = None,
         http_inventory: bool = False,
@@ -172,7 +172,7 @@ class Lab:
 
         `os`: one of 2008r2|2012r2|2016|2019|mixed for all, or {host: os} (others: the
         "*" entry, else mixed). `build`: Tealeaf build for all, or {host: build} (others: "*",
-        else 9.0.2.1351). `faults`: {host: faults.json content}
+        else 9.0.2.1351); None: 9.0.2.1351 everywhere. `faults`: {host: faults.json content}
         in force from the first moment (e.g. data_service_23443 in the first startup block).
         `ntlm`: also serve http + NTLM endpoints; `http_inventory`: the inventory then uses
         them instead of https + basic.
