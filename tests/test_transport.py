@@ -25,6 +25,7 @@ from tealeaf_fleet.errors import (
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.lab.events import read_events
 from tealeaf_fleet.lab.fleet import Lab
+from tealeaf_fleet.ops import protocol
 from tealeaf_fleet.secrets import Secret
 from tealeaf_fleet.transport import Connection, decode_clixml
 
@@ -306,6 +307,13 @@ def test_decode_clixml():
     )
     assert decode_clixml(raw) == "line one\r\ncaf\u00e9 & more"
     assert decode_clixml(b"plain text\r\n") == "plain text"
+
+
+def test_result_after_a_byte_order_mark():
+    """powershell.exe 2.0 runs on CLR 2, whose Console.Out in a code page 65001 shell begins
+    redirected output with a UTF-8 byte order mark, right before the result marker."""
+    stdout = b"\xef\xbb\xbf" + protocol.format_result({"ok": True}).encode("ascii")
+    assert protocol.parse_result(stdout.decode("utf-8")) == {"ok": True}
 
 
 def test_lab_events_file_exists(lab):

@@ -146,9 +146,13 @@ def format_result(result: object) -> str:
 
 
 def parse_result(stdout: str) -> object:
-    """The JSON document after the last RESULT_MARKER line. ValueError when there is none."""
+    """The JSON document after the last RESULT_MARKER line. ValueError when there is none.
+
+    A byte order mark is ignored: CLR 2's Console.Out (powershell.exe 2.0) starts redirected
+    output in a code page 65001 shell with one, and the marker is usually the first thing out.
+    """
     lines = stdout.replace("\r\n", "\n").split("\n")
     for index in range(len(lines) - 1, -1, -1):
-        if lines[index].strip() == RESULT_MARKER:
+        if lines[index].replace("\ufeff", "").strip() == RESULT_MARKER:
             return json.loads("\n".join(lines[index + 1 :]))
     raise ValueError("the script wrote no result marker")
