@@ -307,6 +307,7 @@ def test_decode_clixml():
     )
     assert decode_clixml(raw) == "line one\r\ncaf\u00e9 & more"
     assert decode_clixml(b"plain text\r\n") == "plain text"
+    assert decode_clixml(b"\xef\xbb\xbfplain text\r\n") == "plain text"
 
 
 def test_result_after_a_byte_order_mark():

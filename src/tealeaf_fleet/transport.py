@@ -86,8 +86,9 @@ class _AttemptFailed(Exception):
 
 
 def decode_clixml(data: bytes) -> str:
-    """Readable text of PowerShell's CLIXML stderr (`#< CLIXML` + <Objs>), or the text itself."""
-    text = data.decode("utf-8", "replace")
+    """Readable text of PowerShell's CLIXML stderr (`#< CLIXML` + <Objs>), or the text itself
+    (without the byte order mark CLR 2's Console.Error starts with in a 65001 shell)."""
+    text = data.decode("utf-8", "replace").replace("\ufeff", "")
     start = text.find("#< CLIXML")
     if start < 0:
         return text.strip()
