@@ -279,18 +279,34 @@ def _tool_files(ctx: RunContext, source: Host, build: Any) -> dict[str, bytes]:
 # --- import / enable / disable ------------------------------------------------------------------
 
 
+def _tlstool_verified(
+    ctx: RunContext, host: Host, verb: str, judge: Callable[[dict[str, Any]], Any], **tool: Any
+) -> str:
+    """Run TLSTool.exe VERB, then read the host's facts again and judge them with the rule
+    that said the step was needed (its exit code is not evidence). Returns the verdict's
+    reason; RemoteError when the host does not show the change."""
+    _tlstool(ctx, host, verb, **tool)
+    ctx.mark_changed(host.name, verb)
+    check = judge(_gather(ctx, host))
+    if not check.done:
+        raise RemoteError(f"TLSTool.exe {verb} reported success but {check.reason}", host=host.name)
+    return check.reason
+
+
 def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     host = ctx.host(name)
     pfx, _ = _need_pfx(ctx)
-    verdict = _import_status(ctx, host, ctx.facts.get(name) or {}, pfx.sha256)
+
+    def judge(facts: dict[str, Any]) -> Any:
+        return _import_status(ctx, host, facts, pfx.sha256)
+
+    verdict = judge(ctx.facts.get(name) or {})
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
-    _tlstool(ctx, host, "import", pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password)
-    ctx.mark_changed(name, "import")
-    check = _import_status(ctx, host, _gather(ctx, host), pfx.sha256)
-    if not check.done:
-        raise RemoteError(f"TLSTool.exe import reported success but {check.reason}", host=name)
-    return StepResult("changed", f"imported certificate {_short(pfx.sha256)}; {check.reason}")
+    reason = _tlstool_verified(
+        ctx, host, "import", judge, pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password
+    )
+    return StepResult("changed", f"imported certificate {_short(pfx.sha256)}; {reason}")
 
 
 def enable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
@@ -307,16 +323,14 @@ def enable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             "certificate first)",
             host=name,
         )
-    verdict = checks.step_status(host, facts, "enable", pfx_sha256=pfx.sha256, expect_tls=True)
+
+    def judge(facts: dict[str, Any]) -> Any:
+        return checks.step_status(host, facts, "enable", pfx_sha256=pfx.sha256, expect_tls=True)
+
+    verdict = judge(facts)
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}, with our certificate")
-    _tlstool(ctx, host, "enable")
-    ctx.mark_changed(name, "enable")
-    after = _gather(ctx, host)
-    check = checks.step_status(host, after, "enable", pfx_sha256=pfx.sha256, expect_tls=True)
-    if not check.done:
-        raise RemoteError(f"TLSTool.exe enable reported success but {check.reason}", host=name)
-    return StepResult("changed", f"EnableTLS=1; {check.reason}")
+    return StepResult("changed", f"EnableTLS=1; {_tlstool_verified(ctx, host, 'enable', judge)}")
 
 
 def disable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
@@ -324,17 +338,14 @@ def disable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     from tealeaf_fleet.ops import checks
 
     host = ctx.host(name)
-    facts = ctx.facts.get(name) or {}
-    verdict = checks.step_status(host, facts, "disable", pfx_sha256=None, expect_tls=False)
+
+    def judge(facts: dict[str, Any]) -> Any:
+        return checks.step_status(host, facts, "disable", pfx_sha256=None, expect_tls=False)
+
+    verdict = judge(ctx.facts.get(name) or {})
     if verdict.done and "enable" not in ctx.changed_ops(name):
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
-    _tlstool(ctx, host, "disable")
-    ctx.mark_changed(name, "disable")
-    after = _gather(ctx, host)
-    check = checks.step_status(host, after, "disable", pfx_sha256=None, expect_tls=False)
-    if not check.done:
-        raise RemoteError(f"TLSTool.exe disable reported success but {check.reason}", host=name)
-    return StepResult("changed", f"EnableTLS=0; {check.reason}")
+    return StepResult("changed", f"EnableTLS=0; {_tlstool_verified(ctx, host, 'disable', judge)}")
 
 
 # --- restart + gates ------------------------------------------------------------------------------
