@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.engine.context import RunContext, facts_dict
+from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.engine.gates import Before, run_gates
 from tealeaf_fleet.engine.strategies import CONTROLLER, StepResult
 from tealeaf_fleet.errors import CertificateError, FleetError, RemoteError, RemoteScriptError
@@ -36,7 +36,7 @@ def _gather(ctx: RunContext, host: Host) -> dict[str, Any]:
     from tealeaf_fleet.ops import facts as facts_op
 
     install = host.install_dir or ctx.fleet.install_dir
-    result = facts_dict(facts_op.gather(ctx.connection(host), host, install_dir=install))
+    result = facts_op.gather(ctx.connection(host), host, install_dir=install).raw
     ctx.set_facts(host.name, result)
     return result
 

@@ -28,16 +28,6 @@ if TYPE_CHECKING:
 Probe = Callable[..., Any]
 
 
-def facts_dict(result: Any) -> dict[str, Any]:
-    """The raw facts dict (the op's JSON result) from whatever `ops.facts.gather` returned."""
-    if isinstance(result, dict):
-        return result
-    raw = getattr(result, "raw", None)
-    if isinstance(raw, dict):
-        return raw
-    raise TypeError(f"unexpected facts result {type(result).__name__}")
-
-
 class RunContext:
     """Shared state of one run; thread-safe where several hosts touch it at once."""
 

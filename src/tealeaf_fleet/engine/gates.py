@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.engine.context import RunContext, facts_dict
+from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.errors import FleetError, GateFailed
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class Snapshot:
                 if getattr(exc, "transient", False):
                     raise _Pending(f"facts could not be read yet: {exc}") from None
                 raise
-            self._facts = facts_dict(result)
+            self._facts = result.raw
         return self._facts
 
     def probe(self, port: int) -> Any:
