@@ -89,10 +89,6 @@ class HostFacts(dict):
         return self._section("os").get("caption")
 
     @property
-    def is_2008r2(self) -> bool:
-        return (self.os_version or "").startswith("6.1.")
-
-    @property
     def ps_version(self) -> str | None:
         return self.get("ps_version")
 
@@ -124,10 +120,6 @@ class HostFacts(dict):
     @property
     def tls_cert_password_present(self) -> bool:
         return bool(self.get("tls_cert_password_present"))
-
-    @property
-    def security_dir(self) -> str | None:
-        return self._section("security").get("dir")
 
     def security_file(self, name: str) -> dict[str, Any] | None:
         """{size, sha256} of tealeaf.crt / tealeaf.p12 / server.tls.xml, or None if absent."""
@@ -173,18 +165,6 @@ class HostFacts(dict):
     @property
     def data_service(self) -> DataServiceMode:
         return DataServiceMode.from_dict(self._section("data_service"))
-
-    @property
-    def schannel(self) -> dict[str, Any]:
-        return self._section("schannel")
-
-    @property
-    def dotnet(self) -> dict[str, Any]:
-        return self._section("dotnet")
-
-    @property
-    def winhttp(self) -> dict[str, Any]:
-        return self._section("winhttp")
 
 
 def gather(
