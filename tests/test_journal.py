@@ -195,15 +195,20 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_a_lock_held_by_a_live_process_is_refused(tmp_path):
+def start_holder(state_dir):
+    """A second process holding the state folder's lock; returns it and the run it started."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        [sys.executable, "-c", HOLDER, str(state_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    return holder, int(holder.stdout.readline())
+
+
+def test_a_lock_held_by_a_live_process_is_refused(tmp_path):
+    holder, run = start_holder(tmp_path)
     try:
-        run = int(holder.stdout.readline())
         with Journal(tmp_path) as journal:
             with pytest.raises(ConcurrentRunError) as info:
                 journal.acquire(command="rollback")
@@ -218,13 +223,7 @@ def test_a_lock_held_by_a_live_process_is_refused(tmp_path):
 
 
 def test_a_dead_processs_lock_is_taken_over(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    run = int(holder.stdout.readline())
+    holder, run = start_holder(tmp_path)
     holder.kill()  # SIGKILL: no clean release, the pid stays in the lock file
     holder.wait(timeout=20)
     holder.stdin.close()
