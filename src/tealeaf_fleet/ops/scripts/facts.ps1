@@ -35,7 +35,10 @@ $os = Get-WmiObject Win32_OperatingSystem
 $services = New-Object System.Collections.ArrayList
 $discovered = $null
 $iis = @{ present = $false; state = $null }
-foreach ($svc in @(Get-WmiObject Win32_Service | Sort-Object Name)) {
+# WMI does the filtering (WQL LIKE ignores case, as -like does): it builds objects for the few
+# matching services only, not for every service on the host.
+$serviceFilter = "Name LIKE 'TeaLeaf%' OR DisplayName LIKE 'TeaLeaf%' OR Name = 'W3SVC'"
+foreach ($svc in @(Get-WmiObject Win32_Service -Filter $serviceFilter | Sort-Object Name)) {
     if ($svc.Name -eq 'W3SVC') { $iis = @{ present = $true; state = [string]$svc.State } }
     if (($svc.Name -like 'TeaLeaf*') -or ($svc.DisplayName -like 'TeaLeaf*')) {
         [void]$services.Add(@{
