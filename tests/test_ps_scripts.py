@@ -405,6 +405,22 @@ def test_parameters_are_never_pasted_into_script_text():
     assert parsed.script == protocol.script_text("facts")
 
 
+def test_json_string_fast_path_admits_only_what_needs_no_escape():
+    """ConvertTo-FleetJsonString skips its per-character loop for text matching one regex;
+    anything JSON must escape, or that is not ASCII, has to miss it. -cmatch and \\z are
+    .NET's: Python's default matching is case-sensitive too, and \\Z is its \\z."""
+    source = _script_bytes("common").decode("ascii")
+    match = re.search(
+        r"if \(\$Text -cmatch '([^']+)'\) \{ return '\"' \+ \$Text \+ '\"' \}", source
+    )
+    assert match, "the fast path must use -cmatch (case-insensitive ranges admit U+212A)"
+    assert match.group(1).endswith("\\z"), "$ would also match before a final newline"
+    fast = re.compile(match.group(1)[:-2] + "\\Z")
+    assert fast.match("QUJD+/09azAZ" * 100) and fast.match("") and fast.match("C:/x y_z~!#")
+    for needs_escape in ('a"b', "a\\b", "a\n", "a\rb", "a\tb", "\x7f", "\u212a", "caf\u00e9"):
+        assert not fast.match(needs_escape), repr(needs_escape)
+
+
 NATIVE_CALL = re.compile(r"^\s*\$\w+ = (& \$exe\b|Invoke-FleetNative )", re.M)
 
 
