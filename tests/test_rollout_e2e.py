@@ -39,9 +39,8 @@ def start_lab(folder: Path, *, soak_s: int = 0, **kw) -> Lab:
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = start_lab(tmp_path / "lab")
-    yield lab
-    lab.stop()
+    with start_lab(tmp_path / "lab") as lab:
+        yield lab
 
 
 def fleet(
@@ -211,12 +210,11 @@ def test_rollout_status_rollback(lab, tmp_path):
 
 
 def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
-    lab = start_lab(
+    with start_lab(
         tmp_path / "lab",
         http_inventory=True,
         topology={"portal": 1, "hbr": 1, "canister": 2, "rtv": 1},
-    )
-    try:
+    ) as lab:
         assert "scheme: http" in lab.inventory.read_text()
         set_fault(lab, "can01", {"flaky": {"count": 2}})
         out = fleet("rollout", str(lab.inventory), "--yes")
@@ -232,13 +230,10 @@ def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
         # Both injected 500s were served (the lab drops the fault once its count is spent).
         assert "flaky" not in json.loads((lab.dir / "hosts/can01/faults.json").read_text())
         assert_no_secret(lab, out.stdout, out.stderr)
-    finally:
-        lab.stop()
 
 
 def test_preflight_blocker_changes_nothing(tmp_path):
-    lab = start_lab(tmp_path / "lab", faults={"can02": {"data_service_23443": True}})
-    try:
+    with start_lab(tmp_path / "lab", faults={"can02": {"data_service_23443": True}}) as lab:
         set_fault(lab, "hbr01", {"unreachable": True})  # and one host does not answer at all
         t0 = time.time()
         out = fleet("rollout", str(lab.inventory), "--yes", "--json")
@@ -254,8 +249,6 @@ def test_preflight_blocker_changes_nothing(tmp_path):
         assert "can02: " in human.stderr and "23443" in human.stderr
         assert changes(lab, t0) == []
         assert not (lab.dir / "TCXcert.pfx").exists()  # not even the certificate was made
-    finally:
-        lab.stop()
 
 
 def test_enable_failure_leaves_tls_off_everywhere(lab):
@@ -309,10 +302,9 @@ def rollout_until_restart_of(lab, host, since):
 
 
 def test_sigkill_mid_rolling_restart_resumes(tmp_path):
-    lab = start_lab(
+    with start_lab(
         tmp_path / "lab", restart_s=1.0, topology={"portal": 1, "hbr": 3, "canister": 1}
-    )
-    try:
+    ) as lab:
         t0 = time.time()
         proc = rollout_until_restart_of(lab, "hbr02", t0)
         proc.send_signal(signal.SIGKILL)
@@ -330,8 +322,6 @@ def test_sigkill_mid_rolling_restart_resumes(tmp_path):
         assert "hbr03" in touched
         status = status_json(lab)
         assert status["consistent"] is True, status["findings"]
-    finally:
-        lab.stop()
 
 
 def test_concurrent_run_is_refused(lab):
@@ -370,10 +360,9 @@ def test_refuses_without_yes_when_not_interactive(lab):
 
 
 def test_ctrl_c_stops_between_steps_and_the_rerun_resumes(tmp_path):
-    lab = start_lab(
+    with start_lab(
         tmp_path / "lab", restart_s=0.6, topology={"portal": 1, "hbr": 3, "canister": 1}
-    )
-    try:
+    ) as lab:
         t0 = time.time()
         proc = rollout_until_restart_of(lab, "hbr01", t0)
         proc.send_signal(signal.SIGINT)
@@ -388,13 +377,12 @@ def test_ctrl_c_stops_between_steps_and_the_rerun_resumes(tmp_path):
         again = fleet("rollout", str(lab.inventory), "--yes")
         assert again.returncode == 0, again.stderr
         assert "hbr01" not in restart_windows(lab, t1)  # finished before the Ctrl-C took hold
-    finally:
-        lab.stop()
 
 
 def test_certificate_from_tlstool_on_the_first_server(tmp_path):
-    lab = start_lab(tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1})
-    try:
+    with start_lab(
+        tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1}
+    ) as lab:
         text = lab.inventory.read_text()
         lab.inventory.write_text(text.replace("source: generate", "source: tlstool"))
         out = fleet("rollout", str(lab.inventory), "--yes")
@@ -405,8 +393,6 @@ def test_certificate_from_tlstool_on_the_first_server(tmp_path):
         status = status_json(lab)
         assert status["consistent"] is True and status["reference"]["source"] == "pfx"
         assert_no_secret(lab, out.stdout, out.stderr)
-    finally:
-        lab.stop()
 
 
 def test_approved_plan_with_facts_goes_stale_when_a_host_changes(lab, tmp_path):
@@ -478,8 +464,7 @@ def test_live_view_and_line_view_render_events():
 
 
 def test_restart_reboot_reboots_instead(tmp_path):
-    lab = start_lab(tmp_path / "lab", topology={"hbr": 1})
-    try:
+    with start_lab(tmp_path / "lab", topology={"hbr": 1}) as lab:
         text = lab.inventory.read_text()
         lab.inventory.write_text(text.replace("restart: services", "restart: reboot"))
         t0 = time.time()
@@ -489,16 +474,15 @@ def test_restart_reboot_reboots_instead(tmp_path):
         assert "rebooted" in out.stderr
         status = status_json(lab)
         assert status["consistent"] is True, status["findings"]
-    finally:
-        lab.stop()
 
 
 def test_prepare_imports_everywhere_and_enables_nothing(tmp_path):
     """The vendor recommends the certificate pair on every Windows server even with TLS off:
     `--playbook prepare` copies and imports it, and neither enables TLS nor restarts anything.
     A later rollout reuses that certificate and skips the copies and imports."""
-    lab = start_lab(tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1})
-    try:
+    with start_lab(
+        tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1}
+    ) as lab:
         t0 = time.time()
         done = fleet("rollout", str(lab.inventory), "--playbook", "prepare", "--yes")
         assert done.returncode == 0, done.stderr
@@ -518,8 +502,6 @@ def test_prepare_imports_everywhere_and_enables_nothing(tmp_path):
         assert tlstool_verbs.count("enable") == len(tls_hosts(lab))
         assert fleet_status_ok(lab, pfx_sha)
         assert_no_secret(lab, done.stdout, done.stderr, rollout.stdout, rollout.stderr)
-    finally:
-        lab.stop()
 
 
 def fleet_status_ok(lab: Lab, pfx_sha: str) -> bool:
