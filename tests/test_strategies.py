@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from tealeaf_fleet.engine.strategies import (
 )
 from tealeaf_fleet.errors import GateFailed, RemoteScriptError
 from tealeaf_fleet.journal import Journal
+from tealeaf_fleet.secrets import Secret, redact
 
 HOSTS = [f"h{i}" for i in range(6)]
 
@@ -285,6 +287,27 @@ def test_runner_preflight_blocker_changes_nothing(tmp_path):
     assert {op for op, _ in actions.calls} == {"preflight"}
     assert journal.runs()[0].outcome == "blocked"
     journal.close()
+
+
+def test_event_json_redacts_secrets_at_any_depth():
+    """A blocker quoting a password (a run's `blockers` are lists per host) is masked in the
+    JSON Lines form, like the message itself."""
+    secret = Secret("Ev3nt-Deep-S3cret", source="test")
+    text = f"remote said {secret.reveal()}"
+    event = EventBus().emit(
+        "run_finished",
+        message=text,
+        hint=text,
+        blockers={"h1": [text]},
+        pairs=[("h2", text)],
+        recap={"h1": {"failed": 1}},
+    )
+    line = event.to_json()
+    assert secret.reveal() not in line
+    data = json.loads(line)
+    assert data["blockers"]["h1"] == [redact(text)] and data["pairs"] == [["h2", redact(text)]]
+    assert data["message"] == data["hint"] == redact(text) != text
+    assert data["recap"] == {"h1": {"failed": 1}}  # not strings: kept as they are
 
 
 def test_runner_enable_failure_compensates(tmp_path):

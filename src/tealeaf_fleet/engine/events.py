@@ -59,11 +59,23 @@ class Event:
             out["message"] = redact(self.message)
         for key, value in self.data.items():
             if key not in out:
-                out[key] = redact(value) if isinstance(value, str) else value
+                out[key] = _redacted(value)
         return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with every string in it redacted, however deep (a run's `blockers` are lists of
+    messages per host, and a remote error's text may have quoted a password)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 Subscriber = Callable[[Event], None]
