@@ -268,11 +268,20 @@ def test_reboot_and_wait(fleet, lab):
         states = [e["state"] for e in _events(lab, mark, kind="reboot", host=CANISTER)]
         assert states[:3] == ["scheduled", "down", "up"]
         assert facts.gather(conn, host).hostname == CANISTER.upper()
-        deadline = time.monotonic() + 30  # let the boot start every Auto service
-        while time.monotonic() < deadline and any(
-            s.state.endswith("Pending") for s in lab.host(CANISTER).services()
-        ):
+        # The boot starts every Auto service a moment after the host answers again: wait until
+        # all of them run (nothing Pending is not enough: the starts may not have begun), so no
+        # boot-time start lands inside the next test.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _booted(lab.host(CANISTER)):
             time.sleep(0.1)
+        assert _booted(lab.host(CANISTER)), "the reboot did not bring the Auto services back"
+
+
+def _booted(lab_host) -> bool:
+    listed = lab_host.services()
+    return all(s.state == "Running" for s in listed if s.start_mode == "Auto") and not any(
+        s.state.endswith("Pending") for s in listed
+    )
 
 
 def test_concurrent_restarts_on_one_host_take_turns(fleet, lab):
