@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import ssl
 import time
@@ -17,7 +18,9 @@ from tealeaf_fleet import certs
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.dataservice import LEGACY_TMS_CN, free_port
 from tealeaf_fleet.lab.events import EventLog, read_events
+from tealeaf_fleet.lab.faults import RESTART_MUTEX
 from tealeaf_fleet.lab.host import HostConfig, HostError, LabHost
+from tealeaf_fleet.lab.hosterror import AccessDenied
 from tealeaf_fleet.lab.registry import SECURITY_KEY, TEALEAF_KEY, TLS12_SERVER_KEY
 from tealeaf_fleet.lab.runner import clixml_error
 from tealeaf_fleet.ops import protocol
@@ -355,6 +358,52 @@ def test_disk_full_fault_fails_writes(host: LabHost) -> None:
     assert code == 4 and "not enough space" in out
     host.set_faults({})
     host.write_file(r"C:\x.bin", b"1")
+
+
+def test_read_only_file_refuses_delete_move_and_replace(host: LabHost) -> None:
+    """Windows' ReadOnly attribute (a file copied from a CD): File.Delete, File.Move onto it and
+    File.Replace of it raise UnauthorizedAccessException, whoever runs the lab."""
+    target, part = r"C:\media\TCXcert.pfx", r"C:\media\TCXcert.pfx.fleet-part"
+    host.write_file(target, b"old")
+    host.write_file(part, b"new")
+    host.set_read_only(target, True)
+    assert host.is_read_only(target) and not host.is_read_only(part)
+    denied = re.escape(f"Access to the path '{target}' is denied.")
+    with pytest.raises(AccessDenied, match=denied):
+        host.delete_file(target)
+    with pytest.raises(AccessDenied, match=denied):
+        host.move_file(part, target)
+    with pytest.raises(AccessDenied, match=denied):
+        host.replace_file(part, target)
+    assert host.read_file(target) == b"old" and host.read_file(part) == b"new"
+    host.set_read_only(target, False)
+    host.replace_file(part, target)
+    assert host.read_file(target) == b"new" and not host.exists(part)
+    ops = [(e["op"], e["path"]) for e in events_of(host, "file") if e["path"] == target]
+    assert ops[-3:] == [("attributes", target), ("attributes", target), ("replace", target)]
+
+
+def test_replace_file_needs_two_files_on_one_drive(host: LabHost) -> None:
+    host.write_file(r"C:\a.bin", b"a")
+    with pytest.raises(HostError, match="Could not find file"):
+        host.replace_file(r"C:\a.bin", r"C:\missing.bin")
+    host.write_file(r"D:\b.bin", b"b")
+    with pytest.raises(HostError, match="different disk drive"):
+        host.replace_file(r"C:\a.bin", r"D:\b.bin")
+    assert host.read_file(r"D:\b.bin") == b"b" and host.read_file(r"C:\a.bin") == b"a"
+
+
+def test_restart_mutex_denied_fault(host: LabHost) -> None:
+    """A named mutex another account created cannot be opened (its DACL comes from its
+    creator's token); other names and a healthy host are unaffected."""
+    mutex = host.open_mutex(RESTART_MUTEX)
+    assert host.open_mutex(RESTART_MUTEX) is mutex  # one object per name and host
+    host.set_faults({"restart_mutex_denied": True})
+    with pytest.raises(AccessDenied, match=re.escape(RESTART_MUTEX)):
+        host.open_mutex(RESTART_MUTEX)
+    assert host.open_mutex("Global\\other") is not mutex
+    host.set_faults({})
+    assert host.open_mutex(RESTART_MUTEX) is mutex
 
 
 # --------------------------------------------------------------- Data Service and TMS ----

@@ -3,7 +3,8 @@
 A test or an operator edits the file while the lab runs; the next request sees the change.
 `{}` means healthy. Keys (DESIGN.md): unreachable, auth_fails, flaky {"count": N}, slow
 {"ms": N}, service_start_fails (true or {"services": [...]}), import_fails, enable_fails,
-disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing.
+disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing, restart_mutex_denied
+(the restart ops' named mutex exists and belongs to another account, so opening it is denied).
 """
 
 from __future__ import annotations
@@ -86,3 +87,15 @@ def service_start_fails(faults: dict[str, Any], service: str) -> bool:
     if isinstance(value, dict) and value.get("services"):
         return service.lower() in {str(s).lower() for s in value["services"]}
     return True
+
+
+# The named mutex restart_services.ps1 takes (one restart per host at a time).
+RESTART_MUTEX = "Global\\tealeaf-fleet-restart-services"
+
+
+def mutex_denied(faults: dict[str, Any], name: str) -> bool:
+    """Whether opening the named mutex `name` is refused: with `restart_mutex_denied` the restart
+    mutex exists and another account created it. A named mutex gets its default DACL from its
+    creator's token, so an open by another account fails with access denied
+    (learn.microsoft.com/windows/win32/sync/synchronization-object-security-and-access-rights)."""
+    return bool(faults.get("restart_mutex_denied")) and name == RESTART_MUTEX

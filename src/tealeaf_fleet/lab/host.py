@@ -13,9 +13,11 @@ message on as the remote script's error.
 
 from __future__ import annotations
 
+import ntpath
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -25,8 +27,8 @@ from typing import Any
 from tealeaf_fleet.lab import dataservice, tlstool
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
-from tealeaf_fleet.lab.faults import FaultFile, service_start_fails
-from tealeaf_fleet.lab.hosterror import DiskFull, HostError
+from tealeaf_fleet.lab.faults import FaultFile, mutex_denied, service_start_fails
+from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError
 from tealeaf_fleet.lab.registry import (
     SCHANNEL_KEY,
     SECURITY_KEY,
@@ -146,6 +148,8 @@ class LabHost:
         self._ds: dataservice.Listener | None = None
         self._tms: dataservice.Listener | None = None
         self._ds_lock = threading.Lock()
+        self._mutexes: dict[str, threading.Lock] = {}
+        self._mutexes_guard = threading.Lock()
 
     # ====================================================================== lifecycle =====
     def create(self, faults: dict[str, Any] | None = None) -> None:
@@ -401,22 +405,66 @@ class LabHost:
         return size
 
     def delete_file(self, win_path: str) -> bool:
-        """Remove-Item of a file; True when it existed. Records a `file` event (op delete)."""
+        """[IO.File]::Delete; True when it existed. AccessDenied on a read-only file. Records a
+        `file` event (op delete)."""
         p = self.path(win_path)
         if not p.is_file():
             return False
+        self._refuse_read_only(win_path)
         p.unlink()
         self.record("file", path=win_path, op="delete")
         return True
 
     def move_file(self, src: str, dst: str) -> None:
-        """Move-Item -Force (replaces dst). Records a `file` event (op move)."""
+        """Move-Item -Force (replaces dst; AccessDenied when dst is read-only). Records a `file`
+        event (op move)."""
         ps, pd = self.path(src), self.path(dst)
         if not ps.is_file():
             raise HostError(f"Cannot find path '{src}' because it does not exist.")
+        if pd.is_file():
+            self._refuse_read_only(dst)
         pd.parent.mkdir(parents=True, exist_ok=True)
         os.replace(ps, pd)
         self.record("file", path=dst, op="move", source=src)
+
+    def replace_file(self, src: str, dst: str) -> None:
+        """[IO.File]::Replace(src, dst, null), i.e. Win32 ReplaceFile without a backup: dst takes
+        src's content in one rename, so dst is never missing; src is gone afterwards. Windows
+        refuses a missing file, a read-only one (AccessDenied, .NET's
+        UnauthorizedAccessException) and files on different volumes
+        (learn.microsoft.com/dotnet/api/system.io.file.replace). Records one `file` event
+        (op replace)."""
+        ps, pd = self.path(src), self.path(dst)
+        for win_path, real in ((src, ps), (dst, pd)):
+            if real.is_dir():
+                raise AccessDenied(win_path)
+            if not real.is_file():
+                raise HostError(f"Could not find file '{win_path}'.")
+            self._refuse_read_only(win_path)
+        if ntpath.splitdrive(src)[0].lower() != ntpath.splitdrive(dst)[0].lower():
+            raise HostError("The system cannot move the file to a different disk drive.")
+        os.replace(ps, pd)
+        self.record("file", path=dst, op="replace", source=src)
+
+    def is_read_only(self, win_path: str) -> bool:
+        """The file's ReadOnly attribute ([IO.File]::GetAttributes), kept as its write bit."""
+        p = self.path(win_path)
+        return p.is_file() and not p.stat().st_mode & stat.S_IWUSR
+
+    def set_read_only(self, win_path: str, read_only: bool) -> None:
+        """[IO.File]::SetAttributes with ReadOnly set or cleared (a file copied from a CD is
+        read-only). Records a `file` event (op attributes)."""
+        p = self.path(win_path)
+        if not p.is_file():
+            raise HostError(f"Could not find file '{win_path}'.")
+        mode = p.stat().st_mode
+        p.chmod(mode & ~0o222 if read_only else mode | stat.S_IWUSR)
+        self.record("file", path=win_path, op="attributes", read_only=read_only)
+
+    def _refuse_read_only(self, win_path: str) -> None:
+        # Checked here, not left to the OS: the lab may run as root, which ignores the bit.
+        if self.is_read_only(win_path):
+            raise AccessDenied(win_path)
 
     def mkdir(self, win_path: str) -> None:
         """New-Item -ItemType Directory -Force (parents too); `disk_full` applies."""
@@ -503,6 +551,16 @@ class LabHost:
             self.services_mgr.start_automatic()
 
         threading.Thread(target=run, name=f"reboot-{self.name}", daemon=True).start()
+
+    # ============================================================== named objects =====
+    def open_mutex(self, name: str) -> threading.Lock:
+        """`New-Object Threading.Mutex $false, NAME`: the host-wide named mutex, created on first
+        open and shared by every op on this host. AccessDenied when the mutex exists with a
+        DACL that does not admit this account (fault `restart_mutex_denied`)."""
+        if mutex_denied(self.faults(), name):
+            raise AccessDenied(name)
+        with self._mutexes_guard:
+            return self._mutexes.setdefault(name, threading.Lock())
 
     # ===================================================================== TLSTool =====
     def tlstool(self, args: list[str], cwd: str | None = None) -> tuple[int, str]:

@@ -16,3 +16,11 @@ class DiskFull(HostError):
 
     def __init__(self) -> None:
         super().__init__("There is not enough space on the disk.")
+
+
+class AccessDenied(HostError):
+    """What .NET raises as UnauthorizedAccessException: a read-only file that would be deleted
+    or replaced, or a named kernel object (mutex) whose DACL does not admit this account."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"Access to the path '{path}' is denied.")
