@@ -152,6 +152,40 @@ def test_put_file_disk_full_removes_the_part_file(conns, lab):
     assert not lab.host(PORTAL).exists(path)
 
 
+def test_put_file_swaps_an_existing_file_in_place(conns, lab):
+    """The old file is replaced in one step (File.Replace), never deleted first: PATH is not
+    missing at any moment, whatever happens to the op."""
+    path = WEIRD_DIR + "\\Tools\\swap 'me'.pfx"
+    lab.host(PORTAL).write_file(path, b"old contents")
+    mark = _mark(lab)
+    data = os.urandom(1000)
+    files.put_file(conns[PORTAL], data, path)
+    assert lab.host(PORTAL).read_file(path) == data
+    ops = [e["op"] for e in _events(lab, mark, kind="file", host=PORTAL, path=path)]
+    assert ops == ["replace"]  # no delete of the target
+    assert not lab.host(PORTAL).exists(path + ".fleet-part")
+
+
+def test_put_file_over_a_read_only_file(conns, lab):
+    """A PFX copied from a CD keeps the ReadOnly attribute; pushing our PFX over it works."""
+    path = WEIRD_DIR + "\\Tools\\from media.pfx"
+    lab.host(PORTAL).write_file(path, b"copied from media")
+    lab.host(PORTAL).set_read_only(path, True)
+    data = os.urandom(2000)
+    result = files.put_file(conns[PORTAL], data, path)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert lab.host(PORTAL).read_file(path) == data
+    assert not lab.host(PORTAL).is_read_only(path)
+
+
+def test_put_file_refuses_a_folder_before_uploading(conns, lab):
+    folder = WEIRD_DIR + "\\Tools"
+    with pytest.raises(RemoteScriptError, match="because it is a folder"):
+        files.put_file(conns[PORTAL], b"x" * 10, folder)
+    assert lab.host(PORTAL).is_dir(folder)
+    assert not lab.host(PORTAL).exists(folder + ".fleet-part")
+
+
 def test_tlstool_create_import_enable_disable(conns, lab):
     conn = conns[PORTAL]
     password = Secret(WEIRD_PASSWORD, source="test")

@@ -350,6 +350,8 @@ def put_file(host: LabHost, params: dict[str, str]) -> dict:
             'Exception calling "FromBase64String": "Invalid length for a Base-64 char array."'
         ) from None
     if index == 0:
+        if _dir_exists(host, path):
+            raise OpFailed(f"cannot upload to {path} because it is a folder")
         folder = ntpath.dirname(path)
         if folder and not _dir_exists(host, folder):
             host.mkdir(folder)
@@ -373,8 +375,9 @@ def put_file(host: LabHost, params: dict[str, str]) -> dict:
             f"SHA-256 mismatch for {path} after upload: expected {expected}, got {actual}"
         )
     if _file_exists(host, path):
-        host.delete_file(path)
-    host.move_file(part_path, path)
+        _swap_in(host, part_path, path)
+    else:
+        host.move_file(part_path, path)
     return {
         "path": path,
         "part": index,
@@ -382,6 +385,20 @@ def put_file(host: LabHost, params: dict[str, str]) -> dict:
         "size": host.file_size(path),
         "sha256": actual,
     }
+
+
+def _swap_in(host: LabHost, part_path: str, path: str) -> None:
+    """put_file.ps1's swap: clear PATH's ReadOnly attribute, File.Replace (never delete, then
+    move); when the replace fails with PATH gone, finish with a move."""
+    try:
+        if host.is_read_only(path):
+            host.set_read_only(path, False)
+        host.replace_file(part_path, path)
+    except HostError as exc:
+        if _file_exists(host, path):
+            host.delete_file(part_path)
+            raise OpFailed(f"cannot replace {path} with the uploaded file: {exc}") from None
+        host.move_file(part_path, path)
 
 
 def get_file(host: LabHost, params: dict[str, str]) -> dict:

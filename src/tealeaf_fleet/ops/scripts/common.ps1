@@ -77,6 +77,15 @@ function Stop-FleetOp([string]$Message, [int]$Code = 1) {
     [Environment]::Exit($Code)
 }
 
+function Get-FleetCause($ErrorRecord) {
+    # The exception behind an error record: a .NET call's exception arrives wrapped in
+    # MethodInvocationException (and TargetInvocationException through MethodInfo.Invoke),
+    # whose own message says nothing; its type tells what went wrong.
+    $cause = $ErrorRecord.Exception
+    while ($null -ne $cause.InnerException) { $cause = $cause.InnerException }
+    return $cause
+}
+
 function Invoke-FleetNative([string]$Exe, [string[]]$Arguments) {
     # Runs a native command: @{ exit_code; output (its stdout and stderr lines, CRLF) }.
     # Its stderr lines turn into error records, and with 'Stop' the first one would end the op,
