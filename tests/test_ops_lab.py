@@ -344,3 +344,17 @@ def test_concurrent_restarts_on_one_host_take_turns(fleet, lab):
         ("TLSearchServer", "Running"),
     ]
     assert seq == one_restart * 2
+
+
+def test_restart_mutex_held_by_another_account_is_contention(conns, lab):
+    """Another account's restart op created the host-wide mutex, so ours may not even open it:
+    the op reports the contention (exit 1, a message, not a crash) and touches no service."""
+    lab.host(CANISTER).set_faults({"restart_mutex_denied": True})
+    mark = _mark(lab)
+    with pytest.raises(RemoteScriptError) as info:
+        services.restart(conns[CANISTER], ["TeaLeafCanister", "TLSearchServer"], timeout_s=20)
+    assert info.value.exit_code_remote == 1
+    text = str(info.value)
+    assert "another restart of TeaLeaf services is still running on this host" in text
+    assert "another account" in text
+    assert _events(lab, mark, kind="service", host=CANISTER) == []

@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.lab.hosterror import HostError
+from tealeaf_fleet.lab.faults import RESTART_MUTEX
+from tealeaf_fleet.lab.hosterror import AccessDenied, HostError
 from tealeaf_fleet.lab.registry import (
     SCHANNEL_KEY,
     SECURITY_KEY,
@@ -496,14 +497,7 @@ def _wave(host: LabHost, pending: list[str], dependents: bool) -> list[str]:
     return wave or list(pending)
 
 
-_restart_locks: dict[str, threading.Lock] = {}
-_restart_locks_guard = threading.Lock()
-
-
-def _restart_lock(host: LabHost) -> threading.Lock:
-    """The script's `Global\tealeaf-fleet-restart-services` mutex: one restart per host."""
-    with _restart_locks_guard:
-        return _restart_locks.setdefault(str(host.root), threading.Lock())
+RESTART_CONTENTION = "another restart of TeaLeaf services is still running on this host"
 
 
 def restart_services(host: LabHost, params: dict[str, str]) -> dict:
@@ -515,9 +509,14 @@ def restart_services(host: LabHost, params: dict[str, str]) -> dict:
         ) from None
     deadline = time.monotonic() + timeout_s
     clock = time.monotonic()
-    lock = _restart_lock(host)
+    try:
+        lock = host.open_mutex(RESTART_MUTEX)  # one restart per host at a time
+    except AccessDenied:
+        raise OpFailed(
+            f"{RESTART_CONTENTION} (another account holds its lock, {RESTART_MUTEX})"
+        ) from None
     if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-        raise OpFailed("another restart of TeaLeaf services is still running on this host")
+        raise OpFailed(RESTART_CONTENTION)
     try:
         return _restart_locked(host, params, deadline, clock)
     finally:

@@ -10,13 +10,26 @@ $clock = [Diagnostics.Stopwatch]::StartNew()
 # One restart at a time per host: a controller killed mid-restart leaves its op running here,
 # and a resumed run must not stop services that op is about to start. The mutex is released
 # when this process exits, however it exits (an abandoned mutex counts as acquired).
-$mutex = New-Object System.Threading.Mutex -ArgumentList $false, 'Global\tealeaf-fleet-restart-services'
+# A mutex another account created cannot even be opened (UnauthorizedAccessException): its
+# default DACL comes from its creator's token
+# (learn.microsoft.com/windows/win32/sync/synchronization-object-security-and-access-rights).
+# It exists only while a process holds it open, so that restart is still running: contention.
+$contention = 'another restart of TeaLeaf services is still running on this host'
+$mutexName = 'Global\tealeaf-fleet-restart-services'
+try {
+    $mutex = New-Object System.Threading.Mutex -ArgumentList $false, $mutexName
+} catch {
+    if ((Get-FleetCause $_) -is [System.UnauthorizedAccessException]) {
+        Stop-FleetOp "$contention (another account holds its lock, $mutexName)"
+    }
+    throw $_
+}
 try {
     $owned = $mutex.WaitOne([int][Math]::Max(0, ($deadline - (Get-Date)).TotalMilliseconds), $false)
 } catch [System.Threading.AbandonedMutexException] {
     $owned = $true
 }
-if (-not $owned) { Stop-FleetOp 'another restart of TeaLeaf services is still running on this host' }
+if (-not $owned) { Stop-FleetOp $contention }
 $startedAt = Get-FleetNow
 # Not $names: variable names ignore case, and the [string] constraint of $Names would join
 # the list back into one string ('A B'), so every name after the first would be lost.
