@@ -358,3 +358,23 @@ def test_restart_mutex_held_by_another_account_is_contention(conns, lab):
     assert "another restart of TeaLeaf services is still running on this host" in text
     assert "another account" in text
     assert _events(lab, mark, kind="service", host=CANISTER) == []
+
+
+def test_restart_never_lets_the_service_manager_start_an_unnamed_dependency(conns, lab):
+    """StartService starts the stopped services a service depends on: the op checks first and
+    reports them, so the operator's stopped TMS stays stopped (and the Data Service with it)."""
+    host = lab.host(CANISTER)
+    stopped = ["TLSearchServer", "TeaLeafCanister", "TeaLeafTransportService"]
+    stopped += ["TeaLeafDataService", "TeaLeafTMS"]
+    for name in stopped:  # dependents first, as the SCM requires
+        host.stop_service(name)
+    mark = _mark(lab)
+    try:
+        with pytest.raises(RemoteScriptError, match="TeaLeafDataService not started") as info:
+            services.restart(conns[CANISTER], ["TeaLeafDataService"], timeout_s=20)
+        assert "TeaLeafTMS" in str(info.value)
+        assert _events(lab, mark, kind="service", host=CANISTER) == []
+        assert host.service("TeaLeafTMS").state == "Stopped"
+    finally:
+        for name in reversed(stopped):
+            host.start_service(name)

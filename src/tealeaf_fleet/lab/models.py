@@ -497,6 +497,25 @@ def _wave(host: LabHost, pending: list[str], dependents: bool) -> list[str]:
     return wave or list(pending)
 
 
+def _stopped_dependencies(host: LabHost, name: str, named: set[str]) -> list[str]:
+    """Get-StoppedDependencies: the stopped services not named that starting `name` would make
+    the service manager start (walking down through stopped dependencies)."""
+    found: list[str] = []
+    seen: set[str] = set()
+    queue = list(host.service(name).depends_on)
+    while queue:
+        dependency = host.service(queue.pop(0))
+        if dependency.name.lower() in seen:
+            continue
+        seen.add(dependency.name.lower())
+        if dependency.state != "Stopped":
+            continue
+        if dependency.name.lower() not in named:
+            found.append(dependency.name)
+        queue.extend(dependency.depends_on)
+    return found
+
+
 RESTART_CONTENTION = "another restart of TeaLeaf services is still running on this host"
 
 
@@ -564,9 +583,20 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, cloc
     pending = list(names)
     while pending:
         wave = _wave(host, pending, dependents=False)
-        to_start = [n for n in wave if host.service(n).state == "Stopped"]
+        to_start, starting = [], []
+        for name in wave:
+            if host.service(name).state == "Stopped":
+                unnamed = _stopped_dependencies(host, name, named)
+                if unnamed:
+                    problems.append(
+                        f"{name} not started: it needs stopped service(s) not in the list: "
+                        + ", ".join(unnamed)
+                    )
+                    continue
+                to_start.append(name)
+            starting.append(name)
         _run_parallel(to_start, host.start_service, deadline, problems, "start")
-        _wait_state(host, wave, "Running", deadline)
+        _wait_state(host, starting, "Running", deadline)
         pending = [n for n in pending if n not in wave]
 
     services = []

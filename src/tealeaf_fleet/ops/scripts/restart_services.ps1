@@ -1,7 +1,8 @@
 # tealeaf-fleet-op: restart_services
 param([string]$Names, [string]$TimeoutS)
 # Restarts exactly the named services (the ones that were Running): stops in waves, dependents
-# first; starts in waves, dependencies first; never starts a service that is not named.
+# first; starts in waves, dependencies first; never starts a service that is not named, not even
+# through the service manager (a service whose start would start an unnamed one stays stopped).
 
 Add-Type -AssemblyName System.ServiceProcess
 $deadline = (Get-Date).AddSeconds([double]$TimeoutS)
@@ -80,6 +81,26 @@ function Wait-Status($Wave, [string]$Status) {
     }
 }
 
+function Get-StoppedDependencies($Controller) {
+    # StartService makes the service manager start the stopped services this one depends on,
+    # and theirs, named or not (learn.microsoft.com/windows/win32/services/service-startup):
+    # the stopped ones not in the list, found by walking down through stopped dependencies.
+    $found = New-Object System.Collections.ArrayList
+    $seen = @{}
+    $queue = New-Object System.Collections.ArrayList
+    foreach ($dependency in $Controller.ServicesDependedOn) { [void]$queue.Add($dependency) }
+    while ($queue.Count -gt 0) {
+        $dependency = $queue[0]
+        $queue.RemoveAt(0)
+        if ($seen.ContainsKey($dependency.ServiceName)) { continue }
+        $seen[$dependency.ServiceName] = $true
+        if ([string]$dependency.Status -ne 'Stopped') { continue }
+        if (-not (Test-Named $dependency.ServiceName $serviceNames '')) { [void]$found.Add($dependency.ServiceName) }
+        foreach ($next in $dependency.ServicesDependedOn) { [void]$queue.Add($next) }
+    }
+    return ,($found.ToArray())
+}
+
 $problems = New-Object System.Collections.ArrayList
 $pending = New-Object System.Collections.ArrayList
 foreach ($name in $serviceNames) { [void]$pending.Add($name) }
@@ -115,14 +136,22 @@ while ($pending.Count -gt 0) {
 foreach ($name in $serviceNames) { [void]$pending.Add($name) }
 while ($pending.Count -gt 0) {
     $wave = Get-Wave $pending.ToArray() 'ServicesDependedOn'
+    $starting = New-Object System.Collections.ArrayList
     foreach ($name in $wave) {
         $sc = $controllers[$name]
         $sc.Refresh()
         if ([string]$sc.Status -eq 'Stopped') {
+            $unnamed = Get-StoppedDependencies $sc
+            if ($unnamed.Count -gt 0) {
+                # Start() would start them too, though they were left stopped on purpose.
+                [void]$problems.Add("$name not started: it needs stopped service(s) not in the list: " + ($unnamed -join ', '))
+                continue
+            }
             try { $sc.Start() } catch [System.InvalidOperationException] { [void]$problems.Add("$name would not start: " + $_.Exception.Message) }
         }
+        [void]$starting.Add($name)
     }
-    [void](Wait-Status $wave 'Running')
+    [void](Wait-Status $starting.ToArray() 'Running')
     foreach ($name in $wave) { $pending.Remove($name) }
 }
 
