@@ -1,8 +1,9 @@
 """Files on a host: inspect (`file_info`), upload in parts (`put_file`), download (`get_file`).
 
 Uploads are chunked (each part is one op, its stdin well under WinRM's envelope limits),
-written to `PATH.fleet-part` and moved over PATH only after the host checked the whole file's
-SHA-256, so PATH is never half-written. An upload whose bytes are already there is skipped.
+written to `PATH.fleet-part` and swapped in for PATH only after the host checked the whole file's
+SHA-256 (an existing PATH is replaced in one step, never deleted first), so PATH is never
+half-written nor missing. An upload whose bytes are already there is skipped.
 """
 
 from __future__ import annotations
