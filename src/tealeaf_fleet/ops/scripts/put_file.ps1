@@ -53,7 +53,8 @@ if ([IO.File]::Exists($Path)) {
     # No backup, yet not [IO.File]::Replace($partPath, $Path, $null): PowerShell passes '' for
     # $null to a .NET string parameter ([NullString] needs 3.0;
     # github.com/PowerShell/PowerShell/issues/4616) and File.Replace rejects '' as a path.
-    # MethodInfo.Invoke takes the arguments as objects, so null stays null.
+    # MethodInfo.Invoke takes the arguments as an object array, passed as it is: null stays
+    # null (and the paths must be plain strings).
     $replace = [IO.File].GetMethod('Replace', [Type[]]@([string], [string], [string]))
     $cause = $null
     try {
@@ -64,7 +65,7 @@ if ([IO.File]::Exists($Path)) {
             if ($attributes -eq 0) { $attributes = [int][IO.FileAttributes]::Normal }
             [IO.File]::SetAttributes($Path, [IO.FileAttributes]$attributes)
         }
-        [void]$replace.Invoke($null, [object[]]@($partPath, $Path, $null))
+        [void]$replace.Invoke($null, [object[]]@([string]$partPath, [string]$Path, $null))
     } catch {
         $cause = Get-FleetCause $_
     }
