@@ -469,11 +469,15 @@ def _run_parallel(
         t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _wait_state(host: LabHost, names: list[str], state: str, deadline: float) -> list[str]:
-    """Wait-Status: the names not in `state` by the deadline (polled like the script)."""
+def _wait_state(
+    host: LabHost, names: list[str], state: str, deadline: float, failed: str = ""
+) -> list[str]:
+    """Wait-Status: the names not in `state` by the deadline (polled like the script); a name
+    found in `failed` ends the wait for it at once."""
     while True:
-        late = [n for n in names if host.service(n).state != state]
-        if not late or time.monotonic() >= deadline:
+        states = {n: host.service(n).state for n in names}
+        late = [n for n in names if states[n] != state]
+        if all(states[n] == failed for n in late) or time.monotonic() >= deadline:
             return late
         time.sleep(0.05)
 
@@ -596,7 +600,7 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, cloc
                 to_start.append(name)
             starting.append(name)
         _run_parallel(to_start, host.start_service, deadline, problems, "start")
-        _wait_state(host, starting, "Running", deadline)
+        _wait_state(host, starting, "Running", deadline, "Stopped")
         pending = [n for n in pending if n not in wave]
 
     services = []

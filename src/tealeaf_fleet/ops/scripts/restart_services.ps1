@@ -68,15 +68,24 @@ function Get-Wave($Pending, [string]$Relation) {
     return ,($wave.ToArray())
 }
 
-function Wait-Status($Wave, [string]$Status) {
-    # Names in $Wave that have not reached $Status by the deadline.
+function Wait-Status($Wave, [string]$Status, [string]$Failed) {
+    # Names in $Wave that have not reached $Status by the deadline. A name found in $Failed
+    # stops the wait for it at once: StartService returns only once the service is Start
+    # Pending, so a started service seen Stopped again has failed to start, and waiting for it
+    # until the deadline would only hold the host's other services back.
+    # learn.microsoft.com/windows/win32/api/winsvc/nf-winsvc-startservicea
     while ($true) {
         $late = New-Object System.Collections.ArrayList
+        $waiting = $false
         foreach ($name in $Wave) {
             $controllers[$name].Refresh()
-            if ([string]$controllers[$name].Status -ne $Status) { [void]$late.Add($name) }
+            $now = [string]$controllers[$name].Status
+            if ($now -ne $Status) {
+                [void]$late.Add($name)
+                if ($now -ne $Failed) { $waiting = $true }
+            }
         }
-        if (($late.Count -eq 0) -or ((Get-Date) -gt $deadline)) { return ,($late.ToArray()) }
+        if ((-not $waiting) -or ((Get-Date) -gt $deadline)) { return ,($late.ToArray()) }
         Start-Sleep -Milliseconds 250
     }
 }
@@ -110,7 +119,7 @@ while ($pending.Count -gt 0) {
     foreach ($name in $wave) {
         $sc = $controllers[$name]
         $sc.Refresh()
-        if ([string]$sc.Status -eq 'StartPending') { [void](Wait-Status @($name) 'Running') }
+        if ([string]$sc.Status -eq 'StartPending') { [void](Wait-Status @($name) 'Running' 'Stopped') }
         $sc.Refresh()
         $state = [string]$sc.Status
         $blockers = New-Object System.Collections.ArrayList
@@ -129,7 +138,7 @@ while ($pending.Count -gt 0) {
             }
         }
     }
-    foreach ($name in (Wait-Status $stopping.ToArray() 'Stopped')) { [void]$problems.Add("$name did not stop in time") }
+    foreach ($name in (Wait-Status $stopping.ToArray() 'Stopped' '')) { [void]$problems.Add("$name did not stop in time") }
     foreach ($name in $wave) { $pending.Remove($name) }
 }
 
@@ -151,7 +160,7 @@ while ($pending.Count -gt 0) {
         }
         [void]$starting.Add($name)
     }
-    [void](Wait-Status $starting.ToArray() 'Running')
+    [void](Wait-Status $starting.ToArray() 'Running' 'Stopped')
     foreach ($name in $wave) { $pending.Remove($name) }
 }
 
