@@ -4,8 +4,9 @@ Why `winrm.protocol.Protocol` and not `Session.run_ps`: run_ps pastes the script
 command line (8191-char limit, secrets visible in the process list) and opens a new shell,
 TCP connection and login per call. Here a host gets one shell (opened lazily with code page
 65001 so non-ASCII survives), reused across ops; each op is `powershell.exe -EncodedCommand
-<bootstrap>` with the script and its parameters on stdin (`ops/protocol.py`). A short op on an
-open shell costs four requests: Command, Send, Receive, Signal.
+<bootstrap>` with the script and its parameters on stdin (`ops/protocol.py`), started with a
+pipe-mode stdin so that it sees end-of-file. A short op on an open shell costs four requests:
+Command, Send, Receive, Signal.
 
 Failures become `errors.RemoteError` subclasses with the host and a hint. Retries (tenacity,
 exponential backoff with a cap, bounded by the op's deadline) happen only for transient
@@ -372,7 +373,12 @@ class Connection:
         for reopen in (False, True):
             proto, shell = self._ensure_shell()
             try:
-                return proto, shell, proto.run_command(shell, command, args)
+                # Pipe-mode stdin (WINRS_CONSOLEMODE_STDIN=FALSE), since the bootstrap reads
+                # stdin to its end: a console-mode stdin (pywinrm's default) may never reach
+                # end-of-file. Ansible streams stdin the same way: plugins/connection/winrm.py
+                # `_winrm_exec` passes `console_mode_stdin=(stdin_iterator is None)`.
+                command_id = proto.run_command(shell, command, args, console_mode_stdin=False)
+                return proto, shell, command_id
             except _wire_errors() as exc:
                 code = getattr(exc, "wsman_fault_code", None)
                 if code in REOPEN_CODES and not reopen:
