@@ -465,6 +465,9 @@ class Connection:
         text = stdout.decode("utf-8", "replace")
         if exit_code != 0:
             message = redact(decode_clixml(stderr)) or f"{op} exited with code {exit_code}"
+            mode = protocol.language_mode_refused(message)
+            if mode is not None:
+                raise self._language_mode_error(op, mode, exit_code)
             raise RemoteScriptError(
                 message,
                 op=op,
@@ -489,6 +492,20 @@ class Connection:
                 host=self.name,
             )
         return result
+
+    def _language_mode_error(self, op: str, mode: str, exit_code: int) -> RemoteScriptError:
+        """The bootstrap refused to run: PowerShell on the host is not in FullLanguage mode."""
+        return RemoteScriptError(
+            f"PowerShell on this host runs in {mode} mode (Constrained Language Mode, enforced "
+            f"by an AppLocker or WDAC policy): tealeaf-fleet's {op} op cannot run",
+            op=op,
+            exit_code_remote=exit_code,
+            host=self.name,
+            hint="tealeaf-fleet needs FullLanguage mode: have the AppLocker/WDAC policy "
+            "allow-list powershell.exe for this account (a policy exception), or run from an "
+            "endpoint where PowerShell runs in FullLanguage; "
+            "$ExecutionContext.SessionState.LanguageMode on the host shows the mode",
+        )
 
     # -- error classification -------------------------------------------------------------
 
