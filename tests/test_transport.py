@@ -405,6 +405,45 @@ def test_a_console_mode_stdin_never_ends_so_the_op_times_out(
     assert signals and signals[0]["shell"] == first  # the transport gave up on it
 
 
+@pytest.mark.parametrize("then", ["run_op", "probe"])
+def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
+    then, https_host, password, lab, monkeypatch
+):
+    """A connection-level failure after the op started drops the shell; once the host answers
+    on the new session, the abandoned command gets its Signal and its shell a Delete, once."""
+    host = lab.host(HOST)
+    sends: list[dict] = []
+    record = host.record
+
+    def unreachable_after_the_send(kind: str, **fields) -> None:
+        record(kind, **fields)
+        if kind == "request" and fields.get("action") == "Send" and not sends:
+            sends.append(fields)  # the op's stdin is in: the host goes away now
+            host.set_faults({"unreachable": True})
+
+    with Connection(https_host, password, retries=1) as conn:
+        conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+        monkeypatch.setattr(host, "record", unreachable_after_the_send)
+        with pytest.raises(HostUnreachable):
+            conn.run_op("file_info", FILE_INFO, timeout_s=20, read_only=True)
+        monkeypatch.setattr(host, "record", record)
+        host.set_faults({})
+        shell, command = sends[0]["shell"], sends[0]["command"]
+        mark = _mark(lab)
+        if then == "probe":
+            assert conn.probe(timeout_s=30)
+        else:
+            assert "files" in conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+        conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+    events = [e for e in _request_events(lab, mark) if e.get("shell") == shell]
+    assert [(e["action"], e.get("command")) for e in events] == [
+        ("Signal", command),
+        ("Delete", None),
+    ]
+    actions = _requests(lab, mark)
+    assert actions.index("Create") < actions.index("Signal") < actions.index("Command")
+
+
 def test_constrained_language_mode_is_named_and_not_retried(https_host, password, lab):
     lab.host(HOST).set_faults({"constrained_language": True})
     mark = _mark(lab)
