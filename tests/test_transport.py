@@ -444,16 +444,33 @@ def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
     assert actions.index("Create") < actions.index("Signal") < actions.index("Command")
 
 
-def test_constrained_language_mode_is_named_and_not_retried(https_host, password, lab):
+@pytest.mark.parametrize(
+    ("op", "params", "read_only"),
+    [
+        ("facts", {"InstallDir": "", "Since": ""}, True),
+        (
+            "set_registry",
+            {"Key": "HKLM:\\SOFTWARE\\x", "Name": "N", "Type": "DWord", "Value": "1"},
+            False,
+        ),
+    ],
+)
+def test_constrained_language_mode_is_named_and_not_retried(
+    op, params, read_only, https_host, password, lab
+):
+    """Every op goes through the bootstrap, whose first statement refuses ConstrainedLanguage
+    (AppLocker/WDAC) before anything runs."""
     lab.host(HOST).set_faults({"constrained_language": True})
     mark = _mark(lab)
     with Connection(https_host, password) as conn, pytest.raises(RemoteScriptError) as info:
-        conn.run_op("facts", {"InstallDir": "", "Since": ""}, timeout_s=30, read_only=True)
+        conn.run_op(op, params, timeout_s=30, read_only=read_only)
     err = info.value
     assert "ConstrainedLanguage" in err.message and "Constrained Language Mode" in err.message
     assert "allow-list" in (err.hint or "") and "FullLanguage" in (err.hint or "")
-    assert err.exit_code_remote == 1 and err.op == "facts"
+    assert err.exit_code_remote == 1 and err.op == op
     assert _requests(lab, mark).count("Command") == 1
+    events = read_events(lab.dir / "events.jsonl")[mark:]
+    assert not [e for e in events if e["kind"] == "registry"]
 
 
 def test_fleet_status_shows_constrained_language_mode(lab, capsys):

@@ -103,7 +103,9 @@ def encoded_bootstrap() -> str:
 
 
 def command_line() -> tuple[str, list[str]]:
-    """(command, arguments) for WinRM's Command operation."""
+    """(command, arguments) for WinRM's Command operation. No `-ExecutionPolicy`: the policy
+    does not apply to -EncodedCommand (about_PowerShell_exe). No `-InputFormat None`: it would
+    stop the console host feeding stdin to `$input`, the bootstrap's only way in."""
     return POWERSHELL, ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
 
 
