@@ -38,7 +38,7 @@ def run_op(
     shell = p.open_shell(codepage=65001)
     try:
         cmd, args = protocol.command_line()
-        cid = p.run_command(shell, cmd, args)
+        cid = p.run_command(shell, cmd, args, console_mode_stdin=False)  # pipe: stdin ends
         p.send_command_input(shell, cid, protocol.build_stdin(op, params), end=True)
         out, err, code = p.get_command_output(shell, cid)
         p.cleanup_command(shell, cid)

@@ -244,11 +244,18 @@ def test_run_cmd_and_run_ps(session_factory, host):
         assert action in acts
 
 
+def _commands(host: WireHost) -> list[dict[str, Any]]:
+    with host._lock:
+        return [e for e in host.events if e["kind"] == "request" and e["action"] == "Command"]
+
+
 def test_stdin_through_send(session_factory, host):
+    """A pipe-mode stdin (WINRS_CONSOLEMODE_STDIN FALSE, as Ansible sends stdin) ends with
+    the Send that carries End="true"."""
     p = session_factory().protocol
     shell = p.open_shell(codepage=65001)
     try:
-        cid = p.run_command(shell, "readstdin", ["-x"])
+        cid = p.run_command(shell, "readstdin", ["-x"], console_mode_stdin=False)
         p.send_command_input(shell, cid, b"part1,", end=False)
         p.send_command_input(shell, cid, b"part2", end=True)
         out, err, rc, done = _receive_until_done(p, shell, cid)
@@ -257,8 +264,41 @@ def test_stdin_through_send(session_factory, host):
     finally:
         p.close_shell(shell)
     assert host.commands[-1] == ("readstdin", ["-x"], b"part1,part2")
+    assert [e["console_mode_stdin"] for e in _commands(host)] == [False]
+    assert _commands(host)[0]["shell"] == shell.upper()
     if p.transport.endpoint.startswith("http:"):  # NTLM over http: every message was sealed
         assert p.transport.encryption is not None
+
+
+def test_console_mode_stdin_never_reaches_end_of_file(https_server, ca, host):
+    """pywinrm's default (WINRS_CONSOLEMODE_STDIN TRUE): a command that reads stdin to its end
+    never sees end-of-file, so it never runs; only a Signal ends it."""
+    p = basic_session(https_server, ca, operation_timeout_sec=1, read_timeout_sec=3).protocol
+    shell = p.open_shell(codepage=65001)
+    try:
+        cid = p.run_command(shell, "readstdin", [])
+        p.send_command_input(shell, cid, b"all of it", end=True)
+        for _ in range(3):  # every Receive long-polls until it times out: no output, no exit
+            with pytest.raises(WinRMOperationTimeoutError):
+                p.get_command_output_raw(shell, cid)
+        p.cleanup_command(shell, cid)  # Signal terminate: the client gives up on it
+    finally:
+        p.close_shell(shell)
+    assert host.commands == []
+    assert [e["console_mode_stdin"] for e in _commands(host)] == [True]
+    signals = [e for e in host.events if e.get("action") == "Signal"]
+    assert [(e["shell"], e["command"]) for e in signals] == [(shell.upper(), cid.upper())]
+
+
+def test_console_mode_does_not_hold_a_command_that_reads_no_stdin(https_server, ca, host):
+    p = basic_session(https_server, ca).protocol
+    shell = p.open_shell()
+    try:
+        cid = p.run_command(shell, "hostname", [], console_mode_stdin=True)
+        out, _, rc, _ = _receive_until_done(p, shell, cid)
+    finally:
+        p.close_shell(shell)
+    assert (out, rc) == (b"WIRE01\r\n", 0)
 
 
 def _receive_until_done(p, shell, cid, limit_s: float = 30.0):
@@ -496,6 +536,8 @@ def test_pypsrp_http_ntlm_encrypted(http_server, host, auth):
         proc.signal("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/ctrl_c")
     assert (proc.stdout, proc.rc) == (b"got:hello", 0)
     assert host.commands[-1][:2] == ("readstdin", ["one", "two"])
+    # pypsrp sends no WINRS_CONSOLEMODE_STDIN: MS-WSMV 3.1.4.11, "the default implies pipe"
+    assert _commands(host)[-1]["console_mode_stdin"] is False
 
 
 def test_pypsrp_over_https_with_negotiate(https_server, ca):

@@ -335,6 +335,40 @@ def test_bootstrap_parses_and_is_powershell_2():
     assert lint(source) == []
 
 
+def test_bootstrap_reads_stdin_only_through_dollar_input():
+    """PowerShell 2.0's console host may take redirected stdin into `$input` whatever the
+    command says, leaving `[Console]::In` empty: `$input` is the one channel that works on
+    every version (3.0+ feed it because the text mentions it)."""
+    root = PARSER.parse(protocol.BOOTSTRAP.encode("ascii")).root_node
+    types = {_text(n).strip("[]").lower() for n in _walk(root) if n.type == "type_literal"}
+    assert "console" not in types and "system.console" not in types
+    variables = [_text(n).lower() for n in _walk(root) if n.type == "variable"]
+    assert variables.count("$input") == 1
+
+
+# Nodes Constrained Language Mode may refuse (about_Language_Modes: method calls and type
+# literals outside the core types, and commands it may not load); property reads, strings and
+# `throw` are allowed.
+CLM_RISKY = {"invokation_expression", "type_literal", "command", "cast_expression"}
+
+
+def test_bootstrap_first_statement_stops_outside_full_language():
+    """Under AppLocker/WDAC the rest of the bootstrap fails on `[ScriptBlock]::Create` with a
+    confusing error; its first statement names the mode first, with CLM-safe syntax only."""
+    statements = PARSER.parse(protocol.BOOTSTRAP.encode("ascii")).root_node.children[0]
+    first = statements.children[0]
+    assert first.type == "if_statement"
+    condition = _text(first.children[2])
+    assert "$ExecutionContext.SessionState.LanguageMode" in condition
+    assert "-ne 'FullLanguage'" in condition
+    body = [n for n in _walk(first) if n.type == "statement_block"][0]
+    assert [n.type for n in body.children[1].children] == ["flow_control_statement"]
+    assert _text(body.children[1].children[0]).startswith("throw ")
+    assert not {n.type for n in _walk(first)} & CLM_RISKY
+    # the rule can fail: the second statement onwards uses what CLM refuses
+    assert {n.type for n in _walk(statements)} & CLM_RISKY
+
+
 BAD_SNIPPETS = [
     ("$j = $x | ConvertTo-Json", "command:convertto-json"),
     ("$o = ConvertFrom-Json $t", "command:convertfrom-json"),

@@ -2,12 +2,15 @@
 encryption) to the lab's WinRM endpoints, with live fault injection through faults.json.
 
 The shell-reuse test counts the lab's `request` events per op: a short op on an open shell
-should cost Command, Send, Receive, Signal.
+should cost Command, Send, Receive, Signal. HOST runs PowerShell 2.0 (2008 R2), PS5 runs 5.1
+(2016): the lab's console hosts treat stdin differently there (lab/consolehost.py).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import socket
 import time
 import warnings
@@ -31,11 +34,17 @@ from tealeaf_fleet.transport import Connection, decode_clixml
 
 pytestmark = pytest.mark.timeout(120)
 HOST = "hbr01"
+PS5 = "hbr02"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab.start(tmp_path_factory.mktemp("lab"), topology={"hbr": 1}, restart_s=0.2, os="2008r2")
+    lab = Lab.start(
+        tmp_path_factory.mktemp("lab"),
+        topology={"hbr": 2},
+        restart_s=0.2,
+        os={HOST: "2008r2", PS5: "2016"},
+    )
     yield lab
     lab.stop()
 
@@ -43,9 +52,11 @@ def lab(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def healthy(lab):
     """Every test starts and ends with no faults and the normal command quota."""
-    lab.host(HOST).set_faults({})
+    for name in (HOST, PS5):
+        lab.host(name).set_faults({})
     yield
-    lab.host(HOST).set_faults({})
+    for name in (HOST, PS5):
+        lab.host(name).set_faults({})
     lab.servers[HOST]["https"].shells.max_commands_per_shell = 1000
 
 
@@ -79,8 +90,12 @@ def _with(host, **winrm):
 
 
 def _requests(lab: Lab, since: int) -> list[str]:
+    return [e.get("action") for e in _request_events(lab, since)]
+
+
+def _request_events(lab: Lab, since: int, host: str = HOST) -> list[dict]:
     events = read_events(lab.dir / "events.jsonl")[since:]
-    return [e.get("action") for e in events if e.get("kind") == "request" and e["host"] == HOST]
+    return [e for e in events if e.get("kind") == "request" and e["host"] == host]
 
 
 def _mark(lab: Lab) -> int:
@@ -319,3 +334,155 @@ def test_result_after_a_byte_order_mark():
 
 def test_lab_events_file_exists(lab):
     assert Path(lab.dir / "events.jsonl").is_file()
+
+
+# --- how the op reaches PowerShell: stdin channel, stdin mode, language mode -----------------
+
+OLD_BOOTSTRAP = protocol.BOOTSTRAP.replace(protocol.STDIN_READ, "$t=[Console]::In.ReadToEnd();")
+
+
+@pytest.mark.parametrize(("name", "ps_version"), [(HOST, "2.0"), (PS5, "5.1")])
+def test_ops_run_on_powershell_2_and_5_with_a_pipe_mode_stdin(name, ps_version, fleet, lab):
+    """The bootstrap reads stdin through `$input`, which both console hosts feed, and every
+    command the transport starts has a pipe-mode stdin (WINRS_CONSOLEMODE_STDIN FALSE)."""
+    host = fleet.hosts[name]
+    mark = _mark(lab)
+    with Connection(host, fleet.winrm_password(host)) as conn:
+        result = conn.run_op("facts", {"InstallDir": "", "Since": ""}, timeout_s=30, read_only=True)
+        conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+    assert result["ps_version"] == ps_version
+    commands = [e for e in _request_events(lab, mark, name) if e["action"] == "Command"]
+    assert [e["console_mode_stdin"] for e in commands] == [False, False]
+
+
+@pytest.mark.parametrize("name", [HOST, PS5])
+def test_a_console_in_bootstrap_fails_on_powershell_2_only(name, fleet, lab, monkeypatch):
+    """The bootstrap as it was, reading `[Console]::In.ReadToEnd()`: PowerShell 2.0's console
+    host (lab: pessimistic reading) takes stdin into `$input` whatever the command says, so
+    the text is empty and `$t.Substring(0,-1)` throws; 5.1 leaves the stream to the command."""
+    line = ["-NoProfile", "-NonInteractive", "-EncodedCommand"]
+    encoded = base64.b64encode(OLD_BOOTSTRAP.encode("utf-16-le")).decode("ascii")
+    monkeypatch.setattr(protocol, "command_line", lambda: (protocol.POWERSHELL, [*line, encoded]))
+    host = fleet.hosts[name]
+    with Connection(host, fleet.winrm_password(host)) as conn:
+        if name == PS5:
+            assert "files" in conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+            return
+        with pytest.raises(RemoteScriptError) as info:
+            conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+    assert info.value.exit_code_remote == 1
+    assert 'Exception calling "Substring"' in info.value.message
+
+
+def test_a_console_mode_stdin_never_ends_so_the_op_times_out(
+    https_host, password, lab, monkeypatch
+):
+    """pywinrm's default console-mode stdin never reaches end-of-file: the bootstrap waits for
+    stdin until the op's deadline (then the transport signals it), while the same op in pipe
+    mode completes."""
+    from winrm.protocol import Protocol
+
+    original = Protocol.run_command
+
+    def console_mode(self, shell_id, command, arguments=(), **kwargs):
+        kwargs["console_mode_stdin"] = True
+        return original(self, shell_id, command, arguments, **kwargs)
+
+    mark = _mark(lab)
+    with Connection(https_host, password, retries=0) as conn:
+        monkeypatch.setattr(Protocol, "run_command", console_mode)
+        with pytest.raises(RemoteTimeout):
+            conn.run_op("file_info", FILE_INFO, timeout_s=3, read_only=True)
+        monkeypatch.setattr(Protocol, "run_command", original)
+        assert "files" in conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+    events = read_events(lab.dir / "events.jsonl")[mark:]
+    ops = [e for e in events if e["kind"] == "op" and e["host"] == HOST]
+    assert [e["exit"] for e in ops] == [0]  # the console-mode one never ran
+    commands = [e for e in _request_events(lab, mark) if e["action"] == "Command"]
+    assert [e["console_mode_stdin"] for e in commands] == [True, False]
+    first = commands[0]["shell"]
+    signals = [e for e in _request_events(lab, mark) if e["action"] == "Signal"]
+    assert signals and signals[0]["shell"] == first  # the transport gave up on it
+
+
+@pytest.mark.parametrize("then", ["run_op", "probe"])
+def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
+    then, https_host, password, lab, monkeypatch
+):
+    """A connection-level failure after the op started drops the shell; once the host answers
+    on the new session, the abandoned command gets its Signal and its shell a Delete, once."""
+    host = lab.host(HOST)
+    sends: list[dict] = []
+    record = host.record
+
+    def unreachable_after_the_send(kind: str, **fields) -> None:
+        record(kind, **fields)
+        if kind == "request" and fields.get("action") == "Send" and not sends:
+            sends.append(fields)  # the op's stdin is in: the host goes away now
+            host.set_faults({"unreachable": True})
+
+    with Connection(https_host, password, retries=1) as conn:
+        conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+        monkeypatch.setattr(host, "record", unreachable_after_the_send)
+        with pytest.raises(HostUnreachable):
+            conn.run_op("file_info", FILE_INFO, timeout_s=20, read_only=True)
+        monkeypatch.setattr(host, "record", record)
+        host.set_faults({})
+        shell, command = sends[0]["shell"], sends[0]["command"]
+        mark = _mark(lab)
+        if then == "probe":
+            assert conn.probe(timeout_s=30)
+        else:
+            assert "files" in conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+        conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+    events = [e for e in _request_events(lab, mark) if e.get("shell") == shell]
+    assert [(e["action"], e.get("command")) for e in events] == [
+        ("Signal", command),
+        ("Delete", None),
+    ]
+    actions = _requests(lab, mark)
+    assert actions.index("Create") < actions.index("Signal") < actions.index("Command")
+
+
+@pytest.mark.parametrize(
+    ("op", "params", "read_only"),
+    [
+        ("facts", {"InstallDir": "", "Since": ""}, True),
+        (
+            "set_registry",
+            {"Key": "HKLM:\\SOFTWARE\\x", "Name": "N", "Type": "DWord", "Value": "1"},
+            False,
+        ),
+    ],
+)
+def test_constrained_language_mode_is_named_and_not_retried(
+    op, params, read_only, https_host, password, lab
+):
+    """Every op goes through the bootstrap, whose first statement refuses ConstrainedLanguage
+    (AppLocker/WDAC) before anything runs."""
+    lab.host(HOST).set_faults({"constrained_language": True})
+    mark = _mark(lab)
+    with Connection(https_host, password) as conn, pytest.raises(RemoteScriptError) as info:
+        conn.run_op(op, params, timeout_s=30, read_only=read_only)
+    err = info.value
+    assert "ConstrainedLanguage" in err.message and "Constrained Language Mode" in err.message
+    assert "allow-list" in (err.hint or "") and "FullLanguage" in (err.hint or "")
+    assert err.exit_code_remote == 1 and err.op == op
+    assert _requests(lab, mark).count("Command") == 1
+    events = read_events(lab.dir / "events.jsonl")[mark:]
+    assert not [e for e in events if e["kind"] == "registry"]
+
+
+def test_fleet_status_shows_constrained_language_mode(lab, capsys):
+    from tealeaf_fleet.cli.main import main
+
+    lab.host(HOST).set_faults({"constrained_language": True})
+    code = main(["status", str(lab.inventory), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    rows = {h["name"]: h for h in doc["hosts"]}
+    assert code == 1 and rows[PS5]["facts"] is not None and rows[HOST]["facts"] is None
+    assert "ConstrainedLanguage" in rows[HOST]["error"]
+    assert "Constrained Language Mode" in rows[HOST]["error"]
+    main(["status", str(lab.inventory)])
+    out = capsys.readouterr().out
+    assert f"{HOST}: not read: PowerShell on this host runs in ConstrainedLanguage" in out

@@ -4,8 +4,10 @@ Why `winrm.protocol.Protocol` and not `Session.run_ps`: run_ps pastes the script
 command line (8191-char limit, secrets visible in the process list) and opens a new shell,
 TCP connection and login per call. Here a host gets one shell (opened lazily with code page
 65001 so non-ASCII survives), reused across ops; each op is `powershell.exe -EncodedCommand
-<bootstrap>` with the script and its parameters on stdin (`ops/protocol.py`). A short op on an
-open shell costs four requests: Command, Send, Receive, Signal.
+<bootstrap>` with the script and its parameters on stdin (`ops/protocol.py`), started with a
+pipe-mode stdin so that it sees end-of-file. A short op on an open shell costs four requests:
+Command, Send, Receive, Signal. A shell dropped after a connection-level failure is not just
+forgotten: once the host answers again, its command is signalled and the shell closed.
 
 Failures become `errors.RemoteError` subclasses with the host and a hint. Retries (tenacity,
 exponential backoff with a cap, bounded by the op's deadline) happen only for transient
@@ -157,6 +159,10 @@ class Connection:
         self._retries = retries
         self._protocol: Protocol | None = None
         self._shell_id: str | None = None
+        self._command_id: str | None = None  # the op's command while it runs
+        # (shell, command or None) dropped after connection-level failures, to close once the
+        # host answers again
+        self._abandoned: list[tuple[str, str | None]] = []
         self.shells_opened = 0  # for tests and diagnostics
         self._check_settings()
 
@@ -295,7 +301,8 @@ class Connection:
 
     def probe(self, timeout_s: float = 10.0) -> bool:
         """Whether the host answers a trivial read-only op right now: one attempt, no retries,
-        on a fresh shell (a reboot kills the old one), closed again when the host answered:
+        on a fresh shell (a reboot kills the old one; if it did not, the old one is closed
+        once the host answers, like any abandoned shell), closed again when the host answered:
         polls would otherwise pile shells up towards WinRS's MaxShellsPerUser. Wrong
         credentials still raise."""
         self._forget_shell()
@@ -349,7 +356,11 @@ class Connection:
         raise _AttemptFailed(_Failure(error, maybe_ran)) from None
 
     def _forget_shell(self) -> None:
-        """After a connection-level failure: start over with a new session and shell."""
+        """After a connection-level failure: start over with a new session and shell. The old
+        shell (and the command running in it) may live on at the host: it is remembered and
+        closed once the host answers again (`_close_abandoned`)."""
+        if self._shell_id is not None:
+            self._abandoned.append((self._shell_id, self._command_id))
         if self._protocol is not None:
             self._protocol.transport.close_session()
         self._protocol = None
@@ -364,7 +375,33 @@ class Connection:
                 lambda: proto.open_shell(codepage=65001, noprofile=True), maybe_ran=False
             )
             self.shells_opened += 1
+            self._close_abandoned(proto)
         return proto, self._shell_id
+
+    def _close_abandoned(self, proto: Protocol) -> None:
+        """The host answers again: terminate each abandoned command and close its shell, so a
+        powershell.exe (or a TLSTool.exe under it) cut off from us does not run on until the
+        shell's idle timeout. Ansible does the same for every command and shell it leaves
+        (lib/ansible/plugins/connection/winrm.py: `cleanup_command` in `_winrm_exec`'s finally,
+        `close_shell` in `close()`). Best effort, once: one Signal and one Delete per shell, no
+        retries; a fault (already gone) is skipped, a failed connection ends the cleanup. Never
+        raises: the op that found the host back must not fail on its predecessor's leftovers."""
+        from winrm.exceptions import WSManFaultError
+
+        abandoned, self._abandoned = self._abandoned, []
+        for shell, command in abandoned:
+            calls: list[Callable[[], object]] = []
+            if command is not None:
+                calls.append(functools.partial(proto.cleanup_command, shell, command))
+            calls.append(functools.partial(proto.close_shell, shell, close_session=False))
+            for call in calls:
+                try:
+                    call()
+                except WSManFaultError as exc:  # the command or shell is already gone
+                    log.debug("%s: abandoned shell: %s", self.name, redact(str(exc)))
+                except _wire_errors() as exc:  # no answer after all: give up the cleanup
+                    log.debug("%s: abandoned shell left: %s", self.name, redact(str(exc)))
+                    return
 
     def _start_command(self) -> tuple[Protocol, str, str]:
         """run_command on the shell; reopen once when the shell is spent or gone."""
@@ -372,7 +409,12 @@ class Connection:
         for reopen in (False, True):
             proto, shell = self._ensure_shell()
             try:
-                return proto, shell, proto.run_command(shell, command, args)
+                # Pipe-mode stdin (WINRS_CONSOLEMODE_STDIN=FALSE), since the bootstrap reads
+                # stdin to its end: a console-mode stdin (pywinrm's default) may never reach
+                # end-of-file. Ansible streams stdin the same way: plugins/connection/winrm.py
+                # `_winrm_exec` passes `console_mode_stdin=(stdin_iterator is None)`.
+                command_id = proto.run_command(shell, command, args, console_mode_stdin=False)
+                return proto, shell, command_id
             except _wire_errors() as exc:
                 code = getattr(exc, "wsman_fault_code", None)
                 if code in REOPEN_CODES and not reopen:
@@ -392,9 +434,19 @@ class Connection:
             log.debug("%s: closing old shell: %s", self.name, redact(str(exc)))
 
     def _attempt(self, op: str, stdin: bytes, deadline: float) -> dict:
+        proto, shell, command_id = self._start_command()
+        self._command_id = command_id
+        try:
+            return self._run(op, stdin, deadline, proto, shell, command_id)
+        finally:
+            self._command_id = None
+
+    def _run(
+        self, op: str, stdin: bytes, deadline: float, proto: Protocol, shell: str, command_id: str
+    ) -> dict:
+        """Feed the started command its stdin and collect its answer."""
         from winrm.exceptions import WinRMOperationTimeoutError
 
-        proto, shell, command_id = self._start_command()
         try:
             pieces = [stdin[i : i + STDIN_PIECE] for i in range(0, len(stdin), STDIN_PIECE)]
             for index, piece in enumerate(pieces):
@@ -449,7 +501,7 @@ class Connection:
 
     def _cleanup(self, proto: Protocol, shell: str, command_id: str) -> None:
         if self._shell_id != shell:
-            return  # the shell was dropped after a connection failure
+            return  # dropped after a connection failure: _close_abandoned signals it
         try:
             proto.cleanup_command(shell, command_id)
         except _wire_errors() as exc:  # the command is done; a lost Signal is harmless
@@ -459,6 +511,9 @@ class Connection:
         text = stdout.decode("utf-8", "replace")
         if exit_code != 0:
             message = redact(decode_clixml(stderr)) or f"{op} exited with code {exit_code}"
+            mode = protocol.language_mode_refused(message)
+            if mode is not None:
+                raise self._language_mode_error(op, mode, exit_code)
             raise RemoteScriptError(
                 message,
                 op=op,
@@ -483,6 +538,20 @@ class Connection:
                 host=self.name,
             )
         return result
+
+    def _language_mode_error(self, op: str, mode: str, exit_code: int) -> RemoteScriptError:
+        """The bootstrap refused to run: PowerShell on the host is not in FullLanguage mode."""
+        return RemoteScriptError(
+            f"PowerShell on this host runs in {mode} mode (Constrained Language Mode, enforced "
+            f"by an AppLocker or WDAC policy): tealeaf-fleet's {op} op cannot run",
+            op=op,
+            exit_code_remote=exit_code,
+            host=self.name,
+            hint="tealeaf-fleet needs FullLanguage mode: have the AppLocker/WDAC policy "
+            "allow-list powershell.exe for this account (a policy exception), or run from an "
+            "endpoint where PowerShell runs in FullLanguage; "
+            "$ExecutionContext.SessionState.LanguageMode on the host shows the mode",
+        )
 
     # -- error classification -------------------------------------------------------------
 

@@ -9,7 +9,9 @@ The wire server calls these methods on the host a request's port belongs to:
   like Windows' CommandLineToArgvW: `command` is the program as the client wrote it
   (`powershell`, `powershell.exe`, `hostname`), quotes removed from every token;
 - on Command: `wants_stdin(command, args)`; when False the command starts at once, else when
-  the client's Send carries End="true";
+  the client's Send carries End="true" on a pipe-mode stdin (WINRS_CONSOLEMODE_STDIN FALSE or
+  absent). A console-mode stdin never ends: the wire never starts such a command, and only a
+  Signal ends it. The host needs no stdin mode: end-of-file is the wire's business;
 - `run_command(command, args, stdin)` in a worker thread; it may take as long as the simulated
   work takes (service restarts); Receive long-polls for its result.
 """

@@ -1,10 +1,14 @@
 """Per-host fault switches, `hosts/NAME/faults.json`, re-read whenever asked (cached by mtime).
 
 A test or an operator edits the file while the lab runs; the next request sees the change.
-`{}` means healthy. Keys (DESIGN.md): unreachable, auth_fails, flaky {"count": N}, slow
-{"ms": N}, service_start_fails (true or {"services": [...]}), import_fails, enable_fails,
-disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing, restart_mutex_denied
-(the restart ops' named mutex exists and belongs to another account, so opening it is denied).
+`{}` means healthy. Keys (the lab's docs list each with the Windows behaviour it stands for):
+- unreachable, auth_fails, flaky {"count": N}, slow {"ms": N}
+- service_start_fails (true or {"services": [...]}), import_fails, enable_fails, disk_full
+- enable_tls_preset, data_service_23443, schannel_tls12_missing
+- restart_mutex_denied: the restart ops' named mutex exists and belongs to another account, so
+  opening it is denied
+- constrained_language: every powershell.exe on the host runs in ConstrainedLanguage mode, as
+  under AppLocker/WDAC
 """
 
 from __future__ import annotations

@@ -254,6 +254,15 @@ class LabHost:
         return OS_TABLE[self.config.os][2]
 
     @property
+    def language_mode(self) -> str:
+        """`$ExecutionContext.SessionState.LanguageMode` of every powershell.exe here:
+        ConstrainedLanguage under the `constrained_language` fault (an AppLocker or WDAC
+        policy in force: about_Language_Modes), else FullLanguage."""
+        return (
+            "ConstrainedLanguage" if self.faults().get("constrained_language") else "FullLanguage"
+        )
+
+    @property
     def build(self) -> str:
         """The Tealeaf build the registry reports (`Version`)."""
         return str(self.reg_get(TEALEAF_KEY, "Version") or "")

@@ -8,7 +8,8 @@ authenticates a connection, not a request). Per request, in this order:
    401 with `WWW-Authenticate` otherwise, and for every request while `auth_fails` is set;
 4. decryption (multipart/encrypted, one unwrap per request);
 5. `flaky` (via `host.consume_flaky()`): a 500 SOAP fault with no WSManFault code;
-6. `host.record("request", action=...)`, then the shell operation (`wsman.ShellService`);
+6. `host.record("request", action=..., shell=..., command=..., console_mode_stdin=...)`
+   (`wsman.request_fields`), then the shell operation (`wsman.ShellService`);
 7. the answer, encrypted when the request was (faults included: the NTLM sealing state is a
    sequence, so every request gets exactly one wrapped answer, in order).
 Auth-only legs (challenge/response, pywinrm's and pypsrp's empty-body POST) are recorded with
@@ -467,7 +468,7 @@ class WinRMServer:
         if faults.get("flaky") and self.host.consume_flaky():
             self.host.record("request", action=req.name, status=500, fault="flaky")
             return 500, wsman.fault_xml(wsman.flaky_fault(), req.message_id)
-        self.host.record("request", action=req.name)
+        self.host.record("request", action=req.name, **wsman.request_fields(req))
         try:
             return 200, self.shells.handle(req)
         except wsman.WsmanFault as fault:

@@ -1,12 +1,17 @@
 """What a simulated host does with a command line: `run_command` / `wants_stdin`.
 
 Three kinds of command (docs/architecture.md, "The lab's script runner"):
-1. `powershell.exe ... -EncodedCommand X` where X decodes to `protocol.BOOTSTRAP`: reads stdin
-   (our op framing), and runs the Python model of the op only when the library and the op
-   script on stdin equal the packaged `common.ps1` and `<op>.ps1` exactly, so that what the
-   lab ran is what would run on Windows. Models: `tealeaf_fleet.lab.models.MODELS[op](host,
-   params) -> dict`, raising `OpFailed`. Success: stdout `protocol.format_result(result)`;
-   failure: stderr as powershell.exe writes an error record (CLIXML) and the exit code.
+1. `powershell.exe ... -EncodedCommand X` where X decodes to `protocol.BOOTSTRAP`, or to it with
+   another stdin-read statement in place of `protocol.STDIN_READ` (STDIN_READS: e.g. the old
+   `[Console]::In.ReadToEnd()`): the runner follows the bootstrap. Its language check stops
+   it when the host's PowerShell is not in FullLanguage mode (fault `constrained_language`).
+   It reads stdin through the channel its read statement uses, as the host's console host
+   delivers it (`lab/consolehost.py`), then runs the Python model of the op only when the
+   library and the op script it read equal the packaged `common.ps1` and `<op>.ps1` exactly,
+   so that what the lab ran is what would run on Windows. Models:
+   `tealeaf_fleet.lab.models.MODELS[op](host, params) -> dict`, raising `OpFailed`. Success:
+   stdout `protocol.format_result(result)`; failure: stderr as powershell.exe writes an error
+   record (CLIXML) and the exit code.
 2. Generic commands (`hostname`, `whoami`, `echo`, `cmd /c ...`, a `Write-Output '...'`
    one-liner): `generic.run_generic`.
 3. Anything else: exit 1 and cmd.exe's "is not recognized" message.
@@ -21,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from tealeaf_fleet.lab import generic
+from tealeaf_fleet.lab import consolehost, generic
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.hosterror import HostError
 from tealeaf_fleet.ops import protocol
@@ -56,9 +61,36 @@ def _encoded_script(args: list[str]) -> str | None:
     return None
 
 
+# The stdin-read statements a bootstrap may carry, and the channel each one reads. The
+# packaged bootstrap's own is protocol.STDIN_READ; the other is the bootstrap before it, kept so
+# that a test can show why it had to go.
+STDIN_READS = {
+    protocol.STDIN_READ: consolehost.DOLLAR_INPUT,
+    "$t=[Console]::In.ReadToEnd();": consolehost.CONSOLE_IN,
+}
+
+
+def bootstrap_channel(script: str | None) -> str | None:
+    """The stdin channel the decoded command `script` reads when it is our bootstrap, exactly
+    but for its stdin-read statement (one of STDIN_READS); None for anything else."""
+    for statement, channel in STDIN_READS.items():
+        if script == protocol.BOOTSTRAP.replace(protocol.STDIN_READ, statement):
+            return channel
+    return None
+
+
+def _bootstrap(command: str, args: list[str]) -> tuple[str, str] | None:
+    """(decoded script, stdin channel) when the command line starts our bootstrap."""
+    if _program(command) != "powershell":
+        return None
+    script = _encoded_script(args)
+    channel = bootstrap_channel(script)
+    return (script, channel) if script is not None and channel is not None else None
+
+
 def is_bootstrap(command: str, args: list[str]) -> bool:
-    """Whether the command line starts our op bootstrap."""
-    return _program(command) == "powershell" and _encoded_script(args) == protocol.BOOTSTRAP
+    """Whether the command line starts our op bootstrap (any stdin-read variant)."""
+    return _bootstrap(command, args) is not None
 
 
 def wants_stdin(command: str, args: list[str]) -> bool:
@@ -89,6 +121,26 @@ def _not_recognized(command: str) -> CommandResult:
     return CommandResult(exit_code=1, stderr=text.encode("utf-8"))
 
 
+def _uncaught(script: str, at: str, message: str, category: str, error_id: str) -> CommandResult:
+    """powershell.exe's answer to a terminating error nobody caught in an -EncodedCommand
+    script: exit 1 and the error record on stderr as PowerShell formats it (message, position
+    of the text `at`, category and error id)."""
+    text = (
+        f"{message}\nAt line:1 char:{script.index(at) + 1}\n"
+        f"    + CategoryInfo          : {category}\n"
+        f"    + FullyQualifiedErrorId : {error_id}"
+    )
+    return CommandResult(1, stderr=clixml_error(text))
+
+
+def _thrown(script: str, message: str) -> CommandResult:
+    """An uncaught `throw "message"` (the error id is the text; the category's target is the
+    text shortened like PowerShell's ErrorCategoryInfo does past 40 characters)."""
+    target = message if len(message) <= 40 else message[:15] + "..." + message[-15:]
+    category = f"OperationStopped: ({target}:String) [], RuntimeException"
+    return _uncaught(script, "throw", message, category, message)
+
+
 def _pay_startup(host: LabHost) -> None:
     if host.ps_startup_ms:
         time.sleep(host.ps_startup_ms / 1000.0)
@@ -101,10 +153,31 @@ def _packaged(name: str) -> str | None:
         return None
 
 
-def run_op(host: LabHost, stdin: bytes) -> CommandResult:
-    """Run the op framed on `stdin` (the bootstrap already started)."""
+def run_bootstrap(host: LabHost, script: str, channel: str, stdin: bytes) -> CommandResult:
+    """Follow the bootstrap `script` (whose stdin-read statement reads `channel`) on `host`."""
+    mode = host.language_mode
+    if mode != "FullLanguage":  # its first statement
+        host.record("op", op=None, exit=1, refused=f"language mode {mode}")
+        return _thrown(script, protocol.LANGUAGE_REFUSAL.format(mode=mode))
+    items = consolehost.read(channel, ps_version=host.ps_version, command_text=script, stdin=stdin)
+    text = "\n".join(items)  # STDIN_READ joins the lines; ReadToEnd() gives one string
+    if "\n" not in text:  # $n is -1: $t.Substring(0,$n) throws, and EAP is Stop
+        host.record("op", op=None, exit=1, refused=f"{channel} gave no line")
+        return _uncaught(
+            script,
+            "$t.Substring(0,$n)",
+            'Exception calling "Substring" with "2" argument(s): "Length cannot be less than '
+            'zero.\nParameter name: length"',
+            "NotSpecified: (:) [], MethodInvocationException",
+            "ArgumentOutOfRangeException",
+        )
+    return run_op(host, text)
+
+
+def run_op(host: LabHost, text: str) -> CommandResult:
+    """Run the op framed in `text`, the stdin the bootstrap read."""
     try:
-        inv = protocol.parse_stdin(stdin)
+        inv = protocol.parse_stdin(text)
     except (ValueError, UnicodeDecodeError):
         return CommandResult(
             1,
@@ -151,8 +224,9 @@ def run_command(host: LabHost, command: str, args: list[str], stdin: bytes) -> C
     program = _program(command)
     if program == "powershell":
         _pay_startup(host)
-        if is_bootstrap(command, args):
-            return run_op(host, stdin)
+        bootstrap = _bootstrap(command, args)
+        if bootstrap is not None:
+            return run_bootstrap(host, *bootstrap, stdin)
     result = generic.run_generic(host.name.upper(), host.username, command, args)
     if result is not None:
         return result

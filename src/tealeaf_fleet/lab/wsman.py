@@ -197,6 +197,33 @@ def parse_request(data: bytes) -> WsmanRequest:
     )
 
 
+def console_mode_stdin(req: WsmanRequest) -> bool:
+    """Whether a Command asks for a console-mode stdin (option WINRS_CONSOLEMODE_STDIN TRUE).
+
+    MS-WSMV 3.1.4.11: "The client-side mode for standard input is console if TRUE and pipe if
+    FALSE ... the default implies pipe", so an absent option (pypsrp sends none) is pipe mode.
+    """
+    return req.options.get("WINRS_CONSOLEMODE_STDIN", "").strip().upper() == "TRUE"
+
+
+def request_fields(req: WsmanRequest) -> dict[str, object]:
+    """What a `request` event records about a shell operation besides its name: the shell and
+    command it names, and for Command the stdin mode. Ids only, never a payload."""
+    fields: dict[str, object] = {}
+    if req.selectors.get("ShellId"):
+        fields["shell"] = req.selectors["ShellId"].upper()
+    body = req.body
+    if body is not None:
+        command_id = body.get("CommandId") or next(
+            (child.get("CommandId") for child in body if child.get("CommandId")), None
+        )
+        if command_id:
+            fields["command"] = command_id.upper()
+    if req.action == ACTION_COMMAND:
+        fields["console_mode_stdin"] = console_mode_stdin(req)
+    return fields
+
+
 def split_command_line(line: str) -> list[str]:
     """Split a Windows command line like CommandLineToArgvW (the MSVC runtime rules).
 
@@ -302,6 +329,7 @@ class _Command:
     command: str
     args: list[str]
     stdin: bytearray = field(default_factory=bytearray)
+    console_mode: bool = False  # WINRS_CONSOLEMODE_STDIN TRUE: stdin never reaches its end
     started: bool = False
     done: bool = False
     exit_code: int = 0
@@ -470,7 +498,7 @@ class ShellService:
                 )
             shell.created += 1
             command_id = (line.get("CommandId") or str(uuid.uuid4())).upper()
-            cmd = _Command(command_id, tokens[0], tokens[1:])
+            cmd = _Command(command_id, tokens[0], tokens[1:], console_mode=console_mode_stdin(req))
             shell.commands[command_id] = cmd
         if not self.host.wants_stdin(cmd.command, list(cmd.args)):
             self._start(cmd)
@@ -531,7 +559,11 @@ class ShellService:
             with cmd.cond:
                 if not cmd.started:
                     cmd.stdin.extend(data)
-            if end:
+            # A console-mode stdin never reaches end-of-file (pessimistic reading of MS-WSMV's
+            # "client-side mode ... console"; clients document that such a process waits for
+            # more input, which is why Ansible's winrm.py sends stdin in pipe mode): a command
+            # that reads stdin to its end never runs, until a Signal ends it.
+            if end and not cmd.console_mode:
                 self._start(cmd)
         return envelope(NS_SHELL + "/SendResponse", req.message_id, "<rsp:SendResponse/>")
 

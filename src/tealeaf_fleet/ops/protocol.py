@@ -4,17 +4,30 @@ Both the transport (which sends) and the lab (which receives and emulates) use t
 the framing is defined once.
 
 Command line: `powershell.exe -NoProfile -NonInteractive -EncodedCommand <BOOTSTRAP>`. The
-bootstrap is fixed text with no values in it; it reads the whole of stdin, which is:
+bootstrap is fixed text with no values in it. Its first statement stops the op when PowerShell
+runs in any language mode but FullLanguage (ConstrainedLanguage under an AppLocker or WDAC
+policy), with LANGUAGE_REFUSAL as the error. It then reads stdin, which is:
 
     FLEET1 Name:<base64 utf-8> Name2:<base64 utf-8> ...\n
     <scripts/common.ps1>\n
     %%FLEET-OP%%\n
-    <scripts/<op>.ps1>
+    <scripts/<op>.ps1>\n
+    %%FLEET-END%%\n
+
+It reads stdin through `$input`, the lines the console host reads from redirected stdin, joined
+with LF (STDIN_READ), as Ansible's bootstrap does (`$input | Out-String` in
+lib/ansible/executor/powershell/bootstrap_wrapper.ps1), not through `[Console]::In`: PowerShell
+3.0+ reads stdin into `$input` itself when the command text mentions `$input` (PowerShell's
+ConsoleHost.cs, `AstSearcher.IsUsingDollarInput`), and 2.0 may do so whatever the command says,
+leaving `[Console]::In` empty. The join rebuilds the text exactly, except the final newline it
+drops, so the op script ends where the last line `%%FLEET-END%%` begins: the script arrives
+byte for byte, whether it ends with a newline or not.
 
 It decodes each parameter to a string (data, never code), dot-sources common.ps1 (the JSON
 writer and helpers shared by every op), then runs the op script as one script block with the
 parameters splatted onto its `param()` block. A list parameter travels as its items joined with
-"\n". Everything on stdin is ASCII, so the shell's code page cannot mangle it.
+"\n". Everything on stdin is ASCII (so the shell's code page cannot mangle it) with LF line
+ends (scripts are LF-only; the console host would split a lone CR too).
 
 The op writes RESULT_MARKER on a line of its own and then exactly one JSON document (non-ASCII
 escaped as \\uXXXX). Failure: a message on stderr and a non-zero exit code, through
@@ -27,32 +40,61 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
 STDIN_MAGIC = "FLEET1"
 OP_SEPARATOR = "%%FLEET-OP%%"
+STDIN_END = "%%FLEET-END%%"  # the last line on stdin: the op script ends right before it
 RESULT_MARKER = "<<<TEALEAF-FLEET-RESULT>>>"
 OP_HEADER = "# tealeaf-fleet-op: "  # first line of every op script: `# tealeaf-fleet-op: NAME`
 
 POWERSHELL = "powershell.exe"
 
+# What the bootstrap throws when PowerShell is not in FullLanguage mode; {mode} is the mode's
+# name. No `$`, backtick or double quote: it sits inside a PowerShell "..." string.
+LANGUAGE_REFUSAL = (
+    "tealeaf-fleet needs PowerShell FullLanguage mode but this host runs it in {mode} mode "
+    "(AppLocker/WDAC policy): allow-list powershell.exe for this account or use a FullLanguage "
+    "endpoint"
+)
+_MODE = "$($ExecutionContext.SessionState.LanguageMode)"
+# First statement. Only what ConstrainedLanguage allows (a property read, a string, `throw`),
+# so it runs and explains itself where the rest would fail on `[ScriptBlock]::Create`. The
+# property exists on 2.0 too; Ansible's bootstrap_wrapper.ps1 makes the same test.
+LANGUAGE_CHECK = (
+    f'if("{_MODE}" -ne \'FullLanguage\'){{throw "{LANGUAGE_REFUSAL.format(mode=_MODE)}"}};'
+)
+# The one statement that reads stdin: the console host's lines, joined with LF.
+STDIN_READ = "$t=[string]::Join([string][char]10,[string[]]@($input));"
+
 # Kept short (it travels on the command line) and free of any value. PowerShell 2.0 compatible.
 BOOTSTRAP = (
-    "$ErrorActionPreference='Stop';"
-    "$t=[Console]::In.ReadToEnd();"
-    "$n=$t.IndexOf([char]10);"
+    LANGUAGE_CHECK + "$ErrorActionPreference='Stop';" + STDIN_READ + "$n=$t.IndexOf([char]10);"
     "$h=@{};"
     "foreach($kv in ($t.Substring(0,$n).Trim() -split ' ')){"
     "if($kv -match '^(\\w+):([A-Za-z0-9+/=]*)$'){"
     "$h[$matches[1]]=[Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($matches[2]))}};"
     "$b=$t.Substring($n+1);"
     '$m=$b.IndexOf("`n' + OP_SEPARATOR + '`n");'
+    "$t=$b.Substring($m+" + str(len(OP_SEPARATOR) + 2) + ");"
+    '$t=$t.Substring(0,$t.LastIndexOf("`n' + STDIN_END + '"));'
     ". ([ScriptBlock]::Create($b.Substring(0,$m)));"
-    "& ([ScriptBlock]::Create($b.Substring($m+" + str(len(OP_SEPARATOR) + 2) + "))) @h;"
+    "& ([ScriptBlock]::Create($t)) @h;"
     "exit 0"
 )
+
+
+def language_mode_refused(text: str) -> str | None:
+    """The language mode named in the bootstrap's LANGUAGE_REFUSAL within `text` (an op's
+    decoded stderr), or None when `text` is not that refusal."""
+    # Whitespace is ignored: the console host may wrap a long error line anywhere.
+    before, _, after = (re.sub(r"\s+", "", part) for part in LANGUAGE_REFUSAL.partition("{mode}"))
+    squashed = re.sub(r"\s+", "", text)
+    match = re.search(re.escape(before) + r"(\w+?)" + re.escape(after), squashed)
+    return match.group(1) if match else None
 
 
 def encoded_bootstrap() -> str:
@@ -61,7 +103,9 @@ def encoded_bootstrap() -> str:
 
 
 def command_line() -> tuple[str, list[str]]:
-    """(command, arguments) for WinRM's Command operation."""
+    """(command, arguments) for WinRM's Command operation. No `-ExecutionPolicy`: the policy
+    does not apply to -EncodedCommand (about_PowerShell_exe). No `-InputFormat None`: it would
+    stop the console host feeding stdin to `$input`, the bootstrap's only way in."""
     return POWERSHELL, ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
 
 
@@ -103,7 +147,7 @@ def build_stdin(op: str, params: Mapping[str, ParamValue]) -> bytes:
         encoded = base64.b64encode(_param_to_text(value).encode("utf-8")).decode("ascii")
         fields.append(f"{name}:{encoded}")
     text = " ".join(fields) + "\n" + script_text("common") + "\n" + OP_SEPARATOR + "\n"
-    text += script_text(op)
+    text += script_text(op) + "\n" + STDIN_END + "\n"
     return text.encode("ascii")
 
 
@@ -117,9 +161,11 @@ class Invocation:
     script: str
 
 
-def parse_stdin(data: bytes) -> Invocation:
-    """Inverse of build_stdin. Raises ValueError on anything not framed by build_stdin."""
-    text = data.decode("utf-8").replace("\r\n", "\n")
+def parse_stdin(data: bytes | str) -> Invocation:
+    """Inverse of build_stdin, step by step as the bootstrap reads `$t`: `data` is stdin as
+    sent, or the bootstrap's view of it (the console host's lines joined with LF, which lacks
+    the final newline). Raises ValueError on anything not framed by build_stdin."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
     first, sep, body = text.partition("\n")
     fields = first.strip().split(" ")
     if not sep or fields[0] != STDIN_MAGIC:
@@ -132,9 +178,12 @@ def parse_stdin(data: bytes) -> Invocation:
         if not colon:
             raise ValueError(f"bad parameter field {field!r}")
         params[name] = base64.b64decode(encoded, validate=True).decode("utf-8")
-    library, sep, script = body.partition("\n" + OP_SEPARATOR + "\n")
+    library, sep, rest = body.partition("\n" + OP_SEPARATOR + "\n")
     if not sep:
         raise ValueError("no op separator on stdin")
+    script, sep, _ = rest.rpartition("\n" + STDIN_END)
+    if not sep:
+        raise ValueError("no end line on stdin (cut short?)")
     header = script.split("\n", 1)[0]
     op = header[len(OP_HEADER) :].strip() if header.startswith(OP_HEADER) else None
     return Invocation(op=op, params=params, library=library, script=script)
