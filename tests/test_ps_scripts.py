@@ -29,6 +29,7 @@ OPS = (
     "reboot",
     "set_registry",
     "data_service_log",
+    "check",
 )
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.

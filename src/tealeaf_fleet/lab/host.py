@@ -17,10 +17,12 @@ import ntpath
 import os
 import re
 import secrets
+import shutil
 import stat
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from tealeaf_fleet.lab.events import EventLog
 from tealeaf_fleet.lab.faults import FaultFile, mutex_denied, service_start_fails
 from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError
 from tealeaf_fleet.lab.registry import (
+    NDP_KEY,
     SCHANNEL_KEY,
     SECURITY_KEY,
     TEALEAF_KEY,
@@ -55,6 +58,17 @@ OS_TABLE = {
     "2012r2": ("6.3.9600", "Microsoft Windows Server 2012 R2 Standard", "4.0"),
     "2016": ("10.0.14393", "Microsoft Windows Server 2016 Standard", "5.1"),
     "2019": ("10.0.17763", "Microsoft Windows Server 2019 Standard", "5.1"),
+}
+# os key -> the .NET Framework setup keys (HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP\...)
+# of a fresh server (learn.microsoft.com/dotnet/framework/install/versions-and-dependencies,
+# .../how-to-determine-which-versions-are-installed). 2008 R2: the CLR 2 that PowerShell 2.0
+# runs on, and not the optional .NET 3.5.1 feature (the pessimistic reading: System.Core may be
+# missing); 2012 R2 and later: the built-in 4.x by Release, 3.5 a feature on demand, absent.
+DOTNET_SETUP: dict[str, dict[str, dict[str, Any]]] = {
+    "2008r2": {"v2.0.50727": {"Install": 1, "Version": "2.0.50727.5420", "SP": 2}},
+    "2012r2": {"v4\\Full": {"Install": 1, "Version": "4.5.51641", "Release": 378675}},
+    "2016": {"v4\\Full": {"Install": 1, "Version": "4.6.01586", "Release": 394802}},
+    "2019": {"v4\\Full": {"Install": 1, "Version": "4.7.03190", "Release": 461808}},
 }
 DEFAULT_BUILD = "9.0.2.1351"
 DEFAULT_INSTALL_DIR = r"D:\Tealeaf"
@@ -140,6 +154,7 @@ class LabHost:
         self._fs = root / "fs"
         self._private = root / "private"
         self._down = False
+        self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
         self._fault_lock = threading.Lock()
         self._applied_faults: set[str] = set()
         self._fault_file = FaultFile(root / "faults.json")
@@ -221,6 +236,8 @@ class LabHost:
         }
         if self.role != "pca":
             reg[TEALEAF_KEY] = {"InstallDir": self.install_dir, "Version": self.config.build}
+        for sub, values in DOTNET_SETUP[self.config.os].items():
+            reg[f"{NDP_KEY}\\{sub}"] = dict(values)
         if self.config.os == "2008r2":
             reg.update(self._schannel_healthy())
         return reg
@@ -271,6 +288,14 @@ class LabHost:
         """Host-local time as `yyyy-MM-ddTHH:mm:ss`, the Data Service log's format, so op
         results compare with log lines."""
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+    def now_utc(self) -> datetime:
+        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's)."""
+        return datetime.now(timezone.utc)
+
+    def last_boot(self) -> datetime:
+        """Win32_OperatingSystem.LastBootUpTime (UTC): the lab's start or the last reboot."""
+        return datetime.fromtimestamp(self._booted_at, timezone.utc)
 
     # =================================================================== ShellHost =====
     def password(self) -> str:
@@ -385,6 +410,23 @@ class LabHost:
         """Length of a file, None when absent."""
         p = self.path(win_path)
         return p.stat().st_size if p.is_file() else None
+
+    def file_version(self, win_path: str) -> str | None:
+        """[Diagnostics.FileVersionInfo]::GetVersionInfo(PATH).FileVersion: the version resource
+        of an executable, None when it has none. The lab's placeholder executables carry the
+        build they were laid down with ("... Tealeaf build 9.0.2.1351"); the services' carry
+        none. HostError (FileNotFoundException) when the file is absent."""
+        match = re.search(rb"Tealeaf build (\d+(?:\.\d+)*)", self.read_file(win_path))
+        return match.group(1).decode("ascii") if match else None
+
+    def disk_space(self, drive: str) -> tuple[int, int]:
+        """[IO.DriveInfo](DRIVE): (AvailableFreeSpace, TotalSize) in bytes: those of the
+        machine's disk under the lab folder; no free space at all under `disk_full`."""
+        if not re.fullmatch(r"[A-Za-z](:\\?)?", drive):
+            raise HostError('Object must be a root directory ("C:\\") or a drive letter ("C").')
+        usage = shutil.disk_usage(self._fs)
+        free = 0 if self.faults().get("disk_full") else usage.free
+        return free, usage.total
 
     def write_file(self, win_path: str, data: bytes, *, make_parents: bool = True) -> None:
         """Write a whole file (missing folders created unless `make_parents` is False).
@@ -556,6 +598,7 @@ class LabHost:
             self.services_mgr.stop_all()
             time.sleep(self.reboot_s)
             self._down = False
+            self._booted_at = time.time()
             self.record("reboot", state="up")
             self.services_mgr.start_automatic()
 

@@ -17,14 +17,17 @@ import fnmatch
 import hashlib
 import ntpath
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.lab.faults import RESTART_MUTEX
 from tealeaf_fleet.lab.hosterror import AccessDenied, HostError
 from tealeaf_fleet.lab.registry import (
+    NDP_KEY,
     SCHANNEL_KEY,
     SECURITY_KEY,
     TEALEAF_KEY,
@@ -33,6 +36,7 @@ from tealeaf_fleet.lab.registry import (
 )
 from tealeaf_fleet.lab.runner import OpFailed
 from tealeaf_fleet.lab.tlstool import SECURITY_DIR
+from tealeaf_fleet.ops import protocol
 from tealeaf_fleet.secrets import MASK
 
 if TYPE_CHECKING:
@@ -665,6 +669,233 @@ def data_service_log(host: LabHost, params: dict[str, str]) -> dict:
     return _data_service_mode(host, params.get("InstallDir", ""), params.get("Since", ""))
 
 
+# --------------------------------------------------------------------- check.ps1 ---
+
+FIPS_POLICY_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy"
+SESSION_MANAGER_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager"
+CBS_REBOOT_PENDING_KEY = (
+    r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending"
+)
+WU_REBOOT_REQUIRED_KEY = (
+    r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired"
+)
+NDP_SUBKEYS = ("v2.0.50727", "v3.0", "v3.5", "v4\\Client", "v4\\Full")
+NEWEST_LOGS = 20
+# [IO.Directory]::GetFiles(dir, 'TLDataService*.log'): a three-letter extension in a pattern
+# also matches longer extensions that start with it (learn.microsoft.com, Directory.GetFiles
+# remarks), so 'TLDataService_1.log_old' is listed too.
+CHECK_LOG_RE = re.compile(r"^tldataservice[^\\]*\.log[^.]*$", re.I)
+# The WinRS shell's console code page is the one the client asked for at shell creation
+# (WINRS_CODEPAGE); the lab's wire does not hand shell options to the host, and our transport
+# always asks for 65001, so the lab answers that. Only a real host proves it (`fleet check`).
+LAB_SHELL_CODEPAGE = 65001
+# $PSVersionTable.CLRVersion: PowerShell 2.0 runs on CLR 2, 3.0 and later on CLR 4.
+CLR_OF_PS = {"2": "2.0.50727.5420"}
+CLR_4 = "4.0.30319.42000"
+
+
+def _utc_text(moment: datetime) -> str:
+    """ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'") of a UTC time."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _check_shell(host: LabHost) -> dict[str, Any]:
+    """Get-ShellFacts. The lab's one account is a local administrator (WinRM's default
+    requirement), its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
+    return {
+        "host_name": "ConsoleHost",
+        "output_codepage": LAB_SHELL_CODEPAGE,
+        "input_codepage": LAB_SHELL_CODEPAGE,
+        "process_bits": 64,
+        "os_64bit": True,
+        "account": host.username,
+        "admin": True,
+        "error": None,
+    }
+
+
+def _check_dotnet(host: LabHost) -> list[dict[str, Any]]:
+    """Get-DotNetSetup: the NDP keys that exist, in the script's order."""
+    found = []
+    for sub in NDP_SUBKEYS:
+        key = f"{NDP_KEY}\\{sub}"
+        if host.registry.key_exists(key):
+            found.append(
+                {
+                    "key": sub,
+                    "install": _reg(host, key, "Install"),
+                    "version": _reg(host, key, "Version"),
+                    "sp": _reg(host, key, "SP"),
+                    "release": _reg(host, key, "Release"),
+                }
+            )
+    return found
+
+
+def _check_boot(host: LabHost) -> dict[str, Any]:
+    boot = host.last_boot()
+    return {
+        "caption": host.os_caption,
+        "version": host.os_version,
+        "last_boot": boot.astimezone().strftime("%Y-%m-%dT%H:%M:%S"),
+        "last_boot_utc": _utc_text(boot),
+    }
+
+
+def _check_pending_reboot(host: LabHost) -> dict[str, Any]:
+    renames = host.reg_get(SESSION_MANAGER_KEY, "PendingFileRenameOperations")
+    count = 0 if renames is None else (len(renames) if isinstance(renames, list) else 1)
+    return {
+        "cbs_reboot_pending": host.registry.key_exists(CBS_REBOOT_PENDING_KEY),
+        "wu_reboot_required": host.registry.key_exists(WU_REBOOT_REQUIRED_KEY),
+        "file_rename_entries": count,
+    }
+
+
+def _check_registry_names(host: LabHost) -> dict[str, Any]:
+    """Get-TealeafRegistryNames: value and subkey names only, never a value."""
+    names: dict[str, Any] = {"key": TEALEAF_KEY, "exists": False, "value_names": [], "subkeys": []}
+    if host.registry.key_exists(TEALEAF_KEY):
+        names["exists"] = True
+        names["value_names"] = sorted(host.registry.value_names(TEALEAF_KEY), key=str.lower)
+        names["subkeys"] = host.registry.subkey_names(TEALEAF_KEY)
+    return names
+
+
+def _check_tools(host: LabHost, folder: str | None) -> dict[str, Any]:
+    tools: dict[str, Any] = {}
+    for exe in ("TLSTool.exe", "openssl.exe"):
+        entry: dict[str, Any] = {
+            "path": None,
+            "exists": False,
+            "size": None,
+            "file_version": None,
+            "product_version": None,
+        }
+        if folder:
+            path = _combine(folder, exe)
+            entry["path"] = path
+            if _file_exists(host, path):
+                version = host.file_version(path)
+                entry.update(
+                    exists=True,
+                    size=host.file_size(path),
+                    file_version=version,
+                    product_version=version,
+                )
+        tools[exe] = entry
+    return tools
+
+
+def _check_logs(host: LabHost, folder: str | None) -> dict[str, Any]:
+    """Get-DataServiceLogs: newest first by LastWriteTime, at most NEWEST_LOGS of them."""
+    logs: dict[str, Any] = {"dir": folder, "exists": False, "count": 0, "newest": []}
+    if not folder or not _dir_exists(host, folder):
+        return logs
+    logs["exists"] = True
+    files = [
+        host.path(_combine(folder, name))
+        for name in host.listdir(folder)
+        if CHECK_LOG_RE.match(name) and _file_exists(host, _combine(folder, name))
+    ]
+    logs["count"] = len(files)
+    newest = sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:NEWEST_LOGS]
+    logs["newest"] = [
+        {
+            "name": p.name,
+            "size": p.stat().st_size,
+            "last_write": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(p.stat().st_mtime)),
+        }
+        for p in newest
+    ]
+    return logs
+
+
+def _random_file_name() -> str:
+    """[IO.Path]::GetRandomFileName(): eight random characters, a dot, three more."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz012345"
+    pick = "".join(secrets.choice(alphabet) for _ in range(11))
+    return f"{pick[:8]}.{pick[8:]}"
+
+
+def _check_writable(host: LabHost, folder: str | None, text: str) -> dict[str, Any]:
+    """Test-Writable: write, hash (as put_file does), delete; report what happened."""
+    probe: dict[str, Any] = {
+        "dir": folder,
+        "path": None,
+        "size": None,
+        "written": False,
+        "sha256": None,
+        "hash_error": None,
+        "error": None,
+        "left_behind": False,
+    }
+    if not folder:
+        probe["error"] = "no install folder"
+        return probe
+    path = _combine(folder, f"tealeaf-fleet-check-{_random_file_name()}.tmp")
+    data = text.encode("utf-8")
+    probe.update(path=path, size=len(data))
+    try:
+        host.write_file(path, data, make_parents=False)
+        probe["written"] = True
+    except HostError as exc:
+        probe["error"] = str(exc)
+    if probe["written"]:
+        probe["sha256"] = _sha256(host.read_file(path))
+    if _file_exists(host, path):
+        host.delete_file(path)
+    probe["left_behind"] = _file_exists(host, path)
+    return probe
+
+
+def _check_mutex(host: LabHost, name: str) -> dict[str, Any]:
+    """Test-RestartMutex: a named mutex exists while a restart op holds it (restart_services'
+    model keeps that lock): OpenExisting finds it then (created False), else it is created."""
+    return {"name": name, "created": not _restart_lock(host).locked(), "error": None}
+
+
+def _check_disk(host: LabHost) -> dict[str, Any]:
+    drive = "C:"
+    free, total = host.disk_space(drive)
+    return {"drive": drive, "free_bytes": free, "total_bytes": total, "error": None}
+
+
+def check(host: LabHost, params: dict[str, str]) -> dict:
+    sentinel = params.get("Sentinel", "")
+    install_dir = params.get("InstallDir", "")
+    tools_dir = log_dir = probe_dir = None
+    if install_dir:
+        tools_dir = _combine(install_dir, "Tools")
+        log_dir = _combine(install_dir, "Logs")
+        probe_dir = tools_dir if _dir_exists(host, tools_dir) else install_dir
+    ps = host.ps_version
+    result: dict[str, Any] = {
+        "sentinel": sentinel,
+        # the runner ran this model only because stdin carried check.ps1 byte for byte
+        "script_chars": len(protocol.script_text("check")),
+        "shell": _check_shell(host),
+        "powershell": {
+            "version": ps,
+            "clr": CLR_OF_PS.get(ps.split(".")[0], CLR_4),
+            # a Constrained Language host never gets this far: the bootstrap stops first
+            "language_mode": "FullLanguage",
+        },
+        "dotnet": _check_dotnet(host),
+        "fips_policy": _reg(host, FIPS_POLICY_KEY, "Enabled"),
+        "os": _check_boot(host),
+        "pending_reboot": _check_pending_reboot(host),
+        "registry": _check_registry_names(host),
+        "tools": _check_tools(host, tools_dir),
+        "logs": _check_logs(host, log_dir),
+        "write_probe": _check_writable(host, probe_dir, sentinel),
+        "mutex": _check_mutex(host, params.get("MutexName", "")),
+        "disk": _check_disk(host),
+    }
+    result["utc_now"] = _utc_text(host.now_utc())
+    return result
+
+
 MODELS: dict[str, Model] = {
     "facts": facts,
     "file_info": file_info,
@@ -676,4 +907,5 @@ MODELS: dict[str, Model] = {
     "reboot": reboot,
     "set_registry": set_registry,
     "data_service_log": data_service_log,
+    "check": check,
 }

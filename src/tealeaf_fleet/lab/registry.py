@@ -22,6 +22,7 @@ SECURITY_KEY = TEALEAF_KEY + r"\security"
 SCHANNEL_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL"
 TLS12_SERVER_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2\Server"
 TLS12_CLIENT_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2\Client"
+NDP_KEY = r"HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP"  # .NET Framework setup keys
 
 _PREFIXES = (
     ("registry::hkey_local_machine\\", "HKLM:\\"),
@@ -143,6 +144,28 @@ class Registry:
         if removed:
             self._on_change(label, name or "", None)
         return removed
+
+    def key_exists(self, key: str) -> bool:
+        """Test-Path of a key: it exists when it holds values or is the parent of one that
+        does (the hive stores only keys with values, so parents are implied)."""
+        canon = normalize_key(key).lower()
+        with self._lock:
+            return any(k.lower() == canon or k.lower().startswith(canon + "\\") for k in self._data)
+
+    def value_names(self, key: str) -> list[str]:
+        """RegistryKey.GetValueNames(): the names as created, never the values ([] if absent)."""
+        with self._lock:
+            found = self._find_key(key)
+            return list(self._data[found]) if found is not None else []
+
+    def subkey_names(self, key: str) -> list[str]:
+        """RegistryKey.GetSubKeyNames(): the direct children's names, as created."""
+        canon = normalize_key(key).lower() + "\\"
+        with self._lock:
+            children = {
+                k[len(canon) :].split("\\")[0] for k in self._data if k.lower().startswith(canon)
+            }
+        return sorted(children, key=str.lower)
 
     def load(self, data: dict[str, dict[str, Any]]) -> None:
         """Replace the whole hive (lab creation); no events."""
