@@ -1,7 +1,7 @@
 """`fleet -v` turns on DEBUG logging for the libraries too (urllib3, pywinrm), which helps
 diagnose a host; but pyspnego logs every NTLM message at DEBUG, and the AUTHENTICATE message
 carries the NTLMv2 response: an offline-crackable form of the WinRM password. A real `fleet -v
-status` over NTLM to the lab must show the wire log and none of that.
+status` (or `fleet -v check`) over NTLM to the lab must show the wire log and none of that.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ def lab(tmp_path_factory):
     lab.stop()
 
 
-def test_verbose_ntlm_run_logs_no_ntlm_messages(lab, tmp_path):
+@pytest.mark.parametrize("command", ["status", "check"])
+def test_verbose_ntlm_run_logs_no_ntlm_messages(lab, tmp_path, command):
     text = lab.inventory.read_text(encoding="utf-8")
     assert "transport: basic" in text
     inventory = lab.inventory.with_name("inventory-ntlm.yaml")
     inventory.write_text(text.replace("transport: basic", "transport: ntlm"), encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "tealeaf_fleet", "-v", "status", str(inventory)],
+        [sys.executable, "-m", "tealeaf_fleet", "-v", command, str(inventory)],
         capture_output=True,
         text=True,
         timeout=90,

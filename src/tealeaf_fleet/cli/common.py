@@ -89,11 +89,7 @@ def write_output(text: str, out: str | Path | None) -> None:
         sys.stdout.flush()
         return
     target = Path(out)
-    if target.is_dir():
-        raise InputError(f"{target} is a folder; give a file name", field="--out")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"folder {folder} does not exist", field="--out")
+    folder = check_output_path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
@@ -105,6 +101,17 @@ def write_output(text: str, out: str | Path | None) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(f"cannot write {target}: {exc.strerror}", field="--out") from None
+
+
+def check_output_path(target: Path) -> Path:
+    """The folder `--out FILE` will be written in; InputError when FILE is a folder or its
+    folder does not exist. Commands that work for minutes call it before they start."""
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; give a file name", field="--out")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"folder {folder} does not exist", field="--out")
+    return folder
 
 
 def colon_fp(fp: str) -> str:

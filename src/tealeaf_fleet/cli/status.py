@@ -93,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A rich progress bar on stderr, advanced once per host whose facts arrived."""
+    """A rich progress bar on stderr, advanced once per host whose answer arrived."""
 
-    def __init__(self, console: Console, total: int) -> None:
+    def __init__(self, console: Console, total: int, label: str = "reading facts") -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self._bar = Progress(
-            TextColumn("reading facts"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
