@@ -38,6 +38,13 @@ def test_demo_runs_both_ways_and_cleans_up():
     commands = [e["command"] for e in events if e["type"] == "run_started"]
     assert commands == ["rollout", "rollback"]
     assert "status consistent after each: rollout=True, rollback=True" in result.stderr
+    # `fleet check` ran first and its summary is one line
+    summary = re.search(
+        r"fleet check: (\d+) Windows host\(s\) x 17 mechanisms: (.*)", result.stderr
+    )
+    assert summary and summary.group(1) == "7", result.stderr[:3000]  # 8 hosts, one is a PCA
+    assert summary.group(2).endswith("every mechanism works")
+    assert "check: exit 0, rollout: exit 0, rollback: exit 0" in result.stderr
     assert "What to try next" in result.stderr
     match = re.search(r"lab with \d+ hosts in (\S+)", result.stderr)
     assert match, result.stderr[:2000]

@@ -1,6 +1,7 @@
 """`fleet demo`: the newcomer's first run, in about a minute, with nothing to set up.
 
-It starts a simulated fleet on 127.0.0.1 (the lab: real WinRM, real TLS, real files), shows the
+It starts a simulated fleet on 127.0.0.1 (the lab: real WinRM, real TLS, real files), runs
+`fleet check` (every remote mechanism, read-only) and shows its summary, shows the
 plan, runs the rollout through the very same engine as production, shows `fleet status`, rolls
 back, shows the status again, stops the lab and removes its folder (unless `--keep`), then says
 what to try next. Why a command and not a script: it is the shortest proof that the tool works on
@@ -20,9 +21,10 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="rollout + status + rollback on a simulated fleet (about a minute, nothing to set up)",
-        description="Start a lab on 127.0.0.1, show the plan, roll TLS out, "
-        "show status, roll back, show status, clean up.",
+        help="check + rollout + status + rollback on a simulated fleet (about a minute, "
+        "nothing to set up)",
+        description="Start a lab on 127.0.0.1, check every remote mechanism (read-only), "
+        "show the plan, roll TLS out, show status, roll back, show status, clean up.",
     )
     p.add_argument("--dir", metavar="DIR", help="lab folder (default: a temporary folder)")
     p.add_argument(
@@ -65,6 +67,7 @@ def set_soak(inventory: Path, soak_s: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tealeaf_fleet.check import gather as check_fleet
     from tealeaf_fleet.cli.common import console
     from tealeaf_fleet.cli.render import print_summary
     from tealeaf_fleet.cli.rollout import run_plan
@@ -92,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
         fleet = load_fleet(lab.inventory)
+        out.rule("2. fleet check: every remote mechanism a rollout uses, read-only")
+        checked = check_fleet(fleet, forks=10)
+        codes["check"] = checked.exit_code
+        out.print(f"fleet check: {checked.summary()}", markup=False, soft_wrap=True)
         state_dir = folder / ".tealeaf-fleet"
-        for step, command in ((2, "rollout"), (4, "rollback")):
+        for step, command in ((3, "rollout"), (5, "rollback")):
             plan = build_plan(load_playbook(command), fleet)
             out.rule(f"{step}. fleet {command}: the plan, then the run")
             if not args.json:
@@ -119,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         if temp and not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.monotonic() - started
-    ok = all(code == 0 for code in codes.values()) and len(codes) == 2 and all(consistent.values())
+    ok = all(code == 0 for code in codes.values()) and len(codes) == 3 and all(consistent.values())
     out.rule("done" if ok else "the demo did not finish cleanly")
     summary = ", ".join(f"{c}: exit {code}" for c, code in codes.items())
     out.print(
@@ -138,6 +145,7 @@ def _next_steps(out, kept: Path | None) -> None:
     lines = [
         "What to try next:",
         f"  fleet lab up --dir {lab}                      # a lab that stays up (Ctrl-C stops)",
+        f"  fleet check {lab}/inventory.yaml --out check.md   # proof per host, for the ticket",
         f"  fleet plan {lab}/inventory.yaml --format markdown   # the change-ticket view",
         f"  fleet rollout {lab}/inventory.yaml --dry-run",
         f"  echo '{{\"service_start_fails\": true}}' > {lab}/hosts/can02/faults.json",
