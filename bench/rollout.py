@@ -38,8 +38,11 @@ from pathlib import Path
 TOPOLOGY = {"portal": 2, "hbr": 6, "canister": 12, "report": 4, "other": 8, "pca": 1, "rtv": 8}
 
 
-def start_lab(folder: Path, args: argparse.Namespace) -> subprocess.Popen:
-    topo = ",".join(f"{k}={v}" for k, v in TOPOLOGY.items())
+def start_lab(
+    folder: Path, args: argparse.Namespace, topology: dict[str, int] = TOPOLOGY
+) -> subprocess.Popen:
+    """`fleet lab up` in a child process with the bench's timings; returns once it is ready."""
+    topo = ",".join(f"{k}={v}" for k, v in topology.items())
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -183,17 +186,22 @@ def main() -> int:
         )
         return 0
     finally:
-        lab.send_signal(signal.SIGTERM)
-        try:
-            lab.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            lab.kill()
-        if not args.keep:
-            import shutil
+        stop_lab(lab, folder, keep=args.keep)
 
-            shutil.rmtree(folder, ignore_errors=True)
-        elif os.environ.get("CI") is None:
-            print(f"lab folder kept: {folder}", file=sys.stderr)
+
+def stop_lab(lab: subprocess.Popen, folder: Path, *, keep: bool) -> None:
+    """Stop the child lab (SIGTERM, then kill) and remove its folder unless asked to keep it."""
+    lab.send_signal(signal.SIGTERM)
+    try:
+        lab.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        lab.kill()
+    if not keep:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+    elif os.environ.get("CI") is None:
+        print(f"lab folder kept: {folder}", file=sys.stderr)
 
 
 if __name__ == "__main__":
