@@ -137,6 +137,7 @@ def test_refused_login_says_so(lab_answers):
     ("winrm", "verdict", "text"),
     [
         ({}, OK, "certificate checked"),
+        ({"username": "LAB\\{0}odd"}, OK, "ntlm as LAB\\{0}odd"),  # braces are just text
         ({"validate_certs": False}, WARN, "NOT checked"),
         ({"scheme": "http"}, OK, "ntlm message encryption"),
         ({"scheme": "http", "transport": "basic", "allow_unencrypted": True}, WARN, "WITHOUT"),

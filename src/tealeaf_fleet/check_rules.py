@@ -249,28 +249,27 @@ def judge_login(host: Host, a: HostAnswers) -> Line:
         hint = error.hint if isinstance(error, RemoteError) and error.hint else ""
         return Line("login", FAIL, f"{where}: {error_text(error)}", hint or "see the error")
     answered = sum(isinstance(x, Mapping) for x in (a.facts, a.check))
-    evidence = f"{where}; {{}}; a shell opened and {answered} of 2 ops answered"
+
+    def evidence(channel: str) -> str:
+        return f"{where}; {channel}; a shell opened and {answered} of 2 ops answered"
+
     if s.scheme == "https" and s.validate_certs:
         trust = f"ca_bundle {s.ca_bundle.name}" if s.ca_bundle else "the system's CAs"
-        return Line(
-            "login", OK, evidence.format(f"TLS, listener certificate checked against {trust}")
-        )
+        return Line("login", OK, evidence(f"TLS, listener certificate checked against {trust}"))
     if s.scheme == "https":
         return Line(
             "login",
             WARN,
-            evidence.format(
-                "TLS, but the listener certificate is NOT checked (validate_certs: false)"
-            ),
+            evidence("TLS, but the listener certificate is NOT checked (validate_certs: false)"),
             "put the CA of the WinRM listeners' certificates in ca_bundle and drop "
             "validate_certs: false, so nobody in the middle can take the password",
         )
     if s.transport in ENCRYPTING_TRANSPORTS:
-        return Line("login", OK, evidence.format(f"http with {s.transport} message encryption"))
+        return Line("login", OK, evidence(f"http with {s.transport} message encryption"))
     return Line(
         "login",
         WARN,
-        evidence.format("http WITHOUT encryption (allow_unencrypted: true)"),
+        evidence("http WITHOUT encryption (allow_unencrypted: true)"),
         "use https, or ntlm/kerberos/credssp, which encrypt every message",
     )
 
