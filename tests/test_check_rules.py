@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -48,32 +49,42 @@ def inventory_host(role: str = "canister", port: int = 23000, **winrm) -> Host:
     )
 
 
-@pytest.fixture(scope="module")
-def lab_answers(tmp_path_factory):
-    """(facts, check, data service port) of a healthy 2008 R2 canister, by the lab's models."""
-    root = tmp_path_factory.mktemp("checkrules")
+def lab_host(root, *, port: int = 0, **timings) -> LabHost:
+    """A started simulated 2008 R2 canister (no WinRM endpoint: the models are called directly)."""
+    root.mkdir(parents=True, exist_ok=True)
     password = root / "pw.txt"
     password.write_text("not-used\n", encoding="utf-8")
-    port = free_port()
     host = LabHost(
         root / "can01",
         HostConfig(name="can01", role="canister", os="2008r2", data_service_port=port),
         events=EventLog(root / "events.jsonl"),
         username="LAB\\fleet-admin",
         password_file=password,
+        **timings,
     )
     host.create()
     host.start()
+    return host
+
+
+def model_answers(host: LabHost) -> tuple[dict, dict]:
+    """(facts, check) as the lab's models answer them for `host`."""
+    facts = models.facts(host, {"InstallDir": "", "Since": ""})
+    params = {
+        "Sentinel": rules.SENTINEL,
+        "InstallDir": facts["install_dir"],
+        "MutexName": rules.RESTART_MUTEX,
+    }
+    return facts, models.check(host, params)
+
+
+@pytest.fixture(scope="module")
+def lab_answers(tmp_path_factory):
+    """(facts, check, data service port) of a healthy 2008 R2 canister, by the lab's models."""
+    port = free_port()
+    host = lab_host(tmp_path_factory.mktemp("checkrules"), port=port)
     try:
-        facts = models.facts(host, {"InstallDir": "", "Since": ""})
-        check = models.check(
-            host,
-            {
-                "Sentinel": rules.SENTINEL,
-                "InstallDir": facts["install_dir"],
-                "MutexName": rules.RESTART_MUTEX,
-            },
-        )
+        facts, check = model_answers(host)
     finally:
         host.shutdown()
     return facts, check, port
@@ -106,6 +117,27 @@ def test_a_healthy_host_proves_every_mechanism(lab_answers):
     assert [x.mechanism for x in lines] == [name for name, _ in rules.MECHANISMS]
     assert {x.mechanism: x.verdict for x in lines if x.verdict != OK} == {}
     assert all(x.evidence for x in lines)
+
+
+def test_lab_check_model_asks_the_host(tmp_path):
+    """File versions, the log listing's GetFiles pattern and the boot time come from the host."""
+    host = lab_host(tmp_path, restart_s=0.05, reboot_s=0.05)
+    logs = host.install_dir + "\\Logs\\"
+    host.write_file(logs + "TLDataService_20261101.log_old", b"old\r\n")  # '*.log' matches
+    host.write_file(logs + "TLDataService.cfg", b"x")
+    booted = host.last_boot()
+    _, check = model_answers(host)
+    assert check["tools"]["TLSTool.exe"]["file_version"] == "9.0.2.1351"
+    names = {e["name"] for e in check["logs"]["newest"]}
+    assert "TLDataService_20261101.log_old" in names and "TLDataService.cfg" not in names
+    assert check["os"]["last_boot_utc"] == models._utc_text(booted)
+    host.reboot(delay_s=0)
+    for _ in range(200):  # bounded: the simulated reboot takes reboot_s
+        if host.last_boot() > booted:
+            break
+        time.sleep(0.05)
+    assert host.last_boot() > booted
+    assert model_answers(host)[1]["os"]["last_boot_utc"] != check["os"]["last_boot_utc"]
 
 
 def test_the_sentinel_has_everything_a_shell_would_mangle():

@@ -74,7 +74,8 @@ function Get-BootFacts {
 
 function Get-PendingReboot {
     # The three places Windows records a reboot it still owes (servicing, Windows Update,
-    # files to replace at boot); only presence and a count are reported, never the paths.
+    # files to replace at boot; devblogs.microsoft.com/scripting/determine-pending-reboot-
+    # statuspowershell-style-part-1); only presence and a count are reported, never paths.
     $renames = Get-FleetRegistryValue 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' 'PendingFileRenameOperations'
     $renameCount = 0
     if ($null -ne $renames) { $renameCount = @($renames).Length }
