@@ -13,9 +13,9 @@ import secrets
 import pytest
 
 from tealeaf_fleet import check as core
+from tealeaf_fleet.check_rules import RESTART_MUTEX
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.lab import faults as lab_faults
-from tealeaf_fleet.lab import models
 from tealeaf_fleet.lab.events import read_events
 from tealeaf_fleet.lab.fleet import Lab
 from tealeaf_fleet.lab.models import CBS_REBOOT_PENDING_KEY
@@ -139,7 +139,7 @@ def test_a_healthy_fleet_works_and_only_the_probe_file_is_written(capsys, lab, t
 def awkward_states(lab):
     """States no fault makes: a restart holding hbr01's mutex; on rtv01 a reboot pending after
     servicing and no build value in the registry. Undone afterwards."""
-    lock = models._restart_lock(lab.host("hbr01"))  # what a running restart op holds
+    lock = lab.host("hbr01").open_mutex(RESTART_MUTEX)  # what a running restart op holds
     rtv = lab.host("rtv01")
     build = rtv.reg_get(TEALEAF_KEY, "Version")
     lock.acquire()

@@ -350,17 +350,18 @@ def judge_stdin_eof(host: Host, a: HostAnswers) -> Line:
             FAIL,
             f"an op did not answer before its deadline ({error_text(hung)}): a command whose "
             "stdin never reaches end of file (console-mode stdin) hangs exactly so",
-            "the transport must start commands with their stdin in pipe mode "
-            "(WINRS_CONSOLEMODE_STDIN=FALSE): use a tealeaf-fleet that does, and report this "
-            "host's PowerShell version",
+            "the transport starts commands with pipe-mode stdin (WINRS_CONSOLEMODE_STDIN="
+            "FALSE), so this host does not deliver end of file even then: do not run the "
+            "rollout here; report its PowerShell version",
         )
     c = _check(a)
     if c is None:
         return _not_measured("stdin_eof", a, "check")
     sends = max(1, math.ceil(a.stdin_bytes / STDIN_PIECE))
+    # transport.Connection starts every command with console_mode_stdin=False (pipe mode)
     base = (
-        f"{a.stdin_bytes} bytes of stdin in {sends} Send(s), the last marked End; the op "
-        "could start only once the bootstrap had read to end of file"
+        f"{a.stdin_bytes} bytes of pipe-mode stdin in {sends} Send(s), the last marked End; "
+        "the op could start only once the bootstrap had read to end of file"
     )
     text = protocol.script_text("check")
     got = c.get("script_chars")

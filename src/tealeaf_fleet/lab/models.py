@@ -850,9 +850,13 @@ def _check_writable(host: LabHost, folder: str | None, text: str) -> dict[str, A
 
 
 def _check_mutex(host: LabHost, name: str) -> dict[str, Any]:
-    """Test-RestartMutex: a named mutex exists while a restart op holds it (restart_services'
-    model keeps that lock): OpenExisting finds it then (created False), else it is created."""
-    return {"name": name, "created": not _restart_lock(host).locked(), "error": None}
+    """Test-RestartMutex: a named mutex exists while a restart op holds it: OpenExisting finds
+    it then (created False), else it is created; another account's mutex is access denied."""
+    try:
+        lock = host.open_mutex(name)
+    except HostError as exc:
+        return {"name": name, "created": None, "error": str(exc)}
+    return {"name": name, "created": not lock.locked(), "error": None}
 
 
 def _check_disk(host: LabHost) -> dict[str, Any]:
