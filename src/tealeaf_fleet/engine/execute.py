@@ -54,7 +54,9 @@ def execute(
         if problems:
             raise InputError(
                 "the PFX password cannot be used with TLSTool.exe: " + "; ".join(problems),
+                file=fleet.path,
                 field="certificate.password",
+                hint=certs.PASSWORD_ADVICE,
             )
         load_existing_pfx(ctx)
     runner = Runner(
