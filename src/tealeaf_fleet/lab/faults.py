@@ -3,7 +3,12 @@
 A test or an operator edits the file while the lab runs; the next request sees the change.
 `{}` means healthy. Keys (DESIGN.md): unreachable, auth_fails, flaky {"count": N}, slow
 {"ms": N}, service_start_fails (true or {"services": [...]}), import_fails, enable_fails,
-disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing.
+disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing,
+native_hangs (true, or {"exe": NAME or [NAMES]}: that native exe, or the child it starts, waits
+for console input forever and is only ended by a kill; lab/native.py),
+shutdown_scheduled (true, or {"in_s": N, "abortable": bool}: someone else scheduled a restart N
+seconds ahead, ten minutes by default; shutdown.exe /r exits 1190 until it is aborted with
+shutdown.exe /a, and the host restarts at its time if nobody aborts it; lab/host.py).
 """
 
 from __future__ import annotations
