@@ -289,8 +289,11 @@ def test_generate_refuses_bad_parameters():
         certs.generate_pfx(Secret(PW), days=0)
 
 
+CMD_METACHARACTERS = ["&", "|", "<", ">", "^", "%", "!"]
+
+
 def test_check_password():
-    assert certs.check_password(Secret("Abc123!#$%&'()*+,-./:;<=>?@[]^_`{|}~")) == []
+    assert certs.check_password(Secret("Abc123#$'()*+,-./:;=?@[]_`{}~")) == []
     assert certs.check_password(Secret("")) == ["the password is empty"]
     assert certs.check_password(Secret("a b")) == ["the password has a space"]
     assert certs.check_password(Secret('a"b')) == ["the password has a double quote"]
@@ -300,11 +303,33 @@ def test_check_password():
     assert certs.check_password(Secret("a\nb")) == ["the password has control characters"]
 
 
+@pytest.mark.parametrize("char", CMD_METACHARACTERS)
+def test_check_password_refuses_what_cmd_interprets(char):
+    """TLSTool.exe passes the password to openssl.exe (`pass:...`), perhaps through cmd.exe."""
+    assert certs.check_password(Secret(f"Abc{char}123")) == [
+        "the password has a character cmd.exe interprets (one of & | < > ^ % !), which "
+        "TLSTool.exe cannot pass on to openssl.exe intact"
+    ]
+    with pytest.raises(InputError) as ei:
+        certs.generate_pfx(Secret(f"Abc{char}123"))
+    assert ei.value.exit_code == 2 and f"Abc{char}123" not in str(ei.value)
+
+
+def test_inspect_of_a_pfx_with_such_a_password_says_to_re_export(tmp_path):
+    path = make_pfx(tmp_path, "amp_pw", password="Abc&123")  # exported with openssl
+    report = certs.inspect_pfx(path.read_bytes(), Secret("Abc&123"))
+    check = checks_by_name(report)["password"]
+    assert check.status == "fail" and "cmd.exe" in check.reason and report.exit_code == 1
+    assert "re-export the PFX with another password" in check.reason
+    assert "Abc&123" not in check.reason
+
+
 def test_generate_password_is_strong_letters_and_digits():
     seen = set()
     for _ in range(20):
         value = certs.generate_password().reveal()
         assert len(value) == 24 and value.isalnum() and value.isascii()
+        assert certs.check_password(Secret(value)) == []
         assert any(c.isdigit() for c in value) and any(c.isupper() for c in value)
         seen.add(value)
     assert len(seen) == 20

@@ -306,3 +306,53 @@ def test_cli_module_does_not_import_cryptography():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+# --- passwords TLSTool.exe cannot pass on ----------------------------------------------------
+
+INVENTORY = Path(__file__).parent / "data" / "inventory" / "valid" / "anchors.yaml"
+CMD_METACHARACTERS = ["&", "|", "<", ">", "^", "%", "!"]
+
+
+@pytest.mark.parametrize("char", CMD_METACHARACTERS)
+def test_rollout_refuses_a_pfx_password_cmd_would_mangle(tmp_path, capsys, monkeypatch, char):
+    """TLSTool.exe hands the password to openssl.exe on a command line, perhaps through
+    cmd.exe: a rollout refuses it before contacting any host, in one line naming the inventory
+    and the field, and says to re-export the PFX."""
+    inventory = tmp_path / "fleet.yaml"
+    shutil.copy(INVENTORY, inventory)
+    secret = f"Pfx{char}Secret9"
+    monkeypatch.setenv("TLF_TEST_PFX_PW", secret)
+    monkeypatch.setenv("TLF_TEST_WINRM_PW", "Winrm-Pw-1")
+    code, out, err = run(capsys, "rollout", str(inventory), "--yes")
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if not line.startswith("fleet: warning:")]
+    assert len(lines) == 1, err  # the inventory's validate_certs warning aside
+    assert f"{inventory}: certificate.password:" in lines[0]
+    assert "character cmd.exe interprets" in lines[0]
+    assert "re-export the PFX with another password (letters and digits are always safe)" in err
+    assert secret not in out + err
+
+
+@pytest.mark.parametrize("char", CMD_METACHARACTERS)
+def test_create_refuses_a_password_cmd_would_mangle(tmp_path, capsys, monkeypatch, char):
+    secret = f"Pfx{char}Secret9"
+    monkeypatch.setenv("PFX_PW", secret)
+    out = tmp_path / "x.pfx"
+    code, stdout, err = run(capsys, "cert", "create", "--out", str(out), "--password-env", "PFX_PW")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "character cmd.exe interprets" in err and "letters and digits are always safe" in err
+    assert secret not in stdout + err and not out.exists()
+
+
+def test_rollout_refuses_a_pfx_name_tlstool_cannot_pass(tmp_path, capsys, monkeypatch):
+    """TLSTool.exe gets the PFX by its bare name in Tools and hands it to openssl.exe
+    unquoted: a name with a space or parentheses is refused before any host is contacted."""
+    inventory = tmp_path / "fleet.yaml"
+    text = INVENTORY.read_text(encoding="utf-8")
+    inventory.write_text(text.replace("certificate:\n", "certificate:\n  path: my cert (1).pfx\n"))
+    monkeypatch.setenv("TLF_TEST_PFX_PW", "Pfx1Secret9")
+    monkeypatch.setenv("TLF_TEST_WINRM_PW", "Winrm-Pw-1")
+    code, _, err = run(capsys, "rollout", str(inventory), "--yes")
+    assert code == 2, err
+    assert f"{inventory}: certificate.path: the PFX file name 'my cert (1).pfx'" in err

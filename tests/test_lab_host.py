@@ -284,6 +284,78 @@ def test_reboot_goes_down_and_starts_automatic_services_only(tmp_path: Path) -> 
         can.shutdown()
 
 
+def test_shutdown_exe_one_scheduled_restart_at_a_time(tmp_path: Path) -> None:
+    """shutdown.exe /r exits 1190 while another shutdown is scheduled; /a aborts it (1116 when
+    there is none); a scheduled shutdown nobody aborts restarts the host at its time."""
+    can = make_host(tmp_path, role="canister", faults={"shutdown_scheduled": {"in_s": 2}})
+    try:
+        assert can.pending_shutdown()["by"] == "another administrator"
+        code, out = can.shutdown_exe(["/r", "/f", "/t", "5"])
+        assert code == 1190 and out == "A system shutdown has already been scheduled.(1190)\r\n"
+        assert wait_for(lambda: can.is_down()) and wait_for(lambda: not can.is_down())
+        assert can.pending_shutdown() is None
+        states = [e["state"] for e in events_of(can, "reboot")]
+        assert states == ["scheduled", "down", "up"]  # the other one, at its time
+        assert can.shutdown_exe(["/a"]) == (
+            1116,
+            "Unable to abort the system shutdown because no shutdown was in progress.(1116)\r\n",
+        )
+        assert can.shutdown_exe(["/r", "/t", "60"])[0] == 0
+        assert can.shutdown_exe(["/a"])[0] == 0
+        assert can.pending_shutdown() is None
+        assert [e["state"] for e in events_of(can, "reboot")][3:] == ["scheduled", "aborted"]
+    finally:
+        can.shutdown()
+
+
+def test_native_process_gets_its_command_line_split_like_windows(host: LabHost) -> None:
+    put_pfx(host)
+    tools = host.install_dir + r"\Tools"
+    proc = host.start_native(tools + r"\TLSTool.exe", f'import "TCXcert.pfx" {PFX_PW}', cwd=tools)
+    assert proc.wait(10) and proc.exit_code == 0, proc.output
+    assert [(e["exe"], e["exit"]) for e in events_of(host, "process")] == [("TLSTool.exe", 0)]
+    with pytest.raises(HostError, match="cannot find the file"):
+        host.start_native(tools + r"\nope.exe", "", cwd=tools)
+
+
+def test_native_hangs_until_killed_with_its_children(host: LabHost) -> None:
+    """native_hangs on the child openssl.exe: TLSTool.exe never ends; killing the tree ends
+    both, and the import never happened."""
+    put_pfx(host)
+    host.set_faults({"native_hangs": {"exe": "openssl.exe"}})
+    tools = host.install_dir + r"\Tools"
+    proc = host.start_native(tools + r"\TLSTool.exe", f"import TCXcert.pfx {PFX_PW}", cwd=tools)
+    assert proc.wait(0.3) is False
+    proc.kill_tree()
+    assert [(e["exe"], e["exit"]) for e in events_of(host, "process")] == [
+        ("TLSTool.exe", "killed"),
+        ("openssl.exe", "killed"),
+    ]
+    assert not host.exists(SEC + r"\tealeaf.p12") and not events_of(host, "tlstool")
+    host.set_faults({})
+    enable = host.start_native(tools + r"\TLSTool.exe", "enable", cwd=tools)  # not hung
+    assert enable.wait(10) and enable.exit_code == 1
+
+
+def test_tlstool_hands_file_and_password_to_openssl_unquoted(host: LabHost) -> None:
+    """Pessimistic: a file argument with a space or parentheses, or a password with a cmd
+    metacharacter, reaches openssl.exe broken."""
+    put_pfx(host)
+    full = host.install_dir + r"\Tools\TCXcert.pfx"
+    host.write_file(r"C:\Program Files (x86)\x.pfx", host.read_file(full))
+    code, out = host.tlstool(["import", r"C:\Program Files (x86)\x.pfx", PFX_PW])
+    assert code == 2 and r"Can't open C:\Program for reading" in out
+    code, out = host.tlstool(["import", "TCX(1).pfx", PFX_PW])
+    assert code == 2
+    for char in "&|<>^%!":
+        code, out = host.tlstool(["import", "TCXcert.pfx", f"Abc{char}def"])
+        assert code == 3 and f"Abc{char}def" not in out
+        assert host.tlstool(["create", "-site", "new.pfx", f"Abc{char}def"])[0] == 4
+    assert host.tlstool(["create", "-site", "new pfx.pfx", PFX_PW])[0] == 4
+    assert not host.exists(SEC + r"\tealeaf.p12")
+    assert host.tlstool(["import", "TCXcert.pfx", PFX_PW])[0] == 0  # bare name, plain password
+
+
 # ---------------------------------------------------------------------------- TLSTool ----
 def test_tlstool_create_import_enable_disable(host: LabHost) -> None:
     code, out = host.tlstool(["create", "-site", "TCXcert.pfx", PFX_PW])

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tealeaf_fleet import certs
-from tealeaf_fleet.errors import InputError, RemoteError, RemoteScriptError
+from tealeaf_fleet.errors import InputError, RemoteError, RemoteScriptError, RemoteTimeout
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.lab.events import read_events
 from tealeaf_fleet.lab.fleet import Lab
@@ -26,8 +26,10 @@ from tealeaf_fleet.transport import Connection
 pytestmark = pytest.mark.timeout(180)
 
 WEIRD_DIR = "D:\\Tea'leaf $(Get-Date) `x; \u00e9t\u00e9 & [1]"
-# Whatever the PFX rules allow: printable ASCII without space and double quote.
-WEIRD_PASSWORD = "P'w$(calc)`;&|<>^%!{}[]#~@" + "x9"
+# Whatever the PFX rules allow: printable ASCII without space, double quote and the characters
+# cmd.exe interprets (& | < > ^ % !), which TLSTool.exe could not pass on to openssl.exe.
+WEIRD_PASSWORD = "P'w$(calc)`;{}[]#~@(x)=+,-./:?_" + "x9"
+CMD_METACHARACTERS = ["&", "|", "<", ">", "^", "%", "!"]
 PORTAL, CANISTER = "portal01", "can01"
 SECURITY = "C:\\ProgramData\\IBM\\Tealeaf\\security"
 
@@ -189,7 +191,7 @@ def test_put_file_refuses_a_folder_before_uploading(conns, lab):
 def test_tlstool_create_import_enable_disable(conns, lab):
     conn = conns[PORTAL]
     password = Secret(WEIRD_PASSWORD, source="test")
-    pfx_path = WEIRD_DIR + "\\Tools\\TCX 'cert' $(x).pfx"
+    pfx_path = WEIRD_DIR + "\\Tools\\TCXcert-1.pfx"  # TLSTool gets the bare name
     mark = _mark(lab)
     created = tlstool.run(conn, WEIRD_DIR, "create", pfx_path=pfx_path, password=password)
     assert created.ok, created.output
@@ -228,6 +230,64 @@ def test_tlstool_refuses_passwords_it_cannot_pass(conns):
             tlstool.run(
                 conns[PORTAL], WEIRD_DIR, "import", pfx_path="C:\\x.pfx", password=Secret(bad)
             )
+
+
+@pytest.mark.parametrize("char", CMD_METACHARACTERS)
+def test_tlstool_refuses_cmd_metacharacters_in_the_password(conns, lab, char):
+    """The controller refuses them (exit 2, re-export advice) and so does the script, for a
+    caller that skips the controller's check; TLSTool.exe never runs."""
+    bad = f"Abc{char}def9"
+    pfx_path = WEIRD_DIR + "\\Tools\\TCXcert.pfx"
+    with pytest.raises(InputError, match="re-export the PFX with another password") as info:
+        tlstool.run(conns[PORTAL], WEIRD_DIR, "import", pfx_path=pfx_path, password=Secret(bad))
+    assert info.value.exit_code == 2 and bad not in str(info.value)
+    mark = _mark(lab)
+    params = {"InstallDir": WEIRD_DIR, "Verb": "import", "PfxPath": pfx_path, "Password": bad}
+    with pytest.raises(RemoteScriptError, match="re-export the PFX") as remote:
+        conns[PORTAL].run_op("tlstool", params, timeout_s=60, read_only=False)
+    assert remote.value.exit_code_remote == 2
+    assert not _events(lab, mark, kind="tlstool", host=PORTAL)
+
+
+def test_tlstool_gets_the_pfx_by_name_from_tools_only(conns, lab):
+    outside = "C:\\Temp\\TCXcert.pfx"
+    odd_name = WEIRD_DIR + "\\Tools\\TCX cert (1).pfx"
+    for path in (outside, odd_name):
+        with pytest.raises(InputError):
+            tlstool.run(conns[PORTAL], WEIRD_DIR, "import", pfx_path=path, password=Secret("Ab1"))
+    mark = _mark(lab)
+    for path, message in ((outside, "must be in"), (odd_name, "may hold only letters")):
+        params = {"InstallDir": WEIRD_DIR, "Verb": "import", "PfxPath": path, "Password": "Ab1"}
+        with pytest.raises(RemoteScriptError, match=message) as remote:
+            conns[PORTAL].run_op("tlstool", params, timeout_s=60, read_only=False)
+        assert remote.value.exit_code_remote == 2
+    assert not _events(lab, mark, kind="tlstool", host=PORTAL)
+
+
+def test_hung_tlstool_is_killed_and_the_op_answers_first(conns, lab):
+    """A TLSTool.exe that never ends (it waits for console input) is killed at the script's
+    deadline with the processes it started; the op fails with a clear timeout error (the
+    script's answer, not the transport's timeout) and nothing was imported."""
+    conn = conns[CANISTER]
+    password = Secret("Hang1ng-Pw", source="test")
+    pfx_path = WEIRD_DIR + "\\Tools\\TCXcert.pfx"
+    files.put_file(conn, certs.generate_pfx(password), pfx_path)
+    lab.host(CANISTER).set_faults({"native_hangs": {"exe": "TLSTool.exe"}})
+    mark = _mark(lab)
+    with pytest.raises(RemoteScriptError) as info:
+        tlstool.run(conn, WEIRD_DIR, "import", pfx_path=pfx_path, password=password, timeout_s=12)
+    assert not isinstance(info.value, RemoteTimeout)
+    deadline = services.native_deadline_s(12)
+    assert f"TLSTool.exe did not finish within {deadline} s" in str(info.value)
+    assert "killed" in str(info.value) and "Hang1ng-Pw" not in str(info.value)
+    assert [(e["exe"], e["exit"]) for e in _events(lab, mark, kind="process")] == [
+        ("TLSTool.exe", "killed")
+    ]
+    assert not _events(lab, mark, kind="tlstool")  # it never got to do anything
+    assert not lab.host(CANISTER).exists(SECURITY + "\\tealeaf.p12")
+    lab.host(CANISTER).set_faults({})
+    done = tlstool.run(conn, WEIRD_DIR, "enable")  # the next run is not stuck behind it
+    assert done.exit_code == 1 and "import" in done.output
 
 
 def test_tlstool_missing_is_a_script_error(conns):
@@ -304,13 +364,51 @@ def test_reboot_and_wait(fleet, lab):
         states = [e["state"] for e in _events(lab, mark, kind="reboot", host=CANISTER)]
         assert states[:3] == ["scheduled", "down", "up"]
         assert facts.gather(conn, host).hostname == CANISTER.upper()
-        # The boot starts every Auto service a moment after the host answers again: wait until
-        # all of them run (nothing Pending is not enough: the starts may not have begun), so no
-        # boot-time start lands inside the next test.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _booted(lab.host(CANISTER)):
-            time.sleep(0.1)
-        assert _booted(lab.host(CANISTER)), "the reboot did not bring the Auto services back"
+        _wait_booted(lab.host(CANISTER))
+
+
+def _wait_booted(lab_host) -> None:
+    """The boot starts every Auto service a moment after the host answers again: wait until
+    all of them run (nothing Pending is not enough: the starts may not have begun), so no
+    boot-time start lands inside the next test."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _booted(lab_host):
+        time.sleep(0.1)
+    assert _booted(lab_host), "the reboot did not bring the Auto services back"
+
+
+def test_reboot_replaces_a_shutdown_someone_else_scheduled(fleet, lab):
+    """shutdown.exe /r exits 1190 while another shutdown is scheduled: the op aborts that one,
+    schedules its own, says so, and the host restarts once (not again at the other's time)."""
+    host = fleet.hosts[CANISTER]
+    lab.host(CANISTER).set_faults({"shutdown_scheduled": True})
+    assert lab.host(CANISTER).pending_shutdown()["by"] == "another administrator"
+    mark = _mark(lab)
+    with Connection(host, fleet.winrm_password(host)) as conn:
+        result = services.reboot_and_wait(conn, wait_s=60, delay_s=1, poll_s=0.2)
+    assert result.replaced_scheduled is True and result.note is None
+    reboots = [(e["state"], e.get("by")) for e in _events(lab, mark, kind="reboot", host=CANISTER)]
+    assert reboots[:2] == [("aborted", "another administrator"), ("scheduled", "shutdown.exe")]
+    assert [state for state, _ in reboots].count("down") == 1
+    assert lab.host(CANISTER).pending_shutdown() is None  # nothing left to restart it again
+    exits = [e["exit"] for e in _events(lab, mark, kind="process", host=CANISTER)]
+    assert exits == [1190, 0, 0]  # /r refused, /a, /r again
+    _wait_booted(lab.host(CANISTER))
+
+
+def test_reboot_waits_for_a_scheduled_shutdown_it_cannot_abort(fleet, lab):
+    """When the other shutdown cannot be aborted the host restarts at its time anyway: the op
+    succeeds with a note and the wait sees that one restart."""
+    host = fleet.hosts[CANISTER]
+    lab.host(CANISTER).set_faults({"shutdown_scheduled": {"in_s": 4, "abortable": False}})
+    mark = _mark(lab)
+    with Connection(host, fleet.winrm_password(host)) as conn:
+        result = services.reboot_and_wait(conn, wait_s=60, delay_s=1, poll_s=0.2)
+    assert result.replaced_scheduled is False
+    assert result.note and "could not be aborted" in result.note and "(1116)" in result.note
+    states = [e["state"] for e in _events(lab, mark, kind="reboot", host=CANISTER)]
+    assert states.count("down") == 1 and "scheduled" not in states  # ours never was
+    _wait_booted(lab.host(CANISTER))
 
 
 def _booted(lab_host) -> bool:

@@ -467,16 +467,336 @@ def test_the_native_command_ops_are_found():
     assert {"tlstool", "iisreset", "reboot"} <= set(NATIVE_OPS)
 
 
-def test_native_helper_catches_an_exe_that_never_started():
-    """common.ps1's Invoke-FleetNative: an exe that cannot start (not a valid Win32
-    application, access denied) is a statement-terminating error, caught, with exit_code left
-    $null rather than the stale or missing $LASTEXITCODE."""
-    source = _script_bytes("common").decode("ascii")
-    body = source[source.index("function Invoke-FleetNative(") :]
-    body = body[: body.index("\n}\n")]
-    assert "$exitCode = $null\n    try {" in body
-    assert re.search(r"\$exitCode = \$LASTEXITCODE\n    \} catch \{", body)
-    assert "exit_code = $exitCode" in body
+def _function(name: str, script: str = "common") -> ts.Node:
+    """The function_statement `name` of a packaged script."""
+    root = PARSER.parse(_script_bytes(script)).root_node
+    for node in _walk(root):
+        if node.type == "function_statement":
+            names = [c for c in node.children if c.type == "function_name"]
+            if names and _text(names[0]).lower() == name.lower():
+                return node
+    raise AssertionError(f"{script}.ps1 has no function {name}")
+
+
+def _commands(node: ts.Node) -> list[tuple[str, list[str]]]:
+    """Every command in `node`: (name, [argument texts])."""
+    found = []
+    for cmd in _walk(node):
+        if cmd.type != "command":
+            continue
+        name = _text(cmd.child_by_field_name("command_name") or cmd.children[0])
+        elements = [c for c in cmd.children if c.type == "command_elements"]
+        args = [_text(a) for e in elements for a in e.children if a.type != "command_argument_sep"]
+        found.append((name, args))
+    return found
+
+
+def _members(node: ts.Node) -> set[str]:
+    """Lower-cased names of the members `node` reads, sets or calls."""
+    return {_text(n).lower() for n in _walk(node) if n.type == "member_name"}
+
+
+def _assignments(node: ts.Node) -> dict[str, str]:
+    """`$x.Prop = value` and `$x = value` in `node`: target text -> value text."""
+    return {
+        _text(n.children[0]).strip(): _text(n.children[-1]).strip()
+        for n in _walk(node)
+        if n.type == "assignment_expression"
+    }
+
+
+def test_native_helper_reports_an_exe_that_never_started():
+    """Invoke-FleetNative: an exe that cannot start (missing, not a valid Win32 application,
+    access denied) throws from Process.Start; that is caught and answered with exit_code
+    $null (never a stale $LASTEXITCODE), which every caller must refuse."""
+    fn = _function("Invoke-FleetNative")
+    tries = [n for n in _walk(fn) if n.type == "try_statement"]
+    assert len(tries) == 1
+    body, catch = tries[0].children[1], tries[0].children[2]
+    assert [name for name, _ in _commands(body)] == ["Start-FleetNative"]
+    returns = [n for n in _walk(catch) if n.type == "flow_control_statement"]
+    assert len(returns) == 1 and _text(returns[0]).startswith("return @{")
+    assert re.search(r"\bexit_code = \$null\b", _text(returns[0]))
+    assert "$LASTEXITCODE" not in _text(fn) and "& $Exe" not in _text(fn)
+
+
+def test_native_helper_runs_a_process_with_stdin_closed():
+    """Process.Start without the shell, in the given folder, every stream redirected, stdin
+    closed at once: a tool that asks something reads end-of-file instead of waiting on a
+    console (the exe inherits PowerShell's stdin otherwise)."""
+    fn = _function("Start-FleetNative")
+    set_ = _assignments(fn)
+    assert set_["$info.UseShellExecute"] == "$false"
+    assert set_["$info.WorkingDirectory"] == "$WorkingDirectory"
+    for stream in ("Input", "Output", "Error"):
+        assert set_[f"$info.RedirectStandard{stream}"] == "$true"
+    text = _text(fn)
+    assert text.index("$process.Start()") < text.index("$process.StandardInput.Close()")
+    assert "ConvertTo-FleetArgument $item" in text
+
+
+def test_native_helper_reads_both_pipes_without_event_handlers():
+    """stdout and stderr are read together (one read to its end first deadlocks on a tool
+    that fills the other pipe), with BeginRead and no callback, polled: script-block event
+    handlers and Process's own async readers need a runspace on the raising thread."""
+    common = _script_bytes("common").decode("ascii")
+    for forbidden in ("Register-ObjectEvent", "add_OutputDataReceived", "BeginOutputReadLine"):
+        assert forbidden not in common
+    fn = _function("Read-FleetNative")
+    assert {"beginread", "endread", "iscompleted", "waitforexit"} <= _members(fn)
+    assert "ReadToEnd" not in _text(fn)
+    assert re.search(r"\.BeginRead\([^)]*, \$null, \$null\)", _text(fn))
+    assert "@($Process.StandardOutput, $Process.StandardError)" in _text(fn)
+    assert "CurrentEncoding.GetString" in _text(fn)  # the process's stream encoding
+
+
+def test_native_timeout_kills_the_tree_and_names_the_exe_and_limit():
+    tree = _function("Stop-FleetNativeTree")
+    text = _text(tree)
+    assert "'taskkill.exe'" in text and "@('/PID', [string]$Process.Id, '/T', '/F')" in text
+    assert text.index("taskkill.exe") < text.index("$Process.Kill()")  # Kill() is the fallback
+    fn = _function("Invoke-FleetNative")
+    calls = [name for name, _ in _commands(fn)]
+    assert calls.index("Stop-FleetNativeTree") < calls.index("Stop-FleetOp")
+    stop = next(args for name, args in _commands(fn) if name == "Stop-FleetOp")
+    assert "$name did not finish within $TimeoutS s" in " ".join(stop)
+    assert "[IO.Path]::GetFileName($Exe)" in _text(fn)
+
+
+class _StringBuilder:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def call(self, member: str, args: list) -> object:
+        if member == "append":
+            self.parts.append(args[0] * (args[1] if len(args) > 1 else 1))
+            return self
+        if member == "tostring":
+            return "".join(self.parts)
+        raise NotImplementedError(member)
+
+
+class _Return(Exception):
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+class _Continue(Exception):
+    pass
+
+
+class _MiniPowerShell:
+    """Runs one PowerShell function of the packaged text on a string, for the constructs
+    ConvertTo-FleetArgument uses (and fails loudly on any other): so the test exercises the
+    function's own text, not a Python copy. Semantics as PowerShell's: -eq on text and chars
+    ignores case, -match/-notmatch is a case-insensitive .NET regex, [char]N is a character."""
+
+    def __init__(self, fn: ts.Node) -> None:
+        self.fn = fn
+        self.vars: dict[str, object] = {}
+
+    def call(self, value: str) -> object:
+        params = [n for n in _walk(self.fn) if n.type == "script_parameter"]
+        self.vars = {_text(params[0].children[-1]).lower(): value}
+        body = next(c for c in self.fn.children if c.type == "script_block")
+        try:
+            self.block(body)
+        except _Return as done:
+            return done.value
+        raise AssertionError("the function did not return")
+
+    def block(self, node: ts.Node) -> None:
+        for child in node.children:
+            if child.type in ("script_block_body", "statement_list", "statement_block"):
+                self.block(child)
+            elif child.type in ("{", "}"):
+                continue
+            else:
+                self.statement(child)
+
+    def statement(self, node: ts.Node) -> None:
+        kind = node.type
+        if kind == "if_statement":
+            self.if_(node)
+        elif kind == "foreach_statement":
+            var = next(c for c in node.children if c.type == "variable")
+            items = self.expr(next(c for c in node.children if c.type == "pipeline"))
+            for item in items:  # type: ignore[attr-defined]
+                self.vars[_text(var).lower()] = item
+                try:
+                    self.block(next(c for c in node.children if c.type == "statement_block"))
+                except _Continue:
+                    continue
+        elif kind == "flow_control_statement":
+            word = node.children[0].type
+            if word == "continue":
+                raise _Continue()
+            if word == "return":
+                raise _Return(self.expr(node.children[1]))
+            raise NotImplementedError(word)
+        elif kind == "pipeline":
+            self.expr(node)
+        else:
+            raise NotImplementedError(kind)
+
+    def if_(self, node: ts.Node) -> None:
+        clauses = [(node.children[2], node.children[4])]
+        for child in node.children[5:]:
+            for clause in _walk(child):
+                if clause.type == "elseif_clause":
+                    clauses.append((clause.children[2], clause.children[4]))
+                elif clause.type == "else_clause":
+                    clauses.append((None, clause.children[1]))
+        for cond, block in clauses:
+            if cond is None or self.expr(cond):
+                self.block(block)
+                return
+
+    def expr(self, node: ts.Node) -> object:
+        kids = [c for c in node.children if c.type not in ("command_argument_sep",)]
+        kind = node.type
+        if kind == "assignment_expression":
+            name = _text(node.children[0]).strip().lower()
+            self.vars[name] = self.expr(node.children[2])
+            return None
+        if kind == "command":
+            name = _text(node.children[0])
+            args = [_text(a) for e in kids[1:] for a in e.children if a.type == "generic_token"]
+            if name == "New-Object" and args == ["System.Text.StringBuilder"]:
+                return _StringBuilder()
+            raise NotImplementedError(_text(node))
+        if kind == "variable":
+            return self.vars[_text(node).lower()]
+        if kind == "integer_literal":
+            return int(_text(node))
+        if kind == "string_literal" and _text(node).startswith("'"):
+            return _text(node)[1:-1].replace("''", "'")
+        if kind == "parenthesized_expression":
+            return self.expr(node.children[1])
+        if kind == "post_increment_expression":
+            name = _text(node.children[0]).lower()
+            self.vars[name] = int(self.vars[name]) + 1  # type: ignore[call-overload]
+            return None
+        if kind == "cast_expression":
+            target = _text(node.children[0]).lower()
+            value = self.expr(node.children[1])
+            if target == "[char]":
+                return chr(value)  # type: ignore[arg-type]
+            if target == "[void]":
+                return None
+            raise NotImplementedError(target)
+        if kind == "member_access":
+            value = self.expr(node.children[0])
+            member = _text(node.children[2]).lower()
+            if member == "length" and isinstance(value, str):
+                return len(value)
+            raise NotImplementedError(member)
+        if kind == "invokation_expression":
+            target = self.expr(node.children[0])
+            member = _text(node.children[2]).lower()
+            args = [
+                self.expr(a) for a in _walk(node.children[3]) if a.type == "argument_expression"
+            ]
+            if isinstance(target, _StringBuilder):
+                return target.call(member, args)
+            if member == "tochararray" and isinstance(target, str):
+                return list(target)
+            raise NotImplementedError(member)
+        if (
+            kind
+            in (
+                "comparison_expression",
+                "logical_expression",
+                "additive_expression",
+                "multiplicative_expression",
+                "additive_argument_expression",
+                "multiplicative_argument_expression",
+            )
+            and len(kids) == 3
+        ):
+            return self.binary(kids[0], _text(kids[1]).lower(), kids[2])
+        if len(kids) == 1:
+            return self.expr(kids[0])
+        raise NotImplementedError(f"{kind}: {_text(node)}")
+
+    def binary(self, left_node: ts.Node, op: str, right_node: ts.Node) -> object:
+        left = self.expr(left_node)
+        if op == "-and":
+            return bool(left) and bool(self.expr(right_node))
+        right = self.expr(right_node)
+        if op == "-eq":
+            return str(left).casefold() == str(right).casefold()
+        if op == "-gt":
+            return left > right  # type: ignore[operator]
+        if op in ("-match", "-notmatch"):
+            found = re.search(str(right), str(left), re.IGNORECASE) is not None
+            return found if op == "-match" else not found
+        if op == "+":
+            return left + right  # type: ignore[operator]
+        if op == "*":
+            return left * right  # type: ignore[operator]
+        raise NotImplementedError(op)
+
+
+# Microsoft's examples ("Parsing C command-line arguments") and the awkward cases: empty,
+# spaces and parentheses (install folders), backslashes before an embedded quote and at the end.
+ARGUMENTS = [
+    "",
+    "abc",
+    "a b",
+    "C:\\Program Files (x86)\\IBM\\Tealeaf\\Tools",
+    "C:\\Program Files (x86)\\",
+    "a\\\\b",
+    'a"b',
+    'a\\"b',
+    'a\\\\"b c',
+    "tab\there",
+    "\\\\server\\share\\",
+    "P'w$(calc)`;{}[]#~@",
+    "trailing\\",
+    '"',
+    "\\",
+    "p:4:1",
+]
+
+
+@pytest.mark.parametrize("value", ARGUMENTS)
+def test_argument_quoting_of_the_packaged_function_round_trips(value):
+    """ConvertTo-FleetArgument's own text, run on each value, writes an argument that the C
+    runtime's rules (lab.native.parse_command_line, checked against Microsoft's table in
+    test_windows_command_line_parser_follows_microsoft) read back unchanged, also between
+    other arguments; the lab's op models use the same writer."""
+    from tealeaf_fleet.lab import models
+    from tealeaf_fleet.lab.native import parse_command_line
+
+    run = _MiniPowerShell(_function("ConvertTo-FleetArgument"))
+    written = run.call(value)
+    assert parse_command_line(f"x {written} y") == ["x", value, "y"]
+    assert written == models._argument(value)
+    if value and not re.search(r'[ \t"]', value):
+        assert written == value  # quoted only when needed, as TLSTool's arguments usually are
+
+
+def test_argument_quoting_matches_the_documented_escapes():
+    run = _MiniPowerShell(_function("ConvertTo-FleetArgument"))
+    assert run.call("") == '""'
+    assert run.call('a"b') == '"a\\"b"'
+    assert run.call('a\\"b') == '"a\\\\\\"b"'  # 2n+1 backslashes before an embedded quote
+    assert run.call("a b\\") == '"a b\\\\"'  # 2n before the closing quote
+    assert run.call("a\\b c") == '"a\\b c"'  # a backslash elsewhere stays single
+
+
+def test_windows_command_line_parser_follows_microsoft():
+    """The lab's reading of a command line against the table in "Parsing C command-line
+    arguments" (learn.microsoft.com/en-us/cpp/c-language/parsing-c-command-line-arguments)."""
+    from tealeaf_fleet.lab.native import parse_command_line
+
+    assert parse_command_line('"abc" d e') == ["abc", "d", "e"]
+    assert parse_command_line('a\\\\b d"e f"g h') == ["a\\\\b", "de fg", "h"]
+    assert parse_command_line('a\\\\\\"b c d') == ['a\\"b', "c", "d"]
+    assert parse_command_line('a\\\\\\\\"b c" d e') == ["a\\\\b c", "d", "e"]
+    assert parse_command_line('a"b"" c d') == ['ab" c d']
+    assert parse_command_line("  ") == []
 
 
 @pytest.mark.parametrize("name", NATIVE_OPS)

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 RESTART_S = 0.2
 CHANGE_KINDS = ("service", "registry", "file", "tlstool", "iisreset", "reboot")
+PROGRAM_FILES_DIR = "C:\\Program Files (x86)\\IBM\\Tealeaf"  # the default: spaces, parentheses
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -380,8 +381,12 @@ def test_ctrl_c_stops_between_steps_and_the_rerun_resumes(tmp_path):
 
 
 def test_certificate_from_tlstool_on_the_first_server(tmp_path):
+    """TLSTool.exe create and import under the default install folder, which has spaces and
+    parentheses: TLSTool gets the PFX by its bare name in Tools, as the vendor runs it."""
     with start_lab(
-        tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1}
+        tmp_path / "lab",
+        topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1},
+        install_dir=PROGRAM_FILES_DIR,
     ) as lab:
         text = lab.inventory.read_text()
         lab.inventory.write_text(text.replace("source: generate", "source: tlstool"))
@@ -464,14 +469,21 @@ def test_live_view_and_line_view_render_events():
 
 
 def test_restart_reboot_reboots_instead(tmp_path):
-    with start_lab(tmp_path / "lab", topology={"hbr": 1}) as lab:
+    """restart: reboot, on a host where someone else already scheduled a shutdown (in ten
+    minutes): the reboot op replaces it, and the host restarts once."""
+    faults = {"hbr01": {"shutdown_scheduled": True}}
+    with start_lab(tmp_path / "lab", topology={"hbr": 1}, faults=faults) as lab:
         text = lab.inventory.read_text()
         lab.inventory.write_text(text.replace("restart: services", "restart: reboot"))
         t0 = time.time()
         out = fleet("rollout", str(lab.inventory), "--yes")
         assert out.returncode == 0, out.stderr
-        assert [e["host"] for e in events(lab, t0) if e["kind"] == "reboot"][:1] == ["hbr01"]
+        reboots = [e for e in events(lab, t0) if e["kind"] == "reboot"]
+        assert [e["host"] for e in reboots][:1] == ["hbr01"]
+        assert [e["state"] for e in reboots].count("down") == 1
+        assert lab.host("hbr01").pending_shutdown() is None
         assert "rebooted" in out.stderr
+        assert "replaced a shutdown someone else had scheduled" in out.stderr
         status = status_json(lab)
         assert status["consistent"] is True, status["findings"]
 
@@ -481,7 +493,9 @@ def test_prepare_imports_everywhere_and_enables_nothing(tmp_path):
     `--playbook prepare` copies and imports it, and neither enables TLS nor restarts anything.
     A later rollout reuses that certificate and skips the copies and imports."""
     with start_lab(
-        tmp_path / "lab", topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1}
+        tmp_path / "lab",
+        topology={"portal": 1, "hbr": 1, "canister": 1, "rtv": 1},
+        install_dir=PROGRAM_FILES_DIR,
     ) as lab:
         t0 = time.time()
         done = fleet("rollout", str(lab.inventory), "--playbook", "prepare", "--yes")

@@ -142,11 +142,19 @@ def fingerprint(cert: x509.Certificate, algorithm: str = "sha256") -> str:
     return cert.fingerprint(algo).hex()
 
 
+CMD_METACHARACTERS = "&|<>^%!"
+PASSWORD_ADVICE = "re-export the PFX with another password (letters and digits are always safe)"
+PASSWORD_RULE = "printable ASCII without space, double quote or & | < > ^ % !"
+
+
 def check_password(secret: Secret) -> list[str]:
     """Problems that stop TLSTool.exe from using this password; empty when fine.
 
-    The vendor demands ASCII with no spaces, and Windows PowerShell mangles double quotes in
-    native arguments (notes/windows.md). Messages never contain the password.
+    The vendor demands ASCII with no spaces. The password is an argument of TLSTool.exe,
+    which hands it to its bundled openssl.exe (`pass:<password>`), very likely on a command
+    line it does not quote, perhaps through cmd.exe: a double quote, whitespace or a cmd
+    metacharacter (& | < > ^ % !) would split, redirect or expand it there. Messages never
+    contain the password.
     """
     value = secret.reveal()
     problems: list[str] = []
@@ -160,6 +168,11 @@ def check_password(secret: Secret) -> list[str]:
         problems.append("the password has a space")
     if '"' in value:
         problems.append("the password has a double quote")
+    if any(ch in CMD_METACHARACTERS for ch in value):
+        problems.append(
+            "the password has a character cmd.exe interprets (one of & | < > ^ % !), "
+            "which TLSTool.exe cannot pass on to openssl.exe intact"
+        )
     return problems
 
 
@@ -260,7 +273,7 @@ def generate_pfx(
     if problems:
         raise InputError(
             "; ".join(problems) + " (TLSTool.exe cannot use it)",
-            hint='use ASCII letters, digits and punctuation other than "',
+            hint="choose another password (letters and digits are always safe)",
         )
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TEALEAF_CN)])
@@ -618,11 +631,11 @@ def _checks(
             Check(
                 "password",
                 "fail",
-                "; ".join(problems) + " (Tealeaf needs printable ASCII, no space, no double quote)",
+                "; ".join(problems) + f" (Tealeaf needs {PASSWORD_RULE}): {PASSWORD_ADVICE}",
             )
         )
     else:
-        out.append(Check("password", "pass", "printable ASCII, no space, no double quote"))
+        out.append(Check("password", "pass", PASSWORD_RULE))
     return out
 
 

@@ -424,6 +424,10 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.drop_connection(host)
         before.since = rebooted.scheduled_at
         did = f"rebooted (back after {rebooted.elapsed_s:.0f}s)"
+        if rebooted.replaced_scheduled:
+            did += "; replaced a shutdown someone else had scheduled"
+        if rebooted.note:
+            did += f"; {rebooted.note}"
     else:
         if before.running:
             result = services.restart(conn, before.running, timeout)

@@ -48,14 +48,21 @@ def execute(
     ops = {p.get("op") for p in plan.get("phases") or []}
     if ops & {"certificate", "import", "push_pfx"}:
         from tealeaf_fleet import certs
+        from tealeaf_fleet.ops import tlstool
 
         ctx.pfx_password = fleet.pfx_password()
         problems = certs.check_password(ctx.pfx_password)
         if problems:
             raise InputError(
                 "the PFX password cannot be used with TLSTool.exe: " + "; ".join(problems),
+                file=fleet.path,
                 field="certificate.password",
+                hint=certs.PASSWORD_ADVICE,
             )
+        # TLSTool.exe gets the PFX by this name in <install>\Tools (ops.tlstool.pfx_name)
+        tlstool.check_pfx_name(
+            fleet.certificate.path.name, file=fleet.path, field="certificate.path"
+        )
         load_existing_pfx(ctx)
     runner = Runner(
         plan=plan,

@@ -9,6 +9,11 @@ A test or an operator edits the file while the lab runs; the next request sees t
   opening it is denied
 - constrained_language: every powershell.exe on the host runs in ConstrainedLanguage mode, as
   under AppLocker/WDAC
+- native_hangs (true, or {"exe": NAME or [NAMES]}): that native exe, or the child it starts,
+  waits for console input forever and is only ended by a kill (lab/native.py)
+- shutdown_scheduled (true, or {"in_s": N, "abortable": bool}): someone else scheduled a restart
+  N seconds ahead, ten minutes by default; shutdown.exe /r exits 1190 until it is aborted with
+  shutdown.exe /a, and the host restarts at its time if nobody aborts it (lab/host.py)
 """
 
 from __future__ import annotations

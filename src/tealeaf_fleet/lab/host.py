@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tealeaf_fleet.lab import dataservice, tlstool
+from tealeaf_fleet.lab import dataservice, native, tlstool
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
 from tealeaf_fleet.lab.faults import FaultFile, mutex_denied, service_start_fails
@@ -72,6 +72,10 @@ DOTNET_SETUP: dict[str, dict[str, dict[str, Any]]] = {
 }
 DEFAULT_BUILD = "9.0.2.1351"
 DEFAULT_INSTALL_DIR = r"D:\Tealeaf"
+SYSTEM32 = r"C:\Windows\system32"
+SHUTDOWN_SCHEDULED = "A system shutdown has already been scheduled.(1190)\r\n"
+NO_SHUTDOWN = "Unable to abort the system shutdown because no shutdown was in progress.(1116)\r\n"
+OTHER_SHUTDOWN_IN_S = 600.0  # `shutdown_scheduled` without "in_s": ten minutes ahead
 _BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
@@ -165,6 +169,8 @@ class LabHost:
         self._ds_lock = threading.Lock()
         self._mutexes: dict[str, threading.Lock] = {}
         self._mutexes_guard = threading.Lock()
+        self._shutdown_lock = threading.Lock()
+        self._pending_shutdown: _PendingShutdown | None = None
 
     # ====================================================================== lifecycle =====
     def create(self, faults: dict[str, Any] | None = None) -> None:
@@ -184,6 +190,11 @@ class LabHost:
         else:
             self._raw_write(inst + r"\RealiTea Viewer\RTV.exe", b"MZ RTV.exe lab placeholder\n")
         specs = services_for_role(self.role, inst)
+        system_exes = ["shutdown.exe", "taskkill.exe"]
+        if any(spec.name.lower() == IIS_SERVICE.lower() for spec in specs):
+            system_exes.append("iisreset.exe")
+        for exe in system_exes:
+            self._raw_write(SYSTEM32 + "\\" + exe, b"MZ lab placeholder\n")
         for spec in specs:
             if spec.path.startswith('"'):
                 self._raw_write(spec.path.strip('"'), b"MZ lab service placeholder\n")
@@ -216,7 +227,11 @@ class LabHost:
                     self.record("service", name=svc.name, state="Stopped")
 
     def shutdown(self) -> None:
-        """Close every port for good (lab stop)."""
+        """Close every port for good and forget any scheduled restart (lab stop)."""
+        with self._shutdown_lock:
+            pending, self._pending_shutdown = self._pending_shutdown, None
+        if pending is not None:
+            pending.cancel.set()
         for listener in (self._ds, self._tms):
             if listener is not None:
                 listener.close(final=True)
@@ -319,6 +334,7 @@ class LabHost:
             self._applied_faults = active
         if added or removed:
             self._apply_fault_changes(added, removed)
+            self._apply_shutdown_fault(data.get("shutdown_scheduled"), added, removed)
         return data
 
     def consume_flaky(self) -> bool:
@@ -584,14 +600,67 @@ class LabHost:
         return 0, out + "Internet services successfully restarted\r\n"
 
     def reboot(self, delay_s: float = 0.0) -> None:
-        """Restart-Computer -Force: returns at once; after `delay_s` every service stops,
-        the host is unreachable (`is_down()`) for reboot_s, then comes back and starts its
-        automatic services (StartPending is visible to whoever looks)."""
-        self.record("reboot", state="scheduled", delay_s=delay_s)
+        """A restart `delay_s` ahead (shutdown.exe /r /t N): returns at once; after `delay_s`
+        every service stops, the host is unreachable (`is_down()`) for reboot_s, then comes
+        back and starts its automatic services (StartPending is visible to whoever looks).
+        HostError when a shutdown is already scheduled (Windows allows one at a time)."""
+        if not self._schedule_shutdown(delay_s, by="shutdown.exe", abortable=True):
+            raise HostError(SHUTDOWN_SCHEDULED.strip())
+
+    def pending_shutdown(self) -> dict[str, Any] | None:
+        """The scheduled restart not yet begun: {by, in_s, abortable}, or None."""
+        with self._shutdown_lock:
+            pending = self._pending_shutdown
+        if pending is None:
+            return None
+        return {
+            "by": pending.by,
+            "in_s": max(0.0, pending.due - time.monotonic()),
+            "abortable": pending.abortable,
+        }
+
+    def shutdown_exe(self, argv: list[str]) -> tuple[int, str]:
+        """shutdown.exe: `/r ... /t N` schedules a restart N seconds ahead (30 without /t) and
+        exits 1190 (ERROR_SHUTDOWN_IS_SCHEDULED) while another is scheduled; `/a` aborts the
+        scheduled one, or exits 1116 when there is none it can abort.
+        https://learn.microsoft.com/windows-server/administration/windows-commands/shutdown"""
+        flags = [a.lower() for a in argv]
+        if "/a" in flags:
+            with self._shutdown_lock:
+                pending = self._pending_shutdown
+                if pending is None or not pending.abortable:
+                    return 1116, NO_SHUTDOWN
+                self._pending_shutdown = None
+            pending.cancel.set()
+            self.record("reboot", state="aborted", by=pending.by)
+            return 0, ""
+        if "/r" in flags:
+            at = flags.index("/t") + 1 if "/t" in flags else 0
+            try:
+                delay = float(argv[at]) if at else 30.0
+            except (IndexError, ValueError):
+                return 87, "The parameter is incorrect.(87)\r\n"
+            if not self._schedule_shutdown(delay, by="shutdown.exe", abortable=True):
+                return 1190, SHUTDOWN_SCHEDULED
+            return 0, ""
+        return 87, "The parameter is incorrect.(87)\r\n"
+
+    def _schedule_shutdown(self, delay_s: float, *, by: str, abortable: bool) -> bool:
+        """Schedule the restart unless one is pending (False then)."""
+        pending = _PendingShutdown(by, time.monotonic() + delay_s, abortable, threading.Event())
+        with self._shutdown_lock:
+            if self._pending_shutdown is not None:
+                return False
+            self._pending_shutdown = pending
+        self.record("reboot", state="scheduled", delay_s=delay_s, by=by)
 
         def run() -> None:
-            if delay_s:
-                time.sleep(delay_s)
+            if pending.cancel.wait(delay_s):
+                return  # aborted (shutdown.exe /a) or the lab stopped
+            with self._shutdown_lock:
+                if self._pending_shutdown is not pending:
+                    return
+                self._pending_shutdown = None
             self._down = True
             self.record("reboot", state="down")
             assert self.services_mgr is not None
@@ -603,6 +672,53 @@ class LabHost:
             self.services_mgr.start_automatic()
 
         threading.Thread(target=run, name=f"reboot-{self.name}", daemon=True).start()
+        return True
+
+    def _apply_shutdown_fault(self, value: Any, added: set[str], removed: set[str]) -> None:
+        """`shutdown_scheduled` (true or {"in_s": N, "abortable": bool}): someone else
+        scheduled a restart N seconds ahead (default ten minutes); it happens then unless
+        aborted. Removing the fault aborts it if it is still pending."""
+        if "shutdown_scheduled" in added:
+            spec = value if isinstance(value, dict) else {}
+            self._schedule_shutdown(
+                float(spec.get("in_s", OTHER_SHUTDOWN_IN_S)),
+                by="another administrator",
+                abortable=bool(spec.get("abortable", True)),
+            )
+        if "shutdown_scheduled" in removed:
+            with self._shutdown_lock:
+                pending = self._pending_shutdown
+                if pending is None or pending.by != "another administrator":
+                    return
+                self._pending_shutdown = None
+            pending.cancel.set()
+            self.record("reboot", state="aborted", by=pending.by)
+
+    # ============================================================== native processes =====
+    def start_native(self, exe: str, command_line: str, *, cwd: str) -> native.NativeProcess:
+        """Process.Start of `exe` with `command_line` in `cwd`, stdin closed (lab/native.py).
+        HostError, as Process.Start's Win32Exception, when the exe or the folder is missing
+        or the lab has no emulation of that exe."""
+        if not self.path(exe).is_file():
+            raise HostError("The system cannot find the file specified")
+        if not self.is_dir(cwd):
+            raise HostError("The directory name is invalid")
+        argv = native.parse_command_line(command_line)
+        name = ntpath.basename(exe)
+        children: list[str] = []
+        program: native.Program
+        if name.lower() == "tlstool.exe":
+            if argv and argv[0].lower() in ("create", "import"):
+                children = ["openssl.exe"]
+            program = lambda: self.tlstool(argv, cwd)  # noqa: E731
+        elif name.lower() == "iisreset.exe":
+            program = self.iisreset
+        elif name.lower() == "shutdown.exe":
+            program = lambda: self.shutdown_exe(argv)  # noqa: E731
+        else:
+            raise HostError(f"{name} is not a valid Win32 application")
+        hangs = native.hang_target(self.faults(), [name, *children])
+        return native.NativeProcess(self, name, program, children=children, hangs=hangs)
 
     # ============================================================== named objects =====
     def open_mutex(self, name: str) -> threading.Lock:
@@ -697,3 +813,13 @@ class LabHost:
         if self._ds is None or not self._ds.listening:
             return None
         return "tls" if self._ds.tls else "plain"
+
+
+@dataclass
+class _PendingShutdown:
+    """A restart scheduled with shutdown.exe /r (or by someone else) that has not begun."""
+
+    by: str
+    due: float  # time.monotonic()
+    abortable: bool
+    cancel: threading.Event

@@ -175,9 +175,49 @@ def _startup_blocks(host: LabHost, log: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def _console_text(output: str) -> str:
-    """What the scripts return for native output: each line followed by CRLF."""
-    return "".join(line + "\r\n" for line in output.splitlines())
+def _argument(text: str) -> str:
+    """ConvertTo-FleetArgument: quoted when empty or holding a space, tab, newline, vertical
+    tab or double quote; backslashes doubled before a quote (plus one for an embedded quote)."""
+    if text and not re.search(r'[ \t\n\v"]', text):
+        return text
+    out = ['"']
+    slashes = 0
+    for ch in text:
+        if ch == "\\":
+            slashes += 1
+            continue
+        if ch == '"':
+            out.append("\\" * (2 * slashes + 1))
+        elif slashes:
+            out.append("\\" * slashes)
+        slashes = 0
+        out.append(ch)
+    out.append("\\" * (2 * slashes) + '"')
+    return "".join(out)
+
+
+def _invoke_native(
+    host: LabHost, exe: str, args: list[str], cwd: str, timeout_s: int
+) -> dict[str, Any]:
+    """Invoke-FleetNative: {exit_code (None: never started), output}; past the deadline the
+    process tree is killed and the op stops."""
+    try:
+        process = host.start_native(exe, " ".join(_argument(a) for a in args), cwd=cwd)
+    except HostError as exc:
+        return {"exit_code": None, "output": str(exc)}
+    if not process.wait(timeout_s):
+        process.kill_tree()
+        raise OpFailed(
+            f"{ntpath.basename(exe)} did not finish within {timeout_s} s (waiting for input?): "
+            "it was killed with the processes it started"
+        )
+    return {"exit_code": process.exit_code, "output": process.output}
+
+
+def _timeout(params: dict[str, str], default: int) -> int:
+    """`$timeout = DEFAULT; if ($TimeoutS) { $timeout = [int]$TimeoutS }`."""
+    text = params.get("TimeoutS", "")
+    return _int(text, "TimeoutS") if text else default
 
 
 # ------------------------------------------------------------------------------ ops ---
@@ -433,23 +473,47 @@ def tlstool(host: LabHost, params: dict[str, str]) -> dict:
     exe = _combine(tools, "TLSTool.exe")
     if not _file_exists(host, exe):
         raise OpFailed(f"TLSTool.exe not found at {exe}")
-    if '"' in password:
-        raise OpFailed("the password contains a double quote, which TLSTool.exe cannot receive", 2)
+    if re.search(r'[\s"&|<>^%!]', password):
+        raise OpFailed(
+            "the password has a space, a double quote or a character cmd.exe interprets "
+            "(& | < > ^ % !), which TLSTool.exe cannot pass on: re-export the PFX with another "
+            "password (letters and digits are always safe)",
+            2,
+        )
+    timeout = _timeout(params, 240)
     if verb.lower() in ("create", "import") and (not pfx or not password):
         raise OpFailed(f"TLSTool {verb} needs a PFX path and a password", 2)
+    name = ""
+    if pfx:
+        prefix = tools.replace("/", "\\").rstrip("\\") + "\\"
+        given = pfx.replace("/", "\\")
+        if given.lower().startswith(prefix.lower()):
+            name = given[len(prefix) :]
+        if not name or "\\" in name:
+            raise OpFailed(
+                f"the PFX must be in {tools} (TLSTool.exe gets it by file name), not at {pfx}", 2
+            )
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise OpFailed(
+                f"the PFX file name '{name}' may hold only letters, digits, '.', '-' and "
+                "'_': TLSTool.exe hands it to openssl.exe unquoted",
+                2,
+            )
     if verb.lower() == "create":
-        args = ["create", "-site", pfx, password]
+        args = ["create", "-site", name, password]
     elif verb.lower() == "import":
-        args = ["import", pfx, password]
+        args = ["import", name, password]
     elif verb.lower() in ("enable", "disable"):
         args = [verb]
     else:
         raise OpFailed(f"unknown TLSTool verb '{verb}'", 2)
-    code, output = host.tlstool(args, cwd=tools)
-    text = _console_text(output)
+    run = _invoke_native(host, exe, args, tools, timeout)
+    text = run["output"]
     if password:
         text = text.replace(password, MASK)
-    return {"verb": verb, "exit_code": code, "output": text}
+    if run["exit_code"] is None:
+        raise OpFailed("TLSTool.exe did not run: " + text)
+    return {"verb": verb, "exit_code": run["exit_code"], "output": text}
 
 
 def _run_parallel(
@@ -624,18 +688,61 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, cloc
 
 
 def iisreset(host: LabHost, params: dict[str, str]) -> dict:
+    timeout = _timeout(params, 240)
     exe = _combine(SYSTEM32, "iisreset.exe")
-    if not any(s.name.lower() == "w3svc" for s in host.services()):
+    if not _file_exists(host, exe):
         raise OpFailed(f"iisreset.exe not found at {exe} - is IIS installed?")
-    code, output = host.iisreset()
-    return {"exit_code": code, "output": _console_text(output)}
+    run = _invoke_native(host, exe, [], SYSTEM32, timeout)
+    if run["exit_code"] is None:
+        raise OpFailed("iisreset.exe did not run: " + run["output"])
+    return {"exit_code": run["exit_code"], "output": run["output"]}
+
+
+SHUTDOWN_ARGS = [
+    "/r",
+    "/f",
+    "/t",
+    "",
+    "/d",
+    "p:4:1",
+    "/c",
+    "tealeaf-fleet: restart after a TLS change",
+]
 
 
 def reboot(host: LabHost, params: dict[str, str]) -> dict:
     delay = _int(params.get("DelayS", ""), "DelayS") if params.get("DelayS") else 5
+    timeout = _timeout(params, 60)
+    limit = max(1, timeout // 3)
     now = host.now_local()
-    host.reboot(delay_s=float(delay))
-    return {"scheduled": True, "now": now}
+    exe = _combine(SYSTEM32, "shutdown.exe")
+    shutdown_args = list(SHUTDOWN_ARGS)
+    shutdown_args[3] = str(delay)
+
+    def invoke_shutdown(switches: list[str]) -> dict[str, Any]:
+        run = _invoke_native(host, exe, switches, SYSTEM32, limit)
+        if run["exit_code"] is None:
+            raise OpFailed("shutdown.exe did not run: " + run["output"])
+        run["scheduled_already"] = run["exit_code"] == 1190 or "(1190)" in run["output"]
+        return run
+
+    replaced = False
+    note = None
+    run = invoke_shutdown(shutdown_args)
+    if run["scheduled_already"]:
+        abort = invoke_shutdown(["/a"])
+        run = invoke_shutdown(shutdown_args)
+        if run["scheduled_already"]:
+            note = (
+                "a shutdown scheduled by someone else could not be aborted (shutdown.exe /a: "
+                + abort["output"].strip()
+                + "); the host restarts when that one is due"
+            )
+        elif abort["exit_code"] == 0:
+            replaced = True
+    if note is None and run["exit_code"] != 0:
+        raise OpFailed(f"shutdown.exe failed with exit code {run['exit_code']}: " + run["output"])
+    return {"scheduled": True, "now": now, "replaced_scheduled": replaced, "note": note}
 
 
 def set_registry(host: LabHost, params: dict[str, str]) -> dict:

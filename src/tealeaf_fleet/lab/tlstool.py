@@ -13,10 +13,19 @@ random per-host value, and that value is what TLSCertPassword holds (an opaque t
 real tool stores something only Tealeaf's services can use). FILE is relative to the working
 folder. Exit codes: 0 ok, 1 usage or refused, 2 file not found, 3 wrong password or not a
 PKCS#12, 4 the operation failed on this host (fault, disk full).
+
+TLSTool bundles openssl.exe and, pessimistically, hands it FILE as given and `pass:PASSWORD`
+on a command line it does not quote, through cmd.exe (the vendor runs it from Tools with a bare
+file name and demands "standard ASCII characters and no spaces" in the password). So a FILE
+with whitespace or parentheses reaches openssl cut at the first one (file not found, or a
+usage error for create), and a password with a cmd metacharacter (& | < > ^ % !) is split,
+redirected or expanded before openssl sees it (a wrong password for import, a failed export for
+create).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import TYPE_CHECKING
 
@@ -42,6 +51,17 @@ SERVER_TLS_XML = """<?xml version="1.0" encoding="utf-8"?>
   <KeyStore>{dir}\\tealeaf.p12</KeyStore>
 </TLSConfiguration>
 """
+
+
+OPENSSL_SPLITS = re.compile(r"[\s()]")  # where an unquoted file argument breaks apart
+CMD_METACHARACTERS = re.compile(r"[&|<>^%!]")
+
+
+def _openssl_mangles_file(file: str) -> str | None:
+    """What openssl.exe gets instead of `file` on an unquoted command line, or None."""
+    if not OPENSSL_SPLITS.search(file):
+        return None
+    return OPENSSL_SPLITS.split(file, maxsplit=1)[0]
 
 
 def _resolve(cwd: str, file: str) -> str:
@@ -74,10 +94,29 @@ def _dispatch(host: LabHost, verb: str, rest: list[str], cwd: str) -> tuple[int,
     if verb == "create":
         if len(rest) != 3 or rest[0].lower() != "-site":
             return 1, USAGE
+        if _openssl_mangles_file(rest[1]) is not None:
+            return (
+                4,
+                "Error: openssl.exe pkcs12 -export failed (exit code 1): "
+                "Use -help for summary.\r\n",
+            )
+        if CMD_METACHARACTERS.search(rest[2]):
+            return 4, "Error: openssl.exe pkcs12 -export failed (exit code 1).\r\n"
         return _create(host, _resolve(cwd, rest[1]), rest[2])
     if verb == "import":
         if len(rest) != 2:
             return 1, USAGE
+        cut = _openssl_mangles_file(rest[0])
+        if cut is not None:
+            return 2, (
+                f"Error: openssl.exe pkcs12 failed (exit code 1): Can't open {cut} for "
+                "reading, No such file or directory\r\n"
+            )
+        if CMD_METACHARACTERS.search(rest[1]):
+            return 3, (
+                "Error: openssl.exe pkcs12 failed (exit code 1): Mac verify error: invalid "
+                "password?\r\n"
+            )
         return _import(host, _resolve(cwd, rest[0]), rest[1])
     if verb == "enable" and not rest:
         return _enable(host)

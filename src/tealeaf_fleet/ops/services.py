@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 IIS_TIMEOUT_S = 300.0
 MARGIN_S = 60.0  # transport deadline beyond the script's own deadline
+MIN_MARGIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,17 @@ class IisResetResult:
 class RebootResult:
     scheduled_at: str  # host-local time when the reboot was scheduled
     elapsed_s: float  # until the host answered again
+    replaced_scheduled: bool = False  # a shutdown someone else had scheduled was aborted for ours
+    note: str | None = None  # set when another scheduled shutdown restarts the host instead
+
+
+def native_deadline_s(transport_timeout_s: float) -> int:
+    """The deadline for a native tool inside an op (the script's `TimeoutS`): a margin below
+    the op's transport deadline (PowerShell's start, the script's own work, the answer's way
+    back), so the script kills a hung tool and reports it before the transport gives up and
+    leaves the tool running on the host."""
+    margin = min(MARGIN_S, max(MIN_MARGIN_S, transport_timeout_s / 4))
+    return max(1, int(transport_timeout_s - margin))
 
 
 def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> RestartResult:
@@ -72,8 +84,14 @@ def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> Restart
 
 
 def iisreset(conn: Connection, *, timeout_s: float = IIS_TIMEOUT_S) -> IisResetResult:
-    """iisreset.exe; RemoteScriptError when it exits non-zero (IIS did not come back)."""
-    raw = conn.run_op("iisreset", {}, timeout_s=timeout_s, read_only=False)
+    """iisreset.exe; RemoteScriptError when it exits non-zero (IIS did not come back) or
+    does not finish within the script's deadline (it is killed then)."""
+    raw = conn.run_op(
+        "iisreset",
+        {"TimeoutS": native_deadline_s(timeout_s)},
+        timeout_s=timeout_s,
+        read_only=False,
+    )
     result = IisResetResult(
         exit_code=int(raw.get("exit_code", -1)), output=str(raw.get("output") or "")
     )
@@ -97,12 +115,25 @@ def reboot_and_wait(
     probe_timeout_s: float = 10.0,
 ) -> RebootResult:
     """Schedule a reboot `delay_s` ahead; wait until the host stops answering and then
-    answers again; RemoteTimeout when either does not happen within `wait_s`."""
+    answers again; RemoteTimeout when either does not happen within `wait_s`.
+
+    A shutdown already scheduled by someone else is replaced by ours; one that cannot be
+    aborted restarts the host at its own time, and this waits for that restart (`note`).
+    """
     start = time.monotonic()
     deadline = start + wait_s
+    op_timeout = min(wait_s, 120.0)
     raw = conn.run_op(
-        "reboot", {"DelayS": int(delay_s)}, timeout_s=min(wait_s, 120.0), read_only=False
+        "reboot",
+        {"DelayS": int(delay_s), "TimeoutS": native_deadline_s(op_timeout)},
+        timeout_s=op_timeout,
+        read_only=False,
     )
+    note = raw.get("note")
+    if raw.get("replaced_scheduled"):
+        log.warning("%s: a shutdown scheduled by someone else was replaced by ours", conn.name)
+    if note:
+        log.warning("%s: %s", conn.name, note)
     conn.close()
     went_down = False
     while time.monotonic() < deadline:
@@ -113,7 +144,10 @@ def reboot_and_wait(
             log.info("%s: down for the reboot", conn.name)
         elif went_down and answering:
             return RebootResult(
-                scheduled_at=str(raw.get("now")), elapsed_s=time.monotonic() - start
+                scheduled_at=str(raw.get("now")),
+                elapsed_s=time.monotonic() - start,
+                replaced_scheduled=bool(raw.get("replaced_scheduled")),
+                note=str(note) if note else None,
             )
         time.sleep(poll_s)
     what = "came back" if went_down else "went down for the reboot"

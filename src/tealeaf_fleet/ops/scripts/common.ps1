@@ -86,23 +86,148 @@ function Get-FleetCause($ErrorRecord) {
     return $cause
 }
 
-function Invoke-FleetNative([string]$Exe, [string[]]$Arguments) {
-    # Runs a native command: @{ exit_code; output (its stdout and stderr lines, CRLF) }.
-    # Its stderr lines turn into error records, and with 'Stop' the first one would end the op,
-    # hence 'Continue' (this function's scope only). An exe that cannot start is a
-    # statement-terminating error that 'Continue' would step over, leaving $LASTEXITCODE $null
-    # (and [int]$null is 0): it is caught and exit_code stays $null, which callers must refuse.
-    $ErrorActionPreference = 'Continue'
-    $exitCode = $null
-    try {
-        $lines = & $Exe $Arguments 2>&1
-        $exitCode = $LASTEXITCODE
-    } catch {
-        $lines = @($_.Exception.Message)
+function ConvertTo-FleetArgument([string]$Text) {
+    # One argument of a Windows command line, written so that CommandLineToArgvW and the C
+    # runtime's startup code split it back into the same string ("Parsing C command-line
+    # arguments", https://learn.microsoft.com/en-us/cpp/c-language/parsing-c-command-line-arguments;
+    # Ansible's Escape-Argument / Argv-ToString in
+    # lib/ansible/module_utils/powershell/Ansible.ModuleUtils.ArgvParser.psm1). Quoted when
+    # empty or holding a space, tab, newline or double quote. Backslashes are literal except
+    # in front of a double quote, so a run of them before an embedded quote is doubled plus one
+    # (the escaped quote), and a run at the end is doubled (before the closing quote).
+    if (($Text.Length -gt 0) -and ($Text -notmatch '[ \t\n\v"]')) { return $Text }
+    $sb = New-Object System.Text.StringBuilder
+    [void]$sb.Append([char]34)
+    $slashes = 0
+    foreach ($ch in $Text.ToCharArray()) {
+        if ($ch -eq [char]92) {
+            $slashes++
+            continue
+        }
+        if ($ch -eq [char]34) {
+            [void]$sb.Append([char]92, 2 * $slashes + 1)
+        } elseif ($slashes -gt 0) {
+            [void]$sb.Append([char]92, $slashes)
+        }
+        $slashes = 0
+        [void]$sb.Append($ch)
     }
+    [void]$sb.Append([char]92, 2 * $slashes)
+    [void]$sb.Append([char]34)
+    return $sb.ToString()
+}
+
+function Start-FleetNative([string]$Exe, [string[]]$Arguments, [string]$WorkingDirectory) {
+    # Process.Start with every stream redirected; stdin is closed at once, so a tool that asks
+    # a question reads end-of-file instead of waiting on a console nobody watches.
+    $line = New-Object System.Text.StringBuilder
+    foreach ($item in $Arguments) {
+        if ($line.Length -gt 0) { [void]$line.Append(' ') }
+        [void]$line.Append((ConvertTo-FleetArgument $item))
+    }
+    $info = New-Object System.Diagnostics.ProcessStartInfo
+    $info.FileName = $Exe
+    $info.Arguments = $line.ToString()
+    $info.WorkingDirectory = $WorkingDirectory
+    $info.UseShellExecute = $false
+    $info.CreateNoWindow = $true
+    $info.RedirectStandardInput = $true
+    $info.RedirectStandardOutput = $true
+    $info.RedirectStandardError = $true
+    $process = New-Object System.Diagnostics.Process
+    $process.StartInfo = $info
+    [void]$process.Start()
+    $process.StandardInput.Close()
+    return $process
+}
+
+function Read-FleetNative($Process, [datetime]$Deadline) {
+    # Reads stdout and stderr together until both end (every writer closed them) or the
+    # deadline: @{ finished; output }. Reading one pipe to its end first deadlocks on a tool
+    # that fills the other pipe's buffer; Process's own async readers and script-block event
+    # handlers need a runspace on the thread that raises them, which CLR 2 thread-pool threads
+    # lack. So: BeginRead without a callback on each pipe, polling IsCompleted.
+    $pipes = @()
+    foreach ($reader in @($Process.StandardOutput, $Process.StandardError)) {
+        $pipes += @{ reader = $reader; data = (New-Object System.IO.MemoryStream);
+                     buffer = (New-Object byte[] 4096); pending = $null; open = $true }
+    }
+    $finished = $true
+    while ($true) {
+        $open = 0
+        $moved = $false
+        foreach ($pipe in $pipes) {
+            if (-not $pipe.open) { continue }
+            $open++
+            $stream = $pipe.reader.BaseStream
+            if ($null -eq $pipe.pending) {
+                $pipe.pending = $stream.BeginRead($pipe.buffer, 0, $pipe.buffer.Length, $null, $null)
+            }
+            if ($pipe.pending.IsCompleted) {
+                $count = $stream.EndRead($pipe.pending)
+                $pipe.pending = $null
+                $moved = $true
+                if ($count -gt 0) { $pipe.data.Write($pipe.buffer, 0, $count) } else { $pipe.open = $false }
+            }
+        }
+        if ($open -eq 0) { break }
+        if ([DateTime]::UtcNow -ge $Deadline) {
+            $finished = $false
+            break
+        }
+        if (-not $moved) { [Threading.Thread]::Sleep(20) }
+    }
+    if ($finished) {
+        $left = [Math]::Max(0, [int]($Deadline - [DateTime]::UtcNow).TotalMilliseconds)
+        $finished = $Process.WaitForExit($left)
+    }
+    # The text in the encoding the process's readers were set up with (the console's code page).
     $text = ''
-    foreach ($line in @($lines)) { $text += [string]$line + "`r`n" }
-    return @{ exit_code = $exitCode; output = $text }
+    foreach ($pipe in $pipes) { $text += $pipe.reader.CurrentEncoding.GetString($pipe.data.ToArray()) }
+    return @{ finished = $finished; output = $text }
+}
+
+function Stop-FleetNativeTree($Process) {
+    # taskkill /T /F ends the process and every process it started (TLSTool.exe runs
+    # openssl.exe): .NET 2.0 has no Kill(entireProcessTree). Kill() is the fallback when
+    # taskkill cannot run or does not end it.
+    $system = [Environment]::SystemDirectory
+    try {
+        $killer = Start-FleetNative ([IO.Path]::Combine($system, 'taskkill.exe')) @('/PID', [string]$Process.Id, '/T', '/F') $system
+        $done = Read-FleetNative $killer ([DateTime]::UtcNow.AddSeconds(30))
+        if (-not $done.finished) { $killer.Kill() }
+    } catch {
+        # taskkill missing or refused: Kill() below still ends the process itself
+    }
+    try {
+        if (-not $Process.HasExited) { $Process.Kill() }
+        [void]$Process.WaitForExit(10000)
+    } catch {
+        # it exited between HasExited and Kill()
+    }
+}
+
+function Invoke-FleetNative([string]$Exe, [string[]]$Arguments, [string]$WorkingDirectory, [int]$TimeoutS) {
+    # Runs a native exe in $WorkingDirectory: @{ exit_code; output (its stdout, then its
+    # stderr) }. An exe that cannot start (missing, not a valid Win32 application, access
+    # denied) gives exit_code $null, which callers must refuse. One still running after
+    # $TimeoutS seconds is killed with its children and the op stops (exit 1) naming it; the
+    # message carries none of its output or arguments (a password may be among them).
+    try {
+        $process = Start-FleetNative $Exe $Arguments $WorkingDirectory
+    } catch {
+        $reason = $_.Exception
+        if ($null -ne $reason.InnerException) { $reason = $reason.InnerException }
+        return @{ exit_code = $null; output = $reason.Message }
+    }
+    $run = Read-FleetNative $process ([DateTime]::UtcNow.AddSeconds($TimeoutS))
+    if (-not $run.finished) {
+        Stop-FleetNativeTree $process
+        $name = [IO.Path]::GetFileName($Exe)
+        Stop-FleetOp ("$name did not finish within $TimeoutS s (waiting for input?): it was " +
+            'killed with the processes it started')
+    }
+    return @{ exit_code = $process.ExitCode; output = $run.output }
 }
 
 function ConvertTo-FleetHex([byte[]]$Bytes) {
