@@ -22,6 +22,7 @@ SECURITY_KEY = TEALEAF_KEY + r"\security"
 SCHANNEL_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL"
 TLS12_SERVER_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2\Server"
 TLS12_CLIENT_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2\Client"
+FIPS_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy"
 
 _PREFIXES = (
     ("registry::hkey_local_machine\\", "HKLM:\\"),
