@@ -488,7 +488,9 @@ def test_enable_tls_string_and_build_value_missing_faults(host: LabHost) -> None
     assert host.reg_get(TEALEAF_KEY, "Version") is None
     exe = next(s.path.strip('"') for s in host.services() if s.name == "TeaLeafHBR")
     assert host.file_version(exe) == "9.0.2.1351"  # stamped into the placeholder exe
-    assert host.file_version(host.install_dir + r"\Tools\TLSTool.exe") is None
+    assert host.file_version(host.install_dir + r"\Tools\TLSTool.exe") == "9.0.2.1351"
+    host.write_file(r"C:\tools\plain.exe", b"MZ no version resource")
+    assert host.file_version(r"C:\tools\plain.exe") is None
     assert not host.tls_enabled()  # services do not read text as 1
     host.set_faults({})
     assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None  # the fault ended: value removed

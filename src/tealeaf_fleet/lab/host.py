@@ -72,7 +72,9 @@ FIPS_REFUSAL = (
     "algorithms."
 )
 MANAGED_HASHES = ("SHA256Managed", "SHA1Managed", "SHA384Managed", "SHA512Managed")
-_FILE_VERSION = re.compile(rb"FileVersion: ([^\r\n]+)")
+# The version resource of a lab placeholder exe: service exes carry "FileVersion: X", the
+# Tools exes "Tealeaf build X" (both written in `create`).
+_FILE_VERSION = re.compile(rb"FileVersion: ([^\r\n]+)|Tealeaf build (\d+(?:\.\d+)*)")
 _BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
@@ -427,12 +429,15 @@ class LabHost:
 
     def file_version(self, win_path: str) -> str | None:
         """FileVersionInfo.GetVersionInfo(path).FileVersion: the version the lab stamped into
-        its placeholder executables, None for files without one."""
+        its placeholder executables, None for files without one; HostError
+        (FileNotFoundException) when the file is absent."""
         p = self.path(win_path)
         if not p.is_file():
             raise HostError(f"Could not find file '{win_path}'.")
         match = _FILE_VERSION.search(p.read_bytes())
-        return match.group(1).decode("ascii", "replace").strip() if match else None
+        if match is None:
+            return None
+        return (match.group(1) or match.group(2)).decode("ascii", "replace").strip()
 
     def file_size(self, win_path: str) -> int | None:
         """Length of a file, None when absent."""
