@@ -251,6 +251,7 @@ def test_fips(lab_answers):
     assert got.verdict == OK and "ON" in got.evidence and "SHA256Crypto" in got.evidence
     a = answers(lab_answers)
     a.check.update(fips_policy=1)
+    a.facts["fips"] = {"policy_enabled": True, "hash_provider": None}
     a.check["write_probe"].update(written=False, sha256=None, error="disk full")
     assert line(lab_answers, "fips", a).verdict == WARN  # CLR 2 without .NET 3.5
 

@@ -53,6 +53,7 @@ def healthy(**overrides: Any) -> dict[str, Any]:
         "install_dir_source": "service",
         "tools": {"tlstool": True, "openssl": True},
         "tealeaf_build": "9.0.2.1351",
+        "tealeaf_build_source": "registry",
         "enable_tls": 0,
         "tls_cert_password_present": True,
         "security": {
@@ -97,8 +98,17 @@ def healthy(**overrides: Any) -> dict[str, Any]:
             "v4_strong_crypto": 1,
             "v2_system_default_tls": 1,
             "v4_system_default_tls": 1,
+            "wow6432_v2_strong_crypto": 1,
+            "wow6432_v4_strong_crypto": 1,
+            "wow6432_v2_system_default_tls": 1,
+            "wow6432_v4_system_default_tls": 1,
         },
         "winhttp": {"native": 0xA80, "wow6432": 0xA80},
+        "fips": {
+            "policy_enabled": False,
+            "hash_provider": "SHA256CryptoServiceProvider",
+            "hash_error": None,
+        },
     }
     return apply(facts, overrides)
 
@@ -119,6 +129,28 @@ def apply(facts: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             node[last] = copy.deepcopy(value)
     return out
+
+
+# What facts report for a registry value that is not a number (Get-FleetRegistryNumber).
+TRUE_TEXT = {"text": "true", "kind": "String"}
+EMPTY_TEXT = {"text": "", "kind": "String"}
+LOCKED = (
+    "The process cannot access the file 'C:\\ProgramData\\IBM\\Tealeaf\\security\\tealeaf.p12' "
+    "because it is being used by another process."
+)
+FIPS_REFUSAL = (
+    "This implementation is not part of the Windows Platform FIPS validated cryptographic "
+    "algorithms."
+)
+
+
+def with_service_state(state: str, name: str = "TeaLeafTMS") -> dict[str, Any]:
+    """healthy() with one TeaLeaf service in `state` (ServiceController spelling)."""
+    facts = healthy()
+    for service in facts["services"]:
+        if service["name"] == name:
+            service["state"] = state
+    return facts
 
 
 def imported(
@@ -400,6 +432,149 @@ PREFLIGHT_CASES = [
         {"status_report_tls"},
         ("v4.0.30319: SchUseStrongCrypto = 1", "Wow6432Node\\Microsoft", "0xA80", "0xAA0"),
     ),
+    (
+        "status_report_wow6432_dotnet_missing",
+        FakeHost(),
+        {"dotnet.wow6432_v4_strong_crypto": None, "dotnet.wow6432_v2_system_default_tls": 0},
+        None,
+        True,
+        set(),
+        {"status_report_tls"},
+        (
+            "Wow6432Node\\Microsoft\\.NETFramework\\v4.0.30319: SchUseStrongCrypto = 1",
+            "Wow6432Node\\Microsoft\\.NETFramework\\v2.0.50727: SystemDefaultTlsVersions = 1",
+        ),
+    ),
+    (
+        "status_report_value_not_a_number",
+        FakeHost(),
+        {"dotnet.v4_strong_crypto": {"text": "1x", "kind": "String"}},
+        None,
+        True,
+        set(),
+        {"status_report_tls"},
+        ("SchUseStrongCrypto = 1 (now a REG_SZ holding '1x')",),
+    ),
+    (
+        "r2_server_enabled_as_text",
+        FakeHost(),
+        {**R2_KEYS_OK, "schannel.tls12_server_enabled": {"text": "yes", "kind": "String"}},
+        None,
+        True,
+        {"schannel_tls12_server"},
+        {"powershell_2"},
+        ("Server\\Enabled = 1 (DWORD) (now a REG_SZ holding 'yes')",),
+    ),
+    (
+        "enable_tls_string",
+        FakeHost(),
+        {"enable_tls": TRUE_TEXT},
+        PFX,
+        True,
+        {"enable_tls_not_numeric"},
+        set(),
+        ("EnableTLS", "a REG_SZ holding 'true'", "DWORD, 0 or 1"),
+    ),
+    (
+        "enable_tls_empty_string",
+        FakeHost(),
+        {"enable_tls": EMPTY_TEXT},
+        None,
+        True,
+        {"enable_tls_not_numeric"},
+        set(),
+        ("an empty REG_SZ",),
+    ),
+    (
+        "enable_tls_binary",
+        FakeHost(),
+        {"enable_tls": {"text": "1 0 0 0", "kind": "Binary"}},
+        None,
+        True,
+        {"enable_tls_not_numeric"},
+        set(),
+        ("a REG_BINARY holding '1 0 0 0'",),
+    ),
+    (
+        "rollback_rewrites_a_string_enable_tls",  # TLSTool.exe disable writes the DWORD 0
+        FakeHost(),
+        {"enable_tls": TRUE_TEXT},
+        None,
+        False,
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "build_from_file_version",
+        FakeHost(),
+        {"tealeaf_build": "9.0.2.1351", "tealeaf_build_source": "file_version"},
+        None,
+        True,
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "build_from_neither_source",
+        FakeHost(),
+        {"tealeaf_build": None, "tealeaf_build_source": None},
+        None,
+        True,
+        {"build_unknown"},
+        set(),
+        ("Version is absent", "file version"),
+    ),
+    (
+        "garbage_file_version",
+        FakeHost(),
+        {"tealeaf_build": "x.y", "tealeaf_build_source": "file_version"},
+        None,
+        True,
+        {"build_unknown"},
+        set(),
+        ("file version reads 'x.y'",),
+    ),
+    (
+        "security_file_locked",
+        FakeHost(),
+        {"security.files.tealeaf.p12": {"error": LOCKED}},
+        None,
+        True,
+        set(),
+        {"security_file_unreadable"},
+        ("tealeaf.p12 cannot be read", "being used by another process"),
+    ),
+    (
+        "security_file_locked_on_rollback",
+        FakeHost(),
+        {"security.files.tealeaf.crt": {"error": "Access to the path is denied."}},
+        None,
+        False,
+        set(),
+        {"security_file_unreadable"},
+        ("tealeaf.crt", "denied"),
+    ),
+    (
+        "fips_policy_with_a_working_hash",
+        FakeHost(),
+        {"fips.policy_enabled": True},
+        None,
+        True,
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "fips_without_a_working_hash",
+        FakeHost(),
+        {"fips": {"policy_enabled": True, "hash_provider": None, "hash_error": FIPS_REFUSAL}},
+        None,
+        True,
+        {"sha256_unavailable"},
+        set(),
+        ("FIPS validated", ".NET Framework 3.5"),
+    ),
     # rollback: only what disabling needs
     (
         "rollback_ignores_enable_tls_and_build",
@@ -422,6 +597,25 @@ PREFLIGHT_CASES = [
         (),
     ),
 ]
+
+
+PENDING_CASES = [
+    # id, facts, expect_tls, words: a TeaLeaf service still pending when preflight judges
+    ("start_pending", with_service_state("StartPending"), True, ("TeaLeafTMS (StartPending)",)),
+    ("stop_pending", with_service_state("StopPending"), True, ("TeaLeafTMS (StopPending)",)),
+    ("continue_pending_rollback", with_service_state("ContinuePending"), False, ("Continue",)),
+]
+
+
+@pytest.mark.parametrize(
+    "facts,expect_tls,words", [pytest.param(*case[1:], id=case[0]) for case in PENDING_CASES]
+)
+def test_preflight_blocks_a_service_still_pending(facts, expect_tls, words):
+    findings = checks.preflight_blockers(FakeHost(), facts, pfx_sha256=None, expect_tls=expect_tls)
+    assert codes(findings, BLOCKER) == {"service_pending"}
+    message = " ".join(f.message for f in findings if f.code == "service_pending")
+    for word in words + ("health_timeout_s",):
+        assert word in message, (word, message)
 
 
 @pytest.mark.parametrize(
@@ -588,6 +782,39 @@ STEP_CASES = [
     ),
     ("disable_needed", FakeHost(), imported(enabled=True), "disable", PFX, False, None, False, ()),
     ("disable_done", FakeHost(), imported(), "disable", PFX, False, None, True, ("0",)),
+    (
+        "enable_over_a_string",
+        FakeHost(),
+        imported(enable_tls=TRUE_TEXT),
+        "enable",
+        PFX,
+        True,
+        None,
+        False,
+        ("a REG_SZ holding 'true'",),
+    ),
+    (
+        "disable_over_a_string",
+        FakeHost(),
+        healthy(enable_tls=TRUE_TEXT),
+        "disable",
+        None,
+        False,
+        None,
+        False,
+        ("a REG_SZ holding 'true'",),
+    ),
+    (
+        "restart_with_a_string_enable_tls",
+        FakeHost(),
+        healthy(enable_tls=EMPTY_TEXT),
+        "restart",
+        None,
+        False,
+        None,
+        False,
+        ("an empty REG_SZ",),
+    ),
     (
         "disable_absent",
         FakeHost(),
@@ -898,6 +1125,27 @@ DRIFT_CASES = [
         None,
         {"service_stopped": ("hbr01",)},
         ("TeaLeafTMS",),
+    ),
+    (
+        "enable_tls_string",
+        {"hbr01": healthy(enable_tls=TRUE_TEXT), "can01": healthy()},
+        None,
+        {"enable_tls_not_numeric": ("hbr01",)},
+        ("EnableTLS", "a REG_SZ holding 'true'", "0 or 1"),
+    ),
+    (
+        "security_file_locked",
+        {"hbr01": imported(**{"security.files.tealeaf.p12": {"error": LOCKED}})},
+        PFX,
+        {"security_file_unreadable": ("hbr01",)},
+        ("tealeaf.p12", "being used by another process"),
+    ),
+    (
+        "start_pending_auto_service",
+        {"hbr01": with_service_state("StartPending")},
+        None,
+        {"service_stopped": ("hbr01",)},
+        ("TeaLeafTMS (StartPending)",),
     ),
     (
         "expiring_cert",

@@ -565,6 +565,98 @@ def test_flaky_unreachable_and_wire_faults(host: LabHost) -> None:
     assert host.faults() == {} and not host.is_down()
 
 
+# ------------------------------------------------------------------- field fidelity ----
+def test_wmi_shows_pending_states_spaced_and_service_controller_does_not(host: LabHost) -> None:
+    """Win32_Service.State says "Start Pending"; ServiceControllerStatus says StartPending."""
+    host.set_faults({"service_start_pending": {"service": "TeaLeafHBR", "seconds": 0.3}})
+    assert host.service("TeaLeafHBR").state == "Running"  # armed: fires at the next WMI look
+    wmi = {s.name: s.state for s in host.services()}
+    assert wmi["TeaLeafHBR"] == "Start Pending"
+    assert host.service("TeaLeafHBR").state == "StartPending"
+    assert {s.name: s.state for s in host.service_controllers()}["TeaLeafHBR"] == "StartPending"
+    assert wait_for(lambda: host.service("TeaLeafHBR").state == "Running")
+    assert {s.name: s.state for s in host.services()}["TeaLeafHBR"] == "Running"  # once only
+    states = [e["state"] for e in events_of(host, "service") if e["name"] == "TeaLeafHBR"]
+    assert states == ["StartPending", "Running"]
+
+
+def test_start_pending_fault_picks_a_running_tealeaf_service(host: LabHost) -> None:
+    host.set_faults({"service_start_pending": True})
+    pending = [s.name for s in host.services() if s.state == "Start Pending"]
+    assert len(pending) == 1 and pending[0].lower().startswith("tealeaf")
+    assert pending[0] not in ("TeaLeafDataService", "TeaLeafTMS")  # their ports stay as they are
+
+
+def test_fips_fault_sets_the_policy_and_refuses_the_managed_hash(host: LabHost) -> None:
+    fips_key = r"HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy"
+    assert host.reg_get(fips_key, "Enabled") == 0
+    host.create_hash("SHA256Managed")  # no policy: every class works
+    host.set_faults({"fips": True})
+    assert host.reg_get(fips_key, "Enabled") == 1 and host.fips_policy()
+    with pytest.raises(HostError, match="not part of the Windows Platform FIPS validated"):
+        host.create_hash("SHA256Managed")
+    hasher = host.create_hash("SHA256CryptoServiceProvider")
+    hasher.update(b"x")
+    assert hasher.hexdigest() == hashlib.sha256(b"x").hexdigest()
+    host.set_faults({})
+    assert host.reg_get(fips_key, "Enabled") == 0
+
+
+def test_enable_tls_string_and_build_value_missing_faults(host: LabHost) -> None:
+    host.set_faults({"enable_tls_string": True, "build_value_missing": True})
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") == "true"
+    assert host.reg_kind(TEALEAF_KEY, "EnableTLS") == "String"
+    assert host.reg_get(TEALEAF_KEY, "Version") is None
+    exe = next(s.path.strip('"') for s in host.services() if s.name == "TeaLeafHBR")
+    assert host.file_version(exe) == "9.0.2.1351"  # stamped into the placeholder exe
+    assert host.file_version(host.install_dir + r"\Tools\TLSTool.exe") == "9.0.2.1351"
+    host.write_file(r"C:\tools\plain.exe", b"MZ no version resource")
+    assert host.file_version(r"C:\tools\plain.exe") is None
+    assert not host.tls_enabled()  # services do not read text as 1
+    host.set_faults({})
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") is None  # the fault ended: value removed
+    assert host.reg_get(TEALEAF_KEY, "Version") == "9.0.2.1351"
+    host.set_faults({"enable_tls_string": {"value": "yes"}})
+    assert host.reg_get(TEALEAF_KEY, "EnableTLS") == "yes"
+
+
+def test_security_file_locked_fault_fails_opens_with_the_sharing_violation(host: LabHost) -> None:
+    for name in ("tealeaf.crt", "tealeaf.p12"):
+        host.write_file(SEC + "\\" + name, b"data")
+    host.set_faults({"security_file_locked": True})
+    with pytest.raises(HostError) as info:
+        host.read_file(SEC + r"\TEALEAF.P12")
+    assert str(info.value) == (
+        "The process cannot access the file 'C:\\ProgramData\\IBM\\Tealeaf\\security\\"
+        "TEALEAF.P12' because it is being used by another process."
+    )
+    assert host.read_file(SEC + r"\tealeaf.crt") == b"data"
+    host.set_faults({"security_file_locked": {"files": ["tealeaf.crt"]}})
+    assert host.read_file(SEC + r"\tealeaf.p12") == b"data"
+    with pytest.raises(HostError, match="being used by another process"):
+        host.read_file(SEC + r"\tealeaf.crt")
+
+
+def test_facts_model_without_system_core_under_fips_still_answers(
+    host: LabHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No System.Core: SHA256.Create() (SHA256Managed) is all there is, and FIPS refuses it;
+    the facts still answer, naming the error per file and in `fips`."""
+    host.write_file(SEC + r"\tealeaf.p12", b"data")
+    host.set_faults({"fips": True})
+    monkeypatch.setattr(host, "load_assembly", lambda name: False)
+    res = _op(host, "facts", {"InstallDir": "", "Since": ""})
+    assert res.exit_code == 0, res.stderr
+    facts = protocol.parse_result(res.stdout.decode())
+    refusal = "This implementation is not part of the Windows Platform FIPS validated"
+    assert facts["fips"]["policy_enabled"] is True
+    assert facts["fips"]["hash_provider"] is None
+    assert facts["fips"]["hash_error"].startswith(refusal)
+    assert facts["security"]["files"]["tealeaf.p12"]["error"].startswith(refusal)
+    res = _op(host, "file_info", {"Paths": [SEC + r"\tealeaf.p12"]})
+    assert res.exit_code == 1 and refusal.encode() in res.stderr
+
+
 # ----------------------------------------------------------------------------- runner ----
 def _op(host: LabHost, op: str, params: dict, *, script: str | None = None) -> CommandResult:
     cmd, args = protocol.command_line()

@@ -18,7 +18,7 @@ from tealeaf_fleet.errors import InputError, RemoteError, RemoteScriptError, Rem
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.lab.events import read_events
 from tealeaf_fleet.lab.fleet import Lab
-from tealeaf_fleet.ops import facts, files, logs, registry, services, tlstool
+from tealeaf_fleet.ops import checks, facts, files, logs, registry, services, tlstool
 from tealeaf_fleet.ops.facts import HostFacts
 from tealeaf_fleet.secrets import Secret
 from tealeaf_fleet.transport import Connection
@@ -91,7 +91,11 @@ def test_facts_discovers_the_install_folder_and_services(conns, fleet, lab):
     assert result.install_dir_source == "service"
     assert result.has_tlstool and result.has_openssl
     assert result.tealeaf_build == "9.0.2.1351"
-    assert result.enable_tls is None
+    assert result.tealeaf_build_source == "registry"
+    assert result.enable_tls is None and result.enable_tls_value.absent
+    assert result.fips_policy_enabled is False
+    assert result.hash_provider == "SHA256CryptoServiceProvider"
+    assert result.pending_services == []
     names = {s.name for s in result.services}
     assert {"TeaLeafTMS", "TeaLeafDataService", "TLSearchServer"} <= names  # by display name
     assert "Spooler" not in names
@@ -110,6 +114,105 @@ def test_facts_uses_the_given_install_dir(conns, fleet):
     assert result.install_dir == given and result.install_dir_source == "inventory"
     assert result.has_tlstool is False
     assert result.iis_present and result.iis_state == "Running"
+
+
+# --- facts that survive real hosts (faults: lab/faults.py) --------------------------------------
+
+
+def _canister_facts(conns, fleet) -> HostFacts:
+    return facts.gather(conns[CANISTER], fleet.hosts[CANISTER], install_dir=None)
+
+
+def _blockers(fleet, result: HostFacts) -> set[str]:
+    findings = checks.preflight_blockers(
+        fleet.hosts[CANISTER], result, pfx_sha256=None, expect_tls=True
+    )
+    return {f.code for f in findings if f.severity == checks.BLOCKER}
+
+
+def test_facts_under_the_fips_policy_hash_with_the_fips_validated_class(conns, fleet, lab):
+    host = lab.host(CANISTER)
+    password = Secret("LabPfxPassW0rd784")
+    pfx = certs.load_pfx(certs.generate_pfx(password), password)
+    crt = SECURITY + "\\tealeaf.crt"
+    host.write_file(crt, pfx.cert_pem())
+    try:
+        host.set_faults({"fips": True})
+        result = _canister_facts(conns, fleet)
+        assert result.fips_policy_enabled is True
+        assert result.hash_provider == "SHA256CryptoServiceProvider"
+        assert result.cert_sha256 == pfx.sha256
+        digest = hashlib.sha256(pfx.cert_pem()).hexdigest()
+        assert result.security_file("tealeaf.crt")["sha256"] == digest
+        assert files.file_info(conns[CANISTER], [crt])[crt].sha256 == digest
+        assert files.get_file(conns[CANISTER], crt) == pfx.cert_pem()
+        assert _blockers(fleet, result) == set()
+    finally:
+        host.delete_file(crt)
+
+
+def test_facts_report_a_string_enable_tls_as_text_not_a_failure(conns, fleet, lab):
+    host = lab.host(CANISTER)
+    host.set_faults({"enable_tls_string": True})
+    result = _canister_facts(conns, fleet)
+    assert result["enable_tls"] == {"text": "true", "kind": "String"}
+    assert result.enable_tls is None  # not read as 0, nor as absent:
+    assert result.enable_tls_value.describe() == "a REG_SZ holding 'true'"
+    assert "enable_tls_not_numeric" in _blockers(fleet, result)
+    host.set_faults({})
+    tealeaf_key = "HKLM:\\SOFTWARE\\Wow6432Node\\TeaLeaf Technology"
+    for text, seen in ((" 1 ", 1), ("", {"text": "", "kind": "String"})):
+        host.reg_set(tealeaf_key, "EnableTLS", text, "String")
+        try:
+            assert _canister_facts(conns, fleet)["enable_tls"] == seen  # [int]::TryParse
+        finally:
+            host.reg_delete(tealeaf_key, "EnableTLS")
+
+
+def test_facts_take_the_build_from_a_service_file_version_without_the_registry_value(
+    conns, fleet, lab
+):
+    lab.host(CANISTER).set_faults({"build_value_missing": True})
+    result = _canister_facts(conns, fleet)
+    assert result.tealeaf_build == "9.0.2.1351"
+    assert result.tealeaf_build_source == "file_version"
+    assert "build_unknown" not in _blockers(fleet, result)
+
+
+def test_facts_report_a_locked_security_file_and_still_answer(conns, fleet, lab):
+    host = lab.host(CANISTER)
+    p12 = SECURITY + "\\tealeaf.p12"
+    host.write_file(p12, b"p12 bytes")
+    try:
+        host.set_faults({"security_file_locked": True})
+        result = _canister_facts(conns, fleet)
+        assert result.security_file_error("tealeaf.p12") == (
+            f"The process cannot access the file '{p12}' because it is being used by "
+            "another process."
+        )
+        assert result.security_file("tealeaf.crt") is None
+        findings = checks.preflight_blockers(
+            fleet.hosts[CANISTER], result, pfx_sha256=None, expect_tls=True
+        )
+        locked = [f for f in findings if f.code == "security_file_unreadable"]
+        assert [f.severity for f in locked] == [checks.WARNING]
+        assert "tealeaf.p12" in locked[0].message
+    finally:
+        host.delete_file(p12)
+
+
+def test_facts_show_a_starting_service_as_start_pending_until_it_runs(conns, fleet, lab):
+    lab.host(CANISTER).set_faults({"service_start_pending": {"seconds": 1}})
+    result = _canister_facts(conns, fleet)
+    assert len(result.pending_services) == 1
+    name = result.pending_services[0]
+    assert {s.name: s.state for s in result.services}[name] == "StartPending"  # not spaced
+    assert "service_pending" in _blockers(fleet, result)
+    deadline = time.monotonic() + 30
+    while name not in result.running_services and time.monotonic() < deadline:
+        time.sleep(0.2)
+        result = _canister_facts(conns, fleet)
+    assert name in result.running_services
 
 
 def test_collect_reads_every_windows_host_in_parallel(fleet):

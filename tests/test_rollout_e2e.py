@@ -521,3 +521,47 @@ def test_prepare_imports_everywhere_and_enables_nothing(tmp_path):
 def fleet_status_ok(lab: Lab, pfx_sha: str) -> bool:
     status = status_json(lab)
     return status["consistent"] is True and status["reference"]["sha256"] == pfx_sha
+
+
+def test_preflight_blocks_a_string_enable_tls_and_waits_for_a_starting_service(tmp_path):
+    """Field fidelity on one lab: EnableTLS stored as the REG_SZ "true" blocks the rollout
+    (exit 3, naming the value) and changes nothing; a TeaLeaf service found in Start Pending is
+    waited on, then the rollout proceeds."""
+    with start_lab(tmp_path / "lab", topology={"hbr": 1, "canister": 1}) as lab:
+        lab.host("hbr01").set_faults({"enable_tls_string": True})  # applied now, before t0
+        t0 = time.time()
+        out = fleet("rollout", str(lab.inventory), "--yes", "--json")
+        assert out.returncode == 3, out.stderr
+        finished = json.loads(out.stdout.splitlines()[-1])
+        assert finished["result"] == "blocked" and list(finished["blockers"]) == ["hbr01"]
+        blocker = finished["blockers"]["hbr01"][0]
+        assert "EnableTLS" in blocker and "a REG_SZ holding 'true'" in blocker
+        assert changes(lab, t0) == []
+
+        lab.host("hbr01").set_faults({"service_start_pending": {"seconds": 3}})
+        t1 = time.time()
+        out = fleet("rollout", str(lab.inventory), "--yes", "--json")
+        assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+        stream = [json.loads(line) for line in out.stdout.splitlines()]
+        said = [
+            e["message"]
+            for e in stream
+            if e["type"] == "message"
+            and e.get("host") == "hbr01"
+            and e["phase"] == "preflight"
+            and not e["message"].startswith("warning")
+        ]
+        assert len(said) == 2 and "(StartPending) to settle" in said[0], said
+        assert said[1] == "services settled"
+        pending = [
+            e["name"]
+            for e in events(lab, t1)
+            if e["kind"] == "service" and e.get("state") == "StartPending"
+        ]
+        first_tlstool = next(e["ts"] for e in events(lab, t1) if e["kind"] == "tlstool")
+        settled = [
+            e["ts"]
+            for e in events(lab, t1)
+            if e["kind"] == "service" and e["name"] == pending[0] and e["state"] == "Running"
+        ]
+        assert settled and settled[0] < first_tlstool  # judged only after it ran

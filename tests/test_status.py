@@ -99,6 +99,22 @@ def changed(base: dict, name: str, value: Any) -> dict:
     return out
 
 
+def string_enable_tls(base: dict) -> dict:
+    """Facts whose EnableTLS is the REG_SZ "true" (what facts report for a non-number)."""
+    out = copy.deepcopy(base)
+    out["enable_tls"] = {"text": "true", "kind": "String"}
+    return out
+
+
+def locked_p12(base: dict) -> dict:
+    out = copy.deepcopy(base)
+    out["security"]["files"]["tealeaf.p12"] = {
+        "error": "The process cannot access the file 'C:\\ProgramData\\IBM\\Tealeaf\\"
+        "security\\tealeaf.p12' because it is being used by another process."
+    }
+    return out
+
+
 EVAL_CASES = [
     # id, results, handshakes, pfx, consistent, expected blocker codes -> hosts
     ("fresh_off", OFF, OFF_SHAKES, None, True, {}),
@@ -159,6 +175,23 @@ EVAL_CASES = [
         None,
         False,
         {"handshake_unreachable": {"hbr01"}},
+    ),
+    (
+        # nobody can tell whether TLS is on: a finding, and the handshakes are not judged
+        "enable_tls_string",
+        changed(OFF, "hbr01", string_enable_tls(facts())),
+        changed(OFF_SHAKES, "hbr01", shakes("tls", ds_sha=PFX)),
+        None,
+        False,
+        {"enable_tls_not_numeric": {"hbr01"}},
+    ),
+    (
+        "locked_p12_is_no_blocker",
+        changed(ON, "hbr01", locked_p12(ON["hbr01"])),
+        ON_SHAKES,
+        PFX,
+        True,
+        {},
     ),
     (
         "cert_outlier_vs_pfx",
@@ -416,6 +449,23 @@ def test_table_is_one_line_per_host_at_120_columns(results, handshakes, pfx):
     if results is not ON and pfx:  # the outlier is marked, the others are not
         assert f"{OTHER[:12]} !" in next(line for line in lines if line.startswith("hbr01 "))
         assert "!" not in next(line for line in lines if line.startswith("can01 "))
+
+
+def test_odd_facts_show_in_the_table_and_as_findings():
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.status import render
+
+    results = changed(ON, "hbr01", string_enable_tls(ON["hbr01"]))
+    results = changed(results, "can01", locked_p12(ON["can01"]))
+    status = evaluate(HOSTS, results, ON_SHAKES, pfx_sha256=PFX)
+    locked = [f for f in status.findings if f.code == "security_file_unreadable"]
+    assert [(f.severity, f.hosts) for f in locked] == [("warning", ("can01",))]
+    assert "tealeaf.p12" in locked[0].message and "another process" in locked[0].message
+    console = Console(width=120, record=True, color_system=None, force_terminal=False)
+    render(console, status)
+    row = next(line for line in console.export_text().splitlines() if line.startswith("hbr01 "))
+    assert "'true'" in row and "{" not in row
 
 
 def test_console_width_off_a_terminal(monkeypatch):

@@ -546,3 +546,80 @@ def test_rollback_handshake_waits_while_tms_shows_the_imported_certificate():
         ctx, "restart_hbr", HOST, GATES, _before(stopped=[], imported_sha256=PFX_SHA)
     )
     assert any("plain" in p for p in passed)
+
+
+# --- preflight: services still changing state -------------------------------------------------
+
+
+def _preflight_facts(state: str) -> dict:
+    """Facts a rollback preflight passes on, with TeaLeafHBR in `state`."""
+    return {
+        "install_dir": "D:\\Tealeaf",
+        "tools": {"tlstool": True, "openssl": True},
+        "enable_tls": 0,
+        "services": [
+            {"name": "TeaLeafTMS", "state": "Running", "start_mode": "Auto"},
+            {"name": "TeaLeafHBR", "state": state, "start_mode": "Auto"},
+        ],
+        "iis": {"present": False},
+        "data_service": {"mode": "plain", "port": 23000, "started_at": None, "log": None},
+    }
+
+
+def _preflight_ctx(conn, timeout):
+    from tealeaf_fleet.inventory import Host, WinRMSettings
+
+    winrm = WinRMSettings("https", 5986, "basic", "u", None, None, None)
+    ctx, rec = _ctx(conn, expect_tls=False, timeout=timeout)
+    ctx.fleet.hosts = {"hbr01": Host("hbr01", "127.0.0.1", "hbr", winrm)}
+    return ctx, rec
+
+
+def test_preflight_waits_for_a_pending_service_then_judges():
+    from tealeaf_fleet.engine.actions import preflight
+
+    conn = ScriptedConn(
+        [
+            _preflight_facts("StartPending"),
+            _preflight_facts("StartPending"),
+            _preflight_facts("Running"),
+        ]
+    )
+    ctx, rec = _preflight_ctx(conn, timeout=30)
+    result = preflight(ctx, SimpleNamespace(name="preflight"), "hbr01")
+    assert result.outcome == "ok", result.message
+    assert conn.calls == 3  # read again until nothing was pending, then judged
+    said = [e.message for e in rec.of_type("message")]
+    assert len(said) == 2 and "TeaLeafHBR (StartPending)" in said[0] and "30s" in said[0]
+    assert "settled" in said[1]
+
+
+def test_preflight_service_still_pending_at_the_deadline_is_a_blocker_naming_it():
+    from tealeaf_fleet.engine.actions import preflight
+
+    conn = ScriptedConn([_preflight_facts("StartPending")])
+    ctx, rec = _preflight_ctx(conn, timeout=1)
+    result = preflight(ctx, SimpleNamespace(name="preflight"), "hbr01")
+    assert result.outcome == "failed"
+    assert "TeaLeafHBR (StartPending)" in result.message
+    assert ctx.blockers["hbr01"] == [result.message]
+    assert conn.calls == 2  # waited once (0.5 s); the next wait would pass the 1 s deadline
+    assert "still TeaLeafHBR (StartPending)" in rec.of_type("message")[-1].message
+
+
+def test_restart_counts_pending_services_by_where_they_are_going():
+    from tealeaf_fleet.engine.actions import _before
+
+    conn = ScriptedConn([_preflight_facts("Running")])
+    ctx, _ = _preflight_ctx(conn, timeout=1)
+    ctx.facts["hbr01"] = {
+        "services": [
+            {"name": "A", "state": "StartPending"},
+            {"name": "B", "state": "StopPending"},
+            {"name": "C", "state": "Running"},
+            {"name": "D", "state": "Stopped"},
+        ]
+    }
+    before = _before(ctx, SimpleNamespace(name="restart"), ctx.fleet.hosts["hbr01"])
+    assert before.running == ["A", "C"]
+    assert before.stopped == ["B", "D"]

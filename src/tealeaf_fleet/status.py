@@ -289,7 +289,8 @@ def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostSt
 def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]:
     if row.role not in TLS_ROLES or not row.handshakes:
         return []
-    enabled = row.facts.get("enable_tls") == 1 if row.facts is not None else None
+    # EnableTLS that is not 0/1/absent (e.g. the REG_SZ "true"): unknown, so not judged here
+    enabled = checks.tls_configured(row.facts) if row.facts is not None else None
     out: list[Finding] = []
     for which in PORT_NAMES:
         shake = row.handshakes.get(which)

@@ -195,13 +195,24 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
         _os(facts),
         str(facts.get("ps_version") or "?"),
         str(facts.get("tealeaf_build") or "?"),
-        "absent" if enable is None else str(enable),
+        _registry_text(enable),
         cert_text,
         "present" if xml else "-",
         f"{running}/{len(services)}" if services else "none",
         _data_service(host.role, ds),
         _handshakes(host, reference),
     ]
+
+
+def _registry_text(value: Any) -> str:
+    """A registry value for a table cell: "absent", the number, or the text that is not one
+    (EnableTLS as the REG_SZ "true" shows as 'true')."""
+    from tealeaf_fleet.ops.facts import RegistryNumber
+
+    reading = RegistryNumber.parse(value)
+    if reading.not_a_number:
+        return repr(reading.text)
+    return "absent" if reading.absent else str(reading.number)
 
 
 def _data_service(role: str, ds: dict[str, Any]) -> str:

@@ -12,12 +12,13 @@ Signature: `action(ctx: RunContext, phase: PhaseSpec, host_name: str) -> StepRes
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.engine.context import RunContext
-from tealeaf_fleet.engine.gates import Before, run_gates
+from tealeaf_fleet.engine.gates import POLL_MAX_S, POLL_S, Before, run_gates
 from tealeaf_fleet.engine.strategies import CONTROLLER, StepResult
 from tealeaf_fleet.errors import CertificateError, FleetError, RemoteError, RemoteScriptError
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Host
 
 RTV_TOOLS = ("TLSTool.exe", "openssl.exe")
+RUNNING_STATES = ("Running", "StartPending", "ContinuePending")
+STOPPED_STATES = ("Stopped", "StopPending")
 
 
 def _short(sha: str | None) -> str:
@@ -71,7 +74,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
     host = ctx.host(name)
     try:
-        facts = _gather(ctx, host)
+        facts = _settled_facts(ctx, phase, host)
     except RemoteError as exc:
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
@@ -98,13 +101,47 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         return StepResult("failed", "; ".join(blockers))
     running = sum(1 for s in facts.get("services") or [] if s.get("state") == "Running")
     total = len(facts.get("services") or [])
+    from_file = " (file version)" if facts.get("tealeaf_build_source") == "file_version" else ""
     text = (
-        f"build {facts.get('tealeaf_build')}, EnableTLS {_shown(facts.get('enable_tls'))}, "
-        f"{running}/{total} TeaLeaf services running"
+        f"build {facts.get('tealeaf_build')}{from_file}, EnableTLS "
+        f"{_registry_shown(facts.get('enable_tls'))}, {running}/{total} TeaLeaf services running"
     )
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
+
+
+def _settled_facts(ctx: RunContext, phase: PhaseSpec, host: Host) -> dict[str, Any]:
+    """Facts to judge by. A TeaLeaf service in a pending state (StartPending, StopPending, ...)
+    is on its way somewhere: read the facts again until none is, for at most
+    `rollout.health_timeout_s`, saying so on the bus. What is still pending then is left to
+    the preflight rules (a blocker naming it)."""
+    from tealeaf_fleet.ops.checks import pending_services
+
+    facts = _gather(ctx, host)
+    timeout = ctx.fleet.rollout.health_timeout_s
+    deadline = time.monotonic() + timeout
+    delay = POLL_S
+    waited = False
+    while True:
+        pending = [f"{name} ({state})" for name, state in pending_services(facts)]
+        if not pending or ctx.stop.is_set() or time.monotonic() + delay > deadline:
+            break
+        if not waited:
+            ctx.bus.emit(
+                "message",
+                phase=phase.name,
+                host=host.name,
+                message=f"waiting up to {timeout}s for {', '.join(pending)} to settle",
+            )
+            waited = True
+        ctx.stop.wait(delay)
+        delay = min(POLL_MAX_S, delay * 1.5)
+        facts = _gather(ctx, host)
+    if waited:
+        outcome = f"still {', '.join(pending)}" if pending else "settled"
+        ctx.bus.emit("message", phase=phase.name, host=host.name, message=f"services {outcome}")
+    return facts
 
 
 # --- certificate (controller) -----------------------------------------------------------------
@@ -354,8 +391,10 @@ def disable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
     facts = ctx.facts.get(host.name) or {}
     services = facts.get("services") or []
-    running = [s["name"] for s in services if s.get("state") in ("Running", "StartPending")]
-    stopped = [s["name"] for s in services if s.get("state") == "Stopped"]
+    # ServiceController spellings (facts.ps1 normalises Win32_Service's "Start Pending"): a
+    # service on its way up counts as running, one on its way down as stopped
+    running = [s["name"] for s in services if s.get("state") in RUNNING_STATES]
+    stopped = [s["name"] for s in services if s.get("state") in STOPPED_STATES]
     earlier = ctx.first_note(phase.name, host.name, "restart")
     if earlier:  # a failed attempt may have left some of them stopped: bring back all of them
         for svc in earlier.get("running", []):
@@ -472,7 +511,7 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     facts = row.facts or {}
     return StepResult(
         "ok",
-        f"EnableTLS {_shown(facts.get('enable_tls'))}, certificate "
+        f"EnableTLS {_registry_shown(facts.get('enable_tls'))}, certificate "
         f"{_short((facts.get('security') or {}).get('cert_sha256'))}, Data "
         f"Service {_shown((facts.get('data_service') or {}).get('mode'))}",
     )
@@ -518,3 +557,11 @@ def _shown(value: object) -> str:
     """A fact for a console line: a registry value or log mode that is not there reads
     "absent", not Python's "None"."""
     return "absent" if value is None else str(value)
+
+
+def _registry_shown(value: object) -> str:
+    """A registry value for a console line: "absent", the number, or what was found instead
+    ("a REG_SZ holding 'true'"), never Python's repr of the facts' shape."""
+    from tealeaf_fleet.ops.facts import RegistryNumber
+
+    return RegistryNumber.parse(value).describe()

@@ -14,6 +14,17 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - shutdown_scheduled (true, or {"in_s": N, "abortable": bool}): someone else scheduled a restart
   N seconds ahead, ten minutes by default; shutdown.exe /r exits 1190 until it is aborted with
   shutdown.exe /a, and the host restarts at its time if nobody aborts it (lab/host.py)
+- fips: the FIPS policy value is set (Lsa `FipsAlgorithmPolicy`, `Enabled` = 1), so the host
+  refuses the managed SHA-256 class
+- enable_tls_string (true or {"value": TEXT}): EnableTLS becomes a REG_SZ holding "true" (or
+  TEXT)
+- build_value_missing: the registry value `Version` is deleted (the build is then only in the
+  service executables' file version)
+- security_file_locked (true or {"files": [NAME, ...]}): tealeaf.p12 (or the named files of the
+  security folder) cannot be opened: another process holds it (sharing violation)
+- service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
+  are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
+  seconds (default 3), then runs
 """
 
 from __future__ import annotations
@@ -108,3 +119,37 @@ def mutex_denied(faults: dict[str, Any], name: str) -> bool:
     creator's token, so an open by another account fails with access denied
     (learn.microsoft.com/windows/win32/sync/synchronization-object-security-and-access-rights)."""
     return bool(faults.get("restart_mutex_denied")) and name == RESTART_MUTEX
+
+
+DEFAULT_PENDING_S = 3.0
+
+
+def enable_tls_text(faults: dict[str, Any]) -> str:
+    """The REG_SZ text `enable_tls_string` stores as EnableTLS ("true" unless given)."""
+    value = faults.get("enable_tls_string")
+    if isinstance(value, dict) and isinstance(value.get("value"), str):
+        return value["value"]
+    return "true"
+
+
+def locked_files(faults: dict[str, Any]) -> list[str]:
+    """Names in the security folder that `security_file_locked` makes unopenable."""
+    value = faults.get("security_file_locked")
+    if not value:
+        return []
+    if isinstance(value, dict) and value.get("files"):
+        return [str(name) for name in value["files"]]
+    return ["tealeaf.p12"]
+
+
+def start_pending(faults: dict[str, Any]) -> tuple[str | None, float]:
+    """(service or None for "any running TeaLeaf service", seconds) of
+    `service_start_pending`."""
+    value = faults.get("service_start_pending")
+    if not isinstance(value, dict):
+        return None, DEFAULT_PENDING_S
+    service = value.get("service")
+    seconds = value.get("seconds", DEFAULT_PENDING_S)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        seconds = DEFAULT_PENDING_S
+    return (str(service) if service else None), float(seconds)

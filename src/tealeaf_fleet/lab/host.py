@@ -29,9 +29,17 @@ from typing import Any
 from tealeaf_fleet.lab import dataservice, native, tlstool
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
-from tealeaf_fleet.lab.faults import FaultFile, mutex_denied, service_start_fails
+from tealeaf_fleet.lab.faults import (
+    FaultFile,
+    enable_tls_text,
+    locked_files,
+    mutex_denied,
+    service_start_fails,
+    start_pending,
+)
 from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError
 from tealeaf_fleet.lab.registry import (
+    FIPS_KEY,
     NDP_KEY,
     SCHANNEL_KEY,
     SECURITY_KEY,
@@ -46,6 +54,7 @@ from tealeaf_fleet.lab.services import (
     ServiceInfo,
     ServiceManager,
     services_for_role,
+    wmi_state,
 )
 from tealeaf_fleet.lab.tlstool import SECURITY_DIR
 from tealeaf_fleet.secrets import MASK
@@ -76,6 +85,17 @@ SYSTEM32 = r"C:\Windows\system32"
 SHUTDOWN_SCHEDULED = "A system shutdown has already been scheduled.(1190)\r\n"
 NO_SHUTDOWN = "Unable to abort the system shutdown because no shutdown was in progress.(1116)\r\n"
 OTHER_SHUTDOWN_IN_S = 600.0  # `shutdown_scheduled` without "in_s": ten minutes ahead
+# What the managed hash classes' constructors throw (InvalidOperationException) under the
+# "System cryptography: use FIPS compliant algorithms" policy; the CAPI/CNG wrappers work.
+# learn.microsoft.com/dotnet/api/system.security.cryptography.cryptoconfig.allowonlyfipsalgorithms
+FIPS_REFUSAL = (
+    "This implementation is not part of the Windows Platform FIPS validated cryptographic "
+    "algorithms."
+)
+MANAGED_HASHES = ("SHA256Managed", "SHA1Managed", "SHA384Managed", "SHA512Managed")
+# The version resource of a lab placeholder exe: service exes carry "FileVersion: X", the
+# Tools exes "Tealeaf build X" (both written in `create`).
+_FILE_VERSION = re.compile(rb"FileVersion: ([^\r\n]+)|Tealeaf build (\d+(?:\.\d+)*)")
 _BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
@@ -171,6 +191,7 @@ class LabHost:
         self._mutexes_guard = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._pending_shutdown: _PendingShutdown | None = None
+        self._pending_armed = False
 
     # ====================================================================== lifecycle =====
     def create(self, faults: dict[str, Any] | None = None) -> None:
@@ -197,7 +218,9 @@ class LabHost:
             self._raw_write(SYSTEM32 + "\\" + exe, b"MZ lab placeholder\n")
         for spec in specs:
             if spec.path.startswith('"'):
-                self._raw_write(spec.path.strip('"'), b"MZ lab service placeholder\n")
+                # the file version Windows would read from the exe's version resource
+                version = f"FileVersion: {self.config.build}\n".encode()
+                self._raw_write(spec.path.strip('"'), b"MZ lab service placeholder\n" + version)
         self.services_mgr = ServiceManager(
             specs,
             self.root / "services.json",
@@ -215,7 +238,7 @@ class LabHost:
             self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
         if self.tms_port:
             self._tms = dataservice.Listener(self.tms_port, "TeaLeaf Management Server")
-        for svc in self.services():
+        for svc in self.service_controllers():
             if svc.state == "Running":
                 try:
                     self._service_started(svc.name)
@@ -253,6 +276,7 @@ class LabHost:
             reg[TEALEAF_KEY] = {"InstallDir": self.install_dir, "Version": self.config.build}
         for sub, values in DOTNET_SETUP[self.config.os].items():
             reg[f"{NDP_KEY}\\{sub}"] = dict(values)
+        reg[FIPS_KEY] = {"Enabled": 0}  # present, 0, on Vista / 2008 and later
         if self.config.os == "2008r2":
             reg.update(self._schannel_healthy())
         return reg
@@ -371,9 +395,27 @@ class LabHost:
             for key, values in self._schannel_healthy().items():
                 for name, value in values.items():
                     self.reg_set(key, name, value, "DWord")
+        self._apply_fidelity_faults(added, removed)
         if "data_service_23443" in added | removed and self._ds is not None and self._ds.listening:
             # an administrator reconfigured the port and restarted the Data Service
             self._write_ds_block(self._ds.tls)
+
+    def _apply_fidelity_faults(self, added: set[str], removed: set[str]) -> None:
+        """fips, enable_tls_string, build_value_missing, service_start_pending (lab/faults.py)."""
+        if "fips" in added | removed:
+            self.reg_set(FIPS_KEY, "Enabled", 1 if "fips" in added else 0, "DWord")
+        if "enable_tls_string" in added:
+            self.reg_set(TEALEAF_KEY, "EnableTLS", enable_tls_text(self.faults()), "String")
+        if "enable_tls_string" in removed:
+            self.reg_delete(TEALEAF_KEY, "EnableTLS")
+        if "build_value_missing" in added:
+            self.reg_delete(TEALEAF_KEY, "Version")
+        if "build_value_missing" in removed and self.role != "pca":
+            self.reg_set(TEALEAF_KEY, "Version", self.config.build, "String")
+        if "service_start_pending" in added:
+            self._pending_armed = True
+        if "service_start_pending" in removed:
+            self._pending_armed = False
 
     # ==================================================================== registry =====
     def reg_get(self, key: str, name: str) -> Any:
@@ -389,6 +431,14 @@ class LabHost:
     def reg_delete(self, key: str, name: str | None = None) -> bool:
         """Delete a value, or the key and its subkeys when `name` is None."""
         return self.registry.delete(key, name)
+
+    def reg_kind(self, key: str, name: str) -> str | None:
+        """RegistryKey.GetValueKind as text ("DWord", "String"), None when absent; the hive
+        implies the kind from the stored type."""
+        value = self.reg_get(key, name)
+        if value is None:
+            return None
+        return "DWord" if isinstance(value, int) else "String"
 
     def _on_registry_change(self, key: str, name: str, value: Any) -> None:
         shown = MASK if "password" in name.lower() and value is not None else value
@@ -416,24 +466,38 @@ class LabHost:
         return sorted(child.name for child in p.iterdir())
 
     def read_file(self, win_path: str) -> bytes:
-        """[IO.File]::ReadAllBytes."""
+        """[IO.File]::ReadAllBytes / File.Open for reading; a file another process holds
+        (`security_file_locked`) fails with Windows' sharing violation."""
         p = self.path(win_path)
         if not p.is_file():
             raise HostError(f"Could not find file '{win_path}'.")
+        if self._locked(p):
+            raise HostError(
+                f"The process cannot access the file '{win_path}' because it is being used by "
+                "another process."
+            )
         return p.read_bytes()
+
+    def _locked(self, real: Path) -> bool:
+        names = locked_files(self.faults())
+        return any(self.path(SECURITY_DIR + "\\" + name) == real for name in names)
+
+    def file_version(self, win_path: str) -> str | None:
+        """FileVersionInfo.GetVersionInfo(path).FileVersion: the version the lab stamped into
+        its placeholder executables, None for files without one; HostError
+        (FileNotFoundException) when the file is absent."""
+        p = self.path(win_path)
+        if not p.is_file():
+            raise HostError(f"Could not find file '{win_path}'.")
+        match = _FILE_VERSION.search(p.read_bytes())
+        if match is None:
+            return None
+        return (match.group(1) or match.group(2)).decode("ascii", "replace").strip()
 
     def file_size(self, win_path: str) -> int | None:
         """Length of a file, None when absent."""
         p = self.path(win_path)
         return p.stat().st_size if p.is_file() else None
-
-    def file_version(self, win_path: str) -> str | None:
-        """[Diagnostics.FileVersionInfo]::GetVersionInfo(PATH).FileVersion: the version resource
-        of an executable, None when it has none. The lab's placeholder executables carry the
-        build they were laid down with ("... Tealeaf build 9.0.2.1351"); the services' carry
-        none. HostError (FileNotFoundException) when the file is absent."""
-        match = re.search(rb"Tealeaf build (\d+(?:\.\d+)*)", self.read_file(win_path))
-        return match.group(1).decode("ascii") if match else None
 
     def disk_space(self, drive: str) -> tuple[int, int]:
         """[IO.DriveInfo](DRIVE): (AvailableFreeSpace, TotalSize) in bytes: those of the
@@ -554,15 +618,50 @@ class LabHost:
 
     # ==================================================================== services =====
     def services(self) -> list[ServiceInfo]:
-        """Every service (Win32_Service view): name, display_name, state, start_mode, path,
-        depends_on. Copies: changing them changes nothing."""
+        """Every service as `Get-WmiObject Win32_Service` shows it: name, display_name, state
+        (spaced: "Start Pending"), start_mode, path, depends_on. Copies: changing them changes
+        nothing. An armed `service_start_pending` fault fires here (the next look)."""
+        assert self.services_mgr is not None
+        if self._pending_armed:
+            self._pending_armed = False
+            self._start_pending()
+        out = self.services_mgr.list()
+        for svc in out:
+            svc.state = wmi_state(svc.state)
+        return out
+
+    def service_controllers(self) -> list[ServiceInfo]:
+        """Every service as ServiceController shows it (state "StartPending", no space)."""
         assert self.services_mgr is not None
         return self.services_mgr.list()
 
     def service(self, name: str) -> ServiceInfo:
-        """One service by name (case-insensitive); HostError when there is none."""
+        """One service by name (case-insensitive), as `New-Object ServiceController NAME`
+        shows it; HostError when there is none."""
         assert self.services_mgr is not None
         return self.services_mgr.get(name)
+
+    def _start_pending(self) -> None:
+        assert self.services_mgr is not None
+        wanted, seconds = start_pending(self.faults())
+        if wanted is None:
+            running = sorted(
+                (
+                    s
+                    for s in self.services_mgr.list()
+                    if s.state == "Running"
+                    and (
+                        s.name.lower().startswith("tealeaf")
+                        or s.display_name.lower().startswith("tealeaf")
+                    )
+                ),
+                # the Data Service and TMS last: their ports stay open while "starting"
+                key=lambda s: (s.name in (DATA_SERVICE, TMS_SERVICE), s.name.lower()),
+            )
+            if not running:
+                return
+            wanted = running[0].name
+        self.services_mgr.start_pending_for(wanted, seconds)
 
     def stop_service(self, name: str) -> None:
         """Stop-Service: blocks restart_s/2 (StopPending then Stopped); refuses while a
@@ -729,6 +828,30 @@ class LabHost:
             raise AccessDenied(name)
         with self._mutexes_guard:
             return self._mutexes.setdefault(name, threading.Lock())
+
+    # ============================================================== cryptography =====
+    def fips_policy(self) -> bool:
+        """The FIPS policy as .NET reads it: FipsAlgorithmPolicy Enabled non-zero."""
+        value = self.reg_get(FIPS_KEY, "Enabled")
+        return isinstance(value, int) and value != 0
+
+    def load_assembly(self, name: str) -> bool:
+        """Add-Type -AssemblyName NAME: every lab OS has .NET 3.5's System.Core."""
+        return name in ("System.Core", "System.ServiceProcess")
+
+    def sha256_create_class(self) -> str:
+        """The class [SHA256]::Create() returns: SHA256Managed on CLR 2, and (pessimistically,
+        since older CLR 4 builds do too) on every PowerShell version."""
+        return "SHA256Managed"
+
+    def create_hash(self, class_name: str) -> Any:
+        """`New-Object CLASS` of a SHA-256 class: a hashlib object, or HostError with the
+        InvalidOperationException text when the FIPS policy refuses a managed class."""
+        import hashlib
+
+        if class_name in MANAGED_HASHES and self.fips_policy():
+            raise HostError(FIPS_REFUSAL)
+        return hashlib.sha256()
 
     # ===================================================================== TLSTool =====
     def tlstool(self, args: list[str], cwd: str | None = None) -> tuple[int, str]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fnmatch
-import hashlib
 import ntpath
 import re
 import secrets
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tealeaf_fleet.lab.faults import RESTART_MUTEX
 from tealeaf_fleet.lab.hosterror import AccessDenied, HostError
 from tealeaf_fleet.lab.registry import (
+    FIPS_KEY,
     NDP_KEY,
     SCHANNEL_KEY,
     SECURITY_KEY,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from tealeaf_fleet.lab.host import LabHost
 
 DOTNET = r"HKLM:\SOFTWARE\Microsoft\.NETFramework"
+DOTNET_WOW6432 = r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework"
 WINHTTP = r"Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp"
 SYSTEM32 = r"C:\Windows\system32"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
@@ -97,15 +99,28 @@ def _dir_exists(host: LabHost, path: str) -> bool:
         return False
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+SYSTEM_CORE_SHA256 = "SHA256CryptoServiceProvider"
+
+
+def _new_sha256(host: LabHost) -> tuple[str, Any]:
+    """New-FleetSha256: (class name, hasher). The CAPI class when System.Core loads, else
+    whatever [SHA256]::Create() gives; the host says whether its constructor works (FIPS)."""
+    name = SYSTEM_CORE_SHA256 if host.load_assembly("System.Core") else host.sha256_create_class()
+    return name, host.create_hash(name)
+
+
+def _sha256(host: LabHost, data: bytes) -> str:
+    """Get-FleetHash / Get-FleetSha256: lowercase hex SHA-256 with the host's hash class."""
+    _, hasher = _new_sha256(host)
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def _file_summary(host: LabHost, path: str) -> dict[str, Any] | None:
     if not _file_exists(host, path):
         return None
     data = host.read_file(path)
-    return {"size": len(data), "sha256": _sha256(data)}
+    return {"size": len(data), "sha256": _sha256(host, data)}
 
 
 def _dword(value: Any) -> Any:
@@ -117,6 +132,23 @@ def _dword(value: Any) -> Any:
 
 def _reg(host: LabHost, key: str, name: str) -> Any:
     return _dword(host.reg_get(key, name))
+
+
+# [int]::TryParse with NumberStyles.Integer: white space around, one sign, ASCII digits.
+_INT_TEXT = re.compile(r"^[\t\n\v\f\r ]*[+-]?[0-9]+[\t\n\v\f\r ]*$")
+
+
+def _reg_number(host: LabHost, key: str, name: str) -> Any:
+    """Get-FleetRegistryNumber: int, None when absent, or {text, kind} when not a number."""
+    value = _reg(host, key, name)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    text = str(value)
+    if isinstance(value, str) and _INT_TEXT.match(text):
+        number = int(text.strip("\t\n\v\f\r "))
+        if -(2**31) <= number < 2**31:
+            return number
+    return {"text": text, "kind": host.reg_kind(key, name)}
 
 
 def _data_service_mode(host: LabHost, install_dir: str, since: str) -> dict[str, Any]:
@@ -262,8 +294,12 @@ def _certificate(host: LabHost, crt_path: str) -> dict[str, Any]:
     )
     if pem:
         der = base64.b64decode(re.sub(rb"\s", b"", pem.group(1)))
+    try:
+        sha256: str | None = _sha256(host, der)
+    except HostError:
+        sha256 = None
     info: dict[str, Any] = {
-        "cert_sha256": _sha256(der),
+        "cert_sha256": sha256,
         "cert_subject": None,
         "cert_not_after": None,
     }
@@ -276,6 +312,70 @@ def _certificate(host: LabHost, crt_path: str) -> dict[str, Any]:
     return info
 
 
+def _service_state(wmi_state: str) -> str:
+    """Get-ServiceState in facts.ps1: Win32_Service's "Start Pending" -> "StartPending"."""
+    return wmi_state.replace(" ", "")
+
+
+def _file_build(host: LabHost, services: list[dict[str, Any]]) -> str | None:
+    """Get-FileBuild in facts.ps1: the first TeaLeaf service exe's FileVersion."""
+    for service in services:
+        exe = _exe_path(service["path"])
+        if not exe or not _file_exists(host, exe):
+            continue
+        version = host.file_version(exe)
+        if version:
+            return re.sub(r"\s*,\s*", ".", version).strip()
+    return None
+
+
+def _build(host: LabHost, services: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """(build, source): registry `Version`, else a service executable's file version."""
+    value = _reg(host, TEALEAF_KEY, "Version")
+    if value is not None and str(value):
+        return str(value), "registry"
+    build = _file_build(host, services)
+    return build, ("file_version" if build else None)
+
+
+def _security(host: LabHost) -> dict[str, Any]:
+    """The security folder: per-file summaries (an unreadable file carries its error) and the
+    certificate of tealeaf.crt."""
+    files: dict[str, Any] = {}
+    for name in ("tealeaf.crt", "tealeaf.p12", "server.tls.xml"):
+        try:
+            files[name] = _file_summary(host, _combine(SECURITY_DIR, name))
+        except HostError as exc:
+            files[name] = {"error": str(exc)}
+    security: dict[str, Any] = {
+        "dir": SECURITY_DIR,
+        "files": files,
+        "cert_sha256": None,
+        "cert_subject": None,
+        "cert_not_after": None,
+    }
+    crt = _combine(SECURITY_DIR, "tealeaf.crt")
+    if _file_exists(host, crt):
+        with contextlib.suppress(HostError):  # files["tealeaf.crt"] carries the error
+            security.update(_certificate(host, crt))
+    return security
+
+
+def _fips(host: LabHost) -> dict[str, Any]:
+    """The FIPS policy value and the SHA-256 class the host hashes with."""
+    value = _reg_number(host, FIPS_KEY, "Enabled")
+    fips: dict[str, Any] = {
+        "policy_enabled": value != 0 if isinstance(value, int) else None,
+        "hash_provider": None,
+        "hash_error": None,
+    }
+    try:
+        fips["hash_provider"] = _new_sha256(host)[0]
+    except HostError as exc:
+        fips["hash_error"] = str(exc)
+    return fips
+
+
 def facts(host: LabHost, params: dict[str, str]) -> dict:
     install_dir = params.get("InstallDir", "")
     since = params.get("Since", "")
@@ -284,7 +384,7 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
     iis: dict[str, Any] = {"present": False, "state": None}
     for svc in sorted(host.services(), key=lambda s: s.name.lower()):
         if svc.name.lower() == "w3svc":
-            iis = {"present": True, "state": svc.state}
+            iis = {"present": True, "state": _service_state(svc.state)}
         if fnmatch.fnmatch(svc.name.lower(), "tealeaf*") or fnmatch.fnmatch(
             svc.display_name.lower(), "tealeaf*"
         ):
@@ -292,7 +392,7 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
                 {
                     "name": svc.name,
                     "display_name": svc.display_name,
-                    "state": svc.state,
+                    "state": _service_state(svc.state),
                     "start_mode": svc.start_mode,
                     "path": svc.path,
                 }
@@ -312,22 +412,8 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
     if install_dir:
         tools["tlstool"] = _file_exists(host, _combine(install_dir, r"Tools\TLSTool.exe"))
         tools["openssl"] = _file_exists(host, _combine(install_dir, r"Tools\openssl.exe"))
-    enable_tls = host.reg_get(TEALEAF_KEY, "EnableTLS")
-    build = host.reg_get(TEALEAF_KEY, "Version")
-    files = {
-        name: _file_summary(host, _combine(SECURITY_DIR, name))
-        for name in ("tealeaf.crt", "tealeaf.p12", "server.tls.xml")
-    }
-    security: dict[str, Any] = {
-        "dir": SECURITY_DIR,
-        "files": files,
-        "cert_sha256": None,
-        "cert_subject": None,
-        "cert_not_after": None,
-    }
-    crt = _combine(SECURITY_DIR, "tealeaf.crt")
-    if _file_exists(host, crt):
-        security.update(_certificate(host, crt))
+    build, build_source = _build(host, services)
+    security = _security(host)
     computer = host.reg_get(
         r"HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName", "ComputerName"
     )
@@ -339,37 +425,56 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         "install_dir": install_dir or None,
         "install_dir_source": source,
         "tools": tools,
-        "tealeaf_build": str(build) if build is not None else None,
-        "enable_tls": int(enable_tls) if enable_tls is not None else None,
+        "tealeaf_build": build,
+        "tealeaf_build_source": build_source,
+        "enable_tls": _reg_number(host, TEALEAF_KEY, "EnableTLS"),
         "tls_cert_password_present": host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None,
         "security": security,
         "services": services,
         "iis": iis,
         "data_service": _data_service_mode(host, install_dir or "", since),
         "schannel": {
-            "tls12_server_enabled": _reg(host, TLS12_SERVER_KEY, "Enabled"),
-            "tls12_server_disabled_by_default": _reg(host, TLS12_SERVER_KEY, "DisabledByDefault"),
-            "tls12_client_enabled": _reg(host, TLS12_CLIENT_KEY, "Enabled"),
-            "tls12_client_disabled_by_default": _reg(host, TLS12_CLIENT_KEY, "DisabledByDefault"),
-            "send_trusted_issuer_list": _reg(host, SCHANNEL_KEY, "SendTrustedIssuerList"),
+            "tls12_server_enabled": _reg_number(host, TLS12_SERVER_KEY, "Enabled"),
+            "tls12_server_disabled_by_default": _reg_number(
+                host, TLS12_SERVER_KEY, "DisabledByDefault"
+            ),
+            "tls12_client_enabled": _reg_number(host, TLS12_CLIENT_KEY, "Enabled"),
+            "tls12_client_disabled_by_default": _reg_number(
+                host, TLS12_CLIENT_KEY, "DisabledByDefault"
+            ),
+            "send_trusted_issuer_list": _reg_number(host, SCHANNEL_KEY, "SendTrustedIssuerList"),
         },
         "dotnet": {
-            "v2_strong_crypto": _reg(host, DOTNET + r"\v2.0.50727", "SchUseStrongCrypto"),
-            "v4_strong_crypto": _reg(host, DOTNET + r"\v4.0.30319", "SchUseStrongCrypto"),
-            "v2_system_default_tls": _reg(
+            "v2_strong_crypto": _reg_number(host, DOTNET + r"\v2.0.50727", "SchUseStrongCrypto"),
+            "v4_strong_crypto": _reg_number(host, DOTNET + r"\v4.0.30319", "SchUseStrongCrypto"),
+            "v2_system_default_tls": _reg_number(
                 host, DOTNET + r"\v2.0.50727", "SystemDefaultTlsVersions"
             ),
-            "v4_system_default_tls": _reg(
+            "v4_system_default_tls": _reg_number(
                 host, DOTNET + r"\v4.0.30319", "SystemDefaultTlsVersions"
             ),
+            **_dotnet_wow6432(host),
         },
         "winhttp": {
-            "native": _reg(host, "HKLM:\\SOFTWARE\\" + WINHTTP, "DefaultSecureProtocols"),
-            "wow6432": _reg(
+            "native": _reg_number(host, "HKLM:\\SOFTWARE\\" + WINHTTP, "DefaultSecureProtocols"),
+            "wow6432": _reg_number(
                 host, "HKLM:\\SOFTWARE\\Wow6432Node\\" + WINHTTP, "DefaultSecureProtocols"
             ),
         },
+        "fips": _fips(host),
     }
+
+
+def _dotnet_wow6432(host: LabHost) -> dict[str, Any]:
+    """The .NET strong-crypto values in the 32-bit view (Tealeaf is a 32-bit program)."""
+    out = {}
+    for ver, folder in (("v2", "v2.0.50727"), ("v4", "v4.0.30319")):
+        key = DOTNET_WOW6432 + "\\" + folder
+        out[f"wow6432_{ver}_strong_crypto"] = _reg_number(host, key, "SchUseStrongCrypto")
+        out[f"wow6432_{ver}_system_default_tls"] = _reg_number(
+            host, key, "SystemDefaultTlsVersions"
+        )
+    return out
 
 
 def file_info(host: LabHost, params: dict[str, str]) -> dict:
@@ -412,7 +517,7 @@ def put_file(host: LabHost, params: dict[str, str]) -> dict:
         raise OpFailed(f"cannot write {part_path} (disk full?): {exc}") from None
     if index < count - 1:
         return {"path": path, "part": index, "complete": False}
-    actual = _sha256(host.read_file(part_path))
+    actual = _sha256(host, host.read_file(part_path))
     expected = params.get("Sha256", "")
     if actual != expected.lower():
         host.delete_file(part_path)
@@ -460,7 +565,7 @@ def get_file(host: LabHost, params: dict[str, str]) -> dict:
         "size": len(data),
         "offset": start,
         "data": base64.b64encode(chunk).decode("ascii"),
-        "sha256": _sha256(data),
+        "sha256": _sha256(host, data),
     }
 
 
@@ -552,7 +657,7 @@ def _wait_state(
 
 def _wave(host: LabHost, pending: list[str], dependents: bool) -> list[str]:
     """Get-Wave: pending services none of whose related (pending) services is pending."""
-    infos = {s.name.lower(): s for s in host.services()}
+    infos = {s.name.lower(): s for s in host.service_controllers()}
     wave = []
     for name in pending:
         if dependents:
@@ -629,7 +734,7 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, cloc
     pending = list(names)
     while pending:
         wave = _wave(host, pending, dependents=True)
-        infos = {s.name.lower(): s for s in host.services()}
+        infos = {s.name.lower(): s for s in host.service_controllers()}
         stopping = []
         for name in wave:
             blockers = [
@@ -778,7 +883,6 @@ def data_service_log(host: LabHost, params: dict[str, str]) -> dict:
 
 # --------------------------------------------------------------------- check.ps1 ---
 
-FIPS_POLICY_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy"
 SESSION_MANAGER_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager"
 CBS_REBOOT_PENDING_KEY = (
     r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending"
@@ -949,7 +1053,7 @@ def _check_writable(host: LabHost, folder: str | None, text: str) -> dict[str, A
     except HostError as exc:
         probe["error"] = str(exc)
     if probe["written"]:
-        probe["sha256"] = _sha256(host.read_file(path))
+        probe["sha256"] = _sha256(host, host.read_file(path))
     if _file_exists(host, path):
         host.delete_file(path)
     probe["left_behind"] = _file_exists(host, path)
@@ -993,7 +1097,7 @@ def check(host: LabHost, params: dict[str, str]) -> dict:
             "language_mode": "FullLanguage",
         },
         "dotnet": _check_dotnet(host),
-        "fips_policy": _reg(host, FIPS_POLICY_KEY, "Enabled"),
+        "fips_policy": _reg(host, FIPS_KEY, "Enabled"),
         "os": _check_boot(host),
         "pending_reboot": _check_pending_reboot(host),
         "registry": _check_registry_names(host),

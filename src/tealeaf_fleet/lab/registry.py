@@ -23,6 +23,7 @@ SCHANNEL_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANN
 TLS12_SERVER_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2\Server"
 TLS12_CLIENT_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2\Client"
 NDP_KEY = r"HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP"  # .NET Framework setup keys
+FIPS_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy"
 
 _PREFIXES = (
     ("registry::hkey_local_machine\\", "HKLM:\\"),

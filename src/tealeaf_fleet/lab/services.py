@@ -21,6 +21,16 @@ from tealeaf_fleet.lab.events import write_json_atomic
 from tealeaf_fleet.lab.hosterror import HostError
 
 STATES = ("Stopped", "StartPending", "Running", "StopPending")
+# Win32_Service.State spells the pending states with a space, ServiceControllerStatus without
+# (learn.microsoft.com/windows/win32/cimwin32prov/win32-service,
+# learn.microsoft.com/dotnet/api/system.serviceprocess.servicecontrollerstatus). The manager
+# keeps the ServiceController form; `wmi_state` gives what Get-WmiObject Win32_Service shows.
+_WMI_STATES = {
+    "StartPending": "Start Pending",
+    "StopPending": "Stop Pending",
+    "ContinuePending": "Continue Pending",
+    "PausePending": "Pause Pending",
+}
 
 DATA_SERVICE = "TeaLeafDataService"
 TMS_SERVICE = "TeaLeafTMS"
@@ -189,6 +199,11 @@ def services_for_role(role: str, install_dir: str) -> list[ServiceInfo]:
     return out
 
 
+def wmi_state(state: str) -> str:
+    """A ServiceController status as Win32_Service.State spells it ("Start Pending")."""
+    return _WMI_STATES.get(state, state)
+
+
 Hook = Callable[[str], None]
 
 
@@ -352,6 +367,25 @@ class ServiceManager:
         for t in threads:
             t.join()
         return failed
+
+    def start_pending_for(self, name: str, seconds: float) -> bool:
+        """A running service is seen starting: StartPending for `seconds`, then Running (the
+        fault `service_start_pending`; as when its recovery action restarts its process). Its
+        hooks do not run: ports stay as they are. False when it is not Running."""
+        with self._cond:
+            svc = self._lookup(name)
+            if svc.state != "Running":
+                return False
+            self._set(svc, "StartPending")
+
+        def finish() -> None:
+            time.sleep(seconds)
+            with self._cond:
+                if svc.state == "StartPending":
+                    self._set(svc, "Running")
+
+        threading.Thread(target=finish, name=f"pending-{name}", daemon=True).start()
+        return True
 
     def set_initial(self, name: str, state: str) -> None:
         """Set a state without delay or event (lab creation only)."""

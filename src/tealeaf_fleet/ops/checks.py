@@ -22,6 +22,14 @@ Decisions worth knowing:
   what is wanted (services read EnableTLS when they start).
 - "Enabled" of an SCHANNEL protocol key counts as on when it is non-zero (Windows reads it so;
   0xffffffff is common), "DisabledByDefault" must be exactly 0.
+- Registry values arrive as a number, null (absent) or `{"text", "kind"}` (not a number, e.g.
+  EnableTLS as the REG_SZ "true"; ops.facts.RegistryNumber). Text is never read as 0: for
+  EnableTLS it blocks a rollout (nobody can tell whether TLS is on), elsewhere it counts as
+  "not set" and the message says what was found.
+- Services are judged in ServiceController's spelling ("StartPending"; facts.ps1 turns
+  Win32_Service's "Start Pending" into it). A TeaLeaf service still pending when preflight
+  judges (the engine waits for pending services first) blocks: its restart could not be
+  planned.
 - Severity: `blocker` stops a rollout (preflight) or makes a fleet inconsistent (drift);
   `warning` is worth fixing but changes nothing; `info` is just said.
 """
@@ -36,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.inventory import TLS_ROLES
+from tealeaf_fleet.ops.facts import PENDING_STATES, RegistryNumber
 from tealeaf_fleet.playbooks import OPS  # the closed op vocabulary has one home
 
 if TYPE_CHECKING:
@@ -54,6 +63,9 @@ TLS12_KEY = SCHANNEL_KEY + r"\Protocols\TLS 1.2"
 DOTNET_KEYS = {
     "v2": r"HKLM:\SOFTWARE\Microsoft\.NETFramework\v2.0.50727",
     "v4": r"HKLM:\SOFTWARE\Microsoft\.NETFramework\v4.0.30319",
+    # Tealeaf is 32-bit: its .NET tools (TealeafStatus) read the WOW64 view
+    "wow6432_v2": r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework\v2.0.50727",
+    "wow6432_v4": r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework\v4.0.30319",
 }
 WINHTTP_KEYS = {
     "native": r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp",
@@ -172,11 +184,18 @@ def _enable_tls(facts: Mapping[str, Any]) -> Any:
     return facts.get("enable_tls")
 
 
-def _tls_configured(facts: Mapping[str, Any]) -> bool | None:
+def _found(value: Any) -> str:
+    """The suffix ` (now a REG_SZ holding 'x')` for a registry value that is not a number."""
+    reading = RegistryNumber.parse(value)
+    return f" (now {reading.describe()})" if reading.not_a_number else ""
+
+
+def tls_configured(facts: Mapping[str, Any]) -> bool | None:
     """EnableTLS as the registry says: True (1), False (absent or 0), None when unknown.
 
     Unknown covers facts without the `enable_tls` key (a partial or foreign facts dict: absence
-    of the key is not absence of the value) and any value other than absent, 0 or 1.
+    of the key is not absence of the value) and any value other than absent, 0 or 1 (a number
+    such as 2, or text such as the REG_SZ "true").
     """
     if "enable_tls" not in facts:
         return None
@@ -189,8 +208,7 @@ def _tls_configured(facts: Mapping[str, Any]) -> bool | None:
 def _enable_tls_text(facts: Mapping[str, Any]) -> str:
     if "enable_tls" not in facts:
         return "unknown (the facts do not show it)"
-    value = facts["enable_tls"]
-    return "absent" if value is None else f"{value!r}"
+    return RegistryNumber.parse(facts["enable_tls"]).describe()
 
 
 def _tealeaf_services(facts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -273,6 +291,17 @@ def preflight_blockers(
             "no Windows service whose name or display name starts with 'TeaLeaf' was found: "
             "is Tealeaf installed on this host, and is its role in the inventory right?",
         )
+    pending = pending_services(facts)
+    if pending:
+        add(
+            BLOCKER,
+            "service_pending",
+            "TeaLeaf service(s) still changing state: "
+            + ", ".join(f"{n} ({state})" for n, state in pending)
+            + " (preflight waits up to rollout.health_timeout_s for them): the restart cannot "
+            "tell whether to bring them back; find out why they hang, then rerun",
+        )
+    out.extend(_unreadable_security_files(name, facts))
 
     if expect_tls:
         out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
@@ -296,11 +325,19 @@ def _rollout_blockers(
     build = facts.get("tealeaf_build")
     verdict = build_at_least(build)
     if verdict is None:
+        if build is None:
+            where = (
+                f"registry value {TEALEAF_KEY}\\Version is absent and no TeaLeaf service "
+                "executable carries a file version"
+            )
+        elif facts.get("tealeaf_build_source") == "file_version":
+            where = f"a TeaLeaf service executable's file version reads {build!r}"
+        else:
+            where = f"registry value {TEALEAF_KEY}\\Version reads {build!r}"
         add(
             BLOCKER if tls_role else WARNING,
             "build_unknown",
-            f"Tealeaf build unknown (registry value {TEALEAF_KEY}\\Version "
-            f"{'is absent' if build is None else f'reads {build!r}'}); inter-process TLS "
+            f"Tealeaf build unknown ({where}); inter-process TLS "
             f"needs {MIN_BUILD_TEXT} (9.0.2 FP6) or later: check the installed fix pack",
         )
     elif not verdict:
@@ -311,6 +348,15 @@ def _rollout_blockers(
             "Pack 6 or later before enabling TLS",
         )
 
+    hash_error = _get(facts, "fips", "hash_error")
+    if hash_error:
+        add(
+            BLOCKER,
+            "sha256_unavailable",
+            f"no SHA-256 class works on this host ({hash_error}), so copies and certificates "
+            "cannot be verified there: install .NET Framework 3.5 (System.Core's "
+            "SHA256CryptoServiceProvider works under the FIPS policy)",
+        )
     if tls_role:
         out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
         port = _get(facts, "data_service", "port")
@@ -359,6 +405,8 @@ def _enable_tls_blockers(
 ) -> list[Finding]:
     value = _enable_tls(facts)
     key = f"{TEALEAF_KEY}\\EnableTLS"
+    if RegistryNumber.parse(value).not_a_number:
+        return [_enable_tls_not_numeric(name, value)]
     if value in (None, 0):
         return []
     installed = _get(facts, "security", "cert_sha256")
@@ -403,13 +451,28 @@ def _enable_tls_blockers(
     ]
 
 
+def _enable_tls_not_numeric(name: str, value: Any) -> Finding:
+    """EnableTLS holding something other than a number (the REG_SZ "true", an empty string):
+    a blocker for a rollout and in drift, since nobody can tell whether TLS is on."""
+    return Finding(
+        BLOCKER,
+        "enable_tls_not_numeric",
+        f"{TEALEAF_KEY}\\EnableTLS is {RegistryNumber.parse(value).describe()}, not a number: "
+        "the tool cannot tell whether TLS is on there (TLSTool.exe writes a DWORD, 0 or 1): "
+        "delete the value or set it to the DWORD 0 (or run `fleet rollback`), then rerun",
+        (name,),
+    )
+
+
 def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     out: list[Finding] = []
     missing = []
-    if not _on(_get(facts, "schannel", "tls12_server_enabled")):
-        missing.append(f"{TLS12_KEY}\\Server\\Enabled = 1 (DWORD)")
-    if _get(facts, "schannel", "tls12_server_disabled_by_default") != 0:
-        missing.append(f"{TLS12_KEY}\\Server\\DisabledByDefault = 0 (DWORD)")
+    enabled = _get(facts, "schannel", "tls12_server_enabled")
+    if not _on(enabled):
+        missing.append(f"{TLS12_KEY}\\Server\\Enabled = 1 (DWORD){_found(enabled)}")
+    disabled = _get(facts, "schannel", "tls12_server_disabled_by_default")
+    if disabled != 0:
+        missing.append(f"{TLS12_KEY}\\Server\\DisabledByDefault = 0 (DWORD){_found(disabled)}")
     if missing:
         out.append(
             Finding(
@@ -444,20 +507,23 @@ def _status_report_gaps(facts: Mapping[str, Any]) -> list[str]:
             ("strong_crypto", "SchUseStrongCrypto"),
             ("system_default_tls", "SystemDefaultTlsVersions"),
         ):
-            if dotnet.get(f"{ver}_{field_name}") != 1:
-                gaps.setdefault(key, []).append(f"{value_name} = 1")
+            value = dotnet.get(f"{ver}_{field_name}")
+            if value != 1:
+                gaps.setdefault(key, []).append(f"{value_name} = 1{_found(value)}")
     winhttp = facts.get("winhttp") or {}
     for which, key in WINHTTP_KEYS.items():
         value = winhttp.get(which)
         if not (isinstance(value, int) and value & WINHTTP_TLS12):
-            gaps.setdefault(key, []).append("DefaultSecureProtocols = 0xA80")
+            gaps.setdefault(key, []).append(f"DefaultSecureProtocols = 0xA80{_found(value)}")
     if _is_2008r2(facts):  # TLS 1.2 client is on by default from 2012 on
         schannel = facts.get("schannel") or {}
         key = f"{TLS12_KEY}\\Client"
-        if not _on(schannel.get("tls12_client_enabled")):
-            gaps.setdefault(key, []).append("Enabled = 1")
-        if schannel.get("tls12_client_disabled_by_default") != 0:
-            gaps.setdefault(key, []).append("DisabledByDefault = 0")
+        enabled = schannel.get("tls12_client_enabled")
+        if not _on(enabled):
+            gaps.setdefault(key, []).append(f"Enabled = 1{_found(enabled)}")
+        disabled = schannel.get("tls12_client_disabled_by_default")
+        if disabled != 0:
+            gaps.setdefault(key, []).append(f"DisabledByDefault = 0{_found(disabled)}")
     return [f"{key}: {', '.join(values)}" for key, values in gaps.items()]
 
 
@@ -503,9 +569,9 @@ def step_status(
             return Done(f"EnableTLS is 1 and {_security_dir(facts)}\\server.tls.xml exists")
         if value == 1:
             return Needed("EnableTLS is 1 but server.tls.xml is missing: enable again")
-        return Needed(f"EnableTLS is {'absent' if value is None else value}")
+        return Needed(f"EnableTLS is {_enable_tls_text(facts)}")
     if op == "disable":
-        if _tls_configured(facts) is False:
+        if tls_configured(facts) is False:
             return Done(f"EnableTLS is {_enable_tls_text(facts)}")
         return Needed(f"EnableTLS is {_enable_tls_text(facts)}")
     if op == "restart":
@@ -554,7 +620,7 @@ def _restart_status(
         return Needed("no Data Service startup found in its log")
     if mode != wanted:
         return Needed(f"the Data Service last started in {mode} mode; {wanted} is wanted")
-    if _tls_configured(facts) is not expect_tls:
+    if tls_configured(facts) is not expect_tls:
         # the services read EnableTLS when they start: a registry that disagrees with the
         # wanted state means an enable/disable is still to come, and a restart after it
         return Needed(
@@ -598,6 +664,7 @@ def fleet_drift(
         out.extend(_host_consistency(name, facts_by_host[name]))
     for name in names:
         out.extend(_stopped_services(name, facts_by_host[name]))
+        out.extend(_unreadable_security_files(name, facts_by_host[name]))
         out.extend(_cert_expiry(name, facts_by_host[name]))
     out.extend(_build_drift(facts_by_host, names))
     return out
@@ -669,6 +736,8 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     value = _enable_tls(facts)
     folder = _security_dir(facts)
     mode = _get(facts, "data_service", "mode")
+    if RegistryNumber.parse(value).not_a_number:
+        out.append(_enable_tls_not_numeric(name, value))
     if value == 1:
         missing = _missing_security_files(facts)
         if missing:
@@ -707,7 +776,7 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
             Finding(
                 BLOCKER,
                 "data_service_mode",
-                f"EnableTLS is {value if value is not None else 'absent'} but the "
+                f"EnableTLS is {_enable_tls_text(facts)} but the "
                 "Data Service last started in tls mode (its log shows 'TLS Port:'): "
                 "restart the TeaLeaf services",
                 (name,),
@@ -716,9 +785,38 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
+def pending_services(facts: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(name, state) of the TeaLeaf services in a pending state (StartPending, ...): on their
+    way somewhere, so neither "running" nor "stopped" can be trusted yet."""
+    return [
+        (str(s.get("name")), str(s.get("state")))
+        for s in _tealeaf_services(facts)
+        if s.get("state") in PENDING_STATES
+    ]
+
+
+def _unreadable_security_files(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+    """A security file that exists but could not be read (locked by another process, ACL):
+    facts report `{"error": ...}` for it instead of failing the host."""
+    files = _get(facts, "security", "files") or {}
+    out = []
+    for file_name, entry in files.items():
+        if isinstance(entry, Mapping) and entry.get("error"):
+            out.append(
+                Finding(
+                    WARNING,
+                    "security_file_unreadable",
+                    f"{_security_dir(facts)}\\{file_name} cannot be read: {entry['error']} "
+                    "(its size and SHA-256 are unknown; find what holds it)",
+                    (name,),
+                )
+            )
+    return out
+
+
 def _stopped_services(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     stopped = sorted(
-        str(s.get("name"))
+        str(s.get("name")) + ("" if s.get("state") == "Stopped" else f" ({s.get('state')})")
         for s in _tealeaf_services(facts)
         if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
         and s.get("state") != "Running"

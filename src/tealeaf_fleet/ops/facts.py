@@ -9,7 +9,7 @@ one Connection per host; a host that fails yields its `RemoteError` instead of f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,69 @@ class ServiceFact:
     state: str
     start_mode: str
     path: str
+
+
+# RegistryValueKind names (RegistryKey.GetValueKind) as regedit shows them.
+_REG_KINDS = {
+    "String": "REG_SZ",
+    "ExpandString": "REG_EXPAND_SZ",
+    "MultiString": "REG_MULTI_SZ",
+    "Binary": "REG_BINARY",
+    "DWord": "REG_DWORD",
+    "QWord": "REG_QWORD",
+}
+# Service states that are on their way somewhere (ServiceControllerStatus names; facts.ps1
+# writes Win32_Service's "Start Pending" this way).
+PENDING_STATES = ("StartPending", "StopPending", "ContinuePending", "PausePending")
+
+
+@dataclass(frozen=True)
+class RegistryNumber:
+    """A registry value the tool compares as a number, as facts report it
+    (Get-FleetRegistryNumber): absent (null), a number (int), or not a number
+    (`{"text": ..., "kind": ...}`, e.g. EnableTLS stored as the REG_SZ "true").
+
+    Why a type: `int(value)` on the third shape would crash a caller, and reading it as 0 would
+    hide it; every caller must say which of the three it got.
+    """
+
+    number: int | None = None
+    text: str | None = None  # the raw text when the value is not a number
+    kind: str | None = None  # RegistryValueKind of a value that is not a number ("String")
+
+    @classmethod
+    def parse(cls, raw: Any) -> RegistryNumber:
+        if raw is None:
+            return cls()
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return cls(number=raw)
+        if isinstance(raw, Mapping):
+            kind = raw.get("kind")
+            return cls(text=str(raw.get("text") or ""), kind=str(kind) if kind else None)
+        return cls(text=str(raw))  # anything else is not a number either
+
+    @property
+    def absent(self) -> bool:
+        return self.number is None and self.text is None
+
+    @property
+    def is_number(self) -> bool:
+        return self.number is not None
+
+    @property
+    def not_a_number(self) -> bool:
+        return self.text is not None
+
+    def describe(self) -> str:
+        """For messages: "absent", "1", "a REG_SZ holding 'true'", "an empty REG_SZ"."""
+        if self.number is not None:
+            return str(self.number)
+        if self.text is None:
+            return "absent"
+        kind = _REG_KINDS.get(self.kind or "", "value of an unknown type")
+        if self.text == "":
+            return f"an empty {kind}"
+        return f"a {kind} holding {self.text!r}"
 
 
 @dataclass(frozen=True)
@@ -113,17 +176,55 @@ class HostFacts(dict):
         return self.get("tealeaf_build")
 
     @property
+    def tealeaf_build_source(self) -> str | None:
+        """Where the build came from: "registry" (Version), "file_version" (a TeaLeaf service
+        executable's), or None when neither gave one."""
+        return self.get("tealeaf_build_source")
+
+    @property
+    def enable_tls_value(self) -> RegistryNumber:
+        """EnableTLS as read: absent, a number, or text that is not a number."""
+        return RegistryNumber.parse(self.get("enable_tls"))
+
+    @property
     def enable_tls(self) -> int | None:
-        value = self.get("enable_tls")
-        return int(value) if value is not None else None
+        """EnableTLS as a number; None when absent or not a number (`enable_tls_value` tells
+        the two apart)."""
+        return self.enable_tls_value.number
+
+    def registry_number(self, section: str, name: str) -> RegistryNumber:
+        """A registry value of `schannel`, `dotnet`, `winhttp` (e.g. ("dotnet",
+        "wow6432_v4_strong_crypto"))."""
+        return RegistryNumber.parse(self._section(section).get(name))
+
+    @property
+    def fips_policy_enabled(self) -> bool | None:
+        """The "use FIPS compliant algorithms" policy; None when the value is absent."""
+        return self._section("fips").get("policy_enabled")
+
+    @property
+    def hash_provider(self) -> str | None:
+        """The SHA-256 class the host hashes with (SHA256CryptoServiceProvider, ...); None when
+        none works there (`hash_error` says why)."""
+        return self._section("fips").get("hash_provider")
+
+    @property
+    def hash_error(self) -> str | None:
+        return self._section("fips").get("hash_error")
 
     @property
     def tls_cert_password_present(self) -> bool:
         return bool(self.get("tls_cert_password_present"))
 
     def security_file(self, name: str) -> dict[str, Any] | None:
-        """{size, sha256} of tealeaf.crt / tealeaf.p12 / server.tls.xml, or None if absent."""
+        """{size, sha256} of tealeaf.crt / tealeaf.p12 / server.tls.xml, None if absent, or
+        {error} when the file exists but cannot be read (locked by another process, ACL)."""
         return (self._section("security").get("files") or {}).get(name)
+
+    def security_file_error(self, name: str) -> str | None:
+        """Why a security file could not be read; None when it was read or is absent."""
+        entry = self.security_file(name)
+        return entry.get("error") if isinstance(entry, dict) else None
 
     @property
     def cert_sha256(self) -> str | None:
@@ -153,6 +254,11 @@ class HostFacts(dict):
     @property
     def running_services(self) -> list[str]:
         return [s.name for s in self.services if s.state == "Running"]
+
+    @property
+    def pending_services(self) -> list[str]:
+        """TeaLeaf services on their way to another state (StartPending, StopPending, ...)."""
+        return [s.name for s in self.services if s.state in PENDING_STATES]
 
     @property
     def iis_present(self) -> bool:
@@ -238,4 +344,12 @@ def collect(
     return {h.name: r for h, r in zip(hosts, results, strict=True)}
 
 
-__all__ = ["HostFacts", "ServiceFact", "DataServiceMode", "gather", "collect"]
+__all__ = [
+    "HostFacts",
+    "ServiceFact",
+    "DataServiceMode",
+    "RegistryNumber",
+    "PENDING_STATES",
+    "gather",
+    "collect",
+]

@@ -241,16 +241,49 @@ function Open-FleetRead([string]$Path) {
     return [IO.File]::Open($Path, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::ReadWrite)
 }
 
+function New-FleetSha256 {
+    # A SHA-256 object that works under the "System cryptography: use FIPS compliant algorithms"
+    # policy. SHA256.Create() gives SHA256Managed on CLR 2 (and on older CLR 4 builds), whose
+    # constructor then throws InvalidOperationException ("not part of the Windows Platform FIPS
+    # validated cryptographic algorithms"). SHA256CryptoServiceProvider (System.Core, .NET 3.5)
+    # wraps the FIPS-validated CAPI module, so it comes first; SHA256.Create() only when
+    # System.Core cannot be loaded. The caller reads the class name with .GetType().Name.
+    # https://learn.microsoft.com/dotnet/api/system.security.cryptography.sha256cryptoserviceprovider
+    # https://learn.microsoft.com/dotnet/api/system.security.cryptography.sha256.create
+    $systemCore = $true
+    try { Add-Type -AssemblyName System.Core } catch { $systemCore = $false }
+    if ($systemCore) { return (New-Object System.Security.Cryptography.SHA256CryptoServiceProvider) }
+    return [Security.Cryptography.SHA256]::Create()
+}
+
+function Get-FleetHash($Data) {
+    # Lowercase hex SHA-256 of a Stream (read to its end) or a byte[].
+    $sha = New-FleetSha256
+    try {
+        $hash = $sha.ComputeHash($Data)
+    } finally {
+        $sha.Clear()
+    }
+    return (ConvertTo-FleetHex $hash)
+}
+
 function Get-FleetSha256([string]$Path) {
     # Get-FileHash needs PowerShell 4.0.
     $stream = Open-FleetRead $Path
     try {
-        $sha = [Security.Cryptography.SHA256]::Create()
-        $hash = $sha.ComputeHash($stream)
+        return (Get-FleetHash $stream)
     } finally {
         $stream.Close()
     }
-    return (ConvertTo-FleetHex $hash)
+}
+
+function Get-FleetErrorText($ErrorRecord) {
+    # The innermost exception's message: Windows' own text ("The process cannot access the
+    # file ... because it is being used by another process."), not PowerShell's wrapper
+    # ('Exception calling "Open" with "4" argument(s): ...').
+    $exception = $ErrorRecord.Exception
+    while ($null -ne $exception.InnerException) { $exception = $exception.InnerException }
+    return $exception.Message
 }
 
 function Get-FleetFileSummary([string]$Path) {
@@ -266,6 +299,25 @@ function Get-FleetRegistryValue([string]$Key, [string]$Name) {
     $item = Get-ItemProperty -LiteralPath $Key -Name $Name -ErrorAction SilentlyContinue
     if ($null -eq $item) { return $null }
     return $item.$Name
+}
+
+function Get-FleetRegistryNumber([string]$Key, [string]$Name) {
+    # A registry value the tool compares as a number, read so that no value can fail the op:
+    # the number (a DWORD arrives as Int32, a QWORD as Int64; a REG_SZ holding a whole number
+    # converts), $null when the key or the value is absent, or @{ text; kind } when it is not a
+    # number (EnableTLS as a REG_SZ 'true', an empty string, binary data): [int]'true' throws
+    # under ErrorActionPreference Stop, and [int]'' reads as 0.
+    $value = Get-FleetRegistryValue $Key $Name
+    if ($null -eq $value) { return $null }
+    if (($value -is [int]) -or ($value -is [long])) { return $value }
+    $number = 0
+    if (($value -is [string]) -and
+        [int]::TryParse($value, [Globalization.NumberStyles]::Integer, $FleetInvariant, [ref]$number)) {
+        return $number
+    }
+    $kind = $null
+    try { $kind = [string]((Get-Item -LiteralPath $Key).GetValueKind($Name)) } catch { $kind = $null }
+    return @{ text = [string]$value; kind = $kind }
 }
 
 function Split-FleetList([string]$Text) {

@@ -31,6 +31,28 @@ function Find-InstallDir([string]$ExePath) {
     return $null
 }
 
+function Get-ServiceState($Service) {
+    # Win32_Service.State is spaced ("Start Pending", "Stop Pending", "Continue Pending",
+    # "Pause Pending"); ServiceControllerStatus, which restart_services and the engine use, is
+    # not ("StartPending"). Report the ServiceController form.
+    # https://learn.microsoft.com/windows/win32/cimwin32prov/win32-service
+    # https://learn.microsoft.com/dotnet/api/system.serviceprocess.servicecontrollerstatus
+    return (([string]$Service.State) -replace ' ', '')
+}
+
+function Get-FileBuild($Services) {
+    # The file version of the first TeaLeaf service executable that has one: the build when
+    # the registry has no Version value. Old resource scripts write "9, 0, 2, 1351".
+    # https://learn.microsoft.com/dotnet/api/system.diagnostics.fileversioninfo.fileversion
+    foreach ($service in $Services) {
+        $exe = Get-ExecutablePath $service.path
+        if ((-not $exe) -or (-not [IO.File]::Exists($exe))) { continue }
+        $version = [Diagnostics.FileVersionInfo]::GetVersionInfo($exe).FileVersion
+        if ($version) { return (($version -replace '\s*,\s*', '.').Trim()) }
+    }
+    return $null
+}
+
 $os = Get-WmiObject Win32_OperatingSystem
 $services = New-Object System.Collections.ArrayList
 $discovered = $null
@@ -39,11 +61,11 @@ $iis = @{ present = $false; state = $null }
 # matching services only, not for every service on the host.
 $serviceFilter = "Name LIKE 'TeaLeaf%' OR DisplayName LIKE 'TeaLeaf%' OR Name = 'W3SVC'"
 foreach ($svc in @(Get-WmiObject Win32_Service -Filter $serviceFilter | Sort-Object Name)) {
-    if ($svc.Name -eq 'W3SVC') { $iis = @{ present = $true; state = [string]$svc.State } }
+    if ($svc.Name -eq 'W3SVC') { $iis = @{ present = $true; state = (Get-ServiceState $svc) } }
     if (($svc.Name -like 'TeaLeaf*') -or ($svc.DisplayName -like 'TeaLeaf*')) {
         [void]$services.Add(@{
             name = [string]$svc.Name; display_name = [string]$svc.DisplayName
-            state = [string]$svc.State; start_mode = [string]$svc.StartMode; path = [string]$svc.PathName
+            state = (Get-ServiceState $svc); start_mode = [string]$svc.StartMode; path = [string]$svc.PathName
         })
         if ($null -eq $discovered) { $discovered = Find-InstallDir (Get-ExecutablePath ([string]$svc.PathName)) }
     }
@@ -72,28 +94,49 @@ if ($installDirFound) {
     $tools.openssl = [IO.File]::Exists([IO.Path]::Combine($installDirFound, 'Tools\openssl.exe'))
 }
 
-$enableTls = Get-FleetRegistryValue $tealeafKey 'EnableTLS'
-if ($null -ne $enableTls) { $enableTls = [int]$enableTls }
-$build = Get-FleetRegistryValue $tealeafKey 'Version'
-if ($null -ne $build) { $build = [string]$build }
+$enableTls = Get-FleetRegistryNumber $tealeafKey 'EnableTLS'
+$build = [string](Get-FleetRegistryValue $tealeafKey 'Version')
+$buildSource = 'registry'
+if (-not $build) {
+    $build = Get-FileBuild $services
+    $buildSource = 'file_version'
+    if (-not $build) { $buildSource = $null }
+}
 $certPassword = Get-FleetRegistryValue ($tealeafKey + '\security') 'TLSCertPassword'
 
 $securityDir = [IO.Path]::Combine([Environment]::GetFolderPath('CommonApplicationData'), 'IBM\Tealeaf\security')
 $files = @{}
 foreach ($name in @('tealeaf.crt', 'tealeaf.p12', 'server.tls.xml')) {
-    $files[$name] = Get-FleetFileSummary ([IO.Path]::Combine($securityDir, $name))
+    # One locked or unreadable file is reported for that file; the facts still answer.
+    try {
+        $files[$name] = Get-FleetFileSummary ([IO.Path]::Combine($securityDir, $name))
+    } catch {
+        $files[$name] = @{ error = (Get-FleetErrorText $_) }
+    }
 }
 $security = @{ dir = $securityDir; files = $files; cert_sha256 = $null; cert_subject = $null; cert_not_after = $null }
 $crtPath = [IO.Path]::Combine($securityDir, 'tealeaf.crt')
+$crtReadable = $false
 if ([IO.File]::Exists($crtPath)) {
-    $raw = [IO.File]::ReadAllBytes($crtPath)
+    # files['tealeaf.crt'] already carries the error of a file that cannot be read.
+    try {
+        $raw = [IO.File]::ReadAllBytes($crtPath)
+        $crtReadable = $true
+    } catch {
+        $crtReadable = $false
+    }
+}
+if ($crtReadable) {
     $text = [Text.Encoding]::ASCII.GetString($raw)
     $der = $raw
     if ($text -match '-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----') {
         $der = [Convert]::FromBase64String(($matches[1] -replace '\s', ''))
     }
-    $sha = [Security.Cryptography.SHA256]::Create()
-    $security.cert_sha256 = ConvertTo-FleetHex ($sha.ComputeHash($der))
+    try {
+        $security.cert_sha256 = Get-FleetHash $der
+    } catch {
+        $security.cert_sha256 = $null
+    }
     $cert = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2
     try {
         $cert.Import([byte[]]$der)
@@ -107,7 +150,19 @@ if ([IO.File]::Exists($crtPath)) {
 $schannel = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
 $tls12 = $schannel + '\Protocols\TLS 1.2'
 $dotnet = 'HKLM:\SOFTWARE\Microsoft\.NETFramework'
+$dotnetWow = 'HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework'
 $winhttp = 'Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp'
+
+# The FIPS policy (Vista / 2008 and later) and the SHA-256 class this host hashes with.
+# https://learn.microsoft.com/windows/security/threat-protection/security-policy-settings/system-cryptography-use-fips-compliant-algorithms-for-encryption-hashing-and-signing
+$fipsValue = Get-FleetRegistryNumber 'HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
+$fips = @{ policy_enabled = $null; hash_provider = $null; hash_error = $null }
+if (($fipsValue -is [int]) -or ($fipsValue -is [long])) { $fips.policy_enabled = ($fipsValue -ne 0) }
+try {
+    $fips.hash_provider = (New-FleetSha256).GetType().Name
+} catch {
+    $fips.hash_error = Get-FleetErrorText $_
+}
 
 Write-FleetResult @{
     hostname = [string]$env:COMPUTERNAME
@@ -118,6 +173,7 @@ Write-FleetResult @{
     install_dir_source = $installSource
     tools = $tools
     tealeaf_build = $build
+    tealeaf_build_source = $buildSource
     enable_tls = $enableTls
     tls_cert_password_present = ($null -ne $certPassword)
     security = $security
@@ -125,20 +181,25 @@ Write-FleetResult @{
     iis = $iis
     data_service = Get-FleetDataServiceMode ([string]$installDirFound) $Since
     schannel = @{
-        tls12_server_enabled = Get-FleetRegistryValue ($tls12 + '\Server') 'Enabled'
-        tls12_server_disabled_by_default = Get-FleetRegistryValue ($tls12 + '\Server') 'DisabledByDefault'
-        tls12_client_enabled = Get-FleetRegistryValue ($tls12 + '\Client') 'Enabled'
-        tls12_client_disabled_by_default = Get-FleetRegistryValue ($tls12 + '\Client') 'DisabledByDefault'
-        send_trusted_issuer_list = Get-FleetRegistryValue $schannel 'SendTrustedIssuerList'
+        tls12_server_enabled = Get-FleetRegistryNumber ($tls12 + '\Server') 'Enabled'
+        tls12_server_disabled_by_default = Get-FleetRegistryNumber ($tls12 + '\Server') 'DisabledByDefault'
+        tls12_client_enabled = Get-FleetRegistryNumber ($tls12 + '\Client') 'Enabled'
+        tls12_client_disabled_by_default = Get-FleetRegistryNumber ($tls12 + '\Client') 'DisabledByDefault'
+        send_trusted_issuer_list = Get-FleetRegistryNumber $schannel 'SendTrustedIssuerList'
     }
     dotnet = @{
-        v2_strong_crypto = Get-FleetRegistryValue ($dotnet + '\v2.0.50727') 'SchUseStrongCrypto'
-        v4_strong_crypto = Get-FleetRegistryValue ($dotnet + '\v4.0.30319') 'SchUseStrongCrypto'
-        v2_system_default_tls = Get-FleetRegistryValue ($dotnet + '\v2.0.50727') 'SystemDefaultTlsVersions'
-        v4_system_default_tls = Get-FleetRegistryValue ($dotnet + '\v4.0.30319') 'SystemDefaultTlsVersions'
+        v2_strong_crypto = Get-FleetRegistryNumber ($dotnet + '\v2.0.50727') 'SchUseStrongCrypto'
+        v4_strong_crypto = Get-FleetRegistryNumber ($dotnet + '\v4.0.30319') 'SchUseStrongCrypto'
+        v2_system_default_tls = Get-FleetRegistryNumber ($dotnet + '\v2.0.50727') 'SystemDefaultTlsVersions'
+        v4_system_default_tls = Get-FleetRegistryNumber ($dotnet + '\v4.0.30319') 'SystemDefaultTlsVersions'
+        wow6432_v2_strong_crypto = Get-FleetRegistryNumber ($dotnetWow + '\v2.0.50727') 'SchUseStrongCrypto'
+        wow6432_v4_strong_crypto = Get-FleetRegistryNumber ($dotnetWow + '\v4.0.30319') 'SchUseStrongCrypto'
+        wow6432_v2_system_default_tls = Get-FleetRegistryNumber ($dotnetWow + '\v2.0.50727') 'SystemDefaultTlsVersions'
+        wow6432_v4_system_default_tls = Get-FleetRegistryNumber ($dotnetWow + '\v4.0.30319') 'SystemDefaultTlsVersions'
     }
     winhttp = @{
-        native = Get-FleetRegistryValue ('HKLM:\SOFTWARE\' + $winhttp) 'DefaultSecureProtocols'
-        wow6432 = Get-FleetRegistryValue ('HKLM:\SOFTWARE\Wow6432Node\' + $winhttp) 'DefaultSecureProtocols'
+        native = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\' + $winhttp) 'DefaultSecureProtocols'
+        wow6432 = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\Wow6432Node\' + $winhttp) 'DefaultSecureProtocols'
     }
+    fips = $fips
 }
