@@ -3,7 +3,9 @@
 A test or an operator edits the file while the lab runs; the next request sees the change.
 `{}` means healthy. Keys (DESIGN.md): unreachable, auth_fails, flaky {"count": N}, slow
 {"ms": N}, service_start_fails (true or {"services": [...]}), import_fails, enable_fails,
-disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing.
+disk_full, enable_tls_preset, data_service_23443, schannel_tls12_missing, log_rolled (the Data
+Service has run for days: its newest log holds only request lines, the startup block sits in
+an older file by name and by LastWriteTime; applied once, by the host).
 """
 
 from __future__ import annotations
