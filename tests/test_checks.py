@@ -176,6 +176,17 @@ def imported(
 
 
 R2 = {"os.version": "6.1.7601", "ps_version": "2.0"}
+# A Data Service log folder with no startup block (or no log at all).
+NO_BLOCK = {"mode": None, "port": None, "started_at": None, "log": None, "newest_log": None}
+TMS_ONLY = [
+    {
+        "name": "TeaLeafTMS",
+        "display_name": "TeaLeaf Management Server",
+        "state": "Running",
+        "start_mode": "Auto",
+        "path": '"D:\\Tealeaf\\bin\\TMS.exe"',
+    }
+]
 R2_KEYS_OK = {
     **R2,
     "schannel": {
@@ -330,6 +341,46 @@ PREFLIGHT_CASES = [
         {"data_service_23443"},
         set(),
         ("23443", "23000"),
+    ),
+    (
+        "data_service_port_unknown",
+        FakeHost(),
+        {"data_service": NO_BLOCK},
+        None,
+        True,
+        set(),
+        {"data_service_port_unknown"},
+        ("port unknown", "D:\\Tealeaf\\Logs", "there is none", "23443"),
+    ),
+    (
+        "data_service_port_unknown_names_the_newest_log",
+        FakeHost(),
+        {"data_service": {**NO_BLOCK, "newest_log": "D:\\Tealeaf\\Logs\\TLDataService.log"}},
+        None,
+        True,
+        set(),
+        {"data_service_port_unknown"},
+        ("the newest is D:\\Tealeaf\\Logs\\TLDataService.log",),
+    ),
+    (
+        "no_data_service_no_port_warning",
+        FakeHost(),
+        {"services": TMS_ONLY, "data_service": NO_BLOCK},
+        None,
+        True,
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "data_service_log_without_a_recognised_service",
+        FakeHost(),
+        {"services": TMS_ONLY},
+        None,
+        True,
+        set(),
+        {"data_service_not_recognised"},
+        ("TLDataService_20261127.log", "log gate", "will not run"),
     ),
     (
         "data_service_port_mismatch",
@@ -1148,6 +1199,20 @@ DRIFT_CASES = [
         ("TeaLeafTMS (StartPending)",),
     ),
     (
+        "data_service_without_startup_block",
+        {"hbr01": healthy(data_service=NO_BLOCK)},
+        None,
+        {"data_service_unknown": ("hbr01",)},
+        ("TLDataService*.log",),
+    ),
+    (
+        "no_data_service_no_mode_to_know",
+        {"hbr01": healthy(services=TMS_ONLY, data_service=NO_BLOCK)},
+        None,
+        {},
+        (),
+    ),
+    (
         "expiring_cert",
         {"hbr01": imported(**{"security.cert_not_after": "2026-12-10T00:00:00"})},
         PFX,
@@ -1191,6 +1256,24 @@ def test_drift_severity_separates_inconsistency_from_advice():
         {"hbr01": imported(enabled=True), "hbr02": imported()}, pfx_sha256=PFX, roles=ROLES
     )
     assert checks.has_blockers(broken)
+
+
+@pytest.mark.parametrize(
+    "service,expected",
+    [
+        ({"name": "TLDS", "path": '"D:\\Tea leaf\\bin\\TLDataService.exe" -svc'}, True),
+        ({"name": "x", "path": "D:\\Program Files\\Tealeaf\\bin\\tldataservice.EXE"}, True),
+        ({"name": "TeaLeafDataService", "display_name": "", "path": ""}, True),
+        ({"name": "TLSvc", "display_name": "TeaLeaf Data Service", "path": "D:\\x.exe"}, True),
+        ({"name": "TeaLeafTMS", "display_name": "TeaLeaf Management Server"}, False),
+        ({"name": "TeaLeafDataServiceMonitor", "path": "D:\\bin\\NotTLDataService.exe"}, False),
+    ],
+)
+def test_the_data_service_is_known_by_its_executable_or_its_name(service, expected):
+    from tealeaf_fleet.ops.facts import HostFacts, is_data_service
+
+    assert is_data_service(service) is expected
+    assert HostFacts("h", {"services": [service]}).has_data_service is expected
 
 
 def test_finding_to_dict_round_trips_fields():

@@ -71,6 +71,8 @@ def lab_process(tmp_path: Path):
             "portal=1,hbr=1,canister=1,pca=1,rtv=1",
             "--restart-s",
             "0.2",
+            "--log-style",
+            "live",  # TLDataService.log: `fleet lab state` and facts must read it
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -95,6 +97,8 @@ def test_lab_up_serves_winrm_writes_files_and_stops_on_sigterm(lab_process) -> N
     assert lab["pid"] == proc.pid
     assert set(lab["hosts"]) == {"portal01", "hbr01", "can01", "pca01", "rtv01"}
     assert lab["hosts"]["pca01"]["https"] is None  # never contacted: no endpoint
+    assert lab["log_style"] == lab["hosts"]["hbr01"]["log_style"] == "live"
+    assert (lab_dir / "hosts/hbr01/fs/D/Tealeaf/Logs/TLDataService.log").is_file()
     for name in ("portal01", "hbr01", "can01", "rtv01"):
         entry = lab["hosts"][name]
         assert entry["https"].startswith("https://127.0.0.1:")
@@ -141,6 +145,8 @@ def test_lab_up_serves_winrm_writes_files_and_stops_on_sigterm(lab_process) -> N
     facts = protocol.parse_result(out)
     assert facts["install_dir"].lower() == r"d:\tealeaf"
     assert facts["data_service"]["mode"] == "plain"
+    assert facts["data_service"]["log"] == facts["data_service"]["newest_log"]
+    assert facts["data_service"]["newest_log"].endswith("\\Logs\\TLDataService.log")
     assert any(s["name"] == "TeaLeafTMS" for s in facts["services"])
 
     state = subprocess.run(
@@ -180,6 +186,7 @@ def test_lab_up_serves_winrm_writes_files_and_stops_on_sigterm(lab_process) -> N
         ["--os", "2016,nohost=2019"],
         ["--build", "hbr01="],
         ["--install-dir", "Tealeaf"],
+        ["--log-style", "rolling"],
     ],
 )
 def test_lab_up_bad_flags_exit_2_with_one_line(tmp_path: Path, argv: list[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import ssl
@@ -39,6 +40,7 @@ def make_host(
     listeners: bool = True,
     faults: dict | None = None,
     build: str = "9.0.2.1351",
+    log_style: str = "dated",
 ) -> LabHost:
     tmp_path.mkdir(parents=True, exist_ok=True)
     events = EventLog(tmp_path / "events.jsonl")
@@ -51,6 +53,7 @@ def make_host(
         build=build,
         data_service_port=free_port() if listeners and role != "rtv" else 0,
         tms_port=free_port() if listeners and role != "rtv" else 0,
+        log_style=log_style,
     )
     host = LabHost(
         tmp_path / "hosts" / cfg.name,
@@ -541,6 +544,94 @@ def test_data_service_23443_and_enable_tls_preset_and_schannel_faults(tmp_path: 
         assert h.reg_get(TLS12_SERVER_KEY, "Enabled") == 1
     finally:
         h.shutdown()
+
+
+START = "Service.Start INFO Starting HTTP Server"
+
+
+def ds_logs(host: LabHost) -> dict[str, tuple[float, str]]:
+    """The host's Data Service log files: name -> (modification time, text)."""
+    folder = host.root / "fs/D/Tealeaf/Logs"
+    return {p.name: (p.stat().st_mtime, p.read_text()) for p in folder.iterdir()}
+
+
+def restart_data_service(host: LabHost) -> None:
+    host.stop_service("TeaLeafDataService")
+    host.start_service("TeaLeafDataService")
+
+
+@pytest.mark.parametrize("style", ["dated", "live"])
+def test_log_rolled_leaves_the_startup_block_in_an_older_file(tmp_path: Path, style: str) -> None:
+    """The service has run for days: the newest log (by name and by time) holds only request
+    lines, the startup block sits in an older dated file whose time is that day. `fleet lab
+    state` finds the block by time, and a later start appends to the current file."""
+    from tealeaf_fleet.lab.state import data_service_from_log
+
+    h = make_host(tmp_path, log_style=style, faults={"log_rolled": True})
+    try:
+        today = f"TLDataService_{h.now_local()[:10].replace('-', '')}.log"
+        logs = ds_logs(h)
+        newest = max(logs, key=lambda n: logs[n][0])
+        assert newest == (today if style == "dated" else "TLDataService.log")
+        assert START not in logs[newest][1] and "Service.Request" in logs[newest][1]
+        (older,) = [n for n, (_, text) in logs.items() if START in text]
+        assert older < today and logs[older][0] < logs[newest][0]
+        day = time.strftime("%Y%m%d", time.localtime(logs[older][0]))
+        assert older == f"TLDataService_{day}.log"
+        started = re.search(r"^(\S+) " + re.escape(START), logs[older][1], re.M)
+        assert started and started.group(1)[:10].replace("-", "") == day
+        assert len(logs) == 3  # two days ago, yesterday (request lines only), the current file
+        state = data_service_from_log(h.root / "fs/D/Tealeaf/Logs")
+        assert (state["mode"], state["port"]) == ("plain", h.data_service_port)
+
+        restart_data_service(h)
+        after = ds_logs(h)
+        assert after[newest][1].splitlines()[-3].endswith(START)
+        assert {n for n, (_, text) in after.items() if START in text} == {older, newest}
+    finally:
+        h.shutdown()
+
+
+def test_live_log_is_renamed_to_its_day_when_the_day_is_over(tmp_path: Path) -> None:
+    h = make_host(tmp_path, log_style="live")
+    try:
+        live = h.root / "fs/D/Tealeaf/Logs/TLDataService.log"
+        assert set(ds_logs(h)) == {"TLDataService.log"} and START in live.read_text()
+        yesterday = time.time() - 86400
+        os.utime(live, (yesterday, yesterday))
+        restart_data_service(h)
+        rolled = f"TLDataService_{time.strftime('%Y%m%d', time.localtime(yesterday))}.log"
+        logs = ds_logs(h)
+        assert set(logs) == {"TLDataService.log", rolled}
+        assert logs[rolled][0] == pytest.approx(yesterday)  # renamed, not written
+        assert all(START in text for _, text in logs.values())
+    finally:
+        h.shutdown()
+
+
+def test_last_write_time_local_and_utc_ticks(host: LabHost) -> None:
+    path = r"D:\Tealeaf\Logs\x.log"
+    host.write_file(path, b"x")
+    os.utime(host.path(path), ns=(1_700_000_000_123_456_789,) * 2)
+    assert host.last_write_time_utc(path) == 621355968000000000 + 17_000_000_001_234_567
+    assert host.last_write_time(path) == time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.localtime(1_700_000_000)
+    )
+    assert host.last_write_time_utc(r"D:\nope.log") == 504911232000000000  # 1601-01-01 UTC
+
+
+def test_the_log_held_open_lists_with_the_time_it_had_when_opened(host: LabHost) -> None:
+    """NTFS updates a directory entry when the writer closes its handle: while the Data
+    Service runs, a listing shows its log's time from when the service opened it."""
+    log = rf"D:\Tealeaf\Logs\TLDataService_{host.now_local()[:10].replace('-', '')}.log"
+    host.stop_service("TeaLeafDataService")
+    hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(host.path(log), ns=(hour_ago, hour_ago))
+    host.start_service("TeaLeafDataService")  # appends its startup block now
+    assert host.last_write_time_utc(log) == hour_ago // 100 + 621355968000000000
+    host.stop_service("TeaLeafDataService")
+    real = host.path(log).stat().st_mtime_ns
+    assert real > hour_ago and host.last_write_time_utc(log) == real // 100 + 621355968000000000
 
 
 def test_data_service_with_tls_but_no_certificate_fails_to_start(host: LabHost) -> None:

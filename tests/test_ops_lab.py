@@ -223,6 +223,52 @@ def test_collect_reads_every_windows_host_in_parallel(fleet):
     assert sorted(seen) == [(CANISTER, "ok"), (PORTAL, "ok")]
 
 
+def test_facts_walk_back_to_the_startup_block_of_a_rolled_log(tmp_path):
+    """log_rolled: the Data Service has run for days, so its newest log (today's dated file, or
+    the live TLDataService.log) holds only request lines and the startup block sits in an older
+    file. facts reports that block and the newest file; a host with a Data Service and no log
+    at all gets preflight's "port unknown" warning instead of silence."""
+    with Lab.start(
+        tmp_path / "lab",
+        topology={"hbr": 2},
+        restart_s=0.2,
+        ntlm=False,
+        log_style={"hbr02": "live"},
+        faults={"hbr01": {"log_rolled": True}, "hbr02": {"log_rolled": True}},
+    ) as rolled:
+        inventory = load_fleet(rolled.inventory)
+        for name in ("hbr01", "hbr02"):
+            host, lab_host = inventory.hosts[name], rolled.host(name)
+            with Connection(host, inventory.winrm_password(host)) as conn:
+                ds = facts.gather(conn, host).data_service
+                assert (ds.mode, ds.port) == ("plain", host.data_service_port)
+                assert ds.log and ds.newest_log and ds.log != ds.newest_log
+                assert b"Starting HTTP Server" not in lab_host.read_file(ds.newest_log)
+                assert b"Starting HTTP Server" in lab_host.read_file(ds.log)
+                if name == "hbr02":
+                    assert ds.newest_log == "D:\\Tealeaf\\Logs\\TLDataService.log"
+                else:  # dated: the newest by name too
+                    assert ds.newest_log > ds.log
+                # Since: the files written at or after it, whatever their names
+                again = logs.data_service_mode(conn, "D:\\Tealeaf", ds.started_at)
+                assert (again.started_at, again.log) == (ds.started_at, ds.log)
+                assert (
+                    logs.data_service_mode(conn, "D:\\Tealeaf", lab_host.now_local()).mode is None
+                )
+
+        lab_host = rolled.host("hbr01")
+        for name in lab_host.listdir("D:\\Tealeaf\\Logs"):
+            lab_host.delete_file("D:\\Tealeaf\\Logs\\" + name)
+        host = inventory.hosts["hbr01"]
+        with Connection(host, inventory.winrm_password(host)) as conn:
+            bare = facts.gather(conn, host)
+        assert bare.has_data_service and bare.data_service.newest_log is None
+        findings = checks.preflight_blockers(host, bare, pfx_sha256=None, expect_tls=True)
+        (unknown,) = [f for f in findings if f.code == "data_service_port_unknown"]
+        assert unknown.severity == checks.WARNING and "port unknown" in unknown.message
+        assert "D:\\Tealeaf\\Logs" in unknown.message
+
+
 def test_collect_reports_a_failed_host_as_its_error(fleet, lab):
     lab.host(PORTAL).set_faults({"auth_fails": True})
     results = facts.collect(fleet, forks=2)

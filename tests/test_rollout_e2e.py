@@ -100,6 +100,12 @@ def registry_value(lab: Lab, host: str, name: str):
     return data.get("HKLM:\\SOFTWARE\\Wow6432Node\\TeaLeaf Technology", {}).get(name)
 
 
+def newest_data_service_log(lab: Lab, host: str) -> bytes:
+    """The text of the host's most recently written Data Service log file."""
+    folder = lab.dir / "hosts" / host / "fs/D/Tealeaf/Logs"
+    return max(folder.glob("TLDataService*.log"), key=lambda p: p.stat().st_mtime_ns).read_bytes()
+
+
 def services(lab: Lab, host: str) -> dict[str, str]:
     return {
         s["name"]: s["state"]
@@ -211,15 +217,28 @@ def test_rollout_status_rollback(lab, tmp_path):
 
 
 def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
+    """Also the live Data Service log naming (TLDataService.log, older days dated) with an HBR
+    whose service has run for days (`log_rolled`: no startup block in its newest log): the
+    vendor's gate ('TLS Port:' after the restart) still runs and passes on every host."""
     with start_lab(
         tmp_path / "lab",
         http_inventory=True,
         topology={"portal": 1, "hbr": 1, "canister": 2, "rtv": 1},
+        log_style="live",
+        faults={"hbr01": {"log_rolled": True}},
     ) as lab:
         assert "scheme: http" in lab.inventory.read_text()
+        assert b"Starting HTTP Server" not in newest_data_service_log(lab, "hbr01")
         set_fault(lab, "can01", {"flaky": {"count": 2}})
-        out = fleet("rollout", str(lab.inventory), "--yes")
+        out = fleet("rollout", str(lab.inventory), "--yes", "--json")
         assert out.returncode == 0, out.stderr
+        gates = {
+            e["host"]: e
+            for e in map(json.loads, out.stdout.splitlines())
+            if e["type"] == "gate" and e.get("gate") == "data_service_log"
+        }
+        assert set(gates) == set(tls_hosts(lab))
+        assert all(e["outcome"] == "ok" and "TLS Port" in e["message"] for e in gates.values())
         status = status_json(lab)
         assert status["consistent"] is True, status["findings"]
         # The RTV workstation got the tools and the certificate, but never enable or restart.
@@ -234,7 +253,10 @@ def test_rollout_over_ntlm_http_with_a_flaky_host(tmp_path):
 
 
 def test_preflight_blocker_changes_nothing(tmp_path):
-    with start_lab(tmp_path / "lab", faults={"can02": {"data_service_23443": True}}) as lab:
+    faults = {"can02": {"data_service_23443": True, "log_rolled": True}}
+    with start_lab(tmp_path / "lab", faults=faults) as lab:
+        # the 23443 startup block is days old: only an older log file holds it
+        assert b"Starting HTTP Server" not in newest_data_service_log(lab, "can02")
         set_fault(lab, "hbr01", {"unreachable": True})  # and one host does not answer at all
         t0 = time.time()
         out = fleet("rollout", str(lab.inventory), "--yes", "--json")

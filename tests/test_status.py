@@ -479,3 +479,13 @@ def test_console_width_off_a_terminal(monkeypatch):
     assert console().width == PIPE_WIDTH  # pytest's stdout is not a terminal: not 80
     monkeypatch.setenv("COLUMNS", "140")
     assert console(stderr=True).width == 140
+
+
+def test_data_service_column_reports_a_missing_startup_only_where_a_data_service_runs():
+    from tealeaf_fleet.cli.status import _data_service
+
+    data_service = {"name": "TeaLeafDataService", "state": "Running"}
+    no_block = {"mode": None, "port": None}
+    assert _data_service("hbr", no_block, {"services": [data_service]}) == "no startup in log"
+    assert _data_service("hbr", no_block, {"services": [{"name": "TeaLeafTMS"}]}) == "-"
+    assert _data_service("hbr", {"mode": "tls", "port": 23000}, {"services": []}) == "tls :23000"

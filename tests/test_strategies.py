@@ -623,3 +623,36 @@ def test_restart_counts_pending_services_by_where_they_are_going():
     before = _before(ctx, SimpleNamespace(name="restart"), ctx.fleet.hosts["hbr01"])
     assert before.running == ["A", "C"]
     assert before.stopped == ["B", "D"]
+
+
+@pytest.mark.parametrize(
+    "services,log,expected",
+    [
+        # the log shows no startup block (rolled days ago): the services still say so
+        ([("TLDS", "TeaLeaf DS", "D:\\bin\\TLDataService.exe", "Running")], None, True),
+        ([("TeaLeafDataService", "TeaLeaf Data Service", "D:\\bin\\x.exe", "Running")], None, True),
+        # a log, but the Data Service was stopped by the operator: it stays stopped, no gate
+        ([("TeaLeafDataService", "TeaLeaf Data Service", "", "Stopped")], "x.log", False),
+        # a log, but no Data Service among the services
+        (
+            [("TeaLeafTMS", "TeaLeaf Management Server", "D:\\bin\\TMS.exe", "Running")],
+            "x.log",
+            False,
+        ),
+    ],
+)
+def test_before_knows_the_data_service_from_the_services_not_the_log(services, log, expected):
+    from tealeaf_fleet.engine.actions import _before
+
+    ctx, _ = _ctx(ScriptedConn([{}]))
+    ctx.set_facts(
+        HOST.name,
+        {
+            "services": [
+                {"name": n, "display_name": d, "path": p, "state": s} for n, d, p, s in services
+            ],
+            "data_service": {"mode": None, "port": None, "log": log, "newest_log": log},
+        },
+    )
+    before = _before(ctx, SimpleNamespace(name="restart_hbr"), HOST)
+    assert before.has_data_service is expected

@@ -111,6 +111,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or per host (e.g. hbr02=9.0.2.1223 to rehearse an old server)",
     )
     up.add_argument(
+        "--log-style",
+        default="dated",
+        metavar="STYLE|NAME=STYLE,...",
+        help="how the Data Service names its log: dated (TLDataService_<yyyymmdd>.log, the "
+        "default) or live (TLDataService.log, older days renamed with their date), for every "
+        "host or per host (e.g. dated,hbr01=live)",
+    )
+    up.add_argument(
         "--http",
         action="store_true",
         help="the inventory uses http + NTLM (message encryption) instead of https + basic",
@@ -135,6 +143,7 @@ def run_up(args: argparse.Namespace) -> int:
 
     from tealeaf_fleet.errors import InputError
     from tealeaf_fleet.lab.fleet import Lab, parse_topology
+    from tealeaf_fleet.lab.host import LOG_STYLES
 
     if args.install_dir is not None and not (
         len(args.install_dir) >= 3 and args.install_dir[1:3] == ":\\"
@@ -147,6 +156,7 @@ def run_up(args: argparse.Namespace) -> int:
     topology = parse_topology(args.topology) if args.topology is not None else None
     os_choice = per_host(args.os, "--os", OS_CHOICES)
     build = per_host(args.build, "--build") if args.build is not None else None
+    log_style = per_host(args.log_style, "--log-style", LOG_STYLES)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -165,6 +175,7 @@ def run_up(args: argparse.Namespace) -> int:
             os=os_choice,
             http_inventory=args.http,
             build=build,
+            log_style=log_style,
         )
         try:
             print(

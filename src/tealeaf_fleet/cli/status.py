@@ -199,7 +199,7 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
         cert_text,
         "present" if xml else "-",
         f"{running}/{len(services)}" if services else "none",
-        _data_service(host.role, ds),
+        _data_service(host.role, ds, facts),
         _handshakes(host, reference),
     ]
 
@@ -215,11 +215,13 @@ def _registry_text(value: Any) -> str:
     return "absent" if reading.absent else str(reading.number)
 
 
-def _data_service(role: str, ds: dict[str, Any]) -> str:
+def _data_service(role: str, ds: dict[str, Any], facts: dict[str, Any]) -> str:
+    from tealeaf_fleet.ops.facts import data_service_names
+
     if role == "rtv":
         return "-"
     if not ds.get("mode"):
-        return "no startup in log"
+        return "no startup in log" if data_service_names(facts) else "-"
     return f"{ds['mode']} :{ds.get('port') or '?'}"
 
 

@@ -389,6 +389,8 @@ def disable(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
 
 def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
+    from tealeaf_fleet.ops.facts import data_service_names
+
     facts = ctx.facts.get(host.name) or {}
     services = facts.get("services") or []
     # ServiceController spellings (facts.ps1 normalises Win32_Service's "Start Pending"): a
@@ -409,7 +411,9 @@ def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
         iis_running=bool(iis.get("present"))
         and iis.get("state") == "Running"
         or bool(earlier and earlier.get("iis")),
-        has_data_service=(facts.get("data_service") or {}).get("log") is not None,
+        # from the services, never from the log (it may hold no startup block for days): a
+        # Data Service that was running must log its new mode; a stopped one stays stopped
+        has_data_service=any(n in running for n in data_service_names(facts)),
         imported_sha256=(facts.get("security") or {}).get("cert_sha256"),
     )
 

@@ -25,6 +25,8 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs
+- log_rolled: the Data Service has run for days: its newest log holds only request lines, the
+  startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """
 
 from __future__ import annotations

@@ -24,7 +24,14 @@ from typing import Any
 
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.lab.events import EventLog, write_json_atomic
-from tealeaf_fleet.lab.host import DEFAULT_BUILD, DEFAULT_INSTALL_DIR, OS_TABLE, HostConfig, LabHost
+from tealeaf_fleet.lab.host import (
+    DEFAULT_BUILD,
+    DEFAULT_INSTALL_DIR,
+    LOG_STYLES,
+    OS_TABLE,
+    HostConfig,
+    LabHost,
+)
 from tealeaf_fleet.procutil import pid_alive
 
 ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "pca", "rtv")
@@ -166,6 +173,7 @@ class Lab:
         faults: dict[str, dict[str, Any]] | None = None,
         reboot_s: float | None = None,
         http_inventory: bool = False,
+        log_style: str | dict[str, str] = "dated",
     ) -> Lab:
         """Create and start a lab in `directory` (made if missing; a previous stopped lab's
         files there are replaced; a running one is refused).
@@ -175,7 +183,9 @@ class Lab:
         else 9.0.2.1351); None: 9.0.2.1351 everywhere. `faults`: {host: faults.json content}
         in force from the first moment (e.g. data_service_23443 in the first startup block).
         `ntlm`: also serve http + NTLM endpoints; `http_inventory`: the inventory then uses
-        them instead of https + basic.
+        them instead of https + basic. `log_style`: how the Data Service names its log, dated
+        (TLDataService_<yyyymmdd>.log) or live (TLDataService.log, older days dated), for all
+        or {host: style} (others: "*", else dated).
         """
         lab = cls(Path(directory).resolve())
         try:
@@ -192,6 +202,7 @@ class Lab:
                 faults=faults or {},
                 reboot_s=reboot_s,
                 http_inventory=http_inventory,
+                log_style=log_style,
             )
         except BaseException:
             lab.stop()
@@ -229,6 +240,7 @@ class Lab:
         faults,
         reboot_s,
         http_inventory,
+        log_style,
     ) -> None:
         from tealeaf_fleet.certs import write_private_file
         from tealeaf_fleet.lab import ntlm_users, tlsca
@@ -250,11 +262,20 @@ class Lab:
         default_os = os_choice if isinstance(os_choice, str) else os_map.pop("*", "mixed")
         build_map = dict(build) if isinstance(build, dict) else {}
         default_build = build if isinstance(build, str) else build_map.pop("*", DEFAULT_BUILD)
-        unknown = sorted((set(os_map) | set(build_map)) - {n for n, _ in plan})
+        style_map = dict(log_style) if isinstance(log_style, dict) else {}
+        default_style = log_style if isinstance(log_style, str) else style_map.pop("*", "dated")
+        unknown = sorted((set(os_map) | set(build_map) | set(style_map)) - {n for n, _ in plan})
         if unknown:
             raise InputError(
-                f"no host named {', '.join(unknown)} in this lab", field="--os/--build"
+                f"no host named {', '.join(unknown)} in this lab",
+                field="--os/--build/--log-style",
             )
+        for style in [default_style, *style_map.values()]:
+            if style not in LOG_STYLES:
+                raise InputError(
+                    f"unknown log style '{style}': expected one of {', '.join(LOG_STYLES)}",
+                    field="--log-style",
+                )
         for value in [default_os, *os_map.values()]:
             if value != "mixed" and value not in OS_TABLE:
                 raise InputError(
@@ -289,6 +310,7 @@ class Lab:
                 install_dir=install_dir or dirs.get(name) or DEFAULT_INSTALL_DIR,
                 data_service_port=0 if role == "rtv" else free_port(),
                 tms_port=0 if role == "rtv" else free_port(),
+                log_style=style_map.get(name, default_style),
             )
             host = LabHost(
                 self.dir / "hosts" / name,
@@ -312,7 +334,10 @@ class Lab:
             self.servers[name] = entry
         self._write_inventory(http_inventory and ntlm)
         self._write_lab_json(
-            restart_s=restart_s, latency_ms=latency_ms, ps_startup_ms=ps_startup_ms
+            restart_s=restart_s,
+            latency_ms=latency_ms,
+            ps_startup_ms=ps_startup_ms,
+            log_style=default_style,
         )
         for host in self.hosts.values():
             host.record("lab", state="ready")
@@ -337,7 +362,10 @@ class Lab:
             }
             if host:
                 hosts[name].update(
-                    os=host.config.os, build=host.config.build, install_dir=host.install_dir
+                    os=host.config.os,
+                    build=host.config.build,
+                    install_dir=host.install_dir,
+                    log_style=host.config.log_style,
                 )
         data = {
             "pid": os.getpid(),

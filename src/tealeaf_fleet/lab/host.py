@@ -22,7 +22,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,15 @@ MANAGED_HASHES = ("SHA256Managed", "SHA1Managed", "SHA384Managed", "SHA512Manage
 # The version resource of a lab placeholder exe: service exes carry "FileVersion: X", the
 # Tools exes "Tealeaf build X" (both written in `create`).
 _FILE_VERSION = re.compile(rb"FileVersion: ([^\r\n]+)|Tealeaf build (\d+(?:\.\d+)*)")
+# How the Data Service names its log. dated: TLDataService_<yyyymmdd>.log, one per day (the
+# Tealeaf 9.0.2 procedure's wording); live: TLDataService.log, renamed to
+# TLDataService_<yyyymmdd>.log when its day is over (HCL Discover 12.1.6, "Log file location":
+# help.hcl-software.com/HCLDiscover/12.1.6/en/DC/CfgDCCmpt/LogFileLocation_40.html).
+LOG_STYLES = ("dated", "live")
+# .NET DateTime ticks (100 ns since 0001-01-01) at the Unix epoch.
+_EPOCH_TICKS = 621355968000000000
+_TICKS_1601 = 504911232000000000
+_LOG_STAMP = re.compile(rb"^\d{4}-\d\d-\d\d", re.M)
 _BAD_NAME = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
@@ -143,6 +152,7 @@ class HostConfig:
     install_dir: str = DEFAULT_INSTALL_DIR
     data_service_port: int = 0
     tms_port: int = 0
+    log_style: str = "dated"  # Data Service log naming: see LOG_STYLES
 
 
 class LabHost:
@@ -162,6 +172,8 @@ class LabHost:
     ) -> None:
         if config.os not in OS_TABLE:
             raise ValueError(f"unknown os {config.os!r}")
+        if config.log_style not in LOG_STYLES:
+            raise ValueError(f"unknown log style {config.log_style!r}")
         self.root = root
         self.config = config
         self.name = config.name
@@ -192,6 +204,11 @@ class LabHost:
         self._shutdown_lock = threading.Lock()
         self._pending_shutdown: _PendingShutdown | None = None
         self._pending_armed = False
+        self._ds_lock = threading.RLock()  # log_rolled may be noticed while a start writes
+        self._started = False  # log_rolled waits for the first startup block
+        # The log the Data Service holds open, and the write time its directory entry shows
+        # meanwhile (see last_write_time_utc).
+        self._open_log: tuple[Path, int] | None = None
 
     # ====================================================================== lifecycle =====
     def create(self, faults: dict[str, Any] | None = None) -> None:
@@ -248,6 +265,9 @@ class LabHost:
                     assert self.services_mgr is not None
                     self.services_mgr.set_initial(svc.name, "Stopped")
                     self.record("service", name=svc.name, state="Stopped")
+        self._started = True
+        if self.faults().get("log_rolled"):
+            self._roll_ds_logs()
 
     def shutdown(self) -> None:
         """Close every port for good and forget any scheduled restart (lab stop)."""
@@ -399,6 +419,8 @@ class LabHost:
         if "data_service_23443" in added | removed and self._ds is not None and self._ds.listening:
             # an administrator reconfigured the port and restarted the Data Service
             self._write_ds_block(self._ds.tls)
+        if "log_rolled" in added and self._started:
+            self._roll_ds_logs()
 
     def _apply_fidelity_faults(self, added: set[str], removed: set[str]) -> None:
         """fips, enable_tls_string, build_value_missing, service_start_pending (lab/faults.py)."""
@@ -493,6 +515,31 @@ class LabHost:
         if match is None:
             return None
         return (match.group(1) or match.group(2)).decode("ascii", "replace").strip()
+
+    def last_write_time(self, win_path: str) -> str:
+        """LastWriteTime of a FileInfo from a directory listing, host-local, as
+        `yyyy-MM-ddTHH:mm:ss` (the log's format); see last_write_time_utc. A missing file
+        reads as 1601-01-01 UTC in local time, as .NET documents
+        (learn.microsoft.com/dotnet/api/system.io.filesysteminfo.lastwritetime)."""
+        seconds = (self.last_write_time_utc(win_path) - _EPOCH_TICKS) // 10_000_000
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds))
+
+    def last_write_time_utc(self, win_path: str) -> int:
+        """LastWriteTimeUtc.Ticks (100 ns since 0001-01-01 UTC) of a FileInfo from a directory
+        listing (DirectoryInfo.GetFiles): what the scripts order files by. 1601-01-01 for a
+        missing file. The listing reads the directory entry, which NTFS updates when a writer
+        closes its handle: a log the Data Service holds open shows the time it had when the
+        service opened it ("Why is the file size reported incorrectly for files that are still
+        being written to?", devblogs.microsoft.com/oldnewthing/20111226-00/?p=8813; "the only
+        guarantee about a file time stamp is that the file time is correctly reflected when the
+        handle that makes the change is closed", learn.microsoft.com/windows/win32/sysinfo/
+        file-times). The lab takes that stale reading."""
+        p = self.path(win_path)
+        if not p.is_file():
+            return _TICKS_1601
+        held = self._open_log
+        ns = held[1] if held is not None and held[0] == p else p.stat().st_mtime_ns
+        return ns // 100 + _EPOCH_TICKS
 
     def file_size(self, win_path: str) -> int | None:
         """Length of a file, None when absent."""
@@ -869,6 +916,7 @@ class LabHost:
     def _service_stopping(self, name: str) -> None:
         if name.lower() == DATA_SERVICE.lower() and self._ds is not None:
             self._ds.close()
+            self._open_log = None  # its log handle closes: the directory entry catches up
         elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
             self._tms.close()
 
@@ -910,18 +958,86 @@ class LabHost:
     def _write_ds_block(self, tls: bool) -> None:
         port = 23443 if self.faults().get("data_service_23443") else self.data_service_port
         stamp = self.now_local()
-        day = stamp[:10].replace("-", "")
         lines = [
             f"{stamp} Service.Start INFO Starting HTTP Server",
             f"{stamp} Service.Start INFO {'TLS Port' if tls else 'Port'}: {port}",
             f"{stamp} Service.Start INFO HTTP Server Started",
         ]
-        log = f"{self.install_dir}\\Logs\\TLDataService_{day}.log"
+        data = ("\r\n".join(lines) + "\r\n").encode("ascii")
+        log = self._current_ds_log()
+        p = self.path(log)
+        shown = p.stat().st_mtime_ns if p.is_file() else None
+        self._write_log(log, data, None)
+        # the service (re)opened its log: the directory entry keeps the time it had then
+        self._open_log = (p, shown if shown is not None else p.stat().st_mtime_ns)
+
+    def _ds_log(self, day: str | None = None) -> str:
+        """The Data Service log of `day` (yyyymmdd), or the live file (day None)."""
+        name = "TLDataService.log" if day is None else f"TLDataService_{day}.log"
+        return f"{self.install_dir}\\Logs\\{name}"
+
+    def _current_ds_log(self) -> str:
+        """The file the Data Service writes to now. `live`: TLDataService.log, first renamed
+        to its own day's dated name when that day is over (the vendor rolls at midnight; the
+        lab rolls at the next write, which readers cannot tell apart)."""
+        today = self.now_local()[:10].replace("-", "")
+        if self.config.log_style == "dated":
+            return self._ds_log(today)
+        live = self._ds_log()
+        if self.path(live).is_file():  # the service knows its file's day: the real write time
+            day = time.strftime("%Y%m%d", time.localtime(self.path(live).stat().st_mtime))
+            if day != today:
+                self._move_log(live, self._ds_log(day))
+        return live
+
+    def _move_log(self, src: str, dst: str) -> None:
+        """Rename a log keeping its LastWriteTime (a rename does not write); onto an existing
+        file, the text is appended and the older time kept."""
+        ps, pd = self.path(src), self.path(dst)
+        mtime_ns = ps.stat().st_mtime_ns
+        if pd.exists():
+            with open(pd, "ab") as fh:
+                fh.write(ps.read_bytes())
+            ps.unlink()
+        else:
+            os.replace(ps, pd)
+        os.utime(pd, ns=(mtime_ns, mtime_ns))
+        self.record("file", path=dst, op="move", source=src)
+
+    def _roll_ds_logs(self) -> None:
+        """Fault `log_rolled`: make the Data Service log look as after days of running. The
+        text of the current file (its startup blocks) moves, re-dated, into the file of two
+        days ago, which with yesterday's file ends in ordinary request lines written just
+        before midnight; the current file (today's, or the live one) then holds only request
+        lines. Later starts append their block to the current file, as the service would."""
+        with self._ds_lock:
+            current = self._current_ds_log()
+            p = self.path(current)
+            if not p.is_file():
+                return
+            text = p.read_bytes()
+            now = datetime.now()  # naive local: timestamp() applies that day's DST rule
+            for back in (2, 1):
+                day = (now - timedelta(days=back)).replace(hour=23, minute=59, second=50)
+                stamp = day.strftime("%Y-%m-%dT%H:%M:%S")
+                older = self._ds_log(day.strftime("%Y%m%d"))
+                body = _LOG_STAMP.sub(stamp[:10].encode(), text) if back == 2 else b""
+                self._write_log(older, body + _request_lines(stamp), day.timestamp())
+            self._write_log(current, _request_lines(self.now_local()), None, replace=True)
+            if self._open_log is not None:
+                self._open_log = (p, p.stat().st_mtime_ns)
+
+    def _write_log(
+        self, log: str, data: bytes, mtime: float | None, *, replace: bool = False
+    ) -> None:
+        """Append (or replace) log text; `mtime` (epoch seconds) sets its LastWriteTime."""
         p = self.path(log)
         p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "ab") as fh:
-            fh.write(("\r\n".join(lines) + "\r\n").encode("ascii"))
-        self.record("file", path=log, op="append", size=p.stat().st_size)
+        with open(p, "wb" if replace else "ab") as fh:
+            fh.write(data)
+        if mtime is not None:
+            os.utime(p, (mtime, mtime))
+        self.record("file", path=log, op="write" if replace else "append", size=p.stat().st_size)
 
     def _start_tms(self) -> None:
         assert self._tms is not None
@@ -946,3 +1062,13 @@ class _PendingShutdown:
     due: float  # time.monotonic()
     abortable: bool
     cancel: threading.Event
+
+
+def _request_lines(stamp: str) -> bytes:
+    """Lines the Data Service writes while it serves (their wording is not documented; the
+    lab only needs lines that are not a startup block, one of them naming a client's port)."""
+    lines = [
+        f"{stamp} Service.Request INFO GET /sessions from 10.0.0.21 Port: 50912",
+        f"{stamp} Service.Request INFO 200 OK 14 ms",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")

@@ -151,49 +151,70 @@ def _reg_number(host: LabHost, key: str, name: str) -> Any:
     return {"text": text, "kind": host.reg_kind(key, name)}
 
 
+DATA_SERVICE_LOG_LIMIT = 31  # $FleetDataServiceLogLimit
+
+
+def _data_service_logs(host: LabHost, log_dir: str) -> list[str]:
+    """Get-FleetDataServiceLogs: files named TLDataService*.log (both the dated and the live
+    naming), newest first by LastWriteTimeUtc ticks, ties by upper-case name (ordinal); the
+    time comes from the host, never from the name."""
+    keyed = []
+    for name in host.listdir(log_dir):
+        path = _combine(log_dir, name)
+        if fnmatch.fnmatch(name.lower(), "tldataservice*.log") and _file_exists(host, path):
+            keyed.append((f"{host.last_write_time_utc(path):019d}|{name.upper()}", path))
+    keyed.sort()
+    return [path for _, path in reversed(keyed)]
+
+
 def _data_service_mode(host: LabHost, install_dir: str, since: str) -> dict[str, Any]:
     """Get-FleetDataServiceMode."""
-    none: dict[str, Any] = {"mode": None, "port": None, "started_at": None, "log": None}
+    none: dict[str, Any] = {
+        "mode": None,
+        "port": None,
+        "started_at": None,
+        "log": None,
+        "newest_log": None,
+    }
+    if since and not TIME_RE.match(since):
+        raise OpFailed("Since must look like yyyy-MM-ddTHH:mm:ss", 2)
     if not install_dir:
         return none
     log_dir = _combine(install_dir, "Logs")
     if not _dir_exists(host, log_dir):
         return none
-    logs = sorted(
-        (
-            _combine(log_dir, name)
-            for name in host.listdir(log_dir)
-            if fnmatch.fnmatch(name.lower(), "tldataservice_*.log")
-            and _file_exists(host, _combine(log_dir, name))
-        ),
-        key=str.lower,
-    )
+    logs = _data_service_logs(host, log_dir)
     if not logs:
         return none
+    none["newest_log"] = logs[0]
+    walked = logs[:DATA_SERVICE_LOG_LIMIT]
     if since:
-        if not TIME_RE.match(since):
-            raise OpFailed("Since must look like yyyy-MM-ddTHH:mm:ss", 2)
-        since_day = since[:10].replace("-", "")
-        candidates = [
-            log for log in logs if ntpath.splitext(ntpath.basename(log))[0][14:] >= since_day
-        ]
-    else:
-        candidates = [logs[-1]]
-    for log in candidates:
-        blocks = _startup_blocks(host, log)
-        if since:
-            for block in blocks:
+        for i in range(len(walked) - 1, -1, -1):
+            log = walked[i]
+            if i > 0 and host.last_write_time(log) < since:
+                continue
+            for block in _startup_blocks(host, log):
                 if block["started_at"] >= since:
-                    return block
-        elif blocks:
-            return blocks[-1]
+                    return {**block, "newest_log": logs[0]}
+    else:
+        for log in walked:
+            blocks = _startup_blocks(host, log)
+            if blocks:
+                return {**blocks[-1], "newest_log": logs[0]}
     return none
 
 
 def _startup_blocks(host: LabHost, log: str) -> list[dict[str, Any]]:
+    """Read-FleetStartupBlocks."""
+    return startup_blocks_in(host.read_file(log).decode("utf-8", "replace"), log)
+
+
+def startup_blocks_in(text: str, log: str) -> list[dict[str, Any]]:
+    """The startup blocks of one log's text, in file order: a `Starting HTTP Server` line, then
+    the first `Port: N` / `TLS Port: N` after it (shared with `fleet lab state`)."""
     blocks: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
-    for raw in host.read_file(log).decode("utf-8", "replace").split("\n"):
+    for raw in text.split("\n"):
         line = raw.rstrip("\r")
         start = START_RE.match(line)
         if start:

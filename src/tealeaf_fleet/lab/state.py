@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import hashlib
 import json
 import re
@@ -19,12 +20,11 @@ from typing import Any
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.lab.host import map_windows_path
 from tealeaf_fleet.lab.hosterror import HostError
+from tealeaf_fleet.lab.models import DATA_SERVICE_LOG_LIMIT, startup_blocks_in
 from tealeaf_fleet.lab.registry import TEALEAF_KEY
 from tealeaf_fleet.lab.tlstool import SECURITY_DIR
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
-_START = "Service.Start INFO Starting HTTP Server"
-_PORT = re.compile(r"Service\.Start INFO (TLS Port|Port): (\d+)")
 
 
 def first_cert_sha256(pem: bytes) -> str | None:
@@ -40,24 +40,26 @@ def first_cert_sha256(pem: bytes) -> str | None:
 
 
 def data_service_from_log(logs_dir: Path | None) -> dict[str, Any]:
-    """Mode and port from the newest TLDataService_*.log's last startup block (all None
-    without a Logs folder)."""
-    logs = sorted(logs_dir.glob("TLDataService_*.log")) if logs_dir and logs_dir.is_dir() else []
-    if not logs:
-        return {"mode": None, "port": None, "started_at": None}
-    lines = logs[-1].read_text(encoding="ascii", errors="replace").splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].endswith(_START):
-            for follow in lines[i + 1 : i + 4]:
-                match = _PORT.search(follow)
-                if match:
-                    return {
-                        "mode": "tls" if match.group(1) == "TLS Port" else "plain",
-                        "port": int(match.group(2)),
-                        "started_at": lines[i][:19],
-                    }
-            break
-    return {"mode": None, "port": None, "started_at": None}
+    """Mode and port of the newest startup block, by the facts op's rule: TLDataService*.log
+    files (dated and live naming), newest first by modification time, the first one holding a
+    block (at most DATA_SERVICE_LOG_LIMIT files); all None without one."""
+    none = {"mode": None, "port": None, "started_at": None}
+    if not logs_dir or not logs_dir.is_dir():
+        return none
+    logs = sorted(
+        (
+            p
+            for p in logs_dir.iterdir()
+            if p.is_file() and fnmatch.fnmatch(p.name.lower(), "tldataservice*.log")
+        ),
+        key=lambda p: (p.stat().st_mtime_ns, p.name.upper()),
+        reverse=True,
+    )
+    for path in logs[:DATA_SERVICE_LOG_LIMIT]:
+        blocks = startup_blocks_in(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        if blocks:
+            return {key: blocks[-1][key] for key in none}
+    return none
 
 
 def _reg_get(registry: dict[str, dict[str, Any]], key: str, name: str) -> Any:

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.inventory import TLS_ROLES
-from tealeaf_fleet.ops.facts import PENDING_STATES, RegistryNumber
+from tealeaf_fleet.ops.facts import PENDING_STATES, RegistryNumber, data_service_names
 from tealeaf_fleet.playbooks import OPS  # the closed op vocabulary has one home
 
 if TYPE_CHECKING:
@@ -376,6 +376,18 @@ def _rollout_blockers(
                 f"data_service_port {host.data_service_port}: the handshake gate probes the "
                 "inventory's port; correct the inventory",
             )
+        elif port is None and data_service_names(facts):
+            add(WARNING, "data_service_port_unknown", _port_unknown(facts))
+        log = _get(facts, "data_service", "log") or _get(facts, "data_service", "newest_log")
+        if log and _tealeaf_services(facts) and not data_service_names(facts):
+            add(
+                WARNING,
+                "data_service_not_recognised",
+                f"{log} exists but no TeaLeaf service is recognised as the Data Service "
+                "(executable TLDataService.exe, or name TeaLeafDataService / display name "
+                "'TeaLeaf Data Service'): the Data Service log gate and handshake will not run "
+                "on this host; check which service runs the Data Service (name and executable)",
+            )
         if _is_2008r2(facts):
             out.extend(_schannel_2008r2(name, facts))
         if host.role == "hbr" and facts.get("tls_cert_password_present") is False:
@@ -398,6 +410,22 @@ def _rollout_blockers(
                 "which also turns SSL 3.0 back on",
             )
     return out
+
+
+def _port_unknown(facts: Mapping[str, Any]) -> str:
+    """Why the Data Service port is not known, and where to look: a port still on 23443 would
+    otherwise pass preflight unseen."""
+    install = facts.get("install_dir")
+    folder = rf"{install}\Logs" if install else r"<install>\Logs"
+    newest = _get(facts, "data_service", "newest_log")
+    found = f"the newest is {newest}" if newest else "there is none"
+    return (
+        f"Data Service port unknown: no startup block ('Service.Start INFO Starting HTTP "
+        f"Server', then 'Port: N' or 'TLS Port: N') in the newest TLDataService*.log files in "
+        f"{folder} ({found}); check that the Data Service listens on 23000, not "
+        f"{LEGACY_DATA_SERVICE_PORT} (its configuration, or its log after its next restart), "
+        "before enabling TLS"
+    )
 
 
 def _enable_tls_blockers(
@@ -750,13 +778,13 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                     (name,),
                 )
             )
-    if mode is None:
+    if mode is None and data_service_names(facts):
         out.append(
             Finding(
                 WARNING,
                 "data_service_unknown",
                 "no Data Service startup block found in "
-                r"<install>\Logs\TLDataService_*.log: its mode is unknown",
+                r"<install>\Logs\TLDataService*.log: its mode is unknown",
                 (name,),
             )
         )

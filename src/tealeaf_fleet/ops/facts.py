@@ -9,6 +9,7 @@ one Connection per host; a host that fails yields its `RemoteError` instead of f
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,14 +99,41 @@ class RegistryNumber:
         return f"a {kind} holding {self.text!r}"
 
 
+# The Data Service's executable in a Win32_Service PathName, quoted or not, with arguments or
+# not. The name TLDataService.exe is inferred from its log's (<install>\Logs\TLDataService_...,
+# vendor procedure) and unconfirmed, hence the name rule beside it.
+_DATA_SERVICE_EXE = re.compile(r'(?:^|[\\/"\s])TLDataService\.exe(?:"|\s|$)', re.I)
+# Service names and display names, compared without spaces, case or punctuation.
+_DATA_SERVICE_NAMES = ("tealeafdataservice", "tldataservice")
+
+
+def is_data_service(service: Mapping[str, Any]) -> bool:
+    """Whether one `facts` service entry is the Tealeaf Data Service: its executable is
+    TLDataService.exe, or its name or display name is the Data Service's. The one rule for
+    "does this host run a Data Service": its services say so, never whether a log was found
+    (the log rolls daily and may hold no startup block, or be named otherwise)."""
+    if _DATA_SERVICE_EXE.search(str(service.get("path") or "")):
+        return True
+    names = (service.get("name"), service.get("display_name"))
+    return any(re.sub(r"[^a-z]", "", str(n or "").lower()) in _DATA_SERVICE_NAMES for n in names)
+
+
+def data_service_names(facts: Mapping[str, Any]) -> list[str]:
+    """Names of the host's Data Service entries in a `facts` result (plain dict or HostFacts)."""
+    services = facts.get("services") or []
+    return [str(s.get("name")) for s in services if isinstance(s, Mapping) and is_data_service(s)]
+
+
 @dataclass(frozen=True)
 class DataServiceMode:
-    """The Data Service's startup block in its log: mode "tls" / "plain", or None (none yet)."""
+    """The Data Service's startup block in its log: mode "tls" / "plain", or None (none yet).
+    `log` is the file holding the block; `newest_log` the newest log file, block or not."""
 
     mode: str | None
     port: int | None
     started_at: str | None
     log: str | None
+    newest_log: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DataServiceMode:
@@ -116,6 +144,7 @@ class DataServiceMode:
             port=int(port) if port is not None else None,
             started_at=data.get("started_at"),
             log=data.get("log"),
+            newest_log=data.get("newest_log"),
         )
 
 
@@ -272,6 +301,11 @@ class HostFacts(dict):
     def data_service(self) -> DataServiceMode:
         return DataServiceMode.from_dict(self._section("data_service"))
 
+    @property
+    def has_data_service(self) -> bool:
+        """A Data Service is installed here (from the services, see `is_data_service`)."""
+        return bool(data_service_names(self))
+
 
 def gather(
     conn: Connection,
@@ -350,6 +384,8 @@ __all__ = [
     "DataServiceMode",
     "RegistryNumber",
     "PENDING_STATES",
+    "is_data_service",
+    "data_service_names",
     "gather",
     "collect",
 ]

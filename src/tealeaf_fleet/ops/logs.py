@@ -1,7 +1,10 @@
 """`data_service_log`: did the Data Service come up with `TLS Port:` or `Port:`?
 
-The vendor's own verification of an enable (or a rollback): the first startup block in
-`InstallDir\\Logs\\TLDataService_*.log` at or after `since` (host-local time), else the newest.
+The vendor's own verification of an enable (or a rollback): the first startup block at or
+after `since` (host-local time) in the `InstallDir\\Logs\\TLDataService*.log` files written at
+or after it (and in the newest file, which the service holds open), else the newest block,
+walking the files newest first by their time (the log rolls daily and the newest file often
+holds no block). Both the dated and the live file name count.
 """
 
 from __future__ import annotations

@@ -336,41 +336,71 @@ function Get-FleetNow {
     return (Get-Date).ToString($FleetTimeFormat, $FleetInvariant)
 }
 
+# How many Data Service log files a read walks at most, newest first: a month of daily files
+# (a service that has run longer without a restart shows "port unknown"), so a folder holding
+# years of logs costs a directory listing, not years of reading.
+$FleetDataServiceLogLimit = 31
+
+function Get-FleetDataServiceLogs([string]$LogDir) {
+    # The Data Service's log files, newest first by LastWriteTimeUtc (UTC: local times repeat an
+    # hour when daylight saving ends), ties by name. Two naming schemes are documented: the
+    # Tealeaf 9.0.2 procedure names TLDataService_<date>.log; HCL Discover 12.1.6 ("Log file
+    # location", help.hcl-software.com/HCLDiscover/12.1.6/en/DC/CfgDCCmpt/LogFileLocation_40.html)
+    # writes a live TLDataService.log, rolled daily, older days carrying a YYYYMMDD indicator.
+    # TLDataService*.log matches both, and no date is ever read out of a name. A three-letter
+    # extension in a GetFiles pattern also matches longer ones ('*.log' finds 'x.log_old'): keep
+    # the names that end in .log.
+    $files = New-Object System.Collections.ArrayList
+    $keys = New-Object System.Collections.ArrayList
+    foreach ($file in (New-Object System.IO.DirectoryInfo -ArgumentList $LogDir).GetFiles('TLDataService*.log')) {
+        if ($file.Name.EndsWith('.log', [StringComparison]::OrdinalIgnoreCase)) {
+            [void]$files.Add($file)
+            [void]$keys.Add($file.LastWriteTimeUtc.Ticks.ToString('D19', $FleetInvariant) + '|' + $file.Name.ToUpperInvariant())
+        }
+    }
+    $sorted = $files.ToArray()
+    [Array]::Sort([string[]]$keys.ToArray(), $sorted, [StringComparer]::Ordinal)
+    [Array]::Reverse($sorted)
+    return ,$sorted
+}
+
 function Get-FleetDataServiceMode([string]$InstallDir, [string]$Since) {
-    # Which port line the Data Service wrote after its startup: the newest startup block, or the
-    # first block at or after $Since (log times compare as yyyy-MM-ddTHH:mm:ss strings).
-    $none = @{ mode = $null; port = $null; started_at = $null; log = $null }
+    # Which port line the Data Service wrote when it started. Without $Since: the newest startup
+    # block, walking the logs newest first (the log rolls daily and the service runs for days,
+    # so the newest file usually holds none). With $Since: the first block at or after it, in
+    # the files written at or after it (their LastWriteTime, host-local, compares with log
+    # times as yyyy-MM-ddTHH:mm:ss strings) and in the newest file whatever its time: a
+    # directory listing shows the time a file had when its writer opened it, until the writer
+    # closes it (devblogs.microsoft.com/oldnewthing/20111226-00/?p=8813), and the Data
+    # Service holds its current log open. newest_log: the newest file, block or not.
+    $none = @{ mode = $null; port = $null; started_at = $null; log = $null; newest_log = $null }
+    if ($Since -and ($Since -notmatch '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$')) { Stop-FleetOp "Since must look like yyyy-MM-ddTHH:mm:ss" 2 }
     if (-not $InstallDir) { return $none }
     $logDir = [IO.Path]::Combine($InstallDir, 'Logs')
     if (-not [IO.Directory]::Exists($logDir)) { return $none }
-    # A three-letter extension in a GetFiles pattern also matches longer ones ('*.log' finds
-    # 'x.log_old'), which would sort after the live log: keep the names that end in .log.
-    $found = New-Object System.Collections.ArrayList
-    foreach ($file in [IO.Directory]::GetFiles($logDir, 'TLDataService_*.log')) {
-        if ($file.EndsWith('.log', [StringComparison]::OrdinalIgnoreCase)) { [void]$found.Add($file) }
-    }
-    $logs = [string[]]$found.ToArray()
-    [Array]::Sort($logs, [StringComparer]::OrdinalIgnoreCase)
+    $logs = Get-FleetDataServiceLogs $logDir
     if ($logs.Length -eq 0) { return $none }
+    $none.newest_log = $logs[0].FullName
+    $count = [Math]::Min($logs.Length, $FleetDataServiceLogLimit)
     if ($Since) {
-        if ($Since -notmatch '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$') { Stop-FleetOp "Since must look like yyyy-MM-ddTHH:mm:ss" 2 }
-        $sinceDay = $Since.Substring(0, 10).Replace('-', '')
-        $candidates = @()
-        foreach ($log in $logs) {
-            $day = [IO.Path]::GetFileNameWithoutExtension($log).Substring(14)
-            if ([string]::CompareOrdinal($day, $sinceDay) -ge 0) { $candidates += $log }
+        for ($i = $count - 1; $i -ge 0; $i--) {
+            $written = $logs[$i].LastWriteTime.ToString($FleetTimeFormat, $FleetInvariant)
+            if (($i -gt 0) -and ([string]::CompareOrdinal($written, $Since) -lt 0)) { continue }
+            foreach ($block in (Read-FleetStartupBlocks $logs[$i].FullName)) {
+                if ([string]::CompareOrdinal([string]$block.started_at, $Since) -ge 0) {
+                    $block.newest_log = $none.newest_log
+                    return $block
+                }
+            }
         }
     } else {
-        $candidates = @($logs[$logs.Length - 1])
-    }
-    foreach ($log in $candidates) {
-        $blocks = Read-FleetStartupBlocks $log
-        if ($Since) {
-            foreach ($block in $blocks) {
-                if ([string]::CompareOrdinal([string]$block.started_at, $Since) -ge 0) { return $block }
+        for ($i = 0; $i -lt $count; $i++) {
+            $blocks = Read-FleetStartupBlocks $logs[$i].FullName
+            if ($blocks.Length -gt 0) {
+                $block = $blocks[$blocks.Length - 1]
+                $block.newest_log = $none.newest_log
+                return $block
             }
-        } elseif ($blocks.Length -gt 0) {
-            return $blocks[$blocks.Length - 1]
         }
     }
     return $none
