@@ -17,6 +17,7 @@ import os
 import secrets as _random
 import string
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -787,13 +788,19 @@ def certificate_for(fleet: _FleetLike, *, create: bool) -> tuple[Pfx, bytes]:
             )
         data = generate_pfx(password)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole beside the target, then hard-linked into place: the link appears
+        # atomically with the full content, and fails when another run linked its file first
+        # (an O_EXCL create would let that other run read a half-written file).
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:
             pass  # another run created it a moment ago: use that one, never a second one
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+        finally:
+            tmp.unlink()
     try:
         data = path.read_bytes()
     except FileNotFoundError:
