@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -11,7 +13,14 @@ import textwrap
 import pytest
 
 from tealeaf_fleet.errors import ConcurrentRunError
-from tealeaf_fleet.journal import Journal, default_state_dir, pid_alive
+from tealeaf_fleet.journal import (
+    LOCK_DIR_ENV,
+    Journal,
+    default_state_dir,
+    host_key,
+    lock_dir,
+    pid_alive,
+)
 from tealeaf_fleet.secrets import Secret
 
 
@@ -237,3 +246,114 @@ def test_a_dead_processs_lock_is_taken_over(tmp_path):
         # And now we hold it: a second acquirer in this process is refused too.
         with Journal(tmp_path) as other, pytest.raises(ConcurrentRunError):
             other.acquire(command="rollout")
+
+
+# --- host locks: one run per fleet, whatever the state folder --------------------------------
+
+LAB_HOSTS = [("hbr01", "127.0.0.1", 5986), ("can01", "127.0.0.1", 5987)]
+
+
+@pytest.fixture
+def host_lock_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "locks"
+    monkeypatch.setenv(LOCK_DIR_ENV, str(folder))
+    return folder
+
+
+def test_a_second_run_on_the_same_hosts_is_refused_whatever_its_state_folder(
+    tmp_path, host_lock_dir
+):
+    with Journal(tmp_path / "a") as first:
+        assert first.acquire(command="rollout", hosts=LAB_HOSTS) is None
+        run = first.start_run(command="rollout")
+        with Journal(tmp_path / "b") as second:
+            # the same machine spelled otherwise: only can01's endpoint is shared
+            with pytest.raises(ConcurrentRunError) as info:
+                second.acquire(
+                    command="rollback",
+                    hosts=[("other", "10.0.0.9", 5986), ("CAN-1", "127.0.0.1", 5987)],
+                )
+            text = str(info.value)
+            assert "CAN-1 (127.0.0.1:5987)" in text and f"pid {os.getpid()}" in text
+            assert f"run {run}" in text and str((tmp_path / "a").resolve()) in text
+            # all or none: nothing of the refused run is left held
+            assert second.acquire(command="status", hosts=[("x", "10.0.0.9", 5986)]) is None
+    assert list(host_lock_dir.iterdir()) == []  # clean releases remove the host lock files
+
+
+def test_labs_on_one_address_with_other_ports_do_not_collide(tmp_path, host_lock_dir):
+    with Journal(tmp_path / "a") as first, Journal(tmp_path / "b") as second:
+        first.acquire(command="rollout", hosts=LAB_HOSTS)
+        second.acquire(command="rollout", hosts=[("hbr01", "127.0.0.1", 6986)])
+        assert sorted(p.name for p in host_lock_dir.iterdir()) == [
+            "127.0.0.1_5986.lock",
+            "127.0.0.1_5987.lock",
+            "127.0.0.1_6986.lock",
+        ]
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        (("HBR01.corp.example.", 5986), ("hbr01.corp.example", 5986)),
+        (("[::1]", 5986), ("0:0::1", 5986)),
+        (("FE80::1", 5985), ("fe80:0:0::1", 5985)),
+    ],
+)
+def test_host_key_normalises_the_address(a, b):
+    assert host_key(*a) == host_key(*b)
+    assert "/" not in host_key("a/../../b", 1) and host_key("a/../../b", 1).endswith("_1.lock")
+
+
+def test_the_default_lock_folder_is_private_and_shared(tmp_path, monkeypatch):
+    monkeypatch.delenv(LOCK_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with Journal(tmp_path / "a") as journal:
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
+        folder = tmp_path / "home" / ".cache" / "tealeaf-fleet" / "locks"
+        assert folder == lock_dir()
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert len(list(folder.iterdir())) == 2
+
+
+HOST_HOLDER = textwrap.dedent("""
+    import sys
+    from tealeaf_fleet.journal import Journal
+    j = Journal(sys.argv[1])
+    j.acquire(command="rollout", hosts=[("hbr01", "127.0.0.1", 5986)])
+    print(j.start_run(command="rollout"), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_dead_runs_host_locks_are_taken_over_naming_it(tmp_path, host_lock_dir):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOST_HOLDER, str(tmp_path / "a")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    run = int(holder.stdout.readline())
+    with Journal(tmp_path / "b") as journal:
+        with pytest.raises(ConcurrentRunError, match=rf"on h \(127.0.0.1:5986\): pid {holder.pid}"):
+            journal.acquire(command="rollout", hosts=[("h", "127.0.0.1", 5986)])
+        holder.kill()
+        holder.wait(timeout=20)
+        holder.stdin.close()
+        holder.stdout.close()
+        message = journal.acquire(command="rollout", hosts=[("h", "127.0.0.1", 5986)])
+        assert message is not None and "took over the host locks of h " in message
+        assert f"pid {holder.pid}" in message and f"run {run}" in message
+        assert str((tmp_path / "a").resolve()) in message
+
+
+def test_crashed_is_a_run_outcome_history_shows(tmp_path, capsys):
+    from tealeaf_fleet.cli.main import main
+
+    with Journal(tmp_path) as journal:
+        run = journal.start_run(command="rollout", plan_digest="p1")
+        journal.finish_run(run, "crashed", "crashed: unexpected KeyError")
+        assert journal.run(run).state == "crashed"
+        assert journal.resume_chain("p1") == [run]  # a crashed run is resumed like a halt
+    assert main(["history", str(tmp_path / "inv.yaml"), "--state-dir", str(tmp_path)]) == 0
+    assert "crashed" in capsys.readouterr().out

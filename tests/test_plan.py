@@ -4,6 +4,7 @@ digests and the JSON form."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,16 @@ import pytest
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import Fleet, load_fleet
 from tealeaf_fleet.ops.checks import DEFAULT_SECURITY_DIR
-from tealeaf_fleet.plan import CONTROLLER, PCA_REASON, RTV_REASON, Plan, build_plan
+from tealeaf_fleet.plan import (
+    CONTROLLER,
+    PCA_REASON,
+    PLAN_MAX_BYTES,
+    RTV_REASON,
+    Plan,
+    build_plan,
+    first_difference,
+    plan_digest,
+)
 from tealeaf_fleet.playbooks import load_playbook
 
 ROOT = Path(__file__).parents[1]
@@ -364,7 +374,7 @@ def test_json_round_trip_and_shape(tmp_path: Path) -> None:
         "facts_digest",
         "digest",
     ]
-    assert d["format_version"] == 1
+    assert d["format_version"] == 2
     assert set(d["phases"][0]) >= {
         "name",
         "op",
@@ -392,12 +402,134 @@ def test_json_round_trip_and_shape(tmp_path: Path) -> None:
 def test_bad_plan_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="invalid JSON"):
         Plan.from_json("{nope")
-    with pytest.raises(InputError, match="format_version 2 is not supported"):
-        Plan.from_json('{"format_version": 2}')
-    with pytest.raises(InputError, match="missing or unexpected field"):
+    with pytest.raises(InputError, match="format_version 1 is not supported"):
         Plan.from_json('{"format_version": 1}')
+    with pytest.raises(InputError, match="missing field 'tool_version'"):
+        Plan.from_json('{"format_version": 2}')
     with pytest.raises(InputError, match="cannot be read"):
         Plan.load(tmp_path / "none.json")
+
+
+def _plan_json(tmp_path: Path) -> dict:
+    return build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE)).to_dict()
+
+
+def _set(d: dict, path: str, value: object) -> dict:
+    """Set `a.b[2].c` in a copy of the plan's JSON dict."""
+    import re as _re
+
+    out = json.loads(json.dumps(d))
+    node: object = out
+    parts = _re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    for part in parts[:-1]:
+        node = node[int(part[1:-1])] if part.startswith("[") else node[part]  # type: ignore[index]
+    last = parts[-1]
+    if last.startswith("["):
+        node[int(last[1:-1])] = value  # type: ignore[index]
+    else:
+        node[last] = value  # type: ignore[index]
+    return out
+
+
+# Malformed plan files: the path set to a value, and what the one-line error says.
+MALFORMED = [
+    ("phases[6].batch", "1", "phases[6].batch: expected a whole number, got text"),
+    ("phases[6].batch", True, "phases[6].batch: expected a whole number, got true/false"),
+    ("phases[6].batch", 1.5, "phases[6].batch: expected a whole number, got a number"),
+    ("phases", {}, "phases: expected a list, got an object"),
+    ("phases[0].steps[0]", [], "phases[0].steps[0]: expected an object, got a list"),
+    ("hosts[0].contacted", "yes", "hosts[0].contacted: expected true or false, got text"),
+    ("expect_tls", None, "expect_tls: expected true or false, got null"),
+    ("facts_digest", 7, "facts_digest: expected text or null, got a number"),
+    ("opt_ins", None, "opt_ins: expected a list, got null"),
+    ("phases[1].steps[0].extra", 1, "phases[1].steps[0]: unexpected field 'extra'"),
+    ("format_version", True, "format_version True is not supported"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", MALFORMED, ids=[m[2][:40] for m in MALFORMED])
+def test_malformed_plan_is_one_input_error(tmp_path: Path, path, value, message) -> None:
+    text = json.dumps(_set(_plan_json(tmp_path), path, value))
+    with pytest.raises(InputError) as info:
+        Plan.from_json(text, source="p.json")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value) and str(info.value).startswith("p.json")
+
+
+def test_plan_files_that_are_not_plans(tmp_path: Path) -> None:
+    good = json.dumps(_plan_json(tmp_path))
+    cases = {
+        "truncated.json": (good[: len(good) // 2], "invalid JSON"),
+        "deep.json": ("[" * 200_000 + "]" * 200_000, "JSON this tool does not read"),
+        "digits.json": ('{"format_version": ' + "9" * 6000 + "}", "JSON this tool does not read"),
+        "latin1.json": (None, "is not UTF-8 text"),
+        "list.json": ("[1, 2]", "expected a JSON object"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        if text is None:
+            path.write_bytes(b'{"description": "caf\xe9"}')
+        else:
+            path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            Plan.load(path)
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as fh:
+        fh.truncate(PLAN_MAX_BYTES + 1)  # sparse: nothing is read past the limit
+    with pytest.raises(InputError, match="larger than 16 MiB"):
+        Plan.load(huge)
+    with pytest.raises(InputError, match="a folder"):
+        Plan.load(tmp_path)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # nobody writes: reading it would wait forever
+    with pytest.raises(InputError, match="not a regular file"):
+        Plan.load(fifo)
+
+
+def test_digest_covers_the_body_but_not_paths(tmp_path: Path) -> None:
+    plan = _plan_json(tmp_path)
+    assert plan_digest(plan) == plan["digest"]
+    assert plan_digest(_set(plan, "phases[6].strategy", "parallel")) != plan["digest"]
+    assert plan_digest(_set(plan, "phases[0].steps", [])) != plan["digest"]
+    assert plan_digest(_set(plan, "hosts[1].address", "10.9.9.9")) != plan["digest"]
+    assert (
+        plan_digest(_set(plan, "opt_ins", [{"key": "k", "allows": "", "phases": []}]))
+        != (plan["digest"])
+    )
+    # presentation: where the files are on this machine, and whether the PFX exists here yet
+    assert plan_digest(_set(plan, "inventory.path", "/elsewhere/inv.yaml")) == plan["digest"]
+    assert plan_digest(_set(plan, "certificate.path", "/elsewhere/x.pfx")) == plan["digest"]
+    assert plan_digest(_set(plan, "phases[1].steps[0].skip_reason", "exists")) == plan["digest"]
+
+
+def test_first_difference_names_the_place_and_both_values(tmp_path: Path) -> None:
+    plan = _plan_json(tmp_path)
+    assert first_difference(plan, json.loads(json.dumps(plan))) is None
+    edited = _set(plan, "phases[6].strategy", "parallel")
+    assert first_difference(edited, plan) == (
+        "phases[6].strategy: approved 'parallel', rebuilt 'rolling'"
+    )
+    fewer = _set(plan, "phases", plan["phases"][:-1])
+    assert first_difference(fewer, plan) == (
+        "phases: approved 9 entries, rebuilt 10 (first extra: phases[9])"
+    )
+    assert first_difference(_set(plan, "hosts[0].contacted", 1), plan) == (
+        "hosts[0].contacted: approved 1, rebuilt True"
+    )
+    long = _set(plan, "description", "x" * 500)
+    assert len(first_difference(long, plan) or "") < 200
+
+
+def test_opt_ins_are_in_the_plan(tmp_path: Path) -> None:
+    playbook = load_playbook(ROOT / "tests" / "data" / "playbooks" / "parallel_ok.yaml")
+    plan = build_plan(playbook, make_fleet(tmp_path, ESTATE))
+    assert [o["key"] for o in plan.opt_ins] == [
+        "allow_parallel_restart",
+        "allow_ungated_restart",
+        "allow_no_preflight",
+    ]
+    assert all(o["phases"] == ["restart_hbr"] and o["allows"] for o in plan.opt_ins)
+    assert build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE)).opt_ins == []
 
 
 def test_bad_fingerprint(tmp_path: Path) -> None:

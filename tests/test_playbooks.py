@@ -83,13 +83,71 @@ def test_digest_is_stable_and_content_sensitive(tmp_path: Path) -> None:
     copy = tmp_path / "mine.yaml"
     copy.write_text((ROOT / "playbooks" / "rollout.yaml").read_text())
     assert load_playbook(str(copy)).digest == a.digest  # the path is not part of it
-    copy.write_text(copy.read_text().replace(", soak]", "]", 1))
+    copy.write_text(copy.read_text().replace("one at a time", "one by one", 1))
     assert load_playbook(copy).digest != a.digest
 
 
 def test_parallel_restart_needs_explicit_consent() -> None:
     pb = load_playbook(DATA / "parallel_ok.yaml")
     assert pb.allow_parallel_restart and pb.phases[0].batch == 2
+    assert pb.opt_ins == {
+        "allow_no_preflight": ("restart_hbr",),
+        "allow_parallel_restart": ("restart_hbr",),
+        "allow_ungated_restart": ("restart_hbr",),
+    }
+
+
+# Each safety rule a custom playbook may break only with its opt-in key: the phases that break
+# it (YAML under `phases:`), the key, and the phases the playbook then records as relying on it.
+# The refusals without the key are the `invalid/optin_*.yaml` files above.
+OPT_IN_CASES = [
+    (
+        "partial_enable",
+        "  - {op: preflight}\n  - {name: enable_all, op: enable, strategy: parallel}\n",
+        "allow_partial_enable",
+        ("enable_all",),
+    ),
+    (
+        "ungated_canister",
+        "  - {op: preflight}\n"
+        "  - {name: r, op: restart, roles: [canister], strategy: rolling, gates: [services]}\n",
+        "allow_ungated_restart",
+        ("r",),
+    ),
+    (
+        "no_preflight",
+        "  - {op: push_pfx}\n  - {op: import}\n",
+        "allow_no_preflight",
+        ("push_pfx", "import"),
+    ),
+    (
+        "enable_expecting_plain",
+        "  - {op: preflight}\n  - {op: enable, strategy: all_or_nothing}\n",
+        "allow_enable_without_tls_checks",
+        ("enable",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "phases,key,relying", [c[1:] for c in OPT_IN_CASES], ids=[c[0] for c in OPT_IN_CASES]
+)
+def test_a_broken_safety_rule_needs_its_opt_in(tmp_path: Path, phases, key, relying) -> None:
+    expect_tls = "false" if key == "allow_enable_without_tls_checks" else "true"
+    body = f"name: mine\nexpect_tls: {expect_tls}\nphases:\n{phases}"
+    path = tmp_path / "mine.yaml"
+    path.write_text(body)
+    with pytest.raises(InputError, match=f"set {key}: true"):
+        load_playbook(path)
+    path.write_text(f"{key}: true\n{body}")
+    pb = load_playbook(path)
+    assert pb.opt_ins == {key: relying}
+    assert pb.normalized[key] is True  # the digest covers the opt-in
+
+
+def test_packaged_playbooks_need_no_opt_in() -> None:
+    for name in builtin_names():
+        assert load_playbook(name).opt_ins == {}, name
 
 
 def test_unknown_name_lists_the_packaged_ones() -> None:

@@ -248,3 +248,32 @@ def test_printed_summary_wraps_under_the_phase_text(fleet) -> None:
     assert " ".join(" ".join(lines).split()) == " ".join(
         " ".join(render_summary(plan, inventory="inv.yaml").split("\n")).split()
     )
+
+
+def test_opt_ins_are_marked_in_every_format(fleet, tmp_path: Path) -> None:
+    """A playbook that relaxes a safety rule says so in red (table, summary), marked in the
+    change ticket and listed in the JSON; the packaged playbooks show none."""
+    import io
+
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.render import print_summary, print_table
+
+    book = tmp_path / "fast.yaml"
+    book.write_text(
+        "name: fast\nexpect_tls: true\nallow_partial_enable: true\nphases:\n"
+        "  - {op: preflight}\n  - {name: enable_now, op: enable, strategy: parallel}\n"
+    )
+    plan = build_plan(load_playbook(book), fleet)
+    line = "OPT-IN allow_partial_enable: an enable phase that is not all_or_nothing"
+    assert line in render_text(plan) and line in render_summary(plan)
+    assert "- **OPT-IN `allow_partial_enable`**: an enable phase" in render_markdown(plan)
+    assert "relying on it: enable_now" in render_markdown(plan)
+    assert json.loads(render(plan, "json"))["opt_ins"][0]["phases"] == ["enable_now"]
+    for printer in (print_table, print_summary):
+        buf = io.StringIO()
+        printer(plan, Console(file=buf, width=200, force_terminal=True, color_system="standard"))
+        red = [row for row in buf.getvalue().splitlines() if "OPT-IN" in row]
+        assert red and all("\x1b[1;31m" in row for row in red), red
+    plain = build_plan(load_playbook("rollout"), fleet)
+    assert "OPT-IN" not in render_text(plain) + render_markdown(plain) + render_summary(plain)

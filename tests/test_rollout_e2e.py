@@ -44,6 +44,19 @@ def lab(tmp_path):
         yield lab
 
 
+@pytest.fixture(scope="module")
+def module_lock_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("host-locks")
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(module_lock_dir, monkeypatch) -> Path:
+    """The host locks of every `fleet` run here (the CLI runs inherit the environment): one
+    folder for the module, as every run of one controller shares one, outside the home."""
+    monkeypatch.setenv("TEALEAF_FLEET_LOCK_DIR", str(module_lock_dir))
+    return module_lock_dir
+
+
 def fleet(
     *args: str, timeout: float = 150, stdin: str | None = None, env: dict | None = None
 ) -> subprocess.CompletedProcess:
@@ -306,11 +319,11 @@ def test_service_start_failure_halts_then_rerun_completes(lab):
     assert status["consistent"] is True, status["findings"]
 
 
-def rollout_until_restart_of(lab, host, since):
-    """Start `fleet rollout --yes` in the background and return it (still running) once the
-    lab shows `host`'s services changing state."""
+def rollout_until_restart_of(lab, host, since, *extra: str, command: str = "rollout"):
+    """Start `fleet rollout --yes` (or `command`) in the background and return it (still
+    running) once the lab shows `host`'s services changing state."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tealeaf_fleet", "rollout", str(lab.inventory), "--yes"],
+        [sys.executable, "-m", "tealeaf_fleet", command, str(lab.inventory), "--yes", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -587,3 +600,98 @@ def test_preflight_blocks_a_string_enable_tls_and_waits_for_a_starting_service(t
             if e["kind"] == "service" and e["name"] == pending[0] and e["state"] == "Running"
         ]
         assert settled and settled[0] < first_tlstool  # judged only after it ran
+
+
+# --- hardening: approved plans are rebuilt, one run per fleet, signals ---------------------
+
+
+def test_tampered_approved_plan_is_refused_and_touches_nothing(lab, tmp_path):
+    """An approved plan whose HBR restarts were switched to parallel, digests left intact, is
+    refused (exit 4) naming the first difference; no host is contacted, let alone changed."""
+    plan_file = tmp_path / "approved.json"
+    made = fleet("plan", str(lab.inventory), "--format", "json", "--out", str(plan_file))
+    assert made.returncode == 0, made.stderr
+    plan = json.loads(plan_file.read_text())
+    index = next(i for i, p in enumerate(plan["phases"]) if p["name"] == "restart_hbr")
+    plan["phases"][index]["strategy"] = "parallel"
+    plan_file.write_text(json.dumps(plan, indent=2))
+    t0 = time.time()
+    for command in (("--yes",), ("--dry-run",)):
+        out = fleet("rollout", str(lab.inventory), "--approved-plan", str(plan_file), *command)
+        assert out.returncode == 4, out.stderr
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1, out.stderr
+        assert f"phases[{index}].strategy: approved 'parallel', rebuilt 'rolling'" in lines[0]
+    assert changes(lab, t0) == []
+    assert not [e for e in events(lab, t0) if e["kind"] == "request"]  # not even a Command
+
+
+def test_second_run_on_another_state_dir_is_refused_and_sigterm_stops_resumably(tmp_path, lock_dir):
+    """Two rollouts against the same lab with different --state-dir: the second is refused,
+    naming a host, the first's pid and state folder. SIGTERM then stops the first between steps
+    (exit 143, journal `interrupted`, every lock released) and a rerun resumes. A second SIGTERM
+    during a rollback's restart stops at once: the step in flight is left unfinished."""
+    with start_lab(
+        tmp_path / "lab", restart_s=1.0, topology={"portal": 1, "hbr": 3, "canister": 1}
+    ) as lab:
+        first_dir, other_dir = tmp_path / "state-a", tmp_path / "state-b"
+        t0 = time.time()
+        proc = rollout_until_restart_of(lab, "hbr01", t0, "--state-dir", str(first_dir))
+        second = fleet("rollout", str(lab.inventory), "--yes", "--state-dir", str(other_dir))
+        assert second.returncode == 1, second.stderr
+        assert "another run is working on" in second.stderr
+        assert f"pid {proc.pid}" in second.stderr and str(first_dir) in second.stderr
+        refused = sqlite3.connect(other_dir / "journal.sqlite")
+        assert refused.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err
+        assert "rerun `fleet rollout" in err
+        db = sqlite3.connect(first_dir / "journal.sqlite")
+        assert db.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",)]
+        assert list(lock_dir.glob("*.lock")) == []  # released, not left to be taken over
+        touched = restart_windows(lab, t0)
+        assert "hbr01" in touched and "hbr03" not in touched
+        t1 = time.time()
+        again = fleet("rollout", str(lab.inventory), "--yes", "--state-dir", str(first_dir))
+        assert again.returncode == 0, again.stderr
+        assert "took over" not in again.stderr
+        assert "hbr01" not in restart_windows(lab, t1)  # resumed: passed before the SIGTERM
+
+        t2 = time.time()
+        back = rollout_until_restart_of(
+            lab, "hbr01", t2, "--state-dir", str(first_dir), command="rollback"
+        )
+        set_fault(lab, "hbr01", {"slow": {"ms": 1500}})  # its gates take a while: in flight
+        back.send_signal(signal.SIGTERM)
+        wait_for_line(back, "finishing the running steps")
+        back.send_signal(signal.SIGTERM)
+        _, err = back.communicate(timeout=60)
+        assert back.returncode == 143, err
+        assert "stopped at once" in err
+        last = db.execute("SELECT id, outcome, message FROM runs ORDER BY id DESC").fetchone()
+        assert last[1] == "interrupted" and "stopped at once" in last[2]
+        unfinished = db.execute(
+            "SELECT host, action FROM steps WHERE run=? AND outcome IS NULL", (last[0],)
+        ).fetchall()
+        assert unfinished == [("hbr01", "restart")]  # abandoned, not waited for
+        assert list(lock_dir.glob("*.lock")) == []
+        set_fault(lab, "hbr01", {})
+        wait_until_settled(lab, "hbr01")
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 60) -> None:
+    """Read the process's stderr until a line holds `text` (bounded by `timeout_s`)."""
+    import threading
+
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in proc.stderr:
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert found.wait(timeout_s), f"no line with {text!r} on stderr"

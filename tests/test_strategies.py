@@ -341,6 +341,54 @@ def test_runner_interrupt_between_steps(tmp_path):
     journal.close()
 
 
+def test_runner_journals_an_unexpected_exception_as_crashed(tmp_path):
+    """A bug in an action (not a FleetError) ends the run `crashed` in the journal, never `ok`,
+    and still reaches the caller (the CLI writes the crash log)."""
+    actions = Actions()
+
+    def enable(ctx, phase, host):
+        raise ZeroDivisionError("a bug")
+
+    actions["enable"] = enable
+    runner, rec, journal = _runner(tmp_path, actions)
+    with pytest.raises(ZeroDivisionError):
+        runner.run()
+    record = journal.runs()[0]
+    assert record.outcome == "crashed" and record.state == "crashed"
+    assert "ZeroDivisionError" in record.message
+    finished = rec.of_type("run_finished")[-1]
+    assert finished.data["result"] == "crashed" and finished.outcome == "failed"
+    assert not [op for op, _ in actions.calls if op == "restart"]
+    journal.close()
+
+
+def test_a_second_interrupt_does_not_wait_for_steps_in_flight(tmp_path):
+    """KeyboardInterrupt (the CLI's second Ctrl-C / SIGTERM) reaches the runner while another
+    host's step is still running: the run is journaled `interrupted` at once, and that step is
+    abandoned, not waited for."""
+    release, finished = threading.Event(), []
+    actions = Actions()
+
+    def preflight(ctx, phase, host):
+        if host == "a":
+            raise KeyboardInterrupt
+        release.wait(20)  # b and c: still running when the interrupt arrives
+        finished.append(host)
+        return StepResult("ok")
+
+    actions["preflight"] = preflight
+    runner, _, journal = _runner(tmp_path, actions)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run()
+        assert finished == []  # returned before b and c finished
+        record = journal.runs()[0]
+        assert record.outcome == "interrupted" and "stopped at once" in record.message
+    finally:
+        release.set()
+        journal.close()
+
+
 # --- health gates against scripted facts and probes (no network) ------------------------------
 
 PFX_SHA = "ab" * 32

@@ -13,6 +13,16 @@ Files in the state folder (`.tealeaf-fleet/` next to the inventory, or `--state-
   a message;
 - `run-<id>.log`: one plain-text log per run, every line passed through `redact()`.
 
+One run per fleet, not per state folder: a run also locks every host it contacts, one lock file
+per host (address and WinRM port, normalised: `host_key`) in a folder every run of this
+controller shares (`lock_dir()`: `$TEALEAF_FLEET_LOCK_DIR`, else `~/.cache/tealeaf-fleet/locks`,
+0700), with the same flock / pid / take-over rules, taken in sorted order. So a second rollout
+against any of the same hosts is refused whatever `--state-dir` it was given, naming the host,
+the holder's pid and its state folder. The limit: the locks are local files, so they guard
+against runs of the same user account on one controller; two controllers (or two accounts with
+other home folders), or one host listed under two names, are not detected. Where `fcntl` is
+missing (Windows), the pid check alone guards each lock.
+
 Nothing secret is ever stored: messages go through `redact()` before they are written.
 """
 
@@ -20,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import ipaddress
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +55,10 @@ STATE_DIR_NAME = ".tealeaf-fleet"
 DONE_OUTCOMES = ("ok", "changed", "skipped")
 STEP_OUTCOMES = ("ok", "changed", "skipped", "failed")
 # Run outcomes: "ok", "failed" (a step or gate failed: halted), "blocked" (preflight: nothing
-# changed), "interrupted" (Ctrl-C between steps); NULL while running or when the controller died.
-RUN_OUTCOMES = ("ok", "failed", "blocked", "interrupted")
+# changed), "interrupted" (Ctrl-C or SIGTERM), "crashed" (an unexpected error: a bug; details in
+# the crash log); NULL while running or when the controller died.
+RUN_OUTCOMES = ("ok", "failed", "blocked", "interrupted", "crashed")
+LOCK_DIR_ENV = "TEALEAF_FLEET_LOCK_DIR"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -132,28 +146,41 @@ class StepRecord:
 
 
 class RunLock:
-    """One active run per state folder. `acquire()` raises ConcurrentRunError while another
-    live process holds it; `takeover` says whose dead lock was taken over (or None)."""
+    """One lock file: the state folder's (one active run per folder) or a host's (one run per
+    host, see `HostLocks`). `acquire()` raises ConcurrentRunError while another live process
+    holds it; `takeover` says whose dead lock was taken over (or None). `host` names the host a
+    host lock guards; such a lock file is removed on a clean release (the folder is shared by
+    every fleet this controller ever ran against)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "lock"
+    def __init__(self, path: Path, *, host: str | None = None, state_dir: Path | None = None):
+        self.path = path
+        self.host = host
+        self.state_dir = state_dir
         self._fd: int | None = None
         self.takeover: str | None = None
+        self.previous: dict | None = None
 
     def acquire(self, *, command: str) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            previous = self._read(fd)
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise self._refusal(previous) from None
-            elif previous and pid_alive(int(previous.get("pid", 0))):  # pragma: no cover
-                raise self._refusal(previous)
-        except BaseException:
+        for _ in range(10):  # a holder that released (and removed the file) in between: again
+            fd = self._open()
+            try:
+                previous = self._read(fd)
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        raise self._refusal(previous) from None
+                elif previous and pid_alive(int(previous.get("pid", 0))):  # pragma: no cover
+                    raise self._refusal(previous)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._still_linked(fd):
+                break
             os.close(fd)
-            raise
+        else:  # pragma: no cover - ten releases in a row between open and flock
+            raise ConcurrentRunError(f"cannot take {self.path}: its holders keep changing")
+        self.previous = previous
         if previous and previous.get("pid") and previous.get("pid") != os.getpid():
             self.takeover = (
                 f"took over the lock left by pid {previous.get('pid')} "
@@ -168,8 +195,31 @@ class RunLock:
                 "run": None,
                 "started": time.time(),
                 "controller": socket.gethostname(),
+                "state_dir": str(self.state_dir) if self.state_dir else None,
+                "host": self.host,
             }
         )
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            return os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise InputError(
+                f"lock file {self.path} cannot be opened: {exc.strerror}",
+                hint=f"set {LOCK_DIR_ENV} to a folder of your own" if self.host else None,
+            ) from None
+
+    def _still_linked(self, fd: int) -> bool:
+        """Whether the file we locked is still the one at `path` (a releasing holder removes
+        its host lock file; locking the removed file would guard nothing)."""
+        if fcntl is None or self.host is None:
+            return True
+        try:
+            here, there = os.fstat(fd), os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def set_run(self, run_id: int) -> None:
         """Record the run id in the lock so a refused second run can name it."""
@@ -184,6 +234,9 @@ class RunLock:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)  # a clean release leaves nothing to "take over"
+        if self.host is not None and fcntl is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # still holding it: no one else has this file locked
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 
@@ -211,10 +264,125 @@ class RunLock:
         if holder.get("command"):
             who += f" ({holder['command']}"
             who += f", run {holder['run']})" if holder.get("run") else ")"
+        if self.host is None:
+            return ConcurrentRunError(
+                f"another run holds {self.path}: {who} is still running",
+                hint="wait for it to finish, or stop it; two runs against one inventory are "
+                "refused",
+            )
         return ConcurrentRunError(
-            f"another run holds {self.path}: {who} is still running",
-            hint="wait for it to finish, or stop it; two runs against one inventory are refused",
+            f"another run is working on {self.host}: {who} is still running, with state "
+            f"folder {holder.get('state_dir') or '?'}",
+            hint="wait for it to finish, or stop it; two runs against the same hosts are "
+            "refused, whatever their state folders",
         )
+
+
+def lock_dir() -> Path:
+    """The host locks' folder, shared by every run of this user on this controller."""
+    override = os.environ.get(LOCK_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path.home() / ".cache" / "tealeaf-fleet" / "locks"
+
+
+def host_key(address: str, port: int) -> str:
+    """A host's lock name: the address normalised (case, a trailing dot, IPv6 brackets and
+    spellings) and the WinRM port, as a file name. The lab runs every host on 127.0.0.1, so the
+    port is part of the key (as it is of the inventory's "same machine" rule)."""
+    text = address.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    with contextlib.suppress(ValueError):
+        text = ipaddress.ip_address(text).compressed
+    safe = "".join(
+        c if c.isascii() and (c.isalnum() or c in ".-") else f"%{ord(c):02x}" for c in text
+    )
+    return f"{safe}_{int(port)}.lock"
+
+
+class HostLocks:
+    """One run per host: the lock of every host a run contacts (see the module docstring).
+    Taken in sorted order, all or none: a refusal releases what was taken."""
+
+    def __init__(self, hosts: Iterable[tuple[str, str, int]], state_dir: Path) -> None:
+        """hosts: (name, address, WinRM port) of each host the run contacts."""
+        self.folder = lock_dir()
+        self.state_dir = state_dir
+        by_key = {
+            host_key(address, port): f"{name} ({address}:{port})" for name, address, port in hosts
+        }
+        self.locks = [
+            RunLock(self.folder / key, host=label, state_dir=state_dir)
+            for key, label in sorted(by_key.items())
+        ]
+        self.takeover: str | None = None
+
+    def acquire(self, *, command: str) -> None:
+        if not self.locks:
+            return
+        self._make_folder()
+        _room_for_files(len(self.locks))
+        taken: list[RunLock] = []
+        try:
+            for lock in self.locks:
+                lock.acquire(command=command)
+                taken.append(lock)
+        except BaseException:
+            for lock in taken:
+                lock.release()
+            raise
+        dead = {}
+        for lock in taken:
+            if lock.takeover and lock.previous:
+                dead.setdefault(lock.previous.get("pid"), (lock.previous, []))[1].append(lock.host)
+        if dead:
+            self.takeover = "; ".join(
+                f"took over the host locks of {_names(hosts)} left by pid {pid} "
+                f"({prev.get('command', '?')}, run {prev.get('run', '?')}, state folder "
+                f"{prev.get('state_dir') or '?'}), which is no longer running"
+                for pid, (prev, hosts) in dead.items()
+            )
+
+    def set_run(self, run_id: int) -> None:
+        for lock in self.locks:
+            lock.set_run(run_id)
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+
+    def _make_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not os.environ.get(LOCK_DIR_ENV):
+                os.chmod(self.folder, 0o700)
+        except OSError as exc:
+            raise InputError(
+                f"lock folder {self.folder} cannot be created: {exc.strerror}",
+                hint=f"set {LOCK_DIR_ENV} to a folder of your own",
+            ) from None
+
+
+def _names(hosts: list[str | None]) -> str:
+    names = [h.split(" ")[0] for h in hosts if h]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _room_for_files(count: int) -> None:
+    """Raise the soft open-files limit towards the hard one when a run holds one lock file per
+    host: a 1,000-host fleet would otherwise hit the usual soft limit of 1,024."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows controller
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = count + 512  # connections, the journal, the logs
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class Journal:
@@ -242,6 +410,7 @@ class Journal:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
         self._run_lock: RunLock | None = None
+        self._host_locks: HostLocks | None = None
         self._logs: dict[int, object] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -260,14 +429,26 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def acquire(self, *, command: str) -> str | None:
-        """Take the state folder's run lock; returns the take-over message, if any."""
-        lock = RunLock(self.state_dir)
+    def acquire(self, *, command: str, hosts: Iterable[tuple[str, str, int]] = ()) -> str | None:
+        """Take the state folder's run lock, then the lock of each host in `hosts` ((name,
+        address, WinRM port) of each host the run contacts); returns the take-over message(s),
+        if any. All or none: a refused host lock releases the folder's lock too."""
+        lock = RunLock(self.state_dir / "lock")
         lock.acquire(command=command)
-        self._run_lock = lock
-        return lock.takeover
+        host_locks = HostLocks(hosts, self.state_dir.resolve())
+        try:
+            host_locks.acquire(command=command)
+        except BaseException:
+            lock.release()
+            raise
+        self._run_lock, self._host_locks = lock, host_locks
+        messages = [m for m in (lock.takeover, host_locks.takeover) if m]
+        return "; ".join(messages) or None
 
     def release(self) -> None:
+        if self._host_locks is not None:
+            self._host_locks.release()
+            self._host_locks = None
         if self._run_lock is not None:
             self._run_lock.release()
             self._run_lock = None
@@ -307,8 +488,9 @@ class Journal:
                 ),
             )
             run_id = int(cur.lastrowid)
-        if self._run_lock is not None:
-            self._run_lock.set_run(run_id)
+        for lock in (self._run_lock, self._host_locks):
+            if lock is not None:
+                lock.set_run(run_id)
         self.log(run_id, f"run {run_id} started: {command} {inventory_path or ''}".rstrip())
         return run_id
 

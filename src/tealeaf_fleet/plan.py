@@ -2,9 +2,16 @@
 
 Why a separate, serialisable plan: the change board approves a document, and the rollout later
 proves it runs that document (`--approved-plan`): the digests cover the inventory's normalized
-content, the playbook's normalized content, the tool version and, when facts were gathered,
-the facts. No timestamps and no secrets go into the plan or its digests, so planning the same
+content, the playbook's normalized content, the tool version, when facts were gathered the
+facts, and the plan's body itself (hosts, phases, strategies, steps, gates, opt-ins). No
+timestamps and no secrets go into the plan or its digests, and the digest leaves out what is
+only presentation (the inventory's and the PFX's paths on this machine), so planning the same
 inputs twice gives the same digest on any machine.
+
+A plan file is never trusted: the rollout rebuilds the plan from the inventory, playbook and
+facts and runs that, after checking the file matches it (`first_difference`). Reading a plan
+file is bounded (`PLAN_MAX_BYTES`, regular files only) and its shape is checked field by field
+(`PLAN_SHAPE`), so a truncated, huge or hand-edited file is one clear error, not a crash.
 
 The planner is pure: it reads no network and changes nothing. Facts (raw `facts` op results,
 one per host) only turn steps into "nothing to do, because ..." skips, judged by
@@ -14,8 +21,11 @@ run cannot disagree about what is already done.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +34,10 @@ from tealeaf_fleet import __version__
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import Fleet, Host
 from tealeaf_fleet.ops.checks import step_status
-from tealeaf_fleet.playbooks import Phase, Playbook, sha256_json
+from tealeaf_fleet.playbooks import OPT_INS, Phase, Playbook, sha256_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the digest covers the body; `opt_ins`
+PLAN_MAX_BYTES = 16 * 1024 * 1024  # a 1,000-host plan is about 2 MiB
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
 VOLATILE_FACTS = ("now",)  # differ on every gather; kept out of the facts digest
@@ -103,6 +114,8 @@ class Plan:
     pfx_sha256: str | None
     hosts: list[PlanHost]
     phases: list[PlanPhase]
+    # the playbook's safety opt-ins: [{key, allows, phases (that rely on it)}]
+    opt_ins: list[dict[str, Any]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     # ---- serialisation -------------------------------------------------------------------
@@ -117,56 +130,42 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "plan") -> Plan:
-        """Parse a plan written by `to_json`; InputError when it is not one (or a newer one)."""
+        """Parse a plan written by `to_json`; InputError (one line naming `source`) when it is
+        not one: not JSON, another format version, a missing, unexpected or mistyped field."""
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"not a plan: invalid JSON ({exc.msg})", file=source, line=exc.lineno
             ) from None
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting 10^5 deep
+            raise InputError(
+                f"not a plan: JSON this tool does not read ({type(exc).__name__})", file=source
+            ) from None
         if not isinstance(d, dict):
             raise InputError("not a plan: expected a JSON object", file=source)
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version != FORMAT_VERSION or isinstance(version, bool):
             raise InputError(
-                f"plan format_version {version!r} is not supported (this tool "
+                f"plan format_version {_short(version)} is not supported (this tool "
                 f"reads {FORMAT_VERSION})",
                 file=source,
                 field="format_version",
             )
-        try:
-            phases = []
-            for p in d["phases"]:
-                p = dict(p)
-                steps = [Step(**s) for s in p.pop("steps")]
-                excluded = [Excluded(**x) for x in p.pop("excluded")]
-                phases.append(PlanPhase(steps=steps, excluded=excluded, **p))
-            return cls(
-                tool_version=d["tool_version"],
-                playbook=d["playbook"],
-                inventory=d["inventory"],
-                facts_digest=d["facts_digest"],
-                digest=d["digest"],
-                expect_tls=d["expect_tls"],
-                description=d["description"],
-                certificate=d["certificate"],
-                pfx_sha256=d["pfx_sha256"],
-                hosts=[PlanHost(**h) for h in d["hosts"]],
-                phases=phases,
-            )
-        except (KeyError, TypeError) as exc:
-            raise InputError(
-                f"not a plan: missing or unexpected field ({exc})", file=source
-            ) from None
+        _check_shape(d, PLAN_SHAPE, "", source)
+        phases = []
+        for p in d["phases"]:
+            p = dict(p)
+            steps = [Step(**s) for s in p.pop("steps")]
+            excluded = [Excluded(**x) for x in p.pop("excluded")]
+            phases.append(PlanPhase(steps=steps, excluded=excluded, **p))
+        fields = {k: v for k, v in d.items() if k not in ("hosts", "phases", "format_version")}
+        return cls(**fields, hosts=[PlanHost(**h) for h in d["hosts"]], phases=phases)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"plan {p} cannot be read: {exc}") from None
-        return cls.from_json(text, source=str(p))
+        return cls.from_json(read_plan_text(p), source=str(p))
 
     # ---- questions renderers and the engine ask ---------------------------------------------
     def phase(self, name: str) -> PlanPhase:
@@ -201,10 +200,189 @@ def facts_digest(facts: dict[str, dict] | None, pfx_sha256: str | None) -> str |
     return sha256_json({"facts": stable, "pfx_sha256": pfx_sha256})
 
 
-def plan_digest(tool_version: str, inventory: str, playbook: str, facts: str | None) -> str:
-    return sha256_json(
-        {"tool_version": tool_version, "inventory": inventory, "playbook": playbook, "facts": facts}
-    )
+def digest_body(plan: dict[str, Any]) -> dict[str, Any]:
+    """What the plan digest covers and an approved plan is compared on: the plan's JSON
+    without its own digest and without presentation: the inventory's and the PFX's paths on
+    this machine, and whether the PFX file exists here yet (the certificate step's skip: the
+    controller's state, which the run's first step changes; the engine never makes a second
+    certificate either way)."""
+    body = copy.deepcopy(plan)
+    body.pop("digest", None)
+    for key in ("inventory", "certificate"):
+        if isinstance(body.get(key), dict):
+            body[key].pop("path", None)
+    for phase in body.get("phases") or []:
+        for step in phase.get("steps") or []:
+            if step.get("host") == CONTROLLER and step.get("action") == "certificate":
+                step["skip_reason"] = None
+    return body
+
+
+def plan_digest(plan: dict[str, Any]) -> str:
+    """The digest of a plan's JSON form (`digest_body`): the tool version, the inventory,
+    playbook and facts digests, and every host, phase, strategy, step, gate and opt-in."""
+    return sha256_json(digest_body(plan))
+
+
+_MISSING = object()
+
+
+def first_difference(approved: Any, rebuilt: Any, where: str = "") -> str | None:
+    """The first place two plan bodies differ, as `phases[6].strategy: approved 'parallel',
+    rebuilt 'rolling'` (both values shortened); None when they are equal."""
+    if isinstance(approved, dict) and isinstance(rebuilt, dict):
+        for key in [*rebuilt, *(k for k in approved if k not in rebuilt)]:
+            sub = f"{where}.{key}" if where else str(key)
+            found = first_difference(approved.get(key, _MISSING), rebuilt.get(key, _MISSING), sub)
+            if found:
+                return found
+        return None
+    if isinstance(approved, list) and isinstance(rebuilt, list):
+        for i, (a, b) in enumerate(zip(approved, rebuilt, strict=False)):
+            found = first_difference(a, b, f"{where}[{i}]")
+            if found:
+                return found
+        if len(approved) != len(rebuilt):
+            return (
+                f"{where}: approved {len(approved)} entries, rebuilt {len(rebuilt)}"
+                f" (first extra: {where}[{min(len(approved), len(rebuilt))}])"
+            )
+        return None
+    if approved == rebuilt and type(approved) is type(rebuilt):
+        return None
+    return f"{where}: approved {_short(approved)}, rebuilt {_short(rebuilt)}"
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    """A value for a one-line message: repr (so control characters show), cut to `limit`."""
+    text = "(absent)" if value is _MISSING else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# reading plan files
+
+
+def read_plan_text(path: Path) -> str:
+    """A plan file's text: a regular file of at most PLAN_MAX_BYTES in UTF-8, else InputError
+    naming the file. Opened without blocking, so a FIFO or a device is refused, not waited on."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise InputError(f"plan {path} cannot be read: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise InputError(f"plan {path} cannot be read: {kind}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= PLAN_MAX_BYTES:
+            chunk = os.read(fd, min(1 << 20, PLAN_MAX_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise InputError(f"plan {path} cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > PLAN_MAX_BYTES:
+        raise InputError(
+            f"plan {path} is larger than {PLAN_MAX_BYTES // (1024 * 1024)} MiB: not a plan "
+            "this tool wrote"
+        )
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"plan {path} is not UTF-8 text (byte {exc.start}): not a plan this tool wrote"
+        ) from None
+
+
+_TEXT_OR_NULL = (str, type(None))
+# The JSON shape of a plan, field by field: a dict is an object with exactly these keys, a
+# one-item list a list of that shape, a type (or tuple of types) a value of that type.
+PLAN_SHAPE: dict[str, Any] = {
+    "format_version": int,
+    "tool_version": str,
+    "playbook": {"name": str, "digest": str},
+    "inventory": {"path": str, "digest": str},
+    "facts_digest": _TEXT_OR_NULL,
+    "digest": str,
+    "expect_tls": bool,
+    "description": str,
+    "certificate": {"source": str, "path": str},
+    "pfx_sha256": _TEXT_OR_NULL,
+    "hosts": [
+        {"name": str, "role": str, "address": str, "contacted": bool, "reason": _TEXT_OR_NULL}
+    ],
+    "phases": [
+        {
+            "name": str,
+            "op": str,
+            "strategy": str,
+            "batch": int,
+            "gates": [str],
+            "roles": [str],
+            "steps": [
+                {
+                    "host": str,
+                    "action": str,
+                    "description": str,
+                    "impact": str,
+                    "skip_reason": _TEXT_OR_NULL,
+                }
+            ],
+            "excluded": [{"host": str, "reason": str}],
+            "compensate": _TEXT_OR_NULL,
+            "on_failure": str,
+        }
+    ],
+    "opt_ins": [{"key": str, "allows": str, "phases": [str]}],
+}
+_KINDS = {str: "text", int: "a whole number", bool: "true or false", type(None): "null"}
+
+
+def _check_shape(value: Any, shape: Any, where: str, source: str) -> None:
+    """InputError at the first place `value` does not have `shape` (see PLAN_SHAPE)."""
+
+    def bad(problem: str) -> InputError:
+        return InputError(f"not a plan: {where or 'top level'}: {problem}", file=source)
+
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise bad(f"expected an object, got {_json_kind(value)}")
+        for key in shape:
+            if key not in value:
+                raise bad(f"missing field '{key}'")
+        for key in value:
+            if key not in shape:
+                raise bad(f"unexpected field {_short(key)}")
+        for key, sub in shape.items():
+            _check_shape(value[key], sub, f"{where}.{key}" if where else key, source)
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise bad(f"expected a list, got {_json_kind(value)}")
+        for i, item in enumerate(value):
+            _check_shape(item, shape[0], f"{where}[{i}]", source)
+    else:
+        types = shape if isinstance(shape, tuple) else (shape,)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise bad(f"expected {' or '.join(_KINDS[t] for t in types)}, got {_json_kind(value)}")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,24 +402,29 @@ def build_plan(
         pfx_sha256 = pfx_sha256.replace(":", "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
             raise InputError("PFX fingerprint must be 64 hex digits (SHA-256)", field="pfx_sha256")
-    inv = inventory_digest(fleet)
-    fdig = facts_digest(facts, pfx_sha256)
     ctx = _PlanContext(playbook, fleet, facts or {}, pfx_sha256)
     phases = [ctx.phase(p, i) for i, p in enumerate(playbook.phases)]
     hosts = [_plan_host(h) for h in fleet.hosts.values()]
-    return Plan(
+    plan = Plan(
         tool_version=tool_version,
         playbook={"name": playbook.name, "digest": playbook.digest},
-        inventory={"path": str(fleet.path), "digest": inv},
-        facts_digest=fdig,
-        digest=plan_digest(tool_version, inv, playbook.digest, fdig),
+        inventory={"path": str(fleet.path), "digest": inventory_digest(fleet)},
+        facts_digest=facts_digest(facts, pfx_sha256),
+        digest="",
         expect_tls=playbook.expect_tls,
         description=playbook.description,
         certificate={"source": fleet.certificate.source, "path": str(fleet.certificate.path)},
         pfx_sha256=pfx_sha256,
         hosts=hosts,
         phases=phases,
+        opt_ins=[
+            {"key": key, "allows": OPT_INS[key], "phases": list(playbook.opt_ins[key])}
+            for key in OPT_INS
+            if key in playbook.opt_ins
+        ],
     )
+    plan.digest = plan_digest(plan.to_dict())
+    return plan
 
 
 def at_a_time(batch: int) -> str:

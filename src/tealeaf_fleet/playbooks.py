@@ -4,7 +4,11 @@ plans").
 Why data and not code: a change board reads and approves the playbook; the planner and the
 engine only interpret it. The vocabulary is closed (ops, strategies, gates), and anything
 outside it is an `InputError` naming file:line:field, so a typo cannot turn into a step that
-silently does nothing. The packaged playbooks live in the repo's top-level `playbooks/` and are
+silently does nothing. The safety rules of the vendor procedure (enable all or nothing, HBRs
+and Canisters restarted one at a time behind every health gate, a preflight before any change,
+TLS checks after an enable) hold for custom playbooks too: a playbook that breaks one is
+refused unless it says so with that rule's opt-in key (`OPT_INS`), and every plan shows the
+opt-ins it relies on. The packaged playbooks live in the repo's top-level `playbooks/` and are
 force-included into the wheel as `tealeaf_fleet/playbooks`; `builtin_dir()` finds either.
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,28 @@ TLS_ONLY_OPS = ("enable", "disable", "restart")
 # Restarting two of these at once loses captured data (vendor procedure, "Minimize disruption").
 SERIAL_RESTART_ROLES = ("hbr", "canister")
 
-PLAYBOOK_KEYS = ("name", "description", "expect_tls", "allow_parallel_restart", "phases")
+# Ops that change a host (or, for `certificate` with source tlstool, run on one): a preflight
+# must have checked every role they touch first.
+CHANGING_OPS = ("certificate", "push_pfx", "push_tools", "import", "enable", "disable", "restart")
+# The gates an HBR or Canister restart needs before the next one starts (all of them: `iis` is
+# a no-op where IIS does not run, `soak` where `rollout.soak_s` is 0).
+HEALTH_GATES = GATES
+# Opt-in keys: each lets a playbook break one safety rule, knowingly. Key -> what it allows, in
+# the words the plan shows in red.
+OPT_INS = {
+    "allow_parallel_restart": "several HBRs or Canisters restart at once (captured data can be "
+    "lost)",
+    "allow_partial_enable": "an enable phase that is not all_or_nothing (TLS can end up on some "
+    "servers only)",
+    "allow_ungated_restart": "HBRs or Canisters restart without every health gate (the next one "
+    "can restart while this one is unhealthy)",
+    "allow_no_preflight": "hosts change without a preflight of their role first (a blocked host "
+    "can be changed)",
+    "allow_enable_without_tls_checks": "TLS is enabled by a playbook with expect_tls: false (its "
+    "gates and checks expect plain connections)",
+}
+
+PLAYBOOK_KEYS = ("name", "description", "expect_tls", *OPT_INS, "phases")
 PHASE_KEYS = ("name", "op", "roles", "strategy", "batch", "gates", "on_failure", "compensate")
 DEFAULT_ROLES = {
     "preflight": WINDOWS_ROLES,
@@ -90,17 +115,21 @@ class Playbook:
     allow_parallel_restart: bool
     phases: tuple[Phase, ...]
     source: str  # "builtin:rollout" or the file path, for messages only (not in the digest)
+    # opt-in key set to true -> the phases that rely on it (empty: set but not needed)
+    opt_ins: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def normalized(self) -> dict[str, Any]:
         """Effective content (defaults filled in): what the digest covers."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "expect_tls": self.expect_tls,
             "allow_parallel_restart": self.allow_parallel_restart,
-            "phases": [p.as_dict() for p in self.phases],
         }
+        out.update({key: key in self.opt_ins for key in OPT_INS if key != "allow_parallel_restart"})
+        out["phases"] = [p.as_dict() for p in self.phases]
+        return out
 
     @property
     def digest(self) -> str:
@@ -174,7 +203,8 @@ def _load(path: Path, source: str) -> Playbook:
             "expect_tls",
         )
     expect_tls = ctx.boolean(top, "expect_tls", "expect_tls", True)
-    allow_parallel = ctx.boolean(top, "allow_parallel_restart", "allow_parallel_restart", False)
+    allowed = {key for key in OPT_INS if ctx.boolean(top, key, key, False)}
+    allow_parallel = "allow_parallel_restart" in allowed
     raw_phases = top.get("phases")
     if not isinstance(raw_phases, list) or not raw_phases:
         raise ctx.error("expected a non-empty list of phases", top.key_line("phases"), "phases")
@@ -195,6 +225,17 @@ def _load(path: Path, source: str) -> Playbook:
             )
         seen[phase.name] = raw.key_line("name")
         phases.append(phase)
+    uses: dict[str, list[str]] = {key: [] for key in sorted(allowed)}
+    for rule in _broken_rules(phases, raw_phases, expect_tls, top):
+        if rule.key not in allowed:
+            raise ctx.error(
+                rule.message,
+                rule.line,
+                rule.field,
+                f"keep the rule, or set {rule.key}: true at the top of the playbook to "
+                "accept the risk; the plan then shows it in red",
+            )
+        uses[rule.key].append(rule.phase)
     return Playbook(
         name=name or path.stem,
         description=description,
@@ -202,7 +243,91 @@ def _load(path: Path, source: str) -> Playbook:
         allow_parallel_restart=allow_parallel,
         phases=tuple(phases),
         source=source,
+        opt_ins={key: tuple(dict.fromkeys(names)) for key, names in uses.items()},
     )
+
+
+@dataclass(frozen=True)
+class _BrokenRule:
+    """A safety rule a phase breaks: refused unless the playbook sets `key`."""
+
+    key: str
+    phase: str
+    message: str
+    line: int
+    field: str
+
+
+def _broken_rules(
+    phases: list[Phase], raw: list[_Map], expect_tls: bool, top: _Map
+) -> list[_BrokenRule]:
+    """Every safety rule the phases break, in phase order (the first refused is reported)."""
+    out: list[_BrokenRule] = []
+    checked: set[str] = set()  # roles some earlier preflight phase checks
+    for i, (phase, m) in enumerate(zip(phases, raw, strict=True)):
+        fld = f"phases[{i}]"
+        for key, message, at in _phase_rules(phase, "gates" in m, checked):
+            out.append(_BrokenRule(key, phase.name, message, m.key_line(at), f"{fld}.{at}"))
+        if phase.op == "preflight":
+            checked.update(phase.roles)
+        if phase.op == "enable" and not expect_tls:
+            out.append(
+                _BrokenRule(
+                    "allow_enable_without_tls_checks",
+                    phase.name,
+                    f"phase '{phase.name}' enables TLS but expect_tls is false: the gates and "
+                    "checks would expect plain connections",
+                    top.key_line("expect_tls"),
+                    "expect_tls",
+                )
+            )
+    return out
+
+
+def _phase_rules(phase: Phase, has_gates: bool, checked: set[str]) -> list[tuple[str, str, str]]:
+    """(opt-in key, message, key of the phase to point at) for each rule this phase breaks;
+    `checked`: the roles earlier preflight phases check."""
+    out = []
+    if phase.op in CHANGING_OPS:
+        unchecked = [r for r in phase.roles if r not in checked]
+        if unchecked or not checked:
+            what = f"role {', '.join(unchecked)}" if unchecked else "any host"
+            out.append(
+                (
+                    "allow_no_preflight",
+                    f"phase '{phase.name}' ({phase.op}) runs before a preflight phase has "
+                    f"checked {what}",
+                    "op",
+                )
+            )
+    if phase.op == "enable" and phase.strategy != "all_or_nothing":
+        out.append(
+            (
+                "allow_partial_enable",
+                f"enable with strategy {phase.strategy} can leave TLS on some servers only "
+                "(the vendor: all or none, undone everywhere if one fails)",
+                "strategy",
+            )
+        )
+    serial = [r for r in phase.roles if r in SERIAL_RESTART_ROLES]
+    missing = [g for g in HEALTH_GATES if g not in phase.gates]
+    if phase.op == "restart" and serial and missing:
+        out.append(
+            (
+                "allow_ungated_restart",
+                f"restart of {'/'.join(serial)} servers without the gates {', '.join(missing)} "
+                "(the next one could restart while this one is unhealthy)",
+                "gates" if has_gates else "op",
+            )
+        )
+    if phase.op == "restart" and _parallel_restart(serial, phase.strategy, phase.batch):
+        out.append(("allow_parallel_restart", "", "strategy"))  # refused in _phase already
+    return out
+
+
+def _parallel_restart(serial_roles: list[str], strategy: str, batch: int) -> bool:
+    """Would this restart phase restart several HBRs / Canisters at once?"""
+    return bool(serial_roles) and (strategy in ("parallel", "all_or_nothing") or batch > 1)
 
 
 def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
@@ -258,12 +383,7 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
         ctx.integer(m, "batch", f"{fld}.batch", 1, low=1, high=10000, what="a number of hosts") or 1
     )
     serial = [r for r in roles if r in SERIAL_RESTART_ROLES]
-    if (
-        op == "restart"
-        and serial
-        and not allow_parallel
-        and (strategy in ("parallel", "all_or_nothing") or batch > 1)
-    ):
+    if op == "restart" and not allow_parallel and _parallel_restart(serial, strategy, batch):
         where = ("batch", batch) if strategy == "rolling" else ("strategy", strategy)
         raise bad(
             where[0],

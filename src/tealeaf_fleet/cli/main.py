@@ -33,11 +33,18 @@ QUIET_UNDER_VERBOSE = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 2 with one line, as DESIGN.md's exit codes say."""
+    """Usage errors exit 2 with one line, `fleet: error: ...`, like every other input error
+    (the README's promise), and one hint line: argparse's usage block would be a dozen lines
+    before the error a script or an operator greps for."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        where = self.prog.removeprefix("fleet").strip()
+        text = redact(" ".join(message.split()))  # one line, whatever the user typed
+        self.exit(
+            2,
+            f"fleet: error: {where + ': ' if where else ''}{text}\n"
+            f"usage: see `{self.prog} --help`\n",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second Ctrl-C (130) or SIGTERM (143, `Terminated`)
         print("interrupted", file=sys.stderr)
-        return 130
+        return int(getattr(exc, "exit_code", 130))
     except InputError as exc:
         print(f"fleet: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code

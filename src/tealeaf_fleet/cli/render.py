@@ -89,6 +89,7 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
         summary.add_row(key, redact(value))
     out.append(Text(f"Plan: {plan.playbook['name']}", style="bold underline"))
     out.append(summary)
+    out += [Text(redact(line), style="bold red") for line in opt_in_lines(plan)]
     roles = _roles(plan)
     for i, phase in enumerate(plan.phases, 1):
         table = Table(
@@ -221,6 +222,7 @@ def summary_lines(plan: Plan, *, inventory: str | None = None) -> list[str]:
     lines = [
         f"Plan: {plan.playbook['name']} on {_count(len(plan.hosts))} ({contacted} over WinRM, "
         f"{len(plan.hosts) - contacted} never contacted); ends with {_ends_with(plan)}",
+        *opt_in_lines(plan),
     ]
     if untouched:
         lines.append(
@@ -262,6 +264,7 @@ def print_summary(plan: Plan, console: Console, *, inventory: str | None = None)
     for line in summary_lines(plan, inventory=inventory):
         match = _PHASE_LINE.match(line)
         indent = " " * (match.end() if match else 2)
+        style = "bold red" if line.startswith("OPT-IN ") else None
         for part in textwrap.wrap(
             line,
             width=width,
@@ -269,7 +272,9 @@ def print_summary(plan: Plan, console: Console, *, inventory: str | None = None)
             break_on_hyphens=False,
             break_long_words=False,
         ) or [""]:
-            console.print(part, markup=False, highlight=False, overflow="fold", crop=False)
+            console.print(
+                part, markup=False, highlight=False, overflow="fold", crop=False, style=style
+            )
 
 
 _PHASE_LINE = re.compile(r" +\d+\. \S+(?: \[\S+\])? +")
@@ -360,6 +365,16 @@ def _md(text: str) -> str:
 
 
 DITTO = "(same as above)"
+
+
+def opt_in_lines(plan: Plan) -> list[str]:
+    """One line per safety rule the playbook relaxes with an opt-in key: what it allows and the
+    phases that rely on it. Every view of the plan shows them (in red where it has colour)."""
+    lines = []
+    for opt in plan.opt_ins:
+        used = ", ".join(opt["phases"]) or "none (set, but no phase needs it)"
+        lines.append(f"OPT-IN {opt['key']}: {opt['allows']}; phases relying on it: {used}")
+    return lines
 
 
 def _ditto(step: Step, prev: Step | None) -> tuple[str, str]:
@@ -461,6 +476,13 @@ def render_markdown(plan: Plan) -> str:
     for key, value in _summary_rows(plan):
         add(f"| {key} | {_md(value)} |")
     add("")
+    if plan.opt_ins:
+        add("## Safety opt-ins: rules this playbook relaxes")
+        add("")
+        for line in opt_in_lines(plan):
+            key, _, rest = line[len("OPT-IN ") :].partition(": ")
+            add(f"- **OPT-IN `{key}`**: {_md(rest)}")
+        add("")
 
     add("## Hosts by role")
     add("")

@@ -2,9 +2,11 @@
 
 Why both here: they are the same command with a different default playbook (rollout enables,
 rollback disables) and the same safety rails: a dry run that prints exactly what `fleet plan`
-prints, a confirmation (or `--yes`; refused when nobody can answer), approved plans whose digests
-must still match (`StalePlanError`, exit 4), one run per state folder (the journal's lock), Ctrl-C
-between steps (exit 130, resumable). The engine emits events; this module only renders them:
+prints, a confirmation (or `--yes`; refused when nobody can answer), approved plans that must
+still be the plan the inventory and playbook give (`StalePlanError`, exit 4; the rebuilt plan is
+what runs), one run per state folder and per host (the journal's locks), Ctrl-C or SIGTERM
+between steps (exit 130 / 143, resumable; a second one stops at once). The engine emits events;
+this module only renders them:
 a rich live view on stderr, or JSON Lines on stdout with `--json` (and nothing else there).
 Heavy imports live inside functions so that `fleet --help` stays fast.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -142,63 +145,109 @@ def run_plan(
 
     folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
     journal = Journal(folder)
+    bus = EventBus()
+    stop = threading.Event()
+    signals: list[int] = []
     try:
-        takeover = journal.acquire(command=command)
-        bus = EventBus()
-        stop = threading.Event()
-        view = view or (JsonView() if as_json else make_view())
-        bus.subscribe(view)
-        if takeover:
-            bus.emit("message", message=takeover)
-        with view.running(), _interrupt_sets(stop, bus):
-            result = execute(
-                fleet,
-                plan.to_dict(),
+        with _interrupt_sets(stop, bus, signals):
+            takeover = journal.acquire(
                 command=command,
-                bus=bus,
-                journal=journal,
-                inventory_label=inventory_label,
-                forks=forks,
-                stop=stop,
+                hosts=[(h.name, h.address, h.winrm.port) for h in fleet.windows_hosts()],
             )
+            view = view or (JsonView() if as_json else make_view())
+            bus.subscribe(view)
+            if takeover:
+                bus.emit("message", message=takeover)
+            with view.running():
+                result = execute(
+                    fleet,
+                    plan.to_dict(),
+                    command=command,
+                    bus=bus,
+                    journal=journal,
+                    inventory_label=inventory_label,
+                    forks=forks,
+                    stop=stop,
+                )
         if not as_json:
             print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id else None)
+        if result.outcome == "interrupted" and signal.SIGTERM in signals:
+            return Terminated.exit_code
         return result.exit_code
+    except KeyboardInterrupt as exc:  # a second signal: the journal said so; locks go now
+        journal.close()
+        _abandon_steps_in_flight(exc)
+        raise
     finally:
         journal.close()
 
 
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM (or a SIGTERM after Ctrl-C): stop at once, like a second Ctrl-C, but
+    exit 143 as a process ended by SIGTERM does."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
 @contextlib.contextmanager
-def _interrupt_sets(stop: threading.Event, bus: Any) -> Iterator[None]:
-    """First Ctrl-C: stop between steps (running steps finish). Second: abort at once."""
+def _interrupt_sets(stop: threading.Event, bus: Any, seen: list[int]) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: stop between steps (running steps finish). A second one of
+    either: abort at once. `seen` collects the signals received, in order."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
         if stop.is_set():
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         stop.set()
         bus.emit(
             "message",
-            message="Ctrl-C: finishing the running steps, starting no new one "
-            "(press Ctrl-C again to abort at once)",
+            message=f"{_SIGNAL_NAMES.get(signum, 'signal')}: finishing the running steps, "
+            "starting no new one (press Ctrl-C or send SIGTERM again to stop at once)",
         )
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_NAMES}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _abandon_steps_in_flight(exc: KeyboardInterrupt) -> None:
+    """After a second signal the runner has journaled the run as interrupted and the locks are
+    released; steps still running on worker threads are abandoned, as if the controller had
+    been killed (the rerun judges them again from the hosts' facts). Python would wait for
+    those threads before exiting, so end the process now."""
+    from tealeaf_fleet.engine.strategies import WORKER_PREFIX
+
+    if not any(t.name.startswith(WORKER_PREFIX) and t.is_alive() for t in threading.enumerate()):
+        return
+    code = getattr(exc, "exit_code", 130)
+    print(
+        "fleet: stopped at once; steps in flight were abandoned (rerun to resume)",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- approved plans, dry run, confirmation ----------------------------------------------------
 
 
 def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) -> Plan:
-    """The approved plan, if every digest still matches what would run now; else
-    StalePlanError (exit 4) naming what changed."""
-    from tealeaf_fleet.plan import Plan, build_plan
+    """The plan to run, rebuilt from the inventory, playbook (and facts, if the approved plan
+    has them), once the approved file proves it is that same plan: every digest matches and its
+    body equals the rebuilt one but for presentation (`plan.digest_body`). The file's own
+    phases are never run. StalePlanError (exit 4) names what changed or the first difference;
+    a file that is no plan is an InputError (exit 2)."""
+    from tealeaf_fleet.plan import Plan, build_plan, digest_body, first_difference
 
     approved = Plan.load(path)
     if approved.facts_digest is not None:
@@ -221,8 +270,6 @@ def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) 
         )
     if approved.facts_digest is not None and approved.facts_digest != current.facts_digest:
         changed.append("facts: the hosts' state differs from when the plan was made")
-    if not changed and approved.digest != current.digest:
-        changed.append("plan digest")
     if changed:
         raise StalePlanError(
             f"the approved plan {path} is stale: "
@@ -230,7 +277,21 @@ def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) 
             + f" (approved {approved.digest[:12]}, now {current.digest[:12]})",
             changed,
         )
-    return approved
+    difference = first_difference(digest_body(approved.to_dict()), digest_body(current.to_dict()))
+    if difference:
+        raise StalePlanError(
+            f"the approved plan {path} is not the plan its inventory, playbook and facts "
+            f"give (edited after `fleet plan`?): first difference at {difference}; "
+            "nothing was run",
+            [difference],
+        )
+    if approved.digest != current.digest:
+        raise StalePlanError(
+            f"the approved plan {path} has digest {approved.digest[:12]}, but its content "
+            f"digests to {current.digest[:12]} (edited after `fleet plan`?); nothing was run",
+            ["plan digest"],
+        )
+    return current
 
 
 def _print_plan(plan: Plan, *, as_json: bool) -> None:

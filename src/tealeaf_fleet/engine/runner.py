@@ -8,8 +8,11 @@ Why it is shaped this way:
   leaves a journal that the rerun can resume from (`Journal.done_steps`): a host whose restart
   and gates passed is recognised and not restarted again;
 - the first failed phase halts the run, and the message says what to do next;
-- Ctrl-C (the CLI sets `stop`) is honoured between steps: running steps finish, no new one
-  starts, the run ends `Interrupted` (exit 130) and says how to resume;
+- Ctrl-C or SIGTERM (the CLI sets `stop`) is honoured between steps: running steps finish, no
+  new one starts, the run ends `Interrupted` (exit 130) and says how to resume; a second one
+  (KeyboardInterrupt) abandons the steps in flight, and the journal still says `interrupted`;
+- an unexpected exception (a bug) is journaled as `crashed`, never `ok`, and re-raised for the
+  CLI's crash log;
 - the engine never prints: it emits events (engine/events.py).
 """
 
@@ -70,7 +73,7 @@ Action = Callable[[Any, PhaseSpec, str], StepResult]  # (context, phase, host) -
 class RunResult:
     run_id: int | None
     command: str
-    outcome: str  # ok | failed | blocked | interrupted
+    outcome: str  # ok | failed | blocked | interrupted | crashed
     started: float
     finished: float
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -91,6 +94,7 @@ class RunResult:
             "failed": 1,
             "blocked": PreflightError.exit_code,
             "interrupted": Interrupted.exit_code,
+            "crashed": 1,
         }[self.outcome]
 
     def raise_for_outcome(self) -> None:
@@ -163,24 +167,37 @@ class Runner:
             resumes=resumed,
         )
         result = RunResult(self.run_id, self.command, "ok", started, started)
+        aborted = False
         try:
             for phase in self.phases:
                 outcome = self._phase(phase, result)
                 if outcome is not None:
                     result.outcome = outcome
                     break
-        except KeyboardInterrupt:  # a second Ctrl-C: abort at once, but say so in the journal
+        except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: abort at once, but journal it
+            aborted = True
             result.outcome = "interrupted"
-            result.message = "aborted at once by a second Ctrl-C; steps may have been cut short"
+            result.message = (
+                "stopped at once by a second Ctrl-C or SIGTERM; steps in flight were abandoned"
+            )
+            result.hint = f"rerun `fleet {self.command} {self.inventory_label}` to resume"
             raise
         except FleetError as exc:
             result.outcome = "failed"
             result.message = f"stopped by an error outside any step: {exc}"
             raise
+        except Exception as exc:  # a bug: journal `crashed` (never `ok`), the CLI logs it
+            result.outcome = "crashed"
+            result.message = (
+                f"crashed: unexpected {type(exc).__name__} (the traceback is in the crash "
+                "log named on stderr)"
+            )
+            result.hint = f"rerun `fleet {self.command} {self.inventory_label}` to resume"
+            raise
         finally:
             result.finished = time.time()
             result.recap = self._recap
-            if hasattr(self.context, "close"):
+            if hasattr(self.context, "close") and not aborted:  # abandoned steps use them
                 self.context.close()
             if self.journal is not None and self.run_id is not None:
                 self.journal.finish_run(self.run_id, result.outcome, result.message or None)

@@ -28,6 +28,7 @@ from tealeaf_fleet.errors import FleetError
 
 STRATEGIES = ("controller", "parallel", "rolling", "all_or_nothing")
 CONTROLLER = "controller"
+WORKER_PREFIX = "fleet"  # the name prefix of the worker threads that run steps
 
 
 @dataclass
@@ -100,12 +101,19 @@ def _run_many(
         with lock:
             done[name] = outcome
 
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(forks, len(hosts))), thread_name_prefix="fleet"
-    ) as pool:
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, min(forks, len(hosts))), thread_name_prefix=WORKER_PREFIX
+    )
+    abandon = False
+    try:
         futures = [pool.submit(one, name) for name in hosts]
         for future in futures:
             future.result()  # re-raise bugs (non-FleetError) in the caller
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: do not wait for running steps
+        abandon = True
+        raise
+    finally:
+        pool.shutdown(wait=not abandon, cancel_futures=abandon)
     # Report in inventory order, whatever order the hosts finished in.
     result.results.update((name, done[name]) for name in hosts if name in done)
     result.not_started.extend(name for name in hosts if name in skipped)

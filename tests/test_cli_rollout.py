@@ -1,0 +1,198 @@
+"""`fleet rollout` / `fleet rollback` in process, without a lab: what the CLI does before and
+around the engine (approved plan files it refuses, usage errors, a crash), with the engine's
+actions replaced where a run is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from tealeaf_fleet.cli.main import main
+from tealeaf_fleet.engine import actions as engine_actions
+from tealeaf_fleet.journal import Journal
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TEALEAF_WINRM_PASSWORD", "Kx9-rollout-winrm-2718")
+    monkeypatch.setenv("TEALEAF_PFX_PASSWORD", "Kx9rolloutpfx3141")
+    monkeypatch.setenv("TEALEAF_FLEET_LOCK_DIR", str(tmp_path / "locks"))
+    inv = tmp_path / "inventory.yaml"
+    shutil.copy(ROOT / "inventory.example.yaml", inv)
+    return inv
+
+
+class Result(NamedTuple):
+    code: int
+    err: list[str]  # stderr lines
+    out: str
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> Result:
+    """main() as the console script calls it; a usage error's SystemExit counts as its code."""
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return Result(code, captured.err.splitlines(), captured.out)
+
+
+def plan_json(inventory: Path, capsys: pytest.CaptureFixture) -> dict:
+    assert main(["plan", str(inventory), "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("command", ["rollout", "rollback"])
+def test_malformed_approved_plans_are_one_line_exit_2(inventory, tmp_path, capsys, command):
+    good = json.dumps(plan_json(inventory, capsys))
+    wrong_type = json.loads(good)
+    wrong_type["phases"][0]["batch"] = "one"
+    files = {
+        "truncated.json": good[: len(good) // 3],
+        "wrong_type.json": json.dumps(wrong_type),
+        "not_json.json": "approved by the board",
+        "empty.json": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as fh:
+        fh.truncate(16 * 1024 * 1024 + 1)
+    os.mkfifo(tmp_path / "fifo.json")
+    for name in [*files, "huge.json", "fifo.json", "missing.json"]:
+        path = tmp_path / name
+        code, err, _ = run_cli(
+            capsys, command, str(inventory), "--approved-plan", str(path), "--yes"
+        )
+        assert code == 2, (name, err)
+        assert len(err) == 1 and err[0].startswith("fleet: error: "), (name, err)
+        assert str(path) in err[0], (name, err)
+
+
+def test_approved_plan_runs_the_rebuilt_plan_not_the_file(inventory, tmp_path, capsys, monkeypatch):
+    """Even a file that passes the checks is never what runs: the engine gets the plan rebuilt
+    from the inventory and playbook (here the file's only difference is a path)."""
+    plan = plan_json(inventory, capsys)
+    plan["inventory"]["path"] = "/elsewhere/inventory.yaml"  # presentation only: accepted
+    approved = tmp_path / "approved.json"
+    approved.write_text(json.dumps(plan))
+    seen = {}
+
+    def fake_run_plan(fleet, plan, **kw):
+        seen["plan"] = plan
+        return 0
+
+    from tealeaf_fleet.cli import rollout
+
+    monkeypatch.setattr(rollout, "run_plan", fake_run_plan)
+    code, err, _ = run_cli(
+        capsys, "rollout", str(inventory), "--approved-plan", str(approved), "--yes"
+    )
+    assert code == 0, err
+    assert seen["plan"].inventory["path"] == str(inventory)
+    assert seen["plan"].digest == plan["digest"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rollout"],
+        ["rollout", "INV", "--forks", "0"],
+        ["rollout", "INV", "--no-such-flag"],
+        ["rollback", "INV", "--forks", "ten"],
+        ["plan", "INV", "--format", "yaml"],
+        ["history", "INV", "notanumber"],
+        ["launch"],
+        ["--bogus"],
+    ],
+)
+def test_usage_errors_are_one_line_and_a_hint(inventory, capsys, argv) -> None:
+    code, err, _ = run_cli(capsys, *(str(inventory) if a == "INV" else a for a in argv))
+    assert code == 2
+    assert err[0].startswith("fleet: error: "), err
+    assert len(err) == 2 and re.fullmatch(r"usage: see `fleet( \w+)? --help`", err[1]), err
+
+
+def test_an_unexpected_exception_is_journaled_crashed_with_a_crash_log(
+    inventory, tmp_path, capsys, monkeypatch
+):
+    """A bug inside the run: exit 1, one line naming the crash log (which has the traceback),
+    and the journal (and `fleet history`) say `crashed`, never `ok`."""
+
+    def preflight(ctx, phase, host):
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setitem(engine_actions.ACTIONS, "preflight", preflight)
+    state = tmp_path / "state"
+    code, err, _ = run_cli(capsys, "rollout", str(inventory), "--yes", "--state-dir", str(state))
+    assert code == 1
+    line = next(x for x in err if "unexpected failure" in x)
+    crash_log = Path(line.rsplit("details in ", 1)[1])
+    try:
+        assert "RuntimeError: injected bug" in crash_log.read_text()
+    finally:
+        crash_log.unlink()
+    with Journal(state) as journal:
+        record = journal.runs()[0]
+    assert record.outcome == "crashed" and "RuntimeError" in record.message
+    history = run_cli(capsys, "history", str(inventory), "--state-dir", str(state), "--json")
+    assert history.code == 0
+    assert json.loads(history.out)["runs"][0]["state"] == "crashed"
+    # the lock folder is clean: the crash released every host lock
+    assert list((tmp_path / "locks").glob("*.lock")) == []
+
+
+def _drop_preflight(plan: dict) -> None:
+    plan["phases"] = [p for p in plan["phases"] if p["op"] != "preflight"]
+
+
+def _contact_the_pca(plan: dict) -> None:
+    pca = next(h for h in plan["hosts"] if h["role"] == "pca")
+    pca.update(contacted=True, reason=None)
+
+
+def _hbr_restarts_in_parallel(plan: dict) -> None:
+    next(p for p in plan["phases"] if p["name"] == "restart_hbr")["strategy"] = "parallel"
+
+
+@pytest.mark.parametrize(
+    "tamper,where",
+    [
+        (_hbr_restarts_in_parallel, "phases[6].strategy: approved 'parallel', rebuilt 'rolling'"),
+        (_drop_preflight, "phases[0].name: approved 'certificate', rebuilt 'preflight'"),
+        (_contact_the_pca, "hosts[7].contacted: approved True, rebuilt False"),
+    ],
+    ids=["hbr-parallel", "no-preflight", "pca-contacted"],
+)
+@pytest.mark.parametrize("redigest", [False, True], ids=["digests-kept", "digest-recomputed"])
+def test_an_edited_approved_plan_is_refused_naming_the_first_difference(
+    inventory, tmp_path, capsys, monkeypatch, tamper, where, redigest
+):
+    """The issue's three edits (digests left intact, or the plan digest recomputed over the
+    edited body): exit 4, one line naming the first difference; nothing is run."""
+    from tealeaf_fleet.cli import rollout
+    from tealeaf_fleet.plan import plan_digest
+
+    plan = plan_json(inventory, capsys)
+    tamper(plan)
+    if redigest:
+        plan["digest"] = plan_digest(plan)
+    approved = tmp_path / "approved.json"
+    approved.write_text(json.dumps(plan))
+    monkeypatch.setattr(rollout, "run_plan", lambda *a, **kw: pytest.fail("the plan ran"))
+    for mode in ("--yes", "--dry-run"):
+        code, err, out = run_cli(
+            capsys, "rollout", str(inventory), "--approved-plan", str(approved), mode
+        )
+        assert code == 4, err
+        assert len(err) == 1 and f"first difference at {where}" in err[0], err
+        assert out == ""
