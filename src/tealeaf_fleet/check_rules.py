@@ -32,6 +32,7 @@ from tealeaf_fleet.errors import (
 )
 from tealeaf_fleet.inventory import ENCRYPTING_TRANSPORTS, TLS_ROLES
 from tealeaf_fleet.ops import checks, protocol
+from tealeaf_fleet.ops.facts import data_service_names
 from tealeaf_fleet.secrets import redact
 from tealeaf_fleet.transport import STDIN_PIECE
 
@@ -673,15 +674,6 @@ def judge_services(host: Host, a: HostAnswers, f: Mapping[str, Any]) -> Line:
     return Line("services", OK, evidence)
 
 
-def _runs_data_service(f: Mapping[str, Any]) -> bool:
-    """Whether the host has a Data Service, from its services (never from finding a log)."""
-    for s in _services(f):
-        text = f"{s.get('name')} {s.get('display_name')} {s.get('path')}".lower()
-        if "tldataservice.exe" in text or re.search(r"data\s*service", text):
-            return True
-    return False
-
-
 def _log_listing(logs: Mapping[str, Any]) -> str:
     newest = [e for e in logs.get("newest") or [] if isinstance(e, Mapping)]
     shown = ", ".join(
@@ -699,7 +691,7 @@ def _log_listing(logs: Mapping[str, Any]) -> str:
 @_needs("facts")
 def judge_data_service_log(host: Host, a: HostAnswers, f: Mapping[str, Any]) -> Line:
     c = _check(a)
-    if not _runs_data_service(f):
+    if not data_service_names(f):
         return Line("data_service_log", OK, "no Data Service among this host's services")
     logs = _section(c, "logs")
     if c is not None and not logs.get("count"):
