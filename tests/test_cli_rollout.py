@@ -27,6 +27,8 @@ def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TEALEAF_FLEET_LOCK_DIR", str(tmp_path / "locks"))
     inv = tmp_path / "inventory.yaml"
     shutil.copy(ROOT / "inventory.example.yaml", inv)
+    # The example names a CA bundle beside it; commands that connect require the file to exist.
+    (tmp_path / "corp-ca.pem").write_text("placeholder: these tests never open a connection\n")
     return inv
 
 

@@ -208,6 +208,57 @@ def test_lab_state_without_a_lab_is_input_error(tmp_path: Path) -> None:
     assert res.returncode == 2 and "lab.json" in res.stderr
 
 
+def test_lab_dir_reuses_a_previous_lab_and_keeps_every_other_file(tmp_path: Path) -> None:
+    """A previous lab's folder is taken again: the lab's own files are replaced (a new WinRM
+    password), anything else stays, and a rollout's TCXcert.pfx keeps the PFX password that
+    opens it; the folders holding keys are 0700. (Folders that hold no lab are refused:
+    tests/data/hostile/labdir.yaml.)"""
+    folder = tmp_path / "lab"
+    with Lab.start(folder, topology={"hbr": 1}, restart_s=0.2, ntlm=False) as lab:
+        first_password = lab.winrm_password()
+        pfx_password = lab.pfx_password_file.read_text()
+        for sub in (folder, folder / "hosts", folder / "ca"):
+            assert stat.S_IMODE(sub.stat().st_mode) == 0o700, sub
+        assert not (folder / ".fleet-lab-starting").exists()
+    (folder / "notes.txt").write_text("mine")
+    (folder / ".tealeaf-fleet").mkdir()  # a rollout's journal: not the lab's to delete
+    (folder / "TCXcert.pfx").write_bytes(b"made by a rollout, with the lab's PFX password")
+    with Lab.start(folder, topology={"hbr": 1}, restart_s=0.2, ntlm=False) as lab:
+        assert lab.winrm_password() != first_password
+        assert lab.pfx_password_file.read_text() == pfx_password
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (folder / ".tealeaf-fleet").is_dir()
+    assert (folder / "TCXcert.pfx").read_bytes().startswith(b"made by a rollout")
+    (folder / "TCXcert.pfx").unlink()
+    with Lab.start(folder, topology={"hbr": 1}, restart_s=0.2, ntlm=False) as lab:
+        assert lab.pfx_password_file.read_text() != pfx_password  # no PFX: a fresh password
+
+
+def test_lab_dir_after_a_start_that_never_finished(tmp_path: Path) -> None:
+    """No lab.json yet (it is written last), but the start marker says the folder is a lab's."""
+    folder = tmp_path / "lab"
+    (folder / "hosts" / "hbr01").mkdir(parents=True)
+    (folder / "hosts" / "hbr01" / "half.txt").write_text("from the killed start")
+    (folder / ".fleet-lab-starting").touch()
+    with Lab.start(folder, topology={"hbr": 1}, restart_s=0.2, ntlm=False) as lab:
+        assert set(lab.hosts) == {"hbr01"}
+    assert not (folder / "hosts" / "hbr01" / "half.txt").exists()
+
+
+def test_lab_dir_symlinks_of_a_previous_lab_are_removed_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "lab.json").write_text('{"pid": 0, "hosts": {}}')
+    (folder / "hosts").symlink_to(outside)
+    (folder / "inventory.yaml").symlink_to(outside / "keep.txt")
+    with Lab.start(folder, topology={"hbr": 1}, restart_s=0.2, ntlm=False):
+        assert not (folder / "hosts").is_symlink()
+    assert (outside / "keep.txt").read_text() == "keep"
+
+
 def test_topology_names() -> None:
     topo = parse_topology("portal=1,hbr=2,canister=3,report=1,other=1,pca=1,rtv=1")
     assert [n for n, _ in names_for(topo)] == [

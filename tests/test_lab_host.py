@@ -412,6 +412,31 @@ def test_tlstool_create_import_enable_disable(host: LabHost) -> None:
     assert PFX_PW not in everything
 
 
+def test_private_key_copies_are_0600_in_0700_folders(host: LabHost) -> None:
+    """The lab's copies of private keys (the PFX pushed to Tools, one appended part by part,
+    tealeaf.crt and tealeaf.p12 after import, the TMS legacy key) are readable by the lab's
+    user only: 0600 files in 0700 folders all the way down from the host's folder."""
+    import stat
+
+    pfx = put_pfx(host)
+    host.append_file(host.install_dir + r"\Tools\Other.pfx.fleet-part", b"part one")
+    assert host.tlstool(["import", "TCXcert.pfx", PFX_PW])[0] == 0
+    wait_for(lambda: (host.root / "private" / "tms-legacy.pem").exists())
+    files = [
+        host.path(pfx),
+        host.path(host.install_dir + r"\Tools\Other.pfx.fleet-part"),
+        host.path(SEC + r"\tealeaf.crt"),
+        host.path(SEC + r"\tealeaf.p12"),
+        host.root / "private" / "tms-legacy.pem",
+    ]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        folder = path.parent
+        while folder != host.root.parent:
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+            folder = folder.parent
+
+
 def test_import_and_enable_faults(host: LabHost) -> None:
     put_pfx(host)
     host.set_faults({"import_fails": True})

@@ -16,7 +16,6 @@ import datetime as dt
 import os
 import secrets as _random
 import string
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tealeaf_fleet import pkcs12info
 from tealeaf_fleet.errors import CertificateError, InputError
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file, write_file
 from tealeaf_fleet.secrets import Secret
 
 TEALEAF_CN = "IBM Tealeaf CX"
@@ -190,29 +190,30 @@ def generate_password(length: int = 24) -> Secret:
             return Secret(value, source="generated")
 
 
-def write_private_file(path: str | Path, data: bytes, *, force: bool = False) -> None:
+def write_private_file(
+    path: str | Path, data: bytes, *, force: bool = False, field: str = "--out"
+) -> None:
     """Write `data` to `path` with mode 0600; refuse to replace an existing file unless `force`.
 
     Without `force` the file is created with O_EXCL, so two processes can never both write it
-    (the "never generate twice" rule). With `force` it is written beside and renamed over.
+    (the "never generate twice" rule). With `force` a regular file (or a symlink's regular
+    target) is written beside and renamed over; a device, FIFO or folder is refused, never
+    replaced (as root, `--out /dev/null --force` must not turn /dev/null into a key file).
     """
     p = Path(path)
-    if not force:
-        try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise InputError(f"{p} already exists", hint="use --force to replace it") from None
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+    if force:
+        write_file(p, data, field=field, mode=0o600, through=False)
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)  # mkstemp: mode 0600
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InputError(
+            f"{p} already exists", field=field, hint="use --force to replace it"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"cannot write {p}: {exc.strerror}", field=field) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def _utcnow() -> dt.datetime:
@@ -801,14 +802,11 @@ def certificate_for(fleet: _FleetLike, *, create: bool) -> tuple[Pfx, bytes]:
             pass  # another run created it a moment ago: use that one, never a second one
         finally:
             tmp.unlink()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise CertificateError(
             f"{path} does not exist", hint="set certificate.path, or use source: generate"
-        ) from None
-    except OSError as exc:
-        raise CertificateError(f"{path} cannot be read: {exc.strerror}") from None
+        )
+    data = read_regular_file(path, MAX_INPUT_BYTES, "PFX", field="certificate.path")
     pfx = load_pfx(data, password, name=str(path))
     fails = [c.reason for c in validate_pfx(pfx, password) if c.status == "fail"]
     if fails:

@@ -17,6 +17,8 @@ where the variables are not set.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import Any
 import yaml
 
 from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.safeio import decode_utf8, file_problem, read_regular_file
 from tealeaf_fleet.secrets import Secret, from_env, from_file
 
 ROLES = ("portal", "hbr", "canister", "report", "other", "rtv", "pca")
@@ -70,11 +73,22 @@ HOST_KEYS = (
     "pca_build",
 )
 
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Patterns are applied with fullmatch: `$` would also match before a trailing newline, and a
+# host name "hbr01\n" would pass.
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Drive path (D:\Tealeaf) or UNC path (\\server\share); the tool never guesses a relative one.
 _WINDOWS_ABS = re.compile(r"^(?:[A-Za-z]:\\|\\\\[^\\]+\\)")
-_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
+# Characters Windows refuses in a path, and control characters (a newline in a path would
+# show as two lines in the plan and reach the server as one): never in install_dir.
+_WINDOWS_BAD = re.compile(r'[\x00-\x1f\x7f<>"|?*]')
+# DNS name or IPv4 address; IPv6 literals are checked by `ipaddress` (see `_address`).
+_ADDRESS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?")
+_HOST_PORT = re.compile(r"(.+):([0-9]+)")
+# Control characters: never in a string (`_CONTROL` spares tab and newline, for text that may
+# span lines), never at all in a one-line value such as a path or a user name.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,13 +219,15 @@ class Fleet:
         )
 
     def require_files(self, host: Host) -> None:
-        """Before connecting to `host`: its CA bundle / client certificate files must exist."""
+        """Before connecting to `host`: its CA bundle / client certificate files must be
+        regular files (a missing one is an inventory mistake, not a network error to retry)."""
         for key in ("ca_bundle", "cert_pem", "cert_key_pem"):
             p = getattr(host.winrm, key)
-            if p is not None and not p.is_file():
+            problem = file_problem(p) if p is not None else None
+            if problem is not None:
                 fld = self._field(host, key)
                 raise InputError(
-                    f"file {p} does not exist", file=self.path, line=self.lines.get(fld), field=fld
+                    f"file {p} {problem}", file=self.path, line=self.lines.get(fld), field=fld
                 )
 
     def pfx_password(self) -> Secret:
@@ -238,9 +254,32 @@ class _Map(dict):
         return self.lines.get(key, self.line)
 
 
+# Budget for YAML aliases and merge keys: an alias repeats a whole subtree, so nine lines of
+# nested aliases ("billion laughs") expand to 10^9 values. A 1,000-host inventory has about
+# 15,000 values, a packaged playbook about 60; the budget leaves room for estates far larger.
+YAML_MAX_VALUES = 500_000
+YAML_MAX_DEPTH = 64
+# An inventory of 20,000 hosts is about 2 MiB; PyYAML reads about 0.3 MB/s.
+YAML_MAX_BYTES = 2 * 1024 * 1024
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def read_yaml_text(path: Path, what: str) -> str:
+    """The text of an inventory or playbook: a regular UTF-8 file of at most YAML_MAX_BYTES
+    (a FIFO or a device is refused, never waited on), else InputError naming it."""
+    return decode_utf8(read_regular_file(path, YAML_MAX_BYTES, what), path, what)
+
+
 def _compose(text: str, file: Path) -> Any:
-    """Parse YAML into Python values, `_Map` for mappings; duplicate keys are errors."""
-    loader = yaml.SafeLoader(text)
+    """Parse YAML into Python values, `_Map` for mappings; duplicate keys are errors, and so
+    are aliases that expand past the budget or contain themselves, nesting deeper than
+    YAML_MAX_DEPTH, tags on keys and tagged values that cannot be built."""
+    try:  # PyYAML checks the characters of the text as soon as the loader is made
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from None
     try:
         try:
             node = loader.get_single_node()
@@ -250,41 +289,180 @@ def _compose(text: str, file: Path) -> Any:
             raise InputError(
                 f"YAML syntax error: {problem}", file=file, line=mark.line + 1 if mark else None
             ) from None
+        except RecursionError:  # PyYAML composes nested collections recursively
+            raise InputError(
+                f"YAML nested too deeply (more than {YAML_MAX_DEPTH} levels)",
+                file=file,
+                line=loader.get_mark().line + 1,
+            ) from None
+        except yaml.reader.ReaderError as exc:  # a bad character past the first chunk
+            raise _reader_error(exc, text, file) from None
         except yaml.YAMLError as exc:
             raise InputError(f"YAML error: {exc}", file=file) from None
         if node is None:
             return None
+        _Expansion(file).measure(node, "")
         return _convert(loader, node, "", file)
     finally:
         loader.dispose()
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: Path) -> InputError:
+    """A character YAML does not allow (a NUL, a control character) at its line."""
+    line = text.count("\n", 0, exc.position) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return InputError(
+        f"YAML cannot contain the control character U+{char:04X} (offset {exc.position})",
+        file=file,
+        line=line,
+    )
+
+
+class _Expansion:
+    """Walks the composed node graph once (each node measured once, so this is linear in the
+    file) to refuse, before anything is expanded, a document that would expand past
+    YAML_MAX_VALUES values or YAML_MAX_DEPTH levels, or that contains itself."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.sizes: dict[int, int] = {}  # id(node) -> values once expanded
+        self.depths: dict[int, int] = {}  # id(node) -> levels below it, once expanded
+        self.active: set[int] = set()  # nodes on the current path (a cycle comes back to one)
+
+    def error(self, message: str, node: yaml.Node, path: str) -> InputError:
+        return _node_error(message, node, path, self.file)
+
+    def measure(self, node: yaml.Node, path: str, level: int = 0) -> int:
+        """Values under `node` once expanded; InputError past a limit. `level` is how deep
+        `node` sits: checked on the way down, so the walk itself never recurses deeply."""
+        key = id(node)
+        if key in self.sizes:
+            if level + self.depths[key] > YAML_MAX_DEPTH:
+                raise self._too_deep(node, path)
+            return self.sizes[key]
+        if key in self.active:
+            raise self.error("recursive YAML alias: a value contains itself", node, path)
+        if level > YAML_MAX_DEPTH:
+            raise self._too_deep(node, path)
+        self.active.add(key)
+        size, depth = 1, 0
+        for child, sub in self._children(node, path):
+            size += self.measure(child, sub, level + 1)
+            depth = max(depth, self.depths[id(child)] + 1)
+            if size > YAML_MAX_VALUES:
+                raise self.error(
+                    f"the YAML expands to more than {YAML_MAX_VALUES:,} values (aliases or "
+                    "merge keys repeating the same content): refused",
+                    node,
+                    path,
+                )
+        self.active.discard(key)
+        self.sizes[key], self.depths[key] = size, depth
+        return size
+
+    def _too_deep(self, node: yaml.Node, path: str) -> InputError:
+        return self.error(f"YAML nested too deeply (more than {YAML_MAX_DEPTH} levels)", node, path)
+
+    @staticmethod
+    def _children(node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
+        if isinstance(node, yaml.SequenceNode):
+            return [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            return []
+        out: list[tuple[yaml.Node, str]] = []
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            sub = f"{path}.{name}" if path else str(name)
+            # a merge key's value is expanded into this mapping: measured like a child
+            out += [(key_node, sub), (value_node, sub)]
+        return out
+
+
+def _tag_text(tag: str) -> str:
+    """A tag as written in YAML (`!!int`, not `tag:yaml.org,2002:int`)."""
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+def _key_tag_ok(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    """True when a key scalar carries no explicit tag (`!!binary`, `!!int`, `!x` ...): its tag
+    is the one YAML gives plain or quoted text of that value."""
+    if node.tag == _MERGE_TAG:
+        return True
+    implicit = (
+        _STR_TAG if node.style else loader.resolve(yaml.ScalarNode, node.value, (True, False))
+    )
+    return node.tag == implicit
+
+
+def _node_error(
+    message: str, node: yaml.Node, path: str, file: Path, hint: str | None = None
+) -> InputError:
+    """An error at `node`'s line, naming the field `path` (the document itself when empty)."""
+    return InputError(
+        message, file=file, line=node.start_mark.line + 1, field=path or None, hint=hint
+    )
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) -> Any:
+    """One scalar, built by PyYAML's safe constructor; a tag it cannot build (`!!int abc`,
+    `!!timestamp 2020-13-45`, an unknown `!tag`, a 5,000-digit number) is a file:line error."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as exc:
+        reason = exc.problem
+    except (ValueError, TypeError, OverflowError) as exc:  # what the scalar constructors raise
+        reason = f"{_tag_text(node.tag)}: {str(exc).split(';')[0][:120]}"
+    raise _node_error(f"cannot read value: {reason}", node, path, file)
+
+
+def _key(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) -> str:
+    """A mapping key: a plain or quoted name. Tags, collections and non-text scalars (`12`,
+    `~`, `yes`) are refused: a key names a host or a setting, and `~:` must not become a host
+    called 'None'."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise _node_error("a key must be a plain name", node, path, file)
+    if not _key_tag_ok(loader, node):
+        raise _node_error(
+            f"a key must be a plain name, not a tagged value ({_tag_text(node.tag)})",
+            node,
+            path,
+            file,
+        )
+    key = _construct(loader, node, path, file)
+    if not isinstance(key, str):
+        raise _node_error(
+            f"a key must be a name, got {_kind(key)}",
+            node,
+            path,
+            file,
+            hint=f"quote it if you mean the name: '{node.value}'",
+        )
+    return key
+
+
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) -> Any:
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+        raise _node_error(
+            f"YAML tag {_tag_text(node.tag)} is not allowed here: give a plain mapping or list",
+            node,
+            path,
+            file,
+        )
     if isinstance(node, yaml.MappingNode):
         # Keys written in this mapping; the rest come from merge keys (<<: *anchor), which an
         # explicit key may override (that is what merge keys are for), unlike a duplicate.
-        explicit = {id(k) for k, _v in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        explicit = {id(k) for k, _v in node.value if k.tag != _MERGE_TAG}
         merged: set[str] = set()
         try:
             loader.flatten_mapping(node)  # YAML merge keys (<<)
         except yaml.MarkedYAMLError as exc:
-            raise InputError(
-                f"YAML error: {exc.problem}",
-                file=file,
-                line=node.start_mark.line + 1,
-                field=path or None,
-            ) from None
+            raise _node_error(f"YAML error: {exc.problem}", node, path, file) from None
         out = _Map()
         out.line = node.start_mark.line + 1
         out.lines = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise InputError(
-                    "a key must be a plain name", file=file, line=key_line, field=path or None
-                )
-            key = loader.construct_object(key_node, deep=True)
-            key = str(key) if not isinstance(key, str) else key
+            key = _key(loader, key_node, path, file)
             sub = f"{path}.{key}" if path else key
             if key in out and key in merged:
                 if id(key_node) in explicit:
@@ -303,15 +481,7 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: str, file: Path) ->
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(loader, item, f"{path}[{i}]", file) for i, item in enumerate(node.value)]
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError as exc:
-        raise InputError(
-            f"cannot read value: {exc.problem}",
-            file=file,
-            line=node.start_mark.line + 1,
-            field=path or None,
-        ) from None
+    return _construct(loader, node, path, file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,8 +522,19 @@ class _Ctx:
         return value
 
     def string(
-        self, m: _Map, key: str, fld: str, *, required: bool = False, default: str | None = None
+        self,
+        m: _Map,
+        key: str,
+        fld: str,
+        *,
+        required: bool = False,
+        default: str | None = None,
+        one_line: bool = False,
     ) -> str | None:
+        """A non-empty string, stripped. Control characters are refused (a NUL would crash the
+        file system calls, an escape sequence would rewrite the operator's screen); newlines
+        and tabs only where text may span lines (`one_line=False`: descriptions, names shown
+        escaped). The value is not echoed: it may be a password pasted in the wrong key."""
         if key not in m or m[key] is None:
             if required:
                 raise self.error(f"'{key}' is required", m.line, fld)
@@ -363,7 +544,15 @@ class _Ctx:
             raise self.error(
                 f"expected a non-empty string, got {_kind(value)}", m.key_line(key), fld
             )
-        return value.strip()
+        value = value.strip()
+        bad = (_CONTROL_ANY if one_line else _CONTROL).search(value)
+        if bad:
+            raise self.error(
+                f"holds the control character U+{ord(bad.group()):04X} at offset {bad.start()}",
+                m.key_line(key),
+                fld,
+            )
+        return value
 
     def choice(
         self, m: _Map, key: str, fld: str, choices: tuple[str, ...], default: str | None
@@ -416,7 +605,7 @@ class _Ctx:
 
     def env_name(self, m: _Map, key: str, fld: str) -> str | None:
         value = self.string(m, key, fld)
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise self.error(  # not echoed: a value that is no name may be the password itself
                 "this is not an environment variable name (letters, digits, underscore); give "
                 "the name of the variable that holds the password, not the password",
@@ -435,12 +624,20 @@ class _Ctx:
         must_exist: bool = False,
         required: bool = False,
     ) -> Path | None:
-        value = self.string(m, key, fld, required=required)
+        value = self.string(m, key, fld, required=required, one_line=True)
         if value is None:
             return None
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # ~user of a user this machine does not know
+            raise self.error(
+                f"cannot expand '{value}': no such user", m.key_line(key), fld
+            ) from None
         if not p.is_absolute():
             p = base / p
+        if len(str(p)) > 4095 or any(len(part.encode()) > 255 for part in p.parts):
+            # what Linux and Windows file systems take; longer ones fail in every stat()
+            raise self.error("path is too long for a file system", m.key_line(key), fld)
         if must_exist and not p.is_file():
             raise self.error(f"file {p} does not exist", m.key_line(key), fld)
         return p
@@ -450,6 +647,13 @@ class _Ctx:
         if value is not None and not _WINDOWS_ABS.match(value):
             raise self.error(
                 f"'{value}' is not an absolute Windows path (expected e.g. 'D:\\Tealeaf')",
+                m.key_line(key),
+                fld,
+            )
+        if value is not None and _WINDOWS_BAD.search(value):
+            raise self.error(
+                f"{value!r} holds a character Windows does not allow in a path "
+                '(control characters, < > " | ? *)',
                 m.key_line(key),
                 fld,
             )
@@ -472,6 +676,34 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _address(ctx: _Ctx, h: _Map, fld: str) -> str:
+    """A host's address: a DNS name, an IPv4 address or an IPv6 literal (`::1` or `[::1]`,
+    kept without brackets: `WinRMSettings.endpoint` adds them). `host:5986` is refused: the
+    port belongs in winrm.port, and pasted into a URL it would be read as an IPv6 address."""
+    address = ctx.string(h, "address", fld, required=True)
+    assert address is not None
+    line = h.key_line("address")
+    inner = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+    if ":" in inner:
+        try:
+            return str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            pass
+    elif inner == address and _ADDRESS.fullmatch(address):
+        return address
+    port = _HOST_PORT.fullmatch(address)
+    if port and (_ADDRESS.fullmatch(port.group(1)) or port.group(1).startswith("[")):
+        raise ctx.error(
+            f"{address!r} holds a port: give the address alone",
+            line,
+            fld,
+            f"address: {port.group(1).strip('[]')} with winrm: {{port: {port.group(2)}}}",
+        )
+    raise ctx.error(
+        f"{address!r} is not a host name, an IPv4 address or an IPv6 address", line, fld
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # sections
 
@@ -487,7 +719,7 @@ def _winrm(ctx: _Ctx, m: _Map, fld: str, base: Path, defaults: dict[str, Any]) -
     if "transport" in m:
         out["transport"] = ctx.choice(m, "transport", f("transport"), TRANSPORTS, None)
     if "username" in m:
-        out["username"] = ctx.string(m, "username", f("username"))
+        out["username"] = ctx.string(m, "username", f("username"), one_line=True)
     if "password_env" in m:
         out["password_env"] = ctx.env_name(m, "password_env", f("password_env"))
         out["password_file"] = None if "password_file" not in m else out["password_file"]
@@ -509,7 +741,7 @@ def _winrm(ctx: _Ctx, m: _Map, fld: str, base: Path, defaults: dict[str, Any]) -
         if key in m:
             out[key] = ctx.boolean(m, key, f(key), out[key])
     if "path" in m:
-        value = ctx.string(m, "path", f("path"))
+        value = ctx.string(m, "path", f("path"), one_line=True)
         if value is not None and not value.startswith("/"):
             raise ctx.error(
                 f"'{value}' must start with '/' (e.g. /wsman)", m.key_line("path"), f("path")
@@ -612,12 +844,7 @@ def _raw(m: _Map | None) -> dict:
 def load_fleet(path: str | Path) -> Fleet:
     """Read and validate an inventory. Raises `InputError` naming file:line:field."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"inventory {file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"inventory {file} cannot be read: {exc}") from None
+    text = read_yaml_text(file, "inventory")
     base = file.resolve().parent
     ctx = _Ctx(file)
     doc = _compose(text, file)
@@ -636,9 +863,12 @@ def load_fleet(path: str | Path) -> Fleet:
     )
     source = ctx.choice(cert_map, "source", "certificate.source", CERT_SOURCES, "generate")
     cert_path = ctx.path(cert_map, "path", "certificate.path", base) or base / "TCXcert.pfx"
-    if source == "file" and not cert_path.is_file():
+    # `generate` creates the file when it is missing; whatever is there must be a regular file
+    # (a FIFO there would hang every command that opens the PFX, a device would be "read").
+    cert_problem = file_problem(cert_path)
+    if cert_problem and (source == "file" or os.path.lexists(cert_path)):
         raise ctx.error(
-            f"certificate file {cert_path} does not exist (source: file)",
+            f"certificate file {cert_path} {cert_problem} (source: {source})",
             cert_map.key_line("path"),
             "certificate.path",
         )
@@ -706,12 +936,12 @@ def load_fleet(path: str | Path) -> Fleet:
     for name, entry in hosts_map.items():
         fld = f"hosts.{name}"
         line = hosts_map.key_line(name)
-        if not _HOST_NAME.match(name):
-            raise ctx.error(
-                f"'{name}' is not a valid host name (letters, digits, '.', '-', "
+        if not _HOST_NAME.fullmatch(name):
+            raise ctx.error(  # repr: a newline or control character shows as written
+                f"{name!r} is not a valid host name (letters, digits, '.', '-', "
                 "'_'; up to 63 characters)",
                 line,
-                fld,
+                fld if name.isprintable() else "hosts",  # the message stays one line
             )
         if name.lower() in seen_lower:
             raise ctx.error(
@@ -738,14 +968,7 @@ def load_fleet(path: str | Path) -> Fleet:
                 f"{fld}.role",
                 f"did you mean '{close[0]}'?" if close else None,
             )
-        address = ctx.string(h, "address", f"{fld}.address", required=True)
-        assert address is not None
-        if not _ADDRESS.match(address):
-            raise ctx.error(
-                f"'{address}' is not a host name or IP address",
-                h.key_line("address"),
-                f"{fld}.address",
-            )
+        address = _address(ctx, h, f"{fld}.address")
         pca_build = h.get("pca_build")
         if pca_build is not None:
             if role != "pca":

@@ -23,6 +23,7 @@ from typing import Any
 
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import ROLES, TLS_ROLES, WINDOWS_ROLES, _compose, _Ctx, _Map
+from tealeaf_fleet.safeio import file_problem
 
 OPS = (
     "preflight",
@@ -179,16 +180,16 @@ def load_playbook(name_or_file: str | Path) -> Playbook:
             )
         return _load(path, f"builtin:{text}")
     path = Path(text)
-    if not path.is_file():
-        raise InputError(f"playbook file {path} does not exist", field="--playbook")
+    problem = file_problem(path)
+    if problem is not None:
+        raise InputError(f"playbook file {path} {problem}", field="--playbook")
     return _load(path, str(path))
 
 
 def _load(path: Path, source: str) -> Playbook:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"playbook {path} cannot be read: {exc}") from None
+    from tealeaf_fleet.inventory import read_yaml_text  # bounded, regular files only
+
+    text = read_yaml_text(path, "playbook")
     ctx = _Ctx(path)
     doc = _compose(text, path)
     if doc is None:

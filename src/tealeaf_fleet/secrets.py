@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, decode_utf8, read_regular_file
 
 MASK = "******"
 _known: set[str] = set()  # every secret value, as written and JSON-escaped
@@ -111,26 +112,25 @@ def from_file(
     line: int | None = None,
     field: str | None = None,
 ) -> Secret:
-    """Read a secret from a file that only its owner can read. Trailing newlines are dropped."""
+    """Read a secret from a regular file that only its owner can read (a FIFO, a device or a
+    folder is refused before anything is read, so none can hang or flood the tool). Trailing
+    newlines are dropped; the content must be UTF-8 and is never shown in a message."""
     p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as exc:
-        raise InputError(
-            f"password file {p} cannot be read: {exc.strerror}", file=file, line=line, field=field
-        ) from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(
-            f"password file {p} is readable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o})",
-            file=file,
-            line=line,
-            field=field,
-            hint=f"chmod 600 {p}",
-        )
-    value = p.read_text(encoding="utf-8").rstrip("\r\n")
+    where = {"file": file, "line": line, "field": field}
+
+    def private(st: os.stat_result) -> None:
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InputError(
+                f"password file {p} is readable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o})",
+                hint=f"chmod 600 {p}",
+                **where,
+            )
+
+    data = read_regular_file(p, MAX_INPUT_BYTES, "password file", check=private, **where)
+    value = decode_utf8(data, p, "password file", **where).rstrip("\r\n")
     if not value:
-        raise InputError(f"password file {p} is empty", file=file, line=line, field=field)
+        raise InputError(f"password file {p} is empty", **where)
     return Secret(value, source=f"file {p}")
 
 

@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tealeaf_fleet.cli.common import colon_fp, positive_int
+from tealeaf_fleet.cli.common import bounded_int, colon_fp
 from tealeaf_fleet.errors import InputError
+
+# 100 years: a certificate must end before the year 9999 that X.509 dates can hold.
+MAX_DAYS = 36_500
 
 if TYPE_CHECKING:
     from tealeaf_fleet.certs import Report
@@ -40,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--out", required=True, metavar="PATH", help="the PFX file to write")
     _password_args(create)
     create.add_argument(
-        "--days", type=positive_int, default=730, help="validity in days (default 730)"
+        "--days",
+        type=bounded_int(1, MAX_DAYS),
+        default=730,
+        help=f"validity in days (1-{MAX_DAYS}, default 730)",
     )
     create.add_argument("--key-size", type=int, choices=(2048, 3072, 4096), default=2048)
     create.add_argument(
@@ -91,6 +97,9 @@ def run_create(args: argparse.Namespace) -> int:
     from tealeaf_fleet import certs, secrets
 
     out = Path(args.out)
+    if not out.name or out.is_dir():
+        what = f"{out} is a folder; " if args.out else ""
+        raise InputError(f"{what}give a file name", field="--out")
     pw_file = out.with_name(out.name + ".password")
     if not out.parent.is_dir():
         raise InputError(f"folder {out.parent} does not exist", field="--out")
@@ -140,16 +149,10 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     from tealeaf_fleet import certs, secrets
+    from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
 
     path = Path(args.path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a PFX file") from None
-    except OSError as exc:
-        raise InputError(f"{path} cannot be read: {exc.strerror}") from None
+    data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
     password = _given_password(args)
     if password is None:
         beside = path.with_name(path.name + ".password")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,15 +31,20 @@ def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_fleet_or_exit(path: str | Path) -> Fleet:
+def load_fleet_or_exit(path: str | Path, *, connects: bool = False) -> Fleet:
     """Load the inventory and print its warnings.
 
     Bad input raises `InputError`, which the dispatcher (`cli.main`) prints as the one line
     `fleet: error: FILE:LINE: FIELD: message` and turns into exit 2, without a traceback.
+    `connects`: the command will contact the Windows hosts, so their CA bundle and client
+    certificate files must be there now (exit 2), not fail later as retried network errors.
     """
     from tealeaf_fleet.inventory import load_fleet  # PyYAML: not needed for `fleet --help`
 
     fleet = load_fleet(path)
+    if connects:
+        for host in fleet.windows_hosts():
+            fleet.require_files(host)
     print_warnings(fleet)
     return fleet
 
@@ -80,7 +85,13 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def write_output(text: str, out: str | Path | None) -> None:
-    """Write `text` to the file `out` (atomically), or to stdout when `out` is None or '-'."""
+    """Write `text` to the file `out`, or to stdout when `out` is None or '-'.
+
+    A regular file is replaced atomically; a device or FIFO (`--out /dev/null`, `--out
+    /dev/stdout`) is written through, never replaced (see `safeio.write_file`).
+    """
+    from tealeaf_fleet.safeio import write_file
+
     text = redact(text)
     if out is None or str(out) == "-":
         sys.stdout.write(text)
@@ -88,19 +99,7 @@ def write_output(text: str, out: str | Path | None) -> None:
             sys.stdout.write("\n")
         sys.stdout.flush()
         return
-    target = Path(out)
-    folder = check_output_path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would surprise whoever reads the plan
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write {target}: {exc.strerror}", field="--out") from None
+    write_file(out, text.encode("utf-8"), field="--out")
 
 
 def check_output_path(target: Path) -> Path:
@@ -123,15 +122,58 @@ def colon_fp(fp: str) -> str:
     return ":".join(fp[i : i + 2] for i in range(0, len(fp), 2)).upper()
 
 
+def whole_number(text: str, low: int, high: int) -> int:
+    """`text` as a whole number from `low` to `high`, else argparse.ArgumentTypeError.
+
+    Why bounds on every count: a negative `--limit`, a `--days` of a billion or a `--forks` of
+    a million is never meant, and would end in a crash or a machine brought to its knees.
+    """
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+    return value
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse `type=` accepting whole numbers from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        return whole_number(text, low, high)
+
+    parse.__name__ = f"whole number from {low} to {high}"  # what argparse names in errors
+    return parse
+
+
+def bounded_float(low: float, high: float) -> Callable[[str], float]:
+    """An argparse `type=` accepting numbers (decimals too) from `low` to `high`; NaN and
+    infinity are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN compares false
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, not {text}")
+        return value
+
+    parse.__name__ = f"number from {low:g} to {high:g}"
+    return parse
+
+
+# Hosts worked on at once (`--forks`): each is a thread with a WinRM connection.
+MAX_FORKS = 256
+# Upper bound of `positive_int`: far above any real count, far below anything that hurts.
+MAX_COUNT = 1_000_000
+
+
 def positive_int(text: str) -> int:
-    """argparse `type=` for counts such as --forks and --days: a whole number, at least 1.
+    """argparse `type=` for counts such as --forks and --days: a whole number, at least 1 (and
+    at most MAX_COUNT; commands with a tighter sane range use `bounded_int`).
 
     Why shared: every command must reject `0`, `-3` or `ten` with the same one-line message.
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    return whole_number(text, 1, MAX_COUNT)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tealeaf_fleet.cli.common import bounded_float, bounded_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,13 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--restart-s",
-        type=float,
+        type=bounded_float(0, 3600),
         default=0.5,
         metavar="S",
         help="simulated service restart time (default 0.5)",
     )
     p.add_argument(
-        "--soak-s", type=int, default=1, metavar="S", help="soak after each restart (default 1)"
+        "--soak-s",
+        type=bounded_int(0, 86_400),
+        default=1,
+        metavar="S",
+        help="soak after each restart (default 1)",
     )
     p.add_argument(
         "--json",

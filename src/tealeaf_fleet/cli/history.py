@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tealeaf_fleet.cli.common import add_inventory_argument
+from tealeaf_fleet.cli.common import add_inventory_argument, bounded_int
 from tealeaf_fleet.errors import InputError
 
 
@@ -23,13 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="List past runs (newest first), or the steps of one run.",
     )
     add_inventory_argument(p)
-    p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID", help="show this run's steps")
+    p.add_argument(
+        "run_id",
+        nargs="?",
+        type=bounded_int(1, 2**63 - 1),  # SQLite's INTEGER: a larger id would crash the query
+        metavar="RUN_ID",
+        help="show this run's steps",
+    )
     p.add_argument(
         "--state-dir",
         metavar="DIR",
         help="journal folder (default: .tealeaf-fleet/ next to the inventory)",
     )
-    p.add_argument("--limit", type=int, default=20, help="runs to list (default 20)")
+    p.add_argument(
+        "--limit", type=bounded_int(1, 100_000), default=20, help="runs to list (default 20)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(handler=run)
 
@@ -73,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_runs(runs: list) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from tealeaf_fleet.cli.common import console
 
@@ -81,7 +90,7 @@ def _print_runs(runs: list) -> None:
         table.add_column(col, overflow="fold")
     for r in runs:
         duration = f"{r.finished - r.started:.0f}s" if r.finished else "-"
-        table.add_row(
+        cells = (
             str(r.id),
             r.command,
             _when(r.started),
@@ -91,11 +100,13 @@ def _print_runs(runs: list) -> None:
             (r.plan_digest or "-")[:12],
             r.message or "",
         )
+        table.add_row(*(Text(c) for c in cells))  # journal text is data, never rich markup
     console().print(table)
 
 
 def _print_run(record, steps: list, log_path: Path) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from tealeaf_fleet.cli.common import console
 
@@ -113,6 +124,7 @@ def _print_run(record, steps: list, log_path: Path) -> None:
         table.add_column(col, overflow="fold")
     for s in steps:
         secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
-        table.add_row(s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or "")
+        cells = (s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or "")
+        table.add_row(*(Text(c) for c in cells))
     out.print(table)
     out.print(f"run log: {log_path}", markup=False)

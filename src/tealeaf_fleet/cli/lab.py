@@ -23,24 +23,24 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# Simulated delays: a minute per request or per powershell.exe start is already absurd; an
+# hour per service restart too. Anything larger only makes a lab that never answers.
+MAX_DELAY_MS = 60_000
+MAX_RESTART_S = 3600.0
+
+
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is negative")
-    return value
+    """Milliseconds of simulated delay: 0 to MAX_DELAY_MS."""
+    from tealeaf_fleet.cli.common import whole_number
+
+    return whole_number(text, 0, MAX_DELAY_MS)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"'{text}' must be zero or more seconds")
-    return value
+    """Seconds of a simulated restart: 0 to MAX_RESTART_S (NaN and infinity refused)."""
+    from tealeaf_fleet.cli.common import bounded_float
+
+    return bounded_float(0, MAX_RESTART_S)(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory)
+    fleet = load_fleet_or_exit(args.inventory, connects=args.facts)
     playbook = load_playbook(args.playbook)
     facts = pfx_sha256 = None
     if args.facts:
@@ -155,18 +155,22 @@ def script_files() -> list[tuple[str, bytes]]:
 
 
 def write_scripts(target: Path) -> list[Path]:
-    """Copy the packaged scripts byte for byte into `target` (created when missing)."""
+    """Copy the packaged scripts byte for byte into `target` (created when missing). Each file
+    is written like `--out` (`safeio.write_file`): a regular file is replaced atomically, a
+    device or FIFO in its place is written through or refused, never replaced."""
+    from tealeaf_fleet.safeio import write_file
+
     if target.exists() and not target.is_dir():
         raise InputError(f"{target} exists and is not a folder", field="--scripts")
     try:
         target.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, data in script_files():
-            path = target / name
-            path.write_bytes(data)
-            written.append(path)
     except OSError as exc:
         raise InputError(
             f"cannot write scripts to {target}: {exc.strerror}", field="--scripts"
         ) from None
+    written = []
+    for name, data in script_files():
+        path = target / name
+        write_file(path, data, field="--scripts")
+        written.append(path)
     return written

@@ -86,15 +86,18 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
     summary.add_column(style="bold")
     summary.add_column()
     for key, value in _summary_rows(plan):
-        summary.add_row(key, redact(value))
+        summary.add_row(key, Text(redact(value)))  # paths are data, never rich markup
     out.append(Text(f"Plan: {plan.playbook['name']}", style="bold underline"))
     out.append(summary)
     out += [Text(redact(line), style="bold red") for line in opt_in_lines(plan)]
     roles = _roles(plan)
     for i, phase in enumerate(plan.phases, 1):
         table = Table(
-            title=f"{i}. {phase.name} ({phase.op}): {strategy_text(phase)}"
-            + (f"; gates: {', '.join(phase.gates)}" if phase.gates else ""),
+            title=Text(  # a playbook's phase name is data: "[red]" must show as written
+                f"{i}. {phase.name} ({phase.op}): {strategy_text(phase)}"
+                + (f"; gates: {', '.join(phase.gates)}" if phase.gates else ""),
+                style="table.title",
+            ),
             title_justify="left",
             show_lines=False,
             expand=False,
@@ -125,19 +128,21 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
             prev = step
             table.add_row(
                 order,
-                _host_cell(group),
+                Text(_host_cell(group)),
                 ROLE_LABELS.get(roles.get(step.host, ""), "-"),
-                redact(desc),
-                redact(impact),
+                Text(redact(desc)),  # paths and names: shown as they will run, never markup
+                Text(redact(impact)),
                 status,
             )
         if not phase.steps:
-            table.add_row("", "-", "-", "no host in roles " + ", ".join(phase.roles), "-", "-")
+            table.add_row(
+                "", "-", "-", Text("no host in roles " + ", ".join(phase.roles)), "-", "-"
+            )
         for group in _groups(phase.excluded, roles, grouped):
             ex = group[0]
             table.add_row(
                 "",
-                _host_cell(group),
+                Text(_host_cell(group)),
                 ROLE_LABELS.get(roles.get(ex.host, ""), "-"),
                 Text("left out: " + redact(ex.reason), style="dim"),
                 "none",
@@ -495,7 +500,7 @@ def render_markdown(plan: Plan) -> str:
     add("## Phases, in order")
     add("")
     for i, phase in enumerate(plan.phases, 1):
-        head = f"### {i}. {phase.name}: {phase.op}, {strategy_text(phase)}"
+        head = f"### {i}. {_md(phase.name)}: {phase.op}, {strategy_text(phase)}"
         add(head)
         add("")
         if phase.gates:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.cli.common import add_inventory_argument, positive_int
+from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
 from tealeaf_fleet.errors import InputError, StalePlanError
 
 if TYPE_CHECKING:
@@ -75,10 +75,10 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
     )
     p.add_argument(
         "--forks",
-        type=positive_int,
+        type=bounded_int(1, MAX_FORKS),
         default=10,
         metavar="N",
-        help="hosts worked on at once in parallel phases (default 10)",
+        help=f"hosts worked on at once in parallel phases (1-{MAX_FORKS}, default 10)",
     )
     p.add_argument(
         "--json",
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory)
+    fleet = load_fleet_or_exit(args.inventory, connects=not args.dry_run)
     playbook = load_playbook(args.playbook)
     plan = build_plan(playbook, fleet)
     if args.approved_plan:
@@ -469,8 +469,11 @@ class LiveView:
             table.add_column("Detail", overflow="ellipsis", no_wrap=True, max_width=100)
             for name, row in self.hosts.items():
                 state = row["state"]
-                table.add_row(
-                    name, row["phase"], Text(state, style=self.STYLE.get(state, "")), row["detail"]
+                table.add_row(  # names and messages are data: Text, never rich markup
+                    Text(name),
+                    Text(row["phase"]),
+                    Text(state, style=self.STYLE.get(state, "")),
+                    Text(row["detail"]),
                 )
             elapsed = time.monotonic() - self.started
             parts: list[Any] = [

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.cli.common import add_inventory_argument, colon_fp, positive_int
+from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, colon_fp, whole_number
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -69,18 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _forks(text: str) -> int:
-    """positive_int, capped: each fork reads a host and probes two ports in threads."""
-    value = positive_int(text)
-    if value > 256:
-        raise argparse.ArgumentTypeError("must be between 1 and 256")
-    return value
+    """A count of hosts, capped: each fork reads a host and probes two ports in threads."""
+    return whole_number(text, 1, MAX_FORKS)
 
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
 
-    fleet = load_fleet_or_exit(args.inventory)  # prints its warnings, as every command does
+    fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(fleet, forks=args.forks, on_progress=advance)
@@ -145,7 +142,8 @@ def render(console: Console, result: FleetStatus) -> None:
     for header, kwargs in COLUMNS:
         table.add_column(header, **kwargs, min_width=must_show.get(header))
     for host in result.hosts:
-        table.add_row(*_cells(host, result.reference_sha256), style="red" if host.error else None)
+        cells = (Text(cell) for cell in _cells(host, result.reference_sha256))  # never markup
+        table.add_row(*cells, style="red" if host.error else None)
     console.print(table)
     for host in result.hosts:
         if host.error:
@@ -154,7 +152,7 @@ def render(console: Console, result: FleetStatus) -> None:
             console.print(Text(f"{host.name}: {host.note}", style="dim"))
     ref = result.reference_sha256
     if ref:
-        console.print(f"reference certificate: {colon_fp(ref)} ({result.reference_source})")
+        console.print(Text(f"reference certificate: {colon_fp(ref)} ({result.reference_source})"))
     if result.findings:
         console.print("\nFindings:")
         for f in sorted(

@@ -13,7 +13,6 @@ inventory (role pca, an address) but get no host model and no endpoint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -49,16 +48,22 @@ OS_CYCLE = ("2008r2", "2012r2", "2016", "2019")
 USERNAME = "LAB\\fleet-admin"
 PCA_BUILD = "3682-24"
 MAX_HOSTS = 500
-# What a previous lab in the same folder left behind (removed before a fresh start).
+# What a previous lab in the same folder left behind (removed before a fresh start; nothing
+# else in the folder is ever touched). TCXcert.pfx is not the lab's: a rollout made it, with
+# the lab's PFX password, so that password file stays while the PFX is there (and still opens
+# it: the new lab's rollout reuses the certificate).
 _LAB_FILES = (
     "lab.json",
     "inventory.yaml",
     "events.jsonl",
     "winrm-password.txt",
     "pfx-password.txt",
-    "TCXcert.pfx",
 )
+_PFX = "TCXcert.pfx"
 _LAB_DIRS = ("hosts", "ca")
+# Written first into a folder a lab takes, removed once lab.json says the lab is ready: a start
+# that never finished (killed, ports exhausted) still marks the folder as a lab's.
+_STARTING = ".fleet-lab-starting"
 
 
 def parse_topology(text: str) -> dict[str, int]:
@@ -81,6 +86,8 @@ def parse_topology(text: str) -> dict[str, int]:
             ) from None
         if n < 0:
             raise InputError(f"bad count in '{part}': negative", field="--topology")
+        if n > MAX_HOSTS:
+            raise InputError(f"bad count in '{part}': at most {MAX_HOSTS}", field="--topology")
         out[role] = n
     return out
 
@@ -98,19 +105,9 @@ def hosts_from_inventory(path: Path) -> tuple[list[tuple[str, str]], dict[str, s
     """Mirror a real inventory: [(name, role)] in its order, and per-host install folders
     (host's own or tealeaf.install_dir). Read as plain YAML: password files and CA bundles of
     the real estate need not exist on the rehearsal machine."""
-    import yaml
+    from tealeaf_fleet.inventory import _compose, read_yaml_text  # bounded, no YAML bombs
 
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read inventory: {exc.strerror}", file=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-            file=path,
-            line=mark.line + 1 if mark else None,
-        ) from None
+    doc = _compose(read_yaml_text(path, "inventory"), path)
     if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), dict) or not doc["hosts"]:
         raise InputError(
             "expected a mapping with a non-empty 'hosts' mapping", file=path, field="hosts"
@@ -132,6 +129,31 @@ def hosts_from_inventory(path: Path) -> tuple[list[tuple[str, str]], dict[str, s
         if isinstance(folder, str) and folder:
             dirs[str(name)] = folder
     return hosts, dirs
+
+
+def previous_lab(folder: Path) -> dict[str, Any] | None:
+    """The lab.json in `folder` when it is one a lab wrote (an object with a pid and hosts),
+    else None. Read bounded: a FIFO or a huge file named lab.json is no lab."""
+    from tealeaf_fleet.safeio import read_regular_file
+
+    path = folder / "lab.json"
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = json.loads(read_regular_file(path, 16 * 1024 * 1024, "lab.json"))
+    except (InputError, ValueError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("hosts"), dict) and "pid" in data:
+        return data
+    return None
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove one of the lab's own files or folders; a symlink is removed, never followed."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def _yaml_str(text: str) -> str:
@@ -176,7 +198,8 @@ class Lab:
         log_style: str | dict[str, str] = "dated",
     ) -> Lab:
         """Create and start a lab in `directory` (made if missing; a previous stopped lab's
-        files there are replaced; a running one is refused).
+        files there are replaced; a running one, or a non-empty folder that holds no lab, is
+        refused: see `_prepare_dir`).
 
         `os`: one of 2008r2|2012r2|2016|2019|mixed for all, or {host: os} (others: the
         "*" entry, else mixed). `build`: Tealeaf build for all, or {host: build} (others: "*",
@@ -210,20 +233,42 @@ class Lab:
         return lab
 
     def _prepare_dir(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if self.lab_json.exists():
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                pid = int(json.loads(self.lab_json.read_text(encoding="utf-8"))["pid"])
-                if pid != os.getpid() and pid_alive(pid):
-                    raise InputError(
-                        f"a lab is already running in {self.dir} (pid {pid})",
-                        field="--dir",
-                        hint="stop it first, or use another --dir",
-                    )
-        for name in _LAB_FILES:
-            (self.dir / name).unlink(missing_ok=True)
-        for name in _LAB_DIRS:
-            shutil.rmtree(self.dir / name, ignore_errors=True)
+        """Make the folder the lab's: a missing or empty folder, or one holding a previous lab
+        (its lab.json, or a start that never finished), whose files are replaced. Any other
+        folder is refused (exit 2): `--dir ~/estate` must never cost the inventory, PFX and
+        CA folder there. A running lab is refused too."""
+        if os.path.lexists(self.dir) and not self.dir.is_dir():
+            raise InputError(f"{self.dir} exists and is not a folder", field="--dir")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            entries = sorted(child.name for child in self.dir.iterdir())
+        except OSError as exc:
+            raise InputError(f"cannot use {self.dir}: {exc.strerror}", field="--dir") from None
+        previous = previous_lab(self.dir)
+        if entries and previous is None and _STARTING not in entries:
+            shown = ", ".join(entries[:5]) + (
+                f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+            )
+            raise InputError(
+                f"{self.dir} is not empty and holds no lab (found {shown})",
+                field="--dir",
+                hint="give an empty or new folder, or the folder of a previous lab",
+            )
+        pid = (previous or {}).get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+            raise InputError(
+                f"a lab is already running in {self.dir} (pid {pid})",
+                field="--dir",
+                hint="stop it first, or use another --dir",
+            )
+        try:
+            (self.dir / _STARTING).touch()
+            keep = {self.pfx_password_file.name} if os.path.lexists(self.dir / _PFX) else set()
+            for name in (*_LAB_FILES, *_LAB_DIRS):
+                if name not in keep:
+                    _remove_entry(self.dir / name)
+        except OSError as exc:
+            raise InputError(f"cannot use {self.dir}: {exc.strerror}", field="--dir") from None
 
     def _start(
         self,
@@ -283,12 +328,14 @@ class Lab:
                     field="--os",
                 )
         self._prepare_dir()
-        (self.dir / "hosts").mkdir()
+        (self.dir / "hosts").mkdir(mode=0o700)  # private keys below: 0600 files, 0700 folders
+        (self.dir / "ca").mkdir(mode=0o700)
         ca = tlsca.LabCA.create(self.dir / "ca")
         winrm_password = secrets.token_urlsafe(18)
         write_private_file(self.password_file, f"{winrm_password}\n".encode(), force=True)
-        pfx_password = secrets.token_urlsafe(15)
-        write_private_file(self.pfx_password_file, f"{pfx_password}\n".encode(), force=True)
+        if not self.pfx_password_file.is_file():  # kept for a rollout's TCXcert.pfx
+            pfx_password = secrets.token_urlsafe(15)
+            write_private_file(self.pfx_password_file, f"{pfx_password}\n".encode(), force=True)
         if ntlm:
             ntlm_users.register(self.username, winrm_password)
         self.events = EventLog(self.dir / "events.jsonl")
@@ -339,6 +386,7 @@ class Lab:
             ps_startup_ms=ps_startup_ms,
             log_style=default_style,
         )
+        (self.dir / _STARTING).unlink(missing_ok=True)
         for host in self.hosts.values():
             host.record("lab", state="ready")
 
@@ -395,7 +443,7 @@ class Lab:
         lines += [
             "certificate:",
             "  source: generate",
-            "  path: TCXcert.pfx",
+            f"  path: {_PFX}",
             f"  password_file: {self.pfx_password_file.name}",
             "rollout:",
             "  restart: services",

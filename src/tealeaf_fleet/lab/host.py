@@ -141,6 +141,24 @@ def map_windows_path(fs_root: Path, win_path: str) -> Path:
     return cur
 
 
+def private_opener(path: str, flags: int) -> int:
+    """`open(..., opener=private_opener)`: a new file is created 0600. The simulated disk
+    holds private keys (tealeaf.crt, tealeaf.p12, the PFX copies): only the lab's user may
+    read them, whatever the umask."""
+    return os.open(path, flags, 0o600)
+
+
+def private_dirs(path: Path) -> None:
+    """mkdir -p where every folder made is 0700 (`Path.mkdir(parents=True)` would give the
+    parents the umask's mode)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 @dataclass
 class HostConfig:
     """What makes one simulated host different from another."""
@@ -214,7 +232,7 @@ class LabHost:
     def create(self, faults: dict[str, Any] | None = None) -> None:
         """Lay down a fresh, healthy host: folders, registry, services, install folder."""
         for sub in (self._fs / "C", self._private):
-            sub.mkdir(parents=True, exist_ok=True)
+            private_dirs(sub)
         self._fault_file.write(dict(faults or {}))
         self.registry.load(self._initial_registry())
         inst = self.install_dir
@@ -576,7 +594,7 @@ class LabHost:
         p = self.path(win_path)
         if not p.parent.is_dir():
             raise HostError(f"Could not find a part of the path '{win_path}'.")
-        with open(p, "ab") as fh:
+        with open(p, "ab", opener=private_opener) as fh:
             fh.write(data)
         size = p.stat().st_size
         self.record("file", path=win_path, op="append", size=size)
@@ -654,13 +672,14 @@ class LabHost:
         self.record("file", path=win_path, op="mkdir")
 
     def _mkdirs(self, win_path: str) -> None:
-        self.path(win_path).mkdir(parents=True, exist_ok=True)
+        private_dirs(self.path(win_path))
 
     def _raw_write(self, win_path: str, data: bytes) -> None:
         p = self.path(win_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(p.parent)
         tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
+        with open(tmp, "xb", opener=private_opener) as fh:
+            fh.write(data)
         os.replace(tmp, p)
 
     # ==================================================================== services =====

@@ -23,6 +23,7 @@ from tealeaf_fleet.lab.hosterror import HostError
 from tealeaf_fleet.lab.models import DATA_SERVICE_LOG_LIMIT, startup_blocks_in
 from tealeaf_fleet.lab.registry import TEALEAF_KEY
 from tealeaf_fleet.lab.tlstool import SECURITY_DIR
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 
@@ -111,18 +112,25 @@ def lab_state(lab_dir: str | Path) -> dict[str, Any]:
     """The whole lab: `{"dir", "pid", "inventory", "hosts": [host_state...]}`."""
     root = Path(lab_dir)
     path = root / "lab.json"
-    try:
-        lab = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and (root.is_dir() or not root.exists()):
         raise InputError(
             "no lab here (lab.json is missing)",
             file=path,
             field="--dir",
             hint="start one with `fleet lab up --dir DIR`",
-        ) from None
+        )
+    data = read_regular_file(path, MAX_INPUT_BYTES, "lab.json", field="--dir")
+    try:
+        lab = json.loads(data)
     except ValueError as exc:
         raise InputError(f"lab.json is not valid JSON: {exc}", file=path) from None
-    hosts = [host_state(root, name, entry) for name, entry in lab.get("hosts", {}).items()]
+    entries = lab.get("hosts") if isinstance(lab, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise InputError(
+            "lab.json is not a lab's: expected an object whose 'hosts' maps names to objects",
+            file=path,
+        )
+    hosts = [host_state(root, name, entry) for name, entry in entries.items()]
     return {
         "dir": str(root),
         "pid": lab.get("pid"),
