@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -175,6 +175,10 @@ def _on(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value != 0
 
 
+is_2008r2 = _is_2008r2  # shared with prerequisites.py (the same reading of the facts)
+schannel_on = _on
+
+
 def short_sha(sha: str | None) -> str:
     """The first 12 hex digits, enough to tell certificates apart in a message."""
     return sha[:12] if sha else "none"
@@ -244,12 +248,19 @@ def _host_findings(name: str) -> tuple[list[Finding], Callable[[str, str, str], 
 
 
 def preflight_blockers(
-    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, expect_tls: bool
+    host: Host,
+    facts: Mapping[str, Any],
+    *,
+    pfx_sha256: str | None,
+    expect_tls: bool,
+    reboot_records: Sequence[Mapping[str, Any]] = (),
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
 
     Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
-    a rollback must stay possible on a host that a rollout would refuse.
+    a rollback must stay possible on a host that a rollout would refuse. `reboot_records`: the
+    journal's record of values this tool changed on the host that take effect at boot
+    (`Journal.reboot_records`); a pending SCHANNEL reboot on 2008 R2 blocks a rollout.
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -305,6 +316,7 @@ def preflight_blockers(
 
     if expect_tls:
         out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
+    out.extend(reboot_findings(name, facts, reboot_records, block=expect_tls))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
             INFO,
@@ -360,14 +372,22 @@ def _rollout_blockers(
     if tls_role:
         out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
         port = _get(facts, "data_service", "port")
+        mentions = port_23443_files(facts)
         if port == LEGACY_DATA_SERVICE_PORT:
             add(
                 BLOCKER,
                 "data_service_23443",
                 f"the Data Service listens on port {LEGACY_DATA_SERVICE_PORT} (the FP2-FP4 "
                 "option): set it back to 23000, and the Search Service configuration on "
-                "Canisters and HBRs that points at 23443, before enabling TLS",
+                "Canisters and HBRs that points at 23443, before enabling TLS"
+                + (
+                    f"; files that mention {LEGACY_DATA_SERVICE_PORT}: {', '.join(mentions)}"
+                    if mentions
+                    else ""
+                ),
             )
+        elif mentions:
+            add(WARNING, "port_23443_in_config", _port_23443_text(mentions))
         elif isinstance(port, int) and port != host.data_service_port:
             add(
                 WARNING,
@@ -409,6 +429,78 @@ def _rollout_blockers(
                 + ". Prefer DefaultSecureProtocols 0xA80 (TLS 1.0-1.2) to the vendor's 0xAA0, "
                 "which also turns SSL 3.0 back on",
             )
+    return out
+
+
+def port_23443_files(facts: Mapping[str, Any]) -> list[str]:
+    """Configuration files under the install folder whose text holds 23443 (facts'
+    read-only search; Logs left out)."""
+    files = facts.get("port_23443_files") or []
+    return [str(f) for f in files if isinstance(f, str)]
+
+
+def _port_23443_text(files: list[str]) -> str:
+    return (
+        f"configuration files under the install folder still mention port "
+        f"{LEGACY_DATA_SERVICE_PORT}: {', '.join(files)}; if one points the Data Service or the "
+        "Search Service at it, change it to 23000 before enabling TLS (the tool rewrites no "
+        "configuration file)"
+    )
+
+
+def pending_reboot_since(
+    facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[str]] | None:
+    """(since, areas) of the journal's reboot records the host has not booted after, or None.
+    Both times are host-local `yyyy-MM-ddTHH:mm:ss` (facts' `now` and `boot.last_boot`); an
+    unknown boot time leaves every record pending (the pessimistic reading)."""
+    booted = _get(facts, "boot", "last_boot")
+    pending = [
+        r for r in records if not isinstance(booted, str) or booted <= str(r.get("since") or "")
+    ]
+    if not pending:
+        return None
+    since = min(str(r.get("since")) for r in pending)
+    areas = sorted({a for r in pending for a in (r.get("areas") or [])})
+    return since, areas
+
+
+def reboot_findings(
+    name: str, facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *, block: bool
+) -> list[Finding]:
+    """ "reboot pending since ..." from the journal, and the reboot Windows itself says it owes.
+    With `block` (a rollout's preflight), a pending SCHANNEL reboot on 2008 R2 is a blocker:
+    TLS 1.2 is not on until the host boots with the keys."""
+    out, add = _host_findings(name)
+    pending = pending_reboot_since(facts, records)
+    if pending is not None:
+        since, areas = pending
+        schannel = "schannel" in areas and _is_2008r2(facts)
+        add(
+            BLOCKER if block and schannel else WARNING,
+            "reboot_pending",
+            f"reboot pending since {since}: this tool changed {', '.join(areas) or 'registry'} "
+            f"values that take effect at boot, and the host last booted at "
+            f"{_get(facts, 'boot', 'last_boot') or 'an unknown time'}"
+            + ("; TLS 1.2 is not on until it reboots" if schannel else "")
+            + ": rerun `fleet rollout INVENTORY --playbook prerequisites` (it reboots HBRs and "
+            "Canisters one at a time), or reboot the host yourself",
+        )
+    markers = facts.get("pending_reboot") or {}
+    owed = []
+    if markers.get("cbs_reboot_pending"):
+        owed.append("Component Based Servicing RebootPending")
+    if markers.get("wu_reboot_required"):
+        owed.append("Windows Update RebootRequired")
+    if isinstance(markers.get("file_rename_entries"), int) and markers["file_rename_entries"]:
+        owed.append(f"{markers['file_rename_entries']} PendingFileRenameOperations")
+    if owed:
+        add(
+            WARNING,
+            "windows_reboot_pending",
+            f"Windows owes a reboot ({', '.join(owed)}): a reboot during the change window "
+            "(or the prerequisites playbook's) also applies those updates",
+        )
     return out
 
 
@@ -508,17 +600,20 @@ def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                 "schannel_tls12_server",
                 "Windows Server 2008 R2 without TLS 1.2 server support: set "
                 + " and ".join(missing)
-                + ", then reboot (SCHANNEL reads them at boot)",
+                + ", then reboot (SCHANNEL reads them at boot; `fleet rollout INVENTORY "
+                "--playbook prerequisites` does both)",
                 (name,),
             )
         )
-    if _get(facts, "schannel", "send_trusted_issuer_list") != 0:
+    found = _get(facts, "schannel", "send_trusted_issuer_list")
+    if found != 0:
         out.append(
             Finding(
-                WARNING,
+                BLOCKER,
                 "send_trusted_issuer_list",
                 f"Windows Server 2008 R2: set {SCHANNEL_KEY}\\SendTrustedIssuerList "
-                "= 0 (DWORD), as the vendor's prerequisites ask, then reboot",
+                f"= 0 (DWORD){_found(found)}, as the vendor's prerequisites require, then "
+                "reboot (`fleet rollout INVENTORY --playbook prerequisites` does both)",
                 (name,),
             )
         )

@@ -1,6 +1,7 @@
 # tealeaf-fleet-op: set_registry
 param([string]$Key, [string]$Name, [string]$Type, [string]$Value)
-# Sets one HKLM value (DWord or String) and reads it back, returning what it was before.
+# Sets one HKLM value (DWord or String) and reads it back (value and RegistryValueKind),
+# returning what it was before. Key paths name the view explicitly (Wow6432Node for WOW64).
 
 if (-not $Key.StartsWith('HKLM:\')) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
 $subKey = $Key.Substring(6)
@@ -27,4 +28,6 @@ try {
 } finally {
     $handle.Close()
 }
-Write-FleetResult @{ key = $Key; name = $Name; previous = $previous; value = (Get-FleetRegistryValue $Key $Name) }
+$readKind = $null
+try { $readKind = [string]((Get-Item -LiteralPath $Key).GetValueKind($Name)) } catch { $readKind = $null }
+Write-FleetResult @{ key = $Key; name = $Name; previous = $previous; value = (Get-FleetRegistryValue $Key $Name); kind = $readKind }
