@@ -398,8 +398,8 @@ PREFLIGHT_CASES = [
         R2,
         None,
         True,
-        {"schannel_tls12_server"},
-        {"send_trusted_issuer_list", "status_report_tls", "powershell_2"},
+        {"schannel_tls12_server", "send_trusted_issuer_list"},
+        {"status_report_tls", "powershell_2"},
         ("TLS 1.2\\Server\\Enabled", "TLS 1.2\\Server\\DisabledByDefault", "reboot"),
     ),
     (
@@ -429,8 +429,8 @@ PREFLIGHT_CASES = [
         {**R2_KEYS_OK, "schannel.send_trusted_issuer_list": 1},
         None,
         True,
-        set(),
-        {"send_trusted_issuer_list", "powershell_2"},
+        {"send_trusted_issuer_list"},
+        {"powershell_2"},
         ("SendTrustedIssuerList",),
     ),
     (

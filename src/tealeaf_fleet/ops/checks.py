@@ -674,6 +674,8 @@ def step_status(
     tls_role = _role_is_tls(role)
     if op in ("preflight", "facts", "verify", "certificate"):
         return Needed(f"{op} always runs (read-only or controller-side)")
+    if op in ("prerequisites", "reboot"):  # they need the inventory and the journal too
+        return Needed(f"{op} is judged by prerequisites.needed_writes and the reboot records")
     if op == "push_tools":
         if role != "rtv":
             return Done("only RTV workstations need TLSTool.exe copied")
