@@ -151,7 +151,8 @@ def test_packaged_playbooks_need_no_opt_in() -> None:
 
 
 def test_unknown_name_lists_the_packaged_ones() -> None:
-    with pytest.raises(InputError, match="packaged: prepare, prerequisites, rollback, rollout, status"):
+    names = "packaged: prepare, prerequisites, rollback, rollout, status"
+    with pytest.raises(InputError, match=names):
         load_playbook("rollot")
 
 

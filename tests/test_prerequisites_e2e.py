@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tealeaf_fleet.lab.fleet import Lab
 from test_rollout_e2e import (  # the e2e helpers and the shared host-lock folder
     changes,
     events,
@@ -20,8 +22,6 @@ from test_rollout_e2e import (  # the e2e helpers and the shared host-lock folde
     module_lock_dir,  # noqa: F401
     start_lab,
 )
-
-from tealeaf_fleet.lab.fleet import Lab
 
 pytestmark = pytest.mark.slow
 
@@ -136,9 +136,7 @@ def test_r2_without_tls12_is_blocked_then_fixed_by_prerequisites(tmp_path):
             assert reg_kind(lab, hbr, SECURITY, "TLSCertPassword") == "String"
         assert reg(lab, "can01", SECURITY, "TLSCertPassword") is None  # HBRs only
         written = {
-            (e["host"], e["key"], e["name"])
-            for e in changes(lab, t1)
-            if e["kind"] == "registry"
+            (e["host"], e["key"], e["name"]) for e in changes(lab, t1) if e["kind"] == "registry"
         }
         allowed_keys = {
             SCHANNEL,
