@@ -175,3 +175,84 @@ def test_r2_without_tls12_is_blocked_then_fixed_by_prerequisites(tmp_path):
         assert not json.loads(clear.stdout)["preflight"]["blocked"]
         done = fleet("rollout", inv, "--yes")
         assert done.returncode == 0, done.stderr
+
+
+def status_json(inv: str) -> dict:
+    out = fleet("status", inv, "--json")
+    assert out.returncode in (0, 1), out.stderr
+    return json.loads(out.stdout)
+
+
+def findings_of(status: dict, host: str) -> list[dict]:
+    return [f for f in status["findings"] if host in f["hosts"]]
+
+
+def test_reboot_false_leaves_a_pending_reboot_that_blocks_until_rebooted(tmp_path):
+    """`prerequisites.reboot: false`: the writes happen (EnableTLS preset without a pair is
+    set to 0, no restart), no host reboots, status and preflight say "reboot pending since",
+    and the rollout is blocked by the pending SCHANNEL reboot on 2008 R2 until a prerequisites
+    run with reboots on has rebooted the hosts."""
+    faults = {"hbr01": {"schannel_tls12_missing": True}, "can01": {"enable_tls_preset": True}}
+    with start_lab(
+        tmp_path / "lab", topology={"hbr": 1, "canister": 1}, os="2008r2", faults=faults
+    ) as lab:
+        inv = str(lab.inventory)
+        text = lab.inventory.read_text()
+        lab.inventory.write_text(
+            text.replace("hosts:\n", "prerequisites:\n  reboot: false\nhosts:\n", 1)
+        )
+
+        # EnableTLS=1 without a pair: the Data Service did not start; status must not advise
+        # the restart that would fail again
+        before = status_json(inv)
+        can01 = findings_of(before, "can01")
+        assert any(f["code"] == "prerequisites_missing" for f in can01)
+        advice = [f["message"] for f in can01 if "restart the TeaLeaf services" in f["message"]]
+        assert advice and all("do NOT restart the TeaLeaf services" in m for m in advice), advice
+
+        t0 = time.time()
+        run = fleet("rollout", inv, "--playbook", "prerequisites", "--yes", "--json")
+        assert run.returncode == 0, run.stderr
+        assert [e for e in changes(lab, t0) if e["kind"] == "reboot"] == []
+        assert reg(lab, "can01", r"HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology", "EnableTLS") == 0
+        assert reg(lab, "hbr01", TLS12 + r"\Server", "Enabled") == 1
+        skipped = [
+            json.loads(line)
+            for line in run.stdout.splitlines()
+            if '"step_finished"' in line and '"reboot"' in line
+        ]
+        assert {e["host"] for e in skipped} == {"hbr01", "can01"}
+        assert all(
+            e["outcome"] == "skipped" and "reboot pending since" in e["message"] for e in skipped
+        )
+
+        after = status_json(inv)
+        pending = [f for f in after["findings"] if f["code"] == "reboot_pending"]
+        assert {f["hosts"][0] for f in pending} == {"hbr01", "can01"}
+        assert all(
+            f["severity"] == "warning" and "reboot pending since" in f["message"] for f in pending
+        )
+
+        refused = fleet("rollout", inv, "--yes")
+        assert refused.returncode == 3, refused.stderr
+        assert "reboot pending since" in refused.stderr + refused.stdout
+        planned = fleet("plan", inv, "--facts", "--format", "json")
+        assert planned.returncode == 3
+        blockers = [
+            f
+            for f in json.loads(planned.stdout)["preflight"]["findings"]
+            if f["code"] == "reboot_pending"
+        ]
+        assert {f["hosts"][0] for f in blockers} == {"hbr01", "can01"}
+        assert all(f["severity"] == "blocker" for f in blockers)
+
+        # reboots on: the same playbook now writes nothing and reboots both, one at a time
+        lab.inventory.write_text(lab.inventory.read_text().replace("reboot: false", "reboot: true"))
+        t1 = time.time()
+        rebooted = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert rebooted.returncode == 0, rebooted.stderr
+        assert [e for e in changes(lab, t1) if e["kind"] == "registry"] == []
+        assert set(reboot_windows(lab, t1)) == {"hbr01", "can01"}
+        assert not [f for f in status_json(inv)["findings"] if f["code"] == "reboot_pending"]
+        done = fleet("rollout", inv, "--yes")
+        assert done.returncode == 0, done.stderr

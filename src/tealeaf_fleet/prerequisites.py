@@ -25,7 +25,7 @@ them changed needs a reboot; the TLSCertPassword and EnableTLS writes need none 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,9 @@ from tealeaf_fleet.ops.checks import (
     TLS12_KEY,
     WINHTTP_KEYS,
     WINHTTP_TLS12,
+    Finding,
     is_2008r2,
+    pair_imported,
     schannel_on,
 )
 from tealeaf_fleet.ops.facts import RegistryNumber
@@ -125,13 +127,6 @@ def needed_writes(fleet: Fleet, host: Host, facts: Mapping[str, Any]) -> list[Wr
     return out
 
 
-def pair_imported(facts: Mapping[str, Any]) -> bool:
-    """tealeaf.crt (with a certificate in it) and tealeaf.p12 are both in the security folder."""
-    security = facts.get("security") or {}
-    files = security.get("files") or {}
-    return bool(security.get("cert_sha256")) and isinstance(files.get("tealeaf.p12"), Mapping)
-
-
 def _schannel(facts: Mapping[str, Any]) -> list[Write]:
     schannel = facts.get("schannel") or {}
     out = []
@@ -162,6 +157,42 @@ def _status_report(facts: Mapping[str, Any], winhttp_value: int) -> list[Write]:
         found = winhttp.get(which)
         if not (isinstance(found, int) and not isinstance(found, bool) and found & WINHTTP_TLS12):
             out.append(Write("winhttp", key, "DefaultSecureProtocols", DWORD, winhttp_value, found))
+    return out
+
+
+def status_findings(
+    fleet: Fleet, host: Host, facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> list[Finding]:
+    """What `fleet status` says about the prerequisites on one host, all warnings (they make
+    no fleet inconsistent): the values still missing, a reboot pending, 23443 in its
+    configuration files."""
+    from tealeaf_fleet.ops.checks import (
+        WARNING,
+        port_23443_files,
+        port_23443_text,
+        reboot_findings,
+    )
+
+    out = []
+    writes = needed_writes(fleet, host, facts)
+    if writes:
+        out.append(
+            Finding(
+                WARNING,
+                "prerequisites_missing",
+                f"vendor prerequisites not in place ({len(writes)} value(s)): "
+                + "; ".join(w.shown() for w in writes)
+                + ": `fleet rollout INVENTORY --playbook prerequisites` writes them"
+                + (" and reboots where needed" if reboot_areas(writes) else ""),
+                (host.name,),
+            )
+        )
+    out.extend(reboot_findings(host.name, facts, records, block=False))
+    mentions = port_23443_files(facts) if host.manages_tls else []
+    if mentions:
+        out.append(
+            Finding(WARNING, "port_23443_in_config", port_23443_text(mentions), (host.name,))
+        )
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, colon_fp, whole_number
@@ -65,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--forks", type=_forks, default=8, metavar="N", help="hosts read in parallel (default 8)"
     )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="journal folder whose pending reboots are reported (default: .tealeaf-fleet/ next "
+        "to the inventory)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -76,11 +83,18 @@ def _forks(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
+    from tealeaf_fleet.journal import default_state_dir, reboot_records_at
 
     fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
+    folder = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
-        result = core.gather(fleet, forks=args.forks, on_progress=advance)
+        result = core.gather(
+            fleet,
+            forks=args.forks,
+            on_progress=advance,
+            reboot_records=reboot_records_at(folder),
+        )
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()

@@ -175,6 +175,30 @@ def _on(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value != 0
 
 
+def pair_imported(facts: Mapping[str, Any]) -> bool:
+    """tealeaf.crt (with a certificate in it) and tealeaf.p12 are both in the security folder:
+    what the services need to start with EnableTLS=1."""
+    security = facts.get("security") or {}
+    files = security.get("files") or {}
+    return bool(security.get("cert_sha256")) and isinstance(files.get("tealeaf.p12"), Mapping)
+
+
+# The advice where "restart the TeaLeaf services" would break the host: EnableTLS=1 without a
+# certificate pair stops the Data Service from starting.
+NO_PAIR_ADVICE = (
+    "do NOT restart the TeaLeaf services (with EnableTLS=1 and no certificate pair the Data "
+    "Service would not start): set EnableTLS to 0 (`fleet rollout INVENTORY --playbook "
+    "prerequisites` does, without a restart) or import the fleet's PFX first"
+)
+
+
+def restart_advice(facts: Mapping[str, Any]) -> str:
+    """ "restart the TeaLeaf services", unless that would break the host (NO_PAIR_ADVICE)."""
+    if facts.get("enable_tls") == 1 and not pair_imported(facts):
+        return NO_PAIR_ADVICE
+    return "restart the TeaLeaf services"
+
+
 is_2008r2 = _is_2008r2  # shared with prerequisites.py (the same reading of the facts)
 schannel_on = _on
 
@@ -387,7 +411,7 @@ def _rollout_blockers(
                 ),
             )
         elif mentions:
-            add(WARNING, "port_23443_in_config", _port_23443_text(mentions))
+            add(WARNING, "port_23443_in_config", port_23443_text(mentions))
         elif isinstance(port, int) and port != host.data_service_port:
             add(
                 WARNING,
@@ -439,7 +463,7 @@ def port_23443_files(facts: Mapping[str, Any]) -> list[str]:
     return [str(f) for f in files if isinstance(f, str)]
 
 
-def _port_23443_text(files: list[str]) -> str:
+def port_23443_text(files: list[str]) -> str:
     return (
         f"configuration files under the install folder still mention port "
         f"{LEGACY_DATA_SERVICE_PORT}: {', '.join(files)}; if one points the Data Service or the "
@@ -871,7 +895,9 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                     BLOCKER,
                     "cert_files_missing",
                     f"EnableTLS is 1 but {', '.join(missing)} missing in {folder}: "
-                    "import the PFX and enable again",
+                    "import the PFX and enable again, or set EnableTLS to 0 (`--playbook "
+                    "prerequisites` does); until then do NOT restart the TeaLeaf services "
+                    "(the Data Service would not start)",
                     (name,),
                 )
             )
@@ -891,8 +917,7 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                 BLOCKER,
                 "data_service_mode",
                 f"EnableTLS is 1 but the Data Service last started in {mode} mode "
-                "(its log shows 'Port:', not 'TLS Port:'): restart the TeaLeaf "
-                "services",
+                f"(its log shows 'Port:', not 'TLS Port:'): {restart_advice(facts)}",
                 (name,),
             )
         )
