@@ -8,8 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_checks import R2, FakeHost, healthy
-from test_plan import make_fleet
 
 from tealeaf_fleet.cli.render import render
 from tealeaf_fleet.engine.actions import _read_back_problem
@@ -22,6 +20,8 @@ from tealeaf_fleet.prerequisites import (
     needed_writes,
     reboot_areas,
 )
+from test_checks import R2, FakeHost, healthy
+from test_plan import make_fleet
 
 SCHANNEL = checks.SCHANNEL_KEY
 TLS12 = checks.TLS12_KEY
