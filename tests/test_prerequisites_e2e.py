@@ -15,6 +15,7 @@ import pytest
 
 from tealeaf_fleet.lab.fleet import Lab
 from test_rollout_e2e import (  # the e2e helpers and the shared host-lock folder
+    assert_no_secret,
     changes,
     events,
     fleet,
@@ -175,6 +176,10 @@ def test_r2_without_tls12_is_blocked_then_fixed_by_prerequisites(tmp_path):
         assert not json.loads(clear.stdout)["preflight"]["blocked"]
         done = fleet("rollout", inv, "--yes")
         assert done.returncode == 0, done.stderr
+        # no password in any output, the plan file, the journal or the run logs
+        outputs = [planned, markdown, dry, refused, fixed, again, clear, done]
+        texts = [p.stdout + p.stderr for p in outputs] + [plan_file.read_text()]
+        assert_no_secret(lab, *texts)
 
 
 def status_json(inv: str) -> dict:

@@ -209,6 +209,7 @@ class LabHost:
         self._private = root / "private"
         self._down = False
         self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
+        self._tls12_at_boot = True  # SCHANNEL's TLS 1.2 server setting, read at boot (start)
         self._fault_lock = threading.Lock()
         self._applied_faults: set[str] = set()
         self._fault_file = FaultFile(root / "faults.json")
@@ -269,6 +270,7 @@ class LabHost:
     def start(self) -> None:
         """Bring up what runs at boot: the Data Service and TMS ports of running services."""
         self.faults()  # apply faults present at creation (e.g. data_service_23443)
+        self._tls12_at_boot = self.tls12_server_on()
         if self.data_service_port:
             self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
         if self.tms_port:
@@ -833,6 +835,7 @@ class LabHost:
             time.sleep(self.reboot_s)
             self._down = False
             self._booted_at = time.time()
+            self._tls12_at_boot = self.tls12_server_on()
             self.record("reboot", state="up")
             self.services_mgr.start_automatic()
 
@@ -939,6 +942,29 @@ class LabHost:
         elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
             self._tms.close()
 
+    def tls12_server_on(self) -> bool:
+        """SCHANNEL's TLS 1.2 server protocol as the registry says now: on 2008 R2 only with
+        `Enabled` non-zero and `DisabledByDefault` 0 present; from 2012 on unless switched off
+        (learn.microsoft.com/windows-server/security/tls/tls-registry-settings)."""
+        enabled = self.reg_get(TLS12_SERVER_KEY, "Enabled")
+        disabled = self.reg_get(TLS12_SERVER_KEY, "DisabledByDefault")
+        if self.config.os == "2008r2":
+            return isinstance(enabled, int) and enabled != 0 and disabled == 0
+        return enabled != 0 and disabled != 1
+
+    def tls12_at_boot(self) -> bool:
+        """The TLS 1.2 server setting SCHANNEL read at the last boot: what TLS servers on this
+        host can negotiate until the next one, whatever the registry says meanwhile."""
+        return self._tls12_at_boot
+
+    def _server_context(self, cert: Any, key: Any) -> Any:
+        """A TLS listener's context: without TLS 1.2 at boot, only TLS 1.0/1.1 are offered,
+        which the controller's TLS 1.2 handshake refuses."""
+        ctx = dataservice.context_from_objects(cert, key, self._private)
+        if not self._tls12_at_boot:
+            dataservice.without_tls12(ctx)
+        return ctx
+
     def tls_enabled(self) -> bool:
         """EnableTLS == 1, as the services read it when they start."""
         value = self.reg_get(TEALEAF_KEY, "EnableTLS")
@@ -970,7 +996,7 @@ class LabHost:
             ctx = None
             if tls:
                 cert, key = self.imported_pair()
-                ctx = dataservice.context_from_objects(cert, key, self._private)
+                ctx = self._server_context(cert, key)
             self._ds.open(ctx)
             self._write_ds_block(tls)
 
@@ -1064,7 +1090,7 @@ class LabHost:
             cert, key = self.imported_pair()
         else:
             cert, key = dataservice.legacy_tms_pem(self._private / "tms-legacy.pem")
-        self._tms.open(dataservice.context_from_objects(cert, key, self._private))
+        self._tms.open(self._server_context(cert, key))
 
     def data_service_mode(self) -> str | None:
         """'tls' / 'plain' while the Data Service listens, else None (for `lab state`)."""
