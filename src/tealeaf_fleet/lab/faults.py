@@ -4,7 +4,9 @@ A test or an operator edits the file while the lab runs; the next request sees t
 `{}` means healthy. Keys (the lab's docs list each with the Windows behaviour it stands for):
 - unreachable, auth_fails, flaky {"count": N}, slow {"ms": N}
 - service_start_fails (true or {"services": [...]}), import_fails, enable_fails, disk_full
-- enable_tls_preset, data_service_23443, schannel_tls12_missing
+- enable_tls_preset, data_service_23443
+- schannel_tls12_missing: the TLS 1.2 `Server` key is deleted; SCHANNEL reads it at boot, so on
+  2008 R2 the host's TLS listeners offer no TLS 1.2 until it reboots with the keys set
 - restart_mutex_denied: the restart ops' named mutex exists and belongs to another account, so
   opening it is denied
 - constrained_language: every powershell.exe on the host runs in ConstrainedLanguage mode, as
