@@ -540,7 +540,7 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                 hint="check the key's permissions and any policy that resets it",
             )
         ctx.mark_changed(name, "prerequisites")
-        ctx.bus.emit("message", phase=phase.name, host=name, message=f"set {write.shown()}")
+        ctx.bus.emit("message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}")
     after = _gather(ctx, host)
     still = prereq.needed_writes(ctx.fleet, host, after)
     if still:
