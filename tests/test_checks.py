@@ -299,7 +299,22 @@ PREFLIGHT_CASES = [
         True,
         {"enable_tls_preset"},
         set(),
-        ("EnableTLS", "fleet rollback"),
+        # no pair imported: the vendor's fix is EnableTLS=0, which the prerequisites make
+        ("EnableTLS", "--playbook prerequisites", "do not restart"),
+    ),
+    (
+        "enable_tls_preset_no_pfx_with_a_pair",
+        FakeHost(),
+        {
+            "enable_tls": 1,
+            "security.cert_sha256": OTHER,
+            "security.files.tealeaf.p12": {"size": 2, "sha256": "y"},
+        },
+        None,
+        True,
+        {"enable_tls_preset"},
+        set(),
+        ("EnableTLS", "fleet rollback", "certificate.source: file"),
     ),
     (
         "enable_tls_preset_other_cert",

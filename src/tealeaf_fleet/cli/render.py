@@ -102,7 +102,7 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
         ftable.add_column("Host", style="bold", no_wrap=True)
         ftable.add_column("Severity", no_wrap=True)
         ftable.add_column("Code", no_wrap=True)
-        ftable.add_column("Finding")
+        ftable.add_column("Finding", overflow="fold")  # the full text, never cut
         for f in findings:
             style = {"blocker": "bold red", "warning": "yellow"}.get(f["severity"], "dim")
             ftable.add_row(

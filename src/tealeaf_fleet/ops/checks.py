@@ -579,9 +579,16 @@ def _enable_tls_blockers(
             Finding(
                 BLOCKER,
                 "enable_tls_preset",
-                f"{key} is already 1 and {why}; to adopt the certificate in place, "
-                "set certificate.source: file with that PFX, else run `fleet rollback` "
-                "(or set EnableTLS to 0 and restart the TeaLeaf services) first",
+                f"{key} is already 1 and {why}; "
+                + (
+                    "to adopt the certificate in place, set certificate.source: file with "
+                    "that PFX, else run `fleet rollback` (or set EnableTLS to 0 and restart "
+                    "the TeaLeaf services) first"
+                    if pair_imported(facts)
+                    else "no certificate pair is imported here, so the vendor's value is 0: "
+                    "`fleet rollout INVENTORY --playbook prerequisites` sets it (no restart "
+                    "needed; do not restart the TeaLeaf services while it is 1)"
+                ),
                 (name,),
             )
         ]
