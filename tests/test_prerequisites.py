@@ -258,3 +258,12 @@ def test_prerequisites_plan_skips_what_is_in_place(tmp_path: Path) -> None:
     assert skips[("registry", "can01")] is None  # EnableTLS=1 without a pair -> 0
     assert skips[("reboot_canister", "can01")].startswith("nothing to do")  # no boot needed
     assert not plan.preflight["blocked"]  # prerequisites fixes what a rollout is blocked by
+
+
+def test_status_report_warning_only_where_tealeafstatus_runs(tmp_path: Path) -> None:
+    """The rollout's `status_report_tls` warning follows `status_report_hosts` too."""
+    fleet = make_fleet(tmp_path, HOSTS, "prerequisites: {status_report_hosts: [portal01]}")
+    facts = {name: absent(healthy()) for name in ("portal01", "hbr01", "can01")}
+    plan = build_plan(load_playbook("rollout"), fleet, facts)
+    warned = {f["hosts"][0] for f in plan.preflight["findings"] if f["code"] == "status_report_tls"}
+    assert warned == {"portal01"}

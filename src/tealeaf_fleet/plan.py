@@ -472,6 +472,7 @@ def judge_preflight(
     2008 R2 Portal's finding differs from a 2016 Canister's). A host whose facts could not be
     read blocks, as it would at the run's preflight."""
     from tealeaf_fleet.ops.checks import BLOCKER, Finding, preflight_blockers
+    from tealeaf_fleet.prerequisites import runs_status_report
 
     roles = {r for p in playbook.phases if p.op == "preflight" for r in p.roles}
     findings: list[Finding] = []
@@ -498,6 +499,7 @@ def judge_preflight(
                 pfx_sha256=pfx_sha256,
                 expect_tls=playbook.expect_tls,
                 reboot_records=reboot_records.get(host.name, ()),
+                status_report=runs_status_report(fleet, host),
             )
         )
     return {

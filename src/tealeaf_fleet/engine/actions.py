@@ -71,6 +71,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Read-only: facts, then the shared preflight rules. Blockers fail the step (and so the
     phase, before anything changed anywhere)."""
     from tealeaf_fleet.ops import checks
+    from tealeaf_fleet.prerequisites import runs_status_report
 
     host = ctx.host(name)
     try:
@@ -85,6 +86,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         pfx_sha256=pfx_sha,
         expect_tls=ctx.expect_tls,
         reboot_records=ctx.reboot_records(name),
+        status_report=runs_status_report(ctx.fleet, host),
     )
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]

@@ -918,6 +918,8 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
     value = params.get("Value", "")
     if not key.startswith("HKLM:\\"):
         raise OpFailed(f"only HKLM:\\ keys are supported, not '{key}'", 2)
+    # set_registry.ps1 refuses SOFTWARE keys in a 32-bit PowerShell on 64-bit Windows (WOW64
+    # redirection); the lab's powershell.exe is 64-bit (check: process_bits 64), so never here
     previous = _reg(host, key, name)
     data: int | str
     if kind.lower() == "dword":

@@ -278,6 +278,7 @@ def preflight_blockers(
     pfx_sha256: str | None,
     expect_tls: bool,
     reboot_records: Sequence[Mapping[str, Any]] = (),
+    status_report: bool = True,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
 
@@ -285,6 +286,7 @@ def preflight_blockers(
     a rollback must stay possible on a host that a rollout would refuse. `reboot_records`: the
     journal's record of values this tool changed on the host that take effect at boot
     (`Journal.reboot_records`); a pending SCHANNEL reboot on 2008 R2 blocks a rollout.
+    `status_report`: whether TealeafStatus runs here (`prerequisites.status_report_hosts`).
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -339,7 +341,9 @@ def preflight_blockers(
     out.extend(_unreadable_security_files(name, facts))
 
     if expect_tls:
-        out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
+        out.extend(
+            _rollout_blockers(host, facts, pfx_sha256=pfx_sha256, status_report=status_report)
+        )
     out.extend(reboot_findings(name, facts, reboot_records, block=expect_tls))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
@@ -352,7 +356,7 @@ def preflight_blockers(
 
 
 def _rollout_blockers(
-    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None
+    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, status_report: bool = True
 ) -> list[Finding]:
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -442,7 +446,7 @@ def _rollout_blockers(
                 "spurious 'TeaLeaf Rules: unable to open key' error in the Application event "
                 "log (harmless; the vendor suggests creating it as a string with a dummy value)",
             )
-        status_gaps = _status_report_gaps(facts)
+        status_gaps = _status_report_gaps(facts) if status_report else []
         if status_gaps:
             add(
                 WARNING,

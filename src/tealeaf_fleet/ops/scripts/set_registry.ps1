@@ -5,6 +5,12 @@ param([string]$Key, [string]$Name, [string]$Type, [string]$Value)
 
 if (-not $Key.StartsWith('HKLM:\')) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
 $subKey = $Key.Substring(6)
+# A 32-bit PowerShell on 64-bit Windows sees HKLM\SOFTWARE through WOW64 redirection: a write
+# meant for the 64-bit view would land in Wow6432Node and read back as if it had worked.
+$wow64Process = ([IntPtr]::Size -eq 4) -and ($null -ne $env:PROCESSOR_ARCHITEW6432)
+if ($wow64Process -and ($subKey -match '^SOFTWARE\\') -and ($subKey -notmatch '^SOFTWARE\\Wow6432Node(\\|$)')) {
+    Stop-FleetOp "32-bit PowerShell on 64-bit Windows: '$Key' would be redirected to the WOW64 view; run the op from the 64-bit powershell.exe" 1
+}
 $previous = Get-FleetRegistryValue $Key $Name
 
 if ($Type -eq 'DWord') {
