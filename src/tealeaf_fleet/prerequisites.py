@@ -85,16 +85,6 @@ class Write:
         was = RegistryNumber.parse(self.found).describe()
         return f"{self.key}\\{self.name} = {typed}, was {was}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "area": self.area,
-            "key": self.key,
-            "name": self.name,
-            "kind": self.kind,
-            "value": self.value if self.kind == DWORD else "(placeholder)",
-            "reboot": self.needs_reboot,
-        }
-
 
 def runs_status_report(fleet: Fleet, host: Host) -> bool:
     """Whether the TealeafStatus settings belong on `host`."""
