@@ -810,3 +810,24 @@ def test_native_command_that_never_started_is_a_failure(name):
     assert re.search(rf"if \(\(?\$null -eq {code}\)?[^\n]*Stop-FleetOp", source) or re.search(
         rf"if \({code} -ne 0\) \{{ Stop-FleetOp", source
     ), f"{name}: a $null exit code is not refused"
+
+
+# Commands that read a registry value's data; the names-only helpers are not among them.
+_VALUE_READERS = re.compile(
+    r"(Get-FleetRegistryValue|Get-FleetRegistryNumber|Get-ItemProperty|\.GetValue\()[^\n]*",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("name", ALL_SCRIPTS)
+def test_no_script_reads_a_value_under_the_tealeaf_security_key(name):
+    """`TeaLeaf Technology\\security` holds TLSCertPassword: scripts learn that it exists from
+    the key's value names and never read it (it must not reach a result, a log or a ticket)."""
+    source = _script_bytes(name).decode("ascii")
+    for match in _VALUE_READERS.finditer(source):
+        assert "security" not in match.group(0).lower(), f"{name}: {match.group(0)}"
+
+
+def test_the_known_bad_security_read_is_caught():
+    bad = "$p = Get-FleetRegistryValue ($tealeafKey + '\\security') 'TLSCertPassword'"
+    assert _VALUE_READERS.search(bad) and "security" in _VALUE_READERS.search(bad).group(0)

@@ -449,7 +449,10 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         "tealeaf_build": build,
         "tealeaf_build_source": build_source,
         "enable_tls": _reg_number(host, TEALEAF_KEY, "EnableTLS"),
-        "tls_cert_password_present": host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None,
+        # GetValueNames() -contains: presence by name, as facts.ps1 reads it, never the value.
+        "tls_cert_password_present": any(
+            n.lower() == "tlscertpassword" for n in host.registry.value_names(SECURITY_KEY)
+        ),
         "security": security,
         "services": services,
         "iis": iis,

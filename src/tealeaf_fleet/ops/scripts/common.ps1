@@ -298,7 +298,20 @@ function Get-FleetRegistryValue([string]$Key, [string]$Name) {
     if (-not (Test-Path -LiteralPath $Key)) { return $null }
     $item = Get-ItemProperty -LiteralPath $Key -Name $Name -ErrorAction SilentlyContinue
     if ($null -eq $item) { return $null }
-    return $item.$Name
+    $value = $item.$Name
+    # A REG_MULTI_SZ arrives as string[]: returned bare, PowerShell would unroll it into the
+    # pipeline (one entry becomes a plain string, none becomes $null); the comma keeps it whole.
+    if ($value -is [array]) { return ,$value }
+    return $value
+}
+
+function Test-FleetRegistryValueName([string]$Key, [string]$Name) {
+    # Whether the value `Name` exists under `Key`, from the key's value names alone: the value
+    # itself is never read (used for values under the Tealeaf `security` key, which the tool
+    # must not read). Registry names compare case-insensitively, as -contains does.
+    if (-not (Test-Path -LiteralPath $Key)) { return $false }
+    $names = [string[]](Get-Item -LiteralPath $Key).GetValueNames()
+    return ($names -contains $Name)
 }
 
 function Get-FleetRegistryNumber([string]$Key, [string]$Name) {

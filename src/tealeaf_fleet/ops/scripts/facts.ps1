@@ -102,7 +102,8 @@ if (-not $build) {
     $buildSource = 'file_version'
     if (-not $build) { $buildSource = $null }
 }
-$certPassword = Get-FleetRegistryValue ($tealeafKey + '\security') 'TLSCertPassword'
+# Presence only: the value under `security` is never read (see Test-FleetRegistryValueName).
+$certPasswordPresent = Test-FleetRegistryValueName ($tealeafKey + '\security') 'TLSCertPassword'
 
 $securityDir = [IO.Path]::Combine([Environment]::GetFolderPath('CommonApplicationData'), 'IBM\Tealeaf\security')
 $files = @{}
@@ -175,7 +176,7 @@ Write-FleetResult @{
     tealeaf_build = $build
     tealeaf_build_source = $buildSource
     enable_tls = $enableTls
-    tls_cert_password_present = ($null -ne $certPassword)
+    tls_cert_password_present = $certPasswordPresent
     security = $security
     services = $services.ToArray()
     iis = $iis
