@@ -366,23 +366,23 @@ def test_a_planted_lock_file_is_refused_not_written(tmp_path, host_lock_dir):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     os.link(victim, host_lock_dir / "127.0.0.1_5986.lock")
-    with Journal(tmp_path / "a") as journal:
-        with pytest.raises(InputError, match="127.0.0.1_5986.lock has other links"):
-            journal.acquire(command="rollout", hosts=LAB_HOSTS)
+    links = "127.0.0.1_5986.lock has other links"
+    with Journal(tmp_path / "a") as journal, pytest.raises(InputError, match=links):
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
     assert victim.read_text() == "precious\n"
     (host_lock_dir / "127.0.0.1_5986.lock").unlink()
     os.mkfifo(host_lock_dir / "127.0.0.1_5986.lock")
-    with Journal(tmp_path / "b") as journal:
-        with pytest.raises(InputError, match="is not a regular file"):
-            journal.acquire(command="rollout", hosts=LAB_HOSTS)
+    not_regular = "is not a regular file"
+    with Journal(tmp_path / "b") as journal, pytest.raises(InputError, match=not_regular):
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
 
 
 def test_a_world_writable_lock_folder_is_refused(tmp_path, host_lock_dir):
     host_lock_dir.mkdir()
     os.chmod(host_lock_dir, 0o777)
-    with Journal(tmp_path / "a") as journal:
-        with pytest.raises(InputError, match="writable by every account"):
-            journal.acquire(command="rollout", hosts=LAB_HOSTS)
+    everyone = "writable by every account"
+    with Journal(tmp_path / "a") as journal, pytest.raises(InputError, match=everyone):
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
     os.chmod(host_lock_dir, 0o770)  # a team's group-shared folder is accepted
     with Journal(tmp_path / "b") as journal:
         journal.acquire(command="rollout", hosts=LAB_HOSTS)
