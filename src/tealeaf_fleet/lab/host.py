@@ -31,6 +31,7 @@ from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
 from tealeaf_fleet.lab.faults import (
     FaultFile,
+    clock_skew_s,
     enable_tls_text,
     locked_files,
     mutex_denied,
@@ -367,8 +368,10 @@ class LabHost:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
     def now_utc(self) -> datetime:
-        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's)."""
-        return datetime.now(timezone.utc)
+        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's, shifted
+        by the fault `clock_skew`, as a host whose time service is off drifts)."""
+        skew = clock_skew_s(self.faults())
+        return datetime.now(timezone.utc) + timedelta(seconds=skew)
 
     def last_boot(self) -> datetime:
         """Win32_OperatingSystem.LastBootUpTime (UTC): the lab's start or the last reboot."""
