@@ -264,6 +264,15 @@ FAULT_LINES = {
         "warn",
         "StartPending",
     ),
+    # 2008 R2 without the .NET 3.5 feature: no System.Core, so no FIPS-validated SHA-256 class
+    "fips_on_2008r2_without_dotnet35": (
+        "can02",
+        {"fips": True},
+        None,
+        "fips",
+        "fail",
+        "hashing the probe file failed",
+    ),
     "tlstool_missing": (
         "can02",
         {},

@@ -905,8 +905,17 @@ class LabHost:
         return isinstance(value, int) and value != 0
 
     def load_assembly(self, name: str) -> bool:
-        """Add-Type -AssemblyName NAME: every lab OS has .NET 3.5's System.Core."""
-        return name in ("System.Core", "System.ServiceProcess")
+        """Add-Type -AssemblyName NAME. System.ServiceProcess ships with every .NET; System.Core
+        only with .NET 3.5 (a feature 2008 R2 leaves uninstalled by default) or 4.x, as the
+        NDP setup keys record (learn.microsoft.com/dotnet/framework/install/how-to-determine-
+        which-versions-are-installed)."""
+        if name == "System.ServiceProcess":
+            return True
+        if name != "System.Core":
+            return False
+        return any(
+            self.reg_get(f"{NDP_KEY}\\{sub}", "Install") == 1 for sub in ("v3.5", "v4\\Full")
+        )
 
     def sha256_create_class(self) -> str:
         """The class [SHA256]::Create() returns: SHA256Managed on CLR 2, and (pessimistically,

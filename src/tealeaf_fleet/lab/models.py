@@ -1077,7 +1077,10 @@ def _check_writable(host: LabHost, folder: str | None, text: str) -> dict[str, A
     except HostError as exc:
         probe["error"] = str(exc)
     if probe["written"]:
-        probe["sha256"] = _sha256(host, host.read_file(path))
+        try:  # the script catches a hash failure (FIPS, no working class) into hash_error
+            probe["sha256"] = _sha256(host, host.read_file(path))
+        except HostError as exc:
+            probe["hash_error"] = str(exc)
     if _file_exists(host, path):
         host.delete_file(path)
     probe["left_behind"] = _file_exists(host, path)
