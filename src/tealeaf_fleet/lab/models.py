@@ -152,6 +152,7 @@ def _reg_number(host: LabHost, key: str, name: str) -> Any:
 
 
 DATA_SERVICE_LOG_LIMIT = 31  # $FleetDataServiceLogLimit
+DATA_SERVICE_LOG_BUDGET = 64 * 1024 * 1024  # $FleetDataServiceLogBudget
 
 
 def _data_service_logs(host: LabHost, log_dir: str) -> list[str]:
@@ -197,7 +198,11 @@ def _data_service_mode(host: LabHost, install_dir: str, since: str) -> dict[str,
                 if block["started_at"] >= since:
                     return {**block, "newest_log": logs[0]}
     else:
-        for log in walked:
+        spent = 0
+        for i, log in enumerate(walked):
+            spent += host.file_size(log) or 0
+            if i > 0 and spent > (host.file_size(logs[0]) or 0) + DATA_SERVICE_LOG_BUDGET:
+                break
             blocks = _startup_blocks(host, log)
             if blocks:
                 return {**blocks[-1], "newest_log": logs[0]}

@@ -353,6 +353,10 @@ function Get-FleetNow {
 # (a service that has run longer without a restart shows "port unknown"), so a folder holding
 # years of logs costs a directory listing, not years of reading.
 $FleetDataServiceLogLimit = 31
+# ... and how many bytes of older files the walk without Since reads beyond the newest file:
+# PowerShell 2.0 reads a few hundred thousand lines a second at best, so a month of large logs
+# would outlast the op's deadline. Past the budget the walk stops ("port unknown").
+$FleetDataServiceLogBudget = 67108864
 
 function Get-FleetDataServiceLogs([string]$LogDir) {
     # The Data Service's log files, newest first by LastWriteTimeUtc (UTC: local times repeat an
@@ -407,7 +411,10 @@ function Get-FleetDataServiceMode([string]$InstallDir, [string]$Since) {
             }
         }
     } else {
+        $spent = 0
         for ($i = 0; $i -lt $count; $i++) {
+            $spent += $logs[$i].Length
+            if (($i -gt 0) -and ($spent -gt ($logs[0].Length + $FleetDataServiceLogBudget))) { break }
             $blocks = Read-FleetStartupBlocks $logs[$i].FullName
             if ($blocks.Length -gt 0) {
                 $block = $blocks[$blocks.Length - 1]
@@ -426,6 +433,9 @@ function Read-FleetStartupBlocks([string]$Log) {
     try {
         $reader = New-Object System.IO.StreamReader -ArgumentList $stream
         while ($null -ne ($line = $reader.ReadLine())) {
+            # Both lines of interest name Service.Start: an ordinal IndexOf skips the request
+            # lines at a fraction of the cost of -match, which matters on PowerShell 2.0.
+            if ($line.IndexOf('Service.Start', [StringComparison]::Ordinal) -lt 0) { continue }
             if ($line -match '^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\s+Service\.Start\s+INFO\s+Starting HTTP Server') {
                 $current = @{ mode = $null; port = $null; started_at = $matches[1]; log = $Log }
                 [void]$blocks.Add($current)
