@@ -855,3 +855,28 @@ def test_the_log_walk_stops_after_its_byte_budget(tmp_path: Path, monkeypatch) -
         assert models._data_service_mode(h, h.install_dir, "")["mode"] == "plain"
     finally:
         h.shutdown()
+
+
+def test_constrained_language_is_a_powershell_3_mode_and_refuses_in_windows_words(
+    tmp_path: Path,
+) -> None:
+    """Under an AppLocker/WDAC policy, PowerShell 3.0+ runs ConstrainedLanguage; 2.0 has no
+    such mode. The lab answers our refusal only when the bootstrap carries the language check;
+    a bootstrap without it meets Windows' own error, so removing the check fails the tests."""
+    from tealeaf_fleet.lab import runner
+
+    old = make_host(tmp_path / "a", os_key="2008r2", faults={"constrained_language": True})
+    new = make_host(tmp_path / "b", os_key="2016", faults={"constrained_language": True})
+    try:
+        assert old.language_mode == "FullLanguage"
+        assert new.language_mode == "ConstrainedLanguage"
+        ours = runner.run_bootstrap(new, protocol.BOOTSTRAP, "input", b"")
+        assert ours.exit_code == 1 and b"ConstrainedLanguage" in ours.stderr
+        bare = protocol.BOOTSTRAP.replace(protocol.LANGUAGE_CHECK, "", 1)
+        windows = runner.run_bootstrap(new, bare, "input", b"")
+        assert windows.exit_code == 1
+        assert b"supported only on core types" in windows.stderr
+        assert b"tealeaf-fleet needs" not in windows.stderr  # not our refusal
+    finally:
+        old.shutdown()
+        new.shutdown()

@@ -456,19 +456,19 @@ def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
     ],
 )
 def test_constrained_language_mode_is_named_and_not_retried(
-    op, params, read_only, https_host, password, lab
+    op, params, read_only, fleet, password, lab
 ):
     """Every op goes through the bootstrap, whose first statement refuses ConstrainedLanguage
-    (AppLocker/WDAC) before anything runs."""
-    lab.host(HOST).set_faults({"constrained_language": True})
+    (AppLocker/WDAC) before anything runs. On PowerShell 5.1: 2.0 has no such mode."""
+    lab.host(PS5).set_faults({"constrained_language": True})
     mark = _mark(lab)
-    with Connection(https_host, password) as conn, pytest.raises(RemoteScriptError) as info:
+    with Connection(fleet.hosts[PS5], password) as conn, pytest.raises(RemoteScriptError) as info:
         conn.run_op(op, params, timeout_s=30, read_only=read_only)
     err = info.value
     assert "ConstrainedLanguage" in err.message and "Constrained Language Mode" in err.message
     assert "allow-list" in (err.hint or "") and "FullLanguage" in (err.hint or "")
     assert err.exit_code_remote == 1 and err.op == op
-    assert _requests(lab, mark).count("Command") == 1
+    assert [e.get("action") for e in _request_events(lab, mark, PS5)].count("Command") == 1
     events = read_events(lab.dir / "events.jsonl")[mark:]
     assert not [e for e in events if e["kind"] == "registry"]
 
@@ -476,13 +476,14 @@ def test_constrained_language_mode_is_named_and_not_retried(
 def test_fleet_status_shows_constrained_language_mode(lab, capsys):
     from tealeaf_fleet.cli.main import main
 
-    lab.host(HOST).set_faults({"constrained_language": True})
+    lab.host(PS5).set_faults({"constrained_language": True})
+    lab.host(HOST).set_faults({"constrained_language": True})  # PowerShell 2.0: no such mode
     code = main(["status", str(lab.inventory), "--json"])
     doc = json.loads(capsys.readouterr().out)
     rows = {h["name"]: h for h in doc["hosts"]}
-    assert code == 1 and rows[PS5]["facts"] is not None and rows[HOST]["facts"] is None
-    assert "ConstrainedLanguage" in rows[HOST]["error"]
-    assert "Constrained Language Mode" in rows[HOST]["error"]
+    assert code == 1 and rows[HOST]["facts"] is not None and rows[PS5]["facts"] is None
+    assert "ConstrainedLanguage" in rows[PS5]["error"]
+    assert "Constrained Language Mode" in rows[PS5]["error"]
     main(["status", str(lab.inventory)])
     out = capsys.readouterr().out
-    assert f"{HOST}: not read: PowerShell on this host runs in ConstrainedLanguage" in out
+    assert f"{PS5}: not read: PowerShell on this host runs in ConstrainedLanguage" in out

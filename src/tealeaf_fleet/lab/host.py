@@ -352,10 +352,12 @@ class LabHost:
     def language_mode(self) -> str:
         """`$ExecutionContext.SessionState.LanguageMode` of every powershell.exe here:
         ConstrainedLanguage under the `constrained_language` fault (an AppLocker or WDAC
-        policy in force: about_Language_Modes), else FullLanguage."""
-        return (
-            "ConstrainedLanguage" if self.faults().get("constrained_language") else "FullLanguage"
-        )
+        policy in force: about_Language_Modes), else FullLanguage. PowerShell 2.0 predates
+        the AppLocker-enforced ConstrainedLanguage (introduced with 3.0), so the fault does
+        not apply there."""
+        if self.faults().get("constrained_language") and self.ps_version != "2.0":
+            return "ConstrainedLanguage"
+        return "FullLanguage"
 
     @property
     def build(self) -> str:
