@@ -831,3 +831,19 @@ def test_no_script_reads_a_value_under_the_tealeaf_security_key(name):
 def test_the_known_bad_security_read_is_caught():
     bad = "$p = Get-FleetRegistryValue ($tealeafKey + '\\security') 'TLSCertPassword'"
     assert _VALUE_READERS.search(bad) and "security" in _VALUE_READERS.search(bad).group(0)
+
+
+def test_the_kill_budget_is_the_one_the_controller_keeps():
+    """The controller leaves KILL_BUDGET_S between a native tool's deadline and the op's, so
+    the script's waits while killing a hung tool must fit in it."""
+    from tealeaf_fleet.ops import services
+
+    text = _script_bytes("common").decode("ascii")
+    assert f"$FleetKillBudgetS = {int(services.KILL_BUDGET_S)}" in text
+    waits = re.search(r"function Stop-FleetNativeTree.*?\n}\n", text, re.S).group(0)
+    taskkill = int(re.search(r"AddSeconds\((\d+)\)", waits).group(1))
+    exit_ms = int(re.search(r"WaitForExit\((\d+)\)", waits).group(1))
+    assert taskkill + exit_ms / 1000 <= services.KILL_BUDGET_S
+    for timeout in (30, 120, 300):
+        left = timeout - services.native_deadline_s(timeout)
+        assert left >= services.KILL_BUDGET_S + services.MIN_MARGIN_S

@@ -187,6 +187,11 @@ function Read-FleetNative($Process, [datetime]$Deadline) {
     return @{ finished = $finished; output = $text }
 }
 
+# The longest Stop-FleetNativeTree waits (taskkill 10 s, then the process's exit 5 s); the
+# controller keeps this much (ops.services.KILL_BUDGET_S) between a tool's deadline and its
+# own, so a hung tool is killed and reported before the controller gives up on the op.
+$FleetKillBudgetS = 15
+
 function Stop-FleetNativeTree($Process) {
     # taskkill /T /F ends the process and every process it started (TLSTool.exe runs
     # openssl.exe): .NET 2.0 has no Kill(entireProcessTree). Kill() is the fallback when
@@ -194,14 +199,14 @@ function Stop-FleetNativeTree($Process) {
     $system = [Environment]::SystemDirectory
     try {
         $killer = Start-FleetNative ([IO.Path]::Combine($system, 'taskkill.exe')) @('/PID', [string]$Process.Id, '/T', '/F') $system
-        $done = Read-FleetNative $killer ([DateTime]::UtcNow.AddSeconds(30))
+        $done = Read-FleetNative $killer ([DateTime]::UtcNow.AddSeconds(10))
         if (-not $done.finished) { $killer.Kill() }
     } catch {
         # taskkill missing or refused: Kill() below still ends the process itself
     }
     try {
         if (-not $Process.HasExited) { $Process.Kill() }
-        [void]$Process.WaitForExit(10000)
+        [void]$Process.WaitForExit(5000)
     } catch {
         # it exited between HasExited and Kill()
     }
