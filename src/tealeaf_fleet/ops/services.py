@@ -154,6 +154,13 @@ def reboot_and_wait(
             )
         time.sleep(poll_s)
     what = "came back" if went_down else "went down for the reboot"
+    if note and not went_down:  # a shutdown scheduled by someone else, later than our wait
+        raise RemoteTimeout(
+            f"the host never went down for the reboot within {wait_s:.0f}s: {note}",
+            host=conn.name,
+            hint="the host restarts at the time that shutdown was scheduled for; rerun "
+            "after it, or ask whoever scheduled it to abort it (shutdown /a)",
+        )
     raise RemoteTimeout(
         f"the host never {what} within {wait_s:.0f}s",
         host=conn.name,
