@@ -847,3 +847,16 @@ def test_the_kill_budget_is_the_one_the_controller_keeps():
     for timeout in (30, 120, 300):
         left = timeout - services.native_deadline_s(timeout)
         assert left >= services.KILL_BUDGET_S + services.MIN_MARGIN_S
+
+
+@pytest.mark.parametrize("name", ["bootstrap", *ALL_SCRIPTS])
+def test_string_searches_are_ordinal(name):
+    """String.IndexOf/LastIndexOf/StartsWith/EndsWith(string) compare by the current culture,
+    which ignores some characters and differs between hosts; the scripts search for markers
+    byte for byte, so every such call with a string argument names a StringComparison."""
+    text = protocol.BOOTSTRAP if name == "bootstrap" else _script_bytes(name).decode("ascii")
+    calls = re.findall(r"\.(?:Last)?IndexOf\(([^)]*)\)|\.(?:Starts|Ends)With\(([^)]*)\)", text)
+    for args in (a or b for a, b in calls):
+        if args.startswith("[char]"):
+            continue  # a char search is ordinal
+        assert "StringComparison" in args, f"{name}: ({args})"

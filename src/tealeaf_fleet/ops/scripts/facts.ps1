@@ -8,12 +8,12 @@ function Get-ExecutablePath([string]$CommandLine) {
     # Win32_Service.PathName is a command line: a quoted or unquoted exe path plus arguments.
     if (-not $CommandLine) { return $null }
     $text = $CommandLine.Trim()
-    if ($text.StartsWith([string][char]34)) {
+    if ($text.StartsWith([string][char]34, [StringComparison]::Ordinal)) {
         $end = $text.IndexOf([char]34, 1)
         if ($end -lt 0) { return $text.Substring(1) }
         return $text.Substring(1, $end - 1)
     }
-    $exe = $text.ToLowerInvariant().IndexOf('.exe')
+    $exe = $text.ToLowerInvariant().IndexOf('.exe', [StringComparison]::Ordinal)
     if ($exe -ge 0) { return $text.Substring(0, $exe + 4) }
     return $text.Split([char]32)[0]
 }
