@@ -246,6 +246,26 @@ function Open-FleetRead([string]$Path) {
     return [IO.File]::Open($Path, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::ReadWrite)
 }
 
+function Read-FleetSmallFile([string]$Path, [int]$MaxBytes) {
+    # A whole small file's bytes, opened as Open-FleetRead does ([IO.File]::ReadAllBytes shares
+    # only Read, so it fails while another process has the file open for writing); a file
+    # larger than $MaxBytes is refused rather than read.
+    $stream = Open-FleetRead $Path
+    try {
+        if ($stream.Length -gt $MaxBytes) { throw "$Path is larger than $MaxBytes bytes" }
+        $buffer = New-Object byte[] ([int]$stream.Length)
+        $read = 0
+        while ($read -lt $buffer.Length) {
+            $n = $stream.Read($buffer, $read, $buffer.Length - $read)
+            if ($n -le 0) { break }
+            $read += $n
+        }
+    } finally {
+        $stream.Close()
+    }
+    return ,$buffer
+}
+
 function New-FleetSha256 {
     # A SHA-256 object that works under the "System cryptography: use FIPS compliant algorithms"
     # policy. SHA256.Create() gives SHA256Managed on CLR 2 (and on older CLR 4 builds), whose

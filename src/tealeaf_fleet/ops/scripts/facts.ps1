@@ -121,7 +121,7 @@ $crtReadable = $false
 if ([IO.File]::Exists($crtPath)) {
     # files['tealeaf.crt'] already carries the error of a file that cannot be read.
     try {
-        $raw = [IO.File]::ReadAllBytes($crtPath)
+        $raw = Read-FleetSmallFile $crtPath 1048576  # a certificate is a few KB
         $crtReadable = $true
     } catch {
         $crtReadable = $false
