@@ -273,6 +273,14 @@ FAULT_LINES = {
         "fail",
         "hashing the probe file failed",
     ),
+    "account_not_an_administrator": (
+        "hbr01",
+        {"not_admin": True},
+        None,
+        "shell",
+        "fail",
+        "NOT an administrator",
+    ),
     "tlstool_missing": (
         "can02",
         {},

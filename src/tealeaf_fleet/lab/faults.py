@@ -25,6 +25,8 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs
+- not_admin: the WinRM account may connect (a member of Remote Management Users) but is not
+  in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
 - clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
   of the controller's (negative: behind), ten minutes ahead by default
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the

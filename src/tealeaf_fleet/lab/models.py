@@ -941,7 +941,8 @@ def _utc_text(moment: datetime) -> str:
 
 def _check_shell(host: LabHost) -> dict[str, Any]:
     """Get-ShellFacts. The lab's one account is a local administrator (WinRM's default
-    requirement), its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
+    requirement) unless the fault `not_admin` makes it a member of Remote Management Users
+    only; its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
     return {
         "host_name": "ConsoleHost",
         "output_codepage": LAB_SHELL_CODEPAGE,
@@ -949,7 +950,7 @@ def _check_shell(host: LabHost) -> dict[str, Any]:
         "process_bits": 64,
         "os_64bit": True,
         "account": host.username,
-        "admin": True,
+        "admin": not host.faults().get("not_admin"),
         "error": None,
     }
 
