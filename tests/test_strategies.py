@@ -704,3 +704,20 @@ def test_before_knows_the_data_service_from_the_services_not_the_log(services, l
     )
     before = _before(ctx, SimpleNamespace(name="restart_hbr"), HOST)
     assert before.has_data_service is expected
+
+
+def test_a_second_signal_while_connections_close_leaves_the_outcome_journaled(tmp_path):
+    """The run's outcome is written before the context closes its WinRM shells: a second
+    Ctrl-C arriving during that close must not leave the journal's run without an outcome."""
+
+    class ClosingContext:
+        def close(self):
+            raise KeyboardInterrupt  # the second Ctrl-C, landing inside close()
+
+    runner, _, journal = _runner(tmp_path, Actions())
+    runner.context = ClosingContext()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    record = journal.runs()[0]
+    assert record.outcome == "ok", record
+    journal.close()

@@ -3,7 +3,7 @@ param([string]$Key, [string]$Name, [string]$Type, [string]$Value)
 # Sets one HKLM value (DWord or String) and reads it back (value and RegistryValueKind),
 # returning what it was before. Key paths name the view explicitly (Wow6432Node for WOW64).
 
-if (-not $Key.StartsWith('HKLM:\')) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
+if (-not $Key.StartsWith('HKLM:\', [StringComparison]::Ordinal)) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
 $subKey = $Key.Substring(6)
 # A 32-bit PowerShell on 64-bit Windows sees HKLM\SOFTWARE through WOW64 redirection: a write
 # meant for the 64-bit view would land in Wow6432Node and read back as if it had worked.
