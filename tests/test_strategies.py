@@ -423,12 +423,15 @@ def _facts(states, mode="tls", started="2026-11-27T11:00:05"):
 
 
 def _ctx(conn, *, expect_tls=True, probes=None, timeout=1):
+    from tealeaf_fleet.inventory import PrerequisiteSettings
+
     fleet = SimpleNamespace(
         install_dir="D:\\Tealeaf",
         hosts={},
         rollout=SimpleNamespace(
             health_timeout_s=timeout, soak_s=0, verify_handshake=True, restart="services"
         ),
+        prerequisites=PrerequisiteSettings(),
     )
     probes = probes or {
         23000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
