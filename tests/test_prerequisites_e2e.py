@@ -261,3 +261,42 @@ def test_reboot_false_leaves_a_pending_reboot_that_blocks_until_rebooted(tmp_pat
         assert not [f for f in status_json(inv)["findings"] if f["code"] == "reboot_pending"]
         done = fleet("rollout", inv, "--yes")
         assert done.returncode == 0, done.stderr
+
+
+def test_a_refused_write_halts_before_any_reboot_and_keeps_what_was_written_pending(tmp_path):
+    """A key whose ACL refuses the write (lab fault `registry_write_denied`): the step fails
+    naming the key, no host reboots, the values already written are journaled as waiting for
+    a boot (status says so), and the rerun after the fix writes only what is left, then
+    reboots."""
+    faults = {
+        "hbr01": {"schannel_tls12_missing": True, "registry_write_denied": {"keys": [WINHTTP]}}
+    }
+    with start_lab(
+        tmp_path / "lab", topology={"hbr": 1, "canister": 1}, os="2008r2", faults=faults
+    ) as lab:
+        inv = str(lab.inventory)
+        t0 = time.time()
+        failed = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert failed.returncode == 1, failed.stderr
+        assert "Access to the registry key 'HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows" in (
+            failed.stderr
+        )
+        assert [e for e in changes(lab, t0) if e["kind"] == "reboot"] == []
+        assert reg(lab, "hbr01", TLS12 + r"\Server", "Enabled") == 1  # written before the refusal
+        assert reg(lab, "hbr01", WINHTTP, "DefaultSecureProtocols") is None
+        pending = {
+            f["hosts"][0]: f["message"]
+            for f in status_json(inv)["findings"]
+            if f["code"] == "reboot_pending"
+        }
+        assert set(pending) == {"hbr01", "can01"}
+        assert "schannel" in pending["hbr01"]
+
+        lab.host("hbr01").set_faults({})
+        t1 = time.time()
+        fixed = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert fixed.returncode == 0, fixed.stderr
+        rewritten = {(e["host"], e["key"]) for e in changes(lab, t1) if e["kind"] == "registry"}
+        # what the refusal left: WinHTTP, and the HBR placeholder written after it
+        assert rewritten == {("hbr01", WINHTTP), ("hbr01", WINHTTP_WOW), ("hbr01", SECURITY)}
+        assert set(reboot_windows(lab, t1)) == {"hbr01", "can01"}

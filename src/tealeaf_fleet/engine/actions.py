@@ -532,18 +532,27 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if not writes:
         return StepResult("skipped", "nothing to do: every prerequisite value is in place")
     conn = ctx.connection(host)
-    for write in writes:
-        result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
-        problem = _read_back_problem(write, result)
-        if problem:
-            raise RemoteError(
-                f"{write.key}\\{write.name}: {problem}",
-                host=name,
-                hint="check the key's permissions and any policy that resets it",
+    written: list[Any] = []
+    try:
+        for write in writes:
+            result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
+            written.append(write)
+            ctx.mark_changed(name, "prerequisites")
+            problem = _read_back_problem(write, result)
+            if problem:
+                raise RemoteError(
+                    f"{write.key}\\{write.name}: {problem}",
+                    host=name,
+                    hint="check the key's permissions and any policy that resets it",
+                )
+            ctx.bus.emit(
+                "message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}"
             )
-        ctx.mark_changed(name, "prerequisites")
-        ctx.bus.emit("message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}")
+    except FleetError:
+        _journal_reboot(ctx, name, written, facts)  # what was written still waits for a boot
+        raise
     after = _gather(ctx, host)
+    areas = _journal_reboot(ctx, name, written, after)
     still = prereq.needed_writes(ctx.fleet, host, after)
     if still:
         raise RemoteError(
@@ -551,13 +560,22 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             + "; ".join(w.shown() for w in still),
             host=name,
         )
-    areas = prereq.reboot_areas(writes)
     text = f"set {len(writes)} value(s), each read back"
     if areas:
-        since = str(after.get("now") or "")
-        ctx.record_reboot_needed(name, since, areas)
         text += f"; reboot needed ({', '.join(areas)} take effect at boot)"
     return StepResult("changed", text)
+
+
+def _journal_reboot(ctx: RunContext, name: str, written: list[Any], facts: dict) -> list[str]:
+    """Journal a pending reboot for the values written that take effect at boot, at the host
+    time of `facts` (read after the writes, or just before them when a write failed); returns
+    their areas."""
+    from tealeaf_fleet.prerequisites import reboot_areas
+
+    areas = reboot_areas(written)
+    if areas:
+        ctx.record_reboot_needed(name, str(facts.get("now") or ""), areas)
+    return areas
 
 
 def _read_back_problem(write: Any, result: Any) -> str | None:

@@ -31,6 +31,10 @@ A test or an operator edits the file while the lab runs; the next request sees t
   in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
 - clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
   of the controller's (negative: behind), ten minutes ahead by default
+- registry_write_denied (true, or {"keys": [KEY, ...]}): writing a value under any HKLM key (or
+  under the named keys and their subkeys) is refused, as for a key whose ACL a Group Policy
+  owns (learn.microsoft.com/dotnet/api/microsoft.win32.registrykey.createsubkey: "the user
+  does not have the permissions required to create or open the registry key")
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the
   startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """
@@ -138,6 +142,22 @@ def enable_tls_text(faults: dict[str, Any]) -> str:
     if isinstance(value, dict) and isinstance(value.get("value"), str):
         return value["value"]
     return "true"
+
+
+def registry_write_denied(faults: dict[str, Any], key: str) -> bool:
+    """Whether `registry_write_denied` refuses a write under `key` (`HKLM:\\...`, compared
+    case-insensitively; a listed key covers its subkeys)."""
+    value = faults.get("registry_write_denied")
+    if not value:
+        return False
+    if isinstance(value, dict) and value.get("keys"):
+        wanted = key.lower().rstrip("\\")
+        return any(
+            wanted == str(k).lower().rstrip("\\")
+            or wanted.startswith(str(k).lower().rstrip("\\") + "\\")
+            for k in value["keys"]
+        )
+    return True
 
 
 def locked_files(faults: dict[str, Any]) -> list[str]:

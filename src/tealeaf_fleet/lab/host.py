@@ -35,10 +35,11 @@ from tealeaf_fleet.lab.faults import (
     enable_tls_text,
     locked_files,
     mutex_denied,
+    registry_write_denied,
     service_start_fails,
     start_pending,
 )
-from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError
+from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError, RegistryAccessDenied
 from tealeaf_fleet.lab.registry import (
     FIPS_KEY,
     NDP_KEY,
@@ -474,6 +475,12 @@ class LabHost:
         """Create the key as needed and set a value (`kind` DWord or String); returns the
         stored value. Records a `registry` event."""
         return self.registry.set(key, name, value, kind)
+
+    def check_registry_write(self, key: str) -> None:
+        """`RegistryKey.CreateSubKey` for writing: RegistryAccessDenied where the key's ACL
+        refuses this account (`registry_write_denied`)."""
+        if registry_write_denied(self.faults(), key):
+            raise RegistryAccessDenied(key)
 
     def reg_delete(self, key: str, name: str | None = None) -> bool:
         """Delete a value, or the key and its subkeys when `name` is None."""

@@ -940,11 +940,13 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
             raise OpFailed(f"'{value}' is not a DWORD (decimal or 0x hex)", 2)
         if data > 0xFFFFFFFF:
             raise OpFailed(f"'{value}' does not fit in a DWORD", 2)
-        host.reg_set(key, name, data, "DWord")
+        stored = "DWord"
     elif kind.lower() == "string":
-        host.reg_set(key, name, value, "String")
+        data, stored = value, "String"
     else:
         raise OpFailed(f"unsupported registry type '{kind}' (DWord or String)", 2)
+    host.check_registry_write(key)  # CreateSubKey: the key's ACL may refuse this account
+    host.reg_set(key, name, data, stored)
     return {
         "key": key,
         "name": name,
