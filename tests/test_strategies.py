@@ -671,7 +671,7 @@ def test_restart_counts_pending_services_by_where_they_are_going():
             {"name": "D", "state": "Stopped"},
         ]
     }
-    before = _before(ctx, SimpleNamespace(name="restart"), ctx.fleet.hosts["hbr01"])
+    before = _before(ctx, SimpleNamespace(name="restart", op="restart"), ctx.fleet.hosts["hbr01"])
     assert before.running == ["A", "C"]
     assert before.stopped == ["B", "D"]
 
@@ -705,7 +705,7 @@ def test_before_knows_the_data_service_from_the_services_not_the_log(services, l
             "data_service": {"mode": None, "port": None, "log": log, "newest_log": log},
         },
     )
-    before = _before(ctx, SimpleNamespace(name="restart_hbr"), HOST)
+    before = _before(ctx, SimpleNamespace(name="restart_hbr", op="restart"), HOST)
     assert before.has_data_service is expected
 
 

@@ -405,7 +405,7 @@ def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
     # service on its way up counts as running, one on its way down as stopped
     running = [s["name"] for s in services if s.get("state") in RUNNING_STATES]
     stopped = [s["name"] for s in services if s.get("state") in STOPPED_STATES]
-    earlier = ctx.first_note(phase.name, host.name, "restart")
+    earlier = ctx.first_note(phase.name, host.name, phase.op)
     if earlier:  # a failed attempt may have left some of them stopped: bring back all of them
         for svc in earlier.get("running", []):
             if svc not in running:
