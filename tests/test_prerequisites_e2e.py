@@ -173,7 +173,12 @@ def test_r2_without_tls12_is_blocked_then_fixed_by_prerequisites(tmp_path):
         # 5. the plan is clear now, and the rollout succeeds
         clear = fleet("plan", inv, "--facts", "--format", "json")
         assert clear.returncode == 0, clear.stderr
-        assert not json.loads(clear.stdout)["preflight"]["blocked"]
+        cleared = json.loads(clear.stdout)
+        assert not cleared["preflight"]["blocked"]
+        # the pre-check now says what the prerequisites did and that nothing is left
+        for row in cleared["prechecks"]:
+            assert row["known"] and row["needed"] == [] and row["reboot_pending"] is None
+            assert row["written"] and "schannel" in row["written"][0], row
         done = fleet("rollout", inv, "--yes")
         assert done.returncode == 0, done.stderr
         # no password in any output, the plan file, the journal or the run logs

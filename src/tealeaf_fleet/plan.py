@@ -359,6 +359,7 @@ PLAN_SHAPE: dict[str, Any] = {
             "needed": [str],
             "reboot": bool,
             "reboot_pending": _TEXT_OR_NULL,
+            "written": [str],
         }
     ],
 }
@@ -530,6 +531,7 @@ def precheck_rows(
                     "needed": [],
                     "reboot": False,
                     "reboot_pending": None,
+                    "written": [],
                 }
             )
             continue
@@ -544,6 +546,11 @@ def precheck_rows(
                 "reboot_pending": (
                     f"since {pending[0]} ({', '.join(pending[1])})" if pending else None
                 ),
+                # what earlier prerequisites runs wrote that needed a boot (the journal)
+                "written": [
+                    f"run {r.get('run')} at {r.get('since')}: {', '.join(r.get('areas') or [])}"
+                    for r in reboot_records.get(host.name, ())
+                ],
             }
         )
     return rows

@@ -704,6 +704,10 @@ def _precheck_markdown(plan: Plan) -> list[str]:
             reboot = "needed after the writes" if row["reboot"] else "not needed"
         else:
             what, reboot = "all in place", "not needed"
+        if row.get("written"):
+            what = (
+                "written by `--playbook prerequisites` (" + "; ".join(row["written"]) + "); " + what
+            )
         if row["reboot_pending"]:
             reboot = f"PENDING {row['reboot_pending']}"
         out.append(f"| {row['host']} | {_md(what)} | {_md(reboot)} |")
