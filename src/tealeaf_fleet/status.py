@@ -203,17 +203,19 @@ def gather(
     return status
 
 
+def ports_of(host: Host) -> list[tuple[str, int]]:
+    """The ports a TLS-role host listens on that TLS covers, by name (none for other roles)."""
+    if host.role not in TLS_ROLES:
+        return []
+    return [("data_service", host.data_service_port), ("tms", host.tms_port)]
+
+
 def probe_fleet(
     fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | None = None
 ) -> dict[str, dict[str, Handshake]]:
-    """A handshake to the Data Service and TMS port of every TLS-role host, in parallel."""
+    """A handshake to every port `ports_of` names on every host, in parallel."""
     probe = prober or _default_prober
-    targets = [
-        (h, which, port)
-        for h in fleet.hosts.values()
-        if h.role in TLS_ROLES
-        for which, port in (("data_service", h.data_service_port), ("tms", h.tms_port))
-    ]
+    targets = [(h, which, port) for h in fleet.hosts.values() for which, port in ports_of(h)]
     out: dict[str, dict[str, Handshake]] = {}
     if not targets:
         return out

@@ -85,6 +85,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     warnings = [f.message for f in warned]
     if warnings:
         ctx.warnings[name] = warnings
+    _record_before(ctx, host, facts, warned)
     for finding in warned:  # the full text once per kind; each host's step names the codes
         with ctx.cache_lock:
             first = finding.code not in ctx.warned_codes
@@ -109,6 +110,19 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
+
+
+def _record_before(ctx: RunContext, host: Host, facts: dict[str, Any], warned: list) -> None:
+    """Evidence for `fleet report`: the host as preflight found it, with a handshake on each
+    of its ports (read-only; none when `rollout.verify_handshake` is off), and its warnings."""
+    from tealeaf_fleet.engine.evidence import host_state, probe_host
+
+    if not ctx.recording:
+        return
+    shakes = probe_host(ctx.probe, host) if ctx.fleet.rollout.verify_handshake else {}
+    ctx.record("before", host_state(facts, shakes), host=host.name)
+    for finding in warned:
+        ctx.record("warning", {"code": finding.code, "message": finding.message}, host=host.name)
 
 
 def _settled_facts(ctx: RunContext, phase: PhaseSpec, host: Host) -> dict[str, Any]:
@@ -506,12 +520,17 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                 collector=_collector(ctx),
                 prober=lambda a, p, t: ctx.probe(a, p, t),
             )
+            for finding in ctx.verify_status.findings:
+                ctx.record("finding", finding.to_dict())
     fleet_status = ctx.verify_status
+    row = fleet_status.host(name)
+    from tealeaf_fleet.engine.evidence import host_state
+
+    ctx.record("after", host_state(row.facts, row.handshakes), host=name)
     mine = fleet_status.findings_for(name)
     blockers = [f.message for f in mine if f.severity == BLOCKER]
     if blockers:
         return StepResult("failed", "; ".join(blockers))
-    row = fleet_status.host(name)
     facts = row.facts or {}
     return StepResult(
         "ok",

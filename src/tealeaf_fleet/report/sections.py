@@ -1,0 +1,156 @@
+"""The report's content as plain rows, shared by the Markdown and HTML renderers, so the two
+formats always say the same thing (and spell every unknown "not checked")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tealeaf_fleet.report import model
+from tealeaf_fleet.report.model import NOT_CHECKED, HostReport, Report
+
+
+def title(report: Report) -> str:
+    run = report.run
+    return f"Tealeaf TLS change report: run {run.id} ({run.command})"
+
+
+def summary(report: Report) -> list[tuple[str, str]]:
+    run = report.run
+    duration = f"{run.finished - run.started:.0f}s" if run.finished else "unfinished"
+    if report.approved_plan:
+        approved = f"approved plan file {report.approved_plan}"
+    elif report.has_evidence:
+        approved = (
+            "none (run without --approved-plan; the plan was confirmed at the prompt or --yes)"
+        )
+    else:
+        approved = NOT_CHECKED
+    return [
+        ("Command", run.command),
+        ("Playbook", model.shown(run.playbook)),
+        ("Outcome", run.state),
+        ("Message", run.message or "-"),
+        ("Started", model.utc(run.started)),
+        ("Finished", model.utc(run.finished) if run.finished else "unfinished"),
+        ("Duration", duration),
+        ("Account", model.shown(run.user)),
+        ("Controller host", model.shown(run.controller)),
+        ("Inventory", model.shown(run.inventory_path)),
+        ("Inventory digest", model.shown(run.inventory_digest)),
+        ("Plan digest", model.shown(run.plan_digest)),
+        ("Approval", approved),
+        ("Tool version", model.shown(run.tool_version)),
+        ("Report written", model.utc(report.generated)),
+    ]
+
+
+def state_rows(host: HostReport) -> list[tuple[str, str, str]]:
+    """(what, before, after) for one host, handshakes per port last."""
+    before, after = model.facts_row(host.before), model.facts_row(host.after)
+    rows = [(k, before[k], after[k]) for k in before]
+    shakes_before = dict(model.handshakes(host.before))
+    shakes_after = dict(model.handshakes(host.after))
+    labels = list(dict.fromkeys([*shakes_before, *shakes_after]))
+    if not labels:
+        rows.append(("Handshakes", NOT_CHECKED, NOT_CHECKED))
+    for label in labels:
+        rows.append(
+            (
+                f"Handshake {label}",
+                shakes_before.get(label, NOT_CHECKED),
+                shakes_after.get(label, NOT_CHECKED),
+            )
+        )
+    for which, state in (("before", host.before), ("after", host.after)):
+        tool = (state or {}).get("status_tool")
+        if tool:
+            rows.append(
+                (
+                    "TealeafStatus",
+                    status_tool(tool) if which == "before" else NOT_CHECKED,
+                    status_tool(tool) if which == "after" else NOT_CHECKED,
+                )
+            )
+    return _merge_status_rows(rows)
+
+
+def _merge_status_rows(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """One TealeafStatus row even when both before and after carry one."""
+    merged: list[tuple[str, str, str]] = []
+    for row in rows:
+        if row[0] == "TealeafStatus" and merged and merged[-1][0] == "TealeafStatus":
+            prev = merged.pop()
+            row = (
+                row[0],
+                prev[1] if prev[1] != NOT_CHECKED else row[1],
+                row[2] if row[2] != NOT_CHECKED else prev[2],
+            )
+        merged.append(row)
+    return merged
+
+
+def status_tool(tool: dict[str, Any]) -> str:
+    if not tool.get("present"):
+        return "not installed here"
+    code = tool.get("exit_code")
+    if code is None:
+        return f"did not finish: {tool.get('error') or 'no exit code'}"
+    return f"exit {code}" + ("" if code == 0 else " (see the prerequisites playbook)")
+
+
+def gate_rows(host: HostReport) -> list[tuple[str, str, str, str]]:
+    return [(g.gate, g.outcome, model.utc(g.ts), g.message) for g in host.gates]
+
+
+def window_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
+    out = []
+    for w in report.windows:
+        seconds = f"{w.end - w.start:.1f}" if w.end is not None else "unfinished"
+        out.append(
+            (
+                w.host,
+                w.action,
+                model.utc(w.start),
+                model.utc(w.end) if w.end is not None else "unfinished",
+                seconds,
+                w.outcome or "unfinished",
+            )
+        )
+    return out
+
+
+def warning_rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """(severity, code, hosts, message): preflight warnings per host, then verify's findings."""
+    rows = [
+        ("warning", str(w.get("code") or "?"), h.name, str(w.get("message") or ""))
+        for h in report.hosts
+        for w in h.warnings
+    ]
+    rows += [
+        (
+            str(f.get("severity") or "?"),
+            str(f.get("code") or "?"),
+            ", ".join(f.get("hosts") or []) or "fleet",
+            str(f.get("message") or ""),
+        )
+        for f in report.findings
+    ]
+    return rows
+
+
+def step_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
+    out = []
+    for h in report.hosts:
+        for s in h.steps:
+            secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
+            out.append(
+                (s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or "")
+            )
+    return out
+
+
+def host_heading(host: HostReport) -> str:
+    where = f"{host.role}, {host.address}"
+    if not host.in_inventory:
+        where += "; no longer in the inventory"
+    return f"{host.name} ({where})"
