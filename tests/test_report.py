@@ -139,6 +139,11 @@ def test_html_report_names_every_host_fingerprint_gate_and_has_the_timeline(roll
         ds = next(v for k, v in rows.items() if k.startswith("Handshake Data Service"))
         assert ds == ["plain (no TLS)", f"TLS, peer certificate {colon(pfx.sha256)}"]
         assert re.match(r"tls: 'TLS Port: \d+' at ", rows["Data Service"][1])
+        search = [v for k, v in rows.items() if k.startswith("Handshake Search Server")]
+        if lab.roles[host] == "canister":  # the Search Server listens like the Data Service
+            assert search == [["plain (no TLS)", f"TLS, peer certificate {colon(pfx.sha256)}"]]
+        else:
+            assert search == []
         passed = {g[0]: g[1] for g in gates[1:]}
         want = {"services", "data_service_log", "handshake"} | (
             {"iis"} if lab.roles[host] == "portal" else set()

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PORT_NAMES = ("data_service", "tms")
+PORT_NAMES = ("data_service", "tms", "search")
+PORT_LABELS = {"data_service": "Data Service", "tms": "TMS", "search": "Search Server"}
+SEARCH_ROLES = ("canister",)  # where the Search Server listens (search_port)
 PCA_NOTE = (
     "Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
     "needs PCA build 3682-24 or later and the same PFX)"
@@ -40,6 +42,7 @@ RTV_NOTE = (
     "handshake expected"
 )
 TLS_NOTE = "facts and live handshakes on the Data Service and TMS ports"
+CANISTER_NOTE = TLS_NOTE + " and the Search Server port"
 
 # A collector returns, per Windows host name, its facts dict or the error that stopped it.
 Collector = Callable[..., Mapping[str, Any]]
@@ -207,7 +210,10 @@ def ports_of(host: Host) -> list[tuple[str, int]]:
     """The ports a TLS-role host listens on that TLS covers, by name (none for other roles)."""
     if host.role not in TLS_ROLES:
         return []
-    return [("data_service", host.data_service_port), ("tms", host.tms_port)]
+    ports = [("data_service", host.data_service_port), ("tms", host.tms_port)]
+    if host.role in SEARCH_ROLES:
+        ports.append(("search", host.search_port))
+    return ports
 
 
 def probe_fleet(
@@ -277,7 +283,7 @@ def evaluate(
 def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostStatus:
     if host.role == "pca":
         return HostStatus(host.name, host.role, host.address, False, PCA_NOTE)
-    note = RTV_NOTE if host.role == "rtv" else TLS_NOTE
+    note = {"rtv": RTV_NOTE, "canister": CANISTER_NOTE}.get(host.role, TLS_NOTE)
     row = HostStatus(host.name, host.role, host.address, True, note, handshakes=dict(handshakes))
     if isinstance(result, Mapping):
         row.facts = dict(result)
@@ -298,9 +304,30 @@ def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]
         shake = row.handshakes.get(which)
         if shake is None:
             continue
-        label = ("Data Service" if which == "data_service" else "TMS") + f" port {shake.port}"
+        label = f"{PORT_LABELS[which]} port {shake.port}"
+        if which == "search" and row.facts is not None and not _search_running(row.facts):
+            out.append(
+                Finding(
+                    INFO,
+                    "search_not_running",
+                    f"{label}: not judged, no TeaLeaf Search Server service is running here",
+                    (row.name,),
+                )
+            )
+            continue
         out.extend(_judge(row.name, label, which, shake, enabled, reference))
     return out
+
+
+def _search_running(facts: Mapping[str, Any]) -> bool:
+    """A running service whose name or display name says Search Server (TLSearchServer)."""
+    for svc in facts.get("services") or []:
+        if not isinstance(svc, Mapping) or svc.get("state") != "Running":
+            continue
+        text = f"{svc.get('name') or ''} {svc.get('display_name') or ''}".lower()
+        if "searchserver" in text.replace(" ", ""):
+            return True
+    return False
 
 
 def _judge(
@@ -343,7 +370,7 @@ def _judge(
                 )
             ]
         return []
-    if which == "data_service" and shake.kind == "tls":
+    if which in ("data_service", "search") and shake.kind == "tls":
         return [
             Finding(
                 BLOCKER,

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 CAPTION = (
     "cert: SHA-256 prefix (! = not the reference); svc: TeaLeaf services running/installed; "
-    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports"
+    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports "
+    "(and the Search Server's on Canisters)"
 )
 
 # One host is one line at 120 columns (a CI log, `| tee`): short headers, short values, and
@@ -242,6 +243,9 @@ def _handshakes(host: HostStatus, reference: str | None) -> str:
     for which in ("data_service", "tms"):
         shake = host.handshakes.get(which)
         parts.append("-" if shake is None else _shake(shake, reference))
+    search = host.handshakes.get("search")
+    if search is not None:
+        parts.append(f"search {_shake(search, reference)}")
     return " / ".join(parts)
 
 

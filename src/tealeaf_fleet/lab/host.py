@@ -50,6 +50,7 @@ from tealeaf_fleet.lab.registry import (
 from tealeaf_fleet.lab.services import (
     DATA_SERVICE,
     IIS_SERVICE,
+    SEARCH_SERVICE,
     TMS_SERVICE,
     ServiceInfo,
     ServiceManager,
@@ -170,6 +171,7 @@ class HostConfig:
     install_dir: str = DEFAULT_INSTALL_DIR
     data_service_port: int = 0
     tms_port: int = 0
+    search_port: int = 0  # Canisters: the Search Server (TLSearchServer)
     log_style: str = "dated"  # Data Service log naming: see LOG_STYLES
 
 
@@ -202,6 +204,7 @@ class LabHost:
         self.reboot_s = reboot_s if reboot_s is not None else max(1.0, restart_s)
         self.data_service_port = config.data_service_port
         self.tms_port = config.tms_port
+        self.search_port = config.search_port
         self._password_file = password_file
         self._password: str | None = None
         self._events = events
@@ -216,6 +219,7 @@ class LabHost:
         self.services_mgr: ServiceManager | None = None
         self._ds: dataservice.Listener | None = None
         self._tms: dataservice.Listener | None = None
+        self._search: dataservice.Listener | None = None
         self._ds_lock = threading.Lock()
         self._mutexes: dict[str, threading.Lock] = {}
         self._mutexes_guard = threading.Lock()
@@ -273,6 +277,8 @@ class LabHost:
             self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
         if self.tms_port:
             self._tms = dataservice.Listener(self.tms_port, "TeaLeaf Management Server")
+        if self.search_port:
+            self._search = dataservice.Listener(self.search_port, "TeaLeaf Search Server")
         for svc in self.service_controllers():
             if svc.state == "Running":
                 try:
@@ -293,7 +299,7 @@ class LabHost:
             pending, self._pending_shutdown = self._pending_shutdown, None
         if pending is not None:
             pending.cancel.set()
-        for listener in (self._ds, self._tms):
+        for listener in (self._ds, self._tms, self._search):
             if listener is not None:
                 listener.close(final=True)
 
@@ -931,6 +937,8 @@ class LabHost:
             self._start_data_service()
         elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
             self._start_tms()
+        elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
+            self._start_search()
 
     def _service_stopping(self, name: str) -> None:
         if name.lower() == DATA_SERVICE.lower() and self._ds is not None:
@@ -938,6 +946,8 @@ class LabHost:
             self._open_log = None  # its log handle closes: the directory entry catches up
         elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
             self._tms.close()
+        elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
+            self._search.close()
 
     def tls_enabled(self) -> bool:
         """EnableTLS == 1, as the services read it when they start."""
@@ -1065,6 +1075,16 @@ class LabHost:
         else:
             cert, key = dataservice.legacy_tms_pem(self._private / "tms-legacy.pem")
         self._tms.open(dataservice.context_from_objects(cert, key, self._private))
+
+    def _start_search(self) -> None:
+        """The Search Server listens like the Data Service: with the imported pair when
+        EnableTLS is 1 at its start, plainly otherwise."""
+        assert self._search is not None
+        ctx = None
+        if self.tls_enabled():
+            cert, key = self.imported_pair()
+            ctx = dataservice.context_from_objects(cert, key, self._private)
+        self._search.open(ctx)
 
     def data_service_mode(self) -> str | None:
         """'tls' / 'plain' while the Data Service listens, else None (for `lab state`)."""

@@ -34,6 +34,7 @@ _WMI_STATES = {
 
 DATA_SERVICE = "TeaLeafDataService"
 TMS_SERVICE = "TeaLeafTMS"
+SEARCH_SERVICE = "TLSearchServer"
 IIS_SERVICE = "W3SVC"
 
 
@@ -123,7 +124,7 @@ _ROLE_SERVICES = {
             ["TeaLeafTransportService"],
         ),
         (
-            "TLSearchServer",
+            SEARCH_SERVICE,
             "TeaLeaf Search Server",
             r"bin\TLSearchServer.exe",
             "Auto",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.status import PORT_LABELS
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Host
@@ -193,9 +194,6 @@ def data_service(state: dict[str, Any] | None) -> str:
         f"{ds['mode']}: '{ds.get('line') or '?'}' at {shown(ds.get('started_at'))} "
         f"in {shown(ds.get('log'))}"
     )
-
-
-PORT_LABELS = {"data_service": "Data Service", "tms": "TMS", "search": "Search Server"}
 
 
 def handshakes(state: dict[str, Any] | None) -> list[tuple[str, str]]:
