@@ -20,7 +20,9 @@ h2{font-size:1.2em;margin-top:28px;color:#1565c0}
 h3{font-size:1.05em;margin:18px 0 6px}
 table{border-collapse:collapse;margin:6px 0 12px;width:100%}
 th,td{border:1px solid #cfd8dc;padding:4px 8px;text-align:left;vertical-align:top;
-font-size:0.9em}
+font-size:0.9em;overflow-wrap:anywhere}
+table.state{table-layout:fixed}
+table.state th:first-child{width:170px}
 th{background:#eceff1}
 td.k{width:190px;font-weight:600;background:#fafafa}
 .ok,.changed{color:#2f7d32;font-weight:600}
@@ -63,8 +65,14 @@ def _td(text: str, *, cls: str | None = None) -> str:
     return f"<td{attr}>{escape(text)}</td>"
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], *, key_col: bool = False) -> str:
-    out = ["<table>"]
+def _table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    key_col: bool = False,
+    cls: str | None = None,
+) -> str:
+    out = [f'<table class="{cls}">' if cls else "<table>"]
     if head:
         out.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>")
     for row in rows:
@@ -91,7 +99,9 @@ def render(report: Report) -> str:
     for host in report.hosts:
         body.append('<div class="host-block">')
         body.append(f"<h3>{escape(sections.host_heading(host))}</h3>")
-        body.append(_table(("", "Before", "After"), sections.state_rows(host), key_col=True))
+        body.append(
+            _table(("", "Before", "After"), sections.state_rows(host), key_col=True, cls="state")
+        )
         gates = sections.gate_rows(host)
         if gates:
             body.append(_table(("Gate", "Result", "Time", "Evidence"), gates))
