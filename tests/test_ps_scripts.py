@@ -30,6 +30,7 @@ OPS = (
     "set_registry",
     "data_service_log",
     "check",
+    "status_tool",
 )
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.

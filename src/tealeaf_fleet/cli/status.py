@@ -121,6 +121,19 @@ class _Progress:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+def status_tool_line(tool: dict[str, Any]) -> str:
+    """One line on the Portal's `TealeafStatus -verbose` run (its output is in --json)."""
+    present = tool.get("present")
+    if present is None:
+        return f"TealeafStatus -verbose not checked: {tool.get('error') or 'not run'}"
+    if not present:
+        return "TealeafStatus -verbose not checked: TealeafStatus.exe not found"
+    code = tool.get("exit_code")
+    if code is None:
+        return f"TealeafStatus -verbose did not finish: {tool.get('error') or '?'}"
+    return f"TealeafStatus -verbose exited {code}" + (" (ok)" if code == 0 else " (see findings)")
+
+
 def render(console: Console, result: FleetStatus) -> None:
     """The table, then the findings, then the verdict."""
     from rich import box
@@ -151,6 +164,8 @@ def render(console: Console, result: FleetStatus) -> None:
             console.print(Text(f"{host.name}: not read: {host.error}", style="red"))
         elif host.role in ("pca", "rtv"):
             console.print(Text(f"{host.name}: {host.note}", style="dim"))
+        if host.status_tool is not None:
+            console.print(Text(f"{host.name}: {status_tool_line(host.status_tool)}"))
     ref = result.reference_sha256
     if ref:
         console.print(Text(f"reference certificate: {colon_fp(ref)} ({result.reference_source})"))

@@ -510,6 +510,7 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Fleet-wide evaluation (status.py), once for the whole phase; each host's step reports
     the findings about it."""
     from tealeaf_fleet import status
+    from tealeaf_fleet.ops import status_tool
     from tealeaf_fleet.ops.checks import BLOCKER
 
     with ctx.cache_lock:
@@ -519,6 +520,9 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                 forks=ctx.forks,
                 collector=_collector(ctx),
                 prober=lambda a, p, t: ctx.probe(a, p, t),
+                tool_runner=lambda host, facts: status_tool.run(
+                    ctx.connection(host), ctx.install_dir(host)
+                ).to_dict(),
             )
             for finding in ctx.verify_status.findings:
                 ctx.record("finding", finding.to_dict())
@@ -526,7 +530,7 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     row = fleet_status.host(name)
     from tealeaf_fleet.engine.evidence import host_state
 
-    ctx.record("after", host_state(row.facts, row.handshakes), host=name)
+    ctx.record("after", host_state(row.facts, row.handshakes, row.status_tool), host=name)
     mine = fleet_status.findings_for(name)
     blockers = [f.message for f in mine if f.severity == BLOCKER]
     if blockers:

@@ -9,7 +9,7 @@ restart windows (a restart step's start and finish); this adds, per run (`Journa
 |---|---|---|
 | `plan` | - | `{"approved_plan": file or null, "digest"}` (once, when the run starts) |
 | `before` | host | `host_state()` from the preflight's facts and handshakes |
-| `after` | host | `host_state()` from the verify phase's facts and handshakes |
+| `after` | host | `host_state()` from verify's facts, handshakes and TealeafStatus run |
 | `gate` | host | `{"gate", "outcome", "message"}`, every gate verdict as the engine emitted it |
 | `warning` | host | `{"code", "message"}`, preflight's warnings |
 | `finding` | - | `{"severity", "code", "message", "hosts"}`, the verify phase's findings |
@@ -32,9 +32,14 @@ if TYPE_CHECKING:
 KINDS = ("plan", "before", "after", "gate", "warning", "finding")
 
 
-def host_state(facts: Mapping[str, Any] | None, handshakes: Mapping[str, Any]) -> dict[str, Any]:
+def host_state(
+    facts: Mapping[str, Any] | None,
+    handshakes: Mapping[str, Any],
+    status_tool: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The part of a host's facts a report shows, plus its handshakes (`status.Handshake` or
-    their dicts) per port name. None for anything the facts did not hold."""
+    their dicts) per port name and the status tool's run (Portal, verify only). None for
+    anything the run did not read."""
     from tealeaf_fleet.ops.facts import RegistryNumber
 
     facts = facts or {}
@@ -71,8 +76,8 @@ def host_state(facts: Mapping[str, Any] | None, handshakes: Mapping[str, Any]) -
             for which, shake in handshakes.items()
         },
     }
-    if facts.get("status_tool") is not None:
-        state["status_tool"] = facts["status_tool"]
+    if status_tool is not None:
+        state["status_tool"] = dict(status_tool)
     return state
 
 

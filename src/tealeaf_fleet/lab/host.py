@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tealeaf_fleet.lab import dataservice, native, tlstool
+from tealeaf_fleet.lab import dataservice, native, statustool, tlstool
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
 from tealeaf_fleet.lab.faults import (
@@ -212,6 +212,7 @@ class LabHost:
         self._private = root / "private"
         self._down = False
         self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
+        self._boot_registry: dict[tuple[str, str], Any] = {}  # statustool's values at boot
         self._fault_lock = threading.Lock()
         self._applied_faults: set[str] = set()
         self._fault_file = FaultFile(root / "faults.json")
@@ -249,6 +250,8 @@ class LabHost:
             self._raw_write(inst + r"\Tools\openssl.exe", b"MZ openssl.exe " + stamp.encode())
         else:
             self._raw_write(inst + r"\RealiTea Viewer\RTV.exe", b"MZ RTV.exe lab placeholder\n")
+        if self.role == "portal":
+            self._raw_write(inst + "\\" + statustool.EXE, b"MZ TealeafStatus.exe placeholder\n")
         specs = services_for_role(self.role, inst)
         system_exes = ["shutdown.exe", "taskkill.exe"]
         if any(spec.name.lower() == IIS_SERVICE.lower() for spec in specs):
@@ -273,6 +276,7 @@ class LabHost:
     def start(self) -> None:
         """Bring up what runs at boot: the Data Service and TMS ports of running services."""
         self.faults()  # apply faults present at creation (e.g. data_service_23443)
+        self._boot_registry = statustool.snapshot(self)
         if self.data_service_port:
             self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
         if self.tms_port:
@@ -839,6 +843,7 @@ class LabHost:
             time.sleep(self.reboot_s)
             self._down = False
             self._booted_at = time.time()
+            self._boot_registry = statustool.snapshot(self)
             self.record("reboot", state="up")
             self.services_mgr.start_automatic()
 
@@ -886,6 +891,8 @@ class LabHost:
             program = self.iisreset
         elif name.lower() == "shutdown.exe":
             program = lambda: self.shutdown_exe(argv)  # noqa: E731
+        elif name.lower() == "tealeafstatus.exe":
+            program = lambda: statustool.run(self, argv, dict(self._boot_registry))  # noqa: E731
         else:
             raise HostError(f"{name} is not a valid Win32 application")
         hangs = native.hang_target(self.faults(), [name, *children])

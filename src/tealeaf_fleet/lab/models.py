@@ -81,6 +81,8 @@ def _combine(left: str, right: str) -> str:
     """[IO.Path]::Combine for the cases the scripts use."""
     if not left:
         return right
+    if not right:
+        return left
     return left + right if left.endswith(("\\", "/", ":")) else left + "\\" + right
 
 
@@ -824,6 +826,36 @@ def iisreset(host: LabHost, params: dict[str, str]) -> dict:
     return {"exit_code": run["exit_code"], "output": run["output"]}
 
 
+def status_tool(host: LabHost, params: dict[str, str]) -> dict:
+    timeout = _timeout(params, 120)
+    text = params.get("OutputLimit", "")
+    limit = _int(text, "OutputLimit") if text else 16000
+    install_dir = params.get("InstallDir", "")
+    found = None
+    if install_dir:
+        for sub in ("bin", "", "Tools"):
+            candidate = _combine(_combine(install_dir, sub), "TealeafStatus.exe")
+            if _file_exists(host, candidate):
+                found = candidate
+                break
+    if found is None:
+        return {"present": False, "path": None, "exit_code": None, "output": "", "cut": False}
+    run = _invoke_native(host, found, ["-verbose"], ntpath.dirname(found), timeout)
+    if run["exit_code"] is None:
+        raise OpFailed("TealeafStatus.exe did not run: " + run["output"])
+    output = str(run["output"])
+    cut = len(output) > limit
+    if cut:
+        output = output[len(output) - limit :]
+    return {
+        "present": True,
+        "path": found,
+        "exit_code": run["exit_code"],
+        "output": output,
+        "cut": cut,
+    }
+
+
 SHUTDOWN_ARGS = [
     "/r",
     "/f",
@@ -1144,4 +1176,5 @@ MODELS: dict[str, Model] = {
     "set_registry": set_registry,
     "data_service_log": data_service_log,
     "check": check,
+    "status_tool": status_tool,
 }

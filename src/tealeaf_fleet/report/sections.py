@@ -61,41 +61,27 @@ def state_rows(host: HostReport) -> list[tuple[str, str, str]]:
                 shakes_after.get(label, NOT_CHECKED),
             )
         )
-    for which, state in (("before", host.before), ("after", host.after)):
-        tool = (state or {}).get("status_tool")
-        if tool:
-            rows.append(
-                (
-                    "TealeafStatus",
-                    status_tool(tool) if which == "before" else NOT_CHECKED,
-                    status_tool(tool) if which == "after" else NOT_CHECKED,
-                )
-            )
-    return _merge_status_rows(rows)
+    if host.role == "portal" or (host.after or {}).get("status_tool"):
+        tool = (host.after or {}).get("status_tool")
+        rows.append(("TealeafStatus -verbose", NOT_CHECKED, status_tool(tool)))
+    return rows
 
 
-def _merge_status_rows(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """One TealeafStatus row even when both before and after carry one."""
-    merged: list[tuple[str, str, str]] = []
-    for row in rows:
-        if row[0] == "TealeafStatus" and merged and merged[-1][0] == "TealeafStatus":
-            prev = merged.pop()
-            row = (
-                row[0],
-                prev[1] if prev[1] != NOT_CHECKED else row[1],
-                row[2] if row[2] != NOT_CHECKED else prev[2],
-            )
-        merged.append(row)
-    return merged
-
-
-def status_tool(tool: dict[str, Any]) -> str:
+def status_tool(tool: dict[str, Any] | None) -> str:
+    """The Portal's status-tool run after the change, with the end of its output."""
+    if not tool or tool.get("present") is None:
+        why = (tool or {}).get("error")
+        return NOT_CHECKED + (f" ({why})" if why else "")
     if not tool.get("present"):
-        return "not installed here"
+        return f"{NOT_CHECKED} (TealeafStatus.exe not found)"
     code = tool.get("exit_code")
     if code is None:
         return f"did not finish: {tool.get('error') or 'no exit code'}"
-    return f"exit {code}" + ("" if code == 0 else " (see the prerequisites playbook)")
+    tail = " / ".join(
+        line.strip() for line in str(tool.get("output") or "").splitlines()[-3:] if line.strip()
+    )
+    verdict = "ok" if code == 0 else "FAILED, see the prerequisites playbook"
+    return f"exit {code} ({verdict})" + (f"; output ends: {tail}" if tail else "")
 
 
 def gate_rows(host: HostReport) -> list[tuple[str, str, str, str]]:
