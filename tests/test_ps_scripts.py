@@ -31,6 +31,7 @@ OPS = (
     "data_service_log",
     "check",
     "status_tool",
+    "clear_ssl_cache",
 )
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.

@@ -438,6 +438,16 @@ def _judge(
                     hosts,
                 )
             ]
+        if not shake.sha256:
+            return [
+                Finding(
+                    BLOCKER,
+                    "handshake_refused",
+                    f"{label} refuses the TLS handshake ({shake.detail or 'no certificate'}): "
+                    "a stale SSL session cache? `fleet troubleshoot` checks and clears it",
+                    hosts,
+                )
+            ]
         if reference and shake.sha256 != reference:
             return [
                 Finding(

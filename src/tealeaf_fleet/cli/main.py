@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "demo",
     "history",
     "report",
+    "troubleshoot",
 )
 
 log = logging.getLogger("tealeaf_fleet")

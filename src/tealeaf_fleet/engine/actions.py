@@ -461,7 +461,8 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
     host = ctx.host(name)
     before = _before(ctx, phase, host)
-    healthy = _already_healthy(ctx, phase, host, before)
+    # a troubleshooting reboot is asked for even where the gates pass (ctx.force_restart)
+    healthy = None if ctx.force_restart else _already_healthy(ctx, phase, host, before)
     if healthy:
         return StepResult(
             "skipped", f"nothing to do: {healthy}; services and handshakes already right"
@@ -498,9 +499,40 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
-    """Read-only: refresh the host's facts (a read failure raises, failing the step)."""
-    _gather(ctx, ctx.host(name))
+    """Read-only: refresh the host's facts (a read failure raises, failing the step); they
+    are the run's "before" evidence when no preflight recorded any."""
+    host = ctx.host(name)
+    facts = _gather(ctx, host)
+    _record_before(ctx, host, facts, [])
     return StepResult("ok", "facts read")
+
+
+# --- troubleshooting fixes (fleet troubleshoot --fix) ---------------------------------------
+
+
+def clear_ssl_cache(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Empty the host's SChannel session cache (the "Clear SSL State" button)."""
+    from tealeaf_fleet.ops import schannel
+
+    at = schannel.clear_ssl_cache(ctx.connection(ctx.host(name)))
+    ctx.mark_changed(name, "clear_ssl_cache")
+    return StepResult("changed", f"SSL session cache emptied (SslEmptyCache) at {at}")
+
+
+def restart_cryptsvc(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Restart Cryptographic Services (CryptSvc), the vendor's other remedy for a stale cache."""
+    from tealeaf_fleet.ops import schannel, services
+
+    result = services.restart(
+        ctx.connection(ctx.host(name)),
+        [schannel.CRYPTO_SERVICE],
+        ctx.fleet.rollout.health_timeout_s,
+    )
+    ctx.mark_changed(name, "restart_cryptsvc")
+    return StepResult(
+        "changed",
+        f"Cryptographic Services restarted at {result.started_at} ({result.elapsed_s:.0f}s)",
+    )
 
 
 # --- verify ---------------------------------------------------------------------------------------
@@ -575,6 +607,8 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
     "restart": restart,
     "verify": verify,
     "facts": read_facts,
+    "clear_ssl_cache": clear_ssl_cache,
+    "restart_cryptsvc": restart_cryptsvc,
 }
 
 __all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]

@@ -62,6 +62,7 @@ class RunContext:
         self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
         self.verify_status: Any = None
         self.approved_plan: str | None = None  # the plan file the run was approved with
+        self.force_restart = False  # restart even hosts whose gates pass (troubleshoot reboot)
         self._conns: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.cache_lock = threading.Lock()  # guards tool_cache fills and the verify gather

@@ -49,6 +49,7 @@ def execute(
         fleet, expect_tls=expect_tls, bus=bus, stop=stop, probe=probe, connect=connect, forks=forks
     )
     ctx.approved_plan = approved_plan
+    ctx.force_restart = bool(plan.get("force_restart"))
     if journal is not None:
         bus.subscribe(GateRecorder(journal))
     ops = {p.get("op") for p in plan.get("phases") or []}

@@ -25,6 +25,11 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs
+- ssl_cache_stale: from the moment it appears, the host's TLS listeners (Data Service, TMS,
+  Search Server) refuse every handshake with an alert, as after a stale SChannel session cache,
+  until the cache is emptied (SslEmptyCache, the Internet Options "Clear SSL State" button),
+  Cryptographic Services (CryptSvc) restarts or the host reboots; it comes back only when the
+  fault is removed and set again
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the
   startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """

@@ -48,6 +48,7 @@ from tealeaf_fleet.lab.registry import (
     Registry,
 )
 from tealeaf_fleet.lab.services import (
+    CRYPTO_SERVICE,
     DATA_SERVICE,
     IIS_SERVICE,
     SEARCH_SERVICE,
@@ -213,6 +214,7 @@ class LabHost:
         self._down = False
         self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
         self._boot_registry: dict[tuple[str, str], Any] = {}  # statustool's values at boot
+        self._ssl_stale = False  # fault ssl_cache_stale, until the cache is emptied
         self._fault_lock = threading.Lock()
         self._applied_faults: set[str] = set()
         self._fault_file = FaultFile(root / "faults.json")
@@ -278,11 +280,17 @@ class LabHost:
         self.faults()  # apply faults present at creation (e.g. data_service_23443)
         self._boot_registry = statustool.snapshot(self)
         if self.data_service_port:
-            self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
+            self._ds = dataservice.Listener(
+                self.data_service_port, "TeaLeaf Data Service", refuse_tls=self.tls_refused
+            )
         if self.tms_port:
-            self._tms = dataservice.Listener(self.tms_port, "TeaLeaf Management Server")
+            self._tms = dataservice.Listener(
+                self.tms_port, "TeaLeaf Management Server", refuse_tls=self.tls_refused
+            )
         if self.search_port:
-            self._search = dataservice.Listener(self.search_port, "TeaLeaf Search Server")
+            self._search = dataservice.Listener(
+                self.search_port, "TeaLeaf Search Server", refuse_tls=self.tls_refused
+            )
         for svc in self.service_controllers():
             if svc.state == "Running":
                 try:
@@ -437,6 +445,8 @@ class LabHost:
     def _apply_fault_changes(self, added: set[str], removed: set[str]) -> None:
         if "enable_tls_preset" in added:
             self.reg_set(TEALEAF_KEY, "EnableTLS", 1, "DWord")
+        if "ssl_cache_stale" in added | removed:
+            self._ssl_stale = "ssl_cache_stale" in added
         if "schannel_tls12_missing" in added:
             self.reg_delete(TLS12_SERVER_KEY)
         if "schannel_tls12_missing" in removed and self.config.os == "2008r2":
@@ -844,6 +854,7 @@ class LabHost:
             self._down = False
             self._booted_at = time.time()
             self._boot_registry = statustool.snapshot(self)
+            self._ssl_stale = False  # the SChannel session cache lives in memory
             self.record("reboot", state="up")
             self.services_mgr.start_automatic()
 
@@ -946,6 +957,8 @@ class LabHost:
             self._start_tms()
         elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
             self._start_search()
+        elif name.lower() == CRYPTO_SERVICE.lower() and self._started:
+            self.ssl_empty_cache(by=CRYPTO_SERVICE)  # a restart, not the first start at boot
 
     def _service_stopping(self, name: str) -> None:
         if name.lower() == DATA_SERVICE.lower() and self._ds is not None:
@@ -955,6 +968,18 @@ class LabHost:
             self._tms.close()
         elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
             self._search.close()
+
+    def tls_refused(self) -> bool:
+        """Whether the TLS listeners refuse handshakes now (fault ssl_cache_stale)."""
+        self.faults()  # a fault set since the last request applies from now
+        return self._ssl_stale
+
+    def ssl_empty_cache(self, *, by: str = "SslEmptyCache") -> bool:
+        """SslEmptyCache(NULL, 0): every SChannel session cache entry is dropped; True."""
+        was, self._ssl_stale = self._ssl_stale, False
+        if was or by == "SslEmptyCache":
+            self.record("ssl_cache", state="cleared", by=by)
+        return True
 
     def tls_enabled(self) -> bool:
         """EnableTLS == 1, as the services read it when they start."""

@@ -903,6 +903,13 @@ def reboot(host: LabHost, params: dict[str, str]) -> dict:
     return {"scheduled": True, "now": now, "replaced_scheduled": replaced, "note": note}
 
 
+def clear_ssl_cache(host: LabHost, params: dict[str, str]) -> dict:
+    if params.get("Target", ""):
+        raise OpFailed("only the whole cache can be emptied (Target must be empty)", 2)
+    host.ssl_empty_cache()
+    return {"cleared": True, "at": host.now_local()}
+
+
 def set_registry(host: LabHost, params: dict[str, str]) -> dict:
     key = params.get("Key", "")
     name = params.get("Name", "")
@@ -1177,4 +1184,5 @@ MODELS: dict[str, Model] = {
     "data_service_log": data_service_log,
     "check": check,
     "status_tool": status_tool,
+    "clear_ssl_cache": clear_ssl_cache,
 }
