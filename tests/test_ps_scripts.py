@@ -32,6 +32,7 @@ OPS = (
     "check",
     "status_tool",
     "clear_ssl_cache",
+    "support_logs",
 )
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.
@@ -99,6 +100,7 @@ COLLECTION_MEMBERS = {
     "addrange",
     "remove",
     "removeat",
+    "removerange",
     "contains",
     "toarray",
     "indexof",

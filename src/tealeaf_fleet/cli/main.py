@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "history",
     "report",
     "troubleshoot",
+    "logs",
 )
 
 log = logging.getLogger("tealeaf_fleet")

@@ -61,6 +61,13 @@ from tealeaf_fleet.lab.services import (
 from tealeaf_fleet.lab.tlstool import SECURITY_DIR
 from tealeaf_fleet.secrets import MASK
 
+RULES_SERVICE = "TeaLeafRulesEngine"
+# The vendor's "Known issues": an HBR without the TLSCertPassword registry value logs this
+RULES_KEY_ERROR = (
+    "TeaLeaf Rules: unable to open key: The system cannot find the file specified while "
+    'executing "registry get $path $key".'
+)
+
 __all__ = ["LabHost", "HostConfig", "HostError", "ServiceInfo", "OS_TABLE"]
 
 # os key -> (Win32_OperatingSystem.Version, Caption, built-in PowerShell version)
@@ -215,6 +222,8 @@ class LabHost:
         self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
         self._boot_registry: dict[tuple[str, str], Any] = {}  # statustool's values at boot
         self._ssl_stale = False  # fault ssl_cache_stale, until the cache is emptied
+        self._app_events: list[dict[str, Any]] = []  # the Application event log, oldest first
+        self._app_events_lock = threading.Lock()
         self._fault_lock = threading.Lock()
         self._applied_faults: set[str] = set()
         self._fault_file = FaultFile(root / "faults.json")
@@ -957,6 +966,12 @@ class LabHost:
             self._start_tms()
         elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
             self._start_search()
+        elif (
+            name.lower() == RULES_SERVICE.lower()
+            and self.reg_get(SECURITY_KEY, "TLSCertPassword") is None
+        ):
+            # the vendor's known issue: harmless, but logged at every start of the Rules Engine
+            self.write_event("TeaLeaf Rules", "Error", 0, RULES_KEY_ERROR)
         elif name.lower() == CRYPTO_SERVICE.lower() and self._started:
             self.ssl_empty_cache(by=CRYPTO_SERVICE)  # a restart, not the first start at boot
 
@@ -968,6 +983,24 @@ class LabHost:
             self._tms.close()
         elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
             self._search.close()
+
+    def write_event(self, source: str, entry_type: str, event_id: int, message: str) -> None:
+        """An entry in the Application event log (EventLog.WriteEntry; `eventcreate`)."""
+        entry = {
+            "time": self.now_local(),
+            "source": source,
+            "entry_type": entry_type,
+            "event_id": event_id,
+            "message": message,
+        }
+        with self._app_events_lock:
+            self._app_events.append(entry)
+        self.record("eventlog", source=source, entry_type=entry_type)
+
+    def application_events(self) -> list[dict[str, Any]]:
+        """The Application event log's entries, oldest first (EventLog.Entries)."""
+        with self._app_events_lock:
+            return [dict(e) for e in self._app_events]
 
     def tls_refused(self) -> bool:
         """Whether the TLS listeners refuse handshakes now (fault ssl_cache_stale)."""
