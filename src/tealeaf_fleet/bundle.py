@@ -69,10 +69,10 @@ def parse_since(text: str | None, *, now: float | None = None) -> Since:
         try:
             moment = time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%S"))
         except (ValueError, OverflowError):
-            raise InputError(f"'{text}' is not a valid time", field="--since") from None
+            raise InputError(f"{text!r} is not a valid time", field="--since") from None
         return Since(value, None, moment)
     raise InputError(
-        f"'{text}' is neither a time (2026-12-01T08:00) nor an age (30m, 12h, 7d)",
+        f"{text!r} is neither a time (2026-12-01T08:00) nor an age (30m, 12h, 7d)",
         field="--since",
     )
 

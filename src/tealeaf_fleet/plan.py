@@ -653,9 +653,7 @@ class _PlanContext:
             if host.role == "rtv":
                 desc = "check tealeaf.crt and tealeaf.p12 carry the fleet's certificate"
             elif self.playbook.expect_tls:
-                search = (
-                    f", {host.search_port} (Search Server)" if host.role == "canister" else ""
-                )
+                search = f", {host.search_port} (Search Server)" if host.role == "canister" else ""
                 desc += (
                     f", TLS handshakes on ports {host.data_service_port} (Data Service)"
                     f"{search} and {host.tms_port} (TMS) show the fleet's certificate"

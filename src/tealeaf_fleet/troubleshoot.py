@@ -66,7 +66,7 @@ def limit_fleet(fleet: Fleet, limit: str | None) -> Fleet:
             keep.update({n: h for n, h in fleet.hosts.items() if h.role == word})
         else:
             raise InputError(
-                f"'{word}' is neither a host nor a role of the inventory", field="--limit"
+                f"{word!r} is neither a host nor a role of the inventory", field="--limit"
             )
     if not keep:
         raise InputError("no host matches", field="--limit")
