@@ -196,6 +196,11 @@ def _next_steps(out, kept: Path | None) -> None:
         f"  echo '{{}}' > {lab}/hosts/can02/faults.json; fleet rollout {lab}/inventory.yaml "
         "--yes   # resumes",
         f"  fleet status {lab}/inventory.yaml; fleet history {lab}/inventory.yaml",
+        f"  fleet report {lab}/inventory.yaml --out report.html   # the change's evidence",
+        f"  echo '{{\"ssl_cache_stale\": true}}' > {lab}/hosts/can01/faults.json",
+        f"  fleet troubleshoot {lab}/inventory.yaml               # finds it; --fix ssl-cache "
+        "--yes cures it",
+        f"  fleet logs {lab}/inventory.yaml --out support.zip     # a support bundle",
     ]
     if kept:
         lines.insert(1, f"  (this demo's lab folder was kept: {kept})")

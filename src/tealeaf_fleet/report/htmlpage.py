@@ -57,8 +57,10 @@ CLASSED = (
 def _td(text: str, *, cls: str | None = None) -> str:
     text = str(text)
     if cls is None:
-        if text == NOT_CHECKED:
+        if text.startswith(NOT_CHECKED):
             cls = "unknown"
+        elif "FAILED" in text or text.startswith("did not finish"):
+            cls = "failed"
         elif text in CLASSED:
             cls = text
     attr = f' class="{cls}"' if cls else ""
