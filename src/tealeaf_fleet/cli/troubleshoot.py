@@ -111,11 +111,13 @@ def _fix(args: argparse.Namespace, fleet, expect_tls: bool) -> int:
         print("Type 'yes' to go on: ", end="", flush=True)
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             raise InputError("fix not confirmed; nothing was changed")
+    # the label is what "rerun `fleet troubleshoot LABEL` to resume" hints print
+    label = f"{args.inventory} --fix {args.fix}" + (f" --limit {args.limit}" if args.limit else "")
     return run_plan(
         core.fix_fleet(fleet, args.fix),
         core.FixPlan(plan),
         command="troubleshoot",
-        inventory_label=args.inventory,
+        inventory_label=label,
         state_dir=args.state_dir,
         forks=args.forks,
         as_json=False,
