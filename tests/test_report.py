@@ -163,6 +163,10 @@ def test_markdown_report_and_no_secret_anywhere(rolled_out):
     for host in lab.roles:
         assert f"### {host} (" in out.stdout
     assert "| data_service_log | ok |" in out.stdout
+    # what ran, in journal order, the controller's certificate step included
+    assert "| certificate | controller | certificate | changed |" in out.stdout
+    steps = out.stdout.split("## Steps", 1)[1]
+    assert steps.index("| preflight |") < steps.index("| certificate |") < steps.index("| verify |")
     assert_no_secret(lab, out.stdout, out.stderr)  # also the journal with its evidence table
 
 

@@ -72,6 +72,7 @@ class Report:
     findings: list[dict[str, Any]]
     generated: float
     has_evidence: bool  # False for a run recorded before the journal kept evidence
+    steps: list[StepRecord] = field(default_factory=list)  # every step, in journal order
 
     @property
     def windows(self) -> list[Window]:
@@ -133,7 +134,7 @@ def build(journal: Journal, hosts: Iterable[Host], run_id: int | None = None) ->
         elif item.kind == "warning":
             host(item.host).warnings.append(data)
     for step in steps:
-        if step.host == "controller":
+        if step.host == "controller":  # e.g. the certificate step: in `steps`, not a host
             continue
         row = host(step.host)
         row.steps.append(step)
@@ -156,6 +157,7 @@ def build(journal: Journal, hosts: Iterable[Host], run_id: int | None = None) ->
         findings=findings,
         generated=time.time(),
         has_evidence=bool(evidence),
+        steps=steps,
     )
 
 

@@ -126,12 +126,9 @@ def warning_rows(report: Report) -> list[tuple[str, str, str, str]]:
 
 def step_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
     out = []
-    for h in report.hosts:
-        for s in h.steps:
-            secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
-            out.append(
-                (s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or "")
-            )
+    for s in report.steps:  # journal order: what ran, as it ran (controller steps included)
+        secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
+        out.append((s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or ""))
     return out
 
 
