@@ -29,6 +29,11 @@ A test or an operator edits the file while the lab runs; the next request sees t
   in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
 - clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
   of the controller's (negative: behind), ten minutes ahead by default
+- ssl_cache_stale: from the moment it appears, the host's TLS listeners (Data Service, TMS,
+  Search Server) refuse every handshake with an alert, as after a stale SChannel session cache,
+  until the cache is emptied (SslEmptyCache, the Internet Options "Clear SSL State" button),
+  Cryptographic Services (CryptSvc) restarts or the host reboots; it comes back only when the
+  fault is removed and set again
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the
   startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """
