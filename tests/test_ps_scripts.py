@@ -30,6 +30,9 @@ OPS = (
     "set_registry",
     "data_service_log",
     "check",
+    "status_tool",
+    "clear_ssl_cache",
+    "support_logs",
 )
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.
@@ -97,6 +100,7 @@ COLLECTION_MEMBERS = {
     "addrange",
     "remove",
     "removeat",
+    "removerange",
     "contains",
     "toarray",
     "indexof",

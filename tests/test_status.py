@@ -232,6 +232,49 @@ def test_unreachable_row_carries_the_error():
     assert "connection refused" in row.error
 
 
+def _can(facts_: dict, search: str, sha: str | None, *, running: bool = True) -> tuple:
+    """can01's results and handshakes with its Search Server answering `search`."""
+    out = copy.deepcopy(facts_)
+    out["services"].append({"name": "TLSearchServer", "state": "Running" if running else "Stopped"})
+    return out, Handshake(19000, search, sha if search == "tls" else None)
+
+
+@pytest.mark.parametrize(
+    "base,base_shakes,search,sha,running,code",
+    [
+        pytest.param(ON, ON_SHAKES, "tls", PFX, True, None, id="enabled-tls-ours"),
+        pytest.param(ON, ON_SHAKES, "plain", None, True, "handshake_plain", id="enabled-plain"),
+        pytest.param(ON, ON_SHAKES, "tls", OTHER, True, "handshake_cert", id="enabled-foreign"),
+        pytest.param(OFF, OFF_SHAKES, "plain", None, True, None, id="disabled-plain"),
+        pytest.param(OFF, OFF_SHAKES, "tls", LEGACY, True, "handshake_tls", id="disabled-tls"),
+        pytest.param(ON, ON_SHAKES, "unreachable", None, True, "handshake_unreachable", id="down"),
+        pytest.param(ON, ON_SHAKES, "unreachable", None, False, None, id="service-stopped"),
+    ],
+)
+def test_search_server_port_is_judged_like_the_data_service(
+    base, base_shakes, search, sha, running, code
+):
+    can_facts, shake = _can(base["can01"], search, sha, running=running)
+    results = changed(base, "can01", can_facts)
+    handshakes = copy.deepcopy(base_shakes)
+    handshakes["can01"]["search"] = shake
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=PFX if base is ON else None)
+    blockers = [f for f in status.findings if f.severity == "blocker"]
+    assert [f.code for f in blockers] == ([code] if code else [])
+    if code:
+        assert blockers[0].hosts == ("can01",) and "Search Server port 19000" in blockers[0].message
+    if not running:
+        assert any(f.code == "search_not_running" for f in status.findings)
+
+
+def test_search_port_is_probed_on_canisters_only():
+    from tealeaf_fleet.status import ports_of
+
+    assert ("search", 19000) in ports_of(host("can01", "canister"))
+    for role in ("portal", "hbr", "report", "rtv", "pca"):
+        assert all(which != "search" for which, _ in ports_of(host("x", role)))
+
+
 def test_reference_is_pfx_else_majority():
     assert evaluate(HOSTS, ON, ON_SHAKES, pfx_sha256=OTHER).reference_source == "pfx"
     majority = evaluate(HOSTS, ON, ON_SHAKES, pfx_sha256=None)
@@ -319,6 +362,11 @@ def test_fresh_lab_is_consistent(capsys, lab):
                 "detail": row["handshakes"]["data_service"]["detail"],
             }
             assert row["handshakes"]["tms"]["kind"] == "tls"  # its own legacy certificate
+            if role == "canister":  # the Search Server listens like the Data Service: plain
+                assert row["handshakes"]["search"]["port"] == host.search_port
+                assert row["handshakes"]["search"]["kind"] == "plain"
+            else:
+                assert "search" not in row["handshakes"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,10 @@ passed their gates. Every write is its own committed transaction (autocommit); W
 `synchronous=NORMAL` loses nothing when only the process dies.
 
 Files in the state folder (`.tealeaf-fleet/` next to the inventory, or `--state-dir`):
-- `journal.sqlite` (+ WAL files): tables `runs` and `steps`;
+- `journal.sqlite` (+ WAL files): tables `runs` and `steps`, and `evidence` (what `fleet report`
+  shows that the steps do not hold: each host's state before and after, every gate verdict, the
+  warnings and findings, as JSON per row; added with `CREATE TABLE IF NOT EXISTS`, so an older
+  journal gains it on first open and its older runs simply have no evidence);
 - `lock`: one active run per state folder. Held with `fcntl.flock` for the life of the process
   (the kernel drops it when the process dies, however it dies) and carrying the holder's pid, so
   a second run is refused naming that pid, and a lock left by a dead process is taken over with
@@ -100,6 +103,15 @@ CREATE TABLE IF NOT EXISTS reboots (
     areas TEXT NOT NULL,
     recorded REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL REFERENCES runs(id),
+    host TEXT,
+    kind TEXT NOT NULL,
+    ts REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evidence_run ON evidence(run);
 """
 
 
@@ -152,6 +164,18 @@ class StepRecord:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    """One piece of evidence of a run (`Journal.record`): `kind` says what `data` holds."""
+
+    id: int
+    run: int
+    host: str | None
+    kind: str
+    ts: float
+    data: dict
 
 
 class RunLock:
@@ -612,6 +636,34 @@ class Journal:
             out.setdefault(host, []).append(
                 {"since": since, "areas": [a for a in areas.split(",") if a], "run": run}
             )
+        return out
+
+    def record(self, run_id: int, kind: str, data: dict, *, host: str | None = None) -> None:
+        """Keep one piece of evidence for `fleet report` (engine/evidence.py says which kinds).
+        The JSON text is redacted like every other message: no secret is ever stored."""
+        text = _clean(json.dumps(data, sort_keys=True, default=str)) or "{}"
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO evidence(run, host, kind, ts, data) VALUES (?,?,?,?,?)",
+                (run_id, host, kind, time.time(), text),
+            )
+
+    def evidence(self, run_id: int, kind: str | None = None) -> list[EvidenceRecord]:
+        """A run's evidence in the order it was recorded (optionally of one kind)."""
+        query = "SELECT id, run, host, kind, ts, data FROM evidence WHERE run=?"
+        args: tuple = (run_id,)
+        if kind is not None:
+            query += " AND kind=?"
+            args = (run_id, kind)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        out = []
+        for id_, run, host, kind_, ts, data in rows:
+            try:
+                parsed = json.loads(data)
+            except ValueError:  # redaction never breaks JSON, but a hand-edited row may
+                parsed = {"text": data}
+            out.append(EvidenceRecord(id_, run, host, kind_, ts, parsed))
         return out
 
     def log(self, run_id: int, line: str) -> None:

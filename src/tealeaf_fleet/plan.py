@@ -816,10 +816,13 @@ class _PlanContext:
             if host.role == "rtv":
                 desc = "check tealeaf.crt and tealeaf.p12 carry the fleet's certificate"
             elif self.playbook.expect_tls:
+                search = f", {host.search_port} (Search Server)" if host.role == "canister" else ""
                 desc += (
-                    f", TLS handshakes on ports {host.data_service_port} (Data Service) "
-                    f"and {host.tms_port} (TMS) show the fleet's certificate"
+                    f", TLS handshakes on ports {host.data_service_port} (Data Service)"
+                    f"{search} and {host.tms_port} (TMS) show the fleet's certificate"
                 )
+            if host.role == "portal":
+                desc += "; run TealeafStatus -verbose where installed (a failure warns)"
             return Step(host.name, op, desc, "none (read-only)")
         raise AssertionError(f"op {op} has no planner")  # the playbook loader closes the list
 

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PORT_NAMES = ("data_service", "tms")
+PORT_NAMES = ("data_service", "tms", "search")
+PORT_LABELS = {"data_service": "Data Service", "tms": "TMS", "search": "Search Server"}
+SEARCH_ROLES = ("canister",)  # where the Search Server listens (search_port)
 PCA_NOTE = (
     "Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
     "needs PCA build 3682-24 or later and the same PFX)"
@@ -40,10 +42,14 @@ RTV_NOTE = (
     "handshake expected"
 )
 TLS_NOTE = "facts and live handshakes on the Data Service and TMS ports"
+CANISTER_NOTE = TLS_NOTE + " and the Search Server port"
 
 # A collector returns, per Windows host name, its facts dict or the error that stopped it.
 Collector = Callable[..., Mapping[str, Any]]
 Prober = Callable[[str, int, float], Any]
+# Runs the vendor's status tool on one host (given its facts): `ops.status_tool` result dict.
+ToolRunner = Callable[["Host", Mapping[str, Any]], Mapping[str, Any]]
+STATUS_TOOL_ROLES = ("portal",)
 Progress = Callable[[str, str], None]  # (host name, "ok" | "failed")
 
 
@@ -72,9 +78,11 @@ class HostStatus:
     facts: dict[str, Any] | None = None
     error: str | None = None
     handshakes: dict[str, Handshake] = field(default_factory=dict)
+    status_tool: dict[str, Any] | None = None  # TealeafStatus -verbose (Portal), None: not run
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "status_tool": self.status_tool,
             "name": self.name,
             "role": self.role,
             "address": self.address,
@@ -187,11 +195,15 @@ def gather(
     collector: Collector | None = None,
     prober: Prober | None = None,
     reboot_records: Mapping[str, list[dict]] | None = None,
+    status_tool: bool = True,
+    tool_runner: ToolRunner | None = None,
 ) -> FleetStatus:
-    """Read every Windows host's facts in parallel, probe TLS-role ports, evaluate.
+    """Read every Windows host's facts in parallel, probe TLS-role ports, run the vendor's
+    status tool on the Portal(s) (`status_tool`), evaluate.
 
-    `collector` and `prober` default to `ops.facts.collect` and `tlsprobe.handshake`; they are
-    parameters so that the engine can pass its own connections and the demo its own timeouts.
+    `collector`, `prober` and `tool_runner` default to `ops.facts.collect`,
+    `tlsprobe.handshake` and a connection per Portal; they are parameters so that the engine
+    can pass its own connections and the demo its own timeouts.
     """
     collect = collector or _default_collector
     results = dict(collect(fleet, forks=forks, on_progress=on_progress))
@@ -199,7 +211,10 @@ def gather(
     handshakes: dict[str, dict[str, Handshake]] = {}
     if probe:
         handshakes = probe_fleet(fleet, forks=forks, timeout_s=timeout_s, prober=prober)
-    status = evaluate(fleet.hosts.values(), results, handshakes, pfx_sha256=pfx_sha256)
+    tools: dict[str, dict[str, Any]] = {}
+    if status_tool:
+        tools = run_status_tools(fleet, results, forks=forks, runner=tool_runner)
+    status = evaluate(fleet.hosts.values(), results, handshakes, pfx_sha256=pfx_sha256, tools=tools)
     status.findings[:0] = pfx_findings
     status.findings.extend(prerequisite_findings(fleet, status, reboot_records or {}))
     return status
@@ -220,17 +235,22 @@ def prerequisite_findings(
     return out
 
 
+def ports_of(host: Host) -> list[tuple[str, int]]:
+    """The ports a TLS-role host listens on that TLS covers, by name (none for other roles)."""
+    if host.role not in TLS_ROLES:
+        return []
+    ports = [("data_service", host.data_service_port), ("tms", host.tms_port)]
+    if host.role in SEARCH_ROLES:
+        ports.append(("search", host.search_port))
+    return ports
+
+
 def probe_fleet(
     fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | None = None
 ) -> dict[str, dict[str, Handshake]]:
-    """A handshake to the Data Service and TMS port of every TLS-role host, in parallel."""
+    """A handshake to every port `ports_of` names on every host, in parallel."""
     probe = prober or _default_prober
-    targets = [
-        (h, which, port)
-        for h in fleet.hosts.values()
-        if h.role in TLS_ROLES
-        for which, port in (("data_service", h.data_service_port), ("tms", h.tms_port))
-    ]
+    targets = [(h, which, port) for h in fleet.hosts.values() for which, port in ports_of(h)]
     out: dict[str, dict[str, Handshake]] = {}
     if not targets:
         return out
@@ -244,6 +264,69 @@ def probe_fleet(
     return out
 
 
+def _default_tool_runner(fleet: Fleet) -> ToolRunner:
+    def run(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        from tealeaf_fleet.ops import status_tool
+        from tealeaf_fleet.transport import Connection
+
+        password = None if host.winrm.transport == "certificate" else fleet.winrm_password(host)
+        install = host.install_dir or fleet.install_dir or facts.get("install_dir")
+        with Connection(host, password) as conn:
+            return status_tool.run(conn, install).to_dict()
+
+    return run
+
+
+def run_status_tools(
+    fleet: Fleet, results: Mapping[str, Any], *, forks: int, runner: ToolRunner | None = None
+) -> dict[str, dict[str, Any]]:
+    """`TealeafStatus -verbose` on every Portal whose facts were read, in parallel. A host the
+    tool could not be run on maps to `{"present": None, "error": ...}` (not checked)."""
+    run = runner or _default_tool_runner(fleet)
+    targets = [
+        h
+        for h in fleet.hosts.values()
+        if h.role in STATUS_TOOL_ROLES and isinstance(results.get(h.name), Mapping)
+    ]
+
+    def one(host: Host) -> dict[str, Any]:
+        try:
+            return dict(run(host, results[host.name]))
+        except FleetError as exc:
+            return {"present": None, "exit_code": None, "output": "", "error": error_text(exc)}
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(targets)))) as pool:
+        return dict(zip([h.name for h in targets], pool.map(one, targets), strict=True))
+
+
+def status_tool_findings(name: str, tool: Mapping[str, Any] | None) -> list[Finding]:
+    """A warning when the status tool ran and failed (or did not finish); nothing when it is
+    absent or could not be run (the report says "not checked" then)."""
+    from tealeaf_fleet.ops.status_tool import PREREQUISITES_HINT
+
+    if not tool or not tool.get("present"):
+        return []
+    code = tool.get("exit_code")
+    if code == 0:
+        return []
+    if code is None:
+        what = f"did not finish: {tool.get('error') or 'no exit code'}"
+    else:
+        lines = [ln.strip() for ln in str(tool.get("output") or "").splitlines() if ln.strip()]
+        error = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+        what = f"exited {code}" + (f": {error}" if error else "")
+    return [
+        Finding(
+            WARNING,
+            "status_tool_failed",
+            f"TealeafStatus -verbose {what}; {PREREQUISITES_HINT}",
+            (name,),
+        )
+    ]
+
+
 # --- evaluation (pure) --------------------------------------------------------------------------
 
 
@@ -253,8 +336,9 @@ def evaluate(
     handshakes: Mapping[str, Mapping[str, Handshake]],
     *,
     pfx_sha256: str | None,
+    tools: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FleetStatus:
-    """Judge a fleet from per-host facts (or errors) and handshakes; no I/O.
+    """Judge a fleet from per-host facts (or errors), handshakes and status-tool runs; no I/O.
 
     `results` maps a Windows host's name to its facts dict, or to an exception / error text
     when its facts could not be read.
@@ -286,13 +370,17 @@ def evaluate(
     findings.extend(checks.fleet_drift(seen, pfx_sha256=pfx_sha256, roles=roles))
     for row in rows:
         findings.extend(_handshake_findings(row, reference))
+        tool = (tools or {}).get(row.name)
+        if tool is not None:
+            row.status_tool = dict(tool)
+            findings.extend(status_tool_findings(row.name, tool))
     return FleetStatus(rows, findings, reference, source)
 
 
 def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostStatus:
     if host.role == "pca":
         return HostStatus(host.name, host.role, host.address, False, PCA_NOTE)
-    note = RTV_NOTE if host.role == "rtv" else TLS_NOTE
+    note = {"rtv": RTV_NOTE, "canister": CANISTER_NOTE}.get(host.role, TLS_NOTE)
     row = HostStatus(host.name, host.role, host.address, True, note, handshakes=dict(handshakes))
     if isinstance(result, Mapping):
         row.facts = dict(result)
@@ -314,9 +402,30 @@ def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]
         shake = row.handshakes.get(which)
         if shake is None:
             continue
-        label = ("Data Service" if which == "data_service" else "TMS") + f" port {shake.port}"
+        label = f"{PORT_LABELS[which]} port {shake.port}"
+        if which == "search" and row.facts is not None and not _search_running(row.facts):
+            out.append(
+                Finding(
+                    INFO,
+                    "search_not_running",
+                    f"{label}: not judged, no TeaLeaf Search Server service is running here",
+                    (row.name,),
+                )
+            )
+            continue
         out.extend(_judge(row.name, label, which, shake, enabled, reference, advice))
     return out
+
+
+def _search_running(facts: Mapping[str, Any]) -> bool:
+    """A running service whose name or display name says Search Server (TLSearchServer)."""
+    for svc in facts.get("services") or []:
+        if not isinstance(svc, Mapping) or svc.get("state") != "Running":
+            continue
+        text = f"{svc.get('name') or ''} {svc.get('display_name') or ''}".lower()
+        if "searchserver" in text.replace(" ", ""):
+            return True
+    return False
 
 
 def _judge(
@@ -352,6 +461,16 @@ def _judge(
                     hosts,
                 )
             ]
+        if not shake.sha256:
+            return [
+                Finding(
+                    BLOCKER,
+                    "handshake_refused",
+                    f"{label} refuses the TLS handshake ({shake.detail or 'no certificate'}): "
+                    "a stale SSL session cache? `fleet troubleshoot` checks and clears it",
+                    hosts,
+                )
+            ]
         if reference and shake.sha256 != reference:
             return [
                 Finding(
@@ -364,7 +483,7 @@ def _judge(
                 )
             ]
         return []
-    if which == "data_service" and shake.kind == "tls":
+    if which in ("data_service", "search") and shake.kind == "tls":
         return [
             Finding(
                 BLOCKER,

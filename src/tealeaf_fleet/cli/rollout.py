@@ -142,6 +142,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         state_dir=args.state_dir,
         forks=args.forks,
         as_json=args.json,
+        approved_plan=args.approved_plan,
     )
 
 
@@ -155,6 +156,7 @@ def run_plan(
     forks: int,
     as_json: bool,
     view: Any | None = None,
+    approved_plan: str | None = None,
 ) -> int:
     """Take the lock, run, render; returns the exit code. Shared with `fleet demo`."""
     from tealeaf_fleet.engine.events import EventBus
@@ -186,6 +188,7 @@ def run_plan(
                     inventory_label=inventory_label,
                     forks=forks,
                     stop=stop,
+                    approved_plan=str(Path(approved_plan).resolve()) if approved_plan else None,
                 )
         if not as_json:
             print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id else None)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 CAPTION = (
     "cert: SHA-256 prefix (! = not the reference); svc: TeaLeaf services running/installed; "
-    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports"
+    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports "
+    "(and the Search Server's on Canisters)"
 )
 
 # One host is one line at 120 columns (a CI log, `| tee`): short headers, short values, and
@@ -134,6 +135,19 @@ class _Progress:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+def status_tool_line(tool: dict[str, Any]) -> str:
+    """One line on the Portal's `TealeafStatus -verbose` run (its output is in --json)."""
+    present = tool.get("present")
+    if present is None:
+        return f"TealeafStatus -verbose not checked: {tool.get('error') or 'not run'}"
+    if not present:
+        return "TealeafStatus -verbose not checked: TealeafStatus.exe not found"
+    code = tool.get("exit_code")
+    if code is None:
+        return f"TealeafStatus -verbose did not finish: {tool.get('error') or '?'}"
+    return f"TealeafStatus -verbose exited {code}" + (" (ok)" if code == 0 else " (see findings)")
+
+
 def render(console: Console, result: FleetStatus) -> None:
     """The table, then the findings, then the verdict."""
     from rich import box
@@ -164,6 +178,8 @@ def render(console: Console, result: FleetStatus) -> None:
             console.print(Text(f"{host.name}: not read: {host.error}", style="red"))
         elif host.role in ("pca", "rtv"):
             console.print(Text(f"{host.name}: {host.note}", style="dim"))
+        if host.status_tool is not None:
+            console.print(Text(f"{host.name}: {status_tool_line(host.status_tool)}"))
     ref = result.reference_sha256
     if ref:
         console.print(Text(f"reference certificate: {colon_fp(ref)} ({result.reference_source})"))
@@ -256,6 +272,9 @@ def _handshakes(host: HostStatus, reference: str | None) -> str:
     for which in ("data_service", "tms"):
         shake = host.handshakes.get(which)
         parts.append("-" if shake is None else _shake(shake, reference))
+    search = host.handshakes.get("search")
+    if search is not None:
+        parts.append(f"search {_shake(search, reference)}")
     return " / ".join(parts)
 
 

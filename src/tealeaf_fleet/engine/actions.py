@@ -93,6 +93,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     warnings = [f.message for f in warned]
     if warnings:
         ctx.warnings[name] = warnings
+    _record_before(ctx, host, facts, warned)
     for finding in warned:  # the full text once per kind; each host's step names the codes
         with ctx.cache_lock:
             first = finding.code not in ctx.warned_codes
@@ -117,6 +118,19 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
+
+
+def _record_before(ctx: RunContext, host: Host, facts: dict[str, Any], warned: list) -> None:
+    """Evidence for `fleet report`: the host as preflight found it, with a handshake on each
+    of its ports (read-only; none when `rollout.verify_handshake` is off), and its warnings."""
+    from tealeaf_fleet.engine.evidence import host_state, probe_host
+
+    if not ctx.recording:
+        return
+    shakes = probe_host(ctx.probe, host) if ctx.fleet.rollout.verify_handshake else {}
+    ctx.record("before", host_state(facts, shakes), host=host.name)
+    for finding in warned:
+        ctx.record("warning", {"code": finding.code, "message": finding.message}, host=host.name)
 
 
 def _settled_facts(ctx: RunContext, phase: PhaseSpec, host: Host) -> dict[str, Any]:
@@ -453,7 +467,8 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
 def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     host = ctx.host(name)
     before = _before(ctx, phase, host)
-    healthy = _already_healthy(ctx, phase, host, before)
+    # a troubleshooting reboot is asked for even where the gates pass (ctx.force_restart)
+    healthy = None if ctx.force_restart else _already_healthy(ctx, phase, host, before)
     if healthy:
         return StepResult(
             "skipped", f"nothing to do: {healthy}; services and handshakes already right"
@@ -626,9 +641,40 @@ def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
-    """Read-only: refresh the host's facts (a read failure raises, failing the step)."""
-    _gather(ctx, ctx.host(name))
+    """Read-only: refresh the host's facts (a read failure raises, failing the step); they
+    are the run's "before" evidence when no preflight recorded any."""
+    host = ctx.host(name)
+    facts = _gather(ctx, host)
+    _record_before(ctx, host, facts, [])
     return StepResult("ok", "facts read")
+
+
+# --- troubleshooting fixes (fleet troubleshoot --fix) ---------------------------------------
+
+
+def clear_ssl_cache(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Empty the host's SChannel session cache (the "Clear SSL State" button)."""
+    from tealeaf_fleet.ops import schannel
+
+    at = schannel.clear_ssl_cache(ctx.connection(ctx.host(name)))
+    ctx.mark_changed(name, "clear_ssl_cache")
+    return StepResult("changed", f"SSL session cache emptied (SslEmptyCache) at {at}")
+
+
+def restart_cryptsvc(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Restart Cryptographic Services (CryptSvc), the vendor's other remedy for a stale cache."""
+    from tealeaf_fleet.ops import schannel, services
+
+    result = services.restart(
+        ctx.connection(ctx.host(name)),
+        [schannel.CRYPTO_SERVICE],
+        ctx.fleet.rollout.health_timeout_s,
+    )
+    ctx.mark_changed(name, "restart_cryptsvc")
+    return StepResult(
+        "changed",
+        f"Cryptographic Services restarted at {result.started_at} ({result.elapsed_s:.0f}s)",
+    )
 
 
 # --- verify ---------------------------------------------------------------------------------------
@@ -638,6 +684,7 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Fleet-wide evaluation (status.py), once for the whole phase; each host's step reports
     the findings about it."""
     from tealeaf_fleet import status
+    from tealeaf_fleet.ops import status_tool
     from tealeaf_fleet.ops.checks import BLOCKER
 
     with ctx.cache_lock:
@@ -647,13 +694,21 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                 forks=ctx.forks,
                 collector=_collector(ctx),
                 prober=lambda a, p, t: ctx.probe(a, p, t),
+                tool_runner=lambda host, facts: status_tool.run(
+                    ctx.connection(host), ctx.install_dir(host)
+                ).to_dict(),
             )
+            for finding in ctx.verify_status.findings:
+                ctx.record("finding", finding.to_dict())
     fleet_status = ctx.verify_status
+    row = fleet_status.host(name)
+    from tealeaf_fleet.engine.evidence import host_state
+
+    ctx.record("after", host_state(row.facts, row.handshakes, row.status_tool), host=name)
     mine = fleet_status.findings_for(name)
     blockers = [f.message for f in mine if f.severity == BLOCKER]
     if blockers:
         return StepResult("failed", "; ".join(blockers))
-    row = fleet_status.host(name)
     facts = row.facts or {}
     return StepResult(
         "ok",
@@ -696,6 +751,8 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
     "facts": read_facts,
     "prerequisites": prerequisites,
     "reboot": reboot,
+    "clear_ssl_cache": clear_ssl_cache,
+    "restart_cryptsvc": restart_cryptsvc,
 }
 
 __all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]

@@ -61,6 +61,8 @@ class RunContext:
         self.runner: Runner | None = None
         self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
         self.verify_status: Any = None
+        self.approved_plan: str | None = None  # the plan file the run was approved with
+        self.force_restart = False  # restart even hosts whose gates pass (troubleshoot reboot)
         self._conns: dict[str, Any] = {}
         self._reboots: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -70,6 +72,21 @@ class RunContext:
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
+        self.record(
+            "plan", {"approved_plan": self.approved_plan, "digest": runner.plan.get("digest")}
+        )
+
+    @property
+    def recording(self) -> bool:
+        """Whether evidence is kept: only a run with a journal (not unit tests, the bench)."""
+        runner = self.runner
+        return runner is not None and runner.journal is not None and runner.run_id is not None
+
+    def record(self, kind: str, data: dict[str, Any], *, host: str | None = None) -> None:
+        """Keep evidence for `fleet report` in the journal (engine/evidence.py)."""
+        if self.recording:
+            assert self.runner is not None and self.runner.run_id is not None
+            self.runner.journal.record(self.runner.run_id, kind, data, host=host)
 
     def host(self, name: str) -> Host:
         return self.fleet.hosts[name]

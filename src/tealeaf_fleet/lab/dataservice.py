@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 READ_TIMEOUT_S = 2.0
@@ -43,9 +44,12 @@ def free_port() -> int:
 class Listener:
     """One TCP port that a simulated service opens on start and closes on stop."""
 
-    def __init__(self, port: int, banner: str) -> None:
+    def __init__(
+        self, port: int, banner: str, *, refuse_tls: Callable[[], bool] | None = None
+    ) -> None:
         self.port = port
         self.banner = banner
+        self.refuse_tls = refuse_tls  # asked at each handshake: True refuses it with an alert
         self._lock = threading.Lock()
         self._sock: socket.socket | None = _reserve(port)
         self._listening = False
@@ -66,6 +70,12 @@ class Listener:
             self._sock.listen(64)
             self._listening = True
             self.tls = context is not None
+            if context is not None and self.refuse_tls is not None:
+                refuse = self.refuse_tls
+                # called on every ClientHello (SNI or not): an alert code aborts the handshake
+                context.sni_callback = lambda *_: (
+                    ssl.ALERT_DESCRIPTION_INTERNAL_ERROR if refuse() else None
+                )
             sock = self._sock
             self._thread = threading.Thread(
                 target=self._accept_loop,

@@ -35,6 +35,11 @@ A test or an operator edits the file while the lab runs; the next request sees t
   under the named keys and their subkeys) is refused, as for a key whose ACL a Group Policy
   owns (learn.microsoft.com/dotnet/api/microsoft.win32.registrykey.createsubkey: "the user
   does not have the permissions required to create or open the registry key")
+- ssl_cache_stale: from the moment it appears, the host's TLS listeners (Data Service, TMS,
+  Search Server) refuse every handshake with an alert, as after a stale SChannel session cache,
+  until the cache is emptied (SslEmptyCache, the Internet Options "Clear SSL State" button),
+  Cryptographic Services (CryptSvc) restarts or the host reboots; it comes back only when the
+  fault is removed and set again
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the
   startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """
