@@ -374,7 +374,7 @@ def test_json_round_trip_and_shape(tmp_path: Path) -> None:
         "facts_digest",
         "digest",
     ]
-    assert d["format_version"] == 2
+    assert d["format_version"] == 3
     assert set(d["phases"][0]) >= {
         "name",
         "op",
@@ -405,7 +405,7 @@ def test_bad_plan_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="format_version 1 is not supported"):
         Plan.from_json('{"format_version": 1}')
     with pytest.raises(InputError, match="missing field 'tool_version'"):
-        Plan.from_json('{"format_version": 2}')
+        Plan.from_json('{"format_version": 3}')
     with pytest.raises(InputError, match="cannot be read"):
         Plan.load(tmp_path / "none.json")
 

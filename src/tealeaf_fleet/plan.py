@@ -36,7 +36,7 @@ from tealeaf_fleet.inventory import Fleet, Host
 from tealeaf_fleet.ops.checks import step_status
 from tealeaf_fleet.playbooks import OPT_INS, Phase, Playbook, sha256_json
 
-FORMAT_VERSION = 2  # 2: the digest covers the body; `opt_ins`
+FORMAT_VERSION = 3  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `validity`
 PLAN_MAX_BYTES = 16 * 1024 * 1024  # a 1,000-host plan is about 2 MiB
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
@@ -116,6 +116,11 @@ class Plan:
     phases: list[PlanPhase]
     # the playbook's safety opt-ins: [{key, allows, phases (that rely on it)}]
     opt_ins: list[dict[str, Any]] = field(default_factory=list)
+    rotation: bool = False  # the playbook replaces the pair under a TLS that stays on
+    # presentation only (not in the digest): the new pair's and the installed pairs' validity
+    # side by side, {"new": {sha256, not_before, not_after} | null, "installed": [{sha256,
+    # not_after, hosts}]}; null when neither is known (no PFX opened, no facts read)
+    validity: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     # ---- serialisation -------------------------------------------------------------------
@@ -208,6 +213,7 @@ def digest_body(plan: dict[str, Any]) -> dict[str, Any]:
     certificate either way)."""
     body = copy.deepcopy(plan)
     body.pop("digest", None)
+    body.pop("validity", None)
     for key in ("inventory", "certificate"):
         if isinstance(body.get(key), dict):
             body[key].pop("path", None)
@@ -341,8 +347,16 @@ PLAN_SHAPE: dict[str, Any] = {
         }
     ],
     "opt_ins": [{"key": str, "allows": str, "phases": [str]}],
+    "rotation": bool,
+    "validity": (dict, type(None)),
 }
-_KINDS = {str: "text", int: "a whole number", bool: "true or false", type(None): "null"}
+_KINDS = {
+    str: "text",
+    int: "a whole number",
+    bool: "true or false",
+    type(None): "null",
+    dict: "an object",
+}
 
 
 def _check_shape(value: Any, shape: Any, where: str, source: str) -> None:
@@ -396,8 +410,11 @@ def build_plan(
     pfx_sha256: str | None = None,
     *,
     tool_version: str = __version__,
+    new_certificate: dict[str, str] | None = None,
 ) -> Plan:
-    """Compile the change. Pure: reads only the local PFX path's existence."""
+    """Compile the change. Pure: reads only the local PFX path's existence. `new_certificate`
+    ({sha256, not_before, not_after} of the inventory's PFX, when the caller could open it)
+    goes into the plan's `validity`, beside what the facts show installed."""
     if pfx_sha256 is not None:
         pfx_sha256 = pfx_sha256.replace(":", "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
@@ -422,9 +439,31 @@ def build_plan(
             for key in OPT_INS
             if key in playbook.opt_ins
         ],
+        rotation=playbook.rotation,
+        validity=validity_table(new_certificate, facts),
     )
     plan.digest = plan_digest(plan.to_dict())
     return plan
+
+
+def validity_table(
+    new: dict[str, str] | None, facts: dict[str, dict] | None
+) -> dict[str, Any] | None:
+    """The new pair and each installed pair (from facts: `security.cert_sha256` and
+    `cert_not_after`, grouped by fingerprint), for the plan to show side by side."""
+    installed: dict[str, dict[str, Any]] = {}
+    for name, f in (facts or {}).items():
+        sec = (f or {}).get("security") or {}
+        sha = sec.get("cert_sha256")
+        if not sha:
+            continue
+        row = installed.setdefault(
+            sha, {"sha256": sha, "not_after": sec.get("cert_not_after"), "hosts": []}
+        )
+        row["hosts"].append(name)
+    if new is None and not installed:
+        return None
+    return {"new": new, "installed": list(installed.values())}
 
 
 def at_a_time(batch: int) -> str:

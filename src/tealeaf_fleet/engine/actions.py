@@ -79,7 +79,12 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
-    findings = checks.preflight_blockers(host, facts, pfx_sha256=pfx_sha, expect_tls=ctx.expect_tls)
+    findings = checks.preflight_blockers(
+        host, facts, pfx_sha256=pfx_sha, expect_tls=ctx.expect_tls, rotation=ctx.rotation
+    )
+    if ctx.rotation and host.manages_tls and ctx.fleet.rollout.verify_handshake:
+        served = ctx.probe(host.address, host.tms_port)  # which pair the running TMS uses
+        ctx.serving[name] = getattr(served, "sha256", None)
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]
     warnings = [f.message for f in warned]

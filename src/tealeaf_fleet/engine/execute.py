@@ -45,6 +45,7 @@ def execute(
     ctx = RunContext(
         fleet, expect_tls=expect_tls, bus=bus, stop=stop, probe=probe, connect=connect, forks=forks
     )
+    ctx.rotation = bool(plan.get("rotation"))
     ops = {p.get("op") for p in plan.get("phases") or []}
     if ops & {"certificate", "import", "push_pfx"}:
         from tealeaf_fleet import certs

@@ -264,6 +264,11 @@ class Runner:
 
     def _after_phase(self, phase: PhaseSpec, outcome: PhaseResult, result: RunResult) -> str | None:
         failed = outcome.failed
+        if phase.op == "preflight" and not failed and not outcome.interrupted:
+            fleet_wide = getattr(self.context, "after_preflight", None)
+            blockers = fleet_wide() if callable(fleet_wide) else {}
+            if blockers:
+                return self._blocked_fleet_wide(phase, blockers, result)
         if not failed and not outcome.interrupted:
             self.bus.emit("phase_finished", phase=phase.name, action=phase.op, outcome="ok")
             return None
@@ -316,6 +321,33 @@ class Runner:
             f"repeated), or `fleet {other} {label}` to go back"
         )
         return "failed"
+
+    def _blocked_fleet_wide(
+        self, phase: PhaseSpec, blockers: Mapping[str, list[str]], result: RunResult
+    ) -> str:
+        """Every host passed its own preflight, but a rule over the whole fleet refuses (a
+        rotation's: the new pair missing, expiring, or already what every host runs)."""
+        names = list(blockers)
+        self.bus.emit(
+            "phase_finished",
+            phase=phase.name,
+            action=phase.op,
+            outcome="failed",
+            failed=names,
+            not_started=[],
+            compensated=[],
+        )
+        result.halted_phase = phase.name
+        result.halted_hosts = names
+        result.blockers = {h: list(v) for h, v in blockers.items()}
+        result.message = (
+            "preflight refused the change as a whole: "
+            + "; ".join(m for v in blockers.values() for m in v)
+            + "; nothing was changed anywhere"
+        )
+        label = self.inventory_label
+        result.hint = f"fix what is listed, then rerun `fleet {self.command} {label}`"
+        return "blocked"
 
     def _interrupted(self, phase: PhaseSpec, result: RunResult) -> str:
         result.halted_phase = phase.name
