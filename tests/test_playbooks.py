@@ -74,6 +74,19 @@ def test_prepare_never_enables_or_restarts() -> None:
     assert ops == ["preflight", "certificate", "push_pfx", "push_tools", "import"]
 
 
+def test_rotate_is_the_rollout_without_enable() -> None:
+    """The rotation keeps TLS on: every rollout phase but the enable, in the same order, with
+    the same strategies and gates; and it says it is a rotation (which the digest covers)."""
+    rotate, rollout = load_playbook("rotate"), load_playbook("rollout")
+    assert rotate.rotation is True and rotate.expect_tls is True
+    assert rollout.rotation is False
+    assert [p.as_dict() for p in rotate.phases] == [
+        p.as_dict() for p in rollout.phases if p.op != "enable"
+    ]
+    assert rotate.normalized["rotation"] is True
+    assert "rotation" not in rollout.normalized  # the older playbooks' digests are unchanged
+
+
 def test_status_is_read_only() -> None:
     assert [p.op for p in load_playbook("status").phases] == ["facts"]
 

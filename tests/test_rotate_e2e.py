@@ -150,3 +150,50 @@ def test_rollout_a_then_rotate_to_b(lab, outputs, tmp_path_factory):
     shakes = [e for e in stream if e["type"] == "gate" and e.get("gate") == "handshake"]
     assert {e["host"] for e in shakes} == set(tls_hosts(lab))
     assert all(e["outcome"] == "ok" for e in shakes)
+
+
+def test_rotate_back_to_a_from_the_archive(lab, outputs):
+    state = lab.dir / ".tealeaf-fleet"
+    history = run(outputs, "cert", "history", str(lab.inventory), "--json")
+    assert history.returncode == 0, history.stderr
+    listed = json.loads(history.stdout)["certificates"]
+    a, b = listed[0]["sha256"], listed[1]["sha256"]
+    assert len(listed) == 2 and crt_fingerprint(lab, "hbr01") == b
+    assert listed[0]["runs"][0]["command"] == "rollout" and listed[0]["runs"][0]["outcome"] == "ok"
+    assert listed[1]["runs"][0]["playbook"] == "rotate"
+    for sha in (a, b):
+        for suffix in (".pfx", ".json"):
+            path = state / "certificates" / f"{sha}{suffix}"
+            assert path.stat().st_mode & 0o777 == 0o600, path
+    human = run(outputs, "cert", "history", str(lab.inventory))
+    assert human.returncode == 0 and "days left" in human.stdout and "rotate" in human.stdout
+
+    # the archive keeps no password: going back needs it from a password source
+    no_password = run(
+        outputs,
+        "rollout",
+        str(lab.inventory),
+        "--playbook",
+        "rotate",
+        "--yes",
+        "--certificate-from-archive",
+        a[:16],
+    )
+    assert no_password.returncode == 2, no_password.stderr
+    assert "--certificate-password" in no_password.stderr
+    t0 = time.time()
+    back = run(
+        outputs,
+        "rollout",
+        str(lab.inventory),
+        "--playbook",
+        "rotate",
+        "--yes",
+        "--certificate-from-archive",
+        a[:16],
+        "--certificate-password-file",
+        str(lab.pfx_password_file),
+    )
+    assert back.returncode == 0, back.stderr
+    assert_fleet_on(lab, a)
+    serial_restarts_do_not_overlap(lab, t0)

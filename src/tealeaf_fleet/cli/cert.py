@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tealeaf_fleet.cli.common import bounded_int, colon_fp
+from tealeaf_fleet.cli.common import add_inventory_argument, bounded_int, colon_fp
 from tealeaf_fleet.errors import InputError
 
 # 100 years: a certificate must end before the year 9999 that X.509 dates can hold.
@@ -70,6 +70,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     _password_args(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
     inspect.set_defaults(handler=run_inspect)
+
+    history = cs.add_parser(
+        "history",
+        help="list every certificate pair this fleet has used (the state folder's archive)",
+        description="List the pairs kept in the state folder's archive (certificates/, mode "
+        "0600, named by fingerprint): validity and the runs that used each. Go back to one "
+        "with `fleet rollout INVENTORY --playbook rotate --certificate-from-archive "
+        "FINGERPRINT`. The archive keeps no password.",
+    )
+    add_inventory_argument(history)
+    history.add_argument(
+        "--state-dir", metavar="DIR", help="default: .tealeaf-fleet/ next to the inventory"
+    )
+    history.add_argument("--json", action="store_true", help="print one JSON document")
+    history.set_defaults(handler=run_history)
 
 
 def _password_args(p: argparse.ArgumentParser) -> None:
@@ -142,6 +157,62 @@ def run_create(args: argparse.Namespace) -> int:
             "keep it with the PFX, it is needed to import it"
         )
     return 0
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from tealeaf_fleet import certarchive
+    from tealeaf_fleet.cli.common import load_fleet_or_exit
+    from tealeaf_fleet.journal import default_state_dir
+
+    fleet = load_fleet_or_exit(args.inventory)
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
+    found = certarchive.entries(state_dir)
+    outcomes = _run_outcomes(state_dir)
+    rows = []
+    for entry in found:
+        data = entry.to_dict()
+        for run in data["runs"]:
+            run["outcome"] = outcomes.get(run.get("run"))
+        rows.append(data)
+    if args.json:
+        print(json.dumps({"archive": str(certarchive.folder(state_dir)), "certificates": rows}))
+        return 0
+    if not rows:
+        print(
+            f"no certificate archived in {certarchive.folder(state_dir)} yet (a run's "
+            "certificate step archives the pair it uses)"
+        )
+        return 0
+    print(f"archive: {certarchive.folder(state_dir)}")
+    for row in rows:
+        runs = ", ".join(
+            f"run {r.get('run')} {r.get('command')}"
+            + (f" --playbook {r.get('playbook')}" if r.get("playbook") else "")
+            + f" ({r.get('outcome') or 'unknown'})"
+            for r in row["runs"]
+        )
+        print(f"\n{colon_fp(row['sha256'])}")
+        print(f"  subject   {row['subject']}")
+        print(
+            f"  valid     {row['not_before']} .. {row['not_after']} UTC "
+            f"({row['days_left']} days left)"
+        )
+        print(f"  file      {row['pfx_path']} (first used as {row['source']})")
+        print(f"  used by   {runs or 'no run recorded'}")
+    return 0
+
+
+def _run_outcomes(state_dir: Path) -> dict[int, str]:
+    """Run id -> state (ok, failed, running, ...) from the journal, when there is one."""
+    from tealeaf_fleet.journal import Journal
+
+    if not (state_dir / "journal.sqlite").is_file():
+        return {}
+    with Journal(state_dir) as journal:
+        return {r.id: r.state for r in journal.runs(limit=10_000)}
 
 
 # --- inspect ---------------------------------------------------------------------------------

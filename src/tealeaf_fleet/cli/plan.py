@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
@@ -56,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="connect read-only to every Windows host first and mark steps that are already done",
     )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state folder whose certificate archive --certificate-from-archive reads "
+        "(default: .tealeaf-fleet/ next to the inventory)",
+    )
+    archiveflags.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory, connects=args.facts)
+    fleet = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
     playbook = load_playbook(args.playbook)
     facts = pfx_sha256 = None
     if args.facts:

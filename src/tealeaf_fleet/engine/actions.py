@@ -182,11 +182,37 @@ def certificate(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.pfx, ctx.pfx_bytes = certs.load_pfx(data, ctx.pfx_password, name=str(path)), data
     else:
         ctx.pfx, ctx.pfx_bytes = certs.certificate_for(ctx.fleet, create=True)
+    kept = _archive(ctx, path)
     if existed:
         return StepResult(
-            "ok", f"{path.name} already exists and is reused (certificate {_short(ctx.pfx.sha256)})"
+            "ok",
+            f"{path.name} already exists and is reused (certificate "
+            f"{_short(ctx.pfx.sha256)}){kept}",
         )
-    return StepResult("changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)})")
+    return StepResult(
+        "changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)}){kept}"
+    )
+
+
+def _archive(ctx: RunContext, path: Path) -> str:
+    """Keep the PFX this run uses in the state folder's archive (certarchive): the way back
+    after a rotation. Returns the suffix the step's message gets ('' without a journal)."""
+    from tealeaf_fleet import certarchive
+
+    runner = ctx.runner
+    journal = runner.journal if runner is not None else None
+    if journal is None or ctx.pfx is None or ctx.pfx_bytes is None:
+        return ""
+    entry = certarchive.archive(
+        journal.state_dir,
+        ctx.pfx,
+        ctx.pfx_bytes,
+        source=path.name,
+        run_id=runner.run_id,
+        command=runner.command,
+        playbook=(runner.plan.get("playbook") or {}).get("name"),
+    )
+    return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 
 
 def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
@@ -218,7 +244,7 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
     return StepResult(
         "changed",
         f"TLSTool.exe create -site on {first.name}; fetched "
-        f"{path.name} (certificate {_short(pfx.sha256)})",
+        f"{path.name} (certificate {_short(pfx.sha256)}){_archive(ctx, path)}",
     )
 
 
