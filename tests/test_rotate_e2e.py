@@ -20,6 +20,8 @@ from test_rollout_e2e import (
     events,
     fleet,
     restart_windows,
+    secrets_of,
+    set_fault,
     start_lab,
     status_json,
     tls_hosts,
@@ -51,6 +53,27 @@ def lab(tmp_path_factory, lock_dir):
 def outputs() -> list[str]:
     """Every stdout/stderr of the module's commands: searched for secrets at the end."""
     return []
+
+
+@pytest.fixture(scope="module")
+def pairs() -> dict[str, str]:
+    """The fingerprints of the pairs the steps install, by letter, as they become known."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def original_inventory(lab) -> str:
+    return lab.inventory.read_text(encoding="utf-8")
+
+
+def rotate(outputs: list[str], lab: Lab, *extra: str):
+    return run(outputs, "rollout", str(lab.inventory), "--playbook", "rotate", "--yes", *extra)
+
+
+def status(outputs: list[str], lab: Lab, *extra: str) -> tuple[int, dict]:
+    result = run(outputs, "status", str(lab.inventory), "--json", *extra)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
 
 
 def run(outputs: list[str], *args: str, **kw):
@@ -125,21 +148,79 @@ def assert_fleet_on(lab: Lab, sha: str) -> None:
         assert presented(host.tms_port) == sha, name
 
 
-def test_rollout_a_then_rotate_to_b(lab, outputs, tmp_path_factory):
+def test_expiry_watch_with_a_short_lived_pair_and_rotate_refused_with_tls_off(
+    lab, outputs, pairs, original_inventory
+):
+    """TLS off: `prepare` imports a 10-day pair C everywhere (no enable, no restart); the
+    expiry watch then finds it per host, and a rotation is refused (TLS is not on)."""
+    c_pfx = lab.dir / "pairC.pfx"
+    made = run(outputs, "cert", "create", "--days", "10", "--out", str(c_pfx))
+    assert made.returncode == 0, made.stderr
+    point_inventory_at(lab, c_pfx)
+    prepared = run(outputs, "rollout", str(lab.inventory), "--playbook", "prepare", "--yes")
+    assert prepared.returncode == 0, prepared.stderr
+    windows = [n for n, r in lab.roles.items() if r != "pca"]
+    code, doc = status(outputs, lab)  # default: 30 days
+    assert code == 1
+    assert doc["consistent"] is True and doc["expiry_days"] == 30
+    assert doc["expiring"] == sorted(windows)
+    expiring = [f for f in doc["findings"] if f["code"] == "cert_expiring"]
+    assert {h for f in expiring for h in f["hosts"]} == set(windows)
+    for row in doc["hosts"]:
+        if row["name"] in windows:
+            assert row["expiry"]["days_left"] in (9, 10), row["expiry"]
+            assert row["expiry"]["not_after"]
+    code, doc = status(outputs, lab, "--expiry-days", "5")
+    assert code == 0 and doc["expiring"] == []
+    assert not [f for f in doc["findings"] if f["code"] == "cert_expiring"]
+    code, _ = status(outputs, lab, "--expiry-days", "11")
+    assert code == 1
+    human = run(outputs, "status", str(lab.inventory), "--expiry-days", "60")
+    assert human.returncode == 1 and "ends within 60 days" in human.stdout
+
+    t0 = time.time()
+    refused = rotate(outputs, lab)
+    assert refused.returncode == 3, refused.stderr
+    assert "TLS is not on here" in refused.stderr and "fleet rollout" in refused.stderr
+    assert not [e for e in events(lab, t0) if e["kind"] in ("file", "tlstool", "service")]
+    lab.inventory.write_text(original_inventory, encoding="utf-8")
+
+
+def test_rollout_a_then_rotate_to_b(lab, outputs, pairs):
     out = run(outputs, "rollout", str(lab.inventory), "--yes")
     assert out.returncode == 0, out.stderr
-    a = status_json(lab)["reference"]["sha256"]
+    a = pairs["A"] = status_json(lab)["reference"]["sha256"]
     assert_fleet_on(lab, a)
+
+    # a pair that ends within 30 days is refused before anything changes
+    point_inventory_at(lab, lab.dir / "pairC.pfx")
+    t0 = time.time()
+    short = rotate(outputs, lab)
+    assert short.returncode == 3, short.stderr
+    assert "expires on" in short.stderr and "30 more days" in short.stderr
+    assert not [e for e in events(lab, t0) if e["kind"] in ("file", "tlstool", "service")]
 
     b_pfx = lab.dir / "pairB.pfx"
     made = run(outputs, "cert", "create", "--out", str(b_pfx))
     assert made.returncode == 0, made.stderr
     point_inventory_at(lab, b_pfx)
+    planned = run(
+        outputs,
+        "plan",
+        str(lab.inventory),
+        "--playbook",
+        "rotate",
+        "--facts",
+        "--format",
+        "markdown",
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "Certificate validity" in planned.stdout and a[:12] in planned.stdout
     t0 = time.time()
-    rotated = run(outputs, "rollout", str(lab.inventory), "--playbook", "rotate", "--yes", "--json")
+    rotated = rotate(outputs, lab, "--json")
     assert rotated.returncode == 0, rotated.stderr + rotated.stdout[-3000:]
     stream = [json.loads(line) for line in rotated.stdout.splitlines()]
-    b = status_json(lab)["reference"]["sha256"]
+    b = pairs["B"] = status_json(lab)["reference"]["sha256"]
     assert b != a
     assert_fleet_on(lab, b)
     serial_restarts_do_not_overlap(lab, t0)
@@ -151,17 +232,23 @@ def test_rollout_a_then_rotate_to_b(lab, outputs, tmp_path_factory):
     assert {e["host"] for e in shakes} == set(tls_hosts(lab))
     assert all(e["outcome"] == "ok" for e in shakes)
 
+    # the same pair again: nothing to rotate
+    again = rotate(outputs, lab)
+    assert again.returncode == 3 and "nothing to rotate" in again.stderr, again.stderr
 
-def test_rotate_back_to_a_from_the_archive(lab, outputs):
+
+def test_rotate_back_to_a_from_the_archive(lab, outputs, pairs):
+    a, b = pairs["A"], pairs["B"]
     state = lab.dir / ".tealeaf-fleet"
     history = run(outputs, "cert", "history", str(lab.inventory), "--json")
     assert history.returncode == 0, history.stderr
-    listed = json.loads(history.stdout)["certificates"]
-    a, b = listed[0]["sha256"], listed[1]["sha256"]
-    assert len(listed) == 2 and crt_fingerprint(lab, "hbr01") == b
-    assert listed[0]["runs"][0]["command"] == "rollout" and listed[0]["runs"][0]["outcome"] == "ok"
-    assert listed[1]["runs"][0]["playbook"] == "rotate"
-    for sha in (a, b):
+    listed = {e["sha256"]: e for e in json.loads(history.stdout)["certificates"]}
+    assert len(listed) == 3  # C (prepare), A (rollout), B (rotate)
+    assert [(r["command"], r["playbook"], r["outcome"]) for r in listed[a]["runs"]] == [
+        ("rollout", "rollout", "ok")
+    ]
+    assert [(r["playbook"], r["outcome"]) for r in listed[b]["runs"]] == [("rotate", "ok")]
+    for sha in listed:
         for suffix in (".pfx", ".json"):
             path = state / "certificates" / f"{sha}{suffix}"
             assert path.stat().st_mode & 0o777 == 0o600, path
@@ -169,26 +256,13 @@ def test_rotate_back_to_a_from_the_archive(lab, outputs):
     assert human.returncode == 0 and "days left" in human.stdout and "rotate" in human.stdout
 
     # the archive keeps no password: going back needs it from a password source
-    no_password = run(
-        outputs,
-        "rollout",
-        str(lab.inventory),
-        "--playbook",
-        "rotate",
-        "--yes",
-        "--certificate-from-archive",
-        a[:16],
-    )
+    no_password = rotate(outputs, lab, "--certificate-from-archive", a[:16])
     assert no_password.returncode == 2, no_password.stderr
     assert "--certificate-password" in no_password.stderr
     t0 = time.time()
-    back = run(
+    back = rotate(
         outputs,
-        "rollout",
-        str(lab.inventory),
-        "--playbook",
-        "rotate",
-        "--yes",
+        lab,
         "--certificate-from-archive",
         a[:16],
         "--certificate-password-file",
@@ -197,3 +271,60 @@ def test_rotate_back_to_a_from_the_archive(lab, outputs):
     assert back.returncode == 0, back.stderr
     assert_fleet_on(lab, a)
     serial_restarts_do_not_overlap(lab, t0)
+    # the inventory still names B, but the fleet's last change installed A
+    code, doc = status(outputs, lab)
+    assert code == 0, doc["findings"]
+    assert doc["reference"] == {"sha256": a, "source": "rotation"}
+    assert doc["rotation"]["in_progress"] is False
+
+
+def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
+    a, b = pairs["A"], pairs["B"]
+    set_fault(lab, "can02", {"service_start_fails": True})
+    t0 = time.time()
+    halted = rotate(outputs, lab)
+    assert halted.returncode == 1, halted.stderr
+    assert "can02" in halted.stderr
+    touched = restart_windows(lab, t0)
+    assert {"hbr01", "hbr02", "can01", "can02"} <= set(touched)
+    assert "portal01" not in touched
+
+    code, doc = status(outputs, lab)
+    assert doc["rotation"]["in_progress"] is True and doc["rotation"]["new_sha256"] == b
+    codes = {f["code"] for f in doc["findings"]}
+    assert "rotation_in_progress" in codes
+    assert not codes & {"cert_mismatch", "handshake_cert"}
+    certificates = {c["sha256"]: c for c in doc["certificates"]}
+    assert set(certificates) == {a, b}  # two fingerprints, expected now
+    assert "portal01" in certificates[a]["presented"]
+    assert "hbr01" in certificates[b]["presented"]
+    human = run(outputs, "status", str(lab.inventory))
+    assert "rotation in progress" in human.stdout and "mismatch" not in human.stdout
+
+    set_fault(lab, "can02", {})
+    t1 = time.time()
+    resumed = rotate(outputs, lab)
+    assert resumed.returncode == 0, resumed.stderr
+    touched = restart_windows(lab, t1)
+    assert not {"hbr01", "hbr02", "can01"} & set(touched)  # passed before: not restarted
+    assert {"can02", "portal01"} <= set(touched)
+    assert_fleet_on(lab, b)
+    code, doc = status(outputs, lab)
+    assert code == 0 and doc["rotation"]["in_progress"] is False, doc["findings"]
+
+
+def test_no_secret_in_any_output_or_file(lab, outputs):
+    """Every command's output of this module, and every file of the state folder (journal,
+    run logs, the archive's metadata and PFX copies), searched for every lab password."""
+    found = list(outputs)
+    for path in (lab.dir / ".tealeaf-fleet").rglob("*"):
+        if path.is_file():
+            found.append(path.read_bytes().decode("utf-8", "replace"))
+    pairs_passwords = [
+        (lab.dir / name).read_text().strip()
+        for name in ("pairB.pfx.password", "pairC.pfx.password")
+    ]
+    secrets = [*secrets_of(lab), *pairs_passwords]
+    assert all(secrets)
+    leaks = [(i, s[:3]) for i, blob in enumerate(found) for s in secrets if s in blob]
+    assert leaks == []

@@ -74,6 +74,7 @@ def archive(
     run_id: int | None,
     command: str,
     playbook: str | None,
+    rotation: bool = False,
 ) -> Entry:
     """Keep `data` (the PFX bytes) as `<sha256>.pfx` and add this run to `<sha256>.json`.
 
@@ -101,7 +102,15 @@ def archive(
         }
     runs = meta.setdefault("runs", [])
     if run_id is None or all(r.get("run") != run_id for r in runs):
-        runs.append({"run": run_id, "command": command, "playbook": playbook, "at": _now()})
+        runs.append(
+            {
+                "run": run_id,
+                "command": command,
+                "playbook": playbook,
+                "rotation": rotation,
+                "at": _now(),
+            }
+        )
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     write_private_file(meta_path, text.encode("utf-8"), force=True, field="state folder")
     return _entry(meta, pfx_path)
@@ -173,6 +182,52 @@ def fleet_with_archived(fleet: Fleet, entry: Entry, password: Secret) -> Fleet:
     return dataclasses.replace(
         fleet, certificate=settings, normalized=normalized, _file_secrets=secrets
     )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The newest change of the state folder that got past preflight, when it was a rotation:
+    the pair it installs, its run, and whether that run finished ok."""
+
+    new_sha256: str
+    run: int
+    state: str  # the run's state: ok, failed, interrupted, running, crashed
+    known: frozenset[str]  # every fingerprint the archive holds (the fleet's own pairs)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.state != "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "new_sha256": self.new_sha256,
+            "run": self.run,
+            "state": self.state,
+            "in_progress": self.in_progress,
+        }
+
+
+def last_rotation(state_dir: Path) -> Rotation | None:
+    """Rotation state from the journal and the archive: the newest run that was not refused
+    at preflight; a Rotation when the archive records that run as a rotation, else None (the
+    fleet's last change was a rollout, a rollback, or nothing the archive knows)."""
+    from tealeaf_fleet.journal import Journal
+
+    state_dir = Path(state_dir)
+    if not (state_dir / "journal.sqlite").is_file():
+        return None
+    known = entries(state_dir)
+    with Journal(state_dir) as journal:
+        newest = next((r for r in journal.runs(limit=200) if r.outcome != "blocked"), None)
+    if newest is None:
+        return None
+    for entry in known:
+        for run in entry.runs:
+            if run.get("run") == newest.id and run.get("rotation"):
+                return Rotation(
+                    entry.sha256, newest.id, newest.state, frozenset(e.sha256 for e in known)
+                )
+    return None
 
 
 def _entry(meta: dict[str, Any], pfx_path: Path) -> Entry:

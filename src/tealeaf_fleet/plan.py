@@ -121,6 +121,10 @@ class Plan:
     # side by side, {"new": {sha256, not_before, not_after} | null, "installed": [{sha256,
     # not_after, hosts}]}; null when neither is known (no PFX opened, no facts read)
     validity: dict[str, Any] | None = None
+    # the PCA hand-off (rollout and rotate: plans that install a pair): one entry per PCA,
+    # [{host, build (declared, or null), pipeline_ready (build >= 3682-24, null: unknown),
+    # step}]; the PCA is never contacted, its administrator installs the same pair
+    pca_handoff: list[dict[str, Any]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     # ---- serialisation -------------------------------------------------------------------
@@ -349,6 +353,14 @@ PLAN_SHAPE: dict[str, Any] = {
     "opt_ins": [{"key": str, "allows": str, "phases": [str]}],
     "rotation": bool,
     "validity": (dict, type(None)),
+    "pca_handoff": [
+        {
+            "host": str,
+            "build": _TEXT_OR_NULL,
+            "pipeline_ready": (bool, type(None)),
+            "step": str,
+        }
+    ],
 }
 _KINDS = {
     str: "text",
@@ -441,6 +453,7 @@ def build_plan(
         ],
         rotation=playbook.rotation,
         validity=validity_table(new_certificate, facts),
+        pca_handoff=pca_handoff(playbook, fleet),
     )
     plan.digest = plan_digest(plan.to_dict())
     return plan
@@ -471,11 +484,60 @@ def at_a_time(batch: int) -> str:
     return "one at a time" if batch == 1 else f"{batch} at a time"
 
 
+def pca_pipeline_ready(build: str | None) -> bool | None:
+    """Whether a declared PCA build can secure the pipeline with the same pair (3682-24 or
+    later); None when no build is declared or it does not read as NNNN-NN."""
+    m = re.match(r"^(\d+)-(\d+)", build or "")
+    if m is None:
+        return None
+    return (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
+
+
+def pca_handoff(playbook: Playbook, fleet: Fleet) -> list[dict[str, Any]]:
+    """The hand-off step for each PCA, in plans that install a pair (an import phase): the
+    tool never reaches the PCA, so its administrator gets the pair to install it there."""
+    if not any(p.op == "import" for p in playbook.phases):
+        return []
+    need = f"{PCA_PIPELINE_BUILD[0]}-{PCA_PIPELINE_BUILD[1]}"
+    out = []
+    for host in fleet.hosts.values():
+        if host.role != "pca":
+            continue
+        ready = pca_pipeline_ready(host.pca_build)
+        if ready is None:
+            build = (
+                f"declared build {host.pca_build!r} does not read as NNNN-NN"
+                if host.pca_build
+                else "no build declared (hosts.NAME.pca_build)"
+            )
+            verdict = f"{build}: check it is {need} or later before securing the pipeline"
+        elif ready:
+            verdict = f"declared build {host.pca_build} meets the {need} minimum"
+        else:
+            verdict = (
+                f"declared build {host.pca_build} is older than {need}: upgrade the PCA "
+                "before securing the pipeline"
+            )
+        out.append(
+            {
+                "host": host.name,
+                "build": host.pca_build,
+                "pipeline_ready": ready,
+                "step": (
+                    "outside this tool's reach (never contacted over WinRM): after the "
+                    "change, export the same pair with `fleet cert export --pem` and hand "
+                    "certificate and key to the PCA administrator, who installs them for "
+                    f"pipeline encryption; {verdict}"
+                ),
+            }
+        )
+    return out
+
+
 def _pca_reason(host: Host) -> str:
     reason = PCA_REASON
     if host.pca_build:
-        m = re.match(r"^(\d+)-(\d+)", host.pca_build)
-        ok = m is not None and (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
+        ok = bool(pca_pipeline_ready(host.pca_build))
         need = f"{PCA_PIPELINE_BUILD[0]}-{PCA_PIPELINE_BUILD[1]}"
         if ok:
             reason += (

@@ -111,7 +111,12 @@ def run(args: argparse.Namespace, command: str) -> int:
     fleet = load_fleet_or_exit(args.inventory, connects=not args.dry_run)
     fleet = archiveflags.apply(args, fleet)
     playbook = load_playbook(args.playbook)
-    plan = build_plan(playbook, fleet)
+    new = None
+    if playbook.rotation:  # old and new validity side by side in the dry run and the prompt
+        from tealeaf_fleet.cli.plan import new_certificate
+
+        new = new_certificate(fleet)
+    plan = build_plan(playbook, fleet, new_certificate=new)
     if args.approved_plan:
         plan = check_approved_plan(Path(args.approved_plan), plan, fleet, playbook)
     if args.dry_run:

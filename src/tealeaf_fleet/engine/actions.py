@@ -211,6 +211,7 @@ def _archive(ctx: RunContext, path: Path) -> str:
         run_id=runner.run_id,
         command=runner.command,
         playbook=(runner.plan.get("playbook") or {}).get("name"),
+        rotation=ctx.rotation,
     )
     return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 

@@ -780,8 +780,10 @@ def fleet_drift(
     *,
     pfx_sha256: str | None,
     roles: Mapping[str, str] | None = None,
+    expiry_days: int = CERT_EXPIRY_WARNING.days,
 ) -> list[Finding]:
-    """Where hosts disagree with each other (or with the PFX) in ways that break TLS.
+    """Where hosts disagree with each other (or with the PFX) in ways that break TLS, plus
+    a `cert_expiring` warning per host whose installed certificate ends within `expiry_days`.
 
     `roles` (host -> role) tells TLS roles from RTV workstations; hosts missing from it count as
     TLS roles. Unreachable hosts are left out by the caller: drift is over what was seen.
@@ -797,7 +799,7 @@ def fleet_drift(
     for name in names:
         out.extend(_stopped_services(name, facts_by_host[name]))
         out.extend(_unreadable_security_files(name, facts_by_host[name]))
-        out.extend(_cert_expiry(name, facts_by_host[name]))
+        out.extend(_cert_expiry(name, facts_by_host[name], expiry_days))
     out.extend(_build_drift(facts_by_host, names))
     return out
 
@@ -966,18 +968,29 @@ def _stopped_services(name: str, facts: Mapping[str, Any]) -> list[Finding]:
     ]
 
 
-def _cert_expiry(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+def cert_days_left(facts: Mapping[str, Any]) -> int | None:
+    """Whole days from the host's clock to its installed certificate's end (`cert_not_after`,
+    both host-local times), negative once expired; None when either is unknown."""
     not_after = _host_time(_get(facts, "security", "cert_not_after"))
     now = _host_time(facts.get("now"))
-    if not_after is None or now is None or not_after - now > CERT_EXPIRY_WARNING:
+    if not_after is None or now is None:
+        return None
+    return int((not_after - now).total_seconds() // 86400)
+
+
+def _cert_expiry(name: str, facts: Mapping[str, Any], expiry_days: int) -> list[Finding]:
+    left = cert_days_left(facts)
+    if left is None or left >= expiry_days:
         return []
-    state = "expired" if not_after <= now else "expires"
+    not_after = _host_time(_get(facts, "security", "cert_not_after"))
+    state = "expired" if left < 0 else f"expires in {left} day(s)"
     return [
         Finding(
             WARNING,
             "cert_expiring",
-            f"{_security_dir(facts)}\\tealeaf.crt {state} on {not_after:%Y-%m-%d}: "
-            "plan a certificate rotation",
+            f"{_security_dir(facts)}\\tealeaf.crt {state}, on {not_after:%Y-%m-%d} "
+            f"(watched: {expiry_days} days): plan a certificate rotation (`fleet cert create`, "
+            "then `fleet rollout INVENTORY --playbook rotate`)",
             (name,),
         )
     ]
