@@ -216,6 +216,10 @@ def test_rollout_a_then_rotate_to_b(lab, outputs, pairs):
     )
     assert planned.returncode == 0, planned.stderr
     assert "Certificate validity" in planned.stdout and a[:12] in planned.stdout
+    assert "PCA hand-off" in planned.stdout and "pca01 (PCA build" in planned.stdout
+    exported = run(outputs, "cert", "export", str(b_pfx), "--pem")  # for the PCA
+    assert exported.returncode == 0, exported.stderr
+    assert (lab.dir / "pairB.key.pem").stat().st_mode & 0o777 == 0o600
     t0 = time.time()
     rotated = rotate(outputs, lab, "--json")
     assert rotated.returncode == 0, rotated.stderr + rotated.stdout[-3000:]
@@ -317,7 +321,9 @@ def test_no_secret_in_any_output_or_file(lab, outputs):
     """Every command's output of this module, and every file of the state folder (journal,
     run logs, the archive's metadata and PFX copies), searched for every lab password."""
     found = list(outputs)
-    for path in (lab.dir / ".tealeaf-fleet").rglob("*"):
+    files = [*(lab.dir / ".tealeaf-fleet").rglob("*"), *lab.dir.glob("pair*.pem")]
+    assert len([p for p in files if p.suffix == ".pem"]) == 2
+    for path in files:
         if path.is_file():
             found.append(path.read_bytes().decode("utf-8", "replace"))
     pairs_passwords = [

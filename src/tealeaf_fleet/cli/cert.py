@@ -71,6 +71,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
     inspect.set_defaults(handler=run_inspect)
 
+    export = cs.add_parser(
+        "export",
+        help="write a PFX's certificate and key as PEM (the PCA hand-off)",
+        description="Write the certificate and the private key of a PFX as PEM files, for a "
+        "PCA administrator to install the same pair for pipeline encryption (PCA build "
+        "3682-24 or later; the tool never contacts a PCA). The key is encrypted with the "
+        "PFX's own password (PKCS#8, AES-256) unless --no-key-password. Without a password "
+        "source: PATH.password when it exists, else asks on a terminal.",
+    )
+    export.add_argument("path", metavar="PATH", help="the PFX (the inventory's certificate)")
+    export.add_argument("--pem", action="store_true", required=True, help="write PEM files")
+    _password_args(export)
+    export.add_argument(
+        "--cert-out", metavar="FILE", help="certificate PEM (default: PATH without .pfx + .crt.pem)"
+    )
+    export.add_argument(
+        "--key-out", metavar="FILE", help="private key PEM (default: PATH without .pfx + .key.pem)"
+    )
+    export.add_argument(
+        "--no-key-password",
+        action="store_true",
+        help="write the key unencrypted (mode 0600, with a warning): only for a PCA that "
+        "cannot read an encrypted key",
+    )
+    export.add_argument("--force", action="store_true", help="replace existing files")
+    export.set_defaults(handler=run_export)
+
     history = cs.add_parser(
         "history",
         help="list every certificate pair this fleet has used (the state folder's archive)",
@@ -159,6 +186,73 @@ def run_create(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export ----------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file, write_file
+
+    path = Path(args.path)
+    data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
+    password = _pfx_password(args, path)
+    pfx = certs.load_pfx(data, password, name=str(path))
+    stem = path.with_suffix("") if path.suffix.lower() in (".pfx", ".p12") else path
+    cert_out = Path(args.cert_out) if args.cert_out else Path(f"{stem}.crt.pem")
+    key_out = Path(args.key_out) if args.key_out else Path(f"{stem}.key.pem")
+    for target, flag in ((cert_out, "--cert-out"), (key_out, "--key-out")):
+        if target.exists() and not args.force:
+            raise InputError(f"{target} already exists", field=flag, hint="use --force")
+    if cert_out.resolve() == key_out.resolve():
+        raise InputError("--cert-out and --key-out name the same file", field="--key-out")
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if args.no_key_password
+        else serialization.BestAvailableEncryption(password.reveal().encode("utf-8"))
+    )
+    key_pem = pfx.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pfx.additional_certs)
+    certs.write_private_file(key_out, key_pem, force=args.force, field="--key-out")
+    write_file(cert_out, pfx.cert_pem() + chain, field="--cert-out", mode=0o644)
+    print(
+        f"certificate {cert_out} (sha256 {colon_fp(pfx.sha256)}, valid until "
+        f"{pfx.certificate.not_valid_after_utc:%Y-%m-%d} UTC)"
+    )
+    if args.no_key_password:
+        print(f"private key {key_out} (mode 0600, NOT encrypted)")
+        print(
+            f"fleet: warning: {key_out} holds the private key unencrypted: anyone who can read "
+            "it can impersonate every Tealeaf server of this fleet; hand it over on a secure "
+            "channel and delete it here",
+            file=sys.stderr,
+        )
+    else:
+        print(f"private key {key_out} (mode 0600, PKCS#8 encrypted with the PFX's password)")
+    print(
+        "hand both to the PCA administrator: pipeline encryption with this pair needs PCA "
+        "build 3682-24 or later; this tool never contacts the PCA"
+    )
+    return 0
+
+
+def _pfx_password(args: argparse.Namespace, path: Path) -> Secret:
+    """--password-env / --password-file, else PATH.password beside the PFX, else a prompt."""
+    from tealeaf_fleet import secrets
+
+    password = _given_password(args)
+    if password is not None:
+        return password
+    beside = path.with_name(path.name + ".password")
+    if beside.exists():
+        print(f"using the password in {beside}", file=sys.stderr)
+        return secrets.from_file(beside)
+    return secrets.prompt(f"password for {path}")
+
+
 # --- history ---------------------------------------------------------------------------------
 
 
@@ -219,19 +313,12 @@ def _run_outcomes(state_dir: Path) -> dict[int, str]:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from tealeaf_fleet import certs, secrets
+    from tealeaf_fleet import certs
     from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
 
     path = Path(args.path)
     data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
-    password = _given_password(args)
-    if password is None:
-        beside = path.with_name(path.name + ".password")
-        if beside.exists():
-            password = secrets.from_file(beside)
-            print(f"using the password in {beside}", file=sys.stderr)
-        else:
-            password = secrets.prompt(f"password for {path}")
+    password = _pfx_password(args, path)
     report = certs.inspect_pfx(data, password, name=str(path))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
