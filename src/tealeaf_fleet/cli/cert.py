@@ -248,8 +248,9 @@ def _pfx_password(args: argparse.Namespace, path: Path) -> Secret:
         return password
     beside = path.with_name(path.name + ".password")
     if beside.exists():
+        found = secrets.from_file(beside)  # a FIFO or folder there: refused before any line
         print(f"using the password in {beside}", file=sys.stderr)
-        return secrets.from_file(beside)
+        return found
     return secrets.prompt(f"password for {path}")
 
 
