@@ -455,6 +455,10 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
     after a crash, or a fleet already in the wanted state). Returns the reason, or None."""
     if ctx.changed_ops(host.name) & {"import", "enable", "disable"}:
         return None
+    if ctx.rotation and not ctx.fleet.rollout.verify_handshake:
+        # TLS was on before and after: only a handshake tells the old pair from the new one,
+        # so without it a restart the journal does not record as done is repeated
+        return None
     from tealeaf_fleet.ops import checks
 
     facts = ctx.facts.get(host.name) or {}
