@@ -84,4 +84,7 @@ def test_a_damaged_entry_is_skipped(tmp_path: Path, pairs) -> None:
     renamed = tmp_path / "certificates" / ("1" * 64 + ".json")
     renamed.write_text(json.dumps({"sha256": pfx.sha256}))  # its name is not its fingerprint
     (tmp_path / "certificates" / ("1" * 64 + ".pfx")).write_bytes(b"x")
+    undated = tmp_path / "certificates" / ("2" * 64 + ".json")
+    undated.write_text(json.dumps({"sha256": "2" * 64, "not_after": "soon"}))
+    (tmp_path / "certificates" / ("2" * 64 + ".pfx")).write_bytes(b"x")
     assert [e.sha256 for e in certarchive.entries(tmp_path)] == [pfx.sha256]

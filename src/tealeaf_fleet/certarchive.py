@@ -17,6 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,6 @@ class Entry:
 
     def days_left(self, now: float | None = None) -> int:
         """Whole days until `not_after` (negative once expired)."""
-        from datetime import datetime, timezone
-
         end = datetime.fromisoformat(self.not_after).replace(tzinfo=timezone.utc)
         moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
         return int((end - moment).total_seconds() // 86400)
@@ -253,6 +252,11 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     if not isinstance(meta, dict) or not _HEX.fullmatch(str(meta.get("sha256"))):
         return None
     if path.stem != meta["sha256"]:
+        return None
+    try:  # the validity is what history shows and days_left computes: it must read as a date
+        for key in ("not_before", "not_after"):
+            datetime.fromisoformat(str(meta.get(key)))
+    except ValueError:
         return None
     return meta
 
