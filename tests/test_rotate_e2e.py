@@ -289,6 +289,9 @@ def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
     halted = rotate(outputs, lab)
     assert halted.returncode == 1, halted.stderr
     assert "can02" in halted.stderr
+    # the hint resumes the rotation (not the rollout) and names the way back
+    assert f"fleet rollout {lab.inventory} --playbook rotate`" in halted.stderr
+    assert "--certificate-from-archive" in halted.stderr
     touched = restart_windows(lab, t0)
     assert {"hbr01", "hbr02", "can01", "can02"} <= set(touched)
     assert "portal01" not in touched
