@@ -367,10 +367,7 @@ class Runner:
     def _interrupted(self, phase: PhaseSpec, result: RunResult) -> str:
         result.halted_phase = phase.name
         result.message = f"interrupted before phase '{phase.name}' finished; running steps ended"
-        result.hint = (
-            f"rerun `{self._rerun()}` to resume: "
-            "finished steps are not repeated"
-        )
+        result.hint = f"rerun `{self._rerun()}` to resume: finished steps are not repeated"
         return "interrupted"
 
     # --- one step -----------------------------------------------------------------------------
