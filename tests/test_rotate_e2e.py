@@ -320,6 +320,38 @@ def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
     assert code == 0 and doc["rotation"]["in_progress"] is False, doc["findings"]
 
 
+def test_an_import_that_fails_part_way_is_redone_on_resume(lab, outputs, pairs):
+    """can01's tealeaf.p12 is held by another process: TLSTool writes the new tealeaf.crt,
+    then fails on tealeaf.p12. The rotation halts before any restart; the rerun imports there
+    again although tealeaf.crt already reads as the new pair, so the restarted services load
+    the new pair from tealeaf.p12."""
+    a, b = pairs["A"], pairs["B"]
+    back = (
+        "--certificate-from-archive",
+        a,
+        "--certificate-password-file",
+        str(lab.pfx_password_file),
+    )
+    set_fault(lab, "can01", {"security_file_locked": True})
+    t0 = time.time()
+    halted = rotate(outputs, lab, *back)
+    assert halted.returncode == 1, halted.stderr
+    assert "halted in phase 'import' on can01" in halted.stderr
+    assert "being used by another process" in halted.stderr
+    assert crt_fingerprint(lab, "can01") == a  # half done: the crt is new, the p12 is not
+    assert not [e for e in events(lab, t0) if e["kind"] in ("service", "iisreset")]
+    for name in tls_hosts(lab):  # nothing restarted: every server still presents B
+        assert presented(lab.hosts[name].tms_port) == b, name
+
+    set_fault(lab, "can01", {})
+    t1 = time.time()
+    resumed = rotate(outputs, lab, *back)
+    assert resumed.returncode == 0, resumed.stderr
+    imports = [e for e in events(lab, t1) if e["kind"] == "tlstool" and e["verb"] == "import"]
+    assert [e["host"] for e in imports] == ["can01"]  # the others finished before
+    assert_fleet_on(lab, a)
+
+
 def test_no_secret_in_any_output_or_file(lab, outputs):
     """Every command's output of this module, and every file of the state folder (journal,
     run logs, the archive's metadata and PFX copies), searched for every lab password."""

@@ -258,12 +258,41 @@ def _need_pfx(ctx: RunContext) -> tuple[Any, bytes]:
 def _import_status(ctx: RunContext, host: Host, facts: dict[str, Any], pfx_sha256: str) -> Any:
     """Whether the host already carries this run's certificate. One verdict for push_pfx and
     import, so the copy is skipped exactly when the import would be, and import checks its own
-    work against the same rule."""
+    work against the same rule.
+
+    tealeaf.crt is the only evidence the facts give (tealeaf.p12 is re-encrypted per host, so
+    its hash says nothing), and an import that failed part-way can leave the new tealeaf.crt
+    beside the old tealeaf.p12 (a held tealeaf.p12 refuses the write). So an import that an
+    earlier run of this plan started on this host and never finished is done again, however
+    tealeaf.crt reads."""
     from tealeaf_fleet.ops import checks
 
-    return checks.step_status(
+    verdict = checks.step_status(
         host, facts, "import", pfx_sha256=pfx_sha256, expect_tls=ctx.expect_tls
     )
+    if verdict.done and _import_unfinished(ctx, host, pfx_sha256):
+        return checks.Needed(
+            "an earlier import of this certificate on this host failed part-way "
+            "(tealeaf.crt alone proves nothing then): importing again"
+        )
+    return verdict
+
+
+def _import_unfinished(ctx: RunContext, host: Host, pfx_sha256: str) -> bool:
+    """An import step of this plan started on `host` in a run being resumed (its note) and
+    finished in none of them, nor in this run."""
+    runner = ctx.runner
+    if runner is None or "import" in ctx.changed_ops(host.name):
+        return False
+    for phase in runner.phases:
+        if phase.op != "import" or host.name not in phase.hosts:
+            continue
+        if (phase.name, host.name, "import") in runner.done:
+            continue
+        note = ctx.first_note(phase.name, host.name, "import")
+        if note and note.get("importing") == pfx_sha256:
+            return True
+    return False
 
 
 # --- push -------------------------------------------------------------------------------------
@@ -372,6 +401,7 @@ def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     verdict = judge(ctx.facts.get(name) or {})
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
+    ctx.note(phase.name, name, {"importing": pfx.sha256})  # a rerun distrusts a half import
     reason = _tlstool_verified(
         ctx, host, "import", judge, pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password
     )
