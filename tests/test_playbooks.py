@@ -121,6 +121,22 @@ OPT_IN_CASES = [
         ("enable_all",),
     ),
     (
+        "enable_split_in_two",
+        "  - {op: preflight}\n"
+        "  - {name: enable_hbr, op: enable, roles: [hbr], strategy: all_or_nothing}\n"
+        "  - {name: enable_rest, op: enable, roles: [portal, canister, report, other],"
+        " strategy: all_or_nothing}\n",
+        "allow_partial_enable",
+        ("enable_rest",),
+    ),
+    (
+        "enable_leaves_roles_out",
+        "  - {op: preflight}\n"
+        "  - {name: enable_some, op: enable, roles: [hbr, canister], strategy: all_or_nothing}\n",
+        "allow_partial_enable",
+        ("enable_some",),
+    ),
+    (
         "ungated_canister",
         "  - {op: preflight}\n"
         "  - {name: r, op: restart, roles: [canister], strategy: rolling, gates: [services]}\n",

@@ -730,3 +730,20 @@ def test_runner_fleet_wide_preflight_refusal_changes_nothing(tmp_path):
     finished = [e for e in rec.of_type("phase_finished") if e.phase == "preflight"]
     assert finished[0].outcome == "failed"
     journal.close()
+
+
+def test_a_second_signal_while_connections_close_leaves_the_outcome_journaled(tmp_path):
+    """The run's outcome is written before the context closes its WinRM shells: a second
+    Ctrl-C arriving during that close must not leave the journal's run without an outcome."""
+
+    class ClosingContext:
+        def close(self):
+            raise KeyboardInterrupt  # the second Ctrl-C, landing inside close()
+
+    runner, _, journal = _runner(tmp_path, Actions())
+    runner.context = ClosingContext()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    record = journal.runs()[0]
+    assert record.outcome == "ok", record
+    journal.close()

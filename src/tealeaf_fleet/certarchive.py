@@ -262,4 +262,5 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """UTC with microseconds: entries archived within one second still sort in order."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -35,6 +35,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -202,13 +203,21 @@ class RunLock:
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        hint = f"set {LOCK_DIR_ENV} to a folder of your own" if self.host else None
         try:
-            return os.open(self.path, flags, 0o600)
+            fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             raise InputError(
-                f"lock file {self.path} cannot be opened: {exc.strerror}",
-                hint=f"set {LOCK_DIR_ENV} to a folder of your own" if self.host else None,
+                f"lock file {self.path} cannot be opened: {exc.strerror}", hint=hint
             ) from None
+        # The lock file is written (pid, command): a FIFO would block, and a hard link planted
+        # in a shared folder would make us overwrite the file it points at.
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has other links"
+            raise InputError(f"lock file {self.path} {what}; remove it", hint=hint)
+        return fd
 
     def _still_linked(self, fd: int) -> bool:
         """Whether the file we locked is still the one at `path` (a releasing holder removes
@@ -357,11 +366,20 @@ class HostLocks:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not os.environ.get(LOCK_DIR_ENV):
                 os.chmod(self.folder, 0o700)
+            mode = self.folder.stat().st_mode
         except OSError as exc:
             raise InputError(
                 f"lock folder {self.folder} cannot be created: {exc.strerror}",
                 hint=f"set {LOCK_DIR_ENV} to a folder of your own",
             ) from None
+        # A team may share a group-writable folder (so runs of several accounts see each
+        # other's locks); a world-writable one lets anyone plant or remove a lock.
+        if os.name == "posix" and mode & stat.S_IWOTH:
+            raise InputError(
+                f"lock folder {self.folder} is writable by every account; "
+                "make it private (chmod o-w) or set another",
+                field=LOCK_DIR_ENV,
+            )
 
 
 def _names(hosts: list[str | None]) -> str:

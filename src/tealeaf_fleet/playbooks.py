@@ -57,8 +57,8 @@ HEALTH_GATES = GATES
 OPT_INS = {
     "allow_parallel_restart": "several HBRs or Canisters restart at once (captured data can be "
     "lost)",
-    "allow_partial_enable": "an enable phase that is not all_or_nothing (TLS can end up on some "
-    "servers only)",
+    "allow_partial_enable": "TLS enabled otherwise than by one all_or_nothing phase over every "
+    "server role (TLS can end up on some servers only)",
     "allow_ungated_restart": "HBRs or Canisters restart without every health gate (the next one "
     "can restart while this one is unhealthy)",
     "allow_no_preflight": "hosts change without a preflight of their role first (a blocked host "
@@ -305,7 +305,45 @@ def _broken_rules(
                     "expect_tls",
                 )
             )
+    out.extend(_split_enable_rules(phases, raw))
     return out
+
+
+def _split_enable_rules(phases: list[Phase], raw: list[_Map]) -> list[_BrokenRule]:
+    """TLS is all or none across the fleet: one all_or_nothing enable phase is undone
+    everywhere if one host fails, but two enable phases (the first stays done when the second
+    fails) or one that leaves a server role out would each leave TLS on some servers only."""
+    enables = [(i, p) for i, p in enumerate(phases) if p.op == "enable"]
+    if not enables:
+        return []
+    if len(enables) > 1:
+        i, phase = enables[1]
+        return [
+            _BrokenRule(
+                "allow_partial_enable",
+                phase.name,
+                f"TLS is enabled by {len(enables)} phases ("
+                + ", ".join(f"'{p.name}'" for _, p in enables)
+                + "): when a later one fails, the earlier stay enabled and TLS is on some "
+                "servers only (the vendor: all or none)",
+                raw[i].key_line("op"),
+                f"phases[{i}].op",
+            )
+        ]
+    i, phase = enables[0]
+    left_out = [r for r in TLS_ROLES if r not in phase.roles]
+    if not left_out:
+        return []
+    return [
+        _BrokenRule(
+            "allow_partial_enable",
+            phase.name,
+            f"phase '{phase.name}' enables TLS on roles {', '.join(phase.roles)} only: servers "
+            f"of roles {', '.join(left_out)} would keep it off (the vendor: all or none)",
+            raw[i].key_line("roles") if "roles" in raw[i] else raw[i].key_line("op"),
+            f"phases[{i}].roles" if "roles" in raw[i] else f"phases[{i}].op",
+        )
+    ]
 
 
 def _phase_rules(phase: Phase, has_gates: bool, checked: set[str]) -> list[tuple[str, str, str]]:

@@ -203,28 +203,48 @@ _SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 @contextlib.contextmanager
 def _interrupt_sets(stop: threading.Event, bus: Any, seen: list[int]) -> Iterator[None]:
     """First Ctrl-C or SIGTERM: stop between steps (running steps finish). A second one of
-    either: abort at once. `seen` collects the signals received, in order."""
+    either: abort at once. `seen` collects the signals received, in order.
+
+    Why the announcement is made by a thread: a signal handler runs between two bytecodes of
+    the main thread, possibly while that thread holds the event bus's lock (or the journal's
+    SQLite connection) in the middle of an emit; emitting from the handler would wait for a
+    lock its own thread holds, for ever. The handler only records and sets events.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    wake = threading.Event()
+    finished = False
 
     def handler(signum: int, frame: Any) -> None:
         seen.append(signum)
         if stop.is_set():
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         stop.set()
+        wake.set()
+
+    def announce() -> None:
+        wake.wait()
+        if finished:
+            return
         bus.emit(
             "message",
-            message=f"{_SIGNAL_NAMES.get(signum, 'signal')}: finishing the running steps, "
+            message=f"{_SIGNAL_NAMES.get(seen[0], 'signal')}: finishing the running steps, "
             "starting no new one (press Ctrl-C or send SIGTERM again to stop at once)",
         )
 
+    announcer = threading.Thread(target=announce, name="fleet-signal-announcer", daemon=True)
+    announcer.start()
     previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_NAMES}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        finished = True  # a signal not yet announced needs no announcement after the run
+        wake.set()
+        announcer.join(timeout=5)
 
 
 def _abandon_steps_in_flight(exc: KeyboardInterrupt) -> None:

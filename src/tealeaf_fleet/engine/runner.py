@@ -197,10 +197,12 @@ class Runner:
         finally:
             result.finished = time.time()
             result.recap = self._recap
-            if hasattr(self.context, "close") and not aborted:  # abandoned steps use them
-                self.context.close()
+            # The outcome is journaled before the connections close: a second Ctrl-C or
+            # SIGTERM while shells are being closed must not leave the run without one.
             if self.journal is not None and self.run_id is not None:
                 self.journal.finish_run(self.run_id, result.outcome, result.message or None)
+            if hasattr(self.context, "close") and not aborted:  # abandoned steps use them
+                self.context.close()
             self.bus.emit(
                 "run_finished",
                 outcome=_event_outcome(result.outcome),

@@ -26,6 +26,10 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs
+- not_admin: the WinRM account may connect (a member of Remote Management Users) but is not
+  in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
+- clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
+  of the controller's (negative: behind), ten minutes ahead by default
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the
   startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """
@@ -156,3 +160,13 @@ def start_pending(faults: dict[str, Any]) -> tuple[str | None, float]:
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         seconds = DEFAULT_PENDING_S
     return (str(service) if service else None), float(seconds)
+
+
+def clock_skew_s(faults: dict[str, Any]) -> float:
+    """Seconds the host's clock is off with `clock_skew` (600 when given as true), else 0."""
+    value = faults.get("clock_skew")
+    if not value:
+        return 0.0
+    if isinstance(value, dict):
+        return float(value.get("s", 600))
+    return 600.0

@@ -31,6 +31,7 @@ from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
 from tealeaf_fleet.lab.faults import (
     FaultFile,
+    clock_skew_s,
     enable_tls_text,
     locked_files,
     mutex_denied,
@@ -351,10 +352,12 @@ class LabHost:
     def language_mode(self) -> str:
         """`$ExecutionContext.SessionState.LanguageMode` of every powershell.exe here:
         ConstrainedLanguage under the `constrained_language` fault (an AppLocker or WDAC
-        policy in force: about_Language_Modes), else FullLanguage."""
-        return (
-            "ConstrainedLanguage" if self.faults().get("constrained_language") else "FullLanguage"
-        )
+        policy in force: about_Language_Modes), else FullLanguage. PowerShell 2.0 predates
+        the AppLocker-enforced ConstrainedLanguage (introduced with 3.0), so the fault does
+        not apply there."""
+        if self.faults().get("constrained_language") and self.ps_version != "2.0":
+            return "ConstrainedLanguage"
+        return "FullLanguage"
 
     @property
     def build(self) -> str:
@@ -367,8 +370,10 @@ class LabHost:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
     def now_utc(self) -> datetime:
-        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's)."""
-        return datetime.now(timezone.utc)
+        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's, shifted
+        by the fault `clock_skew`, as a host whose time service is off drifts)."""
+        skew = clock_skew_s(self.faults())
+        return datetime.now(timezone.utc) + timedelta(seconds=skew)
 
     def last_boot(self) -> datetime:
         """Win32_OperatingSystem.LastBootUpTime (UTC): the lab's start or the last reboot."""
@@ -908,8 +913,17 @@ class LabHost:
         return isinstance(value, int) and value != 0
 
     def load_assembly(self, name: str) -> bool:
-        """Add-Type -AssemblyName NAME: every lab OS has .NET 3.5's System.Core."""
-        return name in ("System.Core", "System.ServiceProcess")
+        """Add-Type -AssemblyName NAME. System.ServiceProcess ships with every .NET; System.Core
+        only with .NET 3.5 (a feature 2008 R2 leaves uninstalled by default) or 4.x, as the
+        NDP setup keys record (learn.microsoft.com/dotnet/framework/install/how-to-determine-
+        which-versions-are-installed)."""
+        if name == "System.ServiceProcess":
+            return True
+        if name != "System.Core":
+            return False
+        return any(
+            self.reg_get(f"{NDP_KEY}\\{sub}", "Install") == 1 for sub in ("v3.5", "v4\\Full")
+        )
 
     def sha256_create_class(self) -> str:
         """The class [SHA256]::Create() returns: SHA256Managed on CLR 2, and (pessimistically,

@@ -152,6 +152,7 @@ def _reg_number(host: LabHost, key: str, name: str) -> Any:
 
 
 DATA_SERVICE_LOG_LIMIT = 31  # $FleetDataServiceLogLimit
+DATA_SERVICE_LOG_BUDGET = 64 * 1024 * 1024  # $FleetDataServiceLogBudget
 
 
 def _data_service_logs(host: LabHost, log_dir: str) -> list[str]:
@@ -197,7 +198,11 @@ def _data_service_mode(host: LabHost, install_dir: str, since: str) -> dict[str,
                 if block["started_at"] >= since:
                     return {**block, "newest_log": logs[0]}
     else:
-        for log in walked:
+        spent = 0
+        for i, log in enumerate(walked):
+            spent += host.file_size(log) or 0
+            if i > 0 and spent > (host.file_size(logs[0]) or 0) + DATA_SERVICE_LOG_BUDGET:
+                break
             blocks = _startup_blocks(host, log)
             if blocks:
                 return {**blocks[-1], "newest_log": logs[0]}
@@ -449,7 +454,10 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         "tealeaf_build": build,
         "tealeaf_build_source": build_source,
         "enable_tls": _reg_number(host, TEALEAF_KEY, "EnableTLS"),
-        "tls_cert_password_present": host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None,
+        # GetValueNames() -contains: presence by name, as facts.ps1 reads it, never the value.
+        "tls_cert_password_present": any(
+            n.lower() == "tlscertpassword" for n in host.registry.value_names(SECURITY_KEY)
+        ),
         "security": security,
         "services": services,
         "iis": iis,
@@ -933,7 +941,8 @@ def _utc_text(moment: datetime) -> str:
 
 def _check_shell(host: LabHost) -> dict[str, Any]:
     """Get-ShellFacts. The lab's one account is a local administrator (WinRM's default
-    requirement), its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
+    requirement) unless the fault `not_admin` makes it a member of Remote Management Users
+    only; its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
     return {
         "host_name": "ConsoleHost",
         "output_codepage": LAB_SHELL_CODEPAGE,
@@ -941,7 +950,7 @@ def _check_shell(host: LabHost) -> dict[str, Any]:
         "process_bits": 64,
         "os_64bit": True,
         "account": host.username,
-        "admin": True,
+        "admin": not host.faults().get("not_admin"),
         "error": None,
     }
 
@@ -1074,7 +1083,10 @@ def _check_writable(host: LabHost, folder: str | None, text: str) -> dict[str, A
     except HostError as exc:
         probe["error"] = str(exc)
     if probe["written"]:
-        probe["sha256"] = _sha256(host, host.read_file(path))
+        try:  # the script catches a hash failure (FIPS, no working class) into hash_error
+            probe["sha256"] = _sha256(host, host.read_file(path))
+        except HostError as exc:
+            probe["hash_error"] = str(exc)
     if _file_exists(host, path):
         host.delete_file(path)
     probe["left_behind"] = _file_exists(host, path)
