@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
@@ -56,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="connect read-only to every Windows host first and mark steps that are already done",
     )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state folder whose certificate archive --certificate-from-archive reads "
+        "(default: .tealeaf-fleet/ next to the inventory)",
+    )
+    archiveflags.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -76,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory, connects=args.facts)
+    fleet = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
     playbook = load_playbook(args.playbook)
     facts = pfx_sha256 = None
     if args.facts:
         facts = gather_facts(fleet)
         pfx_sha256 = _pfx_fingerprint(fleet)
-    plan = build_plan(playbook, fleet, facts, pfx_sha256)
+    new = new_certificate(fleet) if args.facts or playbook.rotation else None
+    plan = build_plan(playbook, fleet, facts, pfx_sha256, new_certificate=new)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
         print_table(plan, console())
@@ -138,6 +147,30 @@ def _pfx_fingerprint(fleet: Fleet) -> str | None:
 
     pfx, _data = certificate_for(fleet, create=False)
     return pfx.sha256
+
+
+def new_certificate(fleet: Fleet) -> dict[str, str] | None:
+    """{sha256, not_before, not_after} of the inventory's PFX for the plan's validity table;
+    None when it does not exist yet or cannot be opened here (the plan then shows only what
+    is installed; the run itself refuses an unusable PFX)."""
+    from tealeaf_fleet.certs import load_pfx
+    from tealeaf_fleet.errors import CertificateError
+    from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
+
+    path = fleet.certificate.path
+    if not path.is_file():
+        return None
+    try:
+        data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
+        pfx = load_pfx(data, fleet.pfx_password(), name=str(path))
+    except (CertificateError, InputError):
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    return {
+        "sha256": pfx.sha256,
+        "not_before": pfx.certificate.not_valid_before_utc.strftime(fmt),
+        "not_after": pfx.certificate.not_valid_after_utc.strftime(fmt),
+    }
 
 
 def script_files() -> list[tuple[str, bytes]]:
