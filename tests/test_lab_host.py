@@ -779,6 +779,11 @@ def test_security_file_locked_fault_fails_opens_with_the_sharing_violation(host:
     assert host.read_file(SEC + r"\tealeaf.p12") == b"data"
     with pytest.raises(HostError, match="being used by another process"):
         host.read_file(SEC + r"\tealeaf.crt")
+    with pytest.raises(HostError, match="being used by another process"):  # nor written
+        host.write_file(SEC + r"\tealeaf.crt", b"new")
+    assert host.path(SEC + r"\tealeaf.crt").read_bytes() == b"data"
+    host.write_file(SEC + r"\tealeaf.p12", b"new")
+    assert host.read_file(SEC + r"\tealeaf.p12") == b"new"
 
 
 def test_facts_model_without_system_core_under_fips_still_answers(

@@ -20,7 +20,14 @@ INVALID = sorted((DATA / "invalid").glob("*.yaml"))
 
 
 def test_packaged_names() -> None:
-    assert builtin_names() == ["prepare", "prerequisites", "rollback", "rollout", "status"]
+    assert builtin_names() == [
+        "prepare",
+        "prerequisites",
+        "rollback",
+        "rollout",
+        "rotate",
+        "status",
+    ]
     assert builtin_dir() == ROOT / "playbooks"  # editable install: the repo's folder
 
 
@@ -72,6 +79,19 @@ def test_rollback_keeps_certificates_and_restarts_one_at_a_time() -> None:
 def test_prepare_never_enables_or_restarts() -> None:
     ops = [p.op for p in load_playbook("prepare").phases]
     assert ops == ["preflight", "certificate", "push_pfx", "push_tools", "import"]
+
+
+def test_rotate_is_the_rollout_without_enable() -> None:
+    """The rotation keeps TLS on: every rollout phase but the enable, in the same order, with
+    the same strategies and gates; and it says it is a rotation (which the digest covers)."""
+    rotate, rollout = load_playbook("rotate"), load_playbook("rollout")
+    assert rotate.rotation is True and rotate.expect_tls is True
+    assert rollout.rotation is False
+    assert [p.as_dict() for p in rotate.phases] == [
+        p.as_dict() for p in rollout.phases if p.op != "enable"
+    ]
+    assert rotate.normalized["rotation"] is True
+    assert "rotation" not in rollout.normalized  # the older playbooks' digests are unchanged
 
 
 def test_status_is_read_only() -> None:
@@ -167,7 +187,7 @@ def test_packaged_playbooks_need_no_opt_in() -> None:
 
 
 def test_unknown_name_lists_the_packaged_ones() -> None:
-    names = "packaged: prepare, prerequisites, rollback, rollout, status"
+    names = "packaged: prepare, prerequisites, rollback, rollout, rotate, status"
     with pytest.raises(InputError, match=names):
         load_playbook("rollot")
 

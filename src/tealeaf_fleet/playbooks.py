@@ -81,7 +81,10 @@ OPT_INS = {
     "gates and checks expect plain connections)",
 }
 
-PLAYBOOK_KEYS = ("name", "description", "expect_tls", *OPT_INS, "phases")
+PLAYBOOK_KEYS = ("name", "description", "expect_tls", "rotation", *OPT_INS, "phases")
+# Ops a rotation (`rotation: true`) never runs: it replaces the certificate under a TLS that
+# stays on, so neither switching TLS on nor off belongs in it.
+ROTATION_REFUSED_OPS = ("enable", "disable")
 PHASE_KEYS = ("name", "op", "roles", "strategy", "batch", "gates", "on_failure", "compensate")
 DEFAULT_ROLES = {
     "preflight": WINDOWS_ROLES,
@@ -134,6 +137,9 @@ class Playbook:
     source: str  # "builtin:rollout" or the file path, for messages only (not in the digest)
     # opt-in key set to true -> the phases that rely on it (empty: set but not needed)
     opt_ins: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # a certificate rotation: TLS is on everywhere before and after, a new pair replaces the
+    # installed one (preflight refuses a fleet with TLS off, or the same pair; docs/rotation.md)
+    rotation: bool = False
 
     @property
     def normalized(self) -> dict[str, Any]:
@@ -145,6 +151,8 @@ class Playbook:
             "allow_parallel_restart": self.allow_parallel_restart,
         }
         out.update({key: key in self.opt_ins for key in OPT_INS if key != "allow_parallel_restart"})
+        if self.rotation:  # only when set: the digests of the other playbooks stay as they were
+            out["rotation"] = True
         out["phases"] = [p.as_dict() for p in self.phases]
         return out
 
@@ -220,6 +228,13 @@ def _load(path: Path, source: str) -> Playbook:
             "expect_tls",
         )
     expect_tls = ctx.boolean(top, "expect_tls", "expect_tls", True)
+    rotation = bool(ctx.boolean(top, "rotation", "rotation", False))
+    if rotation and not expect_tls:
+        raise ctx.error(
+            "a rotation keeps TLS on: it needs expect_tls: true",
+            top.key_line("expect_tls"),
+            "expect_tls",
+        )
     allowed = {key for key in OPT_INS if ctx.boolean(top, key, key, False)}
     allow_parallel = "allow_parallel_restart" in allowed
     raw_phases = top.get("phases")
@@ -241,6 +256,13 @@ def _load(path: Path, source: str) -> Playbook:
                 f"{fld}.name",
             )
         seen[phase.name] = raw.key_line("name")
+        if rotation and phase.op in ROTATION_REFUSED_OPS:
+            raise ctx.error(
+                f"a rotation keeps TLS on: no {phase.op} phase (use the rollout or rollback "
+                "playbook to switch TLS)",
+                raw.key_line("op"),
+                f"{fld}.op",
+            )
         phases.append(phase)
     uses: dict[str, list[str]] = {key: [] for key in sorted(allowed)}
     for rule in _broken_rules(phases, raw_phases, expect_tls, top):
@@ -261,6 +283,7 @@ def _load(path: Path, source: str) -> Playbook:
         phases=tuple(phases),
         source=source,
         opt_ins={key: tuple(dict.fromkeys(names)) for key, names in uses.items()},
+        rotation=rotation,
     )
 
 

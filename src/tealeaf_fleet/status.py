@@ -26,6 +26,7 @@ from tealeaf_fleet.ops.checks import BLOCKER, INFO, WARNING, Finding
 from tealeaf_fleet.secrets import redact
 
 if TYPE_CHECKING:
+    from tealeaf_fleet.certarchive import Rotation
     from tealeaf_fleet.inventory import Fleet, Host
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,22 @@ class HostStatus:
     handshakes: dict[str, Handshake] = field(default_factory=dict)
     status_tool: dict[str, Any] | None = None  # TealeafStatus -verbose (Portal), None: not run
 
+    @property
+    def installed_sha256(self) -> str | None:
+        return ((self.facts or {}).get("security") or {}).get("cert_sha256")
+
+    @property
+    def presented_sha256(self) -> list[str]:
+        """The certificates this host's ports present now (what its running services use)."""
+        return list(dict.fromkeys(h.sha256 for h in self.handshakes.values() if h.sha256))
+
+    def expiry(self) -> dict[str, Any] | None:
+        """The installed certificate's end (host-local) and the days left, when known."""
+        if self.facts is None:
+            return None
+        not_after = (self.facts.get("security") or {}).get("cert_not_after")
+        return {"not_after": not_after, "days_left": checks.cert_days_left(self.facts)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status_tool": self.status_tool,
@@ -89,6 +106,7 @@ class HostStatus:
             "contacted": self.contacted,
             "note": self.note,
             "error": self.error,
+            "expiry": self.expiry(),
             "facts": self.facts,
             "handshakes": {k: v.to_dict() for k, v in self.handshakes.items()},
         }
@@ -101,11 +119,32 @@ class FleetStatus:
     hosts: list[HostStatus]
     findings: list[Finding]
     reference_sha256: str | None
-    reference_source: str | None  # "pfx" | "majority" | None
+    reference_source: str | None  # "pfx" | "majority" | "rotation" | None
+    rotation: Rotation | None = None
+    expiry_days: int = checks.CERT_EXPIRY_WARNING.days
 
     @property
     def consistent(self) -> bool:
         return not checks.has_blockers(self.findings)
+
+    @property
+    def expiring(self) -> list[str]:
+        """Hosts whose installed certificate ends within `expiry_days` (or has ended)."""
+        return sorted({h for f in self.findings if f.code == "cert_expiring" for h in f.hosts})
+
+    def certificates(self) -> list[dict[str, Any]]:
+        """Which hosts carry (tealeaf.crt) and which present (live handshakes) each
+        certificate: one fingerprint normally, two during a rotation."""
+        table: dict[str, dict[str, Any]] = {}
+        for host in self.hosts:
+            marks = [(host.installed_sha256, "installed")]
+            marks += [(sha, "presented") for sha in host.presented_sha256]
+            for sha, how in marks:
+                if not sha:
+                    continue
+                row = table.setdefault(sha, {"sha256": sha, "installed": [], "presented": []})
+                row[how].append(host.name)
+        return list(table.values())
 
     def host(self, name: str) -> HostStatus:
         return next(h for h in self.hosts if h.name == name)
@@ -117,6 +156,10 @@ class FleetStatus:
         return {
             "consistent": self.consistent,
             "reference": {"sha256": self.reference_sha256, "source": self.reference_source},
+            "rotation": self.rotation.to_dict() if self.rotation else None,
+            "certificates": self.certificates(),
+            "expiry_days": self.expiry_days,
+            "expiring": self.expiring,
             "hosts": [h.to_dict() for h in self.hosts],
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -197,6 +240,8 @@ def gather(
     reboot_records: Mapping[str, list[dict]] | None = None,
     status_tool: bool = True,
     tool_runner: ToolRunner | None = None,
+    rotation: Rotation | None = None,
+    expiry_days: int = checks.CERT_EXPIRY_WARNING.days,
 ) -> FleetStatus:
     """Read every Windows host's facts in parallel, probe TLS-role ports, run the vendor's
     status tool on the Portal(s) (`status_tool`), evaluate.
@@ -214,7 +259,15 @@ def gather(
     tools: dict[str, dict[str, Any]] = {}
     if status_tool:
         tools = run_status_tools(fleet, results, forks=forks, runner=tool_runner)
-    status = evaluate(fleet.hosts.values(), results, handshakes, pfx_sha256=pfx_sha256, tools=tools)
+    status = evaluate(
+        fleet.hosts.values(),
+        results,
+        handshakes,
+        pfx_sha256=pfx_sha256,
+        tools=tools,
+        rotation=rotation,
+        expiry_days=expiry_days,
+    )
     status.findings[:0] = pfx_findings
     status.findings.extend(prerequisite_findings(fleet, status, reboot_records or {}))
     return status
@@ -337,11 +390,15 @@ def evaluate(
     *,
     pfx_sha256: str | None,
     tools: Mapping[str, Mapping[str, Any]] | None = None,
+    rotation: Rotation | None = None,
+    expiry_days: int = checks.CERT_EXPIRY_WARNING.days,
 ) -> FleetStatus:
     """Judge a fleet from per-host facts (or errors), handshakes and status-tool runs; no I/O.
 
     `results` maps a Windows host's name to its facts dict, or to an exception / error text
-    when its facts could not be read.
+    when its facts could not be read. `rotation` (the state folder's last change, when it was
+    a rotation): its pair is the reference, and while it has not finished, hosts carrying or
+    presenting a pair of this fleet's archive are "rotation in progress", not a mismatch.
     """
     rows: list[HostStatus] = []
     findings: list[Finding] = []
@@ -362,19 +419,83 @@ def evaluate(
                     (host.name,),
                 )
             )
+    if rotation is not None:
+        pfx_sha256, source = rotation.new_sha256, "rotation"
+    elif pfx_sha256:
+        source = "pfx"
     if pfx_sha256:
-        reference, source = pfx_sha256, "pfx"
+        reference = pfx_sha256
     else:
         reference = checks.majority_fingerprint(seen)
         source = "majority" if reference else None
-    findings.extend(checks.fleet_drift(seen, pfx_sha256=pfx_sha256, roles=roles))
+    drift = checks.fleet_drift(seen, pfx_sha256=pfx_sha256, roles=roles, expiry_days=expiry_days)
+    findings.extend(drift)
     for row in rows:
         findings.extend(_handshake_findings(row, reference))
         tool = (tools or {}).get(row.name)
         if tool is not None:
             row.status_tool = dict(tool)
             findings.extend(status_tool_findings(row.name, tool))
-    return FleetStatus(rows, findings, reference, source)
+    if rotation is not None and rotation.in_progress:
+        findings = _rotation_in_progress(rows, findings, rotation)
+    return FleetStatus(rows, findings, reference, source, rotation, expiry_days)
+
+
+CERT_CODES = ("cert_mismatch", "handshake_cert")
+
+
+def _rotation_in_progress(
+    rows: list[HostStatus], findings: list[Finding], rotation: Rotation
+) -> list[Finding]:
+    """During a rotation two of the fleet's own pairs are expected: the certificate findings
+    about hosts that carry and present only pairs of the archive become one warning saying
+    which hosts run which pair. A pair from outside the archive stays a blocker."""
+    ours = rotation.known | {rotation.new_sha256}
+    by_name = {r.name: r for r in rows}
+
+    def only_ours(name: str) -> bool:
+        row = by_name.get(name)
+        if row is None:
+            return False
+        shas = [row.installed_sha256, *row.presented_sha256]
+        return all(sha in ours for sha in shas if sha)
+
+    kept = [
+        f
+        for f in findings
+        if f.code not in CERT_CODES or not all(only_ours(name) for name in f.hosts)
+    ]
+    old = {
+        r.name: sorted({s for s in (r.installed_sha256, *r.presented_sha256) if s})
+        for r in rows
+        if only_ours(r.name)
+        and any(s != rotation.new_sha256 for s in (r.installed_sha256, *r.presented_sha256) if s)
+    }
+    if not old:
+        return kept
+    groups = []
+    for cert in FleetStatus(rows, [], None, None).certificates():
+        if cert["sha256"] not in ours:
+            continue
+        which = "new" if cert["sha256"] == rotation.new_sha256 else "old"
+        parts = []
+        if cert["installed"]:
+            parts.append("installed on " + ", ".join(cert["installed"]))
+        if cert["presented"]:
+            parts.append("presented by " + ", ".join(cert["presented"]))
+        groups.append(f"{which} {checks.short_sha(cert['sha256'])}: {'; '.join(parts)}")
+    kept.append(
+        Finding(
+            WARNING,
+            "rotation_in_progress",
+            f"rotation in progress to {checks.short_sha(rotation.new_sha256)} (run "
+            f"{rotation.run}, {rotation.state}): " + " | ".join(groups) + "; rerun the rotation "
+            "(`fleet rollout INVENTORY --playbook rotate`) to finish: finished steps are not "
+            "repeated",
+            tuple(sorted(old)),
+        )
+    )
+    return kept
 
 
 def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostStatus:

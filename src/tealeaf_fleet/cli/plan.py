@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
@@ -63,9 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="journal folder whose pending reboots --facts reports (default: .tealeaf-fleet/ "
-        "next to the inventory)",
+        help="state folder whose certificate archive --certificate-from-archive reads and whose "
+        "journal's pending reboots --facts reports (default: .tealeaf-fleet/ next to the "
+        "inventory)",
     )
+    archiveflags.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -86,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory, connects=args.facts)
+    fleet = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
     playbook = load_playbook(args.playbook)
     if args.facts:
         plan = plan_with_facts(playbook, fleet, args.state_dir)
     else:
-        plan = build_plan(playbook, fleet)
+        new = new_certificate(fleet) if playbook.rotation else None
+        plan = build_plan(playbook, fleet, new_certificate=new)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
         print_table(plan, console())
@@ -138,6 +142,7 @@ def plan_with_facts(playbook: Playbook, fleet: Fleet, state_dir: str | None) -> 
         fleet,
         facts,
         _pfx_fingerprint(fleet),
+        new_certificate=new_certificate(fleet),
         reboot_records=reboot_records_at(folder),
         unread=unread,
     )
@@ -187,6 +192,30 @@ def _pfx_fingerprint(fleet: Fleet) -> str | None:
 
     pfx, _data = certificate_for(fleet, create=False)
     return pfx.sha256
+
+
+def new_certificate(fleet: Fleet) -> dict[str, str] | None:
+    """{sha256, not_before, not_after} of the inventory's PFX for the plan's validity table;
+    None when it does not exist yet or cannot be opened here (the plan then shows only what
+    is installed; the run itself refuses an unusable PFX)."""
+    from tealeaf_fleet.certs import load_pfx
+    from tealeaf_fleet.errors import CertificateError
+    from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
+
+    path = fleet.certificate.path
+    if not path.is_file():
+        return None
+    try:
+        data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
+        pfx = load_pfx(data, fleet.pfx_password(), name=str(path))
+    except (CertificateError, InputError):
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    return {
+        "sha256": pfx.sha256,
+        "not_before": pfx.certificate.not_valid_before_utc.strftime(fmt),
+        "not_after": pfx.certificate.not_valid_after_utc.strftime(fmt),
+    }
 
 
 def script_files() -> list[tuple[str, bytes]]:

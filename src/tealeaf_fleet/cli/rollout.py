@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
 from tealeaf_fleet.errors import InputError, StalePlanError
 
@@ -102,6 +103,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
         metavar="NAME|FILE",
         help=f"playbook name or file (default: {default_playbook})",
     )
+    archiveflags.add_arguments(p)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -116,8 +118,14 @@ def run(args: argparse.Namespace, command: str) -> int:
         raise InputError("--no-facts only applies with --dry-run", field="--no-facts")
     offline = args.dry_run and args.no_facts
     fleet = load_fleet_or_exit(args.inventory, connects=not offline)
+    fleet = archiveflags.apply(args, fleet)
     playbook = load_playbook(args.playbook)
-    plan = build_plan(playbook, fleet)
+    new = None
+    if playbook.rotation:  # old and new validity side by side in the dry run and the prompt
+        from tealeaf_fleet.cli.plan import new_certificate
+
+        new = new_certificate(fleet)
+    plan = build_plan(playbook, fleet, new_certificate=new)
     if args.approved_plan:
         plan = check_approved_plan(
             Path(args.approved_plan), plan, fleet, playbook, state_dir=args.state_dir

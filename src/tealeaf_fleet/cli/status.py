@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, colon_fp, whole_number
+from tealeaf_fleet.cli.common import (
+    MAX_FORKS,
+    add_inventory_argument,
+    bounded_int,
+    colon_fp,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,7 +30,8 @@ if TYPE_CHECKING:
     from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
 
 CAPTION = (
-    "cert: SHA-256 prefix (! = not the reference); svc: TeaLeaf services running/installed; "
+    "TLS: the EnableTLS registry value; cert: SHA-256 prefix (! = not the reference); "
+    "left: days until it ends; svc: TeaLeaf services running/installed; "
     "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports "
     "(and the Search Server's on Canisters)"
 )
@@ -38,13 +45,15 @@ COLUMNS: tuple[tuple[str, dict[str, object]], ...] = (
     ("OS", _CELL),
     ("PS", _CELL),
     ("build", _CELL),
-    ("EnableTLS", _CELL),
+    ("TLS", _CELL),
     ("cert", _CELL),
+    ("left", _CELL),
     ("tls.xml", _CELL),
     ("svc", _CELL),
     ("DS log", _CELL),
     ("handshake DS / TMS", {"overflow": "fold"}),
 )
+MAX_EXPIRY_DAYS = 36_500
 OS_NAMES = {"6.1": "2008 R2", "6.2": "2012", "6.3": "2012 R2"}
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -56,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read-only: per host EnableTLS, certificate fingerprint, server.tls.xml, "
         "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
         "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
-        "1 not, 2 bad input.",
+        "1 not (or a certificate ends within --expiry-days), 2 bad input.",
     )
     add_inventory_argument(p)
     p.add_argument(
@@ -68,10 +77,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--forks", type=_forks, default=8, metavar="N", help="hosts read in parallel (default 8)"
     )
     p.add_argument(
+        "--expiry-days",
+        type=bounded_int(0, MAX_EXPIRY_DAYS),
+        default=30,
+        metavar="N",
+        help="a certificate installed anywhere that ends within N days is a finding and makes "
+        "the exit code 1 (default 30), e.g. for a scheduler or monitoring system",
+    )
+    p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="journal folder whose pending reboots are reported (default: .tealeaf-fleet/ next "
-        "to the inventory)",
+        help="state folder whose journal and archive tell a rotation in progress and the "
+        "pending reboots (default: .tealeaf-fleet/ next to the inventory)",
     )
     p.set_defaults(handler=run)
 
@@ -83,25 +100,29 @@ def _forks(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
+    from tealeaf_fleet.certarchive import last_rotation
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
     from tealeaf_fleet.journal import default_state_dir, reboot_records_at
 
     fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
-    folder = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
+    rotation = last_rotation(state_dir)
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(
             fleet,
             forks=args.forks,
             on_progress=advance,
-            reboot_records=reboot_records_at(folder),
+            reboot_records=reboot_records_at(state_dir),
+            rotation=rotation,
+            expiry_days=args.expiry_days,
         )
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
     else:
         render(console(), result)
-    return 0 if result.consistent else 1
+    return 0 if result.consistent and not result.expiring else 1
 
 
 class _Progress:
@@ -183,6 +204,21 @@ def render(console: Console, result: FleetStatus) -> None:
     ref = result.reference_sha256
     if ref:
         console.print(Text(f"reference certificate: {colon_fp(ref)} ({result.reference_source})"))
+    certificates = result.certificates()
+    if len(certificates) > 1 or result.rotation is not None:
+        for cert in certificates:  # which hosts run which certificate
+            where = [
+                f"{how} {', '.join(cert[how])}" for how in ("installed", "presented") if cert[how]
+            ]
+            console.print(Text(f"  certificate {cert['sha256'][:12]}: {'; '.join(where)}"))
+    if result.rotation is not None and result.rotation.in_progress:
+        console.print(
+            Text(
+                f"rotation in progress: run {result.rotation.run} ({result.rotation.state}) to "
+                f"{colon_fp(result.rotation.new_sha256)}",
+                style="yellow",
+            )
+        )
     if result.findings:
         console.print("\nFindings:")
         for f in sorted(
@@ -198,6 +234,14 @@ def render(console: Console, result: FleetStatus) -> None:
             line.append(f"[{f.code}] {who}: {f.message}")
             console.print(line)
     blockers = sum(1 for f in result.findings if f.severity == "blocker")
+    if result.expiring:
+        console.print(
+            Text(
+                f"\ncertificate ends within {result.expiry_days} days on "
+                f"{', '.join(result.expiring)}",
+                style="bold yellow",
+            )
+        )
     if result.consistent:
         console.print(Text("\nconsistent", style="bold green"))
     else:
@@ -208,7 +252,7 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
     facts = host.facts
     if facts is None:
         first = "unreachable" if host.error else "-"
-        return [host.name, host.role, first, *["-"] * 7, _handshakes(host, reference)]
+        return [host.name, host.role, first, *["-"] * 8, _handshakes(host, reference)]
     sec = facts.get("security") or {}
     services = [s for s in facts.get("services") or [] if isinstance(s, dict)]
     running = sum(1 for s in services if s.get("state") == "Running")
@@ -225,11 +269,21 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
         str(facts.get("tealeaf_build") or "?"),
         _registry_text(enable),
         cert_text,
+        _expiry_text(host),
         "present" if xml else "-",
         f"{running}/{len(services)}" if services else "none",
         _data_service(host.role, ds, facts),
         _handshakes(host, reference),
     ]
+
+
+def _expiry_text(host: HostStatus) -> str:
+    """`725d`: days the installed certificate has left (its date is in --json and the
+    findings; the table stays one line per host at 120 columns)."""
+    days = (host.expiry() or {}).get("days_left")
+    if days is None:
+        return "-"
+    return "expired" if days < 0 else f"{days}d"
 
 
 def _registry_text(value: Any) -> str:

@@ -85,9 +85,13 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         facts,
         pfx_sha256=pfx_sha,
         expect_tls=ctx.expect_tls,
+        rotation=ctx.rotation,
         reboot_records=ctx.reboot_records(name),
         status_report=runs_status_report(ctx.fleet, host),
     )
+    if ctx.rotation and host.manages_tls and ctx.fleet.rollout.verify_handshake:
+        served = ctx.probe(host.address, host.tms_port)  # which pair the running TMS uses
+        ctx.serving[name] = getattr(served, "sha256", None)
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]
     warnings = [f.message for f in warned]
@@ -199,11 +203,38 @@ def certificate(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.pfx, ctx.pfx_bytes = certs.load_pfx(data, ctx.pfx_password, name=str(path)), data
     else:
         ctx.pfx, ctx.pfx_bytes = certs.certificate_for(ctx.fleet, create=True)
+    kept = _archive(ctx, path)
     if existed:
         return StepResult(
-            "ok", f"{path.name} already exists and is reused (certificate {_short(ctx.pfx.sha256)})"
+            "ok",
+            f"{path.name} already exists and is reused (certificate "
+            f"{_short(ctx.pfx.sha256)}){kept}",
         )
-    return StepResult("changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)})")
+    return StepResult(
+        "changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)}){kept}"
+    )
+
+
+def _archive(ctx: RunContext, path: Path) -> str:
+    """Keep the PFX this run uses in the state folder's archive (certarchive): the way back
+    after a rotation. Returns the suffix the step's message gets ('' without a journal)."""
+    from tealeaf_fleet import certarchive
+
+    runner = ctx.runner
+    journal = runner.journal if runner is not None else None
+    if journal is None or ctx.pfx is None or ctx.pfx_bytes is None:
+        return ""
+    entry = certarchive.archive(
+        journal.state_dir,
+        ctx.pfx,
+        ctx.pfx_bytes,
+        source=path.name,
+        run_id=runner.run_id,
+        command=runner.command,
+        playbook=(runner.plan.get("playbook") or {}).get("name"),
+        rotation=ctx.rotation,
+    )
+    return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 
 
 def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
@@ -235,7 +266,7 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
     return StepResult(
         "changed",
         f"TLSTool.exe create -site on {first.name}; fetched "
-        f"{path.name} (certificate {_short(pfx.sha256)})",
+        f"{path.name} (certificate {_short(pfx.sha256)}){_archive(ctx, path)}",
     )
 
 
@@ -248,12 +279,41 @@ def _need_pfx(ctx: RunContext) -> tuple[Any, bytes]:
 def _import_status(ctx: RunContext, host: Host, facts: dict[str, Any], pfx_sha256: str) -> Any:
     """Whether the host already carries this run's certificate. One verdict for push_pfx and
     import, so the copy is skipped exactly when the import would be, and import checks its own
-    work against the same rule."""
+    work against the same rule.
+
+    tealeaf.crt is the only evidence the facts give (tealeaf.p12 is re-encrypted per host, so
+    its hash says nothing), and an import that failed part-way can leave the new tealeaf.crt
+    beside the old tealeaf.p12 (a held tealeaf.p12 refuses the write). So an import that an
+    earlier run of this plan started on this host and never finished is done again, however
+    tealeaf.crt reads."""
     from tealeaf_fleet.ops import checks
 
-    return checks.step_status(
+    verdict = checks.step_status(
         host, facts, "import", pfx_sha256=pfx_sha256, expect_tls=ctx.expect_tls
     )
+    if verdict.done and _import_unfinished(ctx, host, pfx_sha256):
+        return checks.Needed(
+            "an earlier import of this certificate on this host failed part-way "
+            "(tealeaf.crt alone proves nothing then): importing again"
+        )
+    return verdict
+
+
+def _import_unfinished(ctx: RunContext, host: Host, pfx_sha256: str) -> bool:
+    """An import step of this plan started on `host` in a run being resumed (its note) and
+    finished in none of them, nor in this run."""
+    runner = ctx.runner
+    if runner is None or "import" in ctx.changed_ops(host.name):
+        return False
+    for phase in runner.phases:
+        if phase.op != "import" or host.name not in phase.hosts:
+            continue
+        if (phase.name, host.name, "import") in runner.done:
+            continue
+        note = ctx.first_note(phase.name, host.name, "import")
+        if note and note.get("importing") == pfx_sha256:
+            return True
+    return False
 
 
 # --- push -------------------------------------------------------------------------------------
@@ -362,6 +422,7 @@ def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     verdict = judge(ctx.facts.get(name) or {})
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
+    ctx.note(phase.name, name, {"importing": pfx.sha256})  # a rerun distrusts a half import
     reason = _tlstool_verified(
         ctx, host, "import", judge, pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password
     )
@@ -444,6 +505,10 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
     """A host this run did not change, whose gates already pass, needs no restart (a rerun
     after a crash, or a fleet already in the wanted state). Returns the reason, or None."""
     if ctx.changed_ops(host.name) & {"import", "enable", "disable"}:
+        return None
+    if ctx.rotation and not ctx.fleet.rollout.verify_handshake:
+        # TLS was on before and after: only a handshake tells the old pair from the new one,
+        # so without it a restart the journal does not record as done is repeated
         return None
     from tealeaf_fleet.ops import checks
 

@@ -63,6 +63,10 @@ class RunContext:
         self.verify_status: Any = None
         self.approved_plan: str | None = None  # the plan file the run was approved with
         self.force_restart = False  # restart even hosts whose gates pass (troubleshoot reboot)
+        # a rotation (the plan's `rotation`): preflight records, per TLS host, the certificate
+        # its TMS port presents, and `after_preflight` judges the fleet as a whole
+        self.rotation = False
+        self.serving: dict[str, str | None] = {}
         self._conns: dict[str, Any] = {}
         self._reboots: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -134,6 +138,35 @@ class RunContext:
         return tlsprobe.handshake(address, port, timeout_s=timeout_s)
 
     # --- what the actions share -------------------------------------------------------------
+
+    def after_preflight(self) -> dict[str, list[str]]:
+        """Fleet-wide preflight rules, once every host passed its own (the runner asks):
+        host (or "controller") -> blocker messages; empty when the run may go on."""
+        if not self.rotation:
+            return {}
+        from datetime import datetime, timezone
+
+        from tealeaf_fleet.ops import checks
+
+        installed = {
+            h.name: ((self.facts.get(h.name) or {}).get("security") or {}).get("cert_sha256")
+            for h in self.fleet.windows_hosts()
+        }
+        pfx = self.pfx
+        findings = checks.rotation_fleet_blockers(
+            installed,
+            self.serving,
+            new_sha256=pfx.sha256 if pfx is not None else None,
+            not_after=pfx.certificate.not_valid_after_utc.replace(tzinfo=None)
+            if pfx is not None
+            else None,
+            now=datetime.now(timezone.utc).replace(tzinfo=None),
+        )
+        out: dict[str, list[str]] = {}
+        for f in findings:
+            for name in f.hosts:
+                out.setdefault(name, []).append(f.message)
+        return out
 
     def install_dir(self, host: Host) -> str:
         """Inventory override first, else what facts discovered (services, registry)."""

@@ -52,6 +52,7 @@ def execute(
     ctx.force_restart = bool(plan.get("force_restart"))
     if journal is not None:
         bus.subscribe(GateRecorder(journal))
+    ctx.rotation = bool(plan.get("rotation"))
     ops = {p.get("op") for p in plan.get("phases") or []}
     if ops & {"certificate", "import", "push_pfx"}:
         from tealeaf_fleet import certs

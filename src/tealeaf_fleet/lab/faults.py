@@ -23,7 +23,8 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - build_value_missing: the registry value `Version` is deleted (the build is then only in the
   service executables' file version)
 - security_file_locked (true or {"files": [NAME, ...]}): tealeaf.p12 (or the named files of the
-  security folder) cannot be opened: another process holds it (sharing violation)
+  security folder) cannot be opened, for reading or writing: another process holds it (sharing
+  violation; so `TLSTool.exe import` writes tealeaf.crt and then fails on tealeaf.p12)
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs

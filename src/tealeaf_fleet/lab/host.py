@@ -554,12 +554,17 @@ class LabHost:
         p = self.path(win_path)
         if not p.is_file():
             raise HostError(f"Could not find file '{win_path}'.")
-        if self._locked(p):
+        self._refuse_if_locked(win_path, p)
+        return p.read_bytes()
+
+    def _refuse_if_locked(self, win_path: str, real: Path) -> None:
+        """A file another process holds without sharing (`security_file_locked`) cannot be
+        opened, for reading or for writing (*pessimistic*: the holder shares neither)."""
+        if self._locked(real):
             raise HostError(
                 f"The process cannot access the file '{win_path}' because it is being used by "
                 "another process."
             )
-        return p.read_bytes()
 
     def _locked(self, real: Path) -> bool:
         names = locked_files(self.faults())
@@ -626,6 +631,7 @@ class LabHost:
             raise HostError(f"Access to the path '{win_path}' is denied.")
         if not make_parents and not p.parent.is_dir():
             raise HostError(f"Could not find a part of the path '{win_path}'.")
+        self._refuse_if_locked(win_path, p)
         self._raw_write(win_path, data)
         self.record("file", path=win_path, op="write", size=len(data))
 
