@@ -532,6 +532,7 @@ def judge_preflight(
                 f,
                 pfx_sha256=pfx_sha256,
                 expect_tls=playbook.expect_tls,
+                rotation=playbook.rotation,
                 reboot_records=reboot_records.get(host.name, ()),
                 status_report=runs_status_report(fleet, host),
             )
