@@ -313,6 +313,15 @@ def test_data_service_log(lab_answers):
     a.facts["data_service"]["port"] = 23443
     got = line(lab_answers, "data_service_log", a)
     assert got.verdict == WARN and "23000" in got.action
+    # configuration files still naming 23443 are listed, whatever the log says
+    a.facts["port_23443_files"] = ["D:\\Tealeaf\\Config\\Search.config"]
+    got = line(lab_answers, "data_service_log", a)
+    assert "Search.config" in got.action
+    a = answers(lab_answers)
+    a.facts["port_23443_files"] = ["D:\\Tealeaf\\Config\\Search.config"]
+    got = line(lab_answers, "data_service_log", a)
+    assert got.verdict == WARN and "Search.config" in got.evidence
+    assert "rewrites no configuration file" in got.action
     a = answers(lab_answers)
     a.facts["services"] = [s for s in a.facts["services"] if "DataService" not in s["name"]]
     assert "no Data Service" in line(lab_answers, "data_service_log", a).evidence

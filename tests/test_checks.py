@@ -300,7 +300,22 @@ PREFLIGHT_CASES = [
         True,
         {"enable_tls_preset"},
         set(),
-        ("EnableTLS", "fleet rollback"),
+        # no pair imported: the vendor's fix is EnableTLS=0, which the prerequisites make
+        ("EnableTLS", "--playbook prerequisites", "do not restart"),
+    ),
+    (
+        "enable_tls_preset_no_pfx_with_a_pair",
+        FakeHost(),
+        {
+            "enable_tls": 1,
+            "security.cert_sha256": OTHER,
+            "security.files.tealeaf.p12": {"size": 2, "sha256": "y"},
+        },
+        None,
+        True,
+        {"enable_tls_preset"},
+        set(),
+        ("EnableTLS", "fleet rollback", "certificate.source: file"),
     ),
     (
         "enable_tls_preset_other_cert",
@@ -399,8 +414,8 @@ PREFLIGHT_CASES = [
         R2,
         None,
         True,
-        {"schannel_tls12_server"},
-        {"send_trusted_issuer_list", "status_report_tls", "powershell_2"},
+        {"schannel_tls12_server", "send_trusted_issuer_list"},
+        {"status_report_tls", "powershell_2"},
         ("TLS 1.2\\Server\\Enabled", "TLS 1.2\\Server\\DisabledByDefault", "reboot"),
     ),
     (
@@ -430,8 +445,8 @@ PREFLIGHT_CASES = [
         {**R2_KEYS_OK, "schannel.send_trusted_issuer_list": 1},
         None,
         True,
-        set(),
-        {"send_trusted_issuer_list", "powershell_2"},
+        {"send_trusted_issuer_list"},
+        {"powershell_2"},
         ("SendTrustedIssuerList",),
     ),
     (

@@ -74,7 +74,7 @@ def test_plan_json_to_file_and_formats(inventory: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     data = json.loads(out.read_text())  # format chosen from the suffix
-    assert data["format_version"] == 3 and data["playbook"]["name"] == "rollout"
+    assert data["format_version"] == 4 and data["playbook"]["name"] == "rollout"
     assert f"plan {data['digest'][:12]} written to {out}" in proc.stderr
     md = fleet("plan", str(inventory), "--playbook", "rollback", "--format", "markdown")
     assert md.returncode == 0 and md.stdout.startswith("# Change plan: rollback")
@@ -155,7 +155,8 @@ def test_plan_opens_no_network_connection(inventory: Path, tmp_path: Path) -> No
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {"PYTHONPATH": str(site)}
+    # the guard first, then whatever tree the suite runs against
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     # the guard works: a connection attempt in such a process exits 99
     probe = subprocess.run(
         [sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
@@ -171,9 +172,9 @@ def test_plan_opens_no_network_connection(inventory: Path, tmp_path: Path) -> No
         )
         assert proc.returncode == 0, proc.stderr
         assert "NETWORK ATTEMPT" not in proc.stderr
-    # --dry-run on the changing commands prints the same plan, and connects to nothing either
+    # --dry-run --no-facts on the changing commands prints the same plan, connecting to nothing
     for command in ("rollout", "rollback"):
-        proc = fleet(command, str(inventory), "--dry-run", env=env)
+        proc = fleet(command, str(inventory), "--dry-run", "--no-facts", env=env)
         assert proc.returncode == 0, proc.stderr
         assert "NETWORK ATTEMPT" not in proc.stderr
         assert "Plan digest" in proc.stdout
@@ -276,7 +277,9 @@ def test_facts_with_an_unreachable_host_warn_and_keep_its_steps(
         )
         password = lab.winrm_password()
     out, err = capsys.readouterr()
-    assert code == 0, err
+    # the run's preflight would block on a host it cannot read: exit 3, the plan still printed
+    assert code == 3, err
+    assert "preflight would block on 1 host(s): hbr02" in err
     warnings = [line for line in err.splitlines() if line.startswith("fleet: warning: hbr02:")]
     assert len(warnings) == 1, err
     assert "facts not read: HostUnreachable: cannot connect to" in warnings[0]
@@ -286,6 +289,10 @@ def test_facts_with_an_unreachable_host_warn_and_keep_its_steps(
     assert password not in out + err
     plan = json.loads(out)
     assert plan["facts_digest"] is not None
+    assert plan["preflight"]["blocked"] is True
+    unreadable = [f for f in plan["preflight"]["findings"] if f["code"] == "facts_unreadable"]
+    assert [f["hosts"] for f in unreadable] == [["hbr02"]]
+    assert "HostUnreachable" in unreadable[0]["message"]
     steps = {(p["name"], s["host"]): s["skip_reason"] for p in plan["phases"] for s in p["steps"]}
     for phase in ("preflight", "disable", "restart_hbr", "verify"):
         assert (phase, "hbr02") in steps and steps[(phase, "hbr02")] is None, phase

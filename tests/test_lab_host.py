@@ -571,6 +571,34 @@ def test_data_service_23443_and_enable_tls_preset_and_schannel_faults(tmp_path: 
         h.shutdown()
 
 
+def test_schannel_tls12_is_read_at_boot_on_2008r2(tmp_path: Path) -> None:
+    """2008 R2 booted without the TLS 1.2 server keys: with TLS enabled the Data Service offers
+    no TLS 1.2 (the controller's handshake fails); writing the keys changes nothing until the
+    next boot, after which it does."""
+    h = make_host(tmp_path, os_key="2008r2", faults={"schannel_tls12_missing": True})
+    try:
+        assert not h.tls12_at_boot() and not h.tls12_server_on()
+        put_pfx(h)
+        assert h.tlstool(["import", "TCXcert.pfx", PFX_PW])[0] == 0
+        assert h.tlstool(["enable"])[0] == 0
+        restart_data_service(h)
+        with pytest.raises(ssl.SSLError):
+            peer_cert(h.data_service_port)
+        h.reg_set(TLS12_SERVER_KEY, "Enabled", 1, "DWord")
+        h.reg_set(TLS12_SERVER_KEY, "DisabledByDefault", 0, "DWord")
+        assert h.tls12_server_on() and not h.tls12_at_boot()
+        restart_data_service(h)  # a service restart is not a boot
+        with pytest.raises(ssl.SSLError):
+            peer_cert(h.data_service_port)
+        h.reboot()
+        assert wait_for(lambda: h.is_down()) and wait_for(lambda: not h.is_down())
+        assert wait_for(lambda: h.data_service_mode() == "tls")
+        assert h.tls12_at_boot()
+        assert len(peer_cert(h.data_service_port)) > 0
+    finally:
+        h.shutdown()
+
+
 START = "Service.Start INFO Starting HTTP Server"
 
 

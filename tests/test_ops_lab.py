@@ -457,6 +457,71 @@ def test_set_registry_dword_and_string(conns, lab):
     result = registry.set_value(conns[CANISTER], "HKLM:\\SOFTWARE\\fleet-test", "Text", text)
     assert result.value == text
     assert lab.host(CANISTER).reg_get("HKLM:\\SOFTWARE\\fleet-test", "Text") == text
+    # the type is read back too: what the prerequisites playbook checks after every write
+    assert (first.kind, result.kind) == ("DWord", "String")
+    retyped = registry.set_value(
+        conns[CANISTER], "HKLM:\\SOFTWARE\\fleet-test", "Text", 1, kind="DWord"
+    )
+    assert (retyped.kind, retyped.value) == ("DWord", 1)
+
+
+def test_facts_boot_time_and_pending_reboot_markers(conns, fleet, lab):
+    """The last boot (host-local, the format of `now`) and Windows' own pending-reboot
+    markers: what "reboot pending since ..." is judged against."""
+    host = lab.host(CANISTER)
+    got = facts.gather(conns[CANISTER], fleet.hosts[CANISTER]).raw
+    assert got["boot"]["last_boot"] <= got["now"]
+    assert len(got["boot"]["last_boot"]) == len("2026-11-27T11:14:59")
+    assert got["pending_reboot"] == {
+        "cbs_reboot_pending": False,
+        "wu_reboot_required": False,
+        "file_rename_entries": 0,
+    }
+    host.reg_set(
+        "HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update"
+        "\\RebootRequired",
+        "x",
+        1,
+    )
+    try:
+        again = facts.gather(conns[CANISTER], fleet.hosts[CANISTER]).raw
+        assert again["pending_reboot"]["wu_reboot_required"] is True
+        codes = {f.code for f in checks.reboot_findings(CANISTER, again, [], block=True)}
+        assert codes == {"windows_reboot_pending"}
+    finally:
+        host.reg_delete(
+            "HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update"
+            "\\RebootRequired"
+        )
+
+
+def test_facts_name_configuration_files_that_mention_23443(conns, fleet, lab):
+    """Read-only search of the install folder's small configuration files for the legacy
+    port as a whole number; logs and other file types are left out."""
+    host = lab.host(CANISTER)
+    root = host.install_dir
+    planted = {
+        root + "\\Config\\DataService.config": b'<add key="Port" value="23443"/>',
+        root + "\\Config\\Other.xml": b"<port>123443</port>",  # not the port
+        root + "\\Logs\\notes.ini": b"port=23443",  # logs are left out
+        root + "\\bin\\readme.txt": b"23443",  # not a configuration file type
+    }
+    for path, data in planted.items():
+        host.write_file(path, data)
+    try:
+        got = facts.gather(conns[CANISTER], fleet.hosts[CANISTER]).raw
+        assert got["port_23443_files"] == [root + "\\Config\\DataService.config"]
+        finding = [
+            f
+            for f in checks.preflight_blockers(
+                fleet.hosts[CANISTER], got, pfx_sha256=None, expect_tls=True
+            )
+            if f.code == "port_23443_in_config"
+        ]
+        assert finding and "DataService.config" in finding[0].message
+    finally:
+        for path in planted:
+            host.delete_file(path)
 
 
 def test_restart_keeps_stopped_services_stopped_and_logs_show_the_restart(conns, lab, fleet):

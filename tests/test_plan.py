@@ -374,7 +374,11 @@ def test_json_round_trip_and_shape(tmp_path: Path) -> None:
         "facts_digest",
         "digest",
     ]
-    assert d["format_version"] == 3
+    assert d["format_version"] == 4
+    # facts given: the preflight was judged (one host's facts only, no blocker there) and
+    # every Tealeaf server has a pre-check row (known only where facts were read)
+    assert d["preflight"]["checked"] is True
+    assert {row["host"]: row["known"] for row in d["prechecks"]}["hbr01"] is True
     assert set(d["phases"][0]) >= {
         "name",
         "op",
@@ -404,8 +408,10 @@ def test_bad_plan_files(tmp_path: Path) -> None:
         Plan.from_json("{nope")
     with pytest.raises(InputError, match="format_version 1 is not supported"):
         Plan.from_json('{"format_version": 1}')
+    with pytest.raises(InputError, match="format_version 3 is not supported"):
+        Plan.from_json('{"format_version": 3}')  # a plan without the preflight judgement
     with pytest.raises(InputError, match="missing field 'tool_version'"):
-        Plan.from_json('{"format_version": 3}')
+        Plan.from_json('{"format_version": 4}')
     with pytest.raises(InputError, match="cannot be read"):
         Plan.load(tmp_path / "none.json")
 

@@ -20,7 +20,14 @@ INVALID = sorted((DATA / "invalid").glob("*.yaml"))
 
 
 def test_packaged_names() -> None:
-    assert builtin_names() == ["prepare", "rollback", "rollout", "rotate", "status"]
+    assert builtin_names() == [
+        "prepare",
+        "prerequisites",
+        "rollback",
+        "rollout",
+        "rotate",
+        "status",
+    ]
     assert builtin_dir() == ROOT / "playbooks"  # editable install: the repo's folder
 
 
@@ -180,7 +187,8 @@ def test_packaged_playbooks_need_no_opt_in() -> None:
 
 
 def test_unknown_name_lists_the_packaged_ones() -> None:
-    with pytest.raises(InputError, match="packaged: prepare, rollback, rollout, rotate, status"):
+    names = "packaged: prepare, prerequisites, rollback, rollout, rotate, status"
+    with pytest.raises(InputError, match=names):
         load_playbook("rollot")
 
 

@@ -423,12 +423,15 @@ def _facts(states, mode="tls", started="2026-11-27T11:00:05"):
 
 
 def _ctx(conn, *, expect_tls=True, probes=None, timeout=1):
+    from tealeaf_fleet.inventory import PrerequisiteSettings
+
     fleet = SimpleNamespace(
         install_dir="D:\\Tealeaf",
         hosts={},
         rollout=SimpleNamespace(
             health_timeout_s=timeout, soak_s=0, verify_handshake=True, restart="services"
         ),
+        prerequisites=PrerequisiteSettings(),
     )
     probes = probes or {
         23000: SimpleNamespace(kind="tls", sha256=PFX_SHA),
@@ -668,7 +671,7 @@ def test_restart_counts_pending_services_by_where_they_are_going():
             {"name": "D", "state": "Stopped"},
         ]
     }
-    before = _before(ctx, SimpleNamespace(name="restart"), ctx.fleet.hosts["hbr01"])
+    before = _before(ctx, SimpleNamespace(name="restart", op="restart"), ctx.fleet.hosts["hbr01"])
     assert before.running == ["A", "C"]
     assert before.stopped == ["B", "D"]
 
@@ -702,7 +705,7 @@ def test_before_knows_the_data_service_from_the_services_not_the_log(services, l
             "data_service": {"mode": None, "port": None, "log": log, "newest_log": log},
         },
     )
-    before = _before(ctx, SimpleNamespace(name="restart_hbr"), HOST)
+    before = _before(ctx, SimpleNamespace(name="restart_hbr", op="restart"), HOST)
     assert before.has_data_service is expected
 
 

@@ -712,12 +712,20 @@ def judge_data_service_log(host: Host, a: HostAnswers, f: Mapping[str, Any]) -> 
         )
     listing = _log_listing(logs) if c is not None else "log files not listed"
     ds = _section(f, "data_service")
+    # configuration files under the install folder that still mention 23443 (read-only search)
+    mentions = checks.port_23443_files(f)
+    named = (
+        f"; configuration files that mention {checks.LEGACY_DATA_SERVICE_PORT}: "
+        + ", ".join(mentions)
+        if mentions
+        else ""
+    )
     if not ds.get("mode"):
         return Line(
             "data_service_log",
             WARN,
             f"{listing}; no startup block found ('Service.Start INFO Starting HTTP Server' "
-            "then 'Port:' or 'TLS Port:'): the service has run since before those lines",
+            f"then 'Port:' or 'TLS Port:'): the service has run since before those lines{named}",
             "nothing blocks the rollout (a restart writes a new block, which the gate reads), "
             "but the current port is unproven: check the Data Service's configured port",
         )
@@ -732,7 +740,7 @@ def judge_data_service_log(host: Host, a: HostAnswers, f: Mapping[str, Any]) -> 
             evidence,
             f"preflight will refuse: set the Data Service back to 23000 (and the Search "
             f"Service configuration on Canisters and HBRs that points at "
-            f"{checks.LEGACY_DATA_SERVICE_PORT}) before the window",
+            f"{checks.LEGACY_DATA_SERVICE_PORT}) before the window{named}",
         )
     if isinstance(ds.get("port"), int) and ds["port"] != host.data_service_port:
         return Line(
@@ -741,6 +749,15 @@ def judge_data_service_log(host: Host, a: HostAnswers, f: Mapping[str, Any]) -> 
             evidence,
             f"the inventory says data_service_port {host.data_service_port}: correct it, the "
             "handshake gate probes the inventory's port",
+        )
+    if mentions:
+        return Line(
+            "data_service_log",
+            WARN,
+            evidence + named,
+            f"if one of them points the Data Service or the Search Service at "
+            f"{checks.LEGACY_DATA_SERVICE_PORT}, change it to 23000 before the window (the tool "
+            "rewrites no configuration file)",
         )
     return Line("data_service_log", OK, evidence)
 

@@ -43,7 +43,7 @@ CERT_SOURCES = ("generate", "tlstool", "file")
 RESTART_MODES = ("services", "reboot")
 DEFAULT_PORTS = {"https": 5986, "http": 5985}
 
-TOP_KEYS = ("tealeaf", "winrm", "certificate", "rollout", "hosts")
+TOP_KEYS = ("tealeaf", "winrm", "certificate", "rollout", "prerequisites", "hosts")
 TEALEAF_KEYS = ("install_dir",)
 WINRM_KEYS = (
     "scheme",
@@ -63,6 +63,12 @@ WINRM_KEYS = (
 )
 CERT_KEYS = ("source", "path", "password_env", "password_file")
 ROLLOUT_KEYS = ("restart", "health_timeout_s", "soak_s", "verify_handshake")
+PREREQUISITE_KEYS = ("status_report_hosts", "winhttp_protocols", "reboot")
+# WinHTTP DefaultSecureProtocols the `prerequisites` playbook may write: 0xA80 (TLS 1.0-1.2,
+# the default) or the vendor's literal 0xAA0 (which also turns SSL 3.0 back on).
+WINHTTP_SAFE = 0xA80
+WINHTTP_VENDOR = 0xAA0
+WINHTTP_CHOICES = (WINHTTP_SAFE, WINHTTP_VENDOR)
 HOST_KEYS = (
     "address",
     "role",
@@ -163,6 +169,17 @@ class RolloutSettings:
 
 
 @dataclass(frozen=True)
+class PrerequisiteSettings:
+    """`prerequisites:`: what the `prerequisites` playbook writes. `status_report_hosts` None
+    means every Tealeaf Windows server (the TealeafStatus settings go where TealeafStatus
+    runs); `reboot` false stops after the writes and leaves the reboots to the operator."""
+
+    status_report_hosts: tuple[str, ...] | None = None
+    winhttp_protocols: int = WINHTTP_SAFE
+    reboot: bool = True
+
+
+@dataclass(frozen=True)
 class Fleet:
     """A loaded inventory. `normalized` is the canonical, secret-free content for digests."""
 
@@ -173,6 +190,7 @@ class Fleet:
     rollout: RolloutSettings
     normalized: dict
     warnings: list[str]
+    prerequisites: PrerequisiteSettings = field(default_factory=PrerequisiteSettings)
     # field path -> line, so lazily raised errors still point at the inventory
     lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _file_secrets: dict[str, Secret] = field(default_factory=dict, repr=False, compare=False)
@@ -910,6 +928,19 @@ def load_fleet(path: str | Path) -> Fleet:
         ),
     )
 
+    pre_map = ctx.mapping(
+        top.get("prerequisites"), "prerequisites", top.key_line("prerequisites"), PREREQUISITE_KEYS
+    )
+    winhttp = _winhttp_protocols(ctx, pre_map)
+    if winhttp == WINHTTP_VENDOR:
+        warnings_early = [
+            f"{file}:{ctx.lines.get('prerequisites.winhttp_protocols')}: "
+            "prerequisites.winhttp_protocols is 0xAA0 (the vendor's literal value): it turns "
+            "SSL 3.0 back on for WinHTTP clients; 0xA80 (TLS 1.0-1.2) is the safer value"
+        ]
+    else:
+        warnings_early = []
+
     if "hosts" not in top or not top["hosts"]:
         raise ctx.error(
             "no hosts: the inventory needs at least one host",
@@ -928,7 +959,7 @@ def load_fleet(path: str | Path) -> Fleet:
     # The lab runs every host on 127.0.0.1 with its own WinRM port, so two hosts are the same
     # machine only when address AND WinRM port match; the address alone would reject the lab.
     seen_endpoints: dict[tuple[str, int], str] = {}
-    warnings: list[str] = []
+    warnings: list[str] = list(warnings_early)
     if not winrm_defaults["validate_certs"]:
         warnings.append(
             f"{file}:{ctx.lines.get('winrm.validate_certs')}: winrm.validate_certs"
@@ -1022,6 +1053,11 @@ def load_fleet(path: str | Path) -> Fleet:
             seen_endpoints[endpoint] = name
         hosts[name] = host
 
+    prerequisites = PrerequisiteSettings(
+        status_report_hosts=_status_report_hosts(ctx, pre_map, hosts),
+        winhttp_protocols=winhttp,
+        reboot=ctx.boolean(pre_map, "reboot", "prerequisites.reboot", True),
+    )
     fleet = Fleet(
         path=file,
         install_dir=install_dir,
@@ -1030,6 +1066,7 @@ def load_fleet(path: str | Path) -> Fleet:
         rollout=rollout,
         normalized={},
         warnings=warnings,
+        prerequisites=prerequisites,
         lines=dict(ctx.lines),
     )
     fleet.normalized.update(_normalize(fleet, base))
@@ -1040,6 +1077,47 @@ def load_fleet(path: str | Path) -> Fleet:
         if host.winrm.password_file is not None:
             fleet.winrm_password(host)
     return fleet
+
+
+def _winhttp_protocols(ctx: _Ctx, m: _Map) -> int:
+    """`prerequisites.winhttp_protocols`: 0xA80 (default) or 0xAA0, as a number (YAML reads
+    `0xAA0` as one) or as the text "0xAA0"."""
+    fld = "prerequisites.winhttp_protocols"
+    if "winhttp_protocols" not in m or m["winhttp_protocols"] is None:
+        return WINHTTP_SAFE
+    value = m["winhttp_protocols"]
+    if isinstance(value, str) and re.fullmatch(r"0[xX][0-9A-Fa-f]{1,8}", value.strip()):
+        value = int(value.strip(), 16)
+    if isinstance(value, bool) or value not in WINHTTP_CHOICES:
+        raise ctx.error(
+            f"expected 0xA80 (TLS 1.0-1.2) or 0xAA0 (the vendor's value, SSL 3.0 too), got "
+            f"{value!r}",
+            m.key_line("winhttp_protocols"),
+            fld,
+        )
+    return int(value)
+
+
+def _status_report_hosts(ctx: _Ctx, m: _Map, hosts: dict[str, Host]) -> tuple[str, ...] | None:
+    """`prerequisites.status_report_hosts`: names of inventory hosts with a TLS role."""
+    fld = "prerequisites.status_report_hosts"
+    if "status_report_hosts" not in m or m["status_report_hosts"] is None:
+        return None
+    value = m["status_report_hosts"]
+    line = m.key_line("status_report_hosts")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ctx.error(f"expected a list of host names, got {_kind(value)}", line, fld)
+    for name in value:
+        host = hosts.get(name)
+        if host is None:
+            raise ctx.error(f"'{name}' is not a host of this inventory", line, fld)
+        if not host.manages_tls:
+            raise ctx.error(
+                f"'{name}' has role {host.role}: TealeafStatus runs on Tealeaf servers only",
+                line,
+                fld,
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def _rel(p: Path | None, base: Path) -> str | None:
@@ -1097,6 +1175,15 @@ def _normalize(fleet: Fleet, base: Path) -> dict:
             "health_timeout_s": r.health_timeout_s,
             "soak_s": r.soak_s,
             "verify_handshake": r.verify_handshake,
+        },
+        "prerequisites": {
+            "status_report_hosts": (
+                None
+                if fleet.prerequisites.status_report_hosts is None
+                else list(fleet.prerequisites.status_report_hosts)
+            ),
+            "winhttp_protocols": fleet.prerequisites.winhttp_protocols,
+            "reboot": fleet.prerequisites.reboot,
         },
         "hosts": hosts,
     }

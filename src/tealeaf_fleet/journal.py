@@ -95,6 +95,14 @@ CREATE TABLE IF NOT EXISTS steps (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run);
+CREATE TABLE IF NOT EXISTS reboots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER REFERENCES runs(id),
+    host TEXT NOT NULL,
+    since TEXT NOT NULL,
+    areas TEXT NOT NULL,
+    recorded REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS evidence (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run INTEGER NOT NULL REFERENCES runs(id),
@@ -605,6 +613,31 @@ class Journal:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def reboot_needed(self, run_id: int | None, host: str, since: str, areas: list[str]) -> None:
+        """Record that this tool changed values on `host` that take effect at boot (`areas`:
+        schannel, dotnet, winhttp), at host-local time `since`. The reboot is pending until
+        the host's facts show a boot after it (`ops.checks.pending_reboot_since`), so a
+        reboot by anyone clears it and nothing here needs deleting."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO reboots(run, host, since, areas, recorded) VALUES (?,?,?,?,?)",
+                (run_id, host, _clean(since), ",".join(areas), time.time()),
+            )
+
+    def reboot_records(self) -> dict[str, list[dict]]:
+        """host -> [{"since", "areas", "run"}], oldest first: every change that needed a
+        reboot (status and preflight compare them with the host's last boot)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT host, since, areas, run FROM reboots ORDER BY id"
+            ).fetchall()
+        out: dict[str, list[dict]] = {}
+        for host, since, areas, run in rows:
+            out.setdefault(host, []).append(
+                {"since": since, "areas": [a for a in areas.split(",") if a], "run": run}
+            )
+        return out
+
     def record(self, run_id: int, kind: str, data: dict, *, host: str | None = None) -> None:
         """Keep one piece of evidence for `fleet report` (engine/evidence.py says which kinds).
         The JSON text is redacted like every other message: no secret is ever stored."""
@@ -719,6 +752,15 @@ _RUN_COLUMNS = (
     " plan_digest, tool_version, started, finished, outcome, message"
 )
 _STEP_COLUMNS = "id, run, phase, host, action, started, finished, outcome, message"
+
+
+def reboot_records_at(state_dir: str | Path) -> dict[str, list[dict]]:
+    """`Journal.reboot_records` of the journal in `state_dir`, or {} when there is none yet
+    (read-only commands never create a state folder)."""
+    if not (Path(state_dir) / "journal.sqlite").is_file():
+        return {}
+    with Journal(state_dir) as journal:
+        return journal.reboot_records()
 
 
 def _clean(text: str | None) -> str | None:

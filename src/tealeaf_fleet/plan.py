@@ -36,7 +36,8 @@ from tealeaf_fleet.inventory import Fleet, Host
 from tealeaf_fleet.ops.checks import step_status
 from tealeaf_fleet.playbooks import OPT_INS, Phase, Playbook, sha256_json
 
-FORMAT_VERSION = 3  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `validity`
+FORMAT_VERSION = 4  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `validity`,
+# `pca_handoff`. 4: `preflight`, `prechecks`
 PLAN_MAX_BYTES = 16 * 1024 * 1024  # a 1,000-host plan is about 2 MiB
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
@@ -125,6 +126,12 @@ class Plan:
     # [{host, build (declared, or null), pipeline_ready (build >= 3682-24, null: unknown),
     # step}]; the PCA is never contacted, its administrator installs the same pair
     pca_handoff: list[dict[str, Any]] = field(default_factory=list)
+    # the preflight judgement over the facts (`judge_preflight`): {checked, blocked, findings}
+    preflight: dict[str, Any] = field(
+        default_factory=lambda: {"checked": False, "blocked": False, "findings": []}
+    )
+    # per Tealeaf server, the vendor prerequisites still missing (`precheck_rows`)
+    prechecks: list[dict[str, Any]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     # ---- serialisation -------------------------------------------------------------------
@@ -351,6 +358,21 @@ PLAN_SHAPE: dict[str, Any] = {
         }
     ],
     "opt_ins": [{"key": str, "allows": str, "phases": [str]}],
+    "preflight": {
+        "checked": bool,
+        "blocked": bool,
+        "findings": [{"severity": str, "code": str, "message": str, "hosts": [str]}],
+    },
+    "prechecks": [
+        {
+            "host": str,
+            "known": bool,
+            "needed": [str],
+            "reboot": bool,
+            "reboot_pending": _TEXT_OR_NULL,
+            "written": [str],
+        }
+    ],
     "rotation": bool,
     "validity": (dict, type(None)),
     "pca_handoff": [
@@ -423,15 +445,22 @@ def build_plan(
     *,
     tool_version: str = __version__,
     new_certificate: dict[str, str] | None = None,
+    reboot_records: dict[str, list[dict]] | None = None,
+    unread: dict[str, str] | None = None,
 ) -> Plan:
     """Compile the change. Pure: reads only the local PFX path's existence. `new_certificate`
     ({sha256, not_before, not_after} of the inventory's PFX, when the caller could open it)
-    goes into the plan's `validity`, beside what the facts show installed."""
+    goes into the plan's `validity`, beside what the facts show installed.
+
+    With facts, the plan also carries the preflight judgement the run would make
+    (`judge_preflight`: blocked when any host has a blocker) and the prerequisites still
+    missing per host; `reboot_records` are the journal's (`Journal.reboot_records`), `unread`
+    the hosts whose facts could not be read, with why (a blocker, as in the run)."""
     if pfx_sha256 is not None:
         pfx_sha256 = pfx_sha256.replace(":", "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
             raise InputError("PFX fingerprint must be 64 hex digits (SHA-256)", field="pfx_sha256")
-    ctx = _PlanContext(playbook, fleet, facts or {}, pfx_sha256)
+    ctx = _PlanContext(playbook, fleet, facts or {}, pfx_sha256, reboot_records or {})
     phases = [ctx.phase(p, i) for i, p in enumerate(playbook.phases)]
     hosts = [_plan_host(h) for h in fleet.hosts.values()]
     plan = Plan(
@@ -455,8 +484,110 @@ def build_plan(
         validity=validity_table(new_certificate, facts),
         pca_handoff=pca_handoff(playbook, fleet),
     )
+    if facts is not None:
+        plan.preflight = judge_preflight(
+            playbook, fleet, facts, pfx_sha256, reboot_records or {}, unread or {}
+        )
+        plan.prechecks = precheck_rows(fleet, facts, reboot_records or {})
     plan.digest = plan_digest(plan.to_dict())
     return plan
+
+
+def judge_preflight(
+    playbook: Playbook,
+    fleet: Fleet,
+    facts: dict[str, dict],
+    pfx_sha256: str | None,
+    reboot_records: dict[str, list[dict]],
+    unread: dict[str, str],
+) -> dict[str, Any]:
+    """The run's preflight verdict, made now: every finding of `ops.checks.preflight_blockers`
+    for every host a preflight phase of the playbook checks, each with its own full text (a
+    2008 R2 Portal's finding differs from a 2016 Canister's). A host whose facts could not be
+    read blocks, as it would at the run's preflight."""
+    from tealeaf_fleet.ops.checks import BLOCKER, Finding, preflight_blockers
+    from tealeaf_fleet.prerequisites import runs_status_report
+
+    roles = {r for p in playbook.phases if p.op == "preflight" for r in p.roles}
+    findings: list[Finding] = []
+    for host in fleet.hosts.values():
+        if host.role not in roles:
+            continue
+        if host.name in unread:
+            findings.append(
+                Finding(
+                    BLOCKER,
+                    "facts_unreadable",
+                    f"cannot read facts: {unread[host.name]}",
+                    (host.name,),
+                )
+            )
+            continue
+        f = facts.get(host.name)
+        if f is None:
+            continue
+        findings.extend(
+            preflight_blockers(
+                host,
+                f,
+                pfx_sha256=pfx_sha256,
+                expect_tls=playbook.expect_tls,
+                rotation=playbook.rotation,
+                reboot_records=reboot_records.get(host.name, ()),
+                status_report=runs_status_report(fleet, host),
+            )
+        )
+    return {
+        "checked": True,
+        "blocked": any(x.severity == BLOCKER for x in findings),
+        "findings": [x.to_dict() for x in findings],
+    }
+
+
+def precheck_rows(
+    fleet: Fleet, facts: dict[str, dict], reboot_records: dict[str, list[dict]]
+) -> list[dict[str, Any]]:
+    """Per Tealeaf server, what the `prerequisites` playbook would still write there (or
+    `known: false` when its facts were not read) and whether a reboot of its is pending."""
+    from tealeaf_fleet.ops.checks import pending_reboot_since
+    from tealeaf_fleet.prerequisites import needed_writes, reboot_areas
+
+    rows = []
+    for host in fleet.hosts.values():
+        if not host.manages_tls:
+            continue
+        f = facts.get(host.name)
+        if f is None:
+            rows.append(
+                {
+                    "host": host.name,
+                    "known": False,
+                    "needed": [],
+                    "reboot": False,
+                    "reboot_pending": None,
+                    "written": [],
+                }
+            )
+            continue
+        writes = needed_writes(fleet, host, f)
+        pending = pending_reboot_since(f, reboot_records.get(host.name, ()))
+        rows.append(
+            {
+                "host": host.name,
+                "known": True,
+                "needed": [w.shown() for w in writes],
+                "reboot": bool(reboot_areas(writes)),
+                "reboot_pending": (
+                    f"since {pending[0]} ({', '.join(pending[1])})" if pending else None
+                ),
+                # what earlier prerequisites runs wrote that needed a boot (the journal)
+                "written": [
+                    f"run {r.get('run')} at {r.get('since')}: {', '.join(r.get('areas') or [])}"
+                    for r in reboot_records.get(host.name, ())
+                ],
+            }
+        )
+    return rows
 
 
 def validity_table(
@@ -565,12 +696,19 @@ class _PlanContext:
     hosts have a change (import / enable / disable) planned before their restart."""
 
     def __init__(
-        self, playbook: Playbook, fleet: Fleet, facts: dict[str, dict], pfx_sha256: str | None
+        self,
+        playbook: Playbook,
+        fleet: Fleet,
+        facts: dict[str, dict],
+        pfx_sha256: str | None,
+        reboot_records: dict[str, list[dict]],
     ) -> None:
         self.playbook = playbook
         self.fleet = fleet
         self.facts = facts
         self.pfx = pfx_sha256
+        self.reboot_records = reboot_records
+        self.reboot_planned: set[str] = set()  # hosts whose prerequisites step needs a reboot
         self.excluded_for_op: set[str] = set()
         self.changing: set[str] = set()  # hosts where a CHANGING_OPS step will run
         # every role some phase of each op covers: a host left out of `restart_hbr` is not
@@ -672,12 +810,35 @@ class _PlanContext:
         f = self.facts.get(host.name)
         if f is None:
             return None
+        if op in ("prerequisites", "reboot"):
+            return self.prerequisite_skip(op, host, f)
         verdict = step_status(host, f, op, pfx_sha256=self.pfx, expect_tls=self.playbook.expect_tls)
         if not verdict.done:
             return None
         if op == "restart" and host.name in self.changing:
             return None
         return f"nothing to do: {verdict.reason}"
+
+    def prerequisite_skip(self, op: str, host: Host, f: dict) -> str | None:
+        """The prerequisites step: skipped when nothing is missing; the reboot step: skipped
+        when that step changes nothing needing a boot and no earlier change waits for one."""
+        from tealeaf_fleet.ops.checks import pending_reboot_since
+        from tealeaf_fleet.prerequisites import needed_writes, reboot_areas
+
+        if op == "prerequisites":
+            writes = needed_writes(self.fleet, host, f)
+            if reboot_areas(writes):
+                self.reboot_planned.add(host.name)
+            return None if writes else "nothing to do: every prerequisite value is in place"
+        pending = pending_reboot_since(f, self.reboot_records.get(host.name, ()))
+        if host.name in self.reboot_planned or pending is not None:
+            if not self.fleet.prerequisites.reboot:
+                return (
+                    "reboot left pending (prerequisites.reboot: false): reboot it yourself, "
+                    "HBRs and Canisters one at a time"
+                )
+            return None
+        return "nothing to do: no change of this tool waits for a reboot here"
 
     def describe(self, phase: Phase, host: Host) -> Step:
         """The step as the change board reads it (no skip: `skip_reason` decides that)."""
@@ -744,6 +905,10 @@ class _PlanContext:
             )
         if op == "restart":
             return self.restart_step(phase, host, f)
+        if op == "reboot":
+            return self.restart_step(phase, host, f)
+        if op == "prerequisites":
+            return self.prerequisites_step(host, f)
         if op == "verify":
             mode = "TLS Port:" if self.playbook.expect_tls else "Port:"
             want = 1 if self.playbook.expect_tls else 0
@@ -764,10 +929,43 @@ class _PlanContext:
             return Step(host.name, op, desc, "none (read-only)")
         raise AssertionError(f"op {op} has no planner")  # the playbook loader closes the list
 
+    def prerequisites_step(self, host: Host, f: dict | None) -> Step:
+        from tealeaf_fleet.prerequisites import needed_writes, runs_status_report
+
+        if f is not None:
+            writes = needed_writes(self.fleet, host, f)
+            listed = "; ".join(w.shown() for w in writes) or "nothing missing"
+            desc = f"write, typed, and read back: {listed}"
+        else:
+            parts = []
+            if host.role == "hbr":
+                parts.append("TLSCertPassword placeholder if absent")
+            if runs_status_report(self.fleet, host):
+                parts.append(
+                    ".NET SchUseStrongCrypto/SystemDefaultTlsVersions and WinHTTP "
+                    f"DefaultSecureProtocols (0x{self.fleet.prerequisites.winhttp_protocols:X}) "
+                    "in both registry views"
+                )
+            parts.append("SCHANNEL TLS 1.2 Server/Client and SendTrustedIssuerList on 2008 R2")
+            parts.append("EnableTLS 0 where it is 1 without a certificate pair")
+            desc = "write what is missing, typed, each read back: " + "; ".join(parts)
+        return Step(
+            host.name,
+            "prerequisites",
+            desc,
+            "none until the reboot (registry values only)",
+        )
+
     def restart_step(self, phase: Phase, host: Host, f: dict | None) -> Step:
         expect = self.playbook.expect_tls
         mode = "TLS" if expect else "plain"
-        if self.fleet.rollout.restart == "reboot":
+        if phase.op == "reboot":
+            what = (
+                "reboot the server if a change of this tool waits for a boot, and wait for it "
+                "(the Data Service comes back in the mode EnableTLS gives)"
+            )
+            mode = "expected (TLS or plain, as EnableTLS says)"
+        elif self.fleet.rollout.restart == "reboot":
             what = "reboot the server and wait for it"
         else:
             running = None
@@ -783,6 +981,8 @@ class _PlanContext:
                 gates.append("services running again")
             elif g == "iis":
                 gates.append("IIS running")
+            elif g == "data_service_log" and phase.op == "reboot":
+                gates.append("a Data Service startup block written after the boot")
             elif g == "data_service_log":
                 gates.append(
                     f"Data Service log shows '{'TLS Port' if expect else 'Port'}: "
@@ -792,12 +992,19 @@ class _PlanContext:
                 if self.fleet.rollout.verify_handshake:
                     gates.append(
                         f"{mode} handshake on ports {host.data_service_port} and "
-                        f"{host.tms_port}" + (" with the fleet's certificate" if expect else "")
+                        f"{host.tms_port}"
+                        + (
+                            " with the fleet's certificate"
+                            if expect and phase.op != "reboot"
+                            else ""
+                        )
                     )
             elif g == "soak":
                 gates.append(f"soak {self.fleet.rollout.soak_s}s, recheck")
         desc = what + (f"; gates: {'; '.join(gates)}" if gates else "")
         impact = _IMPACT.get(host.role, _IMPACT["other"])
+        if phase.op == "reboot":
+            impact = impact.replace("restart", "reboot").replace("iisreset", "the reboot")
         if phase.strategy == "rolling":
             impact += f" ({at_a_time(phase.batch)})"
-        return Step(host.name, "restart", desc, impact)
+        return Step(host.name, phase.op, desc, impact)

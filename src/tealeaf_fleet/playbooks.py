@@ -36,19 +36,33 @@ OPS = (
     "restart",
     "verify",
     "facts",
+    "prerequisites",
+    "reboot",
 )
 STRATEGIES = ("controller", "parallel", "rolling", "all_or_nothing")
 GATES = ("services", "iis", "data_service_log", "handshake", "soak")
 ON_FAILURE = ("halt",)
 COMPENSATE = {"enable": "disable", "disable": "enable"}  # op -> the op that undoes it
 # Ops that change what a running Tealeaf server does: never on RTV (import only) or PCA.
-TLS_ONLY_OPS = ("enable", "disable", "restart")
+TLS_ONLY_OPS = ("enable", "disable", "restart", "prerequisites", "reboot")
+# Ops that take a server down and bring it back: the same ordering and health gates.
+RESTARTING_OPS = ("restart", "reboot")
 # Restarting two of these at once loses captured data (vendor procedure, "Minimize disruption").
 SERIAL_RESTART_ROLES = ("hbr", "canister")
 
 # Ops that change a host (or, for `certificate` with source tlstool, run on one): a preflight
 # must have checked every role they touch first.
-CHANGING_OPS = ("certificate", "push_pfx", "push_tools", "import", "enable", "disable", "restart")
+CHANGING_OPS = (
+    "certificate",
+    "push_pfx",
+    "push_tools",
+    "import",
+    "enable",
+    "disable",
+    "restart",
+    "prerequisites",
+    "reboot",
+)
 # The gates an HBR or Canister restart needs before the next one starts (all of them: `iis` is
 # a no-op where IIS does not run, `soak` where `rollout.soak_s` is 0).
 HEALTH_GATES = GATES
@@ -83,6 +97,8 @@ DEFAULT_ROLES = {
     "restart": TLS_ROLES,
     "verify": WINDOWS_ROLES,
     "facts": WINDOWS_ROLES,
+    "prerequisites": TLS_ROLES,
+    "reboot": TLS_ROLES,
 }
 
 
@@ -373,16 +389,16 @@ def _phase_rules(phase: Phase, has_gates: bool, checked: set[str]) -> list[tuple
         )
     serial = [r for r in phase.roles if r in SERIAL_RESTART_ROLES]
     missing = [g for g in HEALTH_GATES if g not in phase.gates]
-    if phase.op == "restart" and serial and missing:
+    if phase.op in RESTARTING_OPS and serial and missing:
         out.append(
             (
                 "allow_ungated_restart",
-                f"restart of {'/'.join(serial)} servers without the gates {', '.join(missing)} "
+                f"{phase.op} of {'/'.join(serial)} servers without the gates {', '.join(missing)} "
                 "(the next one could restart while this one is unhealthy)",
                 "gates" if has_gates else "op",
             )
         )
-    if phase.op == "restart" and _parallel_restart(serial, phase.strategy, phase.batch):
+    if phase.op in RESTARTING_OPS and _parallel_restart(serial, phase.strategy, phase.batch):
         out.append(("allow_parallel_restart", "", "strategy"))  # refused in _phase already
     return out
 
@@ -445,7 +461,7 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
         ctx.integer(m, "batch", f"{fld}.batch", 1, low=1, high=10000, what="a number of hosts") or 1
     )
     serial = [r for r in roles if r in SERIAL_RESTART_ROLES]
-    if op == "restart" and not allow_parallel and _parallel_restart(serial, strategy, batch):
+    if op in RESTARTING_OPS and not allow_parallel and _parallel_restart(serial, strategy, batch):
         where = ("batch", batch) if strategy == "rolling" else ("strategy", strategy)
         raise bad(
             where[0],
@@ -457,8 +473,8 @@ def _phase(ctx: _Ctx, m: _Map, fld: str, allow_parallel: bool) -> Phase:
     gates: tuple[str, ...] = ()
     if "gates" in m:
         raw_gates = m["gates"]
-        if op != "restart":
-            raise bad("gates", "gates only apply to the restart op")
+        if op not in RESTARTING_OPS:
+            raise bad("gates", "gates only apply to the restart and reboot ops")
         if not isinstance(raw_gates, list):
             raise bad("gates", "expected a list of gates")
         for g in raw_gates:

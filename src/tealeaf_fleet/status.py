@@ -237,6 +237,7 @@ def gather(
     on_progress: Progress | None = None,
     collector: Collector | None = None,
     prober: Prober | None = None,
+    reboot_records: Mapping[str, list[dict]] | None = None,
     status_tool: bool = True,
     tool_runner: ToolRunner | None = None,
     rotation: Rotation | None = None,
@@ -268,7 +269,23 @@ def gather(
         expiry_days=expiry_days,
     )
     status.findings[:0] = pfx_findings
+    status.findings.extend(prerequisite_findings(fleet, status, reboot_records or {}))
     return status
+
+
+def prerequisite_findings(
+    fleet: Fleet, status: FleetStatus, reboot_records: Mapping[str, list[dict]]
+) -> list[Finding]:
+    """The vendor prerequisites per host read (warnings: `prerequisites.status_findings`)."""
+    from tealeaf_fleet.prerequisites import status_findings
+
+    out: list[Finding] = []
+    for row in status.hosts:
+        host = fleet.hosts.get(row.name)
+        if host is None or row.facts is None:
+            continue
+        out.extend(status_findings(fleet, host, row.facts, reboot_records.get(row.name, [])))
+    return out
 
 
 def ports_of(host: Host) -> list[tuple[str, int]]:
@@ -500,6 +517,7 @@ def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]
         return []
     # EnableTLS that is not 0/1/absent (e.g. the REG_SZ "true"): unknown, so not judged here
     enabled = checks.tls_configured(row.facts) if row.facts is not None else None
+    advice = checks.restart_advice(row.facts or {})
     out: list[Finding] = []
     for which in PORT_NAMES:
         shake = row.handshakes.get(which)
@@ -516,7 +534,7 @@ def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]
                 )
             )
             continue
-        out.extend(_judge(row.name, label, which, shake, enabled, reference))
+        out.extend(_judge(row.name, label, which, shake, enabled, reference, advice))
     return out
 
 
@@ -532,7 +550,13 @@ def _search_running(facts: Mapping[str, Any]) -> bool:
 
 
 def _judge(
-    name: str, label: str, which: str, shake: Handshake, enabled: bool | None, reference: str | None
+    name: str,
+    label: str,
+    which: str,
+    shake: Handshake,
+    enabled: bool | None,
+    reference: str | None,
+    advice: str = "restart the TeaLeaf services",
 ) -> list[Finding]:
     hosts = (name,)
     if shake.kind == "unreachable":
@@ -554,8 +578,7 @@ def _judge(
                 Finding(
                     BLOCKER,
                     "handshake_plain",
-                    f"{label} answers without TLS although EnableTLS is 1: restart the "
-                    "TeaLeaf services",
+                    f"{label} answers without TLS although EnableTLS is 1: {advice}",
                     hosts,
                 )
             ]

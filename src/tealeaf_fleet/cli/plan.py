@@ -19,6 +19,8 @@ from tealeaf_fleet.errors import InputError
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Fleet
+    from tealeaf_fleet.plan import Plan
+    from tealeaf_fleet.playbooks import Playbook
 
 FORMATS = ("table", "markdown", "json")
 
@@ -55,13 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--facts",
         action="store_true",
-        help="connect read-only to every Windows host first and mark steps that are already done",
+        help="connect read-only to every Windows host first, mark steps that are already done "
+        "and judge the preflight as the run would (exit 3 on a blocker; the plan is still "
+        "written, marked blocked)",
     )
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="state folder whose certificate archive --certificate-from-archive reads "
-        "(default: .tealeaf-fleet/ next to the inventory)",
+        help="state folder whose certificate archive --certificate-from-archive reads and whose "
+        "journal's pending reboots --facts reports (default: .tealeaf-fleet/ next to the "
+        "inventory)",
     )
     archiveflags.add_arguments(p)
     p.set_defaults(handler=run)
@@ -86,12 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
     fleet = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
     playbook = load_playbook(args.playbook)
-    facts = pfx_sha256 = None
     if args.facts:
-        facts = gather_facts(fleet)
-        pfx_sha256 = _pfx_fingerprint(fleet)
-    new = new_certificate(fleet) if args.facts or playbook.rotation else None
-    plan = build_plan(playbook, fleet, facts, pfx_sha256, new_certificate=new)
+        plan = plan_with_facts(playbook, fleet, args.state_dir)
+    else:
+        new = new_certificate(fleet) if playbook.rotation else None
+        plan = build_plan(playbook, fleet, new_certificate=new)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
         print_table(plan, console())
@@ -102,10 +106,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"fleet: wrote {len(written)} scripts to {args.scripts}", file=sys.stderr)
     if args.out:
         print(f"fleet: plan {plan.digest[:12]} written to {args.out}", file=sys.stderr)
-    return 0
+    return blocked_exit(plan)
 
 
-def gather_facts(fleet: Fleet) -> dict[str, dict]:
+def blocked_exit(plan: Plan) -> int:
+    """3 (PreflightError's code) when the plan's preflight judgement found a blocker, saying
+    so on stderr with the hosts; else 0."""
+    from tealeaf_fleet.errors import PreflightError
+
+    if not plan.preflight.get("blocked"):
+        return 0
+    hosts = sorted(
+        {h for f in plan.preflight["findings"] if f["severity"] == "blocker" for h in f["hosts"]}
+    )
+    print(
+        f"fleet: error: preflight would block on {len(hosts)} host(s): {', '.join(hosts)} "
+        "(the plan lists every finding; the plan is marked blocked)",
+        file=sys.stderr,
+    )
+    return PreflightError.exit_code
+
+
+def plan_with_facts(playbook: Playbook, fleet: Fleet, state_dir: str | None) -> Plan:
+    """The plan built over fresh facts (read-only), the existing PFX's fingerprint and the
+    journal's pending reboots: the same inputs the run's preflight judges by. One recipe for
+    `plan --facts`, `rollout --dry-run` and an approved plan's check."""
+    from tealeaf_fleet.journal import default_state_dir, reboot_records_at
+    from tealeaf_fleet.plan import build_plan
+
+    unread: dict[str, str] = {}
+    facts = gather_facts(fleet, unread)
+    folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
+    return build_plan(
+        playbook,
+        fleet,
+        facts,
+        _pfx_fingerprint(fleet),
+        new_certificate=new_certificate(fleet),
+        reboot_records=reboot_records_at(folder),
+        unread=unread,
+    )
+
+
+def gather_facts(fleet: Fleet, unread: dict[str, str] | None = None) -> dict[str, dict]:
     """Raw facts per Windows host, read-only, from `tealeaf_fleet.ops.facts.collect`.
 
     A host that cannot be read (its value is a RemoteError: unreachable, login refused, a
@@ -120,6 +163,8 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
     raw: dict[str, dict] = {}
     for name, result in facts_module.collect(fleet).items():
         if isinstance(result, BaseException):
+            if unread is not None:
+                unread[name] = redact(describe_error(result))
             print(
                 f"fleet: warning: {name}: facts not read: {redact(describe_error(result))}; "
                 "its steps are planned as if nothing were done there",

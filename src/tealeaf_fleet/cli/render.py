@@ -98,6 +98,27 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
             out.append(Text(title, style="bold"))
             out += [Text("  " + redact(line)) for line in lines]
     roles = _roles(plan)
+    findings = plan.preflight.get("findings") or []
+    if findings:
+        ftable = Table(
+            title=Text(
+                "Preflight findings (the run's own judgement, per host)", style="table.title"
+            ),
+            title_justify="left",
+        )
+        ftable.add_column("Host", style="bold", no_wrap=True)
+        ftable.add_column("Severity", no_wrap=True)
+        ftable.add_column("Code", no_wrap=True)
+        ftable.add_column("Finding", overflow="fold")  # the full text, never cut
+        for f in findings:
+            style = {"blocker": "bold red", "warning": "yellow"}.get(f["severity"], "dim")
+            ftable.add_row(
+                Text(", ".join(f["hosts"])),
+                Text(f["severity"], style=style),
+                Text(f["code"]),
+                Text(redact(f["message"])),
+            )
+        out.append(ftable)
     for i, phase in enumerate(plan.phases, 1):
         table = Table(
             title=Text(  # a playbook's phase name is data: "[red]" must show as written
@@ -424,8 +445,26 @@ def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ),
         ("Certificate", cert),
         ("Facts", facts),
+        ("Preflight", preflight_verdict(plan)),
         ("Plan digest", plan.digest),
     ]
+
+
+def preflight_verdict(plan: Plan) -> str:
+    """One line: not judged (no facts), BLOCKED (which hosts), or passes (with warnings)."""
+    pre = plan.preflight
+    if not pre.get("checked"):
+        return "not judged: no facts (use --facts, or --dry-run without --no-facts)"
+    findings = pre.get("findings") or []
+    blockers = [f for f in findings if f["severity"] == "blocker"]
+    warnings = [f for f in findings if f["severity"] == "warning"]
+    if blockers:
+        hosts = sorted({h for f in blockers for h in f["hosts"]})
+        return (
+            f"BLOCKED: {len(blockers)} blocker(s) on {', '.join(hosts)}; the run would stop at "
+            "its preflight and change nothing"
+        )
+    return f"passes ({len(warnings)} warning(s))"
 
 
 def _ends_with(plan: Plan) -> str:
@@ -434,6 +473,11 @@ def _ends_with(plan: Plan) -> str:
         return "inter-process TLS ON on every Tealeaf server"
     if "disable" in ops:
         return "inter-process TLS OFF on every Tealeaf server"
+    if "reboot" in ops:
+        return (
+            "TLS setting unchanged (missing prerequisite values written; servers rebooted "
+            "where a written value needs it)"
+        )
     return "TLS setting unchanged (nothing is enabled, disabled or restarted)"
 
 
@@ -496,6 +540,8 @@ def render_markdown(plan: Plan) -> str:
             add(f"- **OPT-IN `{key}`**: {_md(rest)}")
         add("")
 
+    lines.extend(_findings_markdown(plan))
+    lines.extend(_precheck_markdown(plan))
     for title, extra in (
         ("Certificate validity (new and installed, side by side)", validity_lines(plan)),
         ("PCA hand-off (outside this tool's reach)", handoff_lines(plan)),
@@ -524,7 +570,7 @@ def render_markdown(plan: Plan) -> str:
         if phase.gates:
             add(
                 f"Gates after each host: {', '.join(phase.gates)}"
-                f" (expecting {'TLS' if plan.expect_tls else 'plain'}); a failed gate halts "
+                f" (expecting {_expected_mode(plan, phase)}); a failed gate halts "
                 "the run before the next host."
             )
             add("")
@@ -555,7 +601,7 @@ def render_markdown(plan: Plan) -> str:
                 add(f"- {', '.join(hosts)}: {_md(reason)}")
             add("")
 
-    restarts = [p for p in plan.phases if p.op == "restart"]
+    restarts = [p for p in plan.phases if p.op in ("restart", "reboot")]
     add("## Restart order")
     add("")
     if not restarts:
@@ -596,6 +642,11 @@ def render_markdown(plan: Plan) -> str:
     for line in _rollback_text(plan):
         add(line)
     add("")
+    add("## Deliberate departures from the vendor text")
+    add("")
+    for line in DEPARTURES:
+        add(f"- {line}")
+    add("")
     add("## Approval")
     add("")
     add(f"Plan digest: `{plan.digest}`")
@@ -607,6 +658,79 @@ def render_markdown(plan: Plan) -> str:
     )
     add("")
     return redact("\n".join(lines))
+
+
+# What this tool does differently from the vendor's procedure, on purpose (docs/prerequisites.md
+# gives the reasons and sources); every change ticket states them.
+DEPARTURES = (
+    "WinHTTP DefaultSecureProtocols is written as 0xA80 (TLS 1.0, 1.1, 1.2), not the vendor's "
+    "0xAA0, which also turns SSL 3.0 back on; `prerequisites.winhttp_protocols: 0xAA0` follows "
+    "the vendor literally, with a warning. A value that already includes TLS 1.2 is left as is.",
+    "Services an operator stopped stay stopped after a restart (the vendor restarts every "
+    "TeaLeaf service); a reboot starts the services whose start mode is Auto, as Windows does.",
+    "With certificate.source: generate the certificate pair is generated by the tool (one "
+    "PKCS#12 with 3DES/SHA-1 that every Windows version imports), not by TLSTool.exe create; "
+    "source: tlstool runs TLSTool.exe as the vendor does.",
+    "HBRs restart (or reboot) one at a time, then Canisters one at a time, each behind health "
+    "gates, then the other servers together; the vendor asks for one at a time without an "
+    "order between HBRs and Canisters.",
+    "The HBR's missing TLSCertPassword value is created with a placeholder text that says it "
+    "is not a password, not the vendor's example 'Password123'.",
+    "Configuration files that still mention port 23443 are named, never rewritten: the "
+    "operator changes them.",
+)
+
+
+def _expected_mode(plan: Plan, phase: PlanPhase) -> str:
+    if phase.op == "reboot":
+        return "the mode EnableTLS gives, TLS or plain"
+    return "TLS" if plan.expect_tls else "plain"
+
+
+def _findings_markdown(plan: Plan) -> list[str]:
+    """`## Preflight findings`: the verdict and every finding with its full text, per host."""
+    out = ["## Preflight findings", "", f"**{_md(preflight_verdict(plan))}**", ""]
+    findings = plan.preflight.get("findings") or []
+    if findings:
+        out += ["| Host | Severity | Code | Finding |", "|---|---|---|---|"]
+        for f in findings:
+            sev = f"**{f['severity'].upper()}**" if f["severity"] == "blocker" else f["severity"]
+            out.append(
+                f"| {_md(', '.join(f['hosts']))} | {sev} | {f['code']} | {_md(f['message'])} |"
+            )
+        out.append("")
+    return out
+
+
+def _precheck_markdown(plan: Plan) -> list[str]:
+    """`## Pre-check: vendor prerequisites`: per Tealeaf server, what the `prerequisites`
+    playbook still must write (or did: nothing left) and any reboot pending."""
+    out = ["## Pre-check: vendor prerequisites", ""]
+    if not plan.prechecks:
+        out += [
+            "Not checked: no facts were gathered. `fleet plan INVENTORY --facts` lists, per "
+            "server, what `fleet rollout INVENTORY --playbook prerequisites` still has to write.",
+            "",
+        ]
+        return out
+    out += ["| Host | Prerequisites | Reboot |", "|---|---|---|"]
+    for row in plan.prechecks:
+        if not row["known"]:
+            what, reboot = "unknown: its facts could not be read", "unknown"
+        elif row["needed"]:
+            what = "still to write (`--playbook prerequisites`): " + "; ".join(row["needed"])
+            reboot = "needed after the writes" if row["reboot"] else "not needed"
+        else:
+            what, reboot = "all in place", "not needed"
+        if row.get("written"):
+            what = (
+                "written by `--playbook prerequisites` (" + "; ".join(row["written"]) + "); " + what
+            )
+        if row["reboot_pending"]:
+            reboot = f"PENDING {row['reboot_pending']}"
+        out.append(f"| {row['host']} | {_md(what)} | {_md(reboot)} |")
+    out.append("")
+    return out
 
 
 def validity_lines(plan: Plan) -> list[str]:
@@ -669,6 +793,13 @@ def _rollback_text(plan: Plan) -> list[str]:
             "This plan is itself the rollback. To enable TLS again, run "
             "`fleet rollout INVENTORY` (the certificates are still in place, so copy and "
             "import are skipped)."
+        ]
+    if "prerequisites" in ops:
+        return [
+            "The values written are the vendor's prerequisites and change no running Tealeaf "
+            "behaviour before TLS is enabled; each step lists the value found before (`was "
+            "...`), which is what to restore by hand if one must be undone, followed by a "
+            "reboot for SCHANNEL, .NET and WinHTTP values."
         ]
     return [
         "Nothing to roll back: this plan does not enable TLS or restart anything. The "

@@ -61,7 +61,13 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan exactly as `fleet plan` does and change nothing",
+        help="read the hosts' facts (read-only), judge the preflight as the run would and print "
+        "the plan as `fleet plan --facts` does; change nothing (exit 3 on a blocker)",
+    )
+    p.add_argument(
+        "--no-facts",
+        action="store_true",
+        help="with --dry-run: connect to nothing (no facts, no preflight judgement)",
     )
     p.add_argument(
         "--yes",
@@ -108,7 +114,10 @@ def run(args: argparse.Namespace, command: str) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory, connects=not args.dry_run)
+    if args.no_facts and not args.dry_run:
+        raise InputError("--no-facts only applies with --dry-run", field="--no-facts")
+    offline = args.dry_run and args.no_facts
+    fleet = load_fleet_or_exit(args.inventory, connects=not offline)
     fleet = archiveflags.apply(args, fleet)
     playbook = load_playbook(args.playbook)
     new = None
@@ -118,10 +127,19 @@ def run(args: argparse.Namespace, command: str) -> int:
         new = new_certificate(fleet)
     plan = build_plan(playbook, fleet, new_certificate=new)
     if args.approved_plan:
-        plan = check_approved_plan(Path(args.approved_plan), plan, fleet, playbook)
+        plan = check_approved_plan(
+            Path(args.approved_plan), plan, fleet, playbook, state_dir=args.state_dir
+        )
     if args.dry_run:
+        from tealeaf_fleet.cli.plan import blocked_exit, plan_with_facts
+
+        if not offline and not plan.preflight.get("checked"):
+            # the judgement over fresh facts; an approved plan without facts stays the one
+            # printed, with this verdict shown next to it
+            judged = plan_with_facts(playbook, fleet, args.state_dir)
+            plan = judged if not args.approved_plan else _with_verdict(plan, judged)
         _print_plan(plan, as_json=args.json)
-        return 0
+        return blocked_exit(plan)
     if not args.yes:
         _confirm(plan, command)
     return run_plan(
@@ -272,19 +290,29 @@ def _abandon_steps_in_flight(exc: KeyboardInterrupt) -> None:
 # --- approved plans, dry run, confirmation ----------------------------------------------------
 
 
-def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) -> Plan:
+def _with_verdict(plan: Plan, judged: Plan) -> Plan:
+    """`plan` (an approved plan without facts, as rebuilt) showing `judged`'s preflight
+    verdict and pre-checks: for printing only, never run or compared."""
+    import dataclasses
+
+    return dataclasses.replace(plan, preflight=judged.preflight, prechecks=judged.prechecks)
+
+
+def check_approved_plan(
+    path: Path, current: Plan, fleet: Fleet, playbook: Any, *, state_dir: str | None = None
+) -> Plan:
     """The plan to run, rebuilt from the inventory, playbook (and facts, if the approved plan
     has them), once the approved file proves it is that same plan: every digest matches and its
     body equals the rebuilt one but for presentation (`plan.digest_body`). The file's own
     phases are never run. StalePlanError (exit 4) names what changed or the first difference;
     a file that is no plan is an InputError (exit 2)."""
-    from tealeaf_fleet.plan import Plan, build_plan, digest_body, first_difference
+    from tealeaf_fleet.plan import Plan, digest_body, first_difference
 
     approved = Plan.load(path)
     if approved.facts_digest is not None:
-        from tealeaf_fleet.cli.plan import _pfx_fingerprint, gather_facts
+        from tealeaf_fleet.cli.plan import plan_with_facts
 
-        current = build_plan(playbook, fleet, gather_facts(fleet), _pfx_fingerprint(fleet))
+        current = plan_with_facts(playbook, fleet, state_dir)
     changed = []
     if approved.inventory.get("digest") != current.inventory.get("digest"):
         changed.append("inventory (hosts, roles, WinRM, certificate or rollout settings)")

@@ -87,8 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="state folder whose journal and archive tell a rotation in progress (default: "
-        ".tealeaf-fleet/ next to the inventory)",
+        help="state folder whose journal and archive tell a rotation in progress and the "
+        "pending reboots (default: .tealeaf-fleet/ next to the inventory)",
     )
     p.set_defaults(handler=run)
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
     from tealeaf_fleet.certarchive import last_rotation
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
-    from tealeaf_fleet.journal import default_state_dir
+    from tealeaf_fleet.journal import default_state_dir, reboot_records_at
 
     fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             fleet,
             forks=args.forks,
             on_progress=advance,
+            reboot_records=reboot_records_at(state_dir),
             rotation=rotation,
             expiry_days=args.expiry_days,
         )

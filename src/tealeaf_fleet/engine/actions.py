@@ -71,6 +71,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Read-only: facts, then the shared preflight rules. Blockers fail the step (and so the
     phase, before anything changed anywhere)."""
     from tealeaf_fleet.ops import checks
+    from tealeaf_fleet.prerequisites import runs_status_report
 
     host = ctx.host(name)
     try:
@@ -80,7 +81,13 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
     findings = checks.preflight_blockers(
-        host, facts, pfx_sha256=pfx_sha, expect_tls=ctx.expect_tls, rotation=ctx.rotation
+        host,
+        facts,
+        pfx_sha256=pfx_sha,
+        expect_tls=ctx.expect_tls,
+        rotation=ctx.rotation,
+        reboot_records=ctx.reboot_records(name),
+        status_report=runs_status_report(ctx.fleet, host),
     )
     if ctx.rotation and host.manages_tls and ctx.fleet.rollout.verify_handshake:
         served = ctx.probe(host.address, host.tms_port)  # which pair the running TMS uses
@@ -473,7 +480,7 @@ def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
     # service on its way up counts as running, one on its way down as stopped
     running = [s["name"] for s in services if s.get("state") in RUNNING_STATES]
     stopped = [s["name"] for s in services if s.get("state") in STOPPED_STATES]
-    earlier = ctx.first_note(phase.name, host.name, "restart")
+    earlier = ctx.first_note(phase.name, host.name, phase.op)
     if earlier:  # a failed attempt may have left some of them stopped: bring back all of them
         for svc in earlier.get("running", []):
             if svc not in running:
@@ -523,8 +530,6 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
 
 
 def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
-    from tealeaf_fleet.ops import services
-
     host = ctx.host(name)
     before = _before(ctx, phase, host)
     # a troubleshooting reboot is asked for even where the gates pass (ctx.force_restart)
@@ -540,10 +545,20 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             "nothing to restart: no TeaLeaf service was running and IIS is not running here "
             "(stopped services stay stopped)",
         )
-    ctx.note(phase.name, name, {"running": before.running, "iis": before.iis_running})
+    if restart_mode == "reboot":
+        _boot_starts_automatic(ctx, host, before)
+    return StepResult("changed", _bounce(ctx, phase, host, before, reboot=restart_mode == "reboot"))
+
+
+def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, reboot: bool) -> str:
+    """Restart the host's TeaLeaf services and IIS, or reboot it; then its phase's gates (the
+    next HBR or Canister starts only after they pass). Returns what was done, for the step."""
+    from tealeaf_fleet.ops import services
+
+    ctx.note(phase.name, host.name, {"running": before.running, "iis": before.iis_running})
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
-    if restart_mode == "reboot":
+    if reboot:
         rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
         before.since = rebooted.scheduled_at
@@ -561,7 +576,133 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             services.iisreset(conn)
             did += " and IIS (iisreset)"
     passed = run_gates(ctx, phase.name, host, phase.gates, before)
-    return StepResult("changed", did + ("; gates passed: " + "; ".join(passed) if passed else ""))
+    return did + ("; gates passed: " + "; ".join(passed) if passed else "")
+
+
+def _boot_starts_automatic(ctx: RunContext, host: Host, before: Before) -> list[str]:
+    """A reboot starts every service whose start mode is Auto, stopped or not (the tool cannot
+    keep them stopped): the gates then expect those running, and only the others stopped.
+    Returns the names moved."""
+    facts = ctx.facts.get(host.name) or {}
+    auto = {s.get("name") for s in facts.get("services") or [] if s.get("start_mode") == "Auto"}
+    moved = [n for n in before.stopped if n in auto]
+    for svc in moved:
+        before.stopped.remove(svc)
+        before.running.append(svc)
+    if moved:
+        from tealeaf_fleet.ops.facts import data_service_names
+
+        before.has_data_service = any(n in before.running for n in data_service_names(facts))
+    return moved
+
+
+# --- prerequisites + reboot -----------------------------------------------------------------
+
+
+def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Write each registry value the host still needs (prerequisites.py), typed, and read each
+    back (value and registry type); then read the facts again and require that nothing is
+    still missing. Values that take effect at boot are journaled as a pending reboot."""
+    from tealeaf_fleet import prerequisites as prereq
+    from tealeaf_fleet.ops import registry
+
+    host = ctx.host(name)
+    facts = ctx.facts.get(name) or _gather(ctx, host)
+    writes = prereq.needed_writes(ctx.fleet, host, facts)
+    if not writes:
+        return StepResult("skipped", "nothing to do: every prerequisite value is in place")
+    conn = ctx.connection(host)
+    written: list[Any] = []
+    try:
+        for write in writes:
+            result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
+            written.append(write)
+            ctx.mark_changed(name, "prerequisites")
+            problem = _read_back_problem(write, result)
+            if problem:
+                raise RemoteError(
+                    f"{write.key}\\{write.name}: {problem}",
+                    host=name,
+                    hint="check the key's permissions and any policy that resets it",
+                )
+            ctx.bus.emit(
+                "message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}"
+            )
+    except FleetError:
+        _journal_reboot(ctx, name, written, facts)  # what was written still waits for a boot
+        raise
+    after = _gather(ctx, host)
+    areas = _journal_reboot(ctx, name, written, after)
+    still = prereq.needed_writes(ctx.fleet, host, after)
+    if still:
+        raise RemoteError(
+            "written and read back, but the facts still show missing: "
+            + "; ".join(w.shown() for w in still),
+            host=name,
+        )
+    text = f"set {len(writes)} value(s), each read back"
+    if areas:
+        text += f"; reboot needed ({', '.join(areas)} take effect at boot)"
+    return StepResult("changed", text)
+
+
+def _journal_reboot(ctx: RunContext, name: str, written: list[Any], facts: dict) -> list[str]:
+    """Journal a pending reboot for the values written that take effect at boot, at the host
+    time of `facts` (read after the writes, or just before them when a write failed); returns
+    their areas."""
+    from tealeaf_fleet.prerequisites import reboot_areas
+
+    areas = reboot_areas(written)
+    if areas:
+        ctx.record_reboot_needed(name, str(facts.get("now") or ""), areas)
+    return areas
+
+
+def _read_back_problem(write: Any, result: Any) -> str | None:
+    """Why the value read back is not the one written (None when it is): the type first (a
+    REG_SZ "1" is not the DWORD 1), then the value (a DWORD reads back as a signed Int32)."""
+    kind = result.kind
+    if kind is not None and str(kind).lower() != write.kind.lower():
+        return f"wrote a {write.kind} but read back a {kind}"
+    value = result.value
+    if write.kind == "DWord":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = ok and (value & 0xFFFFFFFF) == int(write.value)
+    else:
+        ok = value == write.value
+    if not ok:
+        if write.kind == "DWord":
+            return f"wrote {write.value} but read back {value}"
+        return "wrote the placeholder but read back another text"
+    return None
+
+
+def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Reboot a host with a change of this tool that waits for a boot (the journal's record,
+    judged against the host's last boot), then the phase's gates; the mode the services come
+    back in follows EnableTLS as it is now. Nothing pending: skipped; `prerequisites.reboot:
+    false`: skipped, the reboot stays pending (status and preflight say so)."""
+    from tealeaf_fleet.ops import checks
+
+    host = ctx.host(name)
+    facts = ctx.facts.get(name) or _gather(ctx, host)
+    pending = checks.pending_reboot_since(facts, ctx.reboot_records(name))
+    if pending is None:
+        return StepResult("skipped", "nothing to do: no change of this tool waits for a reboot")
+    since, areas = pending
+    if not ctx.fleet.prerequisites.reboot:
+        return StepResult(
+            "skipped",
+            f"reboot pending since {since} ({', '.join(areas)}): prerequisites.reboot is false; "
+            "reboot it yourself (HBRs and Canisters one at a time) or rerun with reboot: true",
+        )
+    before = _before(ctx, phase, host)
+    before.want_tls = checks.tls_configured(facts) is True
+    moved = _boot_starts_automatic(ctx, host, before)
+    did = _bounce(ctx, phase, host, before, reboot=True)
+    if moved:
+        did += f"; {', '.join(moved)} (start mode Auto) started at boot"
+    return StepResult("changed", f"pending since {since} ({', '.join(areas)}): {did}")
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
@@ -673,6 +814,8 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
     "restart": restart,
     "verify": verify,
     "facts": read_facts,
+    "prerequisites": prerequisites,
+    "reboot": reboot,
     "clear_ssl_cache": clear_ssl_cache,
     "restart_cryptsvc": restart_cryptsvc,
 }

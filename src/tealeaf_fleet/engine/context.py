@@ -68,6 +68,7 @@ class RunContext:
         self.rotation = False
         self.serving: dict[str, str | None] = {}
         self._conns: dict[str, Any] = {}
+        self._reboots: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self.cache_lock = threading.Lock()  # guards tool_cache fills and the verify gather
 
@@ -192,6 +193,26 @@ class RunContext:
     def changed_ops(self, host: str) -> set[str]:
         with self._lock:
             return set(self.changed.get(host, ()))
+
+    def record_reboot_needed(self, host: str, since: str, areas: list[str]) -> None:
+        """Journal that `host` changed values that take effect at boot (at host time
+        `since`); kept in memory too for runs without a journal (tests, the bench)."""
+        record = {"since": since, "areas": list(areas), "run": None}
+        runner = self.runner
+        if runner is not None and runner.journal is not None:
+            runner.journal.reboot_needed(runner.run_id, host, since, list(areas))
+            record["run"] = runner.run_id
+        with self._lock:
+            self._reboots.setdefault(host, []).append(record)
+
+    def reboot_records(self, host: str) -> list[dict[str, Any]]:
+        """Every change of this tool on `host` that needed a reboot: the journal's (earlier
+        runs and this one), else this run's own."""
+        runner = self.runner
+        if runner is not None and runner.journal is not None:
+            return runner.journal.reboot_records().get(host, [])
+        with self._lock:
+            return list(self._reboots.get(host, []))
 
     def set_facts(self, host: str, facts: dict[str, Any]) -> None:
         with self._lock:

@@ -44,6 +44,14 @@ class Before:
     has_data_service: bool
     imported_sha256: str | None  # the certificate in tealeaf.crt (rollback: TMS must not show it)
     since: str | None = None  # host time the restart began (Data Service log cut-off)
+    # what the Data Service and TMS must come back as; None: the playbook's expect_tls. A
+    # reboot for the prerequisites keeps whatever mode EnableTLS gives (set before the reboot)
+    want_tls: bool | None = None
+
+
+def wants_tls(ctx: RunContext, before: Before) -> bool:
+    """TLS or plain after this host's restart: its own expectation, else the playbook's."""
+    return ctx.expect_tls if before.want_tls is None else before.want_tls
 
 
 class _Pending(Exception):
@@ -210,8 +218,9 @@ def gate_data_service_log(
         return None
     data = snap.facts().get("data_service") or {}
     mode, port, started = data.get("mode"), data.get("port"), data.get("started_at")
-    want = "tls" if ctx.expect_tls else "plain"
-    label = "TLS Port" if ctx.expect_tls else "Port"
+    tls = wants_tls(ctx, before)
+    want = "tls" if tls else "plain"
+    label = "TLS Port" if tls else "Port"
     if mode is None or (before.since and (started or "") < before.since):
         raise _Pending(f"no Data Service startup block in its log since {before.since}")
     if mode != want:
@@ -239,7 +248,7 @@ def gate_handshake(
     ds = snap.probe(host.data_service_port)
     tms = snap.probe(host.tms_port)
     parts = []
-    if ctx.expect_tls:
+    if wants_tls(ctx, before):
         want = ctx.pfx.sha256 if ctx.pfx is not None else before.imported_sha256
         for label, port, result in (
             ("Data Service", host.data_service_port, ds),

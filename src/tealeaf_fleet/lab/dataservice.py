@@ -18,6 +18,7 @@ import secrets
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,6 +164,16 @@ def server_context(
     finally:
         path.unlink(missing_ok=True)
     return ctx
+
+
+def without_tls12(ctx: ssl.SSLContext) -> None:
+    """Offer TLS 1.0/1.1 only, as SCHANNEL does on 2008 R2 booted without the TLS 1.2 server
+    keys (a TLS 1.2 client's handshake then fails). Python deprecates naming these versions;
+    modelling an old server is exactly what they are for here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
 
 
 def context_from_objects(certificate, private_key, scratch_dir: Path) -> ssl.SSLContext:

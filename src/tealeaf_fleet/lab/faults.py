@@ -4,7 +4,9 @@ A test or an operator edits the file while the lab runs; the next request sees t
 `{}` means healthy. Keys (the lab's docs list each with the Windows behaviour it stands for):
 - unreachable, auth_fails, flaky {"count": N}, slow {"ms": N}
 - service_start_fails (true or {"services": [...]}), import_fails, enable_fails, disk_full
-- enable_tls_preset, data_service_23443, schannel_tls12_missing
+- enable_tls_preset, data_service_23443
+- schannel_tls12_missing: the TLS 1.2 `Server` key is deleted; SCHANNEL reads it at boot, so on
+  2008 R2 the host's TLS listeners offer no TLS 1.2 until it reboots with the keys set
 - restart_mutex_denied: the restart ops' named mutex exists and belongs to another account, so
   opening it is denied
 - constrained_language: every powershell.exe on the host runs in ConstrainedLanguage mode, as
@@ -30,6 +32,10 @@ A test or an operator edits the file while the lab runs; the next request sees t
   in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
 - clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
   of the controller's (negative: behind), ten minutes ahead by default
+- registry_write_denied (true, or {"keys": [KEY, ...]}): writing a value under any HKLM key (or
+  under the named keys and their subkeys) is refused, as for a key whose ACL a Group Policy
+  owns (learn.microsoft.com/dotnet/api/microsoft.win32.registrykey.createsubkey: "the user
+  does not have the permissions required to create or open the registry key")
 - ssl_cache_stale: from the moment it appears, the host's TLS listeners (Data Service, TMS,
   Search Server) refuse every handshake with an alert, as after a stale SChannel session cache,
   until the cache is emptied (SslEmptyCache, the Internet Options "Clear SSL State" button),
@@ -142,6 +148,22 @@ def enable_tls_text(faults: dict[str, Any]) -> str:
     if isinstance(value, dict) and isinstance(value.get("value"), str):
         return value["value"]
     return "true"
+
+
+def registry_write_denied(faults: dict[str, Any], key: str) -> bool:
+    """Whether `registry_write_denied` refuses a write under `key` (`HKLM:\\...`, compared
+    case-insensitively; a listed key covers its subkeys)."""
+    value = faults.get("registry_write_denied")
+    if not value:
+        return False
+    if isinstance(value, dict) and value.get("keys"):
+        wanted = key.lower().rstrip("\\")
+        return any(
+            wanted == str(k).lower().rstrip("\\")
+            or wanted.startswith(str(k).lower().rstrip("\\") + "\\")
+            for k in value["keys"]
+        )
+    return True
 
 
 def locked_files(faults: dict[str, Any]) -> list[str]:

@@ -35,10 +35,11 @@ from tealeaf_fleet.lab.faults import (
     enable_tls_text,
     locked_files,
     mutex_denied,
+    registry_write_denied,
     service_start_fails,
     start_pending,
 )
-from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError
+from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError, RegistryAccessDenied
 from tealeaf_fleet.lab.registry import (
     FIPS_KEY,
     NDP_KEY,
@@ -221,6 +222,7 @@ class LabHost:
         self._private = root / "private"
         self._down = False
         self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
+        self._tls12_at_boot = True  # SCHANNEL's TLS 1.2 server setting, read at boot (start)
         self._boot_registry: dict[tuple[str, str], Any] = {}  # statustool's values at boot
         self._ssl_stale = False  # fault ssl_cache_stale, until the cache is emptied
         self._app_events: list[dict[str, Any]] = []  # the Application event log, oldest first
@@ -288,6 +290,7 @@ class LabHost:
     def start(self) -> None:
         """Bring up what runs at boot: the Data Service and TMS ports of running services."""
         self.faults()  # apply faults present at creation (e.g. data_service_23443)
+        self._tls12_at_boot = self.tls12_server_on()
         self._boot_registry = statustool.snapshot(self)
         if self.data_service_port:
             self._ds = dataservice.Listener(
@@ -501,6 +504,12 @@ class LabHost:
         """Create the key as needed and set a value (`kind` DWord or String); returns the
         stored value. Records a `registry` event."""
         return self.registry.set(key, name, value, kind)
+
+    def check_registry_write(self, key: str) -> None:
+        """`RegistryKey.CreateSubKey` for writing: RegistryAccessDenied where the key's ACL
+        refuses this account (`registry_write_denied`)."""
+        if registry_write_denied(self.faults(), key):
+            raise RegistryAccessDenied(key)
 
     def reg_delete(self, key: str, name: str | None = None) -> bool:
         """Delete a value, or the key and its subkeys when `name` is None."""
@@ -873,6 +882,7 @@ class LabHost:
             time.sleep(self.reboot_s)
             self._down = False
             self._booted_at = time.time()
+            self._tls12_at_boot = self.tls12_server_on()
             self._boot_registry = statustool.snapshot(self)
             self._ssl_stale = False  # the SChannel session cache lives in memory
             self.record("reboot", state="up")
@@ -1034,6 +1044,29 @@ class LabHost:
             self.record("ssl_cache", state="cleared", by=by)
         return True
 
+    def tls12_server_on(self) -> bool:
+        """SCHANNEL's TLS 1.2 server protocol as the registry says now: on 2008 R2 only with
+        `Enabled` non-zero and `DisabledByDefault` 0 present; from 2012 on unless switched off
+        (learn.microsoft.com/windows-server/security/tls/tls-registry-settings)."""
+        enabled = self.reg_get(TLS12_SERVER_KEY, "Enabled")
+        disabled = self.reg_get(TLS12_SERVER_KEY, "DisabledByDefault")
+        if self.config.os == "2008r2":
+            return isinstance(enabled, int) and enabled != 0 and disabled == 0
+        return enabled != 0 and disabled != 1
+
+    def tls12_at_boot(self) -> bool:
+        """The TLS 1.2 server setting SCHANNEL read at the last boot: what TLS servers on this
+        host can negotiate until the next one, whatever the registry says meanwhile."""
+        return self._tls12_at_boot
+
+    def _server_context(self, cert: Any, key: Any) -> Any:
+        """A TLS listener's context: without TLS 1.2 at boot, only TLS 1.0/1.1 are offered,
+        which the controller's TLS 1.2 handshake refuses."""
+        ctx = dataservice.context_from_objects(cert, key, self._private)
+        if not self._tls12_at_boot:
+            dataservice.without_tls12(ctx)
+        return ctx
+
     def tls_enabled(self) -> bool:
         """EnableTLS == 1, as the services read it when they start."""
         value = self.reg_get(TEALEAF_KEY, "EnableTLS")
@@ -1065,7 +1098,7 @@ class LabHost:
             ctx = None
             if tls:
                 cert, key = self.imported_pair()
-                ctx = dataservice.context_from_objects(cert, key, self._private)
+                ctx = self._server_context(cert, key)
             self._ds.open(ctx)
             self._write_ds_block(tls)
 
@@ -1159,7 +1192,7 @@ class LabHost:
             cert, key = self.imported_pair()
         else:
             cert, key = dataservice.legacy_tms_pem(self._private / "tms-legacy.pem")
-        self._tms.open(dataservice.context_from_objects(cert, key, self._private))
+        self._tms.open(self._server_context(cert, key))
 
     def _start_search(self) -> None:
         """The Search Server listens like the Data Service: with the imported pair when
@@ -1168,7 +1201,7 @@ class LabHost:
         ctx = None
         if self.tls_enabled():
             cert, key = self.imported_pair()
-            ctx = dataservice.context_from_objects(cert, key, self._private)
+            ctx = self._server_context(cert, key)
         self._search.open(ctx)
 
     def data_service_mode(self) -> str | None:

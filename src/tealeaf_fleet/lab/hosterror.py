@@ -24,3 +24,12 @@ class AccessDenied(HostError):
 
     def __init__(self, path: str) -> None:
         super().__init__(f"Access to the path '{path}' is denied.")
+
+
+class RegistryAccessDenied(HostError):
+    """UnauthorizedAccessException from `RegistryKey.CreateSubKey` / `SetValue` on a key whose
+    ACL does not let this account write (e.g. one a Group Policy owns)."""
+
+    def __init__(self, key: str) -> None:
+        native = "HKEY_LOCAL_MACHINE\\" + key.split("\\", 1)[1] if "\\" in key else key
+        super().__init__(f"Access to the registry key '{native}' is denied.")

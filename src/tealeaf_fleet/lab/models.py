@@ -493,7 +493,47 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
             ),
         },
         "fips": _fips(host),
+        "boot": {"last_boot": host.last_boot().astimezone().strftime("%Y-%m-%dT%H:%M:%S")},
+        "pending_reboot": _check_pending_reboot(host),
+        "port_23443_files": port_mentions(host, install_dir or None, "23443"),
     }
+
+
+# facts.ps1's $FleetConfigExtensions: the configuration files searched for a port.
+CONFIG_EXTENSIONS = (".config", ".xml", ".ini", ".cfg", ".properties", ".json", ".tlcfg")
+
+
+def port_mentions(host: LabHost, root: str | None, port: str) -> list[str]:
+    """Find-FleetPortMentions: configuration files under `root` (Logs left out) whose text
+    holds `port` as a whole number; same bounds as the script (4000 files, 1 MiB, 20 named)."""
+    found: list[str] = []
+    if not root or not host.is_dir(root):
+        return found
+    pattern = re.compile(rf"(?<![0-9]){port}(?![0-9])")
+    folders, looked = [root], 0
+    while folders and looked < 4000 and len(found) < 20:
+        folder = folders.pop(0)
+        try:
+            names = host.listdir(folder)
+        except HostError:
+            continue
+        paths = [f"{folder}\\{name}" for name in names]
+        folders.extend(p for p in paths if host.is_dir(p) and ntpath.basename(p) != "Logs")
+        for path in (p for p in paths if not host.is_dir(p)):
+            if ntpath.splitext(path)[1].lower() not in CONFIG_EXTENSIONS:
+                continue
+            looked += 1
+            try:
+                if (host.file_size(path) or 0) > 1048576:
+                    continue
+                text = host.read_file(path).decode("utf-8", "replace")
+            except HostError:
+                continue
+            if pattern.search(text):
+                found.append(path)
+            if len(found) >= 20:
+                break
+    return found
 
 
 def _dotnet_wow6432(host: LabHost) -> dict[str, Any]:
@@ -925,6 +965,8 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
     value = params.get("Value", "")
     if not key.startswith("HKLM:\\"):
         raise OpFailed(f"only HKLM:\\ keys are supported, not '{key}'", 2)
+    # set_registry.ps1 refuses SOFTWARE keys in a 32-bit PowerShell on 64-bit Windows (WOW64
+    # redirection); the lab's powershell.exe is 64-bit (check: process_bits 64), so never here
     previous = _reg(host, key, name)
     data: int | str
     if kind.lower() == "dword":
@@ -937,12 +979,20 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
             raise OpFailed(f"'{value}' is not a DWORD (decimal or 0x hex)", 2)
         if data > 0xFFFFFFFF:
             raise OpFailed(f"'{value}' does not fit in a DWORD", 2)
-        host.reg_set(key, name, data, "DWord")
+        stored = "DWord"
     elif kind.lower() == "string":
-        host.reg_set(key, name, value, "String")
+        data, stored = value, "String"
     else:
         raise OpFailed(f"unsupported registry type '{kind}' (DWord or String)", 2)
-    return {"key": key, "name": name, "previous": previous, "value": _reg(host, key, name)}
+    host.check_registry_write(key)  # CreateSubKey: the key's ACL may refuse this account
+    host.reg_set(key, name, data, stored)
+    return {
+        "key": key,
+        "name": name,
+        "previous": previous,
+        "value": _reg(host, key, name),
+        "kind": host.reg_kind(key, name),
+    }
 
 
 def data_service_log(host: LabHost, params: dict[str, str]) -> dict:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -175,6 +175,34 @@ def _on(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value != 0
 
 
+def pair_imported(facts: Mapping[str, Any]) -> bool:
+    """tealeaf.crt (with a certificate in it) and tealeaf.p12 are both in the security folder:
+    what the services need to start with EnableTLS=1."""
+    security = facts.get("security") or {}
+    files = security.get("files") or {}
+    return bool(security.get("cert_sha256")) and isinstance(files.get("tealeaf.p12"), Mapping)
+
+
+# The advice where "restart the TeaLeaf services" would break the host: EnableTLS=1 without a
+# certificate pair stops the Data Service from starting.
+NO_PAIR_ADVICE = (
+    "do NOT restart the TeaLeaf services (with EnableTLS=1 and no certificate pair the Data "
+    "Service would not start): set EnableTLS to 0 (`fleet rollout INVENTORY --playbook "
+    "prerequisites` does, without a restart) or import the fleet's PFX first"
+)
+
+
+def restart_advice(facts: Mapping[str, Any]) -> str:
+    """ "restart the TeaLeaf services", unless that would break the host (NO_PAIR_ADVICE)."""
+    if facts.get("enable_tls") == 1 and not pair_imported(facts):
+        return NO_PAIR_ADVICE
+    return "restart the TeaLeaf services"
+
+
+is_2008r2 = _is_2008r2  # shared with prerequisites.py (the same reading of the facts)
+schannel_on = _on
+
+
 def short_sha(sha: str | None) -> str:
     """The first 12 hex digits, enough to tell certificates apart in a message."""
     return sha[:12] if sha else "none"
@@ -250,6 +278,8 @@ def preflight_blockers(
     pfx_sha256: str | None,
     expect_tls: bool,
     rotation: bool = False,
+    reboot_records: Sequence[Mapping[str, Any]] = (),
+    status_report: bool = True,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
 
@@ -257,6 +287,10 @@ def preflight_blockers(
     a rollback must stay possible on a host that a rollout would refuse. A rotation
     (`rotation=True`) needs what a rollout needs, except that TLS must already be on: EnableTLS
     1 with server.tls.xml and a Data Service running in tls mode (`rotation_blockers`).
+    `reboot_records`: the journal's record of values this tool changed on the host that take
+    effect at boot (`Journal.reboot_records`); a pending SCHANNEL reboot on 2008 R2 blocks a
+    rollout.
+    `status_report`: whether TealeafStatus runs here (`prerequisites.status_report_hosts`).
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -311,7 +345,16 @@ def preflight_blockers(
     out.extend(_unreadable_security_files(name, facts))
 
     if expect_tls:
-        out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256, rotation=rotation))
+        out.extend(
+            _rollout_blockers(
+                host,
+                facts,
+                pfx_sha256=pfx_sha256,
+                rotation=rotation,
+                status_report=status_report,
+            )
+        )
+    out.extend(reboot_findings(name, facts, reboot_records, block=expect_tls))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
             INFO,
@@ -323,7 +366,12 @@ def preflight_blockers(
 
 
 def _rollout_blockers(
-    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, rotation: bool = False
+    host: Host,
+    facts: Mapping[str, Any],
+    *,
+    pfx_sha256: str | None,
+    rotation: bool = False,
+    status_report: bool = True,
 ) -> list[Finding]:
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -370,14 +418,22 @@ def _rollout_blockers(
         else:
             out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
         port = _get(facts, "data_service", "port")
+        mentions = port_23443_files(facts)
         if port == LEGACY_DATA_SERVICE_PORT:
             add(
                 BLOCKER,
                 "data_service_23443",
                 f"the Data Service listens on port {LEGACY_DATA_SERVICE_PORT} (the FP2-FP4 "
                 "option): set it back to 23000, and the Search Service configuration on "
-                "Canisters and HBRs that points at 23443, before enabling TLS",
+                "Canisters and HBRs that points at 23443, before enabling TLS"
+                + (
+                    f"; files that mention {LEGACY_DATA_SERVICE_PORT}: {', '.join(mentions)}"
+                    if mentions
+                    else ""
+                ),
             )
+        elif mentions:
+            add(WARNING, "port_23443_in_config", port_23443_text(mentions))
         elif isinstance(port, int) and port != host.data_service_port:
             add(
                 WARNING,
@@ -408,7 +464,7 @@ def _rollout_blockers(
                 "spurious 'TeaLeaf Rules: unable to open key' error in the Application event "
                 "log (harmless; the vendor suggests creating it as a string with a dummy value)",
             )
-        status_gaps = _status_report_gaps(facts)
+        status_gaps = _status_report_gaps(facts) if status_report else []
         if status_gaps:
             add(
                 WARNING,
@@ -419,6 +475,78 @@ def _rollout_blockers(
                 + ". Prefer DefaultSecureProtocols 0xA80 (TLS 1.0-1.2) to the vendor's 0xAA0, "
                 "which also turns SSL 3.0 back on",
             )
+    return out
+
+
+def port_23443_files(facts: Mapping[str, Any]) -> list[str]:
+    """Configuration files under the install folder whose text holds 23443 (facts'
+    read-only search; Logs left out)."""
+    files = facts.get("port_23443_files") or []
+    return [str(f) for f in files if isinstance(f, str)]
+
+
+def port_23443_text(files: list[str]) -> str:
+    return (
+        f"configuration files under the install folder still mention port "
+        f"{LEGACY_DATA_SERVICE_PORT}: {', '.join(files)}; if one points the Data Service or the "
+        "Search Service at it, change it to 23000 before enabling TLS (the tool rewrites no "
+        "configuration file)"
+    )
+
+
+def pending_reboot_since(
+    facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[str]] | None:
+    """(since, areas) of the journal's reboot records the host has not booted after, or None.
+    Both times are host-local `yyyy-MM-ddTHH:mm:ss` (facts' `now` and `boot.last_boot`); an
+    unknown boot time leaves every record pending (the pessimistic reading)."""
+    booted = _get(facts, "boot", "last_boot")
+    pending = [
+        r for r in records if not isinstance(booted, str) or booted <= str(r.get("since") or "")
+    ]
+    if not pending:
+        return None
+    since = min(str(r.get("since")) for r in pending)
+    areas = sorted({a for r in pending for a in (r.get("areas") or [])})
+    return since, areas
+
+
+def reboot_findings(
+    name: str, facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *, block: bool
+) -> list[Finding]:
+    """ "reboot pending since ..." from the journal, and the reboot Windows itself says it owes.
+    With `block` (a rollout's preflight), a pending SCHANNEL reboot on 2008 R2 is a blocker:
+    TLS 1.2 is not on until the host boots with the keys."""
+    out, add = _host_findings(name)
+    pending = pending_reboot_since(facts, records)
+    if pending is not None:
+        since, areas = pending
+        schannel = "schannel" in areas and _is_2008r2(facts)
+        add(
+            BLOCKER if block and schannel else WARNING,
+            "reboot_pending",
+            f"reboot pending since {since}: this tool changed {', '.join(areas) or 'registry'} "
+            f"values that take effect at boot, and the host last booted at "
+            f"{_get(facts, 'boot', 'last_boot') or 'an unknown time'}"
+            + ("; TLS 1.2 is not on until it reboots" if schannel else "")
+            + ": rerun `fleet rollout INVENTORY --playbook prerequisites` (it reboots HBRs and "
+            "Canisters one at a time), or reboot the host yourself",
+        )
+    markers = facts.get("pending_reboot") or {}
+    owed = []
+    if markers.get("cbs_reboot_pending"):
+        owed.append("Component Based Servicing RebootPending")
+    if markers.get("wu_reboot_required"):
+        owed.append("Windows Update RebootRequired")
+    if isinstance(markers.get("file_rename_entries"), int) and markers["file_rename_entries"]:
+        owed.append(f"{markers['file_rename_entries']} PendingFileRenameOperations")
+    if owed:
+        add(
+            WARNING,
+            "windows_reboot_pending",
+            f"Windows owes a reboot ({', '.join(owed)}): a reboot during the change window "
+            "(or the prerequisites playbook's) also applies those updates",
+        )
     return out
 
 
@@ -473,9 +601,16 @@ def _enable_tls_blockers(
             Finding(
                 BLOCKER,
                 "enable_tls_preset",
-                f"{key} is already 1 and {why}; to adopt the certificate in place, "
-                "set certificate.source: file with that PFX, else run `fleet rollback` "
-                "(or set EnableTLS to 0 and restart the TeaLeaf services) first",
+                f"{key} is already 1 and {why}; "
+                + (
+                    "to adopt the certificate in place, set certificate.source: file with "
+                    "that PFX, else run `fleet rollback` (or set EnableTLS to 0 and restart "
+                    "the TeaLeaf services) first"
+                    if pair_imported(facts)
+                    else "no certificate pair is imported here, so the vendor's value is 0: "
+                    "`fleet rollout INVENTORY --playbook prerequisites` sets it (no restart "
+                    "needed; do not restart the TeaLeaf services while it is 1)"
+                ),
                 (name,),
             )
         ]
@@ -612,17 +747,20 @@ def _schannel_2008r2(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                 "schannel_tls12_server",
                 "Windows Server 2008 R2 without TLS 1.2 server support: set "
                 + " and ".join(missing)
-                + ", then reboot (SCHANNEL reads them at boot)",
+                + ", then reboot (SCHANNEL reads them at boot; `fleet rollout INVENTORY "
+                "--playbook prerequisites` does both)",
                 (name,),
             )
         )
-    if _get(facts, "schannel", "send_trusted_issuer_list") != 0:
+    found = _get(facts, "schannel", "send_trusted_issuer_list")
+    if found != 0:
         out.append(
             Finding(
-                WARNING,
+                BLOCKER,
                 "send_trusted_issuer_list",
                 f"Windows Server 2008 R2: set {SCHANNEL_KEY}\\SendTrustedIssuerList "
-                "= 0 (DWORD), as the vendor's prerequisites ask, then reboot",
+                f"= 0 (DWORD){_found(found)}, as the vendor's prerequisites require, then "
+                "reboot (`fleet rollout INVENTORY --playbook prerequisites` does both)",
                 (name,),
             )
         )
@@ -683,6 +821,8 @@ def step_status(
     tls_role = _role_is_tls(role)
     if op in ("preflight", "facts", "verify", "certificate"):
         return Needed(f"{op} always runs (read-only or controller-side)")
+    if op in ("prerequisites", "reboot"):  # they need the inventory and the journal too
+        return Needed(f"{op} is judged by prerequisites.needed_writes and the reboot records")
     if op == "push_tools":
         if role != "rtv":
             return Done("only RTV workstations need TLSTool.exe copied")
@@ -880,7 +1020,9 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                     BLOCKER,
                     "cert_files_missing",
                     f"EnableTLS is 1 but {', '.join(missing)} missing in {folder}: "
-                    "import the PFX and enable again",
+                    "import the PFX and enable again, or set EnableTLS to 0 (`--playbook "
+                    "prerequisites` does); until then do NOT restart the TeaLeaf services "
+                    "(the Data Service would not start)",
                     (name,),
                 )
             )
@@ -900,8 +1042,7 @@ def _host_consistency(name: str, facts: Mapping[str, Any]) -> list[Finding]:
                 BLOCKER,
                 "data_service_mode",
                 f"EnableTLS is 1 but the Data Service last started in {mode} mode "
-                "(its log shows 'Port:', not 'TLS Port:'): restart the TeaLeaf "
-                "services",
+                f"(its log shows 'Port:', not 'TLS Port:'): {restart_advice(facts)}",
                 (name,),
             )
         )

@@ -19,6 +19,7 @@ class RegistryResult:
     name: str
     previous: Any  # None when the value did not exist
     value: Any  # read back after writing
+    kind: str | None = None  # RegistryValueKind read back ("DWord", "String")
 
 
 def set_value(
@@ -49,4 +50,5 @@ def set_value(
         name=raw.get("name", name),
         previous=raw.get("previous"),
         value=raw.get("value"),
+        kind=raw.get("kind"),
     )

@@ -72,20 +72,6 @@ function Get-BootFacts {
     }
 }
 
-function Get-PendingReboot {
-    # The three places Windows records a reboot it still owes (servicing, Windows Update,
-    # files to replace at boot; devblogs.microsoft.com/scripting/determine-pending-reboot-
-    # statuspowershell-style-part-1); only presence and a count are reported, never paths.
-    $renames = Get-FleetRegistryValue 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' 'PendingFileRenameOperations'
-    $renameCount = 0
-    if ($null -ne $renames) { $renameCount = @($renames).Length }
-    return @{
-        cbs_reboot_pending = Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
-        wu_reboot_required = Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired'
-        file_rename_entries = $renameCount
-    }
-}
-
 function Get-TealeafRegistryNames {
     # Names only: which values the vendor key really holds is the evidence (the build's value
     # name is unconfirmed); no value is read here, and the security subkey is never opened.
@@ -235,7 +221,7 @@ $result = @{
     dotnet = Get-DotNetSetup
     fips_policy = Get-FleetRegistryValue 'HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
     os = Get-BootFacts
-    pending_reboot = Get-PendingReboot
+    pending_reboot = Get-FleetPendingReboot
     registry = Get-TealeafRegistryNames
     tools = Get-ToolFacts $toolsDir
     logs = Get-DataServiceLogs $logDir

@@ -358,6 +358,20 @@ function Get-FleetRegistryNumber([string]$Key, [string]$Name) {
     return @{ text = [string]$value; kind = $kind }
 }
 
+function Get-FleetPendingReboot {
+    # The three places Windows records a reboot it still owes (servicing, Windows Update,
+    # files to replace at boot; devblogs.microsoft.com/scripting/determine-pending-reboot-
+    # statuspowershell-style-part-1); only presence and a count are reported, never paths.
+    $renames = Get-FleetRegistryValue 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' 'PendingFileRenameOperations'
+    $renameCount = 0
+    if ($null -ne $renames) { $renameCount = @($renames).Length }
+    return @{
+        cbs_reboot_pending = Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+        wu_reboot_required = Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired'
+        file_rename_entries = $renameCount
+    }
+}
+
 function Split-FleetList([string]$Text) {
     # List parameters travel as lines joined with LF; empty lines are dropped.
     $items = New-Object System.Collections.ArrayList

@@ -4,6 +4,46 @@ param([string]$InstallDir, [string]$Since)
 
 $tealeafKey = 'HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology'
 
+$FleetConfigExtensions = @('.config', '.xml', '.ini', '.cfg', '.properties', '.json', '.tlcfg')
+
+function Find-FleetPortMentions([string]$Root, [string]$Port) {
+    # Read-only: the small configuration files under the install folder (Logs left out: log
+    # lines name ports too) whose text holds the port as a whole number, so the operator knows
+    # what to change; nothing is rewritten. Bounded: 4000 files looked at, 1 MiB each, 20 named.
+    $found = New-Object System.Collections.ArrayList
+    if ((-not $Root) -or (-not [IO.Directory]::Exists($Root))) { return ,($found.ToArray()) }
+    $pattern = '(?<![0-9])' + $Port + '(?![0-9])'
+    $folders = New-Object System.Collections.Queue
+    $folders.Enqueue($Root)
+    $looked = 0
+    while (($folders.Count -gt 0) -and ($looked -lt 4000) -and ($found.Count -lt 20)) {
+        $dir = [string]$folders.Dequeue()
+        $subs = @()
+        $files = @()
+        try {
+            $subs = [IO.Directory]::GetDirectories($dir)
+            $files = [IO.Directory]::GetFiles($dir)
+        } catch {
+            continue
+        }
+        foreach ($sub in $subs) {
+            if ([IO.Path]::GetFileName($sub) -ne 'Logs') { $folders.Enqueue($sub) }
+        }
+        foreach ($file in $files) {
+            if ($FleetConfigExtensions -notcontains [IO.Path]::GetExtension($file).ToLowerInvariant()) { continue }
+            $looked++
+            try {
+                if ((New-Object IO.FileInfo $file).Length -gt 1048576) { continue }
+                if ([regex]::IsMatch([IO.File]::ReadAllText($file), $pattern)) { [void]$found.Add($file) }
+            } catch {
+                continue
+            }
+            if ($found.Count -ge 20) { break }
+        }
+    }
+    return ,($found.ToArray())
+}
+
 function Get-ExecutablePath([string]$CommandLine) {
     # Win32_Service.PathName is a command line: a quoted or unquoted exe path plus arguments.
     if (-not $CommandLine) { return $null }
@@ -165,6 +205,15 @@ try {
     $fips.hash_error = Get-FleetErrorText $_
 }
 
+# LastBootUpTime (host-local, the format of `now`): a change that needs a reboot is pending
+# until the host booted after it. Plus the markers Windows itself leaves for a reboot it owes.
+$lastBoot = $null
+try {
+    $lastBoot = [Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime).ToString($FleetTimeFormat, $FleetInvariant)
+} catch {
+    $lastBoot = $null
+}
+
 Write-FleetResult @{
     hostname = [string]$env:COMPUTERNAME
     now = Get-FleetNow
@@ -203,4 +252,7 @@ Write-FleetResult @{
         wow6432 = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\Wow6432Node\' + $winhttp) 'DefaultSecureProtocols'
     }
     fips = $fips
+    boot = @{ last_boot = $lastBoot }
+    pending_reboot = Get-FleetPendingReboot
+    port_23443_files = Find-FleetPortMentions ([string]$installDirFound) '23443'
 }

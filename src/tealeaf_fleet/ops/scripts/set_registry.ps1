@@ -1,9 +1,16 @@
 # tealeaf-fleet-op: set_registry
 param([string]$Key, [string]$Name, [string]$Type, [string]$Value)
-# Sets one HKLM value (DWord or String) and reads it back, returning what it was before.
+# Sets one HKLM value (DWord or String) and reads it back (value and RegistryValueKind),
+# returning what it was before. Key paths name the view explicitly (Wow6432Node for WOW64).
 
 if (-not $Key.StartsWith('HKLM:\', [StringComparison]::Ordinal)) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
 $subKey = $Key.Substring(6)
+# A 32-bit PowerShell on 64-bit Windows sees HKLM\SOFTWARE through WOW64 redirection: a write
+# meant for the 64-bit view would land in Wow6432Node and read back as if it had worked.
+$wow64Process = ([IntPtr]::Size -eq 4) -and ($null -ne $env:PROCESSOR_ARCHITEW6432)
+if ($wow64Process -and ($subKey -match '^SOFTWARE\\') -and ($subKey -notmatch '^SOFTWARE\\Wow6432Node(\\|$)')) {
+    Stop-FleetOp "32-bit PowerShell on 64-bit Windows: '$Key' would be redirected to the WOW64 view; run the op from the 64-bit powershell.exe" 1
+}
 $previous = Get-FleetRegistryValue $Key $Name
 
 if ($Type -eq 'DWord') {
@@ -27,4 +34,6 @@ try {
 } finally {
     $handle.Close()
 }
-Write-FleetResult @{ key = $Key; name = $Name; previous = $previous; value = (Get-FleetRegistryValue $Key $Name) }
+$readKind = $null
+try { $readKind = [string]((Get-Item -LiteralPath $Key).GetValueKind($Name)) } catch { $readKind = $null }
+Write-FleetResult @{ key = $Key; name = $Name; previous = $previous; value = (Get-FleetRegistryValue $Key $Name); kind = $readKind }
