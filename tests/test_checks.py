@@ -1313,3 +1313,28 @@ def test_status_report_warning_names_client_keys_only_on_2008r2():
     assert message() == ""  # healthy() has .NET and WinHTTP set
     assert "TLS 1.2\\Client: Enabled = 1, DisabledByDefault = 0" in message(**R2)
     assert "Client" not in message(**{"dotnet.v2_strong_crypto": 0})
+
+
+@pytest.mark.parametrize(
+    "role,severity", [("hbr", BLOCKER), ("canister", BLOCKER), ("portal", WARNING)]
+)
+@pytest.mark.parametrize("expect_tls", [True, False])
+def test_preflight_names_a_stopped_automatic_service(role, severity, expect_tls):
+    """An Auto TeaLeaf service found stopped: a warning naming it, a blocker on the roles that
+    restart one at a time (another one's restart would leave its share to nobody)."""
+    facts = with_service_state("Stopped", "TeaLeafDataService")
+    findings = checks.preflight_blockers(
+        FakeHost(role=role), facts, pfx_sha256=None, expect_tls=expect_tls
+    )
+    found = [f for f in findings if f.code == "service_stopped"]
+    assert [f.severity for f in found] == [severity]
+    assert "TeaLeafDataService" in found[0].message
+    assert ("--limit" in found[0].message) == (severity == BLOCKER)
+
+
+def test_preflight_leaves_a_stopped_manual_service_alone():
+    facts = with_service_state("Stopped", "TeaLeafDataService")
+    for service in facts["services"]:
+        service["start_mode"] = "Manual"
+    findings = checks.preflight_blockers(FakeHost(), facts, pfx_sha256=None, expect_tls=True)
+    assert "service_stopped" not in codes(findings)

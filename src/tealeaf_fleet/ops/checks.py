@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from tealeaf_fleet.inventory import TLS_ROLES
 from tealeaf_fleet.ops.facts import PENDING_STATES, RegistryNumber, data_service_names
 from tealeaf_fleet.playbooks import OPS  # the closed op vocabulary has one home
+from tealeaf_fleet.playbooks import SERIAL_RESTART_ROLES as SERIAL_GROUP_ROLES
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Host
@@ -302,6 +303,7 @@ def preflight_blockers(
             "tell whether to bring them back; find out why they hang, then rerun",
         )
     out.extend(_unreadable_security_files(name, facts))
+    out.extend(_stopped_services(name, facts, host.role))
 
     if expect_tls:
         out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
@@ -842,24 +844,43 @@ def _unreadable_security_files(name: str, facts: Mapping[str, Any]) -> list[Find
     return out
 
 
-def _stopped_services(name: str, facts: Mapping[str, Any]) -> list[Finding]:
-    stopped = sorted(
+def stopped_auto_services(facts: Mapping[str, Any], *, pending: bool = True) -> list[str]:
+    """The automatic-start TeaLeaf services that are not running, each with its state when it
+    is not plainly "Stopped": on an HBR or Canister, one of them means the host is not doing
+    its share, and restarting another of its group would leave that share to nobody."""
+    return sorted(
         str(s.get("name")) + ("" if s.get("state") == "Stopped" else f" ({s.get('state')})")
         for s in _tealeaf_services(facts)
         if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
         and s.get("state") != "Running"
+        and (pending or s.get("state") not in PENDING_STATES)
     )
+
+
+def _stopped_services(
+    name: str, facts: Mapping[str, Any], role: str | None = None
+) -> list[Finding]:
+    """`service_stopped`: a warning, and a blocker on an HBR or Canister (with `role` given,
+    i.e. in a preflight): the other hosts of its group restart one at a time on the
+    assumption that this one carries the load meanwhile (vendor procedure, "Minimize
+    disruption"). Leave the host out of the run (`--limit`) to go on without it."""
+    # a preflight names a pending service once, as `service_pending`
+    stopped = stopped_auto_services(facts, pending=role is None)
     if not stopped:
         return []
-    return [
-        Finding(
-            WARNING,
-            "service_stopped",
-            f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
-            "(restarts leave stopped services stopped: start them if they should run)",
-            (name,),
+    message = (
+        f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
+        "(restarts leave stopped services stopped: start them if they should run)"
+    )
+    severity = WARNING
+    if role in SERIAL_GROUP_ROLES:
+        severity = BLOCKER
+        message += (
+            f"; on a {role.upper() if role == 'hbr' else role.capitalize()} this blocks the "
+            f"run: restarting another {role} meanwhile would leave this one's share to "
+            "nobody (captured data lost); start it, or leave this host out with --limit"
         )
-    ]
+    return [Finding(severity, "service_stopped", message, (name,))]
 
 
 def _cert_expiry(name: str, facts: Mapping[str, Any]) -> list[Finding]:
