@@ -17,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet.engine import peers
 from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.engine.gates import POLL_MAX_S, POLL_S, Before, run_gates
+from tealeaf_fleet.engine.peers import PeerCheck
 from tealeaf_fleet.engine.strategies import CONTROLLER, StepResult
 from tealeaf_fleet.errors import CertificateError, FleetError, RemoteError, RemoteScriptError
 
@@ -79,7 +81,13 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
-    findings = checks.preflight_blockers(host, facts, pfx_sha256=pfx_sha, expect_tls=ctx.expect_tls)
+    findings = checks.preflight_blockers(
+        host,
+        facts,
+        pfx_sha256=pfx_sha,
+        expect_tls=ctx.expect_tls,
+        restarting=_resumed_restart(ctx, name),
+    )
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]
     warnings = [f.message for f in warned]
@@ -109,6 +117,17 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
+
+
+def _resumed_restart(ctx: RunContext, name: str) -> list[str]:
+    """The services an unfinished restart of this plan stopped on the host (journal notes):
+    the resumed restart starts them again, so preflight does not count them as found stopped."""
+    runner = ctx.runner
+    out: list[str] = []
+    for phase in runner.phases if runner is not None else ():
+        if phase.op == "restart" and name in phase.hosts:
+            out.extend((ctx.first_note(phase.name, name, "restart") or {}).get("running", []))
+    return out
 
 
 def _settled_facts(ctx: RunContext, phase: PhaseSpec, host: Host) -> dict[str, Any]:
@@ -443,22 +462,43 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
 
 
 def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    host = ctx.host(name)
+    # peers of an HBR or Canister are read while this host's own state is judged
+    check = PeerCheck(ctx, phase, name) if peers.applies(ctx, phase, name) else None
+    healthy_after = False
+    try:
+        before = _before(ctx, phase, host)
+        healthy = _already_healthy(ctx, phase, host, before)
+        if healthy:
+            healthy_after = True
+            return StepResult(
+                "skipped", f"nothing to do: {healthy}; services and handshakes already right"
+            )
+        restart_mode = ctx.fleet.rollout.restart
+        if restart_mode != "reboot" and not before.running and not before.iis_running:
+            return StepResult(
+                "skipped",
+                "nothing to restart: no TeaLeaf service was running and IIS is not running here "
+                "(stopped services stay stopped)",
+            )
+        did = ""
+        if check is not None:  # raises, naming the peer, before anything touches this host
+            did = f"{check.require()}; "
+            check.prefetch_next()
+        did += _restart_now(ctx, phase, host, before)
+        healthy_after = True
+        return StepResult("changed", did)
+    finally:
+        if check is not None:
+            check.finish(healthy_after)
+
+
+def _restart_now(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) -> str:
+    """The disruptive part: restart (or reboot), then the phase's gates; what was done."""
     from tealeaf_fleet.ops import services
 
-    host = ctx.host(name)
-    before = _before(ctx, phase, host)
-    healthy = _already_healthy(ctx, phase, host, before)
-    if healthy:
-        return StepResult(
-            "skipped", f"nothing to do: {healthy}; services and handshakes already right"
-        )
+    name = host.name
     restart_mode = ctx.fleet.rollout.restart
-    if restart_mode != "reboot" and not before.running and not before.iis_running:
-        return StepResult(
-            "skipped",
-            "nothing to restart: no TeaLeaf service was running and IIS is not running here "
-            "(stopped services stay stopped)",
-        )
     ctx.note(phase.name, name, {"running": before.running, "iis": before.iis_running})
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
@@ -480,7 +520,7 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             services.iisreset(conn)
             did += " and IIS (iisreset)"
     passed = run_gates(ctx, phase.name, host, phase.gates, before)
-    return StepResult("changed", did + ("; gates passed: " + "; ".join(passed) if passed else ""))
+    return did + ("; gates passed: " + "; ".join(passed) if passed else "")
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet.engine.peers import PeerState
 from tealeaf_fleet.errors import FleetError
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class RunContext:
         self.runner: Runner | None = None
         self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
         self.verify_status: Any = None
+        self.peer_state = PeerState()  # rolling groups: gates passed, prefetched peer reads
         self._conns: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.cache_lock = threading.Lock()  # guards tool_cache fills and the verify gather

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -245,9 +245,16 @@ def _host_findings(name: str) -> tuple[list[Finding], Callable[[str, str, str], 
 
 
 def preflight_blockers(
-    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, expect_tls: bool
+    host: Host,
+    facts: Mapping[str, Any],
+    *,
+    pfx_sha256: str | None,
+    expect_tls: bool,
+    restarting: Collection[str] = (),
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
+    `restarting`: services that an unfinished restart of this change stopped and the resumed
+    run starts again (not "found stopped").
 
     Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
     a rollback must stay possible on a host that a rollout would refuse.
@@ -303,7 +310,7 @@ def preflight_blockers(
             "tell whether to bring them back; find out why they hang, then rerun",
         )
     out.extend(_unreadable_security_files(name, facts))
-    out.extend(_stopped_services(name, facts, host.role))
+    out.extend(_stopped_services(name, facts, host.role, restarting))
 
     if expect_tls:
         out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
@@ -844,7 +851,9 @@ def _unreadable_security_files(name: str, facts: Mapping[str, Any]) -> list[Find
     return out
 
 
-def stopped_auto_services(facts: Mapping[str, Any], *, pending: bool = True) -> list[str]:
+def stopped_auto_services(
+    facts: Mapping[str, Any], *, pending: bool = True, exempt: Collection[str] = ()
+) -> list[str]:
     """The automatic-start TeaLeaf services that are not running, each with its state when it
     is not plainly "Stopped": on an HBR or Canister, one of them means the host is not doing
     its share, and restarting another of its group would leave that share to nobody."""
@@ -854,18 +863,20 @@ def stopped_auto_services(facts: Mapping[str, Any], *, pending: bool = True) -> 
         if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
         and s.get("state") != "Running"
         and (pending or s.get("state") not in PENDING_STATES)
+        and str(s.get("name")) not in exempt
     )
 
 
 def _stopped_services(
-    name: str, facts: Mapping[str, Any], role: str | None = None
+    name: str, facts: Mapping[str, Any], role: str | None = None, exempt: Collection[str] = ()
 ) -> list[Finding]:
     """`service_stopped`: a warning, and a blocker on an HBR or Canister (with `role` given,
     i.e. in a preflight): the other hosts of its group restart one at a time on the
     assumption that this one carries the load meanwhile (vendor procedure, "Minimize
-    disruption"). Leave the host out of the run (`--limit`) to go on without it."""
+    disruption"). Leave the host out of the run (`--limit`) to go on without it. `exempt`:
+    services an unfinished restart of this change stopped (the resumed run starts them)."""
     # a preflight names a pending service once, as `service_pending`
-    stopped = stopped_auto_services(facts, pending=role is None)
+    stopped = stopped_auto_services(facts, pending=role is None, exempt=exempt)
     if not stopped:
         return []
     message = (
