@@ -72,10 +72,10 @@ def test_markdown_is_a_change_ticket(fleet) -> None:
     order = [md.index(f"### {i}. {p.name}: ") for i, p in enumerate(plan.phases, 1)]
     assert order == sorted(order)
     assert (
-        "### 6. enable: enable, all hosts or none (undone everywhere if one fails), "
+        "### 5. enable: enable, all hosts or none (undone everywhere if one fails), "
         "compensate: disable" in md
     )
-    assert "### 7. restart_hbr: restart, rolling, one host at a time" in md
+    assert "### 6. restart_hbr: restart, rolling, one host at a time" in md
     assert "1. restart_hbr: hbr01 -> hbr02 (one at a time" in md
     assert "3. restart_rest: portal01 together" in md
     assert "| HBR | hbr01, hbr02 | preflight, push_pfx, import, enable, restart, verify |" in md
@@ -100,7 +100,7 @@ def test_table_text(fleet) -> None:
     plan = build_plan(load_playbook("rollout"), fleet)
     text = render_text(plan, width=160)
     assert "\x1b[" not in text  # no colour codes in files
-    assert "7. restart_hbr (restart): rolling, one host at a time; gates: services" in text
+    assert "6. restart_hbr (restart): rolling, one host at a time; gates: services" in text
     assert "left out: not affected by inter-process TLS" in text
     assert "(same as above)" in text  # repeated descriptions are not printed again
     assert f"Plan digest: {plan.digest}" in text
@@ -186,7 +186,7 @@ def test_summary_counts_done_steps_and_caps_long_lists(fleet, tmp_path: Path) ->
     plan = build_plan(load_playbook("rollout"), fleet)
     plan.phase("import").steps[0].skip_reason = "nothing to do: already imported"
     line = next(x for x in render_summary(plan).splitlines() if ". import" in x)
-    assert "4 hosts in parallel, 1 already done (skipped)" in line  # 5 Windows hosts, one done
+    assert "3 hosts (hbr01, hbr02, can01) in parallel, 1 already done (skipped)" in line
     lines = ["winrm: {username: u}", "hosts:"]
     lines += [f"  can{i:03d}: {{address: 10.1.0.{i}, role: canister}}" for i in range(1, 31)]
     inv = tmp_path / "big.yaml"

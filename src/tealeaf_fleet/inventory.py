@@ -16,11 +16,12 @@ where the variables are not set.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,16 @@ class Fleet:
     def windows_hosts(self) -> list[Host]:
         """Hosts contacted over WinRM, in inventory order."""
         return [h for h in self.hosts.values() if h.is_windows]
+
+    def only(self, names: Collection[str]) -> Fleet:
+        """The same inventory with only these hosts (inventory order kept): what `--limit`
+        selects, and what a phase's verify reads. Its normalized content (so the inventory
+        digest) covers only them, so a plan of a subset never passes for one of the whole."""
+        keep = {n: h for n, h in self.hosts.items() if n in names}
+        normalized = dict(self.normalized)
+        if isinstance(normalized.get("hosts"), dict):
+            normalized["hosts"] = {n: v for n, v in normalized["hosts"].items() if n in keep}
+        return dataclasses.replace(self, hosts=keep, normalized=normalized)
 
     def _field(self, host: Host | None, key: str, section: str = "winrm") -> str:
         """The dotted field a host's setting came from (its own override, else the default)."""

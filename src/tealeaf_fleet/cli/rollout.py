@@ -537,6 +537,10 @@ def print_recap(result: RunResult, fleet: Fleet, log_path: Path | None) -> None:
         for host, items in result.blockers.items():
             for item in items:
                 err.print(f"  {host}: {redact(item)}", markup=False)
+    if result.workstations:
+        err.print("[bold red]RTV workstations not finished (the servers are done):[/bold red]")
+        for host, why in result.workstations.items():
+            err.print(f"  {host}: {redact(why)}", markup=False)
     if result.message:
         err.print(
             redact(result.message),

@@ -75,9 +75,12 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     from tealeaf_fleet.ops import checks
 
     host = ctx.host(name)
+    workstation = host.role == "rtv"
     try:
         facts = _settled_facts(ctx, phase, host)
     except RemoteError as exc:
+        if workstation:  # never holds up the servers: its phases come after theirs
+            return _workstation_warning(ctx, phase, name, f"cannot read facts: {exc}")
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
@@ -88,6 +91,13 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         expect_tls=ctx.expect_tls,
         restarting=_resumed_restart(ctx, name),
     )
+    if workstation:  # what would block a server is a warning on a workstation
+        findings = [
+            checks.Finding(checks.WARNING, f.code, f.message, f.hosts)
+            if f.severity == checks.BLOCKER
+            else f
+            for f in findings
+        ]
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]
     warnings = [f.message for f in warned]
@@ -110,13 +120,49 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     running = sum(1 for s in facts.get("services") or [] if s.get("state") == "Running")
     total = len(facts.get("services") or [])
     from_file = " (file version)" if facts.get("tealeaf_build_source") == "file_version" else ""
-    text = (
-        f"build {facts.get('tealeaf_build')}{from_file}, EnableTLS "
-        f"{_registry_shown(facts.get('enable_tls'))}, {running}/{total} TeaLeaf services running"
-    )
+    if workstation:  # only what applies: it imports, never enables or restarts
+        tools = facts.get("tools") or {}
+        have = "present" if tools.get("tlstool") and tools.get("openssl") else "to be copied"
+        text = f"build {facts.get('tealeaf_build')}{from_file}, TLSTool.exe and openssl.exe {have}"
+    else:
+        text = (
+            f"build {facts.get('tealeaf_build')}{from_file}, EnableTLS "
+            f"{_registry_shown(facts.get('enable_tls'))}, {running}/{total} TeaLeaf services "
+            "running"
+        )
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
+
+
+def _workstation_warning(ctx: RunContext, phase: PhaseSpec, name: str, why: str) -> StepResult:
+    """An RTV workstation preflight could not judge: a warning, and its later phases are not
+    attempted (the run ends exit 1 naming it, with the command that finishes it)."""
+    ctx.warnings.setdefault(name, []).append(why)
+    ctx.workstation_problems[name] = why
+    ctx.bus.emit("message", phase=phase.name, host=name, message=f"warning: {why}")
+    return StepResult("ok", f"warning: {why}; its phases run after the servers' and are skipped")
+
+
+def check_workstation_builds(ctx: RunContext) -> None:
+    """After preflight: an RTV workstation of another build than every server's gets a
+    warning (TLSTool.exe and openssl.exe are copied from a server of its own build)."""
+    servers = {
+        str(f.get("tealeaf_build"))
+        for n, f in ctx.facts.items()
+        if n in ctx.fleet.hosts and ctx.fleet.hosts[n].manages_tls and f.get("tealeaf_build")
+    }
+    for name, f in ctx.facts.items():
+        host = ctx.fleet.hosts.get(name)
+        build = f.get("tealeaf_build")
+        if host is None or host.role != "rtv" or not servers or str(build) in servers:
+            continue
+        why = (
+            f"build {build} differs from the servers' ({', '.join(sorted(servers))}): "
+            "Tealeaf asks every component of a deployment to run the same build"
+        )
+        ctx.warnings.setdefault(name, []).append(why)
+        ctx.bus.emit("message", phase="preflight", host=name, message=f"warning: {why}")
 
 
 def _resumed_restart(ctx: RunContext, name: str) -> list[str]:
@@ -538,15 +584,15 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     from tealeaf_fleet import status
     from tealeaf_fleet.ops.checks import BLOCKER
 
-    with ctx.cache_lock:
-        if ctx.verify_status is None:
-            ctx.verify_status = status.gather(
-                ctx.fleet,
+    with ctx.cache_lock:  # one gather per verify phase, over that phase's hosts only
+        fleet_status = ctx.verify_status.get(phase.name)
+        if fleet_status is None:
+            fleet_status = ctx.verify_status[phase.name] = status.gather(
+                ctx.fleet.only(phase.hosts),
                 forks=ctx.forks,
                 collector=_collector(ctx),
                 prober=lambda a, p, t: ctx.probe(a, p, t),
             )
-    fleet_status = ctx.verify_status
     mine = fleet_status.findings_for(name)
     blockers = [f.message for f in mine if f.severity == BLOCKER]
     if blockers:

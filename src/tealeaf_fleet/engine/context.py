@@ -54,6 +54,7 @@ class RunContext:
         self.blockers: dict[str, list[str]] = {}
         self.warnings: dict[str, list[str]] = {}
         self.warned_codes: set[str] = set()
+        self.workstation_problems: dict[str, str] = {}  # RTV host -> why its phases are skipped
         self.pfx: Pfx | None = None
         self.pfx_bytes: bytes | None = None
         self.pfx_password: Secret | None = None
@@ -61,7 +62,7 @@ class RunContext:
         self.step_ids: dict[tuple[str, str], int] = {}
         self.runner: Runner | None = None
         self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
-        self.verify_status: Any = None
+        self.verify_status: dict[str, Any] = {}  # verify phase -> its FleetStatus
         self.peer_state = PeerState()  # rolling groups: gates passed, prefetched peer reads
         self._conns: dict[str, Any] = {}
         self._lock = threading.Lock()
