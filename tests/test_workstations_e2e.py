@@ -28,6 +28,19 @@ pytestmark = pytest.mark.slow
 
 def test_an_unreachable_rtv_leaves_the_servers_done_and_names_the_way_to_finish_it(tmp_path):
     with start_lab(tmp_path / "lab") as lab:
+        # --limit first: TLS on one HBR only is refused (the rest is not on TLS), nothing changes
+        t_refused = time.time()
+        refused = fleet("rollout", str(lab.inventory), "--yes", "--limit", "hbr01")
+        assert refused.returncode == 3, refused.stderr
+        flowed = " ".join(refused.stderr.split())
+        assert "TLS cannot be enabled on part of a Tealeaf fleet" in flowed, flowed
+        assert "hbr02" in flowed and "can01" in flowed
+        assert changes(lab, t_refused) == []
+        seen = json.loads(fleet("status", str(lab.inventory), "--json", "--limit", "can0*").stdout)
+        assert [h["name"] for h in seen["hosts"]] == ["can01", "can02", "can03"]
+        planned = fleet("plan", str(lab.inventory), "--format", "json", "--limit", "rtv")
+        assert [h["name"] for h in json.loads(planned.stdout)["hosts"]] == ["rtv01"]
+
         set_fault(lab, "rtv01", {"unreachable": True})
         t0 = time.time()
         out = fleet("rollout", str(lab.inventory), "--yes", "--json")
@@ -60,3 +73,14 @@ def test_an_unreachable_rtv_leaves_the_servers_done_and_names_the_way_to_finish_
         flowed = "".join(human.stderr.split())  # the console wraps long lines
         assert f"fleetrollout{lab.inventory}--limitrtv01" in flowed
         assert_no_secret(lab, out.stdout, out.stderr, human.stdout, human.stderr)
+
+        # it answers again: the command from the hint finishes it, servers untouched
+        set_fault(lab, "rtv01", {})
+        t1 = time.time()
+        finish = fleet("rollout", str(lab.inventory), "--yes", "--limit", "rtv01", "--json")
+        assert finish.returncode == 0, finish.stderr
+        assert {e["host"] for e in changes(lab, t1)} == {"rtv01"}
+        rtv = next(h for h in status_json(lab)["hosts"] if h["name"] == "rtv01")
+        server = next(h for h in status_json(lab)["hosts"] if h["name"] == "hbr01")
+        rtv_cert = rtv["facts"]["security"]["cert_sha256"]
+        assert rtv_cert and rtv_cert == server["facts"]["security"]["cert_sha256"]

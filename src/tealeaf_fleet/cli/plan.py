@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="connect read-only to every Windows host first and mark steps that are already done",
     )
+    limit.add_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -76,12 +78,23 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory, connects=args.facts)
+    whole = load_fleet_or_exit(args.inventory, connects=args.facts)
+    fleet = limit.select(whole, args.limit)
     playbook = load_playbook(args.playbook)
     facts = pfx_sha256 = None
     if args.facts:
         facts = gather_facts(fleet)
         pfx_sha256 = _pfx_fingerprint(fleet)
+        limit.check_partial_tls(
+            whole, fleet, playbook, read_facts=facts_or_errors, pfx_sha256=pfx_sha256
+        )
+    elif limit.left_out_servers(whole, fleet, playbook):
+        print(
+            "fleet: warning: --limit leaves Tealeaf servers out of a playbook that switches "
+            "TLS: the run refuses unless every one left out is already in its end state "
+            "(TLS cannot be switched on part of a fleet); --facts checks it now",
+            file=sys.stderr,
+        )
     plan = build_plan(playbook, fleet, facts, pfx_sha256)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
@@ -119,6 +132,17 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
             continue
         raw[name] = dict(result)
     return raw
+
+
+def facts_or_errors(fleet: Fleet) -> dict[str, Any]:
+    """Raw facts per Windows host, or the text of why a host could not be read (for rules
+    that must count an unread host as a problem, as `limit.check_partial_tls` does)."""
+    from tealeaf_fleet.ops import facts as facts_module
+
+    return {
+        name: describe_error(result) if isinstance(result, BaseException) else dict(result)
+        for name, result in facts_module.collect(fleet).items()
+    }
 
 
 def describe_error(exc: BaseException) -> str:

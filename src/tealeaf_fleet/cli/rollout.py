@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
 from tealeaf_fleet.errors import InputError, StalePlanError
 
@@ -96,6 +97,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
         metavar="NAME|FILE",
         help=f"playbook name or file (default: {default_playbook})",
     )
+    limit.add_argument(p)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = load_fleet_or_exit(args.inventory, connects=not args.dry_run)
+    whole = load_fleet_or_exit(args.inventory, connects=not args.dry_run)
+    fleet = limit.select(whole, args.limit)
     playbook = load_playbook(args.playbook)
     plan = build_plan(playbook, fleet)
     if args.approved_plan:
@@ -114,13 +117,24 @@ def run(args: argparse.Namespace, command: str) -> int:
     if args.dry_run:
         _print_plan(plan, as_json=args.json)
         return 0
+    if args.limit is not None:  # before asking: a half-TLS fleet is refused, whoever confirms
+        from tealeaf_fleet.cli.plan import _pfx_fingerprint, facts_or_errors
+
+        limit.check_partial_tls(
+            whole,
+            fleet,
+            playbook,
+            read_facts=facts_or_errors,
+            pfx_sha256=_pfx_fingerprint(whole),
+        )
     if not args.yes:
         _confirm(plan, command)
+    label = args.inventory + (f" --limit {args.limit}" if args.limit is not None else "")
     return run_plan(
-        fleet,
+        whole,
         plan,
         command=command,
-        inventory_label=args.inventory,
+        inventory_label=label,
         state_dir=args.state_dir,
         forks=args.forks,
         as_json=args.json,
@@ -152,7 +166,11 @@ def run_plan(
         with _interrupt_sets(stop, bus, signals):
             takeover = journal.acquire(
                 command=command,
-                hosts=[(h.name, h.address, h.winrm.port) for h in fleet.windows_hosts()],
+                hosts=[
+                    (h.name, h.address, h.winrm.port)
+                    for h in fleet.windows_hosts()
+                    if h.name in {p.name for p in plan.hosts}  # only what the plan covers
+                ],
             )
             view = view or (JsonView() if as_json else make_view())
             bus.subscribe(view)

@@ -15,6 +15,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, colon_fp, whole_number
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--forks", type=_forks, default=8, metavar="N", help="hosts read in parallel (default 8)"
     )
+    limit.add_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
 
-    fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
+    fleet = limit.select(load_fleet_or_exit(args.inventory, connects=True), args.limit)
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(fleet, forks=args.forks, on_progress=advance)

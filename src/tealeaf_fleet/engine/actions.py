@@ -347,8 +347,22 @@ def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
 
 def _tool_source(ctx: RunContext, build: Any) -> Host:
+    """A Tealeaf server of `build` with both tools. A server this run has no facts of (left
+    out by --limit) is read, read-only, once; under the cache lock, so that two workstations
+    never use one server's connection at once."""
+    with ctx.cache_lock:
+        return _find_tool_source(ctx, build)
+
+
+def _find_tool_source(ctx: RunContext, build: Any) -> Host:
     for host in ctx.fleet.hosts.values():
-        f = ctx.facts.get(host.name) or {}
+        f = ctx.facts.get(host.name)
+        if f is None and host.manages_tls:
+            try:
+                f = _gather(ctx, host)
+            except RemoteError:
+                f = {}
+        f = f or {}
         if (
             host.manages_tls
             and f.get("tealeaf_build") == build

@@ -261,9 +261,10 @@ class Runner:
             f"the servers are done; {len(names)} RTV workstation(s) not finished: "
             f"{', '.join(names)}"
         )
+        inventory = self.inventory_label.split(" --limit ")[0]  # this run's own limit goes
         result.hint = (
             "fix what is listed per workstation, then finish them with "
-            f"`fleet {self.command} {self.inventory_label} --limit {','.join(names)}`"
+            f"`fleet {self.command} {inventory} --limit {','.join(names)}`"
         )
 
     def _phase(self, phase: PhaseSpec, result: RunResult) -> str | None:
