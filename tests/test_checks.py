@@ -725,19 +725,6 @@ STEP_CASES = [
     # id, host, facts, op, pfx, expect_tls, changed_at, done?, words in reason
     ("push_no_pfx_yet", FakeHost(), healthy(), "push_pfx", None, True, None, False, ()),
     (
-        "push_file_info_match",
-        FakeHost(),
-        healthy(
-            files={"D:\\Tealeaf\\Tools\\TCXcert.pfx": {"exists": True, "size": 9, "sha256": PFX}}
-        ),
-        "push_pfx",
-        PFX,
-        True,
-        None,
-        True,
-        ("TCXcert.pfx",),
-    ),
-    (
         "push_file_info_other",
         FakeHost(),
         healthy(
@@ -1338,3 +1325,31 @@ def test_preflight_leaves_a_stopped_manual_service_alone():
         service["start_mode"] = "Manual"
     findings = checks.preflight_blockers(FakeHost(), facts, pfx_sha256=None, expect_tls=True)
     assert "service_stopped" not in codes(findings)
+
+
+def test_push_pfx_compares_file_hashes_never_the_certificate_fingerprint():
+    """The PFX's file hash and its certificate's fingerprint are different numbers: a file
+    whose hash equals the fingerprint is not the PFX, one whose hash equals the file hash is."""
+    path = "D:\\Tealeaf\\Tools\\TCXcert.pfx"
+    file_hash = "fe" * 32
+    fingerprint_only = healthy(files={path: {"exists": True, "size": 9, "sha256": PFX}})
+    verdict = checks.step_status(
+        FakeHost(),
+        fingerprint_only,
+        "push_pfx",
+        pfx_sha256=PFX,
+        expect_tls=True,
+        pfx_file_sha256=file_hash,
+    )
+    assert not verdict.done and "file hash" in verdict.reason
+    copied = healthy(files={path: {"exists": True, "size": 9, "sha256": file_hash}})
+    verdict = checks.step_status(
+        FakeHost(),
+        copied,
+        "push_pfx",
+        pfx_sha256=PFX,
+        expect_tls=True,
+        pfx_file_sha256=file_hash,
+    )
+    assert verdict.done and "file hash fefefefefefe" in verdict.reason
+    assert "SHA-256" not in verdict.reason

@@ -214,7 +214,8 @@ def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
         f"certificate ({FP[:12]})"
     )
     assert (
-        skip("push_pfx", "hbr01") == f"nothing to do: already imported ({FP[:12]}): no copy needed"
+        skip("push_pfx", "hbr01")
+        == f"nothing to do: already imported (certificate fingerprint {FP[:12]}): no copy needed"
     )
     assert skip("enable", "hbr01") == (
         f"nothing to do: EnableTLS is 1 and {DEFAULT_SECURITY_DIR}\\server.tls.xml exists"

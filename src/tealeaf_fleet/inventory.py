@@ -63,7 +63,7 @@ WINRM_KEYS = (
     "operation_timeout_s",
 )
 CERT_KEYS = ("source", "path", "password_env", "password_file")
-ROLLOUT_KEYS = ("restart", "health_timeout_s", "soak_s", "verify_handshake")
+ROLLOUT_KEYS = ("restart", "health_timeout_s", "soak_s", "verify_handshake", "restart_s")
 HOST_KEYS = (
     "address",
     "role",
@@ -159,6 +159,8 @@ class RolloutSettings:
     health_timeout_s: int = 600
     soak_s: int = 30
     verify_handshake: bool = True
+    # role -> seconds one restart (or reboot) of a host of that role takes: the plan's window
+    restart_s: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -917,6 +919,7 @@ def load_fleet(path: str | Path) -> Fleet:
         verify_handshake=ctx.boolean(
             roll_map, "verify_handshake", "rollout.verify_handshake", True
         ),
+        restart_s=_restart_times(ctx, roll_map),
     )
 
     if "hosts" not in top or not top["hosts"]:
@@ -1061,6 +1064,23 @@ def _rel(p: Path | None, base: Path) -> str | None:
         return str(p)
 
 
+def _restart_times(ctx: _Ctx, roll_map: _Map) -> dict[str, int]:
+    """`rollout.restart_s`: {role: seconds} for the roles that restart (the plan's window)."""
+    if "restart_s" not in roll_map:
+        return {}
+    times = ctx.mapping(
+        roll_map["restart_s"], "rollout.restart_s", roll_map.key_line("restart_s"), TLS_ROLES
+    )
+    out: dict[str, int] = {}
+    for role in TLS_ROLES:
+        value = ctx.integer(
+            times, role, f"rollout.restart_s.{role}", None, low=1, high=86400, what="seconds"
+        )
+        if value is not None:
+            out[role] = value
+    return out
+
+
 def _normalize(fleet: Fleet, base: Path) -> dict:
     """Canonical, secret-free content: what the plan digest covers (effective values)."""
     hosts = {}
@@ -1104,6 +1124,8 @@ def _normalize(fleet: Fleet, base: Path) -> dict:
             "health_timeout_s": r.health_timeout_s,
             "soak_s": r.soak_s,
             "verify_handshake": r.verify_handshake,
+            # only when set, so that inventories without it keep their digest
+            **({"restart_s": dict(sorted(r.restart_s.items()))} if r.restart_s else {}),
         },
         "hosts": hosts,
     }

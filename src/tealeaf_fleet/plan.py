@@ -605,7 +605,7 @@ class _PlanContext:
             return Step(
                 host.name,
                 op,
-                f"copy {pfx} to {tools}\\{pfx} and check its SHA-256 "
+                f"copy {pfx} to {tools}\\{pfx} and check its file hash "
                 "there (skipped where identical)",
                 "none (file copy)",
             )

@@ -18,7 +18,9 @@ from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
 if TYPE_CHECKING:
+    from tealeaf_fleet.estimate import Window
     from tealeaf_fleet.inventory import Fleet
+    from tealeaf_fleet.plan import Plan
 
 FORMATS = ("table", "markdown", "json")
 
@@ -96,11 +98,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     plan = build_plan(playbook, fleet, facts, pfx_sha256)
+    window = plan_window(plan, whole)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
-        print_table(plan, console())
+        print_table(plan, console(), window)
     else:
-        write_output(render(plan, fmt), args.out)
+        write_output(
+            render(plan, fmt, window=window, inventory=args.inventory, limit=args.limit),
+            args.out,
+        )
     if args.scripts:
         written = write_scripts(Path(args.scripts))
         print(f"fleet: wrote {len(written)} scripts to {args.scripts}", file=sys.stderr)
@@ -132,6 +138,17 @@ def gather_facts(fleet: Fleet) -> dict[str, dict]:
             continue
         raw[name] = dict(result)
     return raw
+
+
+def plan_window(plan: Plan, fleet: Fleet, state_dir: str | Path | None = None) -> Window:
+    """The change window of `plan`: the inventory's timings, and the durations measured in
+    earlier runs where the journal (read-only, if there is one) has them."""
+    from tealeaf_fleet.estimate import estimate, measured_durations
+    from tealeaf_fleet.journal import default_state_dir
+
+    folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
+    measured = measured_durations(folder / "journal.sqlite", [h.name for h in plan.hosts])
+    return estimate(plan, fleet, measured=measured)
 
 
 def facts_or_errors(fleet: Fleet) -> dict[str, Any]:

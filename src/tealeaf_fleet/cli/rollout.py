@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     if args.approved_plan:
         plan = check_approved_plan(Path(args.approved_plan), plan, fleet, playbook)
     if args.dry_run:
-        _print_plan(plan, as_json=args.json)
+        _print_plan(plan, whole, as_json=args.json, state_dir=args.state_dir)
         return 0
     if args.limit is not None:  # before asking: a half-TLS fleet is refused, whoever confirms
         from tealeaf_fleet.cli.plan import _pfx_fingerprint, facts_or_errors
@@ -312,16 +312,18 @@ def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) 
     return current
 
 
-def _print_plan(plan: Plan, *, as_json: bool) -> None:
+def _print_plan(plan: Plan, fleet: Fleet, *, as_json: bool, state_dir: str | None) -> None:
     from tealeaf_fleet.cli.common import console, write_output
+    from tealeaf_fleet.cli.plan import plan_window
     from tealeaf_fleet.cli.render import print_table, render
 
+    window = plan_window(plan, fleet, state_dir)
     if as_json:
         write_output(render(plan, "json"), None)
     elif sys.stdout.isatty():
-        print_table(plan, console())
+        print_table(plan, console(), window)
     else:
-        write_output(render(plan, "table"), None)
+        write_output(render(plan, "table", window=window), None)
 
 
 def _confirm(plan: Plan, command: str) -> None:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
 
 CAPTION = (
-    "cert: SHA-256 prefix (! = not the reference); svc: TeaLeaf services running/installed; "
+    "cert: certificate fingerprint prefix (! = not the reference); "
+    "svc: TeaLeaf services running/installed; "
     "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports"
 )
 

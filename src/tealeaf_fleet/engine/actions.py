@@ -316,9 +316,11 @@ def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if result.skipped:
         return StepResult(
             "skipped",
-            f"nothing to do: {path} is already identical (SHA-256 {_short(result.sha256)})",
+            f"nothing to do: {path} is already identical (file hash {_short(result.sha256)})",
         )
-    return StepResult("changed", f"copied to {path}; SHA-256 {_short(result.sha256)} checked there")
+    return StepResult(
+        "changed", f"copied to {path}; its file hash {_short(result.sha256)} checked there"
+    )
 
 
 def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:

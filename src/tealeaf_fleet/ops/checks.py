@@ -575,11 +575,15 @@ def step_status(
     pfx_sha256: str | None,
     expect_tls: bool,
     changed_at: str | None = None,
+    pfx_file_sha256: str | None = None,
 ) -> Done | Needed:
     """Whether `op` still has work on `host`, judged from its facts.
 
-    `push_pfx` reads a `file_info` result merged into the facts as `facts["files"]` (PATH ->
-    {exists, size, sha256}); any file there with the PFX's SHA-256 counts as pushed.
+    Two hashes, never mixed up: `pfx_sha256` is the certificate fingerprint (SHA-256 of the
+    certificate's DER, what tealeaf.crt and a handshake show); `pfx_file_sha256` is the file
+    hash of the PFX file itself (what a copy is checked against). `push_pfx` reads a
+    `file_info` result merged into the facts as `facts["files"]` (PATH -> {exists, size,
+    sha256 (file hash)}); a file there with the PFX's file hash counts as pushed.
     `restart` optionally takes `changed_at`, the host-local time of the last import/enable or
     disable on this host (from the journal): the Data Service must have started after it, since
     during a certificate rotation its mode reads "tls" both before and after the restart.
@@ -595,7 +599,7 @@ def step_status(
             return Done(r"Tools\TLSTool.exe and Tools\openssl.exe are already there")
         return Needed(r"Tools\TLSTool.exe or Tools\openssl.exe is missing")
     if op == "push_pfx":
-        return _push_pfx_status(facts, pfx_sha256)
+        return _push_pfx_status(facts, pfx_sha256, pfx_file_sha256)
     if op == "import":
         return _import_status(facts, pfx_sha256)
     if op in ("enable", "disable", "restart") and not tls_role:
@@ -616,16 +620,20 @@ def step_status(
     raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
 
 
-def _push_pfx_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
+def _push_pfx_status(
+    facts: Mapping[str, Any], pfx_sha256: str | None, pfx_file_sha256: str | None
+) -> Done | Needed:
     if not pfx_sha256:
         return Needed("the certificate does not exist yet")
     if _get(facts, "security", "cert_sha256") == pfx_sha256 and _file_present(facts, "tealeaf.p12"):
-        return Done(f"already imported ({short_sha(pfx_sha256)}): no copy needed")
+        return Done(
+            f"already imported (certificate fingerprint {short_sha(pfx_sha256)}): no copy needed"
+        )
     files = facts.get("files") or {}
     for path, info in files.items():
-        if isinstance(info, Mapping) and info.get("sha256") == pfx_sha256:
-            return Done(f"{path} already has the PFX (SHA-256 {short_sha(pfx_sha256)})")
-    return Needed("the PFX is not on the host (or its SHA-256 is unknown)")
+        if pfx_file_sha256 and isinstance(info, Mapping) and info.get("sha256") == pfx_file_sha256:
+            return Done(f"{path} already is the PFX (file hash {short_sha(pfx_file_sha256)})")
+    return Needed("the PFX is not on the host (or its file hash is unknown)")
 
 
 def _import_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
