@@ -208,6 +208,8 @@ class Terminated(KeyboardInterrupt):
 
 
 _SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+if hasattr(signal, "SIGBREAK"):  # a Windows console's Ctrl-Break: stop like Ctrl-C
+    _SIGNAL_NAMES[signal.SIGBREAK] = "Ctrl-Break"
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from tealeaf_fleet.engine.gates import POLL_MAX_S, POLL_S, Before, run_gates
 from tealeaf_fleet.engine.peers import PeerCheck
 from tealeaf_fleet.engine.strategies import CONTROLLER, StepResult
 from tealeaf_fleet.errors import CertificateError, FleetError, RemoteError, RemoteScriptError
+from tealeaf_fleet.safeio import O_BINARY
 
 if TYPE_CHECKING:
     from tealeaf_fleet.engine.runner import PhaseSpec
@@ -266,7 +267,7 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
     pfx = certs.load_pfx(data, ctx.pfx_password, name=f"{first.name}:{remote}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600)
     except FileExistsError:
         raise CertificateError(
             f"{path} appeared while TLSTool was creating one on "
