@@ -565,6 +565,7 @@ def _restart_now(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) 
     ctx.note(phase.name, name, {"running": before.running, "iis": before.iis_running})
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
+    first: dict | None = None  # what the restart op read for the gates, if it did
     if restart_mode == "reboot":
         rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
@@ -576,13 +577,17 @@ def _restart_now(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) 
             did += f"; {rebooted.note}"
     else:
         if before.running:
-            result = services.restart(conn, before.running, timeout)
+            # the gates' first read comes back with the restart (not after an iisreset, which
+            # changes what it would show)
+            install = None if before.iis_running else ctx.install_dir(host)
+            result = services.restart(conn, before.running, timeout, install_dir=install)
             before.since = result.started_at
+            first = result.after
         did = f"restarted {len(before.running)} TeaLeaf service(s)"
         if before.iis_running:
             services.iisreset(conn)
             did += " and IIS (iisreset)"
-    passed = run_gates(ctx, phase.name, host, phase.gates, before)
+    passed = run_gates(ctx, phase.name, host, phase.gates, before, first=first)
     return did + ("; gates passed: " + "; ".join(passed) if passed else "")
 
 

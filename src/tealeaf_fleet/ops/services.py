@@ -38,6 +38,9 @@ class RestartResult:
     started_at: str  # host-local time before the first stop (compare with Data Service logs)
     elapsed_s: float
     services: list[ServiceRestart]
+    # with `install_dir`: what the gates read first, from the same op (a facts-shaped dict:
+    # services (every TeaLeaf one), iis, data_service since the restart began)
+    after: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,20 @@ def native_deadline_s(transport_timeout_s: float) -> int:
     return max(1, int(transport_timeout_s - margin))
 
 
-def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> RestartResult:
-    """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline."""
+def restart(
+    conn: Connection, names: Sequence[str], timeout_s: float, *, install_dir: str | None = None
+) -> RestartResult:
+    """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline.
+    With `install_dir`, the op also reads what the health gates look at first (`after`): one
+    PowerShell start per restart, not one for the restart and one for the first gate read."""
     if not names:
         raise ValueError("restart needs at least one service name")
+    params: dict = {"Names": list(names), "TimeoutS": int(timeout_s)}
+    if install_dir:
+        params["InstallDir"] = install_dir
     raw = conn.run_op(
         "restart_services",
-        {"Names": list(names), "TimeoutS": int(timeout_s)},
+        params,
         timeout_s=timeout_s + MARGIN_S,
         read_only=False,
     )
@@ -80,6 +90,7 @@ def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> Restart
             ServiceRestart(s.get("name", ""), s.get("before", ""), s.get("after", ""))
             for s in raw.get("services") or []
         ],
+        after=raw.get("after") if isinstance(raw.get("after"), dict) else None,
     )
 
 
