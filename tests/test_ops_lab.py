@@ -525,6 +525,20 @@ def test_iisreset(conns, lab):
         services.iisreset(conns[CANISTER])
 
 
+def test_restart_with_iisreset_is_one_op_and_reads_iis_after_it(conns, lab, fleet):
+    conn = conns[PORTAL]
+    running = facts.gather(conn, fleet.hosts[PORTAL], install_dir=None).running_services
+    mark = _mark(lab)
+    result = services.restart(conn, running, timeout_s=60, install_dir=WEIRD_DIR, iisreset=True)
+    assert _events(lab, mark, kind="iisreset", host=PORTAL)
+    assert [e["op"] for e in _events(lab, mark, kind="op", host=PORTAL)] == ["restart_services"]
+    assert result.after is not None and result.after["iis"] == {"present": True, "state": "Running"}
+    with pytest.raises(RemoteScriptError, match="IIS"):  # no IIS there: the op fails, says so
+        services.restart(
+            conns[CANISTER], ["TeaLeafCanister", "TLSearchServer"], timeout_s=20, iisreset=True
+        )
+
+
 def test_reboot_and_wait(fleet, lab):
     host = fleet.hosts[CANISTER]
     mark = _mark(lab)

@@ -134,3 +134,30 @@ def test_only_rolling_hbr_and_canister_phases_check_peers(ctx):
     assert peers.applies(ctx, rolling(), "can01")
     parallel = PhaseSpec("restart_rest", "restart", "parallel", 1, (), tuple(CANISTERS))
     assert not peers.applies(ctx, parallel, "can01")
+
+
+def test_the_next_groups_first_check_is_read_while_the_last_host_restarts(tmp_path, monkeypatch):
+    """The Canisters' peers are read while the last HBR restarts: the first Canister's check
+    then reads nothing on its own critical path."""
+    estate = {"hbr01": "hbr", "hbr02": "hbr", "can01": "canister", "can02": "canister"}
+    fleet = make_fleet(tmp_path, estate, "tealeaf: {install_dir: 'D:\\Tealeaf'}")
+    context = RunContext(fleet, expect_tls=True, bus=EventBus())
+    reads: list[str] = []
+
+    def fake_read(c: RunContext, name: str) -> peers.PeerRead:
+        reads.append(name)
+        return peers.PeerRead(healthy_facts("plain"), SimpleNamespace(kind="plain"))
+
+    monkeypatch.setattr(peers, "read_peer", fake_read)
+    hbr = PhaseSpec("restart_hbr", "restart", "rolling", 1, (), ("hbr01", "hbr02"))
+    can = PhaseSpec("restart_canister", "restart", "rolling", 1, (), ("can01", "can02"))
+    context.runner = SimpleNamespace(phases=[hbr, can])
+    last = peers.PeerCheck(context, hbr, "hbr02")
+    reads.clear()
+    last.require()
+    last.prefetch_next()
+    last.finish(True)
+    assert reads == ["can02"]  # made for can01, during hbr02's restart
+    reads.clear()
+    peers.PeerCheck(context, can, "can01").require()
+    assert reads == []

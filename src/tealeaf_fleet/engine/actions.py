@@ -577,15 +577,20 @@ def _restart_now(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) 
             did += f"; {rebooted.note}"
     else:
         if before.running:
-            # the gates' first read comes back with the restart (not after an iisreset, which
-            # changes what it would show)
-            install = None if before.iis_running else ctx.install_dir(host)
-            result = services.restart(conn, before.running, timeout, install_dir=install)
+            # one op: the services, iisreset where IIS runs, and the gates' first read
+            result = services.restart(
+                conn,
+                before.running,
+                timeout,
+                install_dir=ctx.install_dir(host),
+                iisreset=before.iis_running,
+            )
             before.since = result.started_at
             first = result.after
+        elif before.iis_running:
+            services.iisreset(conn)
         did = f"restarted {len(before.running)} TeaLeaf service(s)"
         if before.iis_running:
-            services.iisreset(conn)
             did += " and IIS (iisreset)"
     passed = run_gates(ctx, phase.name, host, phase.gates, before, first=first)
     return did + ("; gates passed: " + "; ".join(passed) if passed else "")

@@ -87,6 +87,8 @@ class PeerCheck:
         self.reads: dict[str, Future[PeerRead] | PeerRead] = dict(ready)
         self.reads.update(ctx.peer_state.read_now(ctx, todo))
         self._next: dict[str, Future[PeerRead]] = {}
+        self._following: list[str] = []
+        self._phase_of_next = phase.name
 
     def require(self) -> str:
         """Raise PeerHealthError naming every unhealthy peer; else one line for the step."""
@@ -115,17 +117,41 @@ class PeerCheck:
         return f"{len(self.peers)} peer(s) healthy"
 
     def prefetch_next(self) -> None:
-        """Read the peers of the host after this one while this one restarts."""
+        """Read the peers of the host after this one while this one restarts; after the last
+        host of the group, those of the next rolling group's first host (the Canisters while
+        the last HBR restarts): their connections are idle meanwhile."""
         hosts = list(self.phase.hosts)
         size = max(1, self.phase.batch)
         mine = hosts.index(self.host) // size
         following = [h for i, h in enumerate(hosts) if i // size == mine + 1]
-        if not following:
-            return
-        skip = {h for i, h in enumerate(hosts) if i // size in (mine, mine + 1)}
-        todo = [h for h in hosts if h not in skip]
+        self._phase_of_next = self.phase.name
+        if following:
+            skip = {h for i, h in enumerate(hosts) if i // size in (mine, mine + 1)}
+            todo = [h for h in hosts if h not in skip]
+        else:
+            group = self._next_group()
+            if group is None:
+                return
+            size = max(1, group.batch)
+            following = [h for i, h in enumerate(group.hosts) if i // size == 0]
+            todo = [h for i, h in enumerate(group.hosts) if i // size != 0]
+            self._phase_of_next = group.name
         self._next = self.ctx.peer_state.read_now(self.ctx, todo)
         self._following = following
+
+    def _next_group(self) -> PhaseSpec | None:
+        """The phase right after this one, when it is a rolling group that checks peers."""
+        runner = self.ctx.runner
+        phases = list(getattr(runner, "phases", None) or [])
+        if self.phase not in phases:
+            return None
+        index = phases.index(self.phase) + 1
+        if index >= len(phases):
+            return None
+        group = phases[index]
+        if not group.hosts or not applies(self.ctx, group, group.hosts[0]):
+            return None
+        return group
 
     def finish(self, healthy: bool) -> None:
         """At the end of the step: record this host's gates as evidence (when they passed),
@@ -136,7 +162,7 @@ class PeerCheck:
             return
         done = {peer: future.result() for peer, future in self._next.items()}
         for host in self._following:
-            self.ctx.peer_state.give(self.phase.name, host, done)
+            self.ctx.peer_state.give(self._phase_of_next, host, done)
 
 
 class PeerState:

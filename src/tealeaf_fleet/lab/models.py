@@ -815,6 +815,11 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, cloc
         "elapsed_s": time.monotonic() - clock,
         "services": services,
     }
+    if params.get("IisResetS", ""):  # iisreset.exe after the services, as the op does
+        run = iisreset(host, {"TimeoutS": params["IisResetS"]})
+        if run["exit_code"] != 0:
+            raise OpFailed(f"iisreset exited {run['exit_code']}: {run['output']}")
+        result["iisreset"] = run
     install_dir = params.get("InstallDir", "")
     if install_dir:  # what the gates read first, in the same powershell.exe
         every = host.service_controllers()  # ServiceController spellings

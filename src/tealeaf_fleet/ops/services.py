@@ -67,22 +67,27 @@ def native_deadline_s(transport_timeout_s: float) -> int:
 
 
 def restart(
-    conn: Connection, names: Sequence[str], timeout_s: float, *, install_dir: str | None = None
+    conn: Connection,
+    names: Sequence[str],
+    timeout_s: float,
+    *,
+    install_dir: str | None = None,
+    iisreset: bool = False,
 ) -> RestartResult:
     """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline.
-    With `install_dir`, the op also reads what the health gates look at first (`after`): one
-    PowerShell start per restart, not one for the restart and one for the first gate read."""
+    `iisreset`: then iisreset.exe in the same op (a non-zero exit fails it). With
+    `install_dir`, the op ends by reading what the health gates look at first (`after`): one
+    PowerShell start per restart, not one each for the restart, iisreset and the first read."""
     if not names:
         raise ValueError("restart needs at least one service name")
     params: dict = {"Names": list(names), "TimeoutS": int(timeout_s)}
+    budget = timeout_s + MARGIN_S
+    if iisreset:
+        params["IisResetS"] = native_deadline_s(IIS_TIMEOUT_S)
+        budget += IIS_TIMEOUT_S
     if install_dir:
         params["InstallDir"] = install_dir
-    raw = conn.run_op(
-        "restart_services",
-        params,
-        timeout_s=timeout_s + MARGIN_S,
-        read_only=False,
-    )
+    raw = conn.run_op("restart_services", params, timeout_s=budget, read_only=False)
     return RestartResult(
         started_at=str(raw.get("started_at")),
         elapsed_s=float(raw.get("elapsed_s") or 0.0),
