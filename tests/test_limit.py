@@ -115,3 +115,19 @@ def test_partial_enable_is_refused_unless_the_rest_already_has_tls(fleet):
         limit.check_partial_tls(
             fleet, some, load_playbook("rollback"), read_facts=reader(ready), pfx_sha256=None
         )
+
+
+@pytest.mark.parametrize("command", ["plan", "rollout", "rollback", "status", "check"])
+def test_every_command_takes_limit_and_a_typo_is_one_line_exit_2(tmp_path, command):
+    import subprocess
+    import sys
+
+    make_fleet(tmp_path, ESTATE)
+    argv = [sys.executable, "-m", "tealeaf_fleet", command, str(tmp_path / "inv.yaml")]
+    proc = subprocess.run(
+        [*argv, "--limit", "hbr9*"], capture_output=True, text=True, timeout=60, input=""
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("fleet: error: --limit: 'hbr9*' matches no host name or role")
+    assert "Traceback" not in proc.stderr
