@@ -161,3 +161,18 @@ def test_the_next_groups_first_check_is_read_while_the_last_host_restarts(tmp_pa
     reads.clear()
     peers.PeerCheck(context, can, "can01").require()
     assert reads == []
+
+
+def test_hosts_left_out_by_limit_are_still_peers(tmp_path, monkeypatch):
+    """`--limit hbr01`: the plan's group is hbr01 alone, but hbr02 still carries the load
+    while hbr01 restarts, so it is read, and its stopped service halts the restart."""
+    fleet = make_fleet(
+        tmp_path, {"hbr01": "hbr", "hbr02": "hbr"}, "tealeaf: {install_dir: 'D:\\Tealeaf'}"
+    )
+    context = RunContext(fleet, expect_tls=True, bus=EventBus())
+    down = peers.PeerRead(healthy_facts(stopped=("TeaLeafDataService",)), None)
+    monkeypatch.setattr(peers, "read_peer", lambda c, name: down)
+    alone = PhaseSpec("restart_hbr", "restart", "rolling", 1, (), ("hbr01",))
+    assert peers.applies(context, alone, "hbr01")
+    with pytest.raises(PeerHealthError, match="hbr02: automatic-start TeaLeaf service"):
+        peers.PeerCheck(context, alone, "hbr01").require()
