@@ -78,7 +78,7 @@ class Window:
                 f"{self.measured} step(s) from durations measured in earlier runs (journal), "
                 "the rest from the inventory's timings"
             )
-        return "the inventory's timings (no earlier run of these hosts in the journal)"
+        return "the inventory's timings; the journal has no earlier run of these hosts"
 
 
 def restart_s(fleet: Fleet, role: str) -> int:

@@ -459,7 +459,7 @@ def window_text(window: Window) -> str:
     """The estimated change window in one line."""
     return (
         f"about {duration_text(window.expected_s)}, at most {duration_text(window.worst_s)} "
-        f"if every health gate waits its full timeout (from {window.source()})"
+        f"if every health gate waits its full timeout; figures from {window.source()}"
     )
 
 
