@@ -153,8 +153,9 @@ def test_the_next_groups_first_check_is_read_while_the_last_host_restarts(tmp_pa
     can = PhaseSpec("restart_canister", "restart", "rolling", 1, (), ("can01", "can02"))
     context.runner = SimpleNamespace(phases=[hbr, can])
     last = peers.PeerCheck(context, hbr, "hbr02")
-    reads.clear()
     last.require()
+    assert reads == ["hbr01"]  # no gate evidence for it in this test: read now
+    reads.clear()
     last.prefetch_next()
     last.finish(True)
     assert reads == ["can02"]  # made for can01, during hbr02's restart
@@ -176,3 +177,9 @@ def test_hosts_left_out_by_limit_are_still_peers(tmp_path, monkeypatch):
     assert peers.applies(context, alone, "hbr01")
     with pytest.raises(PeerHealthError, match="hbr02: automatic-start TeaLeaf service"):
         peers.PeerCheck(context, alone, "hbr01").require()
+
+
+def test_a_host_found_already_healthy_reads_no_peer(ctx):
+    check = peers.PeerCheck(ctx, rolling(), "can01")
+    check.finish(True)  # skipped before its disruptive step: require() never ran
+    assert ctx.reads == []

@@ -20,8 +20,8 @@ peer is, in order of preference,
 2. a read started while the previous host was restarting (`prefetch`: launched once that host's
    own check passed, joined at the end of its step, so it overlaps the restart and its gates,
    which take longer than one facts read);
-3. a read now, concurrent with the host's own "already healthy?" probes (the first host of a
-   group, or after a resume).
+3. a read now, of the peers in parallel, right before the disruptive step (the first host of
+   the first group, or after a resume). A host found already healthy (skipped) reads nothing.
 A prefetch reads hosts other than the restarting one, whose connections are idle: every host's
 connection stays used by one thread at a time.
 """
@@ -84,8 +84,9 @@ def applies(ctx: RunContext, phase: PhaseSpec, host: str) -> bool:
 
 
 class PeerCheck:
-    """The check for one host's restart: started at the step's beginning, judged right before
-    its disruptive call (`require`), then the prefetch for the next host (`prefetch_next`)."""
+    """The check for one host's restart: made at the step's beginning (taking what was
+    prefetched for it), judged right before its disruptive call (`require`), then the prefetch
+    for the next host (`prefetch_next`), joined at the step's end (`finish`)."""
 
     def __init__(self, ctx: RunContext, phase: PhaseSpec, host: str) -> None:
         self.ctx = ctx
@@ -96,16 +97,20 @@ class PeerCheck:
         self.peers = peers
         gated = ctx.peer_state.gated_in(phase.name)
         self.trusted = [p for p in previous if p in gated]
-        ready = ctx.peer_state.take(phase.name, host)
-        todo = [p for p in peers if p not in self.trusted and p not in ready]
-        self.reads: dict[str, Future[PeerRead] | PeerRead] = dict(ready)
-        self.reads.update(ctx.peer_state.read_now(ctx, todo))
+        self.reads: dict[str, Future[PeerRead] | PeerRead] = dict(
+            ctx.peer_state.take(phase.name, host)
+        )
         self._next: dict[str, Future[PeerRead]] = {}
         self._following: list[str] = []
         self._phase_of_next = phase.name
 
     def require(self) -> str:
-        """Raise PeerHealthError naming every unhealthy peer; else one line for the step."""
+        """Raise PeerHealthError naming every unhealthy peer; else one line for the step.
+        Peers with neither gate evidence nor a prefetched read are read now, in parallel, and
+        every read is finished before this returns or raises (a peer's connection is never
+        left in use by a read when the next step starts)."""
+        todo = [p for p in self.peers if p not in self.trusted and p not in self.reads]
+        self.reads.update(self.ctx.peer_state.read_now(self.ctx, todo))
         gated = self.ctx.peer_state.gated_in(self.phase.name)
         problems: list[str] = []
         for peer in self.peers:
