@@ -1,8 +1,8 @@
 """`fleet check` end to end against one lab (pywinrm over HTTPS, the packaged scripts checked
 byte for byte, the lab's models of `facts` and `check`): a healthy fleet works and nothing on
 a host changes but the probe file; faults fail the lines they should and the output says what
-to do; no secret ever appears. Faults that the field-fidelity work brings to the lab have
-their tests here too, skipped until the lab knows the fault."""
+to do; no secret ever appears. Each lab fault a check line watches has a case here
+(`FAULT_LINES` and the tests after it)."""
 
 from __future__ import annotations
 
@@ -220,3 +220,89 @@ def test_a_denied_restart_mutex_fails_its_line(lab):
     lines = _check_one(lab, "hbr01", {"restart_mutex_denied": True})
     assert lines["restart_mutex"]["verdict"] == "fail"
     assert "denied" in lines["restart_mutex"]["evidence"].lower()
+
+
+def _without_tlstool(lab: Lab):
+    host = lab.host("can02")
+    tool = host.install_dir + "\\Tools\\TLSTool.exe"
+    data = host.read_file(tool)
+    host.delete_file(tool)
+    return lambda: host.write_file(tool, data)
+
+
+# (host, fault, state change returning its undo, mechanism, verdict, words in evidence/action)
+FAULT_LINES = {
+    "clock_ahead_10_min": (
+        "can01",
+        {"clock_skew": True},
+        None,
+        "clock_skew",
+        "fail",
+        "ahead by 600",
+    ),
+    "clock_behind_2_min": (
+        "can01",
+        {"clock_skew": {"s": -120}},
+        None,
+        "clock_skew",
+        "warn",
+        "behind by 120",
+    ),
+    "build_only_in_file_version": (
+        "hbr01",
+        {"build_value_missing": True},
+        None,
+        "tealeaf_build",
+        "ok",
+        "file version",
+    ),
+    "service_start_pending": (
+        "hbr02",
+        {"service_start_pending": {"seconds": 30}},
+        None,
+        "services",
+        "warn",
+        "StartPending",
+    ),
+    # 2008 R2 without the .NET 3.5 feature: no System.Core, so no FIPS-validated SHA-256 class
+    "fips_on_2008r2_without_dotnet35": (
+        "can02",
+        {"fips": True},
+        None,
+        "fips",
+        "fail",
+        "hashing the probe file failed",
+    ),
+    "account_not_an_administrator": (
+        "hbr01",
+        {"not_admin": True},
+        None,
+        "shell",
+        "fail",
+        "NOT an administrator",
+    ),
+    "tlstool_missing": (
+        "can02",
+        {},
+        _without_tlstool,
+        "tools",
+        "fail",
+        "missing: D:\\Tealeaf\\Tools\\TLSTool.exe",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAULT_LINES, ids=list(FAULT_LINES))
+def test_each_fault_shows_on_its_line(lab, case):
+    name, fault, change, mechanism, verdict, words = FAULT_LINES[case]
+    undo = change(lab) if change else None
+    try:
+        lines = _check_one(lab, name, fault)
+    finally:
+        if undo:
+            undo()
+    line = lines[mechanism]
+    assert line["verdict"] == verdict, line
+    assert words in line["evidence"], line
+    if verdict != "ok":
+        assert line["action"], line

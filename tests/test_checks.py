@@ -7,6 +7,7 @@ rollout and has nothing wrong; each case applies overrides and states the codes 
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -1353,3 +1354,131 @@ def test_push_pfx_compares_file_hashes_never_the_certificate_fingerprint():
     )
     assert verdict.done and "file hash fefefefefefe" in verdict.reason
     assert "SHA-256" not in verdict.reason
+
+
+# --- rotation -------------------------------------------------------------------------------
+
+TLS_ON = {
+    "enable_tls": 1,
+    "security.files.tealeaf.crt": {"size": 1, "sha256": "x"},
+    "security.files.tealeaf.p12": {"size": 1, "sha256": "y"},
+    "security.files.server.tls.xml": {"size": 1, "sha256": "z"},
+    "security.cert_sha256": OTHER,
+    "data_service.mode": "tls",
+}
+
+ROTATION_CASES = [
+    # (id, overrides, blockers, words)
+    ("tls-on-old-pair", TLS_ON, set(), ()),
+    ("tls-on-new-pair-already", {**TLS_ON, "security.cert_sha256": PFX}, set(), ()),
+    ("tls-off", {}, {"rotation_tls_off"}, ("EnableTLS is 0", "fleet rollout")),
+    (
+        "xml-missing",
+        {**TLS_ON, "security.files.server.tls.xml": None},
+        {"rotation_tls_off"},
+        ("server.tls.xml is missing",),
+    ),
+    ("ds-plain", {**TLS_ON, "data_service.mode": "plain"}, {"rotation_tls_off"}, ("plain mode",)),
+    ("enable-tls-text", {**TLS_ON, "enable_tls": TRUE_TEXT}, {"enable_tls_not_numeric"}, ()),
+]
+
+
+@pytest.mark.parametrize(
+    "overrides,blockers,words", [pytest.param(*c[1:], id=c[0]) for c in ROTATION_CASES]
+)
+def test_rotation_preflight_needs_tls_on(overrides, blockers, words):
+    findings = checks.preflight_blockers(
+        FakeHost(), healthy(**overrides), pfx_sha256=PFX, expect_tls=True, rotation=True
+    )
+    assert codes(findings, BLOCKER) == blockers
+    message = " ".join(f.message for f in findings)
+    for word in words:
+        assert word in message
+    # the same facts with TLS on block a rollout (EnableTLS already 1 with another pair)
+    if overrides.get("security.cert_sha256") == OTHER and overrides.get("enable_tls") == 1:
+        rollout = checks.preflight_blockers(
+            FakeHost(), healthy(**overrides), pfx_sha256=PFX, expect_tls=True
+        )
+        assert "enable_tls_preset" in codes(rollout, BLOCKER)
+
+
+def test_rotation_preflight_on_an_rtv_workstation_asks_nothing_of_tls():
+    findings = checks.preflight_blockers(
+        FakeHost("rtv01", "rtv"), healthy(), pfx_sha256=PFX, expect_tls=True, rotation=True
+    )
+    assert codes(findings, BLOCKER) == set()
+
+
+NOW = datetime(2026, 12, 1, 12, 0)
+
+
+@pytest.mark.parametrize(
+    "installed,serving,new,not_after,expected",
+    [
+        pytest.param(
+            {"a": OTHER, "b": OTHER},
+            {"a": OTHER},
+            PFX,
+            NOW + timedelta(days=400),
+            set(),
+            id="fresh-rotation",
+        ),
+        pytest.param(
+            {"a": PFX, "b": PFX},
+            {"a": OTHER},
+            PFX,
+            NOW + timedelta(days=400),
+            set(),
+            id="halted-after-import-resumes",
+        ),
+        pytest.param(
+            {"a": PFX, "b": OTHER},
+            {"a": PFX},
+            PFX,
+            NOW + timedelta(days=400),
+            set(),
+            id="half-imported-resumes",
+        ),
+        pytest.param(
+            {"a": PFX, "b": PFX},
+            {"a": PFX},
+            PFX,
+            NOW + timedelta(days=400),
+            {"rotation_nothing_to_do"},
+            id="nothing-to-do",
+        ),
+        pytest.param(
+            {"a": OTHER}, {"a": OTHER}, None, None, {"rotation_no_pair"}, id="no-new-pair"
+        ),
+        pytest.param(
+            {"a": OTHER},
+            {"a": OTHER},
+            PFX,
+            NOW + timedelta(days=29),
+            {"rotation_pair_expiring"},
+            id="expires-in-29-days",
+        ),
+        pytest.param(
+            {"a": OTHER},
+            {"a": OTHER},
+            PFX,
+            NOW - timedelta(days=1),
+            {"rotation_pair_expiring"},
+            id="expired",
+        ),
+        pytest.param(
+            {"a": OTHER},
+            {"a": OTHER},
+            PFX,
+            NOW + timedelta(days=31),
+            set(),
+            id="expires-in-31-days",
+        ),
+    ],
+)
+def test_rotation_fleet_blockers(installed, serving, new, not_after, expected):
+    findings = checks.rotation_fleet_blockers(
+        installed, serving, new_sha256=new, not_after=not_after, now=NOW
+    )
+    assert codes(findings, BLOCKER) == expected
+    assert all(f.hosts == ("controller",) for f in findings)

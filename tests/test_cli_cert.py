@@ -356,3 +356,73 @@ def test_rollout_refuses_a_pfx_name_tlstool_cannot_pass(tmp_path, capsys, monkey
     code, _, err = run(capsys, "rollout", str(inventory), "--yes")
     assert code == 2, err
     assert f"{inventory}: certificate.path: the PFX file name 'my cert (1).pfx'" in err
+
+
+# --- export (the PCA hand-off) ------------------------------------------------------------------
+
+
+def test_export_pem_encrypts_the_key_with_the_pfx_password(tmp_path):
+    pfx = tmp_path / "TCXcert.pfx"
+    made = fleet("cert", "create", "--out", str(pfx))
+    assert made.returncode == 0, made.stderr
+    password = (tmp_path / "TCXcert.pfx.password").read_text().strip()
+    proc = fleet("cert", "export", str(pfx), "--pem")
+    assert proc.returncode == 0, proc.stderr
+    cert, key = tmp_path / "TCXcert.crt.pem", tmp_path / "TCXcert.key.pem"
+    assert mode(key) == 0o600
+    assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
+    assert password not in proc.stdout + proc.stderr + cert.read_text() + key.read_text()
+    assert "3682-24" in proc.stdout
+    # openssl opens the key with the PFX's password, and it belongs to the certificate
+    env = dict(os.environ, EXPORT_PW=password)
+    pub_key = subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-passin", "env:EXPORT_PW", "-pubout"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    pub_cert = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert pub_key == pub_cert
+    wrong = subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-passin", "pass:not-it"],
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode != 0
+    again = fleet("cert", "export", str(pfx), "--pem")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_export_without_key_password_warns_and_keeps_the_key_private(tmp_path):
+    pfx = tmp_path / "pair.pfx"
+    assert fleet("cert", "create", "--out", str(pfx)).returncode == 0
+    key = tmp_path / "out" / "k.pem"
+    key.parent.mkdir()
+    proc = fleet(
+        "cert",
+        "export",
+        str(pfx),
+        "--pem",
+        "--no-key-password",
+        "--key-out",
+        str(key),
+        "--cert-out",
+        str(tmp_path / "out" / "c.pem"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert mode(key) == 0o600
+    assert b"BEGIN PRIVATE KEY" in key.read_bytes()
+    assert "warning" in proc.stderr and "unencrypted" in proc.stderr
+    plain = subprocess.run(["openssl", "pkey", "-in", str(key), "-noout"], capture_output=True)
+    assert plain.returncode == 0
+
+
+def test_export_needs_pem(tmp_path):
+    proc = fleet("cert", "export", str(tmp_path / "x.pfx"))
+    assert proc.returncode == 2 and "--pem" in proc.stderr

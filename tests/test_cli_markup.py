@@ -95,3 +95,24 @@ def test_live_view_shows_phase_names_and_messages_as_written() -> None:
     console.print(view.renderable())
     text = console.export_text()
     assert BROKEN in text and MARKUP in text
+
+
+def test_check_table_shows_host_answers_as_written() -> None:
+    """`fleet check` prints the OS caption and PowerShell version a host reported."""
+    from tealeaf_fleet.check import FleetCheck, HostCheck
+    from tealeaf_fleet.check_rules import Line
+    from tealeaf_fleet.cli.check import render
+
+    host = HostCheck(
+        name="hbr01",
+        role="hbr",
+        address="10.0.0.1",
+        contacted=True,
+        lines=[Line("fips", "warn", "FIPS policy [bold]on[/bold]", "")],
+        facts={"os": {"version": "10.9[/]", "caption": "Windows"}},
+        check={"powershell": {"version": MARKUP}},
+    )
+    console = _console()
+    render(console, FleetCheck(hosts=[host], inventory="inv.yaml", started_at="", elapsed_s=1))
+    text = console.export_text()
+    assert "10.9[/]" in text and MARKUP in text and "[bold]on[/bold]" in text

@@ -74,7 +74,7 @@ def test_plan_json_to_file_and_formats(inventory: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     data = json.loads(out.read_text())  # format chosen from the suffix
-    assert data["format_version"] == 2 and data["playbook"]["name"] == "rollout"
+    assert data["format_version"] == 3 and data["playbook"]["name"] == "rollout"
     assert f"plan {data['digest'][:12]} written to {out}" in proc.stderr
     md = fleet("plan", str(inventory), "--playbook", "rollback", "--format", "markdown")
     assert md.returncode == 0 and md.stdout.startswith("# Change plan: rollback")

@@ -198,3 +198,31 @@ def test_an_edited_approved_plan_is_refused_naming_the_first_difference(
         assert code == 4, err
         assert len(err) == 1 and f"first difference at {where}" in err[0], err
         assert out == ""
+
+
+def test_a_signal_during_an_emit_does_not_wait_for_the_bus(monkeypatch):
+    """The signal handler runs on the main thread between two bytecodes, possibly inside an
+    emit that holds the bus's lock: it must only set `stop`, the announcement comes later
+    from another thread, once the lock is free."""
+    import signal
+    import threading
+
+    from tealeaf_fleet.cli import rollout as cli_rollout
+    from tealeaf_fleet.engine.events import EventBus, Recorder
+
+    bus = EventBus()
+    recorder = Recorder()
+    bus.subscribe(recorder)
+    stop = threading.Event()
+    seen: list[int] = []
+    with cli_rollout._interrupt_sets(stop, bus, seen):
+        handler = signal.getsignal(signal.SIGTERM)
+        with bus._lock:  # as if the main thread were inside bus.emit when SIGTERM arrived
+            handler(signal.SIGTERM, None)  # would deadlock if it emitted here
+            assert stop.is_set() and seen == [signal.SIGTERM]
+            assert recorder.events == []
+        for _ in range(200):  # bounded: the announcer emits once the lock is free
+            if recorder.events:
+                break
+            threading.Event().wait(0.01)
+    assert [e.message.split(":")[0] for e in recorder.events] == ["SIGTERM"]

@@ -49,6 +49,15 @@ def test_demo_runs_both_ways_and_cleans_up():
     match = re.search(r"lab with \d+ hosts in (\S+)", result.stderr)
     assert match, result.stderr[:2000]
     assert not Path(match.group(1)).exists()  # the temporary lab folder was removed
+    # it ended by writing the rollout's HTML report outside that folder, and said where
+    written = re.search(r"HTML report of the rollout written to (\S+)", result.stderr)
+    assert written, result.stderr[-3000:]
+    report = Path(written.group(1))
+    try:
+        page = report.read_text(encoding="utf-8")
+        assert "<svg" in page and "run 1 (rollout)" in page
+    finally:
+        report.unlink()
 
 
 def test_demo_keeps_the_folder_when_asked(tmp_path):
@@ -93,6 +102,9 @@ def test_demo_keeps_the_folder_when_asked(tmp_path):
     assert len(rows) == 2 and all(len(line) <= 120 for line in rows), rows
     assert (folder / "inventory.yaml").is_file()
     assert (folder / ".tealeaf-fleet" / "journal.sqlite").is_file()
+    assert f"HTML report of the rollout written to {folder.resolve() / 'report.html'}" in (
+        " ".join(result.stdout.split())
+    )
     history = subprocess.run(
         [
             sys.executable,

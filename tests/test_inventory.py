@@ -70,6 +70,8 @@ def test_lab_like_inventory_loads_with_overrides(lab_like: Path) -> None:
     can = fleet.hosts["can01"]
     assert (can.winrm.scheme, can.winrm.transport, can.winrm.port) == ("http", "ntlm", 40003)
     assert can.data_service_port == 23000 and can.tms_port == 20000  # defaults
+    assert can.search_port == 19000 and portal.search_port == 41900  # default, per host
+    assert fleet.normalized["hosts"]["portal01"]["search_port"] == 41900  # in the digest
     assert can.winrm.username == "labadmin"  # inherited default
     assert fleet.hosts["rtv01"].install_dir == "D:\\RTV"
     assert fleet.install_dir == "C:\\Program Files\\Tealeaf"

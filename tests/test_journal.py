@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tealeaf_fleet.errors import ConcurrentRunError
+from tealeaf_fleet.errors import ConcurrentRunError, InputError
 from tealeaf_fleet.journal import (
     LOCK_DIR_ENV,
     Journal,
@@ -357,3 +357,32 @@ def test_crashed_is_a_run_outcome_history_shows(tmp_path, capsys):
         assert journal.resume_chain("p1") == [run]  # a crashed run is resumed like a halt
     assert main(["history", str(tmp_path / "inv.yaml"), "--state-dir", str(tmp_path)]) == 0
     assert "crashed" in capsys.readouterr().out
+
+
+def test_a_planted_lock_file_is_refused_not_written(tmp_path, host_lock_dir):
+    """A hard link or a FIFO at a host lock's path (the folder may be shared) is refused with
+    the file named: the run would otherwise write its pid into the linked file, or block."""
+    host_lock_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.link(victim, host_lock_dir / "127.0.0.1_5986.lock")
+    links = "127.0.0.1_5986.lock has other links"
+    with Journal(tmp_path / "a") as journal, pytest.raises(InputError, match=links):
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
+    assert victim.read_text() == "precious\n"
+    (host_lock_dir / "127.0.0.1_5986.lock").unlink()
+    os.mkfifo(host_lock_dir / "127.0.0.1_5986.lock")
+    not_regular = "is not a regular file"
+    with Journal(tmp_path / "b") as journal, pytest.raises(InputError, match=not_regular):
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
+
+
+def test_a_world_writable_lock_folder_is_refused(tmp_path, host_lock_dir):
+    host_lock_dir.mkdir()
+    os.chmod(host_lock_dir, 0o777)
+    everyone = "writable by every account"
+    with Journal(tmp_path / "a") as journal, pytest.raises(InputError, match=everyone):
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)
+    os.chmod(host_lock_dir, 0o770)  # a team's group-shared folder is accepted
+    with Journal(tmp_path / "b") as journal:
+        journal.acquire(command="rollout", hosts=LAB_HOSTS)

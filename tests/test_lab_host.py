@@ -751,6 +751,11 @@ def test_security_file_locked_fault_fails_opens_with_the_sharing_violation(host:
     assert host.read_file(SEC + r"\tealeaf.p12") == b"data"
     with pytest.raises(HostError, match="being used by another process"):
         host.read_file(SEC + r"\tealeaf.crt")
+    with pytest.raises(HostError, match="being used by another process"):  # nor written
+        host.write_file(SEC + r"\tealeaf.crt", b"new")
+    assert host.path(SEC + r"\tealeaf.crt").read_bytes() == b"data"
+    host.write_file(SEC + r"\tealeaf.p12", b"new")
+    assert host.read_file(SEC + r"\tealeaf.p12") == b"new"
 
 
 def test_facts_model_without_system_core_under_fips_still_answers(
@@ -851,3 +856,53 @@ def test_service_stopped_fault_can_name_the_service(host: LabHost) -> None:
     host.set_faults({"service_stopped": {"service": "TeaLeafRulesEngine"}})
     states = {s.name: s.state for s in host.services()}
     assert states["TeaLeafRulesEngine"] == "Stopped" and states["TeaLeafHBR"] == "Running"
+
+
+def test_the_log_walk_stops_after_its_byte_budget(tmp_path: Path, monkeypatch) -> None:
+    """Get-FleetDataServiceMode without Since reads the newest log whatever its size, then
+    older ones only within $FleetDataServiceLogBudget bytes: past it, the port is unknown
+    rather than the op outliving its deadline. The lab model and the script share the bounds."""
+    from tealeaf_fleet.lab import models
+
+    script = protocol.script_text("common")
+    assert f"$FleetDataServiceLogBudget = {models.DATA_SERVICE_LOG_BUDGET}" in script
+    assert f"$FleetDataServiceLogLimit = {models.DATA_SERVICE_LOG_LIMIT}" in script
+
+    h = make_host(tmp_path, faults={"log_rolled": True})
+    try:
+        found = models._data_service_mode(h, h.install_dir, "")
+        assert found["mode"] == "plain" and found["log"] != found["newest_log"]
+        walk = models._data_service_logs(h, h.install_dir + "\\Logs")
+        older = sum(h.file_size(log) for log in walk[1 : walk.index(found["log"]) + 1])
+        monkeypatch.setattr(models, "DATA_SERVICE_LOG_BUDGET", older - 1)
+        cut = models._data_service_mode(h, h.install_dir, "")
+        assert cut["mode"] is None and cut["newest_log"] == found["newest_log"]
+        monkeypatch.setattr(models, "DATA_SERVICE_LOG_BUDGET", older)
+        assert models._data_service_mode(h, h.install_dir, "")["mode"] == "plain"
+    finally:
+        h.shutdown()
+
+
+def test_constrained_language_is_a_powershell_3_mode_and_refuses_in_windows_words(
+    tmp_path: Path,
+) -> None:
+    """Under an AppLocker/WDAC policy, PowerShell 3.0+ runs ConstrainedLanguage; 2.0 has no
+    such mode. The lab answers our refusal only when the bootstrap carries the language check;
+    a bootstrap without it meets Windows' own error, so removing the check fails the tests."""
+    from tealeaf_fleet.lab import runner
+
+    old = make_host(tmp_path / "a", os_key="2008r2", faults={"constrained_language": True})
+    new = make_host(tmp_path / "b", os_key="2016", faults={"constrained_language": True})
+    try:
+        assert old.language_mode == "FullLanguage"
+        assert new.language_mode == "ConstrainedLanguage"
+        ours = runner.run_bootstrap(new, protocol.BOOTSTRAP, "input", b"")
+        assert ours.exit_code == 1 and b"ConstrainedLanguage" in ours.stderr
+        bare = protocol.BOOTSTRAP.replace(protocol.LANGUAGE_CHECK, "", 1)
+        windows = runner.run_bootstrap(new, bare, "input", b"")
+        assert windows.exit_code == 1
+        assert b"supported only on core types" in windows.stderr
+        assert b"tealeaf-fleet needs" not in windows.stderr  # not our refusal
+    finally:
+        old.shutdown()
+        new.shutdown()

@@ -595,6 +595,22 @@ def test_reboot_waits_for_a_scheduled_shutdown_it_cannot_abort(fleet, lab):
     _wait_booted(lab.host(CANISTER))
 
 
+def test_a_later_unabortable_shutdown_is_named_when_the_wait_ends_first(fleet, lab):
+    """The other shutdown is due after our whole wait: the timeout says why the host never
+    went down and what to do, rather than suggesting it is stuck."""
+    host = fleet.hosts[CANISTER]
+    lab.host(CANISTER).set_faults({"shutdown_scheduled": {"in_s": 600, "abortable": False}})
+    try:
+        password = fleet.winrm_password(host)
+        with Connection(host, password) as conn, pytest.raises(RemoteTimeout) as info:
+            services.reboot_and_wait(conn, wait_s=3, delay_s=1, poll_s=0.2)
+        assert "never went down" in info.value.message
+        assert "could not be aborted" in info.value.message
+        assert "shutdown /a" in (info.value.hint or "")
+    finally:
+        lab.host(CANISTER).set_faults({})  # aborts the other administrator's shutdown
+
+
 def _booted(lab_host) -> bool:
     listed = lab_host.services()
     return all(s.state == "Running" for s in listed if s.start_mode == "Auto") and not any(

@@ -381,7 +381,7 @@ def test_json_round_trip_and_shape(tmp_path: Path) -> None:
         "facts_digest",
         "digest",
     ]
-    assert d["format_version"] == 2
+    assert d["format_version"] == 3
     assert set(d["phases"][0]) >= {
         "name",
         "op",
@@ -412,7 +412,7 @@ def test_bad_plan_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="format_version 1 is not supported"):
         Plan.from_json('{"format_version": 1}')
     with pytest.raises(InputError, match="missing field 'tool_version'"):
-        Plan.from_json('{"format_version": 2}')
+        Plan.from_json('{"format_version": 3}')
     with pytest.raises(InputError, match="cannot be read"):
         Plan.load(tmp_path / "none.json")
 
@@ -542,3 +542,51 @@ def test_opt_ins_are_in_the_plan(tmp_path: Path) -> None:
 def test_bad_fingerprint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="64 hex digits"):
         build_plan(load_playbook("rollout"), make_fleet(tmp_path, ESTATE), None, "xyz")
+
+
+def test_pca_hand_off_in_plans_that_install_a_pair(tmp_path: Path) -> None:
+    from tealeaf_fleet.cli.render import render
+
+    fleet = make_fleet(
+        tmp_path,
+        {"p1": "portal", "pca01": "pca:3682-24", "pca02": "pca:3500-10", "pca03": "pca"},
+    )
+    for name in ("rollout", "rotate"):
+        plan = build_plan(load_playbook(name), fleet)
+        handoff = {h["host"]: h for h in plan.pca_handoff}
+        assert [h["pipeline_ready"] for h in plan.pca_handoff] == [True, False, None]
+        assert handoff["pca02"]["build"] == "3500-10" and "upgrade" in handoff["pca02"]["step"]
+        assert "no build declared" in handoff["pca03"]["step"]
+        assert all("fleet cert export --pem" in h["step"] for h in plan.pca_handoff)
+        assert all("never contacted" in h["step"] for h in plan.pca_handoff)
+        ticket = render(plan, "markdown")
+        assert "## PCA hand-off" in ticket and "pca01 (PCA build 3682-24)" in ticket
+        assert "PCA hand-off" in render(plan, "table")
+        assert Plan.from_json(plan.to_json()).pca_handoff == plan.pca_handoff
+    assert build_plan(load_playbook("rollback"), fleet).pca_handoff == []
+
+
+def test_rotation_plan_shows_old_and_new_validity_outside_the_digest(tmp_path: Path) -> None:
+    from tealeaf_fleet.cli.render import render
+
+    fleet = make_fleet(tmp_path, {"hbr01": "hbr", "hbr02": "hbr"})
+    old = "cd" * 32
+    facts = {"hbr01": facts_done(old), "hbr02": facts_done(old)}
+    facts["hbr01"]["security"]["cert_not_after"] = "2027-01-10T08:00:00"
+    facts["hbr02"]["security"]["cert_not_after"] = "2027-01-10T08:00:00"
+    new = {"sha256": FP, "not_before": "2026-12-01T00:00:00", "not_after": "2028-12-01T00:00:00"}
+    plan = build_plan(load_playbook("rotate"), fleet, facts, FP, new_certificate=new)
+    assert plan.rotation is True
+    assert plan.validity == {
+        "new": new,
+        "installed": [
+            {"sha256": old, "not_after": "2027-01-10T08:00:00", "hosts": ["hbr01", "hbr02"]}
+        ],
+    }
+    ticket = render(plan, "markdown")
+    assert "Certificate validity" in ticket
+    assert f"new:       {FP[:12]}  valid 2026-12-01T00:00:00 .. 2028-12-01T00:00:00" in ticket
+    assert f"installed: {old[:12]}  until 2027-01-10T08:00:00" in ticket
+    assert "--certificate-from-archive" in ticket  # the way back
+    without = build_plan(load_playbook("rotate"), fleet, facts, FP)
+    assert without.digest == plan.digest  # presentation only

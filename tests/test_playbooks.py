@@ -20,7 +20,7 @@ INVALID = sorted((DATA / "invalid").glob("*.yaml"))
 
 
 def test_packaged_names() -> None:
-    assert builtin_names() == ["prepare", "rollback", "rollout", "status"]
+    assert builtin_names() == ["prepare", "rollback", "rollout", "rotate", "status"]
     assert builtin_dir() == ROOT / "playbooks"  # editable install: the repo's folder
 
 
@@ -78,6 +78,19 @@ def test_prepare_never_enables_or_restarts() -> None:
     assert ops == ["preflight", "certificate", "push_pfx", "push_tools", "import"]
 
 
+def test_rotate_is_the_rollout_without_enable() -> None:
+    """The rotation keeps TLS on: every rollout phase but the enable, in the same order, with
+    the same strategies and gates; and it says it is a rotation (which the digest covers)."""
+    rotate, rollout = load_playbook("rotate"), load_playbook("rollout")
+    assert rotate.rotation is True and rotate.expect_tls is True
+    assert rollout.rotation is False
+    assert [p.as_dict() for p in rotate.phases] == [
+        p.as_dict() for p in rollout.phases if p.op != "enable"
+    ]
+    assert rotate.normalized["rotation"] is True
+    assert "rotation" not in rollout.normalized  # the older playbooks' digests are unchanged
+
+
 def test_status_is_read_only() -> None:
     assert [p.op for p in load_playbook("status").phases] == ["facts"]
 
@@ -110,6 +123,22 @@ OPT_IN_CASES = [
         "  - {op: preflight}\n  - {name: enable_all, op: enable, strategy: parallel}\n",
         "allow_partial_enable",
         ("enable_all",),
+    ),
+    (
+        "enable_split_in_two",
+        "  - {op: preflight}\n"
+        "  - {name: enable_hbr, op: enable, roles: [hbr], strategy: all_or_nothing}\n"
+        "  - {name: enable_rest, op: enable, roles: [portal, canister, report, other],"
+        " strategy: all_or_nothing}\n",
+        "allow_partial_enable",
+        ("enable_rest",),
+    ),
+    (
+        "enable_leaves_roles_out",
+        "  - {op: preflight}\n"
+        "  - {name: enable_some, op: enable, roles: [hbr, canister], strategy: all_or_nothing}\n",
+        "allow_partial_enable",
+        ("enable_some",),
     ),
     (
         "ungated_canister",
@@ -155,7 +184,7 @@ def test_packaged_playbooks_need_no_opt_in() -> None:
 
 
 def test_unknown_name_lists_the_packaged_ones() -> None:
-    with pytest.raises(InputError, match="packaged: prepare, rollback, rollout, status"):
+    with pytest.raises(InputError, match="packaged: prepare, rollback, rollout, rotate, status"):
         load_playbook("rollot")
 
 

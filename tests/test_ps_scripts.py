@@ -30,6 +30,9 @@ OPS = (
     "set_registry",
     "data_service_log",
     "check",
+    "status_tool",
+    "clear_ssl_cache",
+    "support_logs",
 )
 
 # Cmdlets (and their aliases) that Windows PowerShell 2.0 does not have.
@@ -97,6 +100,7 @@ COLLECTION_MEMBERS = {
     "addrange",
     "remove",
     "removeat",
+    "removerange",
     "contains",
     "toarray",
     "indexof",
@@ -810,3 +814,53 @@ def test_native_command_that_never_started_is_a_failure(name):
     assert re.search(rf"if \(\(?\$null -eq {code}\)?[^\n]*Stop-FleetOp", source) or re.search(
         rf"if \({code} -ne 0\) \{{ Stop-FleetOp", source
     ), f"{name}: a $null exit code is not refused"
+
+
+# Commands that read a registry value's data; the names-only helpers are not among them.
+_VALUE_READERS = re.compile(
+    r"(Get-FleetRegistryValue|Get-FleetRegistryNumber|Get-ItemProperty|\.GetValue\()[^\n]*",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("name", ALL_SCRIPTS)
+def test_no_script_reads_a_value_under_the_tealeaf_security_key(name):
+    """`TeaLeaf Technology\\security` holds TLSCertPassword: scripts learn that it exists from
+    the key's value names and never read it (it must not reach a result, a log or a ticket)."""
+    source = _script_bytes(name).decode("ascii")
+    for match in _VALUE_READERS.finditer(source):
+        assert "security" not in match.group(0).lower(), f"{name}: {match.group(0)}"
+
+
+def test_the_known_bad_security_read_is_caught():
+    bad = "$p = Get-FleetRegistryValue ($tealeafKey + '\\security') 'TLSCertPassword'"
+    assert _VALUE_READERS.search(bad) and "security" in _VALUE_READERS.search(bad).group(0)
+
+
+def test_the_kill_budget_is_the_one_the_controller_keeps():
+    """The controller leaves KILL_BUDGET_S between a native tool's deadline and the op's, so
+    the script's waits while killing a hung tool must fit in it."""
+    from tealeaf_fleet.ops import services
+
+    text = _script_bytes("common").decode("ascii")
+    assert f"$FleetKillBudgetS = {int(services.KILL_BUDGET_S)}" in text
+    waits = re.search(r"function Stop-FleetNativeTree.*?\n}\n", text, re.S).group(0)
+    taskkill = int(re.search(r"AddSeconds\((\d+)\)", waits).group(1))
+    exit_ms = int(re.search(r"WaitForExit\((\d+)\)", waits).group(1))
+    assert taskkill + exit_ms / 1000 <= services.KILL_BUDGET_S
+    for timeout in (30, 120, 300):
+        left = timeout - services.native_deadline_s(timeout)
+        assert left >= services.KILL_BUDGET_S + services.MIN_MARGIN_S
+
+
+@pytest.mark.parametrize("name", ["bootstrap", *ALL_SCRIPTS])
+def test_string_searches_are_ordinal(name):
+    """String.IndexOf/LastIndexOf/StartsWith/EndsWith(string) compare by the current culture,
+    which ignores some characters and differs between hosts; the scripts search for markers
+    byte for byte, so every such call with a string argument names a StringComparison."""
+    text = protocol.BOOTSTRAP if name == "bootstrap" else _script_bytes(name).decode("ascii")
+    calls = re.findall(r"\.(?:Last)?IndexOf\(([^)]*)\)|\.(?:Starts|Ends)With\(([^)]*)\)", text)
+    for args in (a or b for a, b in calls):
+        if args.startswith("[char]"):
+            continue  # a char search is ordinal
+        assert "StringComparison" in args, f"{name}: ({args})"

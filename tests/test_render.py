@@ -267,9 +267,9 @@ def test_opt_ins_are_marked_in_every_format(fleet, tmp_path: Path) -> None:
         "  - {op: preflight}\n  - {name: enable_now, op: enable, strategy: parallel}\n"
     )
     plan = build_plan(load_playbook(book), fleet)
-    line = "OPT-IN allow_partial_enable: an enable phase that is not all_or_nothing"
+    line = "OPT-IN allow_partial_enable: TLS enabled otherwise than by one all_or_nothing phase"
     assert line in render_text(plan) and line in render_summary(plan)
-    assert "- **OPT-IN `allow_partial_enable`**: an enable phase" in render_markdown(plan)
+    assert "- **OPT-IN `allow_partial_enable`**: TLS enabled otherwise" in render_markdown(plan)
     assert "relying on it: enable_now" in render_markdown(plan)
     assert json.loads(render(plan, "json"))["opt_ins"][0]["phases"] == ["enable_now"]
     for printer in (print_table, print_summary):

@@ -232,6 +232,49 @@ def test_unreachable_row_carries_the_error():
     assert "connection refused" in row.error
 
 
+def _can(facts_: dict, search: str, sha: str | None, *, running: bool = True) -> tuple:
+    """can01's results and handshakes with its Search Server answering `search`."""
+    out = copy.deepcopy(facts_)
+    out["services"].append({"name": "TLSearchServer", "state": "Running" if running else "Stopped"})
+    return out, Handshake(19000, search, sha if search == "tls" else None)
+
+
+@pytest.mark.parametrize(
+    "base,base_shakes,search,sha,running,code",
+    [
+        pytest.param(ON, ON_SHAKES, "tls", PFX, True, None, id="enabled-tls-ours"),
+        pytest.param(ON, ON_SHAKES, "plain", None, True, "handshake_plain", id="enabled-plain"),
+        pytest.param(ON, ON_SHAKES, "tls", OTHER, True, "handshake_cert", id="enabled-foreign"),
+        pytest.param(OFF, OFF_SHAKES, "plain", None, True, None, id="disabled-plain"),
+        pytest.param(OFF, OFF_SHAKES, "tls", LEGACY, True, "handshake_tls", id="disabled-tls"),
+        pytest.param(ON, ON_SHAKES, "unreachable", None, True, "handshake_unreachable", id="down"),
+        pytest.param(ON, ON_SHAKES, "unreachable", None, False, None, id="service-stopped"),
+    ],
+)
+def test_search_server_port_is_judged_like_the_data_service(
+    base, base_shakes, search, sha, running, code
+):
+    can_facts, shake = _can(base["can01"], search, sha, running=running)
+    results = changed(base, "can01", can_facts)
+    handshakes = copy.deepcopy(base_shakes)
+    handshakes["can01"]["search"] = shake
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=PFX if base is ON else None)
+    blockers = [f for f in status.findings if f.severity == "blocker"]
+    assert [f.code for f in blockers] == ([code] if code else [])
+    if code:
+        assert blockers[0].hosts == ("can01",) and "Search Server port 19000" in blockers[0].message
+    if not running:
+        assert any(f.code == "search_not_running" for f in status.findings)
+
+
+def test_search_port_is_probed_on_canisters_only():
+    from tealeaf_fleet.status import ports_of
+
+    assert ("search", 19000) in ports_of(host("can01", "canister"))
+    for role in ("portal", "hbr", "report", "rtv", "pca"):
+        assert all(which != "search" for which, _ in ports_of(host("x", role)))
+
+
 def test_reference_is_pfx_else_majority():
     assert evaluate(HOSTS, ON, ON_SHAKES, pfx_sha256=OTHER).reference_source == "pfx"
     majority = evaluate(HOSTS, ON, ON_SHAKES, pfx_sha256=None)
@@ -319,6 +362,11 @@ def test_fresh_lab_is_consistent(capsys, lab):
                 "detail": row["handshakes"]["data_service"]["detail"],
             }
             assert row["handshakes"]["tms"]["kind"] == "tls"  # its own legacy certificate
+            if role == "canister":  # the Search Server listens like the Data Service: plain
+                assert row["handshakes"]["search"]["port"] == host.search_port
+                assert row["handshakes"]["search"]["kind"] == "plain"
+            else:
+                assert "search" not in row["handshakes"]
 
 
 @pytest.mark.slow
@@ -489,3 +537,90 @@ def test_data_service_column_reports_a_missing_startup_only_where_a_data_service
     assert _data_service("hbr", no_block, {"services": [data_service]}) == "no startup in log"
     assert _data_service("hbr", no_block, {"services": [{"name": "TeaLeafTMS"}]}) == "-"
     assert _data_service("hbr", {"mode": "tls", "port": 23000}, {"services": []}) == "tls :23000"
+
+
+# --- rotation and expiry ------------------------------------------------------------------------
+
+NEW = "ee" * 32
+FOREIGN = "77" * 32
+
+
+def rotation(state: str = "failed", new: str = NEW):
+    from tealeaf_fleet.certarchive import Rotation
+
+    return Rotation(new, 7, state, frozenset({PFX, new}))
+
+
+def halfway(foreign: bool = False) -> tuple[dict, dict]:
+    """The new pair imported everywhere; portal01 not restarted yet (presents the old one),
+    or presenting a pair from outside the archive."""
+    results = {
+        **{n: facts(cert=NEW, enabled=True, mode="tls") for n in ("portal01", "hbr01", "can01")},
+        "ws01": facts(cert=NEW),
+    }
+    old = FOREIGN if foreign else PFX
+    handshakes = {n: shakes("tls", ds_sha=NEW, tms_sha=NEW) for n in ("hbr01", "can01")}
+    handshakes["portal01"] = shakes("tls", ds_sha=old, tms_sha=old)
+    return results, handshakes
+
+
+def test_a_rotation_in_progress_is_one_warning_naming_who_runs_which_pair():
+    results, handshakes = halfway()
+    plain = evaluate(HOSTS, results, handshakes, pfx_sha256=NEW)
+    assert "handshake_cert" in {f.code for f in plain.findings}  # without the journal's word
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=NEW, rotation=rotation())
+    codes = {f.code: f for f in status.findings}
+    assert "handshake_cert" not in codes and "cert_mismatch" not in codes
+    warning = codes["rotation_in_progress"]
+    assert warning.severity == "warning" and warning.hosts == ("portal01",)
+    assert f"old {PFX[:12]}: presented by portal01" in warning.message
+    assert f"new {NEW[:12]}: installed on portal01, hbr01, can01, ws01" in warning.message
+    assert status.consistent is True
+    assert status.reference_source == "rotation"
+    by_sha = {c["sha256"]: c for c in status.certificates()}
+    assert by_sha[PFX] == {"sha256": PFX, "installed": [], "presented": ["portal01"]}
+    assert status.to_dict()["rotation"]["in_progress"] is True
+
+
+def test_a_pair_from_outside_the_archive_stays_a_blocker_during_a_rotation():
+    results, handshakes = halfway(foreign=True)
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=NEW, rotation=rotation())
+    blockers = {f.code: f.hosts for f in status.findings if f.severity == "blocker"}
+    assert blockers == {"handshake_cert": ("portal01",)}
+    assert "rotation_in_progress" not in {f.code for f in status.findings}
+
+
+def test_a_finished_rotation_is_the_reference_whatever_the_inventory_names():
+    results = {n: facts(cert=NEW, enabled=True, mode="tls") for n in ("portal01", "hbr01")}
+    shaken = {n: shakes("tls", ds_sha=NEW, tms_sha=NEW) for n in ("portal01", "hbr01")}
+    status = evaluate(HOSTS[:2], results, shaken, pfx_sha256=OTHER, rotation=rotation("ok"))
+    assert status.consistent and status.reference_sha256 == NEW
+    assert not [f for f in status.findings if f.code == "rotation_in_progress"]
+
+
+@pytest.mark.parametrize(
+    "not_after,days,expiring",
+    [
+        ("2026-12-07T11:00:00", 30, ["hbr01"]),  # 10 days left
+        ("2026-12-07T11:00:00", 10, []),
+        ("2026-12-07T11:00:00", 11, ["hbr01"]),
+        ("2026-11-20T11:00:00", 0, ["hbr01"]),  # ended
+        ("2028-11-27T11:00:00", 30, []),
+    ],
+)
+def test_expiry_days_watch(not_after, days, expiring):
+    row = facts(cert=PFX, enabled=True, mode="tls")
+    row["security"]["cert_not_after"] = not_after
+    status = evaluate(
+        HOSTS[1:2],
+        {"hbr01": row},
+        {"hbr01": ON_SHAKES["hbr01"]},
+        pfx_sha256=PFX,
+        expiry_days=days,
+    )
+    assert status.expiring == expiring
+    doc = status.to_dict()
+    assert doc["expiry_days"] == days and doc["expiring"] == expiring
+    assert doc["hosts"][0]["expiry"]["not_after"] == not_after
+    left = doc["hosts"][0]["expiry"]["days_left"]
+    assert (left < days) == bool(expiring)

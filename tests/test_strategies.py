@@ -704,3 +704,46 @@ def test_before_knows_the_data_service_from_the_services_not_the_log(services, l
     )
     before = _before(ctx, SimpleNamespace(name="restart_hbr"), HOST)
     assert before.has_data_service is expected
+
+
+def test_runner_fleet_wide_preflight_refusal_changes_nothing(tmp_path):
+    """Every host passes its own preflight, but the context's fleet-wide rule refuses (a
+    rotation with nothing to do): the run is blocked before the next phase."""
+
+    class Context:
+        def __init__(self):
+            self.asked = 0
+
+        def after_preflight(self):
+            self.asked += 1
+            return {"controller": ["nothing to rotate"]}
+
+    actions = Actions()
+    runner, rec, journal = _runner(tmp_path, actions)
+    runner.context = context = Context()
+    result = runner.run()
+    assert context.asked == 1
+    assert result.outcome == "blocked" and result.exit_code == 3
+    assert result.blockers == {"controller": ["nothing to rotate"]}
+    assert "nothing to rotate" in result.message and "nothing was changed" in result.message
+    assert {op for op, _ in actions.calls} == {"preflight"}
+    finished = [e for e in rec.of_type("phase_finished") if e.phase == "preflight"]
+    assert finished[0].outcome == "failed"
+    journal.close()
+
+
+def test_a_second_signal_while_connections_close_leaves_the_outcome_journaled(tmp_path):
+    """The run's outcome is written before the context closes its WinRM shells: a second
+    Ctrl-C arriving during that close must not leave the journal's run without an outcome."""
+
+    class ClosingContext:
+        def close(self):
+            raise KeyboardInterrupt  # the second Ctrl-C, landing inside close()
+
+    runner, _, journal = _runner(tmp_path, Actions())
+    runner.context = ClosingContext()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    record = journal.runs()[0]
+    assert record.outcome == "ok", record
+    journal.close()

@@ -405,7 +405,7 @@ def test_a_console_mode_stdin_never_ends_so_the_op_times_out(
     assert signals and signals[0]["shell"] == first  # the transport gave up on it
 
 
-@pytest.mark.parametrize("then", ["run_op", "probe"])
+@pytest.mark.parametrize("then", ["run_op", "probe", "close"])
 def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
     then, https_host, password, lab, monkeypatch
 ):
@@ -432,16 +432,19 @@ def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
         mark = _mark(lab)
         if then == "probe":
             assert conn.probe(timeout_s=30)
-        else:
+        elif then == "run_op":
             assert "files" in conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
-        conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+        if then != "close":
+            conn.run_op("file_info", FILE_INFO, timeout_s=30, read_only=True)
+    # then == "close": no op after the failure; closing the connection ends the leftover
     events = [e for e in _request_events(lab, mark) if e.get("shell") == shell]
     assert [(e["action"], e.get("command")) for e in events] == [
         ("Signal", command),
         ("Delete", None),
     ]
-    actions = _requests(lab, mark)
-    assert actions.index("Create") < actions.index("Signal") < actions.index("Command")
+    if then != "close":
+        actions = _requests(lab, mark)
+        assert actions.index("Create") < actions.index("Signal") < actions.index("Command")
 
 
 @pytest.mark.parametrize(
@@ -456,19 +459,19 @@ def test_a_shell_abandoned_mid_op_is_closed_once_the_host_answers(
     ],
 )
 def test_constrained_language_mode_is_named_and_not_retried(
-    op, params, read_only, https_host, password, lab
+    op, params, read_only, fleet, password, lab
 ):
     """Every op goes through the bootstrap, whose first statement refuses ConstrainedLanguage
-    (AppLocker/WDAC) before anything runs."""
-    lab.host(HOST).set_faults({"constrained_language": True})
+    (AppLocker/WDAC) before anything runs. On PowerShell 5.1: 2.0 has no such mode."""
+    lab.host(PS5).set_faults({"constrained_language": True})
     mark = _mark(lab)
-    with Connection(https_host, password) as conn, pytest.raises(RemoteScriptError) as info:
+    with Connection(fleet.hosts[PS5], password) as conn, pytest.raises(RemoteScriptError) as info:
         conn.run_op(op, params, timeout_s=30, read_only=read_only)
     err = info.value
     assert "ConstrainedLanguage" in err.message and "Constrained Language Mode" in err.message
     assert "allow-list" in (err.hint or "") and "FullLanguage" in (err.hint or "")
     assert err.exit_code_remote == 1 and err.op == op
-    assert _requests(lab, mark).count("Command") == 1
+    assert [e.get("action") for e in _request_events(lab, mark, PS5)].count("Command") == 1
     events = read_events(lab.dir / "events.jsonl")[mark:]
     assert not [e for e in events if e["kind"] == "registry"]
 
@@ -476,13 +479,39 @@ def test_constrained_language_mode_is_named_and_not_retried(
 def test_fleet_status_shows_constrained_language_mode(lab, capsys):
     from tealeaf_fleet.cli.main import main
 
-    lab.host(HOST).set_faults({"constrained_language": True})
+    lab.host(PS5).set_faults({"constrained_language": True})
+    lab.host(HOST).set_faults({"constrained_language": True})  # PowerShell 2.0: no such mode
     code = main(["status", str(lab.inventory), "--json"])
     doc = json.loads(capsys.readouterr().out)
     rows = {h["name"]: h for h in doc["hosts"]}
-    assert code == 1 and rows[PS5]["facts"] is not None and rows[HOST]["facts"] is None
-    assert "ConstrainedLanguage" in rows[HOST]["error"]
-    assert "Constrained Language Mode" in rows[HOST]["error"]
+    assert code == 1 and rows[HOST]["facts"] is not None and rows[PS5]["facts"] is None
+    assert "ConstrainedLanguage" in rows[PS5]["error"]
+    assert "Constrained Language Mode" in rows[PS5]["error"]
     main(["status", str(lab.inventory)])
     out = capsys.readouterr().out
-    assert f"{HOST}: not read: PowerShell on this host runs in ConstrainedLanguage" in out
+    assert f"{PS5}: not read: PowerShell on this host runs in ConstrainedLanguage" in out
+
+
+def test_abandoned_shells_not_reached_stay_queued_for_the_next_answer(https_host, password):
+    """A cleanup cut off by a connection failure keeps the shells it did not close, the one it
+    was on first, for the next time the host answers."""
+    import requests
+
+    class Unanswering:
+        def __init__(self):
+            self.calls = []
+
+        def cleanup_command(self, shell, command):
+            self.calls.append(("Signal", shell))
+            if shell == "s2":
+                raise requests.exceptions.ConnectionError("host gone again")
+
+        def close_shell(self, shell, close_session=True):
+            self.calls.append(("Delete", shell))
+
+    conn = Connection(https_host, password)
+    conn._abandoned = [("s1", "c1"), ("s2", "c2"), ("s3", "c3")]
+    proto = Unanswering()
+    conn._close_abandoned(proto)
+    assert proto.calls == [("Signal", "s1"), ("Delete", "s1"), ("Signal", "s2")]
+    assert conn._abandoned == [("s2", "c2"), ("s3", "c3")]

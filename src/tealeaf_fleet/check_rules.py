@@ -344,7 +344,15 @@ def judge_stdin_framing(host: Host, a: HostAnswers, c: Mapping[str, Any]) -> Lin
 
 
 def judge_stdin_eof(host: Host, a: HostAnswers) -> Line:
-    hung = next((x for x in (a.facts, a.check) if isinstance(x, RemoteTimeout)), None)
+    # Only the check op proves end of file: when it answered, stdin ended there, and a slow
+    # facts op (a long log walk) is judged by its own lines, not blamed on stdin. The facts
+    # op's timeout is the evidence only when the check op never ran.
+    if isinstance(a.check, RemoteTimeout):
+        hung: RemoteTimeout | None = a.check
+    elif a.check is None and isinstance(a.facts, RemoteTimeout):
+        hung = a.facts
+    else:
+        hung = None
     if hung is not None:
         return Line(
             "stdin_eof",

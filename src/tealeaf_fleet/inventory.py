@@ -70,6 +70,7 @@ HOST_KEYS = (
     "winrm",
     "data_service_port",
     "tms_port",
+    "search_port",
     "install_dir",
     "pca_build",
 )
@@ -133,6 +134,7 @@ class Host:
     install_dir: str | None = None
     pca_build: str | None = None
     line: int = 0
+    search_port: int = 19000  # the Search Server's, checked on Canisters
 
     @property
     def is_windows(self) -> bool:
@@ -1017,6 +1019,7 @@ def load_fleet(path: str | Path) -> Fleet:
             data_service_port=ctx.port(h, "data_service_port", f"{fld}.data_service_port", 23000)
             or 23000,
             tms_port=ctx.port(h, "tms_port", f"{fld}.tms_port", 20000) or 20000,
+            search_port=ctx.port(h, "search_port", f"{fld}.search_port", 19000) or 19000,
             install_dir=ctx.windows_dir(h, "install_dir", f"{fld}.install_dir"),
             pca_build=pca_build,
             line=line,
@@ -1091,6 +1094,7 @@ def _normalize(fleet: Fleet, base: Path) -> dict:
             "role": h.role,
             "data_service_port": h.data_service_port,
             "tms_port": h.tms_port,
+            "search_port": h.search_port,
             "install_dir": h.install_dir or fleet.install_dir,
             "pca_build": h.pca_build,
             "winrm": {

@@ -6,7 +6,10 @@ passed their gates. Every write is its own committed transaction (autocommit); W
 `synchronous=NORMAL` loses nothing when only the process dies.
 
 Files in the state folder (`.tealeaf-fleet/` next to the inventory, or `--state-dir`):
-- `journal.sqlite` (+ WAL files): tables `runs` and `steps`;
+- `journal.sqlite` (+ WAL files): tables `runs` and `steps`, and `evidence` (what `fleet report`
+  shows that the steps do not hold: each host's state before and after, every gate verdict, the
+  warnings and findings, as JSON per row; added with `CREATE TABLE IF NOT EXISTS`, so an older
+  journal gains it on first open and its older runs simply have no evidence);
 - `lock`: one active run per state folder. Held with `fcntl.flock` (on Windows `msvcrt.locking`,
   see procutil.py) for the life of the process (the system drops it when the process dies,
   however it dies) and carrying the holder's pid, so
@@ -36,6 +39,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -93,6 +97,15 @@ CREATE TABLE IF NOT EXISTS steps (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run);
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL REFERENCES runs(id),
+    host TEXT,
+    kind TEXT NOT NULL,
+    ts REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evidence_run ON evidence(run);
 """
 
 
@@ -145,6 +158,18 @@ class StepRecord:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    """One piece of evidence of a run (`Journal.record`): `kind` says what `data` holds."""
+
+    id: int
+    run: int
+    host: str | None
+    kind: str
+    ts: float
+    data: dict
 
 
 class RunLock:
@@ -202,13 +227,21 @@ class RunLock:
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | O_BINARY | getattr(os, "O_NOFOLLOW", 0)
+        hint = f"set {LOCK_DIR_ENV} to a folder of your own" if self.host else None
         try:
-            return os.open(self.path, flags, 0o600)
+            fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             raise InputError(
-                f"lock file {self.path} cannot be opened: {exc.strerror}",
-                hint=f"set {LOCK_DIR_ENV} to a folder of your own" if self.host else None,
+                f"lock file {self.path} cannot be opened: {exc.strerror}", hint=hint
             ) from None
+        # The lock file is written (pid, command): a FIFO would block, and a hard link planted
+        # in a shared folder would make us overwrite the file it points at.
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has other links"
+            raise InputError(f"lock file {self.path} {what}; remove it", hint=hint)
+        return fd
 
     def _still_linked(self, fd: int) -> bool:
         """Whether the file we locked is still the one at `path` (a releasing holder removes
@@ -360,11 +393,20 @@ class HostLocks:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not os.environ.get(LOCK_DIR_ENV):
                 os.chmod(self.folder, 0o700)
+            mode = self.folder.stat().st_mode
         except OSError as exc:
             raise InputError(
                 f"lock folder {self.folder} cannot be created: {exc.strerror}",
                 hint=f"set {LOCK_DIR_ENV} to a folder of your own",
             ) from None
+        # A team may share a group-writable folder (so runs of several accounts see each
+        # other's locks); a world-writable one lets anyone plant or remove a lock.
+        if os.name == "posix" and mode & stat.S_IWOTH:
+            raise InputError(
+                f"lock folder {self.folder} is writable by every account; "
+                "make it private (chmod o-w) or set another",
+                field=LOCK_DIR_ENV,
+            )
 
 
 def _names(hosts: list[str | None]) -> str:
@@ -565,6 +607,34 @@ class Journal:
                 (*chain, phase, host, action),
             ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def record(self, run_id: int, kind: str, data: dict, *, host: str | None = None) -> None:
+        """Keep one piece of evidence for `fleet report` (engine/evidence.py says which kinds).
+        The JSON text is redacted like every other message: no secret is ever stored."""
+        text = _clean(json.dumps(data, sort_keys=True, default=str)) or "{}"
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO evidence(run, host, kind, ts, data) VALUES (?,?,?,?,?)",
+                (run_id, host, kind, time.time(), text),
+            )
+
+    def evidence(self, run_id: int, kind: str | None = None) -> list[EvidenceRecord]:
+        """A run's evidence in the order it was recorded (optionally of one kind)."""
+        query = "SELECT id, run, host, kind, ts, data FROM evidence WHERE run=?"
+        args: tuple = (run_id,)
+        if kind is not None:
+            query += " AND kind=?"
+            args = (run_id, kind)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        out = []
+        for id_, run, host, kind_, ts, data in rows:
+            try:
+                parsed = json.loads(data)
+            except ValueError:  # redaction never breaks JSON, but a hand-edited row may
+                parsed = {"text": data}
+            out.append(EvidenceRecord(id_, run, host, kind_, ts, parsed))
+        return out
 
     def log(self, run_id: int, line: str) -> None:
         """Append one line to the run's log file (redacted, timestamped)."""

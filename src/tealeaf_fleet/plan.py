@@ -37,7 +37,7 @@ from tealeaf_fleet.ops.checks import step_status
 from tealeaf_fleet.playbooks import OPT_INS, Phase, Playbook, sha256_json
 from tealeaf_fleet.safeio import O_BINARY
 
-FORMAT_VERSION = 2  # 2: the digest covers the body; `opt_ins`
+FORMAT_VERSION = 3  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `validity`
 PLAN_MAX_BYTES = 16 * 1024 * 1024  # a 1,000-host plan is about 2 MiB
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
@@ -117,6 +117,15 @@ class Plan:
     phases: list[PlanPhase]
     # the playbook's safety opt-ins: [{key, allows, phases (that rely on it)}]
     opt_ins: list[dict[str, Any]] = field(default_factory=list)
+    rotation: bool = False  # the playbook replaces the pair under a TLS that stays on
+    # presentation only (not in the digest): the new pair's and the installed pairs' validity
+    # side by side, {"new": {sha256, not_before, not_after} | null, "installed": [{sha256,
+    # not_after, hosts}]}; null when neither is known (no PFX opened, no facts read)
+    validity: dict[str, Any] | None = None
+    # the PCA hand-off (rollout and rotate: plans that install a pair): one entry per PCA,
+    # [{host, build (declared, or null), pipeline_ready (build >= 3682-24, null: unknown),
+    # step}]; the PCA is never contacted, its administrator installs the same pair
+    pca_handoff: list[dict[str, Any]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     # ---- serialisation -------------------------------------------------------------------
@@ -209,6 +218,7 @@ def digest_body(plan: dict[str, Any]) -> dict[str, Any]:
     certificate either way)."""
     body = copy.deepcopy(plan)
     body.pop("digest", None)
+    body.pop("validity", None)
     for key in ("inventory", "certificate"):
         if isinstance(body.get(key), dict):
             body[key].pop("path", None)
@@ -342,8 +352,24 @@ PLAN_SHAPE: dict[str, Any] = {
         }
     ],
     "opt_ins": [{"key": str, "allows": str, "phases": [str]}],
+    "rotation": bool,
+    "validity": (dict, type(None)),
+    "pca_handoff": [
+        {
+            "host": str,
+            "build": _TEXT_OR_NULL,
+            "pipeline_ready": (bool, type(None)),
+            "step": str,
+        }
+    ],
 }
-_KINDS = {str: "text", int: "a whole number", bool: "true or false", type(None): "null"}
+_KINDS = {
+    str: "text",
+    int: "a whole number",
+    bool: "true or false",
+    type(None): "null",
+    dict: "an object",
+}
 
 
 def _check_shape(value: Any, shape: Any, where: str, source: str) -> None:
@@ -397,8 +423,11 @@ def build_plan(
     pfx_sha256: str | None = None,
     *,
     tool_version: str = __version__,
+    new_certificate: dict[str, str] | None = None,
 ) -> Plan:
-    """Compile the change. Pure: reads only the local PFX path's existence."""
+    """Compile the change. Pure: reads only the local PFX path's existence. `new_certificate`
+    ({sha256, not_before, not_after} of the inventory's PFX, when the caller could open it)
+    goes into the plan's `validity`, beside what the facts show installed."""
     if pfx_sha256 is not None:
         pfx_sha256 = pfx_sha256.replace(":", "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
@@ -423,9 +452,32 @@ def build_plan(
             for key in OPT_INS
             if key in playbook.opt_ins
         ],
+        rotation=playbook.rotation,
+        validity=validity_table(new_certificate, facts),
+        pca_handoff=pca_handoff(playbook, fleet),
     )
     plan.digest = plan_digest(plan.to_dict())
     return plan
+
+
+def validity_table(
+    new: dict[str, str] | None, facts: dict[str, dict] | None
+) -> dict[str, Any] | None:
+    """The new pair and each installed pair (from facts: `security.cert_sha256` and
+    `cert_not_after`, grouped by fingerprint), for the plan to show side by side."""
+    installed: dict[str, dict[str, Any]] = {}
+    for name, f in (facts or {}).items():
+        sec = (f or {}).get("security") or {}
+        sha = sec.get("cert_sha256")
+        if not sha:
+            continue
+        row = installed.setdefault(
+            sha, {"sha256": sha, "not_after": sec.get("cert_not_after"), "hosts": []}
+        )
+        row["hosts"].append(name)
+    if new is None and not installed:
+        return None
+    return {"new": new, "installed": list(installed.values())}
 
 
 def at_a_time(batch: int) -> str:
@@ -433,11 +485,60 @@ def at_a_time(batch: int) -> str:
     return "one at a time" if batch == 1 else f"{batch} at a time"
 
 
+def pca_pipeline_ready(build: str | None) -> bool | None:
+    """Whether a declared PCA build can secure the pipeline with the same pair (3682-24 or
+    later); None when no build is declared or it does not read as NNNN-NN."""
+    m = re.match(r"^(\d+)-(\d+)", build or "")
+    if m is None:
+        return None
+    return (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
+
+
+def pca_handoff(playbook: Playbook, fleet: Fleet) -> list[dict[str, Any]]:
+    """The hand-off step for each PCA, in plans that install a pair (an import phase): the
+    tool never reaches the PCA, so its administrator gets the pair to install it there."""
+    if not any(p.op == "import" for p in playbook.phases):
+        return []
+    need = f"{PCA_PIPELINE_BUILD[0]}-{PCA_PIPELINE_BUILD[1]}"
+    out = []
+    for host in fleet.hosts.values():
+        if host.role != "pca":
+            continue
+        ready = pca_pipeline_ready(host.pca_build)
+        if ready is None:
+            build = (
+                f"declared build {host.pca_build!r} does not read as NNNN-NN"
+                if host.pca_build
+                else "no build declared (hosts.NAME.pca_build)"
+            )
+            verdict = f"{build}: check it is {need} or later before securing the pipeline"
+        elif ready:
+            verdict = f"declared build {host.pca_build} meets the {need} minimum"
+        else:
+            verdict = (
+                f"declared build {host.pca_build} is older than {need}: upgrade the PCA "
+                "before securing the pipeline"
+            )
+        out.append(
+            {
+                "host": host.name,
+                "build": host.pca_build,
+                "pipeline_ready": ready,
+                "step": (
+                    "outside this tool's reach (never contacted over WinRM): after the "
+                    "change, export the same pair with `fleet cert export --pem` and hand "
+                    "certificate and key to the PCA administrator, who installs them for "
+                    f"pipeline encryption; {verdict}"
+                ),
+            }
+        )
+    return out
+
+
 def _pca_reason(host: Host) -> str:
     reason = PCA_REASON
     if host.pca_build:
-        m = re.match(r"^(\d+)-(\d+)", host.pca_build)
-        ok = m is not None and (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
+        ok = bool(pca_pipeline_ready(host.pca_build))
         need = f"{PCA_PIPELINE_BUILD[0]}-{PCA_PIPELINE_BUILD[1]}"
         if ok:
             reason += (
@@ -654,10 +755,13 @@ class _PlanContext:
             if host.role == "rtv":
                 desc = "check tealeaf.crt and tealeaf.p12 carry the fleet's certificate"
             elif self.playbook.expect_tls:
+                search = f", {host.search_port} (Search Server)" if host.role == "canister" else ""
                 desc += (
-                    f", TLS handshakes on ports {host.data_service_port} (Data Service) "
-                    f"and {host.tms_port} (TMS) show the fleet's certificate"
+                    f", TLS handshakes on ports {host.data_service_port} (Data Service)"
+                    f"{search} and {host.tms_port} (TMS) show the fleet's certificate"
                 )
+            if host.role == "portal":
+                desc += "; run TealeafStatus -verbose where installed (a failure warns)"
             return Step(host.name, op, desc, "none (read-only)")
         raise AssertionError(f"op {op} has no planner")  # the playbook loader closes the list
 

@@ -57,8 +57,8 @@ HEALTH_GATES = GATES
 OPT_INS = {
     "allow_parallel_restart": "several HBRs or Canisters restart at once (captured data can be "
     "lost)",
-    "allow_partial_enable": "an enable phase that is not all_or_nothing (TLS can end up on some "
-    "servers only)",
+    "allow_partial_enable": "TLS enabled otherwise than by one all_or_nothing phase over every "
+    "server role (TLS can end up on some servers only)",
     "allow_ungated_restart": "HBRs or Canisters restart without every health gate (the next one "
     "can restart while this one is unhealthy)",
     "allow_no_preflight": "hosts change without a preflight of their role first (a blocked host "
@@ -67,7 +67,10 @@ OPT_INS = {
     "gates and checks expect plain connections)",
 }
 
-PLAYBOOK_KEYS = ("name", "description", "expect_tls", *OPT_INS, "phases")
+PLAYBOOK_KEYS = ("name", "description", "expect_tls", "rotation", *OPT_INS, "phases")
+# Ops a rotation (`rotation: true`) never runs: it replaces the certificate under a TLS that
+# stays on, so neither switching TLS on nor off belongs in it.
+ROTATION_REFUSED_OPS = ("enable", "disable")
 PHASE_KEYS = ("name", "op", "roles", "strategy", "batch", "gates", "on_failure", "compensate")
 DEFAULT_ROLES = {
     "preflight": WINDOWS_ROLES,
@@ -118,6 +121,9 @@ class Playbook:
     source: str  # "builtin:rollout" or the file path, for messages only (not in the digest)
     # opt-in key set to true -> the phases that rely on it (empty: set but not needed)
     opt_ins: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # a certificate rotation: TLS is on everywhere before and after, a new pair replaces the
+    # installed one (preflight refuses a fleet with TLS off, or the same pair; docs/rotation.md)
+    rotation: bool = False
 
     @property
     def normalized(self) -> dict[str, Any]:
@@ -129,6 +135,8 @@ class Playbook:
             "allow_parallel_restart": self.allow_parallel_restart,
         }
         out.update({key: key in self.opt_ins for key in OPT_INS if key != "allow_parallel_restart"})
+        if self.rotation:  # only when set: the digests of the other playbooks stay as they were
+            out["rotation"] = True
         out["phases"] = [p.as_dict() for p in self.phases]
         return out
 
@@ -204,6 +212,13 @@ def _load(path: Path, source: str) -> Playbook:
             "expect_tls",
         )
     expect_tls = ctx.boolean(top, "expect_tls", "expect_tls", True)
+    rotation = bool(ctx.boolean(top, "rotation", "rotation", False))
+    if rotation and not expect_tls:
+        raise ctx.error(
+            "a rotation keeps TLS on: it needs expect_tls: true",
+            top.key_line("expect_tls"),
+            "expect_tls",
+        )
     allowed = {key for key in OPT_INS if ctx.boolean(top, key, key, False)}
     allow_parallel = "allow_parallel_restart" in allowed
     raw_phases = top.get("phases")
@@ -225,6 +240,13 @@ def _load(path: Path, source: str) -> Playbook:
                 f"{fld}.name",
             )
         seen[phase.name] = raw.key_line("name")
+        if rotation and phase.op in ROTATION_REFUSED_OPS:
+            raise ctx.error(
+                f"a rotation keeps TLS on: no {phase.op} phase (use the rollout or rollback "
+                "playbook to switch TLS)",
+                raw.key_line("op"),
+                f"{fld}.op",
+            )
         phases.append(phase)
     uses: dict[str, list[str]] = {key: [] for key in sorted(allowed)}
     for rule in _broken_rules(phases, raw_phases, expect_tls, top):
@@ -245,6 +267,7 @@ def _load(path: Path, source: str) -> Playbook:
         phases=tuple(phases),
         source=source,
         opt_ins={key: tuple(dict.fromkeys(names)) for key, names in uses.items()},
+        rotation=rotation,
     )
 
 
@@ -282,7 +305,45 @@ def _broken_rules(
                     "expect_tls",
                 )
             )
+    out.extend(_split_enable_rules(phases, raw))
     return out
+
+
+def _split_enable_rules(phases: list[Phase], raw: list[_Map]) -> list[_BrokenRule]:
+    """TLS is all or none across the fleet: one all_or_nothing enable phase is undone
+    everywhere if one host fails, but two enable phases (the first stays done when the second
+    fails) or one that leaves a server role out would each leave TLS on some servers only."""
+    enables = [(i, p) for i, p in enumerate(phases) if p.op == "enable"]
+    if not enables:
+        return []
+    if len(enables) > 1:
+        i, phase = enables[1]
+        return [
+            _BrokenRule(
+                "allow_partial_enable",
+                phase.name,
+                f"TLS is enabled by {len(enables)} phases ("
+                + ", ".join(f"'{p.name}'" for _, p in enables)
+                + "): when a later one fails, the earlier stay enabled and TLS is on some "
+                "servers only (the vendor: all or none)",
+                raw[i].key_line("op"),
+                f"phases[{i}].op",
+            )
+        ]
+    i, phase = enables[0]
+    left_out = [r for r in TLS_ROLES if r not in phase.roles]
+    if not left_out:
+        return []
+    return [
+        _BrokenRule(
+            "allow_partial_enable",
+            phase.name,
+            f"phase '{phase.name}' enables TLS on roles {', '.join(phase.roles)} only: servers "
+            f"of roles {', '.join(left_out)} would keep it off (the vendor: all or none)",
+            raw[i].key_line("roles") if "roles" in raw[i] else raw[i].key_line("op"),
+            f"phases[{i}].roles" if "roles" in raw[i] else f"phases[{i}].op",
+        )
+    ]
 
 
 def _phase_rules(phase: Phase, has_gates: bool, checked: set[str]) -> list[tuple[str, str, str]]:

@@ -26,11 +26,14 @@ from tealeaf_fleet.ops.checks import BLOCKER, INFO, WARNING, Finding
 from tealeaf_fleet.secrets import redact
 
 if TYPE_CHECKING:
+    from tealeaf_fleet.certarchive import Rotation
     from tealeaf_fleet.inventory import Fleet, Host
 
 log = logging.getLogger(__name__)
 
-PORT_NAMES = ("data_service", "tms")
+PORT_NAMES = ("data_service", "tms", "search")
+PORT_LABELS = {"data_service": "Data Service", "tms": "TMS", "search": "Search Server"}
+SEARCH_ROLES = ("canister",)  # where the Search Server listens (search_port)
 PCA_NOTE = (
     "Linux PCA: not contacted (inter-process TLS does not apply; securing the pipeline "
     "needs PCA build 3682-24 or later and the same PFX)"
@@ -40,10 +43,14 @@ RTV_NOTE = (
     "handshake expected"
 )
 TLS_NOTE = "facts and live handshakes on the Data Service and TMS ports"
+CANISTER_NOTE = TLS_NOTE + " and the Search Server port"
 
 # A collector returns, per Windows host name, its facts dict or the error that stopped it.
 Collector = Callable[..., Mapping[str, Any]]
 Prober = Callable[[str, int, float], Any]
+# Runs the vendor's status tool on one host (given its facts): `ops.status_tool` result dict.
+ToolRunner = Callable[["Host", Mapping[str, Any]], Mapping[str, Any]]
+STATUS_TOOL_ROLES = ("portal",)
 Progress = Callable[[str, str], None]  # (host name, "ok" | "failed")
 
 
@@ -72,15 +79,34 @@ class HostStatus:
     facts: dict[str, Any] | None = None
     error: str | None = None
     handshakes: dict[str, Handshake] = field(default_factory=dict)
+    status_tool: dict[str, Any] | None = None  # TealeafStatus -verbose (Portal), None: not run
+
+    @property
+    def installed_sha256(self) -> str | None:
+        return ((self.facts or {}).get("security") or {}).get("cert_sha256")
+
+    @property
+    def presented_sha256(self) -> list[str]:
+        """The certificates this host's ports present now (what its running services use)."""
+        return list(dict.fromkeys(h.sha256 for h in self.handshakes.values() if h.sha256))
+
+    def expiry(self) -> dict[str, Any] | None:
+        """The installed certificate's end (host-local) and the days left, when known."""
+        if self.facts is None:
+            return None
+        not_after = (self.facts.get("security") or {}).get("cert_not_after")
+        return {"not_after": not_after, "days_left": checks.cert_days_left(self.facts)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "status_tool": self.status_tool,
             "name": self.name,
             "role": self.role,
             "address": self.address,
             "contacted": self.contacted,
             "note": self.note,
             "error": self.error,
+            "expiry": self.expiry(),
             "facts": self.facts,
             "handshakes": {k: v.to_dict() for k, v in self.handshakes.items()},
         }
@@ -93,11 +119,32 @@ class FleetStatus:
     hosts: list[HostStatus]
     findings: list[Finding]
     reference_sha256: str | None
-    reference_source: str | None  # "pfx" | "majority" | None
+    reference_source: str | None  # "pfx" | "majority" | "rotation" | None
+    rotation: Rotation | None = None
+    expiry_days: int = checks.CERT_EXPIRY_WARNING.days
 
     @property
     def consistent(self) -> bool:
         return not checks.has_blockers(self.findings)
+
+    @property
+    def expiring(self) -> list[str]:
+        """Hosts whose installed certificate ends within `expiry_days` (or has ended)."""
+        return sorted({h for f in self.findings if f.code == "cert_expiring" for h in f.hosts})
+
+    def certificates(self) -> list[dict[str, Any]]:
+        """Which hosts carry (tealeaf.crt) and which present (live handshakes) each
+        certificate: one fingerprint normally, two during a rotation."""
+        table: dict[str, dict[str, Any]] = {}
+        for host in self.hosts:
+            marks = [(host.installed_sha256, "installed")]
+            marks += [(sha, "presented") for sha in host.presented_sha256]
+            for sha, how in marks:
+                if not sha:
+                    continue
+                row = table.setdefault(sha, {"sha256": sha, "installed": [], "presented": []})
+                row[how].append(host.name)
+        return list(table.values())
 
     def host(self, name: str) -> HostStatus:
         return next(h for h in self.hosts if h.name == name)
@@ -109,6 +156,10 @@ class FleetStatus:
         return {
             "consistent": self.consistent,
             "reference": {"sha256": self.reference_sha256, "source": self.reference_source},
+            "rotation": self.rotation.to_dict() if self.rotation else None,
+            "certificates": self.certificates(),
+            "expiry_days": self.expiry_days,
+            "expiring": self.expiring,
             "hosts": [h.to_dict() for h in self.hosts],
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -186,11 +237,17 @@ def gather(
     on_progress: Progress | None = None,
     collector: Collector | None = None,
     prober: Prober | None = None,
+    status_tool: bool = True,
+    tool_runner: ToolRunner | None = None,
+    rotation: Rotation | None = None,
+    expiry_days: int = checks.CERT_EXPIRY_WARNING.days,
 ) -> FleetStatus:
-    """Read every Windows host's facts in parallel, probe TLS-role ports, evaluate.
+    """Read every Windows host's facts in parallel, probe TLS-role ports, run the vendor's
+    status tool on the Portal(s) (`status_tool`), evaluate.
 
-    `collector` and `prober` default to `ops.facts.collect` and `tlsprobe.handshake`; they are
-    parameters so that the engine can pass its own connections and the demo its own timeouts.
+    `collector`, `prober` and `tool_runner` default to `ops.facts.collect`,
+    `tlsprobe.handshake` and a connection per Portal; they are parameters so that the engine
+    can pass its own connections and the demo its own timeouts.
     """
     collect = collector or _default_collector
     results = dict(collect(fleet, forks=forks, on_progress=on_progress))
@@ -198,22 +255,38 @@ def gather(
     handshakes: dict[str, dict[str, Handshake]] = {}
     if probe:
         handshakes = probe_fleet(fleet, forks=forks, timeout_s=timeout_s, prober=prober)
-    status = evaluate(fleet.hosts.values(), results, handshakes, pfx_sha256=pfx_sha256)
+    tools: dict[str, dict[str, Any]] = {}
+    if status_tool:
+        tools = run_status_tools(fleet, results, forks=forks, runner=tool_runner)
+    status = evaluate(
+        fleet.hosts.values(),
+        results,
+        handshakes,
+        pfx_sha256=pfx_sha256,
+        tools=tools,
+        rotation=rotation,
+        expiry_days=expiry_days,
+    )
     status.findings[:0] = pfx_findings
     return status
+
+
+def ports_of(host: Host) -> list[tuple[str, int]]:
+    """The ports a TLS-role host listens on that TLS covers, by name (none for other roles)."""
+    if host.role not in TLS_ROLES:
+        return []
+    ports = [("data_service", host.data_service_port), ("tms", host.tms_port)]
+    if host.role in SEARCH_ROLES:
+        ports.append(("search", host.search_port))
+    return ports
 
 
 def probe_fleet(
     fleet: Fleet, *, forks: int, timeout_s: float, prober: Prober | None = None
 ) -> dict[str, dict[str, Handshake]]:
-    """A handshake to the Data Service and TMS port of every TLS-role host, in parallel."""
+    """A handshake to every port `ports_of` names on every host, in parallel."""
     probe = prober or _default_prober
-    targets = [
-        (h, which, port)
-        for h in fleet.hosts.values()
-        if h.role in TLS_ROLES
-        for which, port in (("data_service", h.data_service_port), ("tms", h.tms_port))
-    ]
+    targets = [(h, which, port) for h in fleet.hosts.values() for which, port in ports_of(h)]
     out: dict[str, dict[str, Handshake]] = {}
     if not targets:
         return out
@@ -227,6 +300,69 @@ def probe_fleet(
     return out
 
 
+def _default_tool_runner(fleet: Fleet) -> ToolRunner:
+    def run(host: Host, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        from tealeaf_fleet.ops import status_tool
+        from tealeaf_fleet.transport import Connection
+
+        password = None if host.winrm.transport == "certificate" else fleet.winrm_password(host)
+        install = host.install_dir or fleet.install_dir or facts.get("install_dir")
+        with Connection(host, password) as conn:
+            return status_tool.run(conn, install).to_dict()
+
+    return run
+
+
+def run_status_tools(
+    fleet: Fleet, results: Mapping[str, Any], *, forks: int, runner: ToolRunner | None = None
+) -> dict[str, dict[str, Any]]:
+    """`TealeafStatus -verbose` on every Portal whose facts were read, in parallel. A host the
+    tool could not be run on maps to `{"present": None, "error": ...}` (not checked)."""
+    run = runner or _default_tool_runner(fleet)
+    targets = [
+        h
+        for h in fleet.hosts.values()
+        if h.role in STATUS_TOOL_ROLES and isinstance(results.get(h.name), Mapping)
+    ]
+
+    def one(host: Host) -> dict[str, Any]:
+        try:
+            return dict(run(host, results[host.name]))
+        except FleetError as exc:
+            return {"present": None, "exit_code": None, "output": "", "error": error_text(exc)}
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(targets)))) as pool:
+        return dict(zip([h.name for h in targets], pool.map(one, targets), strict=True))
+
+
+def status_tool_findings(name: str, tool: Mapping[str, Any] | None) -> list[Finding]:
+    """A warning when the status tool ran and failed (or did not finish); nothing when it is
+    absent or could not be run (the report says "not checked" then)."""
+    from tealeaf_fleet.ops.status_tool import PREREQUISITES_HINT
+
+    if not tool or not tool.get("present"):
+        return []
+    code = tool.get("exit_code")
+    if code == 0:
+        return []
+    if code is None:
+        what = f"did not finish: {tool.get('error') or 'no exit code'}"
+    else:
+        lines = [ln.strip() for ln in str(tool.get("output") or "").splitlines() if ln.strip()]
+        error = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+        what = f"exited {code}" + (f": {error}" if error else "")
+    return [
+        Finding(
+            WARNING,
+            "status_tool_failed",
+            f"TealeafStatus -verbose {what}; {PREREQUISITES_HINT}",
+            (name,),
+        )
+    ]
+
+
 # --- evaluation (pure) --------------------------------------------------------------------------
 
 
@@ -236,11 +372,16 @@ def evaluate(
     handshakes: Mapping[str, Mapping[str, Handshake]],
     *,
     pfx_sha256: str | None,
+    tools: Mapping[str, Mapping[str, Any]] | None = None,
+    rotation: Rotation | None = None,
+    expiry_days: int = checks.CERT_EXPIRY_WARNING.days,
 ) -> FleetStatus:
-    """Judge a fleet from per-host facts (or errors) and handshakes; no I/O.
+    """Judge a fleet from per-host facts (or errors), handshakes and status-tool runs; no I/O.
 
     `results` maps a Windows host's name to its facts dict, or to an exception / error text
-    when its facts could not be read.
+    when its facts could not be read. `rotation` (the state folder's last change, when it was
+    a rotation): its pair is the reference, and while it has not finished, hosts carrying or
+    presenting a pair of this fleet's archive are "rotation in progress", not a mismatch.
     """
     rows: list[HostStatus] = []
     findings: list[Finding] = []
@@ -261,21 +402,89 @@ def evaluate(
                     (host.name,),
                 )
             )
+    if rotation is not None:
+        pfx_sha256, source = rotation.new_sha256, "rotation"
+    elif pfx_sha256:
+        source = "pfx"
     if pfx_sha256:
-        reference, source = pfx_sha256, "pfx"
+        reference = pfx_sha256
     else:
         reference = checks.majority_fingerprint(seen)
         source = "majority" if reference else None
-    findings.extend(checks.fleet_drift(seen, pfx_sha256=pfx_sha256, roles=roles))
+    drift = checks.fleet_drift(seen, pfx_sha256=pfx_sha256, roles=roles, expiry_days=expiry_days)
+    findings.extend(drift)
     for row in rows:
         findings.extend(_handshake_findings(row, reference))
-    return FleetStatus(rows, findings, reference, source)
+        tool = (tools or {}).get(row.name)
+        if tool is not None:
+            row.status_tool = dict(tool)
+            findings.extend(status_tool_findings(row.name, tool))
+    if rotation is not None and rotation.in_progress:
+        findings = _rotation_in_progress(rows, findings, rotation)
+    return FleetStatus(rows, findings, reference, source, rotation, expiry_days)
+
+
+CERT_CODES = ("cert_mismatch", "handshake_cert")
+
+
+def _rotation_in_progress(
+    rows: list[HostStatus], findings: list[Finding], rotation: Rotation
+) -> list[Finding]:
+    """During a rotation two of the fleet's own pairs are expected: the certificate findings
+    about hosts that carry and present only pairs of the archive become one warning saying
+    which hosts run which pair. A pair from outside the archive stays a blocker."""
+    ours = rotation.known | {rotation.new_sha256}
+    by_name = {r.name: r for r in rows}
+
+    def only_ours(name: str) -> bool:
+        row = by_name.get(name)
+        if row is None:
+            return False
+        shas = [row.installed_sha256, *row.presented_sha256]
+        return all(sha in ours for sha in shas if sha)
+
+    kept = [
+        f
+        for f in findings
+        if f.code not in CERT_CODES or not all(only_ours(name) for name in f.hosts)
+    ]
+    old = {
+        r.name: sorted({s for s in (r.installed_sha256, *r.presented_sha256) if s})
+        for r in rows
+        if only_ours(r.name)
+        and any(s != rotation.new_sha256 for s in (r.installed_sha256, *r.presented_sha256) if s)
+    }
+    if not old:
+        return kept
+    groups = []
+    for cert in FleetStatus(rows, [], None, None).certificates():
+        if cert["sha256"] not in ours:
+            continue
+        which = "new" if cert["sha256"] == rotation.new_sha256 else "old"
+        parts = []
+        if cert["installed"]:
+            parts.append("installed on " + ", ".join(cert["installed"]))
+        if cert["presented"]:
+            parts.append("presented by " + ", ".join(cert["presented"]))
+        groups.append(f"{which} {checks.short_sha(cert['sha256'])}: {'; '.join(parts)}")
+    kept.append(
+        Finding(
+            WARNING,
+            "rotation_in_progress",
+            f"rotation in progress to {checks.short_sha(rotation.new_sha256)} (run "
+            f"{rotation.run}, {rotation.state}): " + " | ".join(groups) + "; rerun the rotation "
+            "(`fleet rollout INVENTORY --playbook rotate`) to finish: finished steps are not "
+            "repeated",
+            tuple(sorted(old)),
+        )
+    )
+    return kept
 
 
 def _row(host: Host, result: Any, handshakes: Mapping[str, Handshake]) -> HostStatus:
     if host.role == "pca":
         return HostStatus(host.name, host.role, host.address, False, PCA_NOTE)
-    note = RTV_NOTE if host.role == "rtv" else TLS_NOTE
+    note = {"rtv": RTV_NOTE, "canister": CANISTER_NOTE}.get(host.role, TLS_NOTE)
     row = HostStatus(host.name, host.role, host.address, True, note, handshakes=dict(handshakes))
     if isinstance(result, Mapping):
         row.facts = dict(result)
@@ -296,9 +505,30 @@ def _handshake_findings(row: HostStatus, reference: str | None) -> list[Finding]
         shake = row.handshakes.get(which)
         if shake is None:
             continue
-        label = ("Data Service" if which == "data_service" else "TMS") + f" port {shake.port}"
+        label = f"{PORT_LABELS[which]} port {shake.port}"
+        if which == "search" and row.facts is not None and not _search_running(row.facts):
+            out.append(
+                Finding(
+                    INFO,
+                    "search_not_running",
+                    f"{label}: not judged, no TeaLeaf Search Server service is running here",
+                    (row.name,),
+                )
+            )
+            continue
         out.extend(_judge(row.name, label, which, shake, enabled, reference))
     return out
+
+
+def _search_running(facts: Mapping[str, Any]) -> bool:
+    """A running service whose name or display name says Search Server (TLSearchServer)."""
+    for svc in facts.get("services") or []:
+        if not isinstance(svc, Mapping) or svc.get("state") != "Running":
+            continue
+        text = f"{svc.get('name') or ''} {svc.get('display_name') or ''}".lower()
+        if "searchserver" in text.replace(" ", ""):
+            return True
+    return False
 
 
 def _judge(
@@ -329,6 +559,16 @@ def _judge(
                     hosts,
                 )
             ]
+        if not shake.sha256:
+            return [
+                Finding(
+                    BLOCKER,
+                    "handshake_refused",
+                    f"{label} refuses the TLS handshake ({shake.detail or 'no certificate'}): "
+                    "a stale SSL session cache? `fleet troubleshoot` checks and clears it",
+                    hosts,
+                )
+            ]
         if reference and shake.sha256 != reference:
             return [
                 Finding(
@@ -341,7 +581,7 @@ def _judge(
                 )
             ]
         return []
-    if which == "data_service" and shake.kind == "tls":
+    if which in ("data_service", "search") and shake.kind == "tls":
         return [
             Finding(
                 BLOCKER,

@@ -323,6 +323,11 @@ class Connection:
         proto, shell = self._protocol, self._shell_id
         self._shell_id = None
         self._protocol = None
+        if self._abandoned:  # the last chance to end what a lost connection left running
+            if proto is None:
+                proto = self._make_protocol()
+            self._close_abandoned(proto)
+            self._abandoned = []  # not answered even now: the shells' idle timeout ends them
         if proto is None:
             return
         if shell is not None:
@@ -383,13 +388,15 @@ class Connection:
         powershell.exe (or a TLSTool.exe under it) cut off from us does not run on until the
         shell's idle timeout. Ansible does the same for every command and shell it leaves
         (lib/ansible/plugins/connection/winrm.py: `cleanup_command` in `_winrm_exec`'s finally,
-        `close_shell` in `close()`). Best effort, once: one Signal and one Delete per shell, no
-        retries; a fault (already gone) is skipped, a failed connection ends the cleanup. Never
-        raises: the op that found the host back must not fail on its predecessor's leftovers."""
+        `close_shell` in `close()`). Best effort: one Signal and one Delete per shell, no
+        retries; a fault (already gone) is skipped; a failed connection ends this round and
+        keeps the shells not yet closed for the next time the host answers (or `close()`).
+        Never raises: the op that found the host back must not fail on its predecessor's
+        leftovers."""
         from winrm.exceptions import WSManFaultError
 
         abandoned, self._abandoned = self._abandoned, []
-        for shell, command in abandoned:
+        for i, (shell, command) in enumerate(abandoned):
             calls: list[Callable[[], object]] = []
             if command is not None:
                 calls.append(functools.partial(proto.cleanup_command, shell, command))
@@ -399,8 +406,9 @@ class Connection:
                     call()
                 except WSManFaultError as exc:  # the command or shell is already gone
                     log.debug("%s: abandoned shell: %s", self.name, redact(str(exc)))
-                except _wire_errors() as exc:  # no answer after all: give up the cleanup
+                except _wire_errors() as exc:  # no answer after all: try again later
                     log.debug("%s: abandoned shell left: %s", self.name, redact(str(exc)))
+                    self._abandoned = abandoned[i:] + self._abandoned
                     return
 
     def _start_command(self) -> tuple[Protocol, str, str]:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tealeaf_fleet.cli.common import bounded_int, colon_fp
+from tealeaf_fleet.cli.common import add_inventory_argument, bounded_int, colon_fp
 from tealeaf_fleet.errors import InputError
 
 # 100 years: a certificate must end before the year 9999 that X.509 dates can hold.
@@ -70,6 +70,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     _password_args(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
     inspect.set_defaults(handler=run_inspect)
+
+    export = cs.add_parser(
+        "export",
+        help="write a PFX's certificate and key as PEM (the PCA hand-off)",
+        description="Write the certificate and the private key of a PFX as PEM files, for a "
+        "PCA administrator to install the same pair for pipeline encryption (PCA build "
+        "3682-24 or later; the tool never contacts a PCA). The key is encrypted with the "
+        "PFX's own password (PKCS#8, AES-256) unless --no-key-password. Without a password "
+        "source: PATH.password when it exists, else asks on a terminal.",
+    )
+    export.add_argument("path", metavar="PATH", help="the PFX (the inventory's certificate)")
+    export.add_argument("--pem", action="store_true", required=True, help="write PEM files")
+    _password_args(export)
+    export.add_argument(
+        "--cert-out", metavar="FILE", help="certificate PEM (default: PATH without .pfx + .crt.pem)"
+    )
+    export.add_argument(
+        "--key-out", metavar="FILE", help="private key PEM (default: PATH without .pfx + .key.pem)"
+    )
+    export.add_argument(
+        "--no-key-password",
+        action="store_true",
+        help="write the key unencrypted (mode 0600, with a warning): only for a PCA that "
+        "cannot read an encrypted key",
+    )
+    export.add_argument("--force", action="store_true", help="replace existing files")
+    export.set_defaults(handler=run_export)
+
+    history = cs.add_parser(
+        "history",
+        help="list every certificate pair this fleet has used (the state folder's archive)",
+        description="List the pairs kept in the state folder's archive (certificates/, mode "
+        "0600, named by fingerprint): validity and the runs that used each. Go back to one "
+        "with `fleet rollout INVENTORY --playbook rotate --certificate-from-archive "
+        "FINGERPRINT`. The archive keeps no password.",
+    )
+    add_inventory_argument(history)
+    history.add_argument(
+        "--state-dir", metavar="DIR", help="default: .tealeaf-fleet/ next to the inventory"
+    )
+    history.add_argument("--json", action="store_true", help="print one JSON document")
+    history.set_defaults(handler=run_history)
 
 
 def _password_args(p: argparse.ArgumentParser) -> None:
@@ -144,23 +186,140 @@ def run_create(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export ----------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file, write_file
+
+    path = Path(args.path)
+    data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
+    password = _pfx_password(args, path)
+    pfx = certs.load_pfx(data, password, name=str(path))
+    stem = path.with_suffix("") if path.suffix.lower() in (".pfx", ".p12") else path
+    cert_out = Path(args.cert_out) if args.cert_out else Path(f"{stem}.crt.pem")
+    key_out = Path(args.key_out) if args.key_out else Path(f"{stem}.key.pem")
+    for target, flag in ((cert_out, "--cert-out"), (key_out, "--key-out")):
+        if target.exists() and not args.force:
+            raise InputError(f"{target} already exists", field=flag, hint="use --force")
+    if cert_out.resolve() == key_out.resolve():
+        raise InputError("--cert-out and --key-out name the same file", field="--key-out")
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if args.no_key_password
+        else serialization.BestAvailableEncryption(password.reveal().encode("utf-8"))
+    )
+    key_pem = pfx.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pfx.additional_certs)
+    certs.write_private_file(key_out, key_pem, force=args.force, field="--key-out")
+    write_file(cert_out, pfx.cert_pem() + chain, field="--cert-out", mode=0o644)
+    print(
+        f"certificate {cert_out} (sha256 {colon_fp(pfx.sha256)}, valid until "
+        f"{pfx.certificate.not_valid_after_utc:%Y-%m-%d} UTC)"
+    )
+    if args.no_key_password:
+        print(f"private key {key_out} (mode 0600, NOT encrypted)")
+        print(
+            f"fleet: warning: {key_out} holds the private key unencrypted: anyone who can read "
+            "it can impersonate every Tealeaf server of this fleet; hand it over on a secure "
+            "channel and delete it here",
+            file=sys.stderr,
+        )
+    else:
+        print(f"private key {key_out} (mode 0600, PKCS#8 encrypted with the PFX's password)")
+    print(
+        "hand both to the PCA administrator: pipeline encryption with this pair needs PCA "
+        "build 3682-24 or later; this tool never contacts the PCA"
+    )
+    return 0
+
+
+def _pfx_password(args: argparse.Namespace, path: Path) -> Secret:
+    """--password-env / --password-file, else PATH.password beside the PFX, else a prompt."""
+    from tealeaf_fleet import secrets
+
+    password = _given_password(args)
+    if password is not None:
+        return password
+    beside = path.with_name(path.name + ".password")
+    if beside.exists():
+        found = secrets.from_file(beside)  # a FIFO or folder there: refused before any line
+        print(f"using the password in {beside}", file=sys.stderr)
+        return found
+    return secrets.prompt(f"password for {path}")
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from tealeaf_fleet import certarchive
+    from tealeaf_fleet.cli.common import load_fleet_or_exit
+    from tealeaf_fleet.journal import default_state_dir
+
+    fleet = load_fleet_or_exit(args.inventory)
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
+    found = certarchive.entries(state_dir)
+    outcomes = _run_outcomes(state_dir)
+    rows = []
+    for entry in found:
+        data = entry.to_dict()
+        for run in data["runs"]:
+            run["outcome"] = outcomes.get(run.get("run"))
+        rows.append(data)
+    if args.json:
+        print(json.dumps({"archive": str(certarchive.folder(state_dir)), "certificates": rows}))
+        return 0
+    if not rows:
+        print(
+            f"no certificate archived in {certarchive.folder(state_dir)} yet (a run's "
+            "certificate step archives the pair it uses)"
+        )
+        return 0
+    print(f"archive: {certarchive.folder(state_dir)}")
+    for row in rows:
+        runs = ", ".join(
+            f"run {r.get('run')} {r.get('command')}"
+            + (f" --playbook {r.get('playbook')}" if r.get("playbook") else "")
+            + f" ({r.get('outcome') or 'unknown'})"
+            for r in row["runs"]
+        )
+        print(f"\n{colon_fp(row['sha256'])}")
+        print(f"  subject   {row['subject']}")
+        print(
+            f"  valid     {row['not_before']} .. {row['not_after']} UTC "
+            f"({row['days_left']} days left)"
+        )
+        print(f"  file      {row['pfx_path']} (first used as {row['source']})")
+        print(f"  used by   {runs or 'no run recorded'}")
+    return 0
+
+
+def _run_outcomes(state_dir: Path) -> dict[int, str]:
+    """Run id -> state (ok, failed, running, ...) from the journal, when there is one."""
+    from tealeaf_fleet.journal import Journal
+
+    if not (state_dir / "journal.sqlite").is_file():
+        return {}
+    with Journal(state_dir) as journal:
+        return {r.id: r.state for r in journal.runs(limit=10_000)}
+
+
 # --- inspect ---------------------------------------------------------------------------------
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from tealeaf_fleet import certs, secrets
+    from tealeaf_fleet import certs
     from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
 
     path = Path(args.path)
     data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
-    password = _given_password(args)
-    if password is None:
-        beside = path.with_name(path.name + ".password")
-        if beside.exists():
-            password = secrets.from_file(beside)
-            print(f"using the password in {beside}", file=sys.stderr)
-        else:
-            password = secrets.prompt(f"password for {path}")
+    password = _pfx_password(args, path)
     report = certs.inspect_pfx(data, password, name=str(path))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the OS and pending reboots, the install folder, the Tealeaf build, TLSTool.exe and "
         "openssl.exe, the TeaLeaf services, the Data Service log, a write to Tools, the "
         "restart mutex, clock skew and free disk, each with its evidence. The only write: "
-        "a temporary file in Tools, deleted at once. Exit 0 every mechanism works (warnings "
+        "a temporary file in Tools (or the install folder while Tools does not exist yet), "
+        "deleted at once. Exit 0 every mechanism works (warnings "
         "allowed), 1 one fails or cannot be proven, 2 bad input.",
     )
     add_inventory_argument(p)
@@ -123,8 +124,15 @@ def render(console: Console, result: FleetCheck) -> None:
         os_name, ps = _os_and_ps(host)
         counts = [str(host.count(v) or "") for v in ("ok", "warn", "fail", "unknown")]
         names = host.not_ok_names()
+        # OS caption and PS version come from the host: Text, never rich markup
         table.add_row(
-            host.name, host.role, os_name, ps, *counts, names, style=_row_style(host.worst)
+            host.name,
+            host.role,
+            Text(os_name),
+            Text(ps),
+            *counts,
+            Text(names),
+            style=_row_style(host.worst),
         )
     console.print(table)
     attention = [h for h in result.checked if h.not_ok]
@@ -174,7 +182,8 @@ def render_markdown(result: FleetCheck) -> str:
         "",
         "Read-only proof, per Windows host, of every remote mechanism the rollout uses "
         f"(tealeaf-fleet {__version__}). The only write on a host: a temporary file in "
-        "Tools, deleted before the check answered.",
+        "Tools (or in the install folder while Tools does not exist yet; the line names the "
+        "file), deleted before the check answered.",
         "",
         f"- Inventory: `{_md(result.inventory)}`",
         f"- Checked: {result.started_at} (controller clock, UTC), in {result.elapsed_s:.1f} s",

@@ -3,14 +3,16 @@
 It starts a simulated fleet on 127.0.0.1 (the lab: real WinRM, real TLS, real files), runs
 `fleet check` (every remote mechanism, read-only) and shows its summary, shows the
 plan, runs the rollout through the very same engine as production, shows `fleet status`, rolls
-back, shows the status again, stops the lab and removes its folder (unless `--keep`), then says
-what to try next. Why a command and not a script: it is the shortest proof that the tool works on
-this machine, and it exercises every layer a real change would.
+back, shows the status again, writes the rollout's HTML report (`fleet report`) and says where,
+stops the lab and removes its folder (unless `--keep`; the report is written outside it then),
+then says what to try next. Why a command and not a script: it is the shortest proof that the
+tool works on this machine, and it exercises every layer a real change would.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -57,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json",
         action="store_true",
         help="JSON Lines events of both runs on stdout instead of the tables",
+    )
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="where to write the rollout's HTML report (default: report.html in a kept lab "
+        "folder, else a new file in the temporary folder)",
     )
     p.set_defaults(handler=run)
 
@@ -127,6 +135,15 @@ def run(args: argparse.Namespace) -> int:
                 render_status(out, status)
             if codes[command] != 0:
                 break
+        if "rollout" in codes:
+            report_path = _write_report(args, fleet, state_dir, folder, kept=not temp or args.keep)
+            out.rule("7. the rollout's evidence for the change ticket")
+            out.print(
+                f"HTML report of the rollout written to {report_path} (open it in a browser; "
+                f"`fleet report {lab.inventory}` prints it as Markdown)",
+                markup=False,
+                soft_wrap=True,
+            )
     finally:
         lab.stop()
         if temp and not args.keep:
@@ -146,6 +163,26 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _write_report(args, fleet, state_dir: Path, folder: Path, *, kept: bool) -> Path:
+    """The rollout run's HTML report: in the lab folder when it stays, else next to it (the
+    folder is removed at the end)."""
+    from tealeaf_fleet.cli.report import write_report
+    from tealeaf_fleet.journal import Journal
+
+    if args.report:
+        path = Path(args.report)
+    elif kept:
+        path = folder / "report.html"
+    else:
+        fd, name = tempfile.mkstemp(prefix="fleet-demo-report-", suffix=".html")
+        os.close(fd)
+        path = Path(name)
+    with Journal(state_dir) as journal:
+        run_id = next((r.id for r in journal.runs() if r.command == "rollout"), None)
+    write_report(fleet, state_dir, run_id=run_id, fmt="html", out=str(path))
+    return path
+
+
 def _next_steps(out, kept: Path | None) -> None:
     lab = "/tmp/fleet-lab"
     lines = [
@@ -159,6 +196,11 @@ def _next_steps(out, kept: Path | None) -> None:
         f"  echo '{{}}' > {lab}/hosts/can02/faults.json; fleet rollout {lab}/inventory.yaml "
         "--yes   # resumes",
         f"  fleet status {lab}/inventory.yaml; fleet history {lab}/inventory.yaml",
+        f"  fleet report {lab}/inventory.yaml --out report.html   # the change's evidence",
+        f"  echo '{{\"ssl_cache_stale\": true}}' > {lab}/hosts/can01/faults.json",
+        f"  fleet troubleshoot {lab}/inventory.yaml               # finds it; --fix ssl-cache "
+        "--yes cures it",
+        f"  fleet logs {lab}/inventory.yaml --out support.zip     # a support bundle",
     ]
     if kept:
         lines.insert(1, f"  (this demo's lab folder was kept: {kept})")

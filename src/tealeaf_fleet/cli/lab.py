@@ -194,6 +194,8 @@ def run_up(args: argparse.Namespace) -> int:
                     if host.data_service_port
                     else "no Tealeaf services"
                 )
+                if host.search_port:
+                    ports += f" search={host.search_port}"
                 print(
                     f"  {name:<10} {role:<9} {lab.url(name, 'https')} {host.config.os} {ports}",
                     flush=True,

@@ -18,7 +18,19 @@ from tealeaf_fleet import __version__
 from tealeaf_fleet.errors import FleetError, InputError
 from tealeaf_fleet.secrets import redact
 
-COMMAND_MODULES = ("plan", "rollout", "status", "check", "cert", "lab", "demo", "history")
+COMMAND_MODULES = (
+    "plan",
+    "rollout",
+    "status",
+    "check",
+    "cert",
+    "lab",
+    "demo",
+    "history",
+    "report",
+    "troubleshoot",
+    "logs",
+)
 
 log = logging.getLogger("tealeaf_fleet")
 # Loggers kept at INFO even under -v: pyspnego logs every NTLM message at DEBUG (the

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet import limit
+from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
@@ -59,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="connect read-only to every Windows host first and mark steps that are already done",
     )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state folder whose certificate archive --certificate-from-archive reads "
+        "(default: .tealeaf-fleet/ next to the inventory)",
+    )
+    archiveflags.add_arguments(p)
     limit.add_argument(p)
     p.set_defaults(handler=run)
 
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    whole = load_fleet_or_exit(args.inventory, connects=args.facts)
+    whole = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
     fleet = limit.select(whole, args.limit)
     playbook = load_playbook(args.playbook)
     facts = pfx_sha256 = None
@@ -97,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
             "(TLS cannot be switched on part of a fleet); --facts checks it now",
             file=sys.stderr,
         )
-    plan = build_plan(playbook, fleet, facts, pfx_sha256)
-    window = plan_window(plan, whole)
+    new = new_certificate(fleet) if args.facts or playbook.rotation else None
+    plan = build_plan(playbook, fleet, facts, pfx_sha256, new_certificate=new)
+    window = plan_window(plan, whole, args.state_dir)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
         print_table(plan, console(), window)
@@ -179,6 +188,30 @@ def _pfx_fingerprint(fleet: Fleet) -> str | None:
 
     pfx, _data = certificate_for(fleet, create=False)
     return pfx.sha256
+
+
+def new_certificate(fleet: Fleet) -> dict[str, str] | None:
+    """{sha256, not_before, not_after} of the inventory's PFX for the plan's validity table;
+    None when it does not exist yet or cannot be opened here (the plan then shows only what
+    is installed; the run itself refuses an unusable PFX)."""
+    from tealeaf_fleet.certs import load_pfx
+    from tealeaf_fleet.errors import CertificateError
+    from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
+
+    path = fleet.certificate.path
+    if not path.is_file():
+        return None
+    try:
+        data = read_regular_file(path, MAX_INPUT_BYTES, "PFX")
+        pfx = load_pfx(data, fleet.pfx_password(), name=str(path))
+    except (CertificateError, InputError):
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    return {
+        "sha256": pfx.sha256,
+        "not_before": pfx.certificate.not_valid_before_utc.strftime(fmt),
+        "not_after": pfx.certificate.not_valid_after_utc.strftime(fmt),
+    }
 
 
 def script_files() -> list[tuple[str, bytes]]:

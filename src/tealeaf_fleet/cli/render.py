@@ -109,6 +109,13 @@ def plan_renderables(
     out.append(Text(f"Plan: {plan.playbook['name']}", style="bold underline"))
     out.append(summary)
     out += [Text(redact(line), style="bold red") for line in opt_in_lines(plan)]
+    for title, lines in (
+        ("Certificate validity", validity_lines(plan)),
+        ("PCA hand-off", handoff_lines(plan)),
+    ):
+        if lines:
+            out.append(Text(title, style="bold"))
+            out += [Text("  " + redact(line)) for line in lines]
     roles = _roles(plan)
     longest = max((len(h.name) for h in plan.hosts), default=4)
     longest = max(longest, len(CONTROLLER))
@@ -561,6 +568,17 @@ def render_markdown(
             add(f"- **OPT-IN `{key}`**: {_md(rest)}")
         add("")
 
+    for title, extra in (
+        ("Certificate validity (new and installed, side by side)", validity_lines(plan)),
+        ("PCA hand-off (outside this tool's reach)", handoff_lines(plan)),
+    ):
+        if extra:
+            add(f"## {title}")
+            add("")
+            for line in extra:
+                add(f"- {_md(line)}")
+            add("")
+
     add("## Hosts by role")
     add("")
     add("| Role | Hosts | What happens to them |")
@@ -701,8 +719,45 @@ def _window_section(add: Any, plan: Plan, window: Window) -> None:
     add("")
 
 
+def validity_lines(plan: Plan) -> list[str]:
+    """The new pair and each installed pair, one line each: `new  <sha> valid A .. B`,
+    `installed <sha> until B on hosts`; nothing when the plan knows neither."""
+    v = plan.validity or {}
+    lines = []
+    new = v.get("new")
+    if new:
+        lines.append(
+            f"new:       {new['sha256'][:12]}  valid {new['not_before']} .. {new['not_after']} UTC"
+        )
+    for row in v.get("installed") or []:
+        same = " (the same pair)" if new and row["sha256"] == new["sha256"] else ""
+        lines.append(
+            f"installed: {row['sha256'][:12]}  until {row.get('not_after') or 'unknown'} "
+            f"(host time){same}  on {', '.join(row['hosts'])}"
+        )
+    return lines
+
+
+def handoff_lines(plan: Plan) -> list[str]:
+    """One line per PCA: its declared build and the hand-off step."""
+    return [
+        f"{h['host']} (PCA build {h['build'] or 'not declared'}): {h['step']}"
+        for h in plan.pca_handoff
+    ]
+
+
 def _rollback_text(plan: Plan) -> list[str]:
     ops = {p.op for p in plan.phases}
+    if plan.rotation:
+        return [
+            "If a gate fails the run halts before the next host; TLS stays on everywhere "
+            "(a rotation never switches it). Rerun the same command to resume.",
+            "",
+            "To go back to the previous pair: every pair the fleet used is archived in the "
+            "state folder (`fleet cert history INVENTORY`); run `fleet rollout INVENTORY "
+            "--playbook rotate --certificate-from-archive FINGERPRINT "
+            "--certificate-password-file FILE` (the archive keeps no password).",
+        ]
     if "enable" in ops:
         return [
             "If a gate fails the run halts before the next host; nothing else restarts. "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet import limit
+from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
 from tealeaf_fleet.errors import InputError, StalePlanError
 
@@ -98,6 +99,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
         help=f"playbook name or file (default: {default_playbook})",
     )
     limit.add_argument(p)
+    archiveflags.add_arguments(p)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -109,9 +111,15 @@ def run(args: argparse.Namespace, command: str) -> int:
     from tealeaf_fleet.playbooks import load_playbook
 
     whole = load_fleet_or_exit(args.inventory, connects=not args.dry_run)
+    whole = archiveflags.apply(args, whole)
     fleet = limit.select(whole, args.limit)
     playbook = load_playbook(args.playbook)
-    plan = build_plan(playbook, fleet)
+    new = None
+    if playbook.rotation:  # old and new validity side by side in the dry run and the prompt
+        from tealeaf_fleet.cli.plan import new_certificate
+
+        new = new_certificate(fleet)
+    plan = build_plan(playbook, fleet, new_certificate=new)
     if args.approved_plan:
         plan = check_approved_plan(Path(args.approved_plan), plan, fleet, playbook)
     if args.dry_run:
@@ -138,6 +146,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         state_dir=args.state_dir,
         forks=args.forks,
         as_json=args.json,
+        approved_plan=args.approved_plan,
     )
 
 
@@ -151,6 +160,7 @@ def run_plan(
     forks: int,
     as_json: bool,
     view: Any | None = None,
+    approved_plan: str | None = None,
 ) -> int:
     """Take the lock, run, render; returns the exit code. Shared with `fleet demo`."""
     from tealeaf_fleet.engine.events import EventBus
@@ -158,6 +168,8 @@ def run_plan(
     from tealeaf_fleet.journal import Journal, default_state_dir
 
     folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
+    listed = plan.to_dict().get("hosts")  # a --limit plan: lock only the hosts it covers
+    covered = {h["name"] for h in listed} if listed else None
     journal = Journal(folder)
     bus = EventBus()
     stop = threading.Event()
@@ -169,7 +181,7 @@ def run_plan(
                 hosts=[
                     (h.name, h.address, h.winrm.port)
                     for h in fleet.windows_hosts()
-                    if h.name in {p.name for p in plan.hosts}  # only what the plan covers
+                    if covered is None or h.name in covered  # only what the plan covers
                 ],
             )
             view = view or (JsonView() if as_json else make_view())
@@ -186,6 +198,7 @@ def run_plan(
                     inventory_label=inventory_label,
                     forks=forks,
                     stop=stop,
+                    approved_plan=str(Path(approved_plan).resolve()) if approved_plan else None,
                 )
         if not as_json:
             print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id else None)
@@ -215,28 +228,48 @@ if hasattr(signal, "SIGBREAK"):  # a Windows console's Ctrl-Break: stop like Ctr
 @contextlib.contextmanager
 def _interrupt_sets(stop: threading.Event, bus: Any, seen: list[int]) -> Iterator[None]:
     """First Ctrl-C or SIGTERM: stop between steps (running steps finish). A second one of
-    either: abort at once. `seen` collects the signals received, in order."""
+    either: abort at once. `seen` collects the signals received, in order.
+
+    Why the announcement is made by a thread: a signal handler runs between two bytecodes of
+    the main thread, possibly while that thread holds the event bus's lock (or the journal's
+    SQLite connection) in the middle of an emit; emitting from the handler would wait for a
+    lock its own thread holds, for ever. The handler only records and sets events.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    wake = threading.Event()
+    finished = False
 
     def handler(signum: int, frame: Any) -> None:
         seen.append(signum)
         if stop.is_set():
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         stop.set()
+        wake.set()
+
+    def announce() -> None:
+        wake.wait()
+        if finished:
+            return
         bus.emit(
             "message",
-            message=f"{_SIGNAL_NAMES.get(signum, 'signal')}: finishing the running steps, "
+            message=f"{_SIGNAL_NAMES.get(seen[0], 'signal')}: finishing the running steps, "
             "starting no new one (press Ctrl-C or send SIGTERM again to stop at once)",
         )
 
+    announcer = threading.Thread(target=announce, name="fleet-signal-announcer", daemon=True)
+    announcer.start()
     previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_NAMES}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        finished = True  # a signal not yet announced needs no announcement after the run
+        wake.set()
+        announcer.join(timeout=5)
 
 
 def _abandon_steps_in_flight(exc: KeyboardInterrupt) -> None:

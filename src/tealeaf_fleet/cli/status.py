@@ -13,10 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet import limit
-from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, colon_fp, whole_number
+from tealeaf_fleet.cli.common import (
+    MAX_FORKS,
+    add_inventory_argument,
+    bounded_int,
+    colon_fp,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,9 +31,11 @@ if TYPE_CHECKING:
     from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
 
 CAPTION = (
+    "TLS: the EnableTLS registry value; "
     "cert: certificate fingerprint prefix (! = not the reference); "
-    "svc: TeaLeaf services running/installed; "
-    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports"
+    "left: days until it ends; svc: TeaLeaf services running/installed; "
+    "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports "
+    "(and the Search Server's on Canisters)"
 )
 
 # One host is one line at 120 columns (a CI log, `| tee`): short headers, short values, and
@@ -38,13 +47,15 @@ COLUMNS: tuple[tuple[str, dict[str, object]], ...] = (
     ("OS", _CELL),
     ("PS", _CELL),
     ("build", _CELL),
-    ("EnableTLS", _CELL),
+    ("TLS", _CELL),
     ("cert", _CELL),
+    ("left", _CELL),
     ("tls.xml", _CELL),
     ("svc", _CELL),
     ("DS log", _CELL),
     ("handshake DS / TMS", {"overflow": "fold"}),
 )
+MAX_EXPIRY_DAYS = 36_500
 OS_NAMES = {"6.1": "2008 R2", "6.2": "2012", "6.3": "2012 R2"}
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -56,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read-only: per host EnableTLS, certificate fingerprint, server.tls.xml, "
         "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
         "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
-        "1 not, 2 bad input.",
+        "1 not (or a certificate ends within --expiry-days), 2 bad input.",
     )
     add_inventory_argument(p)
     p.add_argument(
@@ -66,6 +77,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--forks", type=_forks, default=8, metavar="N", help="hosts read in parallel (default 8)"
+    )
+    p.add_argument(
+        "--expiry-days",
+        type=bounded_int(0, MAX_EXPIRY_DAYS),
+        default=30,
+        metavar="N",
+        help="a certificate installed anywhere that ends within N days is a finding and makes "
+        "the exit code 1 (default 30), e.g. for a scheduler or monitoring system",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state folder whose journal and archive tell a rotation in progress (default: "
+        ".tealeaf-fleet/ next to the inventory)",
     )
     limit.add_argument(p)
     p.set_defaults(handler=run)
@@ -78,18 +103,28 @@ def _forks(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
+    from tealeaf_fleet.certarchive import last_rotation
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
+    from tealeaf_fleet.journal import default_state_dir
 
     fleet = limit.select(load_fleet_or_exit(args.inventory, connects=True), args.limit)
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
+    rotation = last_rotation(state_dir)
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
-        result = core.gather(fleet, forks=args.forks, on_progress=advance)
+        result = core.gather(
+            fleet,
+            forks=args.forks,
+            on_progress=advance,
+            rotation=rotation,
+            expiry_days=args.expiry_days,
+        )
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
     else:
         render(console(), result)
-    return 0 if result.consistent else 1
+    return 0 if result.consistent and not result.expiring else 1
 
 
 class _Progress:
@@ -123,6 +158,19 @@ class _Progress:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+def status_tool_line(tool: dict[str, Any]) -> str:
+    """One line on the Portal's `TealeafStatus -verbose` run (its output is in --json)."""
+    present = tool.get("present")
+    if present is None:
+        return f"TealeafStatus -verbose not checked: {tool.get('error') or 'not run'}"
+    if not present:
+        return "TealeafStatus -verbose not checked: TealeafStatus.exe not found"
+    code = tool.get("exit_code")
+    if code is None:
+        return f"TealeafStatus -verbose did not finish: {tool.get('error') or '?'}"
+    return f"TealeafStatus -verbose exited {code}" + (" (ok)" if code == 0 else " (see findings)")
+
+
 def render(console: Console, result: FleetStatus) -> None:
     """The table, then the findings, then the verdict."""
     from rich import box
@@ -153,9 +201,26 @@ def render(console: Console, result: FleetStatus) -> None:
             console.print(Text(f"{host.name}: not read: {host.error}", style="red"))
         elif host.role in ("pca", "rtv"):
             console.print(Text(f"{host.name}: {host.note}", style="dim"))
+        if host.status_tool is not None:
+            console.print(Text(f"{host.name}: {status_tool_line(host.status_tool)}"))
     ref = result.reference_sha256
     if ref:
         console.print(Text(f"reference certificate: {colon_fp(ref)} ({result.reference_source})"))
+    certificates = result.certificates()
+    if len(certificates) > 1 or result.rotation is not None:
+        for cert in certificates:  # which hosts run which certificate
+            where = [
+                f"{how} {', '.join(cert[how])}" for how in ("installed", "presented") if cert[how]
+            ]
+            console.print(Text(f"  certificate {cert['sha256'][:12]}: {'; '.join(where)}"))
+    if result.rotation is not None and result.rotation.in_progress:
+        console.print(
+            Text(
+                f"rotation in progress: run {result.rotation.run} ({result.rotation.state}) to "
+                f"{colon_fp(result.rotation.new_sha256)}",
+                style="yellow",
+            )
+        )
     if result.findings:
         console.print("\nFindings:")
         for f in sorted(
@@ -171,6 +236,14 @@ def render(console: Console, result: FleetStatus) -> None:
             line.append(f"[{f.code}] {who}: {f.message}")
             console.print(line)
     blockers = sum(1 for f in result.findings if f.severity == "blocker")
+    if result.expiring:
+        console.print(
+            Text(
+                f"\ncertificate ends within {result.expiry_days} days on "
+                f"{', '.join(result.expiring)}",
+                style="bold yellow",
+            )
+        )
     if result.consistent:
         console.print(Text("\nconsistent", style="bold green"))
     else:
@@ -181,7 +254,7 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
     facts = host.facts
     if facts is None:
         first = "unreachable" if host.error else "-"
-        return [host.name, host.role, first, *["-"] * 7, _handshakes(host, reference)]
+        return [host.name, host.role, first, *["-"] * 8, _handshakes(host, reference)]
     sec = facts.get("security") or {}
     services = [s for s in facts.get("services") or [] if isinstance(s, dict)]
     running = sum(1 for s in services if s.get("state") == "Running")
@@ -198,11 +271,21 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
         str(facts.get("tealeaf_build") or "?"),
         _registry_text(enable),
         cert_text,
+        _expiry_text(host),
         "present" if xml else "-",
         f"{running}/{len(services)}" if services else "none",
         _data_service(host.role, ds, facts),
         _handshakes(host, reference),
     ]
+
+
+def _expiry_text(host: HostStatus) -> str:
+    """`725d`: days the installed certificate has left (its date is in --json and the
+    findings; the table stays one line per host at 120 columns)."""
+    days = (host.expiry() or {}).get("days_left")
+    if days is None:
+        return "-"
+    return "expired" if days < 0 else f"{days}d"
 
 
 def _registry_text(value: Any) -> str:
@@ -245,6 +328,9 @@ def _handshakes(host: HostStatus, reference: str | None) -> str:
     for which in ("data_service", "tms"):
         shake = host.handshakes.get(which)
         parts.append("-" if shake is None else _shake(shake, reference))
+    search = host.handshakes.get("search")
+    if search is not None:
+        parts.append(f"search {_shake(search, reference)}")
     return " / ".join(parts)
 
 

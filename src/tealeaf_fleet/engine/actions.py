@@ -91,6 +91,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         pfx_sha256=pfx_sha,
         expect_tls=ctx.expect_tls,
         restarting=_resumed_restart(ctx, name),
+        rotation=ctx.rotation,
     )
     if workstation:  # what would block a server is a warning on a workstation
         findings = [
@@ -99,11 +100,15 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             else f
             for f in findings
         ]
+    if ctx.rotation and host.manages_tls and ctx.fleet.rollout.verify_handshake:
+        served = ctx.probe(host.address, host.tms_port)  # which pair the running TMS uses
+        ctx.serving[name] = getattr(served, "sha256", None)
     blockers = [f.message for f in findings if f.severity == checks.BLOCKER]
     warned = [f for f in findings if f.severity == checks.WARNING]
     warnings = [f.message for f in warned]
     if warnings:
         ctx.warnings[name] = warnings
+    _record_before(ctx, host, facts, warned)
     for finding in warned:  # the full text once per kind; each host's step names the codes
         with ctx.cache_lock:
             first = finding.code not in ctx.warned_codes
@@ -177,6 +182,19 @@ def _resumed_restart(ctx: RunContext, name: str) -> list[str]:
     return out
 
 
+def _record_before(ctx: RunContext, host: Host, facts: dict[str, Any], warned: list) -> None:
+    """Evidence for `fleet report`: the host as preflight found it, with a handshake on each
+    of its ports (read-only; none when `rollout.verify_handshake` is off), and its warnings."""
+    from tealeaf_fleet.engine.evidence import host_state, probe_host
+
+    if not ctx.recording:
+        return
+    shakes = probe_host(ctx.probe, host) if ctx.fleet.rollout.verify_handshake else {}
+    ctx.record("before", host_state(facts, shakes), host=host.name)
+    for finding in warned:
+        ctx.record("warning", {"code": finding.code, "message": finding.message}, host=host.name)
+
+
 def _settled_facts(ctx: RunContext, phase: PhaseSpec, host: Host) -> dict[str, Any]:
     """Facts to judge by. A TeaLeaf service in a pending state (StartPending, StopPending, ...)
     is on its way somewhere: read the facts again until none is, for at most
@@ -243,11 +261,38 @@ def certificate(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.pfx, ctx.pfx_bytes = certs.load_pfx(data, ctx.pfx_password, name=str(path)), data
     else:
         ctx.pfx, ctx.pfx_bytes = certs.certificate_for(ctx.fleet, create=True)
+    kept = _archive(ctx, path)
     if existed:
         return StepResult(
-            "ok", f"{path.name} already exists and is reused (certificate {_short(ctx.pfx.sha256)})"
+            "ok",
+            f"{path.name} already exists and is reused (certificate "
+            f"{_short(ctx.pfx.sha256)}){kept}",
         )
-    return StepResult("changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)})")
+    return StepResult(
+        "changed", f"generated {path.name} (certificate {_short(ctx.pfx.sha256)}){kept}"
+    )
+
+
+def _archive(ctx: RunContext, path: Path) -> str:
+    """Keep the PFX this run uses in the state folder's archive (certarchive): the way back
+    after a rotation. Returns the suffix the step's message gets ('' without a journal)."""
+    from tealeaf_fleet import certarchive
+
+    runner = ctx.runner
+    journal = runner.journal if runner is not None else None
+    if journal is None or ctx.pfx is None or ctx.pfx_bytes is None:
+        return ""
+    entry = certarchive.archive(
+        journal.state_dir,
+        ctx.pfx,
+        ctx.pfx_bytes,
+        source=path.name,
+        run_id=runner.run_id,
+        command=runner.command,
+        playbook=(runner.plan.get("playbook") or {}).get("name"),
+        rotation=ctx.rotation,
+    )
+    return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 
 
 def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
@@ -279,7 +324,7 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
     return StepResult(
         "changed",
         f"TLSTool.exe create -site on {first.name}; fetched "
-        f"{path.name} (certificate {_short(pfx.sha256)})",
+        f"{path.name} (certificate {_short(pfx.sha256)}){_archive(ctx, path)}",
     )
 
 
@@ -292,12 +337,41 @@ def _need_pfx(ctx: RunContext) -> tuple[Any, bytes]:
 def _import_status(ctx: RunContext, host: Host, facts: dict[str, Any], pfx_sha256: str) -> Any:
     """Whether the host already carries this run's certificate. One verdict for push_pfx and
     import, so the copy is skipped exactly when the import would be, and import checks its own
-    work against the same rule."""
+    work against the same rule.
+
+    tealeaf.crt is the only evidence the facts give (tealeaf.p12 is re-encrypted per host, so
+    its hash says nothing), and an import that failed part-way can leave the new tealeaf.crt
+    beside the old tealeaf.p12 (a held tealeaf.p12 refuses the write). So an import that an
+    earlier run of this plan started on this host and never finished is done again, however
+    tealeaf.crt reads."""
     from tealeaf_fleet.ops import checks
 
-    return checks.step_status(
+    verdict = checks.step_status(
         host, facts, "import", pfx_sha256=pfx_sha256, expect_tls=ctx.expect_tls
     )
+    if verdict.done and _import_unfinished(ctx, host, pfx_sha256):
+        return checks.Needed(
+            "an earlier import of this certificate on this host failed part-way "
+            "(tealeaf.crt alone proves nothing then): importing again"
+        )
+    return verdict
+
+
+def _import_unfinished(ctx: RunContext, host: Host, pfx_sha256: str) -> bool:
+    """An import step of this plan started on `host` in a run being resumed (its note) and
+    finished in none of them, nor in this run."""
+    runner = ctx.runner
+    if runner is None or "import" in ctx.changed_ops(host.name):
+        return False
+    for phase in runner.phases:
+        if phase.op != "import" or host.name not in phase.hosts:
+            continue
+        if (phase.name, host.name, "import") in runner.done:
+            continue
+        note = ctx.first_note(phase.name, host.name, "import")
+        if note and note.get("importing") == pfx_sha256:
+            return True
+    return False
 
 
 # --- push -------------------------------------------------------------------------------------
@@ -422,6 +496,7 @@ def import_(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     verdict = judge(ctx.facts.get(name) or {})
     if verdict.done:
         return StepResult("skipped", f"nothing to do: {verdict.reason}")
+    ctx.note(phase.name, name, {"importing": pfx.sha256})  # a rerun distrusts a half import
     reason = _tlstool_verified(
         ctx, host, "import", judge, pfx_path=ctx.remote_pfx_path(host), password=ctx.pfx_password
     )
@@ -505,6 +580,10 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
     after a crash, or a fleet already in the wanted state). Returns the reason, or None."""
     if ctx.changed_ops(host.name) & {"import", "enable", "disable"}:
         return None
+    if ctx.rotation and not ctx.fleet.rollout.verify_handshake:
+        # TLS was on before and after: only a handshake tells the old pair from the new one,
+        # so without it a restart the journal does not record as done is repeated
+        return None
     from tealeaf_fleet.ops import checks
 
     facts = ctx.facts.get(host.name) or {}
@@ -531,7 +610,8 @@ def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     healthy_after = False
     try:
         before = _before(ctx, phase, host)
-        healthy = _already_healthy(ctx, phase, host, before)
+        # a troubleshooting reboot is asked for even where the gates pass (ctx.force_restart)
+        healthy = None if ctx.force_restart else _already_healthy(ctx, phase, host, before)
         if healthy:
             healthy_after = True
             return StepResult(
@@ -597,9 +677,40 @@ def _restart_now(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) 
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
-    """Read-only: refresh the host's facts (a read failure raises, failing the step)."""
-    _gather(ctx, ctx.host(name))
+    """Read-only: refresh the host's facts (a read failure raises, failing the step); they
+    are the run's "before" evidence when no preflight recorded any."""
+    host = ctx.host(name)
+    facts = _gather(ctx, host)
+    _record_before(ctx, host, facts, [])
     return StepResult("ok", "facts read")
+
+
+# --- troubleshooting fixes (fleet troubleshoot --fix) ---------------------------------------
+
+
+def clear_ssl_cache(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Empty the host's SChannel session cache (the "Clear SSL State" button)."""
+    from tealeaf_fleet.ops import schannel
+
+    at = schannel.clear_ssl_cache(ctx.connection(ctx.host(name)))
+    ctx.mark_changed(name, "clear_ssl_cache")
+    return StepResult("changed", f"SSL session cache emptied (SslEmptyCache) at {at}")
+
+
+def restart_cryptsvc(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
+    """Restart Cryptographic Services (CryptSvc), the vendor's other remedy for a stale cache."""
+    from tealeaf_fleet.ops import schannel, services
+
+    result = services.restart(
+        ctx.connection(ctx.host(name)),
+        [schannel.CRYPTO_SERVICE],
+        ctx.fleet.rollout.health_timeout_s,
+    )
+    ctx.mark_changed(name, "restart_cryptsvc")
+    return StepResult(
+        "changed",
+        f"Cryptographic Services restarted at {result.started_at} ({result.elapsed_s:.0f}s)",
+    )
 
 
 # --- verify ---------------------------------------------------------------------------------------
@@ -609,6 +720,7 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Fleet-wide evaluation (status.py), once for the whole phase; each host's step reports
     the findings about it."""
     from tealeaf_fleet import status
+    from tealeaf_fleet.ops import status_tool
     from tealeaf_fleet.ops.checks import BLOCKER
 
     with ctx.cache_lock:  # one gather per verify phase, over that phase's hosts only
@@ -619,12 +731,20 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                 forks=ctx.forks,
                 collector=_collector(ctx),
                 prober=lambda a, p, t: ctx.probe(a, p, t),
+                tool_runner=lambda host, facts: status_tool.run(
+                    ctx.connection(host), ctx.install_dir(host)
+                ).to_dict(),
             )
+            for finding in fleet_status.findings:
+                ctx.record("finding", finding.to_dict())
+    row = fleet_status.host(name)
+    from tealeaf_fleet.engine.evidence import host_state
+
+    ctx.record("after", host_state(row.facts, row.handshakes, row.status_tool), host=name)
     mine = fleet_status.findings_for(name)
     blockers = [f.message for f in mine if f.severity == BLOCKER]
     if blockers:
         return StepResult("failed", "; ".join(blockers))
-    row = fleet_status.host(name)
     facts = row.facts or {}
     return StepResult(
         "ok",
@@ -665,6 +785,8 @@ ACTIONS: dict[str, Callable[[RunContext, Any, str], StepResult]] = {
     "restart": restart,
     "verify": verify,
     "facts": read_facts,
+    "clear_ssl_cache": clear_ssl_cache,
+    "restart_cryptsvc": restart_cryptsvc,
 }
 
 __all__ = ["ACTIONS", "CONTROLLER", "load_existing_pfx"]

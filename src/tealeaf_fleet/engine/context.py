@@ -64,6 +64,12 @@ class RunContext:
         self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
         self.verify_status: dict[str, Any] = {}  # verify phase -> its FleetStatus
         self.peer_state = PeerState()  # rolling groups: gates passed, prefetched peer reads
+        self.approved_plan: str | None = None  # the plan file the run was approved with
+        self.force_restart = False  # restart even hosts whose gates pass (troubleshoot reboot)
+        # a rotation (the plan's `rotation`): preflight records, per TLS host, the certificate
+        # its TMS port presents, and `after_preflight` judges the fleet as a whole
+        self.rotation = False
+        self.serving: dict[str, str | None] = {}
         self._conns: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.cache_lock = threading.Lock()  # guards tool_cache fills and the verify gather
@@ -72,6 +78,21 @@ class RunContext:
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
+        self.record(
+            "plan", {"approved_plan": self.approved_plan, "digest": runner.plan.get("digest")}
+        )
+
+    @property
+    def recording(self) -> bool:
+        """Whether evidence is kept: only a run with a journal (not unit tests, the bench)."""
+        runner = self.runner
+        return runner is not None and runner.journal is not None and runner.run_id is not None
+
+    def record(self, kind: str, data: dict[str, Any], *, host: str | None = None) -> None:
+        """Keep evidence for `fleet report` in the journal (engine/evidence.py)."""
+        if self.recording:
+            assert self.runner is not None and self.runner.run_id is not None
+            self.runner.journal.record(self.runner.run_id, kind, data, host=host)
 
     def host(self, name: str) -> Host:
         return self.fleet.hosts[name]
@@ -119,6 +140,35 @@ class RunContext:
         return tlsprobe.handshake(address, port, timeout_s=timeout_s)
 
     # --- what the actions share -------------------------------------------------------------
+
+    def after_preflight(self) -> dict[str, list[str]]:
+        """Fleet-wide preflight rules, once every host passed its own (the runner asks):
+        host (or "controller") -> blocker messages; empty when the run may go on."""
+        if not self.rotation:
+            return {}
+        from datetime import datetime, timezone
+
+        from tealeaf_fleet.ops import checks
+
+        installed = {
+            h.name: ((self.facts.get(h.name) or {}).get("security") or {}).get("cert_sha256")
+            for h in self.fleet.windows_hosts()
+        }
+        pfx = self.pfx
+        findings = checks.rotation_fleet_blockers(
+            installed,
+            self.serving,
+            new_sha256=pfx.sha256 if pfx is not None else None,
+            not_after=pfx.certificate.not_valid_after_utc.replace(tzinfo=None)
+            if pfx is not None
+            else None,
+            now=datetime.now(timezone.utc).replace(tzinfo=None),
+        )
+        out: dict[str, list[str]] = {}
+        for f in findings:
+            for name in f.hosts:
+                out.setdefault(name, []).append(f.message)
+        return out
 
     def install_dir(self, host: Host) -> str:
         """Inventory override first, else what facts discovered (services, registry)."""

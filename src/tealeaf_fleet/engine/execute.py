@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tealeaf_fleet.engine.actions import ACTIONS, check_workstation_builds, load_existing_pfx
 from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.engine.events import EventBus
+from tealeaf_fleet.engine.evidence import GateRecorder
 from tealeaf_fleet.engine.runner import Runner, RunResult
 from tealeaf_fleet.errors import InputError
 
@@ -34,17 +35,24 @@ def execute(
     stop: threading.Event | None = None,
     probe: Callable[..., Any] | None = None,
     connect: Callable[[Host], Any] | None = None,
+    approved_plan: str | None = None,
 ) -> RunResult:
     """Run `plan` (the Plan's JSON dict) and return how it ended; never prints.
 
     Input problems that need no host (unset password, unusable PFX) raise InputError /
-    CertificateError before the journal records a run.
+    CertificateError before the journal records a run. `approved_plan` names the plan file the
+    operator approved (kept as evidence for `fleet report`).
     """
     expect_tls = bool(plan.get("expect_tls"))
     stop = stop or threading.Event()
     ctx = RunContext(
         fleet, expect_tls=expect_tls, bus=bus, stop=stop, probe=probe, connect=connect, forks=forks
     )
+    ctx.approved_plan = approved_plan
+    ctx.force_restart = bool(plan.get("force_restart"))
+    if journal is not None:
+        bus.subscribe(GateRecorder(journal))
+    ctx.rotation = bool(plan.get("rotation"))
     ops = {p.get("op") for p in plan.get("phases") or []}
     if ops & {"certificate", "import", "push_pfx"}:
         from tealeaf_fleet import certs

@@ -188,7 +188,7 @@ class Runner:
             result.message = (
                 "stopped at once by a second Ctrl-C or SIGTERM; steps in flight were abandoned"
             )
-            result.hint = f"rerun `fleet {self.command} {self.inventory_label}` to resume"
+            result.hint = f"rerun `{self._rerun()}` to resume"
             raise
         except FleetError as exc:
             result.outcome = "failed"
@@ -200,15 +200,17 @@ class Runner:
                 f"crashed: unexpected {type(exc).__name__} (the traceback is in the crash "
                 "log named on stderr)"
             )
-            result.hint = f"rerun `fleet {self.command} {self.inventory_label}` to resume"
+            result.hint = f"rerun `{self._rerun()}` to resume"
             raise
         finally:
             result.finished = time.time()
             result.recap = self._recap
-            if hasattr(self.context, "close") and not aborted:  # abandoned steps use them
-                self.context.close()
+            # The outcome is journaled before the connections close: a second Ctrl-C or
+            # SIGTERM while shells are being closed must not leave the run without one.
             if self.journal is not None and self.run_id is not None:
                 self.journal.finish_run(self.run_id, result.outcome, result.message or None)
+            if hasattr(self.context, "close") and not aborted:  # abandoned steps use them
+                self.context.close()
             self.bus.emit(
                 "run_finished",
                 outcome=_event_outcome(result.outcome),
@@ -319,6 +321,11 @@ class Runner:
 
     def _after_phase(self, phase: PhaseSpec, outcome: PhaseResult, result: RunResult) -> str | None:
         failed = outcome.failed
+        if phase.op == "preflight" and not failed and not outcome.interrupted:
+            fleet_wide = getattr(self.context, "after_preflight", None)
+            blockers = fleet_wide() if callable(fleet_wide) else {}
+            if blockers:
+                return self._blocked_fleet_wide(phase, blockers, result)
         if not failed and not outcome.interrupted:
             if self.after_phase is not None:
                 self.after_phase(phase)
@@ -360,7 +367,7 @@ class Runner:
                 f"preflight found blockers on {len(failed)} host(s): "
                 f"{', '.join(failed)}; nothing was changed anywhere"
             )
-            result.hint = f"fix what is listed per host, then rerun `fleet {self.command} {label}`"
+            result.hint = f"fix what is listed per host, then rerun `{self._rerun()}`"
             return "blocked"
         first = outcome.results[failed[0]]
         where = failed[0] if failed[0] != CONTROLLER else "the controller"
@@ -380,20 +387,59 @@ class Runner:
             text += f"; not started: {', '.join(outcome.not_started)}"
         result.message = text
         other = "rollback" if self.command == "rollout" else "rollout"
+        back = f"`fleet {other} {label}` to go back"
+        if self.plan.get("rotation"):
+            back = (
+                f"rotate back to the previous pair (`fleet cert history {label}`, then "
+                f"`fleet rollout {label} --playbook rotate --certificate-from-archive "
+                "FINGERPRINT`)"
+            )
         result.hint = (
             f"run `fleet status {label}` to see the fleet, fix the cause, then rerun "
-            f"`fleet {self.command} {label}` to resume (finished steps are not "
-            f"repeated), or `fleet {other} {label}` to go back"
+            f"`{self._rerun()}` (with the same flags) to resume (finished steps are not "
+            f"repeated), or {back}"
         )
         return "failed"
+
+    def _blocked_fleet_wide(
+        self, phase: PhaseSpec, blockers: Mapping[str, list[str]], result: RunResult
+    ) -> str:
+        """Every host passed its own preflight, but a rule over the whole fleet refuses (a
+        rotation's: the new pair missing, expiring, or already what every host runs)."""
+        names = list(blockers)
+        self.bus.emit(
+            "phase_finished",
+            phase=phase.name,
+            action=phase.op,
+            outcome="failed",
+            failed=names,
+            not_started=[],
+            compensated=[],
+        )
+        result.halted_phase = phase.name
+        result.halted_hosts = names
+        result.blockers = {h: list(v) for h, v in blockers.items()}
+        result.message = (
+            "preflight refused the change as a whole: "
+            + "; ".join(m for v in blockers.values() for m in v)
+            + "; nothing was changed anywhere"
+        )
+        result.hint = f"fix what is listed, then rerun `{self._rerun()}`"
+        return "blocked"
+
+    def _rerun(self) -> str:
+        """The command that resumes this run: the packaged playbook named when it is not the
+        command's own (`fleet rollout INV --playbook rotate`), with the same flags."""
+        text = f"fleet {self.command} {self.inventory_label}"
+        name = (self.plan.get("playbook") or {}).get("name")
+        if name and name != self.command:
+            text += f" --playbook {name}"
+        return text
 
     def _interrupted(self, phase: PhaseSpec, result: RunResult) -> str:
         result.halted_phase = phase.name
         result.message = f"interrupted before phase '{phase.name}' finished; running steps ended"
-        result.hint = (
-            f"rerun `fleet {self.command} {self.inventory_label}` to resume: "
-            "finished steps are not repeated"
-        )
+        result.hint = f"rerun `{self._rerun()}` to resume: finished steps are not repeated"
         return "interrupted"
 
     # --- one step -----------------------------------------------------------------------------

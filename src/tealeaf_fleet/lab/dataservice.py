@@ -18,6 +18,7 @@ import secrets
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tealeaf_fleet.safeio import O_BINARY
@@ -44,9 +45,12 @@ def free_port() -> int:
 class Listener:
     """One TCP port that a simulated service opens on start and closes on stop."""
 
-    def __init__(self, port: int, banner: str) -> None:
+    def __init__(
+        self, port: int, banner: str, *, refuse_tls: Callable[[], bool] | None = None
+    ) -> None:
         self.port = port
         self.banner = banner
+        self.refuse_tls = refuse_tls  # asked at each handshake: True refuses it with an alert
         self._lock = threading.Lock()
         self._sock: socket.socket | None = _reserve(port)
         self._listening = False
@@ -67,6 +71,12 @@ class Listener:
             self._sock.listen(64)
             self._listening = True
             self.tls = context is not None
+            if context is not None and self.refuse_tls is not None:
+                refuse = self.refuse_tls
+                # called on every ClientHello (SNI or not): an alert code aborts the handshake
+                context.sni_callback = lambda *_: (
+                    ssl.ALERT_DESCRIPTION_INTERNAL_ERROR if refuse() else None
+                )
             sock = self._sock
             self._thread = threading.Thread(
                 target=self._accept_loop,

@@ -21,13 +21,23 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - build_value_missing: the registry value `Version` is deleted (the build is then only in the
   service executables' file version)
 - security_file_locked (true or {"files": [NAME, ...]}): tealeaf.p12 (or the named files of the
-  security folder) cannot be opened: another process holds it (sharing violation)
+  security folder) cannot be opened, for reading or writing: another process holds it (sharing
+  violation; so `TLSTool.exe import` writes tealeaf.crt and then fails on tealeaf.p12)
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs
 - service_stopped (true or {"service": NAME}): the role's main TeaLeaf service (MAIN_SERVICE, or
   NAME) is found stopped: its process ended and nothing restarts it; it stays stopped unless
   something starts it (lab/services.py `crash`)
+- not_admin: the WinRM account may connect (a member of Remote Management Users) but is not
+  in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
+- clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
+  of the controller's (negative: behind), ten minutes ahead by default
+- ssl_cache_stale: from the moment it appears, the host's TLS listeners (Data Service, TMS,
+  Search Server) refuse every handshake with an alert, as after a stale SChannel session cache,
+  until the cache is emptied (SslEmptyCache, the Internet Options "Clear SSL State" button),
+  Cryptographic Services (CryptSvc) restarts or the host reboots; it comes back only when the
+  fault is removed and set again
 - log_rolled: the Data Service has run for days: its newest log holds only request lines, the
   startup block sits in an older file by name and by LastWriteTime (applied once, by the host)
 """
@@ -176,3 +186,13 @@ def start_pending(faults: dict[str, Any]) -> tuple[str | None, float]:
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         seconds = DEFAULT_PENDING_S
     return (str(service) if service else None), float(seconds)
+
+
+def clock_skew_s(faults: dict[str, Any]) -> float:
+    """Seconds the host's clock is off with `clock_skew` (600 when given as true), else 0."""
+    value = faults.get("clock_skew")
+    if not value:
+        return 0.0
+    if isinstance(value, dict):
+        return float(value.get("s", 600))
+    return 600.0

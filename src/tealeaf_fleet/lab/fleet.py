@@ -357,6 +357,7 @@ class Lab:
                 install_dir=install_dir or dirs.get(name) or DEFAULT_INSTALL_DIR,
                 data_service_port=0 if role == "rtv" else free_port(),
                 tms_port=0 if role == "rtv" else free_port(),
+                search_port=free_port() if role == "canister" else 0,
                 log_style=style_map.get(name, default_style),
             )
             host = LabHost(
@@ -406,6 +407,7 @@ class Lab:
                 "http": self.url(name, "http"),
                 "data_service_port": host.data_service_port or None if host else None,
                 "tms_port": host.tms_port or None if host else None,
+                "search_port": host.search_port or None if host else None,
                 "dir": f"hosts/{name}" if host else None,
             }
             if host:
@@ -466,6 +468,8 @@ class Lab:
                 entry += f", data_service_port: {host.data_service_port}"
             if host.tms_port:
                 entry += f", tms_port: {host.tms_port}"
+            if host.search_port:
+                entry += f", search_port: {host.search_port}"
             lines.append(entry + "}")
         self.inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

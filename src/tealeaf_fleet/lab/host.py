@@ -26,11 +26,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tealeaf_fleet.lab import dataservice, native, tlstool
+from tealeaf_fleet.lab import dataservice, native, statustool, tlstool
 from tealeaf_fleet.lab.api import CommandResult
 from tealeaf_fleet.lab.events import EventLog
 from tealeaf_fleet.lab.faults import (
     FaultFile,
+    clock_skew_s,
     enable_tls_text,
     locked_files,
     mutex_denied,
@@ -49,8 +50,10 @@ from tealeaf_fleet.lab.registry import (
     Registry,
 )
 from tealeaf_fleet.lab.services import (
+    CRYPTO_SERVICE,
     DATA_SERVICE,
     IIS_SERVICE,
+    SEARCH_SERVICE,
     TMS_SERVICE,
     ServiceInfo,
     ServiceManager,
@@ -59,6 +62,13 @@ from tealeaf_fleet.lab.services import (
 )
 from tealeaf_fleet.lab.tlstool import SECURITY_DIR
 from tealeaf_fleet.secrets import MASK
+
+RULES_SERVICE = "TeaLeafRulesEngine"
+# The vendor's "Known issues": an HBR without the TLSCertPassword registry value logs this
+RULES_KEY_ERROR = (
+    "TeaLeaf Rules: unable to open key: The system cannot find the file specified while "
+    'executing "registry get $path $key".'
+)
 
 __all__ = ["LabHost", "HostConfig", "HostError", "ServiceInfo", "OS_TABLE"]
 
@@ -171,6 +181,7 @@ class HostConfig:
     install_dir: str = DEFAULT_INSTALL_DIR
     data_service_port: int = 0
     tms_port: int = 0
+    search_port: int = 0  # Canisters: the Search Server (TLSearchServer)
     log_style: str = "dated"  # Data Service log naming: see LOG_STYLES
 
 
@@ -203,6 +214,7 @@ class LabHost:
         self.reboot_s = reboot_s if reboot_s is not None else max(1.0, restart_s)
         self.data_service_port = config.data_service_port
         self.tms_port = config.tms_port
+        self.search_port = config.search_port
         self._password_file = password_file
         self._password: str | None = None
         self._events = events
@@ -210,6 +222,10 @@ class LabHost:
         self._private = root / "private"
         self._down = False
         self._booted_at = time.time()  # LastBootUpTime: the lab's start, then each reboot
+        self._boot_registry: dict[tuple[str, str], Any] = {}  # statustool's values at boot
+        self._ssl_stale = False  # fault ssl_cache_stale, until the cache is emptied
+        self._app_events: list[dict[str, Any]] = []  # the Application event log, oldest first
+        self._app_events_lock = threading.Lock()
         self._fault_lock = threading.Lock()
         self._applied_faults: set[str] = set()
         self._fault_file = FaultFile(root / "faults.json")
@@ -217,6 +233,7 @@ class LabHost:
         self.services_mgr: ServiceManager | None = None
         self._ds: dataservice.Listener | None = None
         self._tms: dataservice.Listener | None = None
+        self._search: dataservice.Listener | None = None
         self._ds_lock = threading.Lock()
         self._mutexes: dict[str, threading.Lock] = {}
         self._mutexes_guard = threading.Lock()
@@ -246,6 +263,8 @@ class LabHost:
             self._raw_write(inst + r"\Tools\openssl.exe", b"MZ openssl.exe " + stamp.encode())
         else:
             self._raw_write(inst + r"\RealiTea Viewer\RTV.exe", b"MZ RTV.exe lab placeholder\n")
+        if self.role == "portal":
+            self._raw_write(inst + "\\" + statustool.EXE, b"MZ TealeafStatus.exe placeholder\n")
         specs = services_for_role(self.role, inst)
         system_exes = ["shutdown.exe", "taskkill.exe"]
         if any(spec.name.lower() == IIS_SERVICE.lower() for spec in specs):
@@ -270,10 +289,19 @@ class LabHost:
     def start(self) -> None:
         """Bring up what runs at boot: the Data Service and TMS ports of running services."""
         self.faults()  # apply faults present at creation (e.g. data_service_23443)
+        self._boot_registry = statustool.snapshot(self)
         if self.data_service_port:
-            self._ds = dataservice.Listener(self.data_service_port, "TeaLeaf Data Service")
+            self._ds = dataservice.Listener(
+                self.data_service_port, "TeaLeaf Data Service", refuse_tls=self.tls_refused
+            )
         if self.tms_port:
-            self._tms = dataservice.Listener(self.tms_port, "TeaLeaf Management Server")
+            self._tms = dataservice.Listener(
+                self.tms_port, "TeaLeaf Management Server", refuse_tls=self.tls_refused
+            )
+        if self.search_port:
+            self._search = dataservice.Listener(
+                self.search_port, "TeaLeaf Search Server", refuse_tls=self.tls_refused
+            )
         for svc in self.service_controllers():
             if svc.state == "Running":
                 try:
@@ -294,7 +322,7 @@ class LabHost:
             pending, self._pending_shutdown = self._pending_shutdown, None
         if pending is not None:
             pending.cancel.set()
-        for listener in (self._ds, self._tms):
+        for listener in (self._ds, self._tms, self._search):
             if listener is not None:
                 listener.close(final=True)
 
@@ -352,10 +380,12 @@ class LabHost:
     def language_mode(self) -> str:
         """`$ExecutionContext.SessionState.LanguageMode` of every powershell.exe here:
         ConstrainedLanguage under the `constrained_language` fault (an AppLocker or WDAC
-        policy in force: about_Language_Modes), else FullLanguage."""
-        return (
-            "ConstrainedLanguage" if self.faults().get("constrained_language") else "FullLanguage"
-        )
+        policy in force: about_Language_Modes), else FullLanguage. PowerShell 2.0 predates
+        the AppLocker-enforced ConstrainedLanguage (introduced with 3.0), so the fault does
+        not apply there."""
+        if self.faults().get("constrained_language") and self.ps_version != "2.0":
+            return "ConstrainedLanguage"
+        return "FullLanguage"
 
     @property
     def build(self) -> str:
@@ -368,8 +398,10 @@ class LabHost:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
     def now_utc(self) -> datetime:
-        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's)."""
-        return datetime.now(timezone.utc)
+        """[DateTime]::UtcNow: the host's clock (the lab's hosts share the machine's, shifted
+        by the fault `clock_skew`, as a host whose time service is off drifts)."""
+        skew = clock_skew_s(self.faults())
+        return datetime.now(timezone.utc) + timedelta(seconds=skew)
 
     def last_boot(self) -> datetime:
         """Win32_OperatingSystem.LastBootUpTime (UTC): the lab's start or the last reboot."""
@@ -428,6 +460,8 @@ class LabHost:
     def _apply_fault_changes(self, added: set[str], removed: set[str]) -> None:
         if "enable_tls_preset" in added:
             self.reg_set(TEALEAF_KEY, "EnableTLS", 1, "DWord")
+        if "ssl_cache_stale" in added | removed:
+            self._ssl_stale = "ssl_cache_stale" in added
         if "schannel_tls12_missing" in added:
             self.reg_delete(TLS12_SERVER_KEY)
         if "schannel_tls12_missing" in removed and self.config.os == "2008r2":
@@ -517,12 +551,17 @@ class LabHost:
         p = self.path(win_path)
         if not p.is_file():
             raise HostError(f"Could not find file '{win_path}'.")
-        if self._locked(p):
+        self._refuse_if_locked(win_path, p)
+        return p.read_bytes()
+
+    def _refuse_if_locked(self, win_path: str, real: Path) -> None:
+        """A file another process holds without sharing (`security_file_locked`) cannot be
+        opened, for reading or for writing (*pessimistic*: the holder shares neither)."""
+        if self._locked(real):
             raise HostError(
                 f"The process cannot access the file '{win_path}' because it is being used by "
                 "another process."
             )
-        return p.read_bytes()
 
     def _locked(self, real: Path) -> bool:
         names = locked_files(self.faults())
@@ -589,6 +628,7 @@ class LabHost:
             raise HostError(f"Access to the path '{win_path}' is denied.")
         if not make_parents and not p.parent.is_dir():
             raise HostError(f"Could not find a part of the path '{win_path}'.")
+        self._refuse_if_locked(win_path, p)
         self._raw_write(win_path, data)
         self.record("file", path=win_path, op="write", size=len(data))
 
@@ -839,6 +879,8 @@ class LabHost:
             time.sleep(self.reboot_s)
             self._down = False
             self._booted_at = time.time()
+            self._boot_registry = statustool.snapshot(self)
+            self._ssl_stale = False  # the SChannel session cache lives in memory
             self.record("reboot", state="up")
             self.services_mgr.start_automatic()
 
@@ -886,6 +928,8 @@ class LabHost:
             program = self.iisreset
         elif name.lower() == "shutdown.exe":
             program = lambda: self.shutdown_exe(argv)  # noqa: E731
+        elif name.lower() == "tealeafstatus.exe":
+            program = lambda: statustool.run(self, argv, dict(self._boot_registry))  # noqa: E731
         else:
             raise HostError(f"{name} is not a valid Win32 application")
         hangs = native.hang_target(self.faults(), [name, *children])
@@ -908,8 +952,17 @@ class LabHost:
         return isinstance(value, int) and value != 0
 
     def load_assembly(self, name: str) -> bool:
-        """Add-Type -AssemblyName NAME: every lab OS has .NET 3.5's System.Core."""
-        return name in ("System.Core", "System.ServiceProcess")
+        """Add-Type -AssemblyName NAME. System.ServiceProcess ships with every .NET; System.Core
+        only with .NET 3.5 (a feature 2008 R2 leaves uninstalled by default) or 4.x, as the
+        NDP setup keys record (learn.microsoft.com/dotnet/framework/install/how-to-determine-
+        which-versions-are-installed)."""
+        if name == "System.ServiceProcess":
+            return True
+        if name != "System.Core":
+            return False
+        return any(
+            self.reg_get(f"{NDP_KEY}\\{sub}", "Install") == 1 for sub in ("v3.5", "v4\\Full")
+        )
 
     def sha256_create_class(self) -> str:
         """The class [SHA256]::Create() returns: SHA256Managed on CLR 2, and (pessimistically,
@@ -937,6 +990,16 @@ class LabHost:
             self._start_data_service()
         elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
             self._start_tms()
+        elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
+            self._start_search()
+        elif (
+            name.lower() == RULES_SERVICE.lower()
+            and self.reg_get(SECURITY_KEY, "TLSCertPassword") is None
+        ):
+            # the vendor's known issue: harmless, but logged at every start of the Rules Engine
+            self.write_event("TeaLeaf Rules", "Error", 0, RULES_KEY_ERROR)
+        elif name.lower() == CRYPTO_SERVICE.lower() and self._started:
+            self.ssl_empty_cache(by=CRYPTO_SERVICE)  # a restart, not the first start at boot
 
     def _service_stopping(self, name: str) -> None:
         if name.lower() == DATA_SERVICE.lower() and self._ds is not None:
@@ -944,6 +1007,38 @@ class LabHost:
             self._open_log = None  # its log handle closes: the directory entry catches up
         elif name.lower() == TMS_SERVICE.lower() and self._tms is not None:
             self._tms.close()
+        elif name.lower() == SEARCH_SERVICE.lower() and self._search is not None:
+            self._search.close()
+
+    def write_event(self, source: str, entry_type: str, event_id: int, message: str) -> None:
+        """An entry in the Application event log (EventLog.WriteEntry; `eventcreate`)."""
+        entry = {
+            "time": self.now_local(),
+            "source": source,
+            "entry_type": entry_type,
+            "event_id": event_id,
+            "message": message,
+        }
+        with self._app_events_lock:
+            self._app_events.append(entry)
+        self.record("eventlog", source=source, entry_type=entry_type)
+
+    def application_events(self) -> list[dict[str, Any]]:
+        """The Application event log's entries, oldest first (EventLog.Entries)."""
+        with self._app_events_lock:
+            return [dict(e) for e in self._app_events]
+
+    def tls_refused(self) -> bool:
+        """Whether the TLS listeners refuse handshakes now (fault ssl_cache_stale)."""
+        self.faults()  # a fault set since the last request applies from now
+        return self._ssl_stale
+
+    def ssl_empty_cache(self, *, by: str = "SslEmptyCache") -> bool:
+        """SslEmptyCache(NULL, 0): every SChannel session cache entry is dropped; True."""
+        was, self._ssl_stale = self._ssl_stale, False
+        if was or by == "SslEmptyCache":
+            self.record("ssl_cache", state="cleared", by=by)
+        return True
 
     def tls_enabled(self) -> bool:
         """EnableTLS == 1, as the services read it when they start."""
@@ -1071,6 +1166,16 @@ class LabHost:
         else:
             cert, key = dataservice.legacy_tms_pem(self._private / "tms-legacy.pem")
         self._tms.open(dataservice.context_from_objects(cert, key, self._private))
+
+    def _start_search(self) -> None:
+        """The Search Server listens like the Data Service: with the imported pair when
+        EnableTLS is 1 at its start, plainly otherwise."""
+        assert self._search is not None
+        ctx = None
+        if self.tls_enabled():
+            cert, key = self.imported_pair()
+            ctx = dataservice.context_from_objects(cert, key, self._private)
+        self._search.open(ctx)
 
     def data_service_mode(self) -> str | None:
         """'tls' / 'plain' while the Data Service listens, else None (for `lab state`)."""

@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.lab.faults import RESTART_MUTEX
@@ -81,6 +81,8 @@ def _combine(left: str, right: str) -> str:
     """[IO.Path]::Combine for the cases the scripts use."""
     if not left:
         return right
+    if not right:
+        return left
     return left + right if left.endswith(("\\", "/", ":")) else left + "\\" + right
 
 
@@ -152,6 +154,7 @@ def _reg_number(host: LabHost, key: str, name: str) -> Any:
 
 
 DATA_SERVICE_LOG_LIMIT = 31  # $FleetDataServiceLogLimit
+DATA_SERVICE_LOG_BUDGET = 64 * 1024 * 1024  # $FleetDataServiceLogBudget
 
 
 def _data_service_logs(host: LabHost, log_dir: str) -> list[str]:
@@ -197,7 +200,11 @@ def _data_service_mode(host: LabHost, install_dir: str, since: str) -> dict[str,
                 if block["started_at"] >= since:
                     return {**block, "newest_log": logs[0]}
     else:
-        for log in walked:
+        spent = 0
+        for i, log in enumerate(walked):
+            spent += host.file_size(log) or 0
+            if i > 0 and spent > (host.file_size(logs[0]) or 0) + DATA_SERVICE_LOG_BUDGET:
+                break
             blocks = _startup_blocks(host, log)
             if blocks:
                 return {**blocks[-1], "newest_log": logs[0]}
@@ -449,7 +456,10 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         "tealeaf_build": build,
         "tealeaf_build_source": build_source,
         "enable_tls": _reg_number(host, TEALEAF_KEY, "EnableTLS"),
-        "tls_cert_password_present": host.reg_get(SECURITY_KEY, "TLSCertPassword") is not None,
+        # GetValueNames() -contains: presence by name, as facts.ps1 reads it, never the value.
+        "tls_cert_password_present": any(
+            n.lower() == "tlscertpassword" for n in host.registry.value_names(SECURITY_KEY)
+        ),
         "security": security,
         "services": services,
         "iis": iis,
@@ -848,6 +858,36 @@ def iisreset(host: LabHost, params: dict[str, str]) -> dict:
     return {"exit_code": run["exit_code"], "output": run["output"]}
 
 
+def status_tool(host: LabHost, params: dict[str, str]) -> dict:
+    timeout = _timeout(params, 120)
+    text = params.get("OutputLimit", "")
+    limit = _int(text, "OutputLimit") if text else 16000
+    install_dir = params.get("InstallDir", "")
+    found = None
+    if install_dir:
+        for sub in ("bin", "", "Tools"):
+            candidate = _combine(_combine(install_dir, sub), "TealeafStatus.exe")
+            if _file_exists(host, candidate):
+                found = candidate
+                break
+    if found is None:
+        return {"present": False, "path": None, "exit_code": None, "output": "", "cut": False}
+    run = _invoke_native(host, found, ["-verbose"], ntpath.dirname(found), timeout)
+    if run["exit_code"] is None:
+        raise OpFailed("TealeafStatus.exe did not run: " + run["output"])
+    output = str(run["output"])
+    cut = len(output) > limit
+    if cut:
+        output = output[len(output) - limit :]
+    return {
+        "present": True,
+        "path": found,
+        "exit_code": run["exit_code"],
+        "output": output,
+        "cut": cut,
+    }
+
+
 SHUTDOWN_ARGS = [
     "/r",
     "/f",
@@ -895,6 +935,13 @@ def reboot(host: LabHost, params: dict[str, str]) -> dict:
     return {"scheduled": True, "now": now, "replaced_scheduled": replaced, "note": note}
 
 
+def clear_ssl_cache(host: LabHost, params: dict[str, str]) -> dict:
+    if params.get("Target", ""):
+        raise OpFailed("only the whole cache can be emptied (Target must be empty)", 2)
+    host.ssl_empty_cache()
+    return {"cleared": True, "at": host.now_local()}
+
+
 def set_registry(host: LabHost, params: dict[str, str]) -> dict:
     key = params.get("Key", "")
     name = params.get("Name", "")
@@ -924,6 +971,76 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
 
 def data_service_log(host: LabHost, params: dict[str, str]) -> dict:
     return _data_service_mode(host, params.get("InstallDir", ""), params.get("Since", ""))
+
+
+def _read_lines(host: LabHost, path: str) -> list[str]:
+    """StreamReader.ReadLine over a whole file: \r\n, \n or \r end a line; no last empty."""
+    return host.read_file(path).decode("utf-8", "replace").splitlines()
+
+
+def support_logs(host: LabHost, params: dict[str, str]) -> dict:
+    limit = _int(params["MaxBytes"], "MaxBytes") if params.get("MaxBytes") else 1048576
+    max_events = _int(params["MaxEvents"], "MaxEvents") if params.get("MaxEvents") else 200
+    since = params.get("Since", "")
+    if since:
+        if not TIME_RE.match(since):
+            raise OpFailed("Since must look like yyyy-MM-ddTHH:mm:ss", 2)
+        cut_text = since
+    else:
+        text = params.get("SinceMinutes", "")
+        minutes = _int(text, "SinceMinutes") if text else 1440
+        cut_text = (datetime.now() - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
+    files: list[dict[str, Any]] = []
+    used, cut = 0, False
+    install_dir = params.get("InstallDir", "")
+    log_dir = _combine(install_dir, "Logs") if install_dir else ""
+    if log_dir and _dir_exists(host, log_dir):
+        for log in _data_service_logs(host, log_dir)[:DATA_SERVICE_LOG_LIMIT]:
+            if cut:
+                break
+            kept: list[str] = []
+            in_block = False
+            for line in _read_lines(host, log):
+                if SUPPORT_START_RE.search(line):
+                    in_block = True
+                stamp = SUPPORT_STAMP_RE.match(line)
+                if in_block or (stamp and stamp.group(1) >= cut_text):
+                    kept.append(line)
+                if SUPPORT_END_RE.search(line):
+                    in_block = False
+            size = sum(len(line) + 1 for line in kept)
+            drop = 0
+            while drop < len(kept) and used + size > limit:
+                size -= len(kept[drop]) + 1
+                drop += 1
+            if drop:
+                kept, cut = kept[drop:], True
+            used += size
+            if kept:
+                files.append({"path": log, "lines": kept})
+    entries: list[dict[str, Any]] = []
+    events_cut = False
+    for entry in reversed(host.application_events()):
+        if entry["time"] < cut_text:
+            break
+        message = str(entry["message"])
+        if "tealeaf" not in entry["source"].lower() and "tealeaf" not in message.lower():
+            continue
+        if len(entries) >= max_events:
+            events_cut = True
+            break
+        entries.append({**entry, "message": message[:4000]})
+    return {
+        "since": cut_text,
+        "now": host.now_local(),
+        "data_service": {"files": files, "cut": cut, "bytes": used},
+        "events": {"entries": entries, "cut": events_cut, "error": None},
+    }
+
+
+SUPPORT_START_RE = re.compile(r"Service\.Start\s+INFO\s+Starting HTTP Server", re.I)
+SUPPORT_END_RE = re.compile(r"Service\.Start\s+INFO\s+HTTP Server Started", re.I)
+SUPPORT_STAMP_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 
 
 # --------------------------------------------------------------------- check.ps1 ---
@@ -957,7 +1074,8 @@ def _utc_text(moment: datetime) -> str:
 
 def _check_shell(host: LabHost) -> dict[str, Any]:
     """Get-ShellFacts. The lab's one account is a local administrator (WinRM's default
-    requirement), its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
+    requirement) unless the fault `not_admin` makes it a member of Remote Management Users
+    only; its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
     return {
         "host_name": "ConsoleHost",
         "output_codepage": LAB_SHELL_CODEPAGE,
@@ -965,7 +1083,7 @@ def _check_shell(host: LabHost) -> dict[str, Any]:
         "process_bits": 64,
         "os_64bit": True,
         "account": host.username,
-        "admin": True,
+        "admin": not host.faults().get("not_admin"),
         "error": None,
     }
 
@@ -1098,7 +1216,10 @@ def _check_writable(host: LabHost, folder: str | None, text: str) -> dict[str, A
     except HostError as exc:
         probe["error"] = str(exc)
     if probe["written"]:
-        probe["sha256"] = _sha256(host, host.read_file(path))
+        try:  # the script catches a hash failure (FIPS, no working class) into hash_error
+            probe["sha256"] = _sha256(host, host.read_file(path))
+        except HostError as exc:
+            probe["hash_error"] = str(exc)
     if _file_exists(host, path):
         host.delete_file(path)
     probe["left_behind"] = _file_exists(host, path)
@@ -1168,4 +1289,7 @@ MODELS: dict[str, Model] = {
     "set_registry": set_registry,
     "data_service_log": data_service_log,
     "check": check,
+    "status_tool": status_tool,
+    "clear_ssl_cache": clear_ssl_cache,
+    "support_logs": support_logs,
 }

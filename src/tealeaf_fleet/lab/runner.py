@@ -156,9 +156,23 @@ def _packaged(name: str) -> str | None:
 def run_bootstrap(host: LabHost, script: str, channel: str, stdin: bytes) -> CommandResult:
     """Follow the bootstrap `script` (whose stdin-read statement reads `channel`) on `host`."""
     mode = host.language_mode
-    if mode != "FullLanguage":  # its first statement
+    if mode != "FullLanguage":
         host.record("op", op=None, exit=1, refused=f"language mode {mode}")
-        return _thrown(script, protocol.LANGUAGE_REFUSAL.format(mode=mode))
+        if script.startswith(protocol.LANGUAGE_CHECK):  # the bootstrap's first statement
+            return _thrown(script, protocol.LANGUAGE_REFUSAL.format(mode=mode))
+        # Without that check, Windows' own refusal of the first .NET method call on a type
+        # outside the core set (about_Language_Modes, "Constrained language").
+        message = (
+            "Cannot invoke method. Method invocation is supported only on core types in this "
+            "language mode."
+        )
+        return _uncaught(
+            script,
+            "[ScriptBlock]::Create",
+            message,
+            "InvalidOperation: (:) [], RuntimeException",
+            "MethodInvocationNotSupportedInConstrainedLanguage",
+        )
     items = consolehost.read(channel, ps_version=host.ps_version, command_text=script, stdin=stdin)
     text = "\n".join(items)  # STDIN_READ joins the lines; ReadToEnd() gives one string
     if "\n" not in text:  # $n is -1: $t.Substring(0,$n) throws, and EAP is Stop

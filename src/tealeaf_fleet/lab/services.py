@@ -34,7 +34,9 @@ _WMI_STATES = {
 
 DATA_SERVICE = "TeaLeafDataService"
 TMS_SERVICE = "TeaLeafTMS"
+SEARCH_SERVICE = "TLSearchServer"
 IIS_SERVICE = "W3SVC"
+CRYPTO_SERVICE = "CryptSvc"  # Cryptographic Services
 
 
 class ServiceError(HostError):
@@ -123,7 +125,7 @@ _ROLE_SERVICES = {
             ["TeaLeafTransportService"],
         ),
         (
-            "TLSearchServer",
+            SEARCH_SERVICE,
             "TeaLeaf Search Server",
             r"bin\TLSearchServer.exe",
             "Auto",
@@ -164,6 +166,14 @@ _WINDOWS = [
         [],
     ),
     ("Spooler", "Print Spooler", r"C:\Windows\System32\spoolsv.exe", "Auto", "Running", []),
+    (
+        CRYPTO_SERVICE,
+        "Cryptographic Services",
+        r"C:\Windows\system32\svchost.exe -k NetworkService",
+        "Auto",
+        "Running",
+        [],
+    ),
 ]
 _IIS = [
     (

@@ -251,13 +251,16 @@ def preflight_blockers(
     pfx_sha256: str | None,
     expect_tls: bool,
     restarting: Collection[str] = (),
+    rotation: bool = False,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
     `restarting`: services that an unfinished restart of this change stopped and the resumed
     run starts again (not "found stopped").
 
     Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
-    a rollback must stay possible on a host that a rollout would refuse.
+    a rollback must stay possible on a host that a rollout would refuse. A rotation
+    (`rotation=True`) needs what a rollout needs, except that TLS must already be on: EnableTLS
+    1 with server.tls.xml and a Data Service running in tls mode (`rotation_blockers`).
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -313,7 +316,7 @@ def preflight_blockers(
     out.extend(_stopped_services(name, facts, host.role, restarting))
 
     if expect_tls:
-        out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256))
+        out.extend(_rollout_blockers(host, facts, pfx_sha256=pfx_sha256, rotation=rotation))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
             INFO,
@@ -325,7 +328,7 @@ def preflight_blockers(
 
 
 def _rollout_blockers(
-    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None
+    host: Host, facts: Mapping[str, Any], *, pfx_sha256: str | None, rotation: bool = False
 ) -> list[Finding]:
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -367,7 +370,10 @@ def _rollout_blockers(
             "SHA256CryptoServiceProvider works under the FIPS policy)",
         )
     if tls_role:
-        out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
+        if rotation:
+            out.extend(rotation_blockers(name, facts))
+        else:
+            out.extend(_enable_tls_blockers(name, facts, pfx_sha256))
         port = _get(facts, "data_service", "port")
         if port == LEGACY_DATA_SERVICE_PORT:
             add(
@@ -486,6 +492,100 @@ def _enable_tls_blockers(
             (name,),
         )
     ]
+
+
+def rotation_blockers(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+    """A rotation replaces the pair under a TLS that stays on: a Tealeaf server where TLS is
+    not on (EnableTLS not 1, server.tls.xml missing, or a Data Service that last started
+    plainly) is a blocker; the rollout is the way to switch it on."""
+    value = _enable_tls(facts)
+    if RegistryNumber.parse(value).not_a_number:
+        return [_enable_tls_not_numeric(name, value)]
+    problems = []
+    if value != 1:
+        problems.append(f"{TEALEAF_KEY}\\EnableTLS is {_enable_tls_text(facts)}")
+    elif not _file_present(facts, "server.tls.xml"):
+        problems.append(f"{_security_dir(facts)}\\server.tls.xml is missing")
+    mode = _get(facts, "data_service", "mode")
+    if mode == "plain" and not problems:
+        problems.append("the Data Service last started in plain mode ('Port:' in its log)")
+    if not problems:
+        return []
+    return [
+        Finding(
+            BLOCKER,
+            "rotation_tls_off",
+            f"TLS is not on here ({'; '.join(problems)}): a rotation only replaces the pair "
+            "on a fleet with TLS on everywhere; run `fleet rollout` (it imports the new pair "
+            "and enables TLS) instead",
+            (name,),
+        )
+    ]
+
+
+def rotation_fleet_blockers(
+    installed: Mapping[str, str | None],
+    serving: Mapping[str, str | None],
+    *,
+    new_sha256: str | None,
+    not_after: datetime | None,
+    now: datetime,
+    min_days: int = 30,
+) -> list[Finding]:
+    """The fleet-wide refusals of a rotation, after every host's preflight passed.
+
+    `installed`: host -> fingerprint in its tealeaf.crt (every Windows host); `serving`: TLS
+    host -> fingerprint its TMS port presents now (None when not probed or not TLS). The new
+    pair must exist (a rotation never generates one on the fly), must not expire within
+    `min_days`, and must differ from what the fleet runs: when every host has it installed and
+    every probed server presents it, there is nothing to do. A fleet where only some hosts have
+    it (a halted rotation) is resumed, not refused.
+    """
+    out: list[Finding] = []
+    if new_sha256 is None:
+        return [
+            Finding(
+                BLOCKER,
+                "rotation_no_pair",
+                "the inventory's certificate.path does not exist yet: a rotation installs a "
+                "pair made beforehand (`fleet cert create --out FILE`, or the organisation's "
+                "PFX with certificate.source: file)",
+                ("controller",),
+            )
+        ]
+    if not_after is not None:
+        left = not_after - now
+        if left <= timedelta(0):
+            state = f"expired on {not_after:%Y-%m-%d}"
+        elif left < timedelta(days=min_days):
+            state = f"expires on {not_after:%Y-%m-%d}, in {left.days} day(s)"
+        else:
+            state = None
+        if state:
+            out.append(
+                Finding(
+                    BLOCKER,
+                    "rotation_pair_expiring",
+                    f"the new certificate {short_sha(new_sha256)} {state}: a rotation needs "
+                    f"one valid for at least {min_days} more days; create or request a new pair",
+                    ("controller",),
+                )
+            )
+    done = all(sha == new_sha256 for sha in installed.values()) and all(
+        sha in (None, new_sha256) for sha in serving.values()
+    )
+    if installed and done and any(sha == new_sha256 for sha in serving.values()):
+        out.append(
+            Finding(
+                BLOCKER,
+                "rotation_nothing_to_do",
+                f"every host already has the new certificate {short_sha(new_sha256)} installed "
+                "and every server presents it: nothing to rotate (point certificate.path at "
+                "the new pair)",
+                ("controller",),
+            )
+        )
+    return out
 
 
 def _enable_tls_not_numeric(name: str, value: Any) -> Finding:
@@ -693,8 +793,10 @@ def fleet_drift(
     *,
     pfx_sha256: str | None,
     roles: Mapping[str, str] | None = None,
+    expiry_days: int = CERT_EXPIRY_WARNING.days,
 ) -> list[Finding]:
-    """Where hosts disagree with each other (or with the PFX) in ways that break TLS.
+    """Where hosts disagree with each other (or with the PFX) in ways that break TLS, plus
+    a `cert_expiring` warning per host whose installed certificate ends within `expiry_days`.
 
     `roles` (host -> role) tells TLS roles from RTV workstations; hosts missing from it count as
     TLS roles. Unreachable hosts are left out by the caller: drift is over what was seen.
@@ -710,7 +812,7 @@ def fleet_drift(
     for name in names:
         out.extend(_stopped_services(name, facts_by_host[name]))
         out.extend(_unreadable_security_files(name, facts_by_host[name]))
-        out.extend(_cert_expiry(name, facts_by_host[name]))
+        out.extend(_cert_expiry(name, facts_by_host[name], expiry_days))
     out.extend(_build_drift(facts_by_host, names))
     return out
 
@@ -902,18 +1004,29 @@ def _stopped_services(
     return [Finding(severity, "service_stopped", message, (name,))]
 
 
-def _cert_expiry(name: str, facts: Mapping[str, Any]) -> list[Finding]:
+def cert_days_left(facts: Mapping[str, Any]) -> int | None:
+    """Whole days from the host's clock to its installed certificate's end (`cert_not_after`,
+    both host-local times), negative once expired; None when either is unknown."""
     not_after = _host_time(_get(facts, "security", "cert_not_after"))
     now = _host_time(facts.get("now"))
-    if not_after is None or now is None or not_after - now > CERT_EXPIRY_WARNING:
+    if not_after is None or now is None:
+        return None
+    return int((not_after - now).total_seconds() // 86400)
+
+
+def _cert_expiry(name: str, facts: Mapping[str, Any], expiry_days: int) -> list[Finding]:
+    left = cert_days_left(facts)
+    if left is None or left >= expiry_days:
         return []
-    state = "expired" if not_after <= now else "expires"
+    not_after = _host_time(_get(facts, "security", "cert_not_after"))
+    state = "expired" if left < 0 else f"expires in {left} day(s)"
     return [
         Finding(
             WARNING,
             "cert_expiring",
-            f"{_security_dir(facts)}\\tealeaf.crt {state} on {not_after:%Y-%m-%d}: "
-            "plan a certificate rotation",
+            f"{_security_dir(facts)}\\tealeaf.crt {state}, on {not_after:%Y-%m-%d} "
+            f"(watched: {expiry_days} days): plan a certificate rotation (`fleet cert create`, "
+            "then `fleet rollout INVENTORY --playbook rotate`)",
             (name,),
         )
     ]

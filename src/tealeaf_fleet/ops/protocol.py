@@ -78,9 +78,9 @@ BOOTSTRAP = (
     "if($kv -match '^(\\w+):([A-Za-z0-9+/=]*)$'){"
     "$h[$matches[1]]=[Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($matches[2]))}};"
     "$b=$t.Substring($n+1);"
-    '$m=$b.IndexOf("`n' + OP_SEPARATOR + '`n");'
+    '$m=$b.IndexOf("`n' + OP_SEPARATOR + '`n",[StringComparison]::Ordinal);'
     "$t=$b.Substring($m+" + str(len(OP_SEPARATOR) + 2) + ");"
-    '$t=$t.Substring(0,$t.LastIndexOf("`n' + STDIN_END + '"));'
+    '$t=$t.Substring(0,$t.LastIndexOf("`n' + STDIN_END + '",[StringComparison]::Ordinal));'
     ". ([ScriptBlock]::Create($b.Substring(0,$m)));"
     "& ([ScriptBlock]::Create($t)) @h;"
     "exit 0"

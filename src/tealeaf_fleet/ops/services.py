@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 IIS_TIMEOUT_S = 300.0
 MARGIN_S = 60.0  # transport deadline beyond the script's own deadline
 MIN_MARGIN_S = 10.0
+# How long killing a hung native tool can take in the script ($FleetKillBudgetS in common.ps1:
+# taskkill's own deadline plus the wait for the process to exit).
+KILL_BUDGET_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ def native_deadline_s(transport_timeout_s: float) -> int:
     """The deadline for a native tool inside an op (the script's `TimeoutS`): a margin below
     the op's transport deadline (PowerShell's start, the script's own work, the answer's way
     back), so the script kills a hung tool and reports it before the transport gives up and
-    leaves the tool running on the host."""
-    margin = min(MARGIN_S, max(MIN_MARGIN_S, transport_timeout_s / 4))
+    leaves the tool running on the host. The kill itself takes time too (KILL_BUDGET_S)."""
+    margin = min(MARGIN_S, max(MIN_MARGIN_S, transport_timeout_s / 4)) + KILL_BUDGET_S
     return max(1, int(transport_timeout_s - margin))
 
 
@@ -167,6 +170,13 @@ def reboot_and_wait(
             )
         time.sleep(poll_s)
     what = "came back" if went_down else "went down for the reboot"
+    if note and not went_down:  # a shutdown scheduled by someone else, later than our wait
+        raise RemoteTimeout(
+            f"the host never went down for the reboot within {wait_s:.0f}s: {note}",
+            host=conn.name,
+            hint="the host restarts at the time that shutdown was scheduled for; rerun "
+            "after it, or ask whoever scheduled it to abort it (shutdown /a)",
+        )
     raise RemoteTimeout(
         f"the host never {what} within {wait_s:.0f}s",
         host=conn.name,

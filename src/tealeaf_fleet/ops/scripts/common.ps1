@@ -187,6 +187,11 @@ function Read-FleetNative($Process, [datetime]$Deadline) {
     return @{ finished = $finished; output = $text }
 }
 
+# The longest Stop-FleetNativeTree waits (taskkill 10 s, then the process's exit 5 s); the
+# controller keeps this much (ops.services.KILL_BUDGET_S) between a tool's deadline and its
+# own, so a hung tool is killed and reported before the controller gives up on the op.
+$FleetKillBudgetS = 15
+
 function Stop-FleetNativeTree($Process) {
     # taskkill /T /F ends the process and every process it started (TLSTool.exe runs
     # openssl.exe): .NET 2.0 has no Kill(entireProcessTree). Kill() is the fallback when
@@ -194,14 +199,14 @@ function Stop-FleetNativeTree($Process) {
     $system = [Environment]::SystemDirectory
     try {
         $killer = Start-FleetNative ([IO.Path]::Combine($system, 'taskkill.exe')) @('/PID', [string]$Process.Id, '/T', '/F') $system
-        $done = Read-FleetNative $killer ([DateTime]::UtcNow.AddSeconds(30))
+        $done = Read-FleetNative $killer ([DateTime]::UtcNow.AddSeconds(10))
         if (-not $done.finished) { $killer.Kill() }
     } catch {
         # taskkill missing or refused: Kill() below still ends the process itself
     }
     try {
         if (-not $Process.HasExited) { $Process.Kill() }
-        [void]$Process.WaitForExit(10000)
+        [void]$Process.WaitForExit(5000)
     } catch {
         # it exited between HasExited and Kill()
     }
@@ -239,6 +244,26 @@ function ConvertTo-FleetHex([byte[]]$Bytes) {
 function Open-FleetRead([string]$Path) {
     # Share ReadWrite: the Data Service keeps its log open for writing while we read it.
     return [IO.File]::Open($Path, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::ReadWrite)
+}
+
+function Read-FleetSmallFile([string]$Path, [int]$MaxBytes) {
+    # A whole small file's bytes, opened as Open-FleetRead does ([IO.File]::ReadAllBytes shares
+    # only Read, so it fails while another process has the file open for writing); a file
+    # larger than $MaxBytes is refused rather than read.
+    $stream = Open-FleetRead $Path
+    try {
+        if ($stream.Length -gt $MaxBytes) { throw "$Path is larger than $MaxBytes bytes" }
+        $buffer = New-Object byte[] ([int]$stream.Length)
+        $read = 0
+        while ($read -lt $buffer.Length) {
+            $n = $stream.Read($buffer, $read, $buffer.Length - $read)
+            if ($n -le 0) { break }
+            $read += $n
+        }
+    } finally {
+        $stream.Close()
+    }
+    return ,$buffer
 }
 
 function New-FleetSha256 {
@@ -298,7 +323,20 @@ function Get-FleetRegistryValue([string]$Key, [string]$Name) {
     if (-not (Test-Path -LiteralPath $Key)) { return $null }
     $item = Get-ItemProperty -LiteralPath $Key -Name $Name -ErrorAction SilentlyContinue
     if ($null -eq $item) { return $null }
-    return $item.$Name
+    $value = $item.$Name
+    # A REG_MULTI_SZ arrives as string[]: returned bare, PowerShell would unroll it into the
+    # pipeline (one entry becomes a plain string, none becomes $null); the comma keeps it whole.
+    if ($value -is [array]) { return ,$value }
+    return $value
+}
+
+function Test-FleetRegistryValueName([string]$Key, [string]$Name) {
+    # Whether the value `Name` exists under `Key`, from the key's value names alone: the value
+    # itself is never read (used for values under the Tealeaf `security` key, which the tool
+    # must not read). Registry names compare case-insensitively, as -contains does.
+    if (-not (Test-Path -LiteralPath $Key)) { return $false }
+    $names = [string[]](Get-Item -LiteralPath $Key).GetValueNames()
+    return ($names -contains $Name)
 }
 
 function Get-FleetRegistryNumber([string]$Key, [string]$Name) {
@@ -340,6 +378,10 @@ function Get-FleetNow {
 # (a service that has run longer without a restart shows "port unknown"), so a folder holding
 # years of logs costs a directory listing, not years of reading.
 $FleetDataServiceLogLimit = 31
+# ... and how many bytes of older files the walk without Since reads beyond the newest file:
+# PowerShell 2.0 reads a few hundred thousand lines a second at best, so a month of large logs
+# would outlast the op's deadline. Past the budget the walk stops ("port unknown").
+$FleetDataServiceLogBudget = 67108864
 
 function Get-FleetDataServiceLogs([string]$LogDir) {
     # The Data Service's log files, newest first by LastWriteTimeUtc (UTC: local times repeat an
@@ -394,7 +436,10 @@ function Get-FleetDataServiceMode([string]$InstallDir, [string]$Since) {
             }
         }
     } else {
+        $spent = 0
         for ($i = 0; $i -lt $count; $i++) {
+            $spent += $logs[$i].Length
+            if (($i -gt 0) -and ($spent -gt ($logs[0].Length + $FleetDataServiceLogBudget))) { break }
             $blocks = Read-FleetStartupBlocks $logs[$i].FullName
             if ($blocks.Length -gt 0) {
                 $block = $blocks[$blocks.Length - 1]
@@ -413,6 +458,9 @@ function Read-FleetStartupBlocks([string]$Log) {
     try {
         $reader = New-Object System.IO.StreamReader -ArgumentList $stream
         while ($null -ne ($line = $reader.ReadLine())) {
+            # Both lines of interest name Service.Start: an ordinal IndexOf skips the request
+            # lines at a fraction of the cost of -match, which matters on PowerShell 2.0.
+            if ($line.IndexOf('Service.Start', [StringComparison]::Ordinal) -lt 0) { continue }
             if ($line -match '^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\s+Service\.Start\s+INFO\s+Starting HTTP Server') {
                 $current = @{ mode = $null; port = $null; started_at = $matches[1]; log = $Log }
                 [void]$blocks.Add($current)

@@ -8,12 +8,12 @@ function Get-ExecutablePath([string]$CommandLine) {
     # Win32_Service.PathName is a command line: a quoted or unquoted exe path plus arguments.
     if (-not $CommandLine) { return $null }
     $text = $CommandLine.Trim()
-    if ($text.StartsWith([string][char]34)) {
+    if ($text.StartsWith([string][char]34, [StringComparison]::Ordinal)) {
         $end = $text.IndexOf([char]34, 1)
         if ($end -lt 0) { return $text.Substring(1) }
         return $text.Substring(1, $end - 1)
     }
-    $exe = $text.ToLowerInvariant().IndexOf('.exe')
+    $exe = $text.ToLowerInvariant().IndexOf('.exe', [StringComparison]::Ordinal)
     if ($exe -ge 0) { return $text.Substring(0, $exe + 4) }
     return $text.Split([char]32)[0]
 }
@@ -102,7 +102,8 @@ if (-not $build) {
     $buildSource = 'file_version'
     if (-not $build) { $buildSource = $null }
 }
-$certPassword = Get-FleetRegistryValue ($tealeafKey + '\security') 'TLSCertPassword'
+# Presence only: the value under `security` is never read (see Test-FleetRegistryValueName).
+$certPasswordPresent = Test-FleetRegistryValueName ($tealeafKey + '\security') 'TLSCertPassword'
 
 $securityDir = [IO.Path]::Combine([Environment]::GetFolderPath('CommonApplicationData'), 'IBM\Tealeaf\security')
 $files = @{}
@@ -120,7 +121,7 @@ $crtReadable = $false
 if ([IO.File]::Exists($crtPath)) {
     # files['tealeaf.crt'] already carries the error of a file that cannot be read.
     try {
-        $raw = [IO.File]::ReadAllBytes($crtPath)
+        $raw = Read-FleetSmallFile $crtPath 1048576  # a certificate is a few KB
         $crtReadable = $true
     } catch {
         $crtReadable = $false
@@ -175,7 +176,7 @@ Write-FleetResult @{
     tealeaf_build = $build
     tealeaf_build_source = $buildSource
     enable_tls = $enableTls
-    tls_cert_password_present = ($null -ne $certPassword)
+    tls_cert_password_present = $certPasswordPresent
     security = $security
     services = $services.ToArray()
     iis = $iis

@@ -2,7 +2,7 @@
 param([string]$Key, [string]$Name, [string]$Type, [string]$Value)
 # Sets one HKLM value (DWord or String) and reads it back, returning what it was before.
 
-if (-not $Key.StartsWith('HKLM:\')) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
+if (-not $Key.StartsWith('HKLM:\', [StringComparison]::Ordinal)) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
 $subKey = $Key.Substring(6)
 $previous = Get-FleetRegistryValue $Key $Name
 

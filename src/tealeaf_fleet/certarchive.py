@@ -1,0 +1,266 @@
+"""The certificate archive: every PFX a fleet has used, kept in its state folder.
+
+Why: a rotation replaces the pair on every server, and the way back (the previous pair, e.g.
+when a partner system still trusts only the old one) must not depend on someone having kept the
+file. So each run's certificate step copies the PFX it uses into
+`<state folder>/certificates/<sha256>.pfx` (mode 0600, the PFX bytes exactly as they were, so
+still protected by their own password) beside `<sha256>.json` (mode 0600: subject, validity,
+where it came from, and every run that used it). The archive never holds a password: going back
+(`fleet rollout --playbook rotate --certificate-from-archive FINGERPRINT`) asks for it from the
+same kinds of source as any password (an environment variable or a 0600 file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
+
+if TYPE_CHECKING:
+    from tealeaf_fleet.certs import Pfx
+    from tealeaf_fleet.inventory import Fleet
+    from tealeaf_fleet.secrets import Secret
+
+FOLDER = "certificates"
+META_MAX_BYTES = 1024 * 1024
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archived pair: its fingerprint, validity, origin and the runs that used it."""
+
+    sha256: str
+    subject: str
+    not_before: str
+    not_after: str
+    source: str  # the file name it had when a run first used it
+    archived_at: str
+    runs: list[dict[str, Any]]
+    pfx_path: Path
+
+    def days_left(self, now: float | None = None) -> int:
+        """Whole days until `not_after` (negative once expired)."""
+        end = datetime.fromisoformat(self.not_after).replace(tzinfo=timezone.utc)
+        moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        return int((end - moment).total_seconds() // 86400)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pfx_path"] = str(self.pfx_path)
+        data["days_left"] = self.days_left()
+        return data
+
+
+def folder(state_dir: Path) -> Path:
+    return Path(state_dir) / FOLDER
+
+
+def archive(
+    state_dir: Path,
+    pfx: Pfx,
+    data: bytes,
+    *,
+    source: str,
+    run_id: int | None,
+    command: str,
+    playbook: str | None,
+    rotation: bool = False,
+) -> Entry:
+    """Keep `data` (the PFX bytes) as `<sha256>.pfx` and add this run to `<sha256>.json`.
+
+    The PFX file is written once (0600, never replaced: its bytes are the evidence of what was
+    installed); the metadata is rewritten with the run appended."""
+    from tealeaf_fleet.certs import write_private_file
+
+    where = folder(state_dir)
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pfx_path = where / f"{pfx.sha256}.pfx"
+    if not pfx_path.exists():
+        write_private_file(pfx_path, data, field="state folder")
+    meta_path = where / f"{pfx.sha256}.json"
+    meta = _read_meta(meta_path) if meta_path.exists() else None
+    if meta is None:
+        cert = pfx.certificate
+        meta = {
+            "sha256": pfx.sha256,
+            "subject": cert.subject.rfc4514_string(),
+            "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%S"),
+            "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S"),
+            "source": source,
+            "archived_at": _now(),
+            "runs": [],
+        }
+    runs = meta.setdefault("runs", [])
+    if run_id is None or all(r.get("run") != run_id for r in runs):
+        runs.append(
+            {
+                "run": run_id,
+                "command": command,
+                "playbook": playbook,
+                "rotation": rotation,
+                "at": _now(),
+            }
+        )
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    write_private_file(meta_path, text.encode("utf-8"), force=True, field="state folder")
+    return _entry(meta, pfx_path)
+
+
+def entries(state_dir: Path) -> list[Entry]:
+    """Every archived pair, the one first archived first."""
+    where = folder(state_dir)
+    if not where.is_dir():
+        return []
+    out = []
+    for meta_path in sorted(where.glob("*.json")):
+        meta = _read_meta(meta_path)
+        pfx_path = meta_path.with_suffix(".pfx")
+        if meta is None or not pfx_path.is_file():
+            continue
+        out.append(_entry(meta, pfx_path))
+    return sorted(out, key=lambda e: (e.archived_at, e.sha256))
+
+
+def find(state_dir: Path, fingerprint: str) -> Entry:
+    """The archived pair whose fingerprint is `fingerprint` (hex, colons allowed, a unique
+    prefix of at least 8 digits will do); InputError naming what is there otherwise."""
+    wanted = fingerprint.replace(":", "").strip().lower()
+    field = "--certificate-from-archive"
+    if not re.fullmatch(r"[0-9a-f]{8,64}", wanted):
+        raise InputError(
+            "expected a SHA-256 fingerprint (8 to 64 hex digits, colons allowed)", field=field
+        )
+    known = entries(state_dir)
+    matches = [e for e in known if e.sha256.startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        listing = ", ".join(e.sha256[:16] for e in known) or "none"
+        raise InputError(
+            f"no archived certificate {wanted[:16]} in {folder(state_dir)} (archived: {listing})",
+            field=field,
+            hint="`fleet cert history INVENTORY` lists them",
+        )
+    raise InputError(
+        f"{wanted} matches {len(matches)} archived certificates: give more digits", field=field
+    )
+
+
+def fleet_with_archived(fleet: Fleet, entry: Entry, password: Secret) -> Fleet:
+    """The fleet with its certificate pointed at the archived pair (`source: file`), the
+    password already read (the caller took it from --certificate-password-env or -file). The
+    inventory digest covers the archived fingerprint, so an approved plan names the pair."""
+    from tealeaf_fleet.inventory import CertificateSettings
+
+    # A password file source keeps its own name; an env source is re-read by Fleet on demand.
+    source = password.source
+    env = source[len("env ") :] if source.startswith("env ") else None
+    pfile = Path(source[len("file ") :]) if source.startswith("file ") else None
+    settings = CertificateSettings(
+        source="file", path=entry.pfx_path, password_env=env, password_file=pfile
+    )
+    normalized = json.loads(json.dumps(fleet.normalized))
+    normalized["certificate"] = {
+        "source": "archive",
+        "sha256": entry.sha256,
+        "password_env": env,
+        "password_file": str(pfile) if pfile else None,
+    }
+    secrets = dict(fleet._file_secrets)
+    if pfile is not None:
+        secrets[str(pfile)] = password
+    return dataclasses.replace(
+        fleet, certificate=settings, normalized=normalized, _file_secrets=secrets
+    )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The newest change of the state folder that got past preflight, when it was a rotation:
+    the pair it installs, its run, and whether that run finished ok."""
+
+    new_sha256: str
+    run: int
+    state: str  # the run's state: ok, failed, interrupted, running, crashed
+    known: frozenset[str]  # every fingerprint the archive holds (the fleet's own pairs)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.state != "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "new_sha256": self.new_sha256,
+            "run": self.run,
+            "state": self.state,
+            "in_progress": self.in_progress,
+        }
+
+
+def last_rotation(state_dir: Path) -> Rotation | None:
+    """Rotation state from the journal and the archive: the newest run that was not refused
+    at preflight; a Rotation when the archive records that run as a rotation, else None (the
+    fleet's last change was a rollout, a rollback, or nothing the archive knows)."""
+    from tealeaf_fleet.journal import Journal
+
+    state_dir = Path(state_dir)
+    if not (state_dir / "journal.sqlite").is_file():
+        return None
+    known = entries(state_dir)
+    with Journal(state_dir) as journal:
+        newest = next((r for r in journal.runs(limit=200) if r.outcome != "blocked"), None)
+    if newest is None:
+        return None
+    for entry in known:
+        for run in entry.runs:
+            if run.get("run") == newest.id and run.get("rotation"):
+                return Rotation(
+                    entry.sha256, newest.id, newest.state, frozenset(e.sha256 for e in known)
+                )
+    return None
+
+
+def _entry(meta: dict[str, Any], pfx_path: Path) -> Entry:
+    return Entry(
+        sha256=str(meta.get("sha256")),
+        subject=str(meta.get("subject") or ""),
+        not_before=str(meta.get("not_before") or ""),
+        not_after=str(meta.get("not_after") or ""),
+        source=str(meta.get("source") or ""),
+        archived_at=str(meta.get("archived_at") or ""),
+        runs=[r for r in meta.get("runs") or [] if isinstance(r, dict)],
+        pfx_path=pfx_path,
+    )
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """An archive entry's metadata; None for a file that is not one (skipped, not fatal)."""
+    try:
+        raw = read_regular_file(path, min(META_MAX_BYTES, MAX_INPUT_BYTES), "archive entry")
+        meta = json.loads(raw.decode("utf-8"))
+    except (InputError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or not _HEX.fullmatch(str(meta.get("sha256"))):
+        return None
+    if path.stem != meta["sha256"]:
+        return None
+    try:  # the validity is what history shows and days_left computes: it must read as a date
+        for key in ("not_before", "not_after"):
+            datetime.fromisoformat(str(meta.get(key)))
+    except ValueError:
+        return None
+    return meta
+
+
+def _now() -> str:
+    """UTC with microseconds: entries archived within one second still sort in order."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

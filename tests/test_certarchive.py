@@ -1,0 +1,90 @@
+"""The certificate archive (certarchive): written 0600 and named by fingerprint, one entry per
+pair however many runs use it, found by a unique prefix, never holding the password; and the
+fleet pointed at an archived pair plans with a digest of its own."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from tealeaf_fleet import certarchive, certs
+from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.secrets import Secret
+
+PASSWORD = Secret("Archive-Pw-7731", source="test")
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[certs.Pfx, bytes]]:
+    out = []
+    for days in (400, 20):
+        data = certs.generate_pfx(PASSWORD, days=days)
+        out.append((certs.load_pfx(data, PASSWORD), data))
+    return out
+
+
+def test_archive_writes_private_files_named_by_fingerprint(tmp_path: Path, pairs) -> None:
+    (pfx, data), (other, other_data) = pairs
+    certarchive.archive(
+        tmp_path, pfx, data, source="A.pfx", run_id=1, command="rollout", playbook="rollout"
+    )
+    certarchive.archive(
+        tmp_path, pfx, data, source="A.pfx", run_id=3, command="rollout", playbook="rotate"
+    )
+    certarchive.archive(
+        tmp_path, pfx, data, source="A.pfx", run_id=3, command="rollout", playbook="rotate"
+    )
+    certarchive.archive(
+        tmp_path,
+        other,
+        other_data,
+        source="B.pfx",
+        run_id=2,
+        command="rollout",
+        playbook="rotate",
+    )
+    folder = tmp_path / "certificates"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(f"{p.sha256}{s}" for p in (pfx, other) for s in (".pfx", ".json"))
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert PASSWORD.reveal().encode() not in path.read_bytes()
+    assert (folder / f"{pfx.sha256}.pfx").read_bytes() == data  # the bytes as used
+    entries = certarchive.entries(tmp_path)
+    assert [e.sha256 for e in entries] == [pfx.sha256, other.sha256]
+    assert [r["run"] for r in entries[0].runs] == [1, 3]  # a run is recorded once
+    assert entries[1].days_left() in (19, 20)
+    assert entries[0].not_after.startswith(str(pfx.certificate.not_valid_after_utc.year))
+
+
+def test_find_by_prefix_and_clear_refusals(tmp_path: Path, pairs) -> None:
+    (pfx, data), _ = pairs
+    certarchive.archive(
+        tmp_path, pfx, data, source="A.pfx", run_id=1, command="rollout", playbook=None
+    )
+    colons = ":".join(pfx.sha256[i : i + 2] for i in range(0, 16, 2))
+    assert certarchive.find(tmp_path, colons.upper()).sha256 == pfx.sha256
+    with pytest.raises(InputError, match="8 to 64 hex digits"):
+        certarchive.find(tmp_path, "abc")
+    with pytest.raises(InputError, match="no archived certificate 00000000"):
+        certarchive.find(tmp_path, "00000000")
+
+
+def test_a_damaged_entry_is_skipped(tmp_path: Path, pairs) -> None:
+    (pfx, data), _ = pairs
+    certarchive.archive(
+        tmp_path, pfx, data, source="A.pfx", run_id=1, command="rollout", playbook=None
+    )
+    bad = tmp_path / "certificates" / ("0" * 64 + ".json")
+    bad.write_text("{not json")
+    (tmp_path / "certificates" / ("0" * 64 + ".pfx")).write_bytes(b"x")
+    renamed = tmp_path / "certificates" / ("1" * 64 + ".json")
+    renamed.write_text(json.dumps({"sha256": pfx.sha256}))  # its name is not its fingerprint
+    (tmp_path / "certificates" / ("1" * 64 + ".pfx")).write_bytes(b"x")
+    undated = tmp_path / "certificates" / ("2" * 64 + ".json")
+    undated.write_text(json.dumps({"sha256": "2" * 64, "not_after": "soon"}))
+    (tmp_path / "certificates" / ("2" * 64 + ".pfx")).write_bytes(b"x")
+    assert [e.sha256 for e in certarchive.entries(tmp_path)] == [pfx.sha256]

@@ -1,0 +1,116 @@
+"""`fleet logs`: the support bundle, end to end against the lab (the CLI in a subprocess,
+pywinrm, the lab's Data Service logs and Application event log, the journal's run logs), opened
+with zipfile and searched for every secret."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+
+import pytest
+
+from tealeaf_fleet.bundle import mask, parse_since
+from tealeaf_fleet.errors import InputError
+from test_rollout_e2e import fleet, secrets_of, start_lab
+
+pytestmark = pytest.mark.slow
+
+TOPOLOGY = {"portal": 1, "hbr": 1, "canister": 1}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    import os
+
+    folder = tmp_path_factory.mktemp("logs")
+    os.environ["TEALEAF_FLEET_LOCK_DIR"] = str(folder / "locks")
+    with start_lab(folder / "lab", topology=TOPOLOGY) as lab:
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 0, out.stderr[-3000:]
+        winrm_pw, pfx_pw = secrets_of(lab)
+        # a careless tool logged both passwords: the bundle must mask them
+        lab.host("hbr01").write_event(
+            "TeaLeaf Transport", "Warning", 7, f"retrying with password={pfx_pw} ({winrm_pw})"
+        )
+        log = newest_log(lab, "can01")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")  # the lab's hosts keep this machine's time
+        with open(log, "a", encoding="ascii") as fh:
+            fh.write(f"{stamp} Service.Config INFO pass:{pfx_pw}\r\n")
+        yield lab
+    os.environ.pop("TEALEAF_FLEET_LOCK_DIR", None)
+
+
+def newest_log(lab, host: str):
+    folder = lab.dir / "hosts" / host / "fs/D/Tealeaf/Logs"
+    return max(folder.glob("TLDataService*.log"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def bundle(lab, tmp_path, *flags: str) -> tuple[dict[str, bytes], str]:
+    target = tmp_path / "support.zip"
+    out = fleet("logs", str(lab.inventory), "--out", str(target), *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"support bundle written to {target}" in out.stderr
+    with zipfile.ZipFile(target) as archive:
+        assert archive.testzip() is None
+        return {name: archive.read(name) for name in archive.namelist()}, out.stderr
+
+
+def test_bundle_holds_logs_events_facts_and_run_logs_without_secrets(lab, tmp_path):
+    files, stderr = bundle(lab, tmp_path)
+    for host in lab.roles:
+        if lab.roles[host] == "pca":
+            continue
+        assert json.loads(files[f"hosts/{host}/facts.json"])["hostname"]
+        ds = files[f"hosts/{host}/data_service.log"].decode()
+        assert "Starting HTTP Server" in ds and "TLS Port:" in ds  # the rollout's restart
+        json.loads(files[f"hosts/{host}/application_events.json"])
+    events = json.loads(files["hosts/hbr01/application_events.json"])["entries"]
+    sources = {e["source"] for e in events}
+    assert {"TeaLeaf Rules", "TeaLeaf Transport"} <= sources  # the vendor's known issue too
+    assert any("unable to open key" in e["message"] for e in events)
+    assert "controller/run-1.log" in files and "controller/runs.json" in files
+    manifest = files["MANIFEST.txt"].decode()
+    assert "since: the last 1440 minute(s)" in manifest and "cut:" not in manifest
+    blob = b"\n".join(files.values())
+    for secret in secrets_of(lab):
+        assert secret.encode() not in blob and secret not in stderr
+    assert b"password=******" in blob and b"pass:******" in blob
+
+
+def test_each_host_is_bounded_and_startup_blocks_always_come(lab, tmp_path):
+    log = newest_log(lab, "hbr01")
+    with open(log, "a", encoding="ascii") as fh:
+        for i in range(3000):
+            fh.write(f"2099-01-01T00:00:00 Request INFO request {i:05d} served in 3 ms\r\n")
+    files, stderr = bundle(lab, tmp_path, "--max-kb", "16", "--since", "2098-12-31T00:00")
+    ds = files["hosts/hbr01/data_service.log"].decode()
+    assert len(ds.encode()) < 17 * 1024
+    assert "request 02999" in ds and "request 00000" not in ds  # the newest lines are kept
+    assert "hbr01: collected; Data Service log cut at 16 KiB" in stderr
+    assert "cut to stay within the bound: hbr01" in stderr
+    assert "cut: Data Service log cut at 16 KiB" in files["MANIFEST.txt"].decode()
+    # a time after every startup: no ordinary line, but the startup blocks all the same
+    other = files["hosts/portal01/data_service.log"].decode()
+    assert "Starting HTTP Server" in other and "TLS Port:" in other
+
+
+def test_bad_since_is_one_input_error_line(lab, tmp_path):
+    out = fleet(
+        "logs", str(lab.inventory), "--since", "yesterday", "--out", str(tmp_path / "x.zip")
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("fleet: error: --since: 'yesterday' is neither")
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_since_and_mask_rules():
+    assert parse_since("90m", now=10_000.0).minutes == 90
+    assert parse_since("2d", now=0.0).controller == -2 * 86400
+    assert parse_since("2026-12-01T08:00").text == "2026-12-01T08:00:00"
+    assert parse_since(None).minutes == 1440
+    for bad in ("-3h", "2026-13-01T08:00", "now"):
+        with pytest.raises(InputError):
+            parse_since(bad)
+    assert mask("pwd: hunter2; PASSWORD = x9") == "pwd: ******; PASSWORD = ******"
+    assert mask('"tls_cert_password_present": true') == '"tls_cert_password_present": true'
