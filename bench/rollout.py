@@ -19,6 +19,13 @@ Send, Receive, cleanup; the first op on a host also opens its shell, + L):
 The ratio measured / bound says how much the engine adds (polling, verification reads, Python,
 two cores shared by the lab and the controller). Aim: 1.25 or better.
 
+The restart phases alone are also held to their critical path (`restart_bound`): the serial
+restarts in dependency waves plus one PowerShell start per restarted host and per parallel
+phase (d S + P per HBR or Canister, one after the other; per wave of the rest, the slowest
+d S, + S where iisreset runs, + P). Aim: 1.10 or better, also with --ps-startup-ms 800. This
+is what the peer-health reads (overlapped with the previous host's restart) and the gates'
+first read (returned by the restart op itself) must not add to.
+
     .venv/bin/python bench/rollout.py [--latency-ms 20 --ps-startup-ms 100 --restart-s 1]
 """
 
@@ -116,6 +123,24 @@ def lower_bound(
     return out
 
 
+def restart_bound(
+    phases: list[dict], roles: dict[str, str], depths: dict[str, int], args: argparse.Namespace
+) -> dict[str, float]:
+    """The restart phases' critical path (module docstring): restart phase name -> seconds."""
+    P, S, f = args.ps_startup_ms / 1000, args.restart_s, args.forks
+    out: dict[str, float] = {}
+    for phase in phases:
+        hosts = [s["host"] for s in phase["steps"] if s["host"] != "controller"]
+        if phase["op"] != "restart" or not hosts:
+            continue
+        if phase["strategy"] == "rolling":
+            out[phase["name"]] = sum(depths[h] * S + P for h in hosts)
+        else:
+            slowest = max(depths[h] * S + (S if roles[h] == "portal" else 0) for h in hosts)
+            out[phase["name"]] = math.ceil(len(hosts) / f) * (slowest + P)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency-ms", type=int, default=20)
@@ -175,12 +200,26 @@ def main() -> int:
             print(f"{name:<18}{took:>11.2f}{lb:>9.2f}{ratio}")
         total = sum(bound.values())
         print(f"{'total':<18}{elapsed:>11.2f}{total:>9.2f}{elapsed / total:7.2f}")
+        critical = restart_bound(plan["phases"], roles, depths, args)
+        restart_took = sum(ends.get(n, 0) - starts.get(n, 0) for n in critical)
+        restart_lb = sum(critical.values())
+        print("restart phases against their critical path (d S + P per restart):")
+        for name, lb in critical.items():
+            took = ends.get(name, 0) - starts.get(name, 0)
+            print(f"  {name:<16}{took:>11.2f}{lb:>9.2f}{took / lb:7.2f}")
+        print(
+            f"  {'all restarts':<16}{restart_took:>11.2f}{restart_lb:>9.2f}"
+            f"{restart_took / restart_lb:7.2f}"
+        )
         print(
             json.dumps(
                 {
                     "measured_s": round(elapsed, 2),
                     "lower_bound_s": round(total, 2),
                     "ratio": round(elapsed / total, 3),
+                    "restart_measured_s": round(restart_took, 2),
+                    "restart_bound_s": round(restart_lb, 2),
+                    "restart_ratio": round(restart_took / restart_lb, 3),
                 }
             )
         )

@@ -741,19 +741,6 @@ STEP_CASES = [
     # id, host, facts, op, pfx, expect_tls, changed_at, done?, words in reason
     ("push_no_pfx_yet", FakeHost(), healthy(), "push_pfx", None, True, None, False, ()),
     (
-        "push_file_info_match",
-        FakeHost(),
-        healthy(
-            files={"D:\\Tealeaf\\Tools\\TCXcert.pfx": {"exists": True, "size": 9, "sha256": PFX}}
-        ),
-        "push_pfx",
-        PFX,
-        True,
-        None,
-        True,
-        ("TCXcert.pfx",),
-    ),
-    (
         "push_file_info_other",
         FakeHost(),
         healthy(
@@ -1329,6 +1316,59 @@ def test_status_report_warning_names_client_keys_only_on_2008r2():
     assert message() == ""  # healthy() has .NET and WinHTTP set
     assert "TLS 1.2\\Client: Enabled = 1, DisabledByDefault = 0" in message(**R2)
     assert "Client" not in message(**{"dotnet.v2_strong_crypto": 0})
+
+
+@pytest.mark.parametrize(
+    "role,severity", [("hbr", BLOCKER), ("canister", BLOCKER), ("portal", WARNING)]
+)
+@pytest.mark.parametrize("expect_tls", [True, False])
+def test_preflight_names_a_stopped_automatic_service(role, severity, expect_tls):
+    """An Auto TeaLeaf service found stopped: a warning naming it, a blocker on the roles that
+    restart one at a time (another one's restart would leave its share to nobody)."""
+    facts = with_service_state("Stopped", "TeaLeafDataService")
+    findings = checks.preflight_blockers(
+        FakeHost(role=role), facts, pfx_sha256=None, expect_tls=expect_tls
+    )
+    found = [f for f in findings if f.code == "service_stopped"]
+    assert [f.severity for f in found] == [severity]
+    assert "TeaLeafDataService" in found[0].message
+    assert ("--limit" in found[0].message) == (severity == BLOCKER)
+
+
+def test_preflight_leaves_a_stopped_manual_service_alone():
+    facts = with_service_state("Stopped", "TeaLeafDataService")
+    for service in facts["services"]:
+        service["start_mode"] = "Manual"
+    findings = checks.preflight_blockers(FakeHost(), facts, pfx_sha256=None, expect_tls=True)
+    assert "service_stopped" not in codes(findings)
+
+
+def test_push_pfx_compares_file_hashes_never_the_certificate_fingerprint():
+    """The PFX's file hash and its certificate's fingerprint are different numbers: a file
+    whose hash equals the fingerprint is not the PFX, one whose hash equals the file hash is."""
+    path = "D:\\Tealeaf\\Tools\\TCXcert.pfx"
+    file_hash = "fe" * 32
+    fingerprint_only = healthy(files={path: {"exists": True, "size": 9, "sha256": PFX}})
+    verdict = checks.step_status(
+        FakeHost(),
+        fingerprint_only,
+        "push_pfx",
+        pfx_sha256=PFX,
+        expect_tls=True,
+        pfx_file_sha256=file_hash,
+    )
+    assert not verdict.done and "file hash" in verdict.reason
+    copied = healthy(files={path: {"exists": True, "size": 9, "sha256": file_hash}})
+    verdict = checks.step_status(
+        FakeHost(),
+        copied,
+        "push_pfx",
+        pfx_sha256=PFX,
+        expect_tls=True,
+        pfx_file_sha256=file_hash,
+    )
+    assert verdict.done and "file hash fefefefefefe" in verdict.reason
+    assert "SHA-256" not in verdict.reason
 
 
 # --- rotation -------------------------------------------------------------------------------

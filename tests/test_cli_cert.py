@@ -87,7 +87,7 @@ def test_create_never_overwrites_without_force(tmp_path, capsys, monkeypatch):
         capsys, "cert", "create", "--out", str(out), "--password-env", "PFX_PW", "--force"
     )
     assert code == 0 and out.read_bytes() != first and mode(out) == 0o600
-    assert "sha256" in stdout and PW not in stdout
+    assert "fingerprint" in stdout and PW not in stdout
 
 
 def test_create_options_reach_the_file(tmp_path, capsys, monkeypatch):

@@ -169,7 +169,7 @@ def _hbr_restarts_in_parallel(plan: dict) -> None:
 @pytest.mark.parametrize(
     "tamper,where",
     [
-        (_hbr_restarts_in_parallel, "phases[6].strategy: approved 'parallel', rebuilt 'rolling'"),
+        (_hbr_restarts_in_parallel, "phases[5].strategy: approved 'parallel', rebuilt 'rolling'"),
         (_drop_preflight, "phases[0].name: approved 'certificate', rebuilt 'preflight'"),
         (_contact_the_pca, "hosts[7].contacted: approved True, rebuilt False"),
     ],

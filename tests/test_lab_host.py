@@ -865,6 +865,27 @@ def test_enable_tls_preset_at_lab_start_fails_the_tls_services_not_the_lab(tmp_p
         assert states["TeaLeafHBR"] == "Running"
 
 
+def test_service_stopped_fault_stops_the_main_service_until_something_starts_it(
+    host: LabHost,
+) -> None:
+    """The process ended on its own: Stopped with no Stop Pending, and it stays stopped
+    (no recovery action) until a Start-Service brings it back."""
+    host.set_faults({"service_stopped": True})
+    assert {s.name: s.state for s in host.services()}["TeaLeafHBR"] == "Stopped"
+    states = [e["state"] for e in events_of(host, "service") if e["name"] == "TeaLeafHBR"]
+    assert states == ["Stopped"]
+    time.sleep(0.3)
+    assert host.service("TeaLeafHBR").state == "Stopped"  # nothing restarts it
+    host.services_mgr.start("TeaLeafHBR")
+    assert host.service("TeaLeafHBR").state == "Running"
+
+
+def test_service_stopped_fault_can_name_the_service(host: LabHost) -> None:
+    host.set_faults({"service_stopped": {"service": "TeaLeafRulesEngine"}})
+    states = {s.name: s.state for s in host.services()}
+    assert states["TeaLeafRulesEngine"] == "Stopped" and states["TeaLeafHBR"] == "Running"
+
+
 def test_the_log_walk_stops_after_its_byte_budget(tmp_path: Path, monkeypatch) -> None:
     """Get-FleetDataServiceMode without Since reads the newest log whatever its size, then
     older ones only within $FleetDataServiceLogBudget bytes: past it, the port is unknown

@@ -547,6 +547,27 @@ def test_restart_keeps_stopped_services_stopped_and_logs_show_the_restart(conns,
     mode = logs.data_service_mode(conn, WEIRD_DIR, result.started_at)
     assert mode.mode == "plain" and mode.started_at >= result.started_at
     assert logs.data_service_mode(conn, WEIRD_DIR, "2999-01-01T00:00:00").mode is None
+    assert result.after is None  # nothing read back unless asked
+
+
+def test_restart_reads_back_what_the_gates_need_in_the_same_op(conns, lab, fleet):
+    """With install_dir: every TeaLeaf service's state (the stopped one too), IIS, and the Data
+    Service's startup block since the restart began, from the same powershell.exe."""
+    conn = conns[CANISTER]
+    running = facts.gather(conn, fleet.hosts[CANISTER], install_dir=None).running_services
+    time.sleep(1.1)  # log times have one-second resolution
+    mark = _mark(lab)
+    result = services.restart(conn, running, timeout_s=60, install_dir=WEIRD_DIR)
+    after = result.after
+    assert after is not None
+    states = {s["name"]: s["state"] for s in after["services"]}
+    assert all(states[name] == "Running" for name in running)
+    assert states["TeaLeafSnapshotService"] == "Stopped"
+    assert after["iis"]["present"] is False
+    block = after["data_service"]
+    assert block["mode"] == "plain" and block["started_at"] >= result.started_at
+    ops = [e["op"] for e in _events(lab, mark, kind="op", host=CANISTER)]
+    assert ops == ["restart_services"]  # one op, one powershell.exe, did it all
 
 
 def test_restart_names_the_service_that_did_not_start(conns, lab):
@@ -567,6 +588,20 @@ def test_iisreset(conns, lab):
     assert _events(lab, mark, kind="iisreset", host=PORTAL)
     with pytest.raises(RemoteScriptError, match="IIS"):
         services.iisreset(conns[CANISTER])
+
+
+def test_restart_with_iisreset_is_one_op_and_reads_iis_after_it(conns, lab, fleet):
+    conn = conns[PORTAL]
+    running = facts.gather(conn, fleet.hosts[PORTAL], install_dir=None).running_services
+    mark = _mark(lab)
+    result = services.restart(conn, running, timeout_s=60, install_dir=WEIRD_DIR, iisreset=True)
+    assert _events(lab, mark, kind="iisreset", host=PORTAL)
+    assert [e["op"] for e in _events(lab, mark, kind="op", host=PORTAL)] == ["restart_services"]
+    assert result.after is not None and result.after["iis"] == {"present": True, "state": "Running"}
+    with pytest.raises(RemoteScriptError, match="IIS"):  # no IIS there: the op fails, says so
+        services.restart(
+            conns[CANISTER], ["TeaLeafCanister", "TLSearchServer"], timeout_s=20, iisreset=True
+        )
 
 
 def test_reboot_and_wait(fleet, lab):

@@ -71,21 +71,26 @@ def test_rollout_over_a_full_estate(tmp_path: Path) -> None:
         "preflight",
         "certificate",
         "push_pfx",
-        "push_tools",
         "import",
         "enable",
         "restart_hbr",
         "restart_canister",
         "restart_rest",
         "verify",
+        "rtv_push_pfx",
+        "push_tools",
+        "rtv_import",
+        "rtv_verify",
     ]
     windows = ["portal01", "hbr01", "hbr02", "can01", "can02", "can03", "report01", "rtv01"]
     tls = windows[:-1]
     assert hosts_of(plan, "preflight") == windows
     assert hosts_of(plan, "certificate") == [CONTROLLER]
-    assert hosts_of(plan, "push_pfx") == windows
+    assert hosts_of(plan, "push_pfx") == tls  # RTV workstations: after the servers
     assert hosts_of(plan, "push_tools") == ["rtv01"]
-    assert hosts_of(plan, "import") == windows
+    assert hosts_of(plan, "import") == tls
+    for name in ("rtv_push_pfx", "rtv_import", "rtv_verify"):
+        assert hosts_of(plan, name) == ["rtv01"]
     assert hosts_of(plan, "enable") == tls
     assert plan.phase("enable").strategy == "all_or_nothing"
     assert plan.phase("enable").compensate == "disable"
@@ -94,7 +99,7 @@ def test_rollout_over_a_full_estate(tmp_path: Path) -> None:
     assert hosts_of(plan, "restart_canister") == ["can01", "can02", "can03"]
     assert hosts_of(plan, "restart_rest") == ["portal01", "report01"]
     assert plan.phase("restart_rest").strategy == "parallel"
-    assert hosts_of(plan, "verify") == windows
+    assert hosts_of(plan, "verify") == tls
     # nothing is skipped without facts
     assert all(s.skip_reason is None for p in plan.phases for s in p.steps)
     # PCA: left out of every host phase, with the pipeline note
@@ -209,7 +214,8 @@ def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
         f"certificate ({FP[:12]})"
     )
     assert (
-        skip("push_pfx", "hbr01") == f"nothing to do: already imported ({FP[:12]}): no copy needed"
+        skip("push_pfx", "hbr01")
+        == f"nothing to do: already imported (certificate fingerprint {FP[:12]}): no copy needed"
     )
     assert skip("enable", "hbr01") == (
         f"nothing to do: EnableTLS is 1 and {DEFAULT_SECURITY_DIR}\\server.tls.xml exists"
@@ -221,7 +227,8 @@ def test_facts_turn_done_steps_into_skips(tmp_path: Path) -> None:
     assert skip("push_tools", "rtv01") == (
         "nothing to do: Tools\\TLSTool.exe and Tools\\openssl.exe are already there"
     )
-    assert skip("import", "rtv01") is not None and skip("push_pfx", "rtv01") is not None
+    assert skip("rtv_import", "rtv01") is not None
+    assert skip("rtv_push_pfx", "rtv01") is not None
     for phase in ("push_pfx", "import", "enable", "restart_hbr"):
         assert skip(phase, "hbr02") is None
     # with facts, the restart names the services that were running (and only those)
@@ -517,7 +524,7 @@ def test_first_difference_names_the_place_and_both_values(tmp_path: Path) -> Non
     )
     fewer = _set(plan, "phases", plan["phases"][:-1])
     assert first_difference(fewer, plan) == (
-        "phases: approved 9 entries, rebuilt 10 (first extra: phases[9])"
+        "phases: approved 12 entries, rebuilt 13 (first extra: phases[12])"
     )
     assert first_difference(_set(plan, "hosts[0].contacted", 1), plan) == (
         "hosts[0].contacted: approved 1, rebuilt True"

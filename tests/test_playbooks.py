@@ -45,14 +45,18 @@ def test_rollout_order_and_strategies() -> None:
     assert _shape("rollout") == [
         ("preflight", "parallel", set(WINDOWS_ROLES), None),
         ("certificate", "controller", set(), None),
-        ("push_pfx", "parallel", set(WINDOWS_ROLES), None),
-        ("push_tools", "parallel", {"rtv"}, None),
-        ("import", "parallel", set(WINDOWS_ROLES), None),
+        ("push_pfx", "parallel", set(TLS_ROLES), None),
+        ("import", "parallel", set(TLS_ROLES), None),
         ("enable", "all_or_nothing", set(TLS_ROLES), None),
         ("restart", "rolling", {"hbr"}, 1),
         ("restart", "rolling", {"canister"}, 1),
         ("restart", "parallel", {"portal", "report", "other"}, None),
-        ("verify", "parallel", set(WINDOWS_ROLES), None),
+        ("verify", "parallel", set(TLS_ROLES), None),
+        # RTV workstations after every server: they never hold up the server change
+        ("push_pfx", "parallel", {"rtv"}, None),
+        ("push_tools", "parallel", {"rtv"}, None),
+        ("import", "parallel", {"rtv"}, None),
+        ("verify", "parallel", {"rtv"}, None),
     ]
     enable = next(p for p in pb.phases if p.op == "enable")
     assert enable.compensate == "disable"

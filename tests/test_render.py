@@ -72,10 +72,10 @@ def test_markdown_is_a_change_ticket(fleet) -> None:
     order = [md.index(f"### {i}. {p.name}: ") for i, p in enumerate(plan.phases, 1)]
     assert order == sorted(order)
     assert (
-        "### 6. enable: enable, all hosts or none (undone everywhere if one fails), "
+        "### 5. enable: enable, all hosts or none (undone everywhere if one fails), "
         "compensate: disable" in md
     )
-    assert "### 7. restart_hbr: restart, rolling, one host at a time" in md
+    assert "### 6. restart_hbr: restart, rolling, one host at a time" in md
     assert "1. restart_hbr: hbr01 -> hbr02 (one at a time" in md
     assert "3. restart_rest: portal01 together" in md
     assert "| HBR | hbr01, hbr02 | preflight, push_pfx, import, enable, restart, verify |" in md
@@ -100,7 +100,7 @@ def test_table_text(fleet) -> None:
     plan = build_plan(load_playbook("rollout"), fleet)
     text = render_text(plan, width=160)
     assert "\x1b[" not in text  # no colour codes in files
-    assert "7. restart_hbr (restart): rolling, one host at a time; gates: services" in text
+    assert "6. restart_hbr (restart): rolling, one host at a time; gates: services" in text
     assert "left out: not affected by inter-process TLS" in text
     assert "(same as above)" in text  # repeated descriptions are not printed again
     assert f"Plan digest: {plan.digest}" in text
@@ -145,7 +145,9 @@ def test_large_phases_are_grouped_in_the_table_not_in_markdown(tmp_path: Path) -
     small = render_text(
         build_plan(load_playbook("rollout"), load_fleet(_small_inventory(tmp_path))), width=200
     )
-    assert " hosts: " not in small
+    grouped = [line for line in small.splitlines() if " hosts: " in line]
+    assert grouped and all("left out: " in line for line in grouped)  # steps: a row each
+    assert "5 hosts: can1, can2, can3, can4, can5" in grouped[0]  # exclusions: one line
 
 
 def _small_inventory(tmp_path: Path) -> Path:
@@ -186,7 +188,7 @@ def test_summary_counts_done_steps_and_caps_long_lists(fleet, tmp_path: Path) ->
     plan = build_plan(load_playbook("rollout"), fleet)
     plan.phase("import").steps[0].skip_reason = "nothing to do: already imported"
     line = next(x for x in render_summary(plan).splitlines() if ". import" in x)
-    assert "4 hosts in parallel, 1 already done (skipped)" in line  # 5 Windows hosts, one done
+    assert "3 hosts (hbr01, hbr02, can01) in parallel, 1 already done (skipped)" in line
     lines = ["winrm: {username: u}", "hosts:"]
     lines += [f"  can{i:03d}: {{address: 10.1.0.{i}, role: canister}}" for i in range(1, 31)]
     inv = tmp_path / "big.yaml"
@@ -277,3 +279,44 @@ def test_opt_ins_are_marked_in_every_format(fleet, tmp_path: Path) -> None:
         assert red and all("\x1b[1;31m" in row for row in red), red
     plain = build_plan(load_playbook("rollout"), fleet)
     assert "OPT-IN" not in render_text(plain) + render_markdown(plain) + render_summary(plain)
+
+
+def test_table_fits_100_columns_and_never_cuts_a_host_name(tmp_path: Path) -> None:
+    """Long host names at the default width: every line within 100 columns, every name whole
+    on one line (wrapped between names, never inside one), exclusions one row per reason."""
+    names = [f"canister-{i:02d}.datacenter-west.example.internal" for i in range(1, 4)]
+    lines = ["winrm: {username: u}", "hosts:"]
+    lines += [f"  {n}: {{address: 10.4.0.{i}, role: canister}}" for i, n in enumerate(names, 1)]
+    lines += ["  pca-collector-01.example.internal: {address: 10.4.1.1, role: pca}"]
+    lines += [
+        f"  rtv-{i}.workstations.example.internal: {{address: 10.4.2.{i}, role: rtv}}"
+        for i in range(1, 4)
+    ]
+    inv = tmp_path / "long.yaml"
+    inv.write_text("\n".join(lines) + "\n")
+    fleet = load_fleet(inv)
+    plan = build_plan(load_playbook("rollout"), fleet)
+    text = render_text(plan)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for name in [*names, "pca-collector-01.example.internal"]:
+        assert name in text, name
+    assert "…" not in text
+    enable = text[text.index("enable (enable)") :]
+    enable = enable[: enable.index("restart_hbr")]
+    assert enable.count("left out: import only") == 1  # three RTVs, one row
+
+
+def test_markdown_ticket_has_the_window_and_the_commands_to_approve_and_run(fleet) -> None:
+    from tealeaf_fleet.estimate import estimate
+
+    plan = build_plan(load_playbook("rollout"), fleet)
+    window = estimate(plan, fleet, measured={("restart", "hbr01"): 42.0})
+    md = render_markdown(plan, window=window, inventory="site.yaml", limit="hbr*,can*")
+    assert "## Change window (estimate)" in md
+    assert "| **Total** |" in md and "1 step(s) from durations measured" in md
+    assert "    fleet plan site.yaml --limit hbr*,can* --out plan.json" in md
+    assert "    fleet rollout site.yaml --limit hbr*,can* --approved-plan plan.json" in md
+    assert "SHA-256" not in md.replace("certificate fingerprint", "")  # one vocabulary
+    back = render_markdown(build_plan(load_playbook("rollback"), fleet), inventory="site.yaml")
+    assert "fleet plan site.yaml --playbook rollback --out plan.json" in back
+    assert "fleet rollback site.yaml --approved-plan plan.json" in back

@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tealeaf_fleet import pkcs12info
 from tealeaf_fleet.errors import CertificateError, InputError
-from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file, write_file
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, O_BINARY, read_regular_file, write_file
 from tealeaf_fleet.secrets import Secret
 
 TEALEAF_CN = "IBM Tealeaf CX"
@@ -205,7 +205,7 @@ def write_private_file(
         write_file(p, data, field=field, mode=0o600, through=False)
         return
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600)
     except FileExistsError:
         raise InputError(
             f"{p} already exists", field=field, hint="use --force to replace it"
@@ -793,7 +793,7 @@ def certificate_for(fleet: _FleetLike, *, create: bool) -> tuple[Pfx, bytes]:
         # atomically with the full content, and fails when another run linked its file first
         # (an O_EXCL create would let that other run read a half-written file).
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_BINARY, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         try:

@@ -38,6 +38,11 @@ class FleetError(Exception):
         return text
 
 
+class PeerHealthError(FleetError):
+    """Another host of an HBR's or Canister's rolling group is not healthy, so the host was
+    not restarted (engine/peers.py). Exit 1: the run halts there, nothing was done to it."""
+
+
 class InputError(FleetError):
     """Bad input: inventory, PFX, password source, playbook, flags. Exit 2.
 

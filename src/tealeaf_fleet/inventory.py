@@ -16,11 +16,12 @@ where the variables are not set.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ WINRM_KEYS = (
     "operation_timeout_s",
 )
 CERT_KEYS = ("source", "path", "password_env", "password_file")
-ROLLOUT_KEYS = ("restart", "health_timeout_s", "soak_s", "verify_handshake")
+ROLLOUT_KEYS = ("restart", "health_timeout_s", "soak_s", "verify_handshake", "restart_s")
 PREREQUISITE_KEYS = ("status_report_hosts", "winhttp_protocols", "reboot")
 # WinHTTP DefaultSecureProtocols the `prerequisites` playbook may write: 0xA80 (TLS 1.0-1.2,
 # the default) or the vendor's literal 0xAA0 (which also turns SSL 3.0 back on).
@@ -166,6 +167,8 @@ class RolloutSettings:
     health_timeout_s: int = 600
     soak_s: int = 30
     verify_handshake: bool = True
+    # role -> seconds one restart (or reboot) of a host of that role takes: the plan's window
+    restart_s: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,16 @@ class Fleet:
     def windows_hosts(self) -> list[Host]:
         """Hosts contacted over WinRM, in inventory order."""
         return [h for h in self.hosts.values() if h.is_windows]
+
+    def only(self, names: Collection[str]) -> Fleet:
+        """The same inventory with only these hosts (inventory order kept): what `--limit`
+        selects, and what a phase's verify reads. Its normalized content (so the inventory
+        digest) covers only them, so a plan of a subset never passes for one of the whole."""
+        keep = {n: h for n, h in self.hosts.items() if n in names}
+        normalized = dict(self.normalized)
+        if isinstance(normalized.get("hosts"), dict):
+            normalized["hosts"] = {n: v for n, v in normalized["hosts"].items() if n in keep}
+        return dataclasses.replace(self, hosts=keep, normalized=normalized)
 
     def _field(self, host: Host | None, key: str, section: str = "winrm") -> str:
         """The dotted field a host's setting came from (its own override, else the default)."""
@@ -926,6 +939,7 @@ def load_fleet(path: str | Path) -> Fleet:
         verify_handshake=ctx.boolean(
             roll_map, "verify_handshake", "rollout.verify_handshake", True
         ),
+        restart_s=_restart_times(ctx, roll_map),
     )
 
     pre_map = ctx.mapping(
@@ -1131,6 +1145,23 @@ def _rel(p: Path | None, base: Path) -> str | None:
         return str(p)
 
 
+def _restart_times(ctx: _Ctx, roll_map: _Map) -> dict[str, int]:
+    """`rollout.restart_s`: {role: seconds} for the roles that restart (the plan's window)."""
+    if "restart_s" not in roll_map:
+        return {}
+    times = ctx.mapping(
+        roll_map["restart_s"], "rollout.restart_s", roll_map.key_line("restart_s"), TLS_ROLES
+    )
+    out: dict[str, int] = {}
+    for role in TLS_ROLES:
+        value = ctx.integer(
+            times, role, f"rollout.restart_s.{role}", None, low=1, high=86400, what="seconds"
+        )
+        if value is not None:
+            out[role] = value
+    return out
+
+
 def _normalize(fleet: Fleet, base: Path) -> dict:
     """Canonical, secret-free content: what the plan digest covers (effective values)."""
     hosts = {}
@@ -1175,6 +1206,8 @@ def _normalize(fleet: Fleet, base: Path) -> dict:
             "health_timeout_s": r.health_timeout_s,
             "soak_s": r.soak_s,
             "verify_handshake": r.verify_handshake,
+            # only when set, so that inventories without it keep their digest
+            **({"restart_s": dict(sorted(r.restart_s.items()))} if r.restart_s else {}),
         },
         "prerequisites": {
             "status_report_hosts": (

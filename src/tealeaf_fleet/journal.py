@@ -10,8 +10,9 @@ Files in the state folder (`.tealeaf-fleet/` next to the inventory, or `--state-
   shows that the steps do not hold: each host's state before and after, every gate verdict, the
   warnings and findings, as JSON per row; added with `CREATE TABLE IF NOT EXISTS`, so an older
   journal gains it on first open and its older runs simply have no evidence);
-- `lock`: one active run per state folder. Held with `fcntl.flock` for the life of the process
-  (the kernel drops it when the process dies, however it dies) and carrying the holder's pid, so
+- `lock`: one active run per state folder. Held with `fcntl.flock` (on Windows `msvcrt.locking`,
+  see procutil.py) for the life of the process (the system drops it when the process dies,
+  however it dies) and carrying the holder's pid, so
   a second run is refused naming that pid, and a lock left by a dead process is taken over with
   a message;
 - `run-<id>.log`: one plain-text log per run, every line passed through `redact()`.
@@ -19,12 +20,12 @@ Files in the state folder (`.tealeaf-fleet/` next to the inventory, or `--state-
 One run per fleet, not per state folder: a run also locks every host it contacts, one lock file
 per host (address and WinRM port, normalised: `host_key`) in a folder every run of this
 controller shares (`lock_dir()`: `$TEALEAF_FLEET_LOCK_DIR`, else `~/.cache/tealeaf-fleet/locks`,
-0700), with the same flock / pid / take-over rules, taken in sorted order. So a second rollout
+0700; on Windows `%LOCALAPPDATA%/tealeaf-fleet/locks`), with the same lock / pid / take-over
+rules, taken in sorted order. So a second rollout
 against any of the same hosts is refused whatever `--state-dir` it was given, naming the host,
 the holder's pid and its state folder. The limit: the locks are local files, so they guard
 against runs of the same user account on one controller; two controllers (or two accounts with
-other home folders), or one host listed under two names, are not detected. Where `fcntl` is
-missing (Windows), the pid check alone guards each lock.
+other home folders), or one host listed under two names, are not detected.
 
 Nothing secret is ever stored: messages go through `redact()` before they are written.
 """
@@ -46,12 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tealeaf_fleet.errors import ConcurrentRunError, InputError
-from tealeaf_fleet.procutil import pid_alive
+from tealeaf_fleet.procutil import on_windows, pid_alive, read_at, try_lock, write_at
+from tealeaf_fleet.safeio import O_BINARY
 from tealeaf_fleet.secrets import redact
 
-try:  # POSIX controllers; elsewhere the pid check alone guards the lock
+try:  # POSIX controllers: a host lock file is removed on release (see HostLock.release)
     import fcntl
-except ImportError:  # pragma: no cover - Windows controller
+except ImportError:  # Windows controller: an open file cannot be removed; it is emptied
     fcntl = None  # type: ignore[assignment]
 
 SCHEMA_VERSION = 1
@@ -198,13 +200,11 @@ class RunLock:
             fd = self._open()
             try:
                 previous = self._read(fd)
-                if fcntl is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        raise self._refusal(previous) from None
-                elif previous and pid_alive(int(previous.get("pid", 0))):  # pragma: no cover
+                taken = try_lock(fd)
+                if taken is False:
                     raise self._refusal(previous)
+                if taken is None and previous and pid_alive(int(previous.get("pid", 0))):
+                    raise self._refusal(previous)  # pragma: no cover - no lock call at all
             except BaseException:
                 os.close(fd)
                 raise
@@ -234,7 +234,7 @@ class RunLock:
         )
 
     def _open(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_RDWR | os.O_CREAT | O_BINARY | getattr(os, "O_NOFOLLOW", 0)
         hint = f"set {LOCK_DIR_ENV} to a folder of your own" if self.host else None
         try:
             fd = os.open(self.path, flags, 0o600)
@@ -285,12 +285,12 @@ class RunLock:
         assert self._fd is not None
         raw = json.dumps(data).encode()
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, raw, 0)
+        write_at(self._fd, raw, 0)
         os.fsync(self._fd)
 
     @staticmethod
     def _read(fd: int) -> dict | None:
-        raw = os.pread(fd, 4096, 0)
+        raw = read_at(fd, 4096, 0)
         if not raw.strip():
             return None
         try:
@@ -324,6 +324,9 @@ def lock_dir() -> Path:
     override = os.environ.get(LOCK_DIR_ENV)
     if override:
         return Path(override)
+    local = os.environ.get("LOCALAPPDATA") if on_windows() else None
+    if local:  # where Windows keeps per-user, per-machine application data
+        return Path(local) / "tealeaf-fleet" / "locks"
     return Path.home() / ".cache" / "tealeaf-fleet" / "locks"
 
 

@@ -35,6 +35,7 @@ from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import Fleet, Host
 from tealeaf_fleet.ops.checks import step_status
 from tealeaf_fleet.playbooks import OPT_INS, Phase, Playbook, sha256_json
+from tealeaf_fleet.safeio import O_BINARY
 
 FORMAT_VERSION = 4  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `validity`,
 # `pca_handoff`. 4: `preflight`, `prechecks`
@@ -283,7 +284,7 @@ def _short(value: Any, limit: int = 48) -> str:
 def read_plan_text(path: Path) -> str:
     """A plan file's text: a regular file of at most PLAN_MAX_BYTES in UTF-8, else InputError
     naming the file. Opened without blocking, so a FIFO or a device is refused, not waited on."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags = os.O_RDONLY | O_BINARY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -867,7 +868,7 @@ class _PlanContext:
             return Step(
                 host.name,
                 op,
-                f"copy {pfx} to {tools}\\{pfx} and check its SHA-256 "
+                f"copy {pfx} to {tools}\\{pfx} and check its file hash "
                 "there (skipped where identical)",
                 "none (file copy)",
             )

@@ -25,6 +25,11 @@ from pathlib import Path
 
 from tealeaf_fleet.errors import InputError
 
+# Windows opens os.open()'s files in text mode unless told otherwise (CRLF turned into LF, a
+# 0x1A byte read as the end of the file): every raw open of this tool ORs this in.
+# docs.python.org/3/library/os.html#os.O_BINARY
+O_BINARY = getattr(os, "O_BINARY", 0)
+
 # One limit for every small input file (password files, PFX, CA bundles, approved plans): each
 # is a few KiB in real life, and a 1,000-host plan is about 2 MiB.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -89,7 +94,7 @@ def read_regular_file(
     problem = file_problem(path)  # refuse a device before opening it (opening may act)
     if problem is not None:
         raise error(problem)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags = os.O_RDONLY | O_BINARY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -217,7 +222,8 @@ def _write_through(target: Path, data: bytes, st_mode: int, field: str) -> None:
     """Write into a character device or FIFO as it is (no truncation, no rename). A FIFO is
     opened without blocking: nobody reading it is an error, not a hang."""
     fifo = stat.S_ISFIFO(st_mode)
-    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | (os.O_NONBLOCK if fifo else 0)
+    flags = os.O_WRONLY | O_BINARY | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_NONBLOCK", 0) if fifo else 0
     try:
         fd = os.open(target, flags)
     except OSError as exc:

@@ -15,8 +15,10 @@ import stat
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.procutil import on_windows
 from tealeaf_fleet.safeio import MAX_INPUT_BYTES, decode_utf8, read_regular_file
 
 MASK = "******"
@@ -119,6 +121,9 @@ def from_file(
     where = {"file": file, "line": line, "field": field}
 
     def private(st: os.stat_result) -> None:
+        if on_windows():  # the mode bits say nothing there: the ACL decides
+            windows_private(p, where)
+            return
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise InputError(
                 f"password file {p} is readable by group or others "
@@ -132,6 +137,28 @@ def from_file(
     if not value:
         raise InputError(f"password file {p} is empty", **where)
     return Secret(value, source=f"file {p}")
+
+
+def windows_private(path: Path, where: dict[str, Any], reader: Any = None) -> None:
+    """InputError when anyone but the file's owner (and SYSTEM, Administrators) may read it,
+    by its Windows ACL (winacl.py). `reader` stands in for the Win32 call in tests."""
+    from tealeaf_fleet import winacl
+
+    try:
+        owner, aces = (reader or winacl.file_readers)(str(path))
+    except OSError as exc:
+        raise InputError(
+            f"password file {path}: its access control list cannot be read ({exc})",
+            hint=winacl.FIX.format(path=path),
+            **where,
+        ) from None
+    others = winacl.others_who_read(owner, aces)
+    if others:
+        raise InputError(
+            f"password file {path} is readable by others than its owner: {', '.join(others)}",
+            hint=winacl.FIX.format(path=path),
+            **where,
+        )
 
 
 def prompt(label: str, *, confirm: bool = False) -> Secret:

@@ -176,7 +176,7 @@ def run_create(args: argparse.Namespace) -> int:
     print(f"  subject     {pfx.certificate.subject.rfc4514_string()}")
     print(f"  key         RSA {args.key_size} bits")
     print(f"  valid until {pfx.certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
-    print(f"  sha256      {colon_fp(pfx.sha256)}")
+    print(f"  fingerprint {colon_fp(pfx.sha256)} (certificate, SHA-256)")
     print(f"  protection  {pfx.encryption}, MAC {pfx.mac}")
     if generated:
         print(

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli.common import add_inventory_argument
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--forks", type=_forks, default=8, metavar="N", help="hosts checked in parallel (default 8)"
     )
+    limit.add_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.cli.status import _Progress
     from tealeaf_fleet.secrets import redact
 
-    fleet = load_fleet_or_exit(args.inventory)
+    fleet = limit.select(load_fleet_or_exit(args.inventory), args.limit)
     if args.out:
         check_output_path(Path(args.out))  # before minutes of work, not after
     err = console(stderr=True)

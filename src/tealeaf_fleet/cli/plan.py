@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
 if TYPE_CHECKING:
+    from tealeaf_fleet.estimate import Window
     from tealeaf_fleet.inventory import Fleet
     from tealeaf_fleet.plan import Plan
     from tealeaf_fleet.playbooks import Playbook
@@ -69,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inventory)",
     )
     archiveflags.add_arguments(p)
+    limit.add_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -89,18 +92,33 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.plan import build_plan
     from tealeaf_fleet.playbooks import load_playbook
 
-    fleet = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
+    whole = archiveflags.apply(args, load_fleet_or_exit(args.inventory, connects=args.facts))
+    fleet = limit.select(whole, args.limit)
     playbook = load_playbook(args.playbook)
     if args.facts:
+        limit.check_partial_tls(
+            whole, fleet, playbook, read_facts=facts_or_errors, pfx_sha256=_pfx_fingerprint(fleet)
+        )
         plan = plan_with_facts(playbook, fleet, args.state_dir)
     else:
+        if limit.left_out_servers(whole, fleet, playbook):
+            print(
+                "fleet: warning: --limit leaves Tealeaf servers out of a playbook that switches "
+                "TLS: the run refuses unless every one left out is already in its end state "
+                "(TLS cannot be switched on part of a fleet); --facts checks it now",
+                file=sys.stderr,
+            )
         new = new_certificate(fleet) if playbook.rotation else None
         plan = build_plan(playbook, fleet, new_certificate=new)
+    window = plan_window(plan, whole, args.state_dir)
     fmt = choose_format(args.format, args.out)
     if fmt == "table" and args.out is None and sys.stdout.isatty():
-        print_table(plan, console())
+        print_table(plan, console(), window)
     else:
-        write_output(render(plan, fmt), args.out)
+        write_output(
+            render(plan, fmt, window=window, inventory=args.inventory, limit=args.limit),
+            args.out,
+        )
     if args.scripts:
         written = write_scripts(Path(args.scripts))
         print(f"fleet: wrote {len(written)} scripts to {args.scripts}", file=sys.stderr)
@@ -173,6 +191,28 @@ def gather_facts(fleet: Fleet, unread: dict[str, str] | None = None) -> dict[str
             continue
         raw[name] = dict(result)
     return raw
+
+
+def plan_window(plan: Plan, fleet: Fleet, state_dir: str | Path | None = None) -> Window:
+    """The change window of `plan`: the inventory's timings, and the durations measured in
+    earlier runs where the journal (read-only, if there is one) has them."""
+    from tealeaf_fleet.estimate import estimate, measured_durations
+    from tealeaf_fleet.journal import default_state_dir
+
+    folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
+    measured = measured_durations(folder / "journal.sqlite", [h.name for h in plan.hosts])
+    return estimate(plan, fleet, measured=measured)
+
+
+def facts_or_errors(fleet: Fleet) -> dict[str, Any]:
+    """Raw facts per Windows host, or the text of why a host could not be read (for rules
+    that must count an unread host as a problem, as `limit.check_partial_tls` does)."""
+    from tealeaf_fleet.ops import facts as facts_module
+
+    return {
+        name: describe_error(result) if isinstance(result, BaseException) else dict(result)
+        for name, result in facts_module.collect(fleet).items()
+    }
 
 
 def describe_error(exc: BaseException) -> str:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.cli.common import colon_fp
+from tealeaf_fleet.estimate import Window, duration_text
 from tealeaf_fleet.plan import CONTROLLER, Plan, PlanPhase, Step, at_a_time
 from tealeaf_fleet.secrets import redact
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+
+TEXT_WIDTH = 100  # the plan's text table fits 100 columns without cutting a host name
 
 FORMATS = ("table", "markdown", "json")
 
@@ -32,6 +35,8 @@ ROLE_LABELS = {
     "pca": "PCA (Linux)",
 }
 ROLE_ORDER = ("portal", "hbr", "canister", "report", "other", "rtv", "pca")
+# the table's Role column: short, so that 100 columns leave room for the action
+SHORT_ROLES = {**ROLE_LABELS, "other": "Other", "rtv": "RTV", "pca": "PCA"}
 
 STRATEGY_TEXT = {
     "controller": "once, on the controller",
@@ -57,14 +62,24 @@ def short(digest: str | None, n: int = 12) -> str:
     return digest[:n] if digest else "-"
 
 
-def render(plan: Plan, fmt: str, *, width: int = 120) -> str:
-    """The plan as text in `fmt` (table text has no colours: for files and pipes)."""
+def render(
+    plan: Plan,
+    fmt: str,
+    *,
+    width: int = TEXT_WIDTH,
+    window: Window | None = None,
+    inventory: str | None = None,
+    limit: str | None = None,
+) -> str:
+    """The plan as text in `fmt` (table text has no colours: for files and pipes). `window`
+    (the change window estimate), `inventory` and `limit` (for the commands the ticket shows)
+    are presentation only: none of them is part of the plan or its digest."""
     if fmt == "json":
         return render_json(plan)
     if fmt == "markdown":
-        return render_markdown(plan)
+        return render_markdown(plan, window=window, inventory=inventory, limit=limit)
     if fmt == "table":
-        return render_text(plan, width=width)
+        return render_text(plan, width=width, window=window)
     raise ValueError(f"unknown format {fmt}")
 
 
@@ -76,8 +91,12 @@ def render_json(plan: Plan) -> str:
 # table (rich)
 
 
-def plan_renderables(plan: Plan) -> list[RenderableType]:
-    """What `print_table` shows: a summary, one table per phase, the digest."""
+def plan_renderables(
+    plan: Plan, window: Window | None = None, width: int = TEXT_WIDTH
+) -> list[RenderableType]:
+    """What `print_table` shows: a summary, one table per phase, the digest. Column widths
+    are set, not left to rich (which would shorten a long host name with "..." to fit
+    `width`): the host column is as wide as the longest name, the action takes the rest."""
     from rich.table import Table
     from rich.text import Text
 
@@ -85,7 +104,7 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
-    for key, value in _summary_rows(plan):
+    for key, value in _summary_rows(plan, window):
         summary.add_row(key, Text(redact(value)))  # paths are data, never rich markup
     out.append(Text(f"Plan: {plan.playbook['name']}", style="bold underline"))
     out.append(summary)
@@ -119,11 +138,16 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
                 Text(redact(f["message"])),
             )
         out.append(ftable)
+    longest = max((len(h.name) for h in plan.hosts), default=4)
+    longest = max(longest, len(CONTROLLER))
+    windows = {p.name: p for p in window.phases} if window else {}
     for i, phase in enumerate(plan.phases, 1):
+        took = windows.get(phase.name)
         table = Table(
             title=Text(  # a playbook's phase name is data: "[red]" must show as written
                 f"{i}. {phase.name} ({phase.op}): {strategy_text(phase)}"
-                + (f"; gates: {', '.join(phase.gates)}" if phase.gates else ""),
+                + (f"; gates: {', '.join(phase.gates)}" if phase.gates else "")
+                + (f"; about {duration_text(took.expected_s)}" if took and took.steps else ""),
                 style="table.title",
             ),
             title_justify="left",
@@ -131,21 +155,21 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
             expand=False,
         )
         grouped = len(phase.steps) + len(phase.excluded) > GROUP_OVER
-        table.add_column("#", justify="right", style="dim", no_wrap=True)
-        table.add_column("Host", style="bold", no_wrap=not grouped)
-        table.add_column("Role", no_wrap=True)
-        table.add_column("Action")
-        table.add_column("Impact")
-        table.add_column("Status")
+        number = max(1, len(f"{len(phase.steps)}-{len(phase.steps)}"))
+        role_w = max(len(v) for v in SHORT_ROLES.values())
+        spare = width - 13 - number - role_w  # 5 borders, 4 x 2 padding
+        host_w = max(longest + 1, min(40, spare - 40))  # + 1: the "," of a list of names
+        rest = max(24, spare - host_w)
+        table.add_column("#", justify="right", style="dim", no_wrap=True, width=number)
+        # as wide as the longest host name: names are wrapped between names, never cut
+        table.add_column("Host", style="bold", width=host_w, overflow="fold")
+        table.add_column("Role", no_wrap=True, width=role_w)
+        # the status (will run / skip: why) heads the action: four columns fit the width
+        table.add_column("Status: action; impact", overflow="fold", width=rest)
         prev = None
         n = 0
         for group in _groups(phase.steps, roles, grouped):
             step = group[0]
-            status = (
-                Text("skip: " + redact(step.skip_reason), style="yellow")
-                if step.skip_reason
-                else Text("will run", style="green")
-            )
             first, n = n + 1, n + len(group)
             order = (
                 ""
@@ -154,27 +178,28 @@ def plan_renderables(plan: Plan) -> list[RenderableType]:
             )
             desc, impact = _ditto(step, prev)
             prev = step
+            cell = (
+                Text("skip: " + redact(step.skip_reason), style="yellow")
+                if step.skip_reason
+                else Text("will run: ", style="green")
+            )
+            if step.skip_reason:
+                cell.append("\n")
+            what = desc if desc == impact == DITTO else f"{desc}\nimpact: {impact}"
+            cell.append(redact(what))  # paths and names: shown as they will run, never markup
             table.add_row(
-                order,
-                Text(_host_cell(group)),
-                ROLE_LABELS.get(roles.get(step.host, ""), "-"),
-                Text(redact(desc)),  # paths and names: shown as they will run, never markup
-                Text(redact(impact)),
-                status,
+                order, Text(_host_cell(group)), SHORT_ROLES.get(roles.get(step.host, ""), "-"), cell
             )
         if not phase.steps:
-            table.add_row(
-                "", "-", "-", Text("no host in roles " + ", ".join(phase.roles)), "-", "-"
-            )
-        for group in _groups(phase.excluded, roles, grouped):
+            table.add_row("", "-", "-", Text("no host in roles " + ", ".join(phase.roles)))
+        for group in _by_reason(phase.excluded):  # one row per reason, however many hosts
             ex = group[0]
+            kinds = {roles.get(x.host, "") for x in group}
             table.add_row(
                 "",
                 Text(_host_cell(group)),
-                ROLE_LABELS.get(roles.get(ex.host, ""), "-"),
+                SHORT_ROLES.get(kinds.pop(), "-") if len(kinds) == 1 else "-",
                 Text("left out: " + redact(ex.reason), style="dim"),
-                "none",
-                Text("excluded", style="dim"),
             )
         out.append(table)
     out.append(Text(f"Plan digest: {plan.digest}", style="bold"))
@@ -205,18 +230,26 @@ def _groups(items: list, roles: dict[str, str], grouped: bool) -> list[list]:
     return [g for _k, g in out]
 
 
+def _by_reason(excluded: list) -> list[list]:
+    """Exclusions grouped by their reason, in first-seen order."""
+    out: dict[str, list] = {}
+    for ex in excluded:
+        out.setdefault(ex.reason, []).append(ex)
+    return list(out.values())
+
+
 def _host_cell(group: list) -> str:
     if len(group) == 1:
         return group[0].host
     return f"{len(group)} hosts: " + ", ".join(x.host for x in group)
 
 
-def print_table(plan: Plan, console: Console) -> None:
-    for item in plan_renderables(plan):
+def print_table(plan: Plan, console: Console, window: Window | None = None) -> None:
+    for item in plan_renderables(plan, window, width=max(console.width, 60)):
         console.print(item)
 
 
-def render_text(plan: Plan, *, width: int = 120) -> str:
+def render_text(plan: Plan, *, width: int = TEXT_WIDTH, window: Window | None = None) -> str:
     """The table as plain text (no colour codes), for `--out FILE` and pipes."""
     from rich.console import Console
 
@@ -224,7 +257,7 @@ def render_text(plan: Plan, *, width: int = 120) -> str:
     console = Console(
         file=buf, width=width, color_system=None, force_terminal=False, highlight=False, emoji=False
     )
-    print_table(plan, console)
+    print_table(plan, console, window)
     return redact(buf.getvalue())
 
 
@@ -422,7 +455,7 @@ def _roles(plan: Plan) -> dict[str, str]:
     return {h.name: h.role for h in plan.hosts}
 
 
-def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
+def _summary_rows(plan: Plan, window: Window | None = None) -> list[tuple[str, str]]:
     contacted = sum(1 for h in plan.hosts if h.contacted)
     facts = (
         f"gathered (digest {short(plan.facts_digest)}): steps already done are skipped"
@@ -432,7 +465,7 @@ def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
     )
     cert = f"{plan.certificate['source']} ({plan.certificate['path'].replace(chr(92), '/')})"
     if plan.pfx_sha256:
-        cert += f", SHA-256 {colon_fp(plan.pfx_sha256)}"
+        cert += f", certificate fingerprint {colon_fp(plan.pfx_sha256)}"
     return [
         ("Playbook", f"{plan.playbook['name']} (digest {short(plan.playbook['digest'])})"),
         ("Inventory", f"{plan.inventory['path']} (digest {short(plan.inventory['digest'])})"),
@@ -446,6 +479,7 @@ def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("Certificate", cert),
         ("Facts", facts),
         ("Preflight", preflight_verdict(plan)),
+        *([("Window", window_text(window))] if window else []),
         ("Plan digest", plan.digest),
     ]
 
@@ -465,6 +499,35 @@ def preflight_verdict(plan: Plan) -> str:
             "its preflight and change nothing"
         )
     return f"passes ({len(warnings)} warning(s))"
+
+
+def window_text(window: Window) -> str:
+    """The estimated change window in one line."""
+    return (
+        f"about {duration_text(window.expected_s)}, at most {duration_text(window.worst_s)} "
+        f"if every health gate waits its full timeout; figures from {window.source()}"
+    )
+
+
+def run_commands(
+    plan: Plan, inventory: str | None = None, limit: str | None = None
+) -> tuple[str, str]:
+    """(the command that writes this plan as the approved JSON, the one that runs it)."""
+    inv = inventory or "INVENTORY"
+    name = plan.playbook["name"]
+    run = "rollback" if name == "rollback" else "rollout"
+    playbook = (
+        "" if name == run else f" --playbook {name if name in PACKAGED_PLAYBOOKS else 'FILE'}"
+    )
+    both = f" --limit {limit}" if limit else ""
+    make = f"fleet plan {inv}{playbook if name != 'rollout' else ''}{both}"
+    if name == "rollback":
+        make = f"fleet plan {inv} --playbook rollback{both}"
+    facts = " --facts" if plan.facts_digest else ""
+    return (
+        f"{make}{facts} --out plan.json",
+        f"fleet {run} {inv}{playbook}{both} --approved-plan plan.json",
+    )
 
 
 def _ends_with(plan: Plan) -> str:
@@ -514,8 +577,15 @@ def hosts_by_role(plan: Plan) -> list[tuple[str, list[str], str]]:
     return rows
 
 
-def render_markdown(plan: Plan) -> str:
-    """A change-ticket document: summary, hosts by role, phases, restarts, impact, rollback."""
+def render_markdown(
+    plan: Plan,
+    *,
+    window: Window | None = None,
+    inventory: str | None = None,
+    limit: str | None = None,
+) -> str:
+    """A change-ticket document: summary, window, hosts by role, phases, restarts, impact,
+    rollback, and how to approve and run it."""
     roles = _roles(plan)
     lines: list[str] = []
     add = lines.append
@@ -529,9 +599,11 @@ def render_markdown(plan: Plan) -> str:
     add("")
     add("| | |")
     add("|---|---|")
-    for key, value in _summary_rows(plan):
+    for key, value in _summary_rows(plan, window):
         add(f"| {key} | {_md(value)} |")
     add("")
+    if window is not None:
+        _window_section(add, plan, window)
     if plan.opt_ins:
         add("## Safety opt-ins: rules this playbook relaxes")
         add("")
@@ -651,10 +723,21 @@ def render_markdown(plan: Plan) -> str:
     add("")
     add(f"Plan digest: `{plan.digest}`")
     add("")
+    make, run = run_commands(plan, inventory, limit)
+    add("To make this the approved plan, write it as JSON and attach that file to the change:")
+    add("")
+    add(f"    {make}")
+    add("")
     add(
-        "Run it with `fleet rollout INVENTORY --approved-plan PLAN.json`: the tool recomputes "
-        "the digest and refuses to run (exit 4) if the inventory, playbook, tool version or "
-        "facts changed since this plan was approved."
+        f"and check that it prints `plan {plan.digest[:12]}`. In the window, run exactly that plan:"
+    )
+    add("")
+    add(f"    {run}")
+    add("")
+    add(
+        "The tool rebuilds the plan and refuses to run (exit 4) if the inventory, playbook, "
+        "tool version or facts changed since it was approved; it then asks for confirmation "
+        "(add `--yes` when nobody can answer)."
     )
     add("")
     return redact("\n".join(lines))
@@ -731,6 +814,33 @@ def _precheck_markdown(plan: Plan) -> list[str]:
         out.append(f"| {row['host']} | {_md(what)} | {_md(reboot)} |")
     out.append("")
     return out
+
+
+def _window_section(add: Any, plan: Plan, window: Window) -> None:
+    """`## Change window`: one row per phase that does something, then the total."""
+    add("## Change window (estimate)")
+    add("")
+    add("| Phase | Steps | About | At most |")
+    add("|---|---|---|---|")
+    for i, (phase, took) in enumerate(zip(plan.phases, window.phases, strict=True), 1):
+        if not took.steps:
+            continue
+        measured = f" ({took.measured} measured)" if took.measured else ""
+        add(
+            f"| {i}. {_md(phase.name)} | {took.steps}{measured} | "
+            f"{duration_text(took.expected_s)} | {duration_text(took.worst_s)} |"
+        )
+    add(
+        f"| **Total** | | **{duration_text(window.expected_s)}** | "
+        f"**{duration_text(window.worst_s)}** |"
+    )
+    add("")
+    add(
+        f"From {window.source()}; parallel phases in waves of {window.forks} hosts. "
+        "'At most': every restart and every health gate waiting its full "
+        "`rollout.health_timeout_s` (a run halts there rather than go on)."
+    )
+    add("")
 
 
 def validity_lines(plan: Plan) -> list[str]:

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli import archiveflags
 from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
 from tealeaf_fleet.errors import InputError, StalePlanError
@@ -103,6 +104,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
         metavar="NAME|FILE",
         help=f"playbook name or file (default: {default_playbook})",
     )
+    limit.add_argument(p)
     archiveflags.add_arguments(p)
 
 
@@ -117,8 +119,9 @@ def run(args: argparse.Namespace, command: str) -> int:
     if args.no_facts and not args.dry_run:
         raise InputError("--no-facts only applies with --dry-run", field="--no-facts")
     offline = args.dry_run and args.no_facts
-    fleet = load_fleet_or_exit(args.inventory, connects=not offline)
-    fleet = archiveflags.apply(args, fleet)
+    whole = load_fleet_or_exit(args.inventory, connects=not offline)
+    whole = archiveflags.apply(args, whole)
+    fleet = limit.select(whole, args.limit)
     playbook = load_playbook(args.playbook)
     new = None
     if playbook.rotation:  # old and new validity side by side in the dry run and the prompt
@@ -138,15 +141,26 @@ def run(args: argparse.Namespace, command: str) -> int:
             # printed, with this verdict shown next to it
             judged = plan_with_facts(playbook, fleet, args.state_dir)
             plan = judged if not args.approved_plan else _with_verdict(plan, judged)
-        _print_plan(plan, as_json=args.json)
+        _print_plan(plan, whole, as_json=args.json, state_dir=args.state_dir)
         return blocked_exit(plan)
+    if args.limit is not None:  # before asking: a half-TLS fleet is refused, whoever confirms
+        from tealeaf_fleet.cli.plan import _pfx_fingerprint, facts_or_errors
+
+        limit.check_partial_tls(
+            whole,
+            fleet,
+            playbook,
+            read_facts=facts_or_errors,
+            pfx_sha256=_pfx_fingerprint(whole),
+        )
     if not args.yes:
         _confirm(plan, command)
+    label = args.inventory + (f" --limit {args.limit}" if args.limit is not None else "")
     return run_plan(
-        fleet,
+        whole,
         plan,
         command=command,
-        inventory_label=args.inventory,
+        inventory_label=label,
         state_dir=args.state_dir,
         forks=args.forks,
         as_json=args.json,
@@ -172,6 +186,8 @@ def run_plan(
     from tealeaf_fleet.journal import Journal, default_state_dir
 
     folder = Path(state_dir) if state_dir else default_state_dir(fleet.path)
+    listed = plan.to_dict().get("hosts")  # a --limit plan: lock only the hosts it covers
+    covered = {h["name"] for h in listed} if listed else None
     journal = Journal(folder)
     bus = EventBus()
     stop = threading.Event()
@@ -180,7 +196,11 @@ def run_plan(
         with _interrupt_sets(stop, bus, signals):
             takeover = journal.acquire(
                 command=command,
-                hosts=[(h.name, h.address, h.winrm.port) for h in fleet.windows_hosts()],
+                hosts=[
+                    (h.name, h.address, h.winrm.port)
+                    for h in fleet.windows_hosts()
+                    if covered is None or h.name in covered  # only what the plan covers
+                ],
             )
             view = view or (JsonView() if as_json else make_view())
             bus.subscribe(view)
@@ -219,6 +239,8 @@ class Terminated(KeyboardInterrupt):
 
 
 _SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+if hasattr(signal, "SIGBREAK"):  # a Windows console's Ctrl-Break: stop like Ctrl-C
+    _SIGNAL_NAMES[signal.SIGBREAK] = "Ctrl-Break"
 
 
 @contextlib.contextmanager
@@ -353,16 +375,18 @@ def check_approved_plan(
     return current
 
 
-def _print_plan(plan: Plan, *, as_json: bool) -> None:
+def _print_plan(plan: Plan, fleet: Fleet, *, as_json: bool, state_dir: str | None) -> None:
     from tealeaf_fleet.cli.common import console, write_output
+    from tealeaf_fleet.cli.plan import plan_window
     from tealeaf_fleet.cli.render import print_table, render
 
+    window = plan_window(plan, fleet, state_dir)
     if as_json:
         write_output(render(plan, "json"), None)
     elif sys.stdout.isatty():
-        print_table(plan, console())
+        print_table(plan, console(), window)
     else:
-        write_output(render(plan, "table"), None)
+        write_output(render(plan, "table", window=window), None)
 
 
 def _confirm(plan: Plan, command: str) -> None:
@@ -596,6 +620,10 @@ def print_recap(result: RunResult, fleet: Fleet, log_path: Path | None) -> None:
         for host, items in result.blockers.items():
             for item in items:
                 err.print(f"  {host}: {redact(item)}", markup=False)
+    if result.workstations:
+        err.print("[bold red]RTV workstations not finished (the servers are done):[/bold red]")
+        for host, why in result.workstations.items():
+            err.print(f"  {host}: {redact(why)}", markup=False)
     if result.message:
         err.print(
             redact(result.message),

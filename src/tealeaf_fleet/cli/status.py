@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet import limit
 from tealeaf_fleet.cli.common import (
     MAX_FORKS,
     add_inventory_argument,
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from tealeaf_fleet.status import FleetStatus, Handshake, HostStatus
 
 CAPTION = (
-    "TLS: the EnableTLS registry value; cert: SHA-256 prefix (! = not the reference); "
+    "TLS: the EnableTLS registry value; "
+    "cert: certificate fingerprint prefix (! = not the reference); "
     "left: days until it ends; svc: TeaLeaf services running/installed; "
     "DS log: Data Service mode and port in its log; handshake: live, on the DS and TMS ports "
     "(and the Search Server's on Canisters)"
@@ -90,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="state folder whose journal and archive tell a rotation in progress and the "
         "pending reboots (default: .tealeaf-fleet/ next to the inventory)",
     )
+    limit.add_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
     from tealeaf_fleet.journal import default_state_dir, reboot_records_at
 
-    fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
+    fleet = limit.select(load_fleet_or_exit(args.inventory, connects=True), args.limit)
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
     rotation = last_rotation(state_dir)
     err = console(stderr=True)

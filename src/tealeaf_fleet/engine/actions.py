@@ -17,10 +17,13 @@ from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet.engine import peers
 from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.engine.gates import POLL_MAX_S, POLL_S, Before, run_gates
+from tealeaf_fleet.engine.peers import PeerCheck
 from tealeaf_fleet.engine.strategies import CONTROLLER, StepResult
 from tealeaf_fleet.errors import CertificateError, FleetError, RemoteError, RemoteScriptError
+from tealeaf_fleet.safeio import O_BINARY
 
 if TYPE_CHECKING:
     from tealeaf_fleet.engine.runner import PhaseSpec
@@ -74,9 +77,12 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     from tealeaf_fleet.prerequisites import runs_status_report
 
     host = ctx.host(name)
+    workstation = host.role == "rtv"
     try:
         facts = _settled_facts(ctx, phase, host)
     except RemoteError as exc:
+        if workstation:  # never holds up the servers: its phases come after theirs
+            return _workstation_warning(ctx, phase, name, f"cannot read facts: {exc}")
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
@@ -88,7 +94,15 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         rotation=ctx.rotation,
         reboot_records=ctx.reboot_records(name),
         status_report=runs_status_report(ctx.fleet, host),
+        restarting=_resumed_restart(ctx, name),
     )
+    if workstation:  # what would block a server is a warning on a workstation
+        findings = [
+            checks.Finding(checks.WARNING, f.code, f.message, f.hosts)
+            if f.severity == checks.BLOCKER
+            else f
+            for f in findings
+        ]
     if ctx.rotation and host.manages_tls and ctx.fleet.rollout.verify_handshake:
         served = ctx.probe(host.address, host.tms_port)  # which pair the running TMS uses
         ctx.serving[name] = getattr(served, "sha256", None)
@@ -115,13 +129,60 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     running = sum(1 for s in facts.get("services") or [] if s.get("state") == "Running")
     total = len(facts.get("services") or [])
     from_file = " (file version)" if facts.get("tealeaf_build_source") == "file_version" else ""
-    text = (
-        f"build {facts.get('tealeaf_build')}{from_file}, EnableTLS "
-        f"{_registry_shown(facts.get('enable_tls'))}, {running}/{total} TeaLeaf services running"
-    )
+    if workstation:  # only what applies: it imports, never enables or restarts
+        tools = facts.get("tools") or {}
+        have = "present" if tools.get("tlstool") and tools.get("openssl") else "to be copied"
+        text = f"build {facts.get('tealeaf_build')}{from_file}, TLSTool.exe and openssl.exe {have}"
+    else:
+        text = (
+            f"build {facts.get('tealeaf_build')}{from_file}, EnableTLS "
+            f"{_registry_shown(facts.get('enable_tls'))}, {running}/{total} TeaLeaf services "
+            "running"
+        )
     if warned:
         text += "; warnings: " + ", ".join(f.code for f in warned)
     return StepResult("ok", text)
+
+
+def _workstation_warning(ctx: RunContext, phase: PhaseSpec, name: str, why: str) -> StepResult:
+    """An RTV workstation preflight could not judge: a warning, and its later phases are not
+    attempted (the run ends exit 1 naming it, with the command that finishes it)."""
+    ctx.warnings.setdefault(name, []).append(why)
+    ctx.workstation_problems[name] = why
+    ctx.bus.emit("message", phase=phase.name, host=name, message=f"warning: {why}")
+    return StepResult("ok", f"warning: {why}; its phases run after the servers' and are skipped")
+
+
+def check_workstation_builds(ctx: RunContext) -> None:
+    """After preflight: an RTV workstation of another build than every server's gets a
+    warning (TLSTool.exe and openssl.exe are copied from a server of its own build)."""
+    servers = {
+        str(f.get("tealeaf_build"))
+        for n, f in ctx.facts.items()
+        if n in ctx.fleet.hosts and ctx.fleet.hosts[n].manages_tls and f.get("tealeaf_build")
+    }
+    for name, f in ctx.facts.items():
+        host = ctx.fleet.hosts.get(name)
+        build = f.get("tealeaf_build")
+        if host is None or host.role != "rtv" or not servers or str(build) in servers:
+            continue
+        why = (
+            f"build {build} differs from the servers' ({', '.join(sorted(servers))}): "
+            "Tealeaf asks every component of a deployment to run the same build"
+        )
+        ctx.warnings.setdefault(name, []).append(why)
+        ctx.bus.emit("message", phase="preflight", host=name, message=f"warning: {why}")
+
+
+def _resumed_restart(ctx: RunContext, name: str) -> list[str]:
+    """The services an unfinished restart of this plan stopped on the host (journal notes):
+    the resumed restart starts them again, so preflight does not count them as found stopped."""
+    runner = ctx.runner
+    out: list[str] = []
+    for phase in runner.phases if runner is not None else ():
+        if phase.op == "restart" and name in phase.hosts:
+            out.extend((ctx.first_note(phase.name, name, "restart") or {}).get("running", []))
+    return out
 
 
 def _record_before(ctx: RunContext, host: Host, facts: dict[str, Any], warned: list) -> None:
@@ -254,7 +315,7 @@ def _certificate_from_tlstool(ctx: RunContext, path: Path) -> StepResult:
     pfx = certs.load_pfx(data, ctx.pfx_password, name=f"{first.name}:{remote}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600)
     except FileExistsError:
         raise CertificateError(
             f"{path} appeared while TLSTool was creating one on "
@@ -333,9 +394,11 @@ def push_pfx(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if result.skipped:
         return StepResult(
             "skipped",
-            f"nothing to do: {path} is already identical (SHA-256 {_short(result.sha256)})",
+            f"nothing to do: {path} is already identical (file hash {_short(result.sha256)})",
         )
-    return StepResult("changed", f"copied to {path}; SHA-256 {_short(result.sha256)} checked there")
+    return StepResult(
+        "changed", f"copied to {path}; its file hash {_short(result.sha256)} checked there"
+    )
 
 
 def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
@@ -364,8 +427,22 @@ def push_tools(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
 
 def _tool_source(ctx: RunContext, build: Any) -> Host:
+    """A Tealeaf server of `build` with both tools. A server this run has no facts of (left
+    out by --limit) is read, read-only, once; under the cache lock, so that two workstations
+    never use one server's connection at once."""
+    with ctx.cache_lock:
+        return _find_tool_source(ctx, build)
+
+
+def _find_tool_source(ctx: RunContext, build: Any) -> Host:
     for host in ctx.fleet.hosts.values():
-        f = ctx.facts.get(host.name) or {}
+        f = ctx.facts.get(host.name)
+        if f is None and host.manages_tls:
+            try:
+                f = _gather(ctx, host)
+            except RemoteError:
+                f = {}
+        f = f or {}
         if (
             host.manages_tls
             and f.get("tealeaf_build") == build
@@ -531,23 +608,51 @@ def _already_healthy(ctx: RunContext, phase: PhaseSpec, host: Host, before: Befo
 
 def restart(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     host = ctx.host(name)
-    before = _before(ctx, phase, host)
-    # a troubleshooting reboot is asked for even where the gates pass (ctx.force_restart)
-    healthy = None if ctx.force_restart else _already_healthy(ctx, phase, host, before)
-    if healthy:
-        return StepResult(
-            "skipped", f"nothing to do: {healthy}; services and handshakes already right"
-        )
-    restart_mode = ctx.fleet.rollout.restart
-    if restart_mode != "reboot" and not before.running and not before.iis_running:
-        return StepResult(
-            "skipped",
-            "nothing to restart: no TeaLeaf service was running and IIS is not running here "
-            "(stopped services stay stopped)",
-        )
-    if restart_mode == "reboot":
-        _boot_starts_automatic(ctx, host, before)
-    return StepResult("changed", _bounce(ctx, phase, host, before, reboot=restart_mode == "reboot"))
+    # peers of an HBR or Canister are read while this host's own state is judged
+    check = PeerCheck(ctx, phase, name) if peers.applies(ctx, phase, name) else None
+    healthy_after = False
+    try:
+        before = _before(ctx, phase, host)
+        # a troubleshooting reboot is asked for even where the gates pass (ctx.force_restart)
+        healthy = None if ctx.force_restart else _already_healthy(ctx, phase, host, before)
+        if healthy:
+            healthy_after = True
+            return StepResult(
+                "skipped", f"nothing to do: {healthy}; services and handshakes already right"
+            )
+        restart_mode = ctx.fleet.rollout.restart
+        if restart_mode != "reboot" and not before.running and not before.iis_running:
+            return StepResult(
+                "skipped",
+                "nothing to restart: no TeaLeaf service was running and IIS is not running here "
+                "(stopped services stay stopped)",
+            )
+        if restart_mode == "reboot":
+            _boot_starts_automatic(ctx, host, before)
+        did = _peers_then_bounce(ctx, phase, host, before, check, reboot=restart_mode == "reboot")
+        healthy_after = True
+        return StepResult("changed", did)
+    finally:
+        if check is not None:
+            check.finish(healthy_after)
+
+
+def _peers_then_bounce(
+    ctx: RunContext,
+    phase: PhaseSpec,
+    host: Host,
+    before: Before,
+    check: PeerCheck | None,
+    *,
+    reboot: bool,
+) -> str:
+    """The peers' health first (raises naming an unhealthy peer, before anything touches this
+    host), the prefetch for the next host, then the restart or reboot with its gates."""
+    did = ""
+    if check is not None:
+        did = f"{check.require()}; "
+        check.prefetch_next()
+    return did + _bounce(ctx, phase, host, before, reboot=reboot)
 
 
 def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, reboot: bool) -> str:
@@ -558,6 +663,7 @@ def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, re
     ctx.note(phase.name, host.name, {"running": before.running, "iis": before.iis_running})
     conn = ctx.connection(host)
     timeout = ctx.fleet.rollout.health_timeout_s
+    first: dict | None = None  # what the restart op read for the gates, if it did
     if reboot:
         rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
@@ -569,13 +675,22 @@ def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, re
             did += f"; {rebooted.note}"
     else:
         if before.running:
-            result = services.restart(conn, before.running, timeout)
+            # one op: the services, iisreset where IIS runs, and the gates' first read
+            result = services.restart(
+                conn,
+                before.running,
+                timeout,
+                install_dir=ctx.install_dir(host),
+                iisreset=before.iis_running,
+            )
             before.since = result.started_at
+            first = result.after
+        elif before.iis_running:
+            services.iisreset(conn)
         did = f"restarted {len(before.running)} TeaLeaf service(s)"
         if before.iis_running:
-            services.iisreset(conn)
             did += " and IIS (iisreset)"
-    passed = run_gates(ctx, phase.name, host, phase.gates, before)
+    passed = run_gates(ctx, phase.name, host, phase.gates, before, first=first)
     return did + ("; gates passed: " + "; ".join(passed) if passed else "")
 
 
@@ -696,10 +811,17 @@ def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             f"reboot pending since {since} ({', '.join(areas)}): prerequisites.reboot is false; "
             "reboot it yourself (HBRs and Canisters one at a time) or rerun with reboot: true",
         )
-    before = _before(ctx, phase, host)
-    before.want_tls = checks.tls_configured(facts) is True
-    moved = _boot_starts_automatic(ctx, host, before)
-    did = _bounce(ctx, phase, host, before, reboot=True)
+    check = PeerCheck(ctx, phase, name) if peers.applies(ctx, phase, name) else None
+    healthy_after = False
+    try:
+        before = _before(ctx, phase, host)
+        before.want_tls = checks.tls_configured(facts) is True
+        moved = _boot_starts_automatic(ctx, host, before)
+        did = _peers_then_bounce(ctx, phase, host, before, check, reboot=True)
+        healthy_after = True
+    finally:
+        if check is not None:
+            check.finish(healthy_after)
     if moved:
         did += f"; {', '.join(moved)} (start mode Auto) started at boot"
     return StepResult("changed", f"pending since {since} ({', '.join(areas)}): {did}")
@@ -752,10 +874,11 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     from tealeaf_fleet.ops import status_tool
     from tealeaf_fleet.ops.checks import BLOCKER
 
-    with ctx.cache_lock:
-        if ctx.verify_status is None:
-            ctx.verify_status = status.gather(
-                ctx.fleet,
+    with ctx.cache_lock:  # one gather per verify phase, over that phase's hosts only
+        fleet_status = ctx.verify_status.get(phase.name)
+        if fleet_status is None:
+            fleet_status = ctx.verify_status[phase.name] = status.gather(
+                ctx.fleet.only(phase.hosts),
                 forks=ctx.forks,
                 collector=_collector(ctx),
                 prober=lambda a, p, t: ctx.probe(a, p, t),
@@ -763,9 +886,8 @@ def verify(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                     ctx.connection(host), ctx.install_dir(host)
                 ).to_dict(),
             )
-            for finding in ctx.verify_status.findings:
+            for finding in fleet_status.findings:
                 ctx.record("finding", finding.to_dict())
-    fleet_status = ctx.verify_status
     row = fleet_status.host(name)
     from tealeaf_fleet.engine.evidence import host_state
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from tealeaf_fleet.engine.peers import PeerState
 from tealeaf_fleet.errors import FleetError
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class RunContext:
         self.blockers: dict[str, list[str]] = {}
         self.warnings: dict[str, list[str]] = {}
         self.warned_codes: set[str] = set()
+        self.workstation_problems: dict[str, str] = {}  # RTV host -> why its phases are skipped
         self.pfx: Pfx | None = None
         self.pfx_bytes: bytes | None = None
         self.pfx_password: Secret | None = None
@@ -60,7 +62,8 @@ class RunContext:
         self.step_ids: dict[tuple[str, str], int] = {}
         self.runner: Runner | None = None
         self.tool_cache: dict[str, dict[str, bytes]] = {}  # build -> file name -> bytes
-        self.verify_status: Any = None
+        self.verify_status: dict[str, Any] = {}  # verify phase -> its FleetStatus
+        self.peer_state = PeerState()  # rolling groups: gates passed, prefetched peer reads
         self.approved_plan: str | None = None  # the plan file the run was approved with
         self.force_restart = False  # restart even hosts whose gates pass (troubleshoot reboot)
         # a rotation (the plan's `rotation`): preflight records, per TLS host, the certificate

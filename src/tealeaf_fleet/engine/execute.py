@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tealeaf_fleet.engine.actions import ACTIONS, load_existing_pfx
+from tealeaf_fleet.engine.actions import ACTIONS, check_workstation_builds, load_existing_pfx
 from tealeaf_fleet.engine.context import RunContext
 from tealeaf_fleet.engine.events import EventBus
 from tealeaf_fleet.engine.evidence import GateRecorder
@@ -82,5 +82,8 @@ def execute(
         inventory_label=inventory_label,
         forks=forks,
         stop=stop,
+        after_phase=lambda phase: (
+            check_workstation_builds(ctx) if phase.op == "preflight" else None
+        ),
     )
     return runner.run()

@@ -74,7 +74,13 @@ def _emit_gate(
 
 
 def run_gates(
-    ctx: RunContext, phase: str, host: Host, gates: Sequence[str], before: Before
+    ctx: RunContext,
+    phase: str,
+    host: Host,
+    gates: Sequence[str],
+    before: Before,
+    *,
+    first: dict[str, Any] | None = None,
 ) -> list[str]:
     """Run the phase's gates in order; returns one short line per passed gate.
 
@@ -87,7 +93,7 @@ def run_gates(
         if gate not in _GATES and gate != "soak":
             raise FleetError(f"unknown gate {gate!r}", host=host.name, phase=phase)
     checks = [g for g in gates if g != "soak"]
-    passed = _poll(ctx, phase, host, checks, before, deadline)
+    passed = _poll(ctx, phase, host, checks, before, deadline, first=first)
     if "soak" in gates and ctx.fleet.rollout.soak_s > 0:
         soak_s = ctx.fleet.rollout.soak_s
         ctx.stop.wait(soak_s)  # Ctrl-C cuts the wait short; the recheck still runs
@@ -108,12 +114,16 @@ def _poll(
     deadline: float,
     *,
     emit: bool = True,
+    first: dict[str, Any] | None = None,
 ) -> list[str]:
+    """Poll until every gate passed. `first`: facts the restart op itself read (the first
+    poll's, saving a read); later polls read the host again."""
     todo = list(gates)
     passed: list[str] = []
     delay = POLL_S
     while todo:
-        snap = Snapshot(ctx, host)
+        snap = Snapshot(ctx, host, facts=first)
+        first = None
         gate = todo[0]
         try:
             while todo:
@@ -145,10 +155,10 @@ def _poll(
 class Snapshot:
     """One poll's view of a host, read lazily: facts at most once, each port probed once."""
 
-    def __init__(self, ctx: RunContext, host: Host) -> None:
+    def __init__(self, ctx: RunContext, host: Host, facts: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
         self.host = host
-        self._facts: dict[str, Any] | None = None
+        self._facts: dict[str, Any] | None = facts
         self._probes: dict[int, Any] = {}
 
     def facts(self) -> dict[str, Any]:

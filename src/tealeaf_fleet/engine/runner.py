@@ -82,6 +82,8 @@ class RunResult:
     message: str = ""
     hint: str | None = None
     blockers: dict[str, list[str]] = field(default_factory=dict)
+    # RTV workstations whose phases did not finish: host -> "phase: why" (the servers are done)
+    workstations: dict[str, str] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -123,8 +125,10 @@ class Runner:
         inventory_label: str,
         forks: int = 10,
         stop: threading.Event | None = None,
+        after_phase: Callable[[PhaseSpec], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.after_phase = after_phase  # e.g. fleet-wide judgements once preflight has read all
         self.phases = [PhaseSpec.from_plan(p) for p in plan.get("phases") or []]
         self.actions = actions
         self.context = context
@@ -135,6 +139,8 @@ class Runner:
         self.forks = forks
         self.stop = stop or threading.Event()
         self.run_id: int | None = None
+        self.roles = {h.get("name"): h.get("role") for h in plan.get("hosts") or []}
+        self.workstations: dict[str, str] = {}  # RTV host -> why its phases did not finish
         self.done: dict[tuple[str, str, str], int] = {}
         self._recap: dict[str, dict[str, int]] = {}
         self._recap_lock = threading.Lock()
@@ -174,6 +180,8 @@ class Runner:
                 if outcome is not None:
                     result.outcome = outcome
                     break
+            else:
+                self._workstations_outcome(result)
         except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: abort at once, but journal it
             aborted = True
             result.outcome = "interrupted"
@@ -213,8 +221,53 @@ class Runner:
                 hint=result.hint,
                 halted_phase=result.halted_phase,
                 blockers=result.blockers,
+                workstations=result.workstations,
             )
         return result
+
+    # --- RTV workstations: never on the servers' critical path --------------------------------
+
+    def is_workstation_phase(self, phase: PhaseSpec) -> bool:
+        """A phase whose hosts are all RTV workstations: its failures do not halt the run
+        (the servers' phases come first in the playbook), they are reported at the end."""
+        return bool(phase.hosts) and all(self.roles.get(h) == "rtv" for h in phase.hosts)
+
+    def _workstation_targets(self, phase: PhaseSpec, targets: list[str]) -> list[str]:
+        """Leave out workstations that already failed (or that preflight could not read),
+        with a skipped step each saying why."""
+        known = dict(getattr(self.context, "workstation_problems", {}) or {})
+        for host, why in known.items():
+            self.workstations.setdefault(host, f"preflight: {why}")
+        out = []
+        for host in targets:
+            if host in self.workstations:
+                why = self.workstations[host]
+                self._step(phase, host, lambda w=why: StepResult("skipped", f"not attempted: {w}"))
+            else:
+                out.append(host)
+        return out
+
+    def _workstations_outcome(self, result: RunResult) -> None:
+        """After every phase ran: the servers are done; unfinished workstations make the run
+        `failed` (exit 1) with one line each and the command that finishes them later."""
+        for host, why in (getattr(self.context, "workstation_problems", {}) or {}).items():
+            self.workstations.setdefault(host, f"preflight: {why}")
+        if not self.workstations:
+            return
+        names = list(self.workstations)
+        result.outcome = "failed"
+        result.workstations = dict(self.workstations)
+        result.halted_phase = None
+        result.halted_hosts = names
+        result.message = (
+            f"the servers are done; {len(names)} RTV workstation(s) not finished: "
+            f"{', '.join(names)}"
+        )
+        inventory = self.inventory_label.split(" --limit ")[0]  # this run's own limit goes
+        result.hint = (
+            "fix what is listed per workstation, then finish them with "
+            f"`fleet {self.command} {inventory} --limit {','.join(names)}`"
+        )
 
     def _phase(self, phase: PhaseSpec, result: RunResult) -> str | None:
         """Run one phase; return the run's final outcome if the run must stop here."""
@@ -245,6 +298,8 @@ class Runner:
         action = self.actions.get(phase.op)
         if action is None:
             raise FleetError(f"no action for op {phase.op!r}", phase=phase.name)
+        if self.is_workstation_phase(phase):
+            targets = self._workstation_targets(phase, targets)
         compensate = None
         if phase.compensate:
             undo = self.actions.get(phase.compensate)
@@ -272,7 +327,22 @@ class Runner:
             if blockers:
                 return self._blocked_fleet_wide(phase, blockers, result)
         if not failed and not outcome.interrupted:
+            if self.after_phase is not None:
+                self.after_phase(phase)
             self.bus.emit("phase_finished", phase=phase.name, action=phase.op, outcome="ok")
+            return None
+        if failed and not outcome.interrupted and self.is_workstation_phase(phase):
+            for host in failed:
+                self.workstations[host] = f"{phase.name}: {outcome.results[host].message}"
+            self.bus.emit(
+                "phase_finished",
+                phase=phase.name,
+                action=phase.op,
+                outcome="failed",
+                failed=failed,
+                message=f"RTV workstation(s) {', '.join(failed)} not finished; the run goes on "
+                "(servers are not affected)",
+            )
             return None
         self.bus.emit(
             "phase_finished",

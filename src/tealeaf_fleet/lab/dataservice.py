@@ -22,6 +22,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from tealeaf_fleet.safeio import O_BINARY
+
 READ_TIMEOUT_S = 2.0
 HANDSHAKE_TIMEOUT_S = 5.0
 LEGACY_TMS_CN = "TeaLeaf TMS legacy"
@@ -156,7 +158,7 @@ def server_context(
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     scratch_dir.mkdir(parents=True, exist_ok=True)
     path = scratch_dir / f"chain-{secrets.token_hex(8)}.pem"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(cert_pem + b"\n" + key_pem_encrypted)

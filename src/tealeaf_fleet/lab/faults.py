@@ -28,6 +28,9 @@ A test or an operator edits the file while the lab runs; the next request sees t
 - service_start_pending (true or {"service": NAME, "seconds": N}): the next time the services
   are read (Win32_Service), a running TeaLeaf service is in Start Pending; it stays so for N
   seconds (default 3), then runs
+- service_stopped (true or {"service": NAME}): the role's main TeaLeaf service (MAIN_SERVICE, or
+  NAME) is found stopped: its process ended and nothing restarts it; it stays stopped unless
+  something starts it (lab/services.py `crash`)
 - not_admin: the WinRM account may connect (a member of Remote Management Users) but is not
   in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
 - clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
@@ -174,6 +177,24 @@ def locked_files(faults: dict[str, Any]) -> list[str]:
     if isinstance(value, dict) and value.get("files"):
         return [str(name) for name in value["files"]]
     return ["tealeaf.p12"]
+
+
+# The service a role exists for: what `service_stopped` stops when no service is named.
+MAIN_SERVICE = {
+    "hbr": "TeaLeafHBR",
+    "canister": "TeaLeafCanister",
+    "portal": "TeaLeafPortalStatus",
+    "report": "TeaLeafReportServer",
+    "other": "TeaLeafTransportService",
+}
+
+
+def stopped_service(faults: dict[str, Any], role: str) -> str | None:
+    """The service `service_stopped` stops on a host of `role` (None: the role has none)."""
+    value = faults.get("service_stopped")
+    if isinstance(value, dict) and value.get("service"):
+        return str(value["service"])
+    return MAIN_SERVICE.get(role)
 
 
 def start_pending(faults: dict[str, Any]) -> tuple[str | None, float]:

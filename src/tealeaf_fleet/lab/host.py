@@ -38,6 +38,7 @@ from tealeaf_fleet.lab.faults import (
     registry_write_denied,
     service_start_fails,
     start_pending,
+    stopped_service,
 )
 from tealeaf_fleet.lab.hosterror import AccessDenied, DiskFull, HostError, RegistryAccessDenied
 from tealeaf_fleet.lab.registry import (
@@ -478,7 +479,8 @@ class LabHost:
             self._roll_ds_logs()
 
     def _apply_fidelity_faults(self, added: set[str], removed: set[str]) -> None:
-        """fips, enable_tls_string, build_value_missing, service_start_pending (lab/faults.py)."""
+        """fips, enable_tls_string, build_value_missing, service_start_pending, service_stopped
+        (lab/faults.py)."""
         if "fips" in added | removed:
             self.reg_set(FIPS_KEY, "Enabled", 1 if "fips" in added else 0, "DWord")
         if "enable_tls_string" in added:
@@ -493,6 +495,10 @@ class LabHost:
             self._pending_armed = True
         if "service_start_pending" in removed:
             self._pending_armed = False
+        if "service_stopped" in added and self.services_mgr is not None:
+            name = stopped_service(self.faults(), self.role)
+            if name is not None:
+                self.services_mgr.crash(name)
 
     # ==================================================================== registry =====
     def reg_get(self, key: str, name: str) -> Any:

@@ -860,7 +860,31 @@ def _restart_locked(host: LabHost, params: dict[str, str], deadline: float, cloc
             parts.append("not Running by the deadline: " + ", ".join(not_running))
         parts.extend(problems)
         raise OpFailed("; ".join(parts))
-    return {"started_at": started_at, "elapsed_s": time.monotonic() - clock, "services": services}
+    result: dict[str, Any] = {
+        "started_at": started_at,
+        "elapsed_s": time.monotonic() - clock,
+        "services": services,
+    }
+    if params.get("IisResetS", ""):  # iisreset.exe after the services, as the op does
+        run = iisreset(host, {"TimeoutS": params["IisResetS"]})
+        if run["exit_code"] != 0:
+            raise OpFailed(f"iisreset exited {run['exit_code']}: {run['output']}")
+        result["iisreset"] = run
+    install_dir = params.get("InstallDir", "")
+    if install_dir:  # what the gates read first, in the same powershell.exe
+        every = host.service_controllers()  # ServiceController spellings
+        states = [
+            {"name": s.name, "display_name": s.display_name, "state": s.state}
+            for s in every
+            if s.name.lower().startswith("tealeaf") or s.display_name.lower().startswith("tealeaf")
+        ]
+        w3svc = next((s for s in every if s.name == "W3SVC"), None)
+        result["after"] = {
+            "services": states,
+            "iis": {"present": w3svc is not None, "state": w3svc.state if w3svc else None},
+            "data_service": _data_service_mode(host, install_dir, started_at),
+        }
+    return result
 
 
 def iisreset(host: LabHost, params: dict[str, str]) -> dict:

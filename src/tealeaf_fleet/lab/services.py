@@ -397,6 +397,20 @@ class ServiceManager:
         threading.Thread(target=finish, name=f"pending-{name}", daemon=True).start()
         return True
 
+    def crash(self, name: str) -> bool:
+        """The service's process ended on its own: the SCM records it Stopped at once, with no
+        Stop Pending (learn.microsoft.com/windows/win32/services/service-status-transitions),
+        and, with no recovery action configured (the default, *pessimistic*), nothing starts it
+        again until someone does. The fault `service_stopped`. False when it was not running."""
+        with self._cond:
+            svc = self._lookup(name)
+            if svc.state != "Running":
+                return False
+        self._on_stop(svc.name)
+        with self._cond:
+            self._set(svc, "Stopped")
+        return True
+
     def set_initial(self, name: str, state: str) -> None:
         """Set a state without delay or event (lab creation only)."""
         with self._cond:

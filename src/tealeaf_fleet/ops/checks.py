@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from tealeaf_fleet.inventory import TLS_ROLES
 from tealeaf_fleet.ops.facts import PENDING_STATES, RegistryNumber, data_service_names
 from tealeaf_fleet.playbooks import OPS  # the closed op vocabulary has one home
+from tealeaf_fleet.playbooks import SERIAL_RESTART_ROLES as SERIAL_GROUP_ROLES
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Host
@@ -277,11 +278,14 @@ def preflight_blockers(
     *,
     pfx_sha256: str | None,
     expect_tls: bool,
+    restarting: Collection[str] = (),
     rotation: bool = False,
     reboot_records: Sequence[Mapping[str, Any]] = (),
     status_report: bool = True,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
+    `restarting`: services that an unfinished restart of this change stopped and the resumed
+    run starts again (not "found stopped").
 
     Rollback needs far less (the install folder, TLSTool.exe for TLS roles, services to restart):
     a rollback must stay possible on a host that a rollout would refuse. A rotation
@@ -343,6 +347,15 @@ def preflight_blockers(
             "tell whether to bring them back; find out why they hang, then rerun",
         )
     out.extend(_unreadable_security_files(name, facts))
+    out.extend(
+        _stopped_services(
+            name,
+            facts,
+            host.role,
+            restarting,
+            reboot_due=pending_reboot_since(facts, reboot_records) is not None,
+        )
+    )
 
     if expect_tls:
         out.extend(
@@ -808,11 +821,15 @@ def step_status(
     pfx_sha256: str | None,
     expect_tls: bool,
     changed_at: str | None = None,
+    pfx_file_sha256: str | None = None,
 ) -> Done | Needed:
     """Whether `op` still has work on `host`, judged from its facts.
 
-    `push_pfx` reads a `file_info` result merged into the facts as `facts["files"]` (PATH ->
-    {exists, size, sha256}); any file there with the PFX's SHA-256 counts as pushed.
+    Two hashes, never mixed up: `pfx_sha256` is the certificate fingerprint (SHA-256 of the
+    certificate's DER, what tealeaf.crt and a handshake show); `pfx_file_sha256` is the file
+    hash of the PFX file itself (what a copy is checked against). `push_pfx` reads a
+    `file_info` result merged into the facts as `facts["files"]` (PATH -> {exists, size,
+    sha256 (file hash)}); a file there with the PFX's file hash counts as pushed.
     `restart` optionally takes `changed_at`, the host-local time of the last import/enable or
     disable on this host (from the journal): the Data Service must have started after it, since
     during a certificate rotation its mode reads "tls" both before and after the restart.
@@ -830,7 +847,7 @@ def step_status(
             return Done(r"Tools\TLSTool.exe and Tools\openssl.exe are already there")
         return Needed(r"Tools\TLSTool.exe or Tools\openssl.exe is missing")
     if op == "push_pfx":
-        return _push_pfx_status(facts, pfx_sha256)
+        return _push_pfx_status(facts, pfx_sha256, pfx_file_sha256)
     if op == "import":
         return _import_status(facts, pfx_sha256)
     if op in ("enable", "disable", "restart") and not tls_role:
@@ -851,16 +868,20 @@ def step_status(
     raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
 
 
-def _push_pfx_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
+def _push_pfx_status(
+    facts: Mapping[str, Any], pfx_sha256: str | None, pfx_file_sha256: str | None
+) -> Done | Needed:
     if not pfx_sha256:
         return Needed("the certificate does not exist yet")
     if _get(facts, "security", "cert_sha256") == pfx_sha256 and _file_present(facts, "tealeaf.p12"):
-        return Done(f"already imported ({short_sha(pfx_sha256)}): no copy needed")
+        return Done(
+            f"already imported (certificate fingerprint {short_sha(pfx_sha256)}): no copy needed"
+        )
     files = facts.get("files") or {}
     for path, info in files.items():
-        if isinstance(info, Mapping) and info.get("sha256") == pfx_sha256:
-            return Done(f"{path} already has the PFX (SHA-256 {short_sha(pfx_sha256)})")
-    return Needed("the PFX is not on the host (or its SHA-256 is unknown)")
+        if pfx_file_sha256 and isinstance(info, Mapping) and info.get("sha256") == pfx_file_sha256:
+            return Done(f"{path} already is the PFX (file hash {short_sha(pfx_file_sha256)})")
+    return Needed("the PFX is not on the host (or its file hash is unknown)")
 
 
 def _import_status(facts: Mapping[str, Any], pfx_sha256: str | None) -> Done | Needed:
@@ -1089,24 +1110,77 @@ def _unreadable_security_files(name: str, facts: Mapping[str, Any]) -> list[Find
     return out
 
 
-def _stopped_services(name: str, facts: Mapping[str, Any]) -> list[Finding]:
-    stopped = sorted(
+def stopped_auto_services(
+    facts: Mapping[str, Any], *, pending: bool = True, exempt: Collection[str] = ()
+) -> list[str]:
+    """The automatic-start TeaLeaf services that are not running, each with its state when it
+    is not plainly "Stopped": on an HBR or Canister, one of them means the host is not doing
+    its share, and restarting another of its group would leave that share to nobody."""
+    return sorted(
         str(s.get("name")) + ("" if s.get("state") == "Stopped" else f" ({s.get('state')})")
         for s in _tealeaf_services(facts)
         if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
         and s.get("state") != "Running"
+        and (pending or s.get("state") not in PENDING_STATES)
+        and str(s.get("name")) not in exempt
     )
+
+
+def _stopped_services(
+    name: str,
+    facts: Mapping[str, Any],
+    role: str | None = None,
+    exempt: Collection[str] = (),
+    *,
+    reboot_due: bool = False,
+) -> list[Finding]:
+    """`service_stopped`: a warning, and a blocker on an HBR or Canister (with `role` given,
+    i.e. in a preflight): the other hosts of its group restart one at a time on the
+    assumption that this one carries the load meanwhile (vendor procedure, "Minimize
+    disruption"). Leave the host out of the run (`--limit`) to go on without it. `exempt`:
+    services an unfinished restart of this change stopped (the resumed run starts them)."""
+    # a preflight names a pending service once, as `service_pending`
+    stopped = stopped_auto_services(facts, pending=role is None, exempt=exempt)
     if not stopped:
         return []
-    return [
-        Finding(
-            WARNING,
-            "service_stopped",
-            f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
-            "(restarts leave stopped services stopped: start them if they should run)",
-            (name,),
+    if reboot_due and role is not None:
+        # a reboot this tool still owes the host starts its automatic services (a rollout is
+        # blocked by the pending reboot itself; the prerequisites playbook reboots it)
+        return [
+            Finding(
+                WARNING,
+                "service_stopped",
+                f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)}; the "
+                "reboot pending on this host starts them",
+                (name,),
+            )
+        ]
+    if facts.get("enable_tls") == 1 and not pair_imported(facts):
+        # why they are down is known, and starting them would fail the same way: a warning
+        # with that advice (the preset EnableTLS is a rollout blocker of its own; the
+        # prerequisites playbook sets it to 0, and the peer check still guards every restart)
+        return [
+            Finding(
+                WARNING,
+                "service_stopped",
+                f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)}; "
+                + NO_PAIR_ADVICE,
+                (name,),
+            )
+        ]
+    message = (
+        f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)} "
+        "(restarts leave stopped services stopped: start them if they should run)"
+    )
+    severity = WARNING
+    if role in SERIAL_GROUP_ROLES:
+        severity = BLOCKER
+        message += (
+            f"; on a {role.upper() if role == 'hbr' else role.capitalize()} this blocks the "
+            f"run: restarting another {role} meanwhile would leave this one's share to "
+            "nobody (captured data lost); start it, or leave this host out with --limit"
         )
-    ]
+    return [Finding(severity, "service_stopped", message, (name,))]
 
 
 def cert_days_left(facts: Mapping[str, Any]) -> int | None:

@@ -41,6 +41,9 @@ class RestartResult:
     started_at: str  # host-local time before the first stop (compare with Data Service logs)
     elapsed_s: float
     services: list[ServiceRestart]
+    # with `install_dir`: what the gates read first, from the same op (a facts-shaped dict:
+    # services (every TeaLeaf one), iis, data_service since the restart began)
+    after: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,28 @@ def native_deadline_s(transport_timeout_s: float) -> int:
     return max(1, int(transport_timeout_s - margin))
 
 
-def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> RestartResult:
-    """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline."""
+def restart(
+    conn: Connection,
+    names: Sequence[str],
+    timeout_s: float,
+    *,
+    install_dir: str | None = None,
+    iisreset: bool = False,
+) -> RestartResult:
+    """Restart `names` on the host; RemoteScriptError naming any not Running by the deadline.
+    `iisreset`: then iisreset.exe in the same op (a non-zero exit fails it). With
+    `install_dir`, the op ends by reading what the health gates look at first (`after`): one
+    PowerShell start per restart, not one each for the restart, iisreset and the first read."""
     if not names:
         raise ValueError("restart needs at least one service name")
-    raw = conn.run_op(
-        "restart_services",
-        {"Names": list(names), "TimeoutS": int(timeout_s)},
-        timeout_s=timeout_s + MARGIN_S,
-        read_only=False,
-    )
+    params: dict = {"Names": list(names), "TimeoutS": int(timeout_s)}
+    budget = timeout_s + MARGIN_S
+    if iisreset:
+        params["IisResetS"] = native_deadline_s(IIS_TIMEOUT_S)
+        budget += IIS_TIMEOUT_S
+    if install_dir:
+        params["InstallDir"] = install_dir
+    raw = conn.run_op("restart_services", params, timeout_s=budget, read_only=False)
     return RestartResult(
         started_at=str(raw.get("started_at")),
         elapsed_s=float(raw.get("elapsed_s") or 0.0),
@@ -83,6 +98,7 @@ def restart(conn: Connection, names: Sequence[str], timeout_s: float) -> Restart
             ServiceRestart(s.get("name", ""), s.get("before", ""), s.get("after", ""))
             for s in raw.get("services") or []
         ],
+        after=raw.get("after") if isinstance(raw.get("after"), dict) else None,
     )
 
 

@@ -1,8 +1,12 @@
 # tealeaf-fleet-op: restart_services
-param([string]$Names, [string]$TimeoutS)
+param([string]$Names, [string]$TimeoutS, [string]$InstallDir, [string]$IisResetS)
 # Restarts exactly the named services (the ones that were Running): stops in waves, dependents
 # first; starts in waves, dependencies first; never starts a service that is not named, not even
 # through the service manager (a service whose start would start an unnamed one stays stopped).
+# With $InstallDir, it then reads what the health gates look at first (every TeaLeaf service's
+# state, IIS, the Data Service's startup block since the restart began), in this same
+# powershell.exe: a restart costs one PowerShell start, not two. With $IisResetS (seconds),
+# iisreset.exe runs after the services (as the vendor's procedure does), before that read.
 
 Add-Type -AssemblyName System.ServiceProcess
 $deadline = (Get-Date).AddSeconds([double]$TimeoutS)
@@ -179,4 +183,26 @@ if (($notRunning.Count -gt 0) -or ($problems.Count -gt 0)) {
     Stop-FleetOp ($parts.ToArray() -join '; ')
 }
 $mutex.ReleaseMutex()
-Write-FleetResult @{ started_at = $startedAt; elapsed_s = $clock.Elapsed.TotalSeconds; services = $services.ToArray() }
+$result = @{ started_at = $startedAt; elapsed_s = $clock.Elapsed.TotalSeconds; services = $services.ToArray() }
+if ($IisResetS) {
+    $system = [Environment]::SystemDirectory
+    $exe = [IO.Path]::Combine($system, 'iisreset.exe')
+    if (-not [IO.File]::Exists($exe)) { Stop-FleetOp "iisreset.exe not found at $($exe) - is IIS installed?" }
+    $run = Invoke-FleetNative $exe @() $system ([int]$IisResetS)
+    if ($null -eq $run.exit_code) { Stop-FleetOp ("iisreset.exe did not run: " + $run.output) }
+    if ([int]$run.exit_code -ne 0) { Stop-FleetOp ("iisreset exited $($run.exit_code): " + $run.output) }
+    $result.iisreset = @{ exit_code = [int]$run.exit_code; output = $run.output }
+}
+if ($InstallDir) {
+    # ServiceController spellings ("StartPending"), as the gates compare them.
+    $states = New-Object System.Collections.ArrayList
+    $iis = @{ present = $false; state = $null }
+    foreach ($sc in [System.ServiceProcess.ServiceController]::GetServices()) {
+        if ($sc.ServiceName.StartsWith('TeaLeaf', [StringComparison]::OrdinalIgnoreCase) -or $sc.DisplayName.StartsWith('TeaLeaf', [StringComparison]::OrdinalIgnoreCase)) {
+            [void]$states.Add(@{ name = $sc.ServiceName; display_name = $sc.DisplayName; state = [string]$sc.Status })
+        }
+        if ($sc.ServiceName -eq 'W3SVC') { $iis = @{ present = $true; state = [string]$sc.Status } }
+    }
+    $result.after = @{ services = $states.ToArray(); iis = $iis; data_service = (Get-FleetDataServiceMode $InstallDir $startedAt) }
+}
+Write-FleetResult $result
