@@ -15,7 +15,7 @@ from tealeaf_fleet.journal import Journal
 from tealeaf_fleet.status import Handshake, evaluate
 from tealeaf_fleet.troubleshoot import FAIL, NOT_CHECKED, OK, checklist, limit_fleet
 from test_rollout_e2e import assert_no_secret, events, fleet, start_lab
-from test_status import HOSTS, ON, ON_SHAKES, PFX
+from test_status import HOSTS, ON, ON_SHAKES, OTHER, PFX, changed, facts
 
 TOPOLOGY = {"portal": 1, "hbr": 1, "canister": 2}
 
@@ -164,3 +164,43 @@ def test_limit_takes_names_and_roles(tmp_path):
     with pytest.raises(InputError, match="neither a host nor a role"):
         limit_fleet(fleet_, "can03")
     assert json.dumps(list(limit_fleet(fleet_, None).hosts))
+
+
+def _checklist(results, shakes, hosts=HOSTS) -> dict[str, object]:
+    return {v.item: v for v in checklist(evaluate(hosts, results, shakes, pfx_sha256=PFX))}
+
+
+def test_a_refusal_on_a_host_not_set_up_right_fails_the_cache_item_naming_it():
+    results = changed(ON, "can01", facts(cert=OTHER, enabled=True, mode="tls"))
+    shakes = copy.deepcopy(ON_SHAKES)
+    shakes["can01"]["data_service"] = Handshake(23000, "tls", None, "TLS alert from the peer")
+    cache = _checklist(results, shakes)["SSL session cache"]
+    assert cache.status == FAIL and cache.hosts == ("can01",)
+    assert "not set up right" in cache.detail and "--fix ssl-cache" not in cache.detail
+
+
+def test_a_server_without_facts_is_not_checked_even_when_its_ports_answered():
+    results = dict(ON)
+    results["can01"] = HostUnreachable("access denied", host="can01")
+    found = _checklist(results, ON_SHAKES)  # can01's ports were probed, its facts unknown
+    for item in ("handshakes on every port", "SSL session cache"):
+        assert found[item].status == NOT_CHECKED and "can01" in found[item].detail
+
+
+def test_items_over_no_host_in_scope_are_not_checked():
+    rtv_only = [h for h in HOSTS if h.role == "rtv"]  # what `--limit rtv` leaves
+    found = _checklist({"ws01": ON["ws01"]}, {}, rtv_only)
+    for item in (
+        "EnableTLS on every Tealeaf server",
+        "Data Service mode matches EnableTLS",
+        "handshakes on every port",
+        "SSL session cache",
+    ):
+        assert found[item].status == NOT_CHECKED, (item, found[item])
+    assert found["certificate pair present"].status == OK  # ws01 holds the pair
+
+
+def test_no_data_service_facts_leave_the_mode_item_not_checked():
+    found = _checklist(ON, ON_SHAKES)  # the table's services list only TeaLeafTMS
+    mode = found["Data Service mode matches EnableTLS"]
+    assert mode.status == NOT_CHECKED and "no Data Service" in mode.detail
