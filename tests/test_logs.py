@@ -114,3 +114,33 @@ def test_since_and_mask_rules():
             parse_since(bad)
     assert mask("pwd: hunter2; PASSWORD = x9") == "pwd: ******; PASSWORD = ******"
     assert mask('"tls_cert_password_present": true') == '"tls_cert_password_present": true'
+    for written, masked in (
+        ("TLSCertPassword=Sup3r", "TLSCertPassword=******"),
+        ('"password": "Sup3r"', '"password": "******"'),
+        ('password="Sup3r"', 'password="******"'),
+        ('pass:"Sup3r x" next', 'pass:"******" next'),
+        ("-password Sup3r -Force", "-password ****** -Force"),
+        ("PfxPassword=Sup3r", "PfxPassword=******"),
+        ("-Password 'Sup3r x'", "-Password '******'"),
+    ):
+        assert mask(written) == masked, written
+    assert mask("passed: 3 tests") == "passed: 3 tests"
+
+
+def test_the_manifest_says_when_the_pfx_password_was_not_loaded_for_masking(tmp_path):
+    from tealeaf_fleet.bundle import manifest
+    from tealeaf_fleet.cli.logs import _known_pfx_password
+    from tealeaf_fleet.inventory import load_fleet
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(
+        "winrm: {transport: ntlm, username: u, password_env: X}\n"
+        "certificate: {source: generate, path: t.pfx, password_env: TF_TEST_NO_SUCH_VARIABLE}\n"
+        "hosts:\n  hbr01: {address: a, role: hbr}\n",
+        encoding="utf-8",
+    )
+    fleet_ = load_fleet(inv)
+    note = _known_pfx_password(fleet_)
+    assert note and "TF_TEST_NO_SUCH_VARIABLE" in note
+    text = manifest(fleet_, parse_since(None), [], {}, pfx_note=note)
+    assert "PFX password was not loaded for masking" in text

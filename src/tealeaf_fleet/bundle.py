@@ -36,7 +36,16 @@ DEFAULT_SINCE_MINUTES = 24 * 60
 RUN_LOG_LIMIT = 1024 * 1024  # bytes of one run log kept (its end)
 _RELATIVE = re.compile(r"(\d{1,6})([mhd])")
 _ABSOLUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?")
-_SECRETISH = re.compile(r"(?i)\b(password|passwd|pwd|pass)(\s*[=:]\s*)([^\s\"',;]+)")
+# a key ending in pass/password/passwd/pwd (TLSCertPassword, PfxPassword, "password"), then
+# `=`/`:` (after an optional closing quote), or a `-password VALUE` switch; a quoted value is
+# masked up to its closing quote, a bare one up to a space, quote, comma or semicolon
+_SECRETISH = re.compile(
+    r"""(?ix)
+    (?P<key>\w*(?:pass(?:word|wd)?|pwd)["']?\s*[=:]\s*
+      | -\w*(?:pass(?:word|wd)?|pwd)\s+(?=[^\s-]))
+    (?P<value>"[^"\r\n]*"?|'[^'\r\n]*'?|[^\s"',;]+)
+    """
+)
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
 
 
@@ -79,7 +88,13 @@ def parse_since(text: str | None, *, now: float | None = None) -> Since:
 
 def mask(text: str) -> str:
     """Known secrets and anything that looks like a written-out password, masked."""
-    return _SECRETISH.sub(lambda m: m.group(1) + m.group(2) + MASK, redact(text))
+    return _SECRETISH.sub(_masked, redact(text))
+
+
+def _masked(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    return match.group("key") + quote + MASK + (quote if value.endswith(quote) and quote else "")
 
 
 @dataclass
@@ -201,15 +216,24 @@ def controller_files(state_dir: Path, since: Since) -> dict[str, str]:
     return files
 
 
-def manifest(fleet: Fleet, since: Since, parts: list[HostPart], controller: dict[str, str]) -> str:
+def manifest(
+    fleet: Fleet,
+    since: Since,
+    parts: list[HostPart],
+    controller: dict[str, str],
+    *,
+    pfx_note: str | None = None,
+) -> str:
     lines = [
         "tealeaf-fleet support bundle",
         f"written: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
         f"inventory: {fleet.path}",
         f"since: {since.label} (host-local times; run logs by this machine's clock)",
         "secrets: known passwords and anything written as password=/pwd:/pass: are masked",
-        "",
     ]
+    if pfx_note:
+        lines.append(f"secrets: {pfx_note}")
+    lines.append("")
     for part in parts:
         if part.error:
             lines.append(f"{part.name}: NOT READ: {part.error}")
