@@ -13,7 +13,7 @@ from tealeaf_fleet.errors import HostUnreachable, InputError
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.journal import Journal
 from tealeaf_fleet.status import Handshake, evaluate
-from tealeaf_fleet.troubleshoot import FAIL, NOT_CHECKED, OK, checklist, limit_fleet
+from tealeaf_fleet.troubleshoot import FAIL, NOT_CHECKED, OK, checklist, fix_plan, limit_fleet
 from test_rollout_e2e import assert_no_secret, events, fleet, start_lab
 from test_status import HOSTS, ON, ON_SHAKES, OTHER, PFX, changed, facts
 
@@ -75,8 +75,21 @@ def test_a_stale_ssl_cache_is_found_and_cured_by_clearing_it(rolled_out):
         run = journal.runs(1)[0]
         assert (run.command, run.outcome) == ("troubleshoot", "ok")
         assert run.playbook == "troubleshoot --fix ssl-cache"
-        steps = [(s.phase, s.host, s.outcome) for s in journal.steps(run.id)]
-    assert ("ssl_cache", "can01", "changed") in steps and ("verify", "can01", "ok") in steps
+        records = journal.steps(run.id)
+        steps = [(s.phase, s.host, s.outcome) for s in records]
+    assert ("ssl_cache_canister", "can01", "changed") in steps and (
+        "verify",
+        "can01",
+        "ok",
+    ) in steps
+    # the safety model: the HBR, then each Canister, one at a time, none overlapping
+    serial = sorted(
+        (s.started, s.finished, s.host)
+        for s in records
+        if s.phase.startswith("ssl_cache_") and s.phase != "ssl_cache_rest"
+    )
+    assert [h for _, _, h in serial] == ["hbr01", "can01", "can02"]
+    assert all(a[1] <= b[0] for a, b in zip(serial, serial[1:], strict=False))
     report = fleet("report", str(lab.inventory))
     assert "run 2 (troubleshoot)" in report.stdout.splitlines()[0]
     assert_no_secret(lab, out.stdout, out.stderr, report.stdout)
@@ -204,3 +217,29 @@ def test_no_data_service_facts_leave_the_mode_item_not_checked():
     found = _checklist(ON, ON_SHAKES)  # the table's services list only TeaLeafTMS
     mode = found["Data Service mode matches EnableTLS"]
     assert mode.status == NOT_CHECKED and "no Data Service" in mode.detail
+
+
+@pytest.mark.parametrize("fix", ["ssl-cache", "cryptsvc", "reboot"])
+def test_every_fix_goes_hbrs_then_canisters_one_at_a_time_then_the_rest(tmp_path, fix):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(
+        "winrm: {transport: ntlm, username: u, password_env: X}\n"
+        "hosts:\n  portal01: {address: p, role: portal}\n  can01: {address: b, role: canister}\n"
+        "  hbr01: {address: a, role: hbr}\n  can02: {address: c, role: canister}\n",
+        encoding="utf-8",
+    )
+    plan = fix_plan(load_fleet(inv), fix, expect_tls=True)
+    shape = [
+        (p["name"].split("_")[-1], p["strategy"], [s["host"] for s in p["steps"]])
+        for p in plan["phases"]
+    ]
+    assert shape == [
+        ("facts", "parallel", ["portal01", "can01", "hbr01", "can02"]),
+        ("hbr", "rolling", ["hbr01"]),
+        ("canister", "rolling", ["can01", "can02"]),
+        ("rest", "parallel", ["portal01"]),
+        ("verify", "parallel", ["portal01", "can01", "hbr01", "can02"]),
+    ]
+    for p in plan["phases"][1:4]:
+        assert "handshake" in p["gates"] and "services" in p["gates"]
+        assert p["batch"] == 1

@@ -35,6 +35,10 @@ OK, FAIL, NOT_CHECKED = "ok", "FAIL", "not checked"
 FIXES = ("ssl-cache", "cryptsvc", "reboot")
 FIX_OPS = {"ssl-cache": "clear_ssl_cache", "cryptsvc": "restart_cryptsvc"}
 REFUSED = "handshake_refused"
+SERIAL_ROLES = ("hbr", "canister")  # restarted one at a time, in this order
+# what a cache fix must leave behind before the next server: its TeaLeaf services still up
+# and its ports answering TLS with the fleet's certificate (no restart, so no new log block)
+FIX_GATES = ("services", "handshake")
 HANDSHAKE_CODES = ("handshake_unreachable", "handshake_plain", "handshake_cert", "handshake_tls")
 
 
@@ -334,19 +338,19 @@ def fix_plan(fleet: Fleet, fix: str, *, expect_tls: bool) -> dict[str, Any]:
         }
 
     phases = [phase("facts", "facts", servers)]
-    if fix == "reboot":
-        gates = list(HEALTH_GATES)
-        for role in ("hbr", "canister"):
-            hosts = [h for h in servers if h.role == role]
-            if hosts:
-                phases.append(
-                    phase(f"reboot_{role}", "restart", hosts, strategy="rolling", gates=gates)
-                )
-        rest = [h for h in servers if h.role not in ("hbr", "canister")]
-        if rest:
-            phases.append(phase("reboot_rest", "restart", rest, gates=gates))
-    else:
-        phases.append(phase(fix.replace("-", "_"), FIX_OPS[fix], servers))
+    # every fix touches what peers connect to (a reboot, CryptSvc, the SChannel cache), so
+    # all three follow the rollout's safety model: HBRs one at a time, then Canisters one at
+    # a time, each gated healthy before the next; the rest in parallel
+    op = "restart" if fix == "reboot" else FIX_OPS[fix]
+    gates = list(HEALTH_GATES) if fix == "reboot" else list(FIX_GATES)
+    stem = fix.replace("-", "_")
+    for role in SERIAL_ROLES:
+        hosts = [h for h in servers if h.role == role]
+        if hosts:
+            phases.append(phase(f"{stem}_{role}", op, hosts, strategy="rolling", gates=gates))
+    rest = [h for h in servers if h.role not in SERIAL_ROLES]
+    if rest:
+        phases.append(phase(f"{stem}_rest", op, rest, gates=gates))
     phases.append(phase("verify", "verify", servers))
     from tealeaf_fleet.plan import inventory_digest
 
