@@ -5,8 +5,9 @@ What is in it, and why:
   was cut to stay within its bound, and what could not be read;
 - `hosts/NAME/facts.json`: the facts op's answer (the state a support engineer asks for first);
 - `hosts/NAME/data_service.log`: the Data Service log lines written since the time, and every
-  startup block whatever its age (it says which mode the service started in), newest file
-  first, at most `max_bytes` per host (older lines go first);
+  startup blocks (they say which mode the service started in) in their own quarter of the
+  bound, newest file first, at most `max_bytes` per host, trimmed on the host while it reads
+  (older lines go first; support_logs.ps1);
 - `hosts/NAME/application_events.json`: the Application event log entries naming TeaLeaf;
 - `controller/run-N.log`, `controller/runs.json`: this tool's own run logs and runs since then.
 Every text goes through `mask()`: the known secrets (`redact`) and anything written as
