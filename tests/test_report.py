@@ -228,3 +228,33 @@ def test_journal_text_is_escaped_in_the_html(tmp_path):
     page = parse(htmlpage.render(report))
     assert "script" not in [t for t, _ in page.tags]
     assert "<script>x</script>" in "".join(page.text)
+
+
+@pytest.mark.slow
+def test_a_resumed_rollout_reports_the_whole_change_from_its_first_run(tmp_path, monkeypatch):
+    """Halted at can02 (its service does not start), then resumed: the report of the resuming
+    run shows 'before' as the first run saw the fleet (TLS off), the gates the first run passed,
+    and says which runs it covers."""
+    monkeypatch.setenv("TEALEAF_FLEET_LOCK_DIR", str(tmp_path / "locks"))
+    with start_lab(tmp_path / "lab", topology=TOPOLOGY) as lab:
+        lab.host("can02").set_faults({"service_start_fails": True})
+        halted = fleet("rollout", str(lab.inventory), "--yes")
+        assert halted.returncode == 1, halted.stderr[-3000:]
+        lab.host("can02").set_faults({})
+        resumed = fleet("rollout", str(lab.inventory), "--yes")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        out = fleet("report", str(lab.inventory), "--format", "markdown")
+        assert out.returncode == 0, out.stderr
+    md = out.stdout
+    assert md.splitlines()[0].endswith("run 2 (rollout)")
+    covered = next(line for line in md.splitlines() if line.startswith("| Runs covered |"))
+    assert "run 1 (failed" in covered and "run 2 (ok" in covered
+    hosts = md.split("## Hosts", 1)[1].split("## Warnings", 1)[0].split("### ")[1:]
+    assert len(hosts) == 4
+    for section in hosts:
+        enable = next(line for line in section.splitlines() if line.startswith("| EnableTLS |"))
+        before, after = (cell.strip() for cell in enable.split("|")[2:4])
+        assert (before, after) == ("absent", "1"), section  # before the change, after it
+    hbr = next(s for s in hosts if s.startswith("hbr01 "))
+    assert "| handshake | ok |" in hbr  # passed in run 1, before the halt
+    assert "| run 1: restart_hbr | hbr01 | restart | changed |" in md

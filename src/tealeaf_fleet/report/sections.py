@@ -26,6 +26,7 @@ def summary(report: Report) -> list[tuple[str, str]]:
     else:
         approved = NOT_CHECKED
     return [
+        ("Runs covered", runs_covered(report)),
         ("Command", run.command),
         ("Playbook", model.shown(run.playbook)),
         ("Outcome", run.state),
@@ -42,6 +43,19 @@ def summary(report: Report) -> list[tuple[str, str]]:
         ("Tool version", model.shown(run.tool_version)),
         ("Report written", model.utc(report.generated)),
     ]
+
+
+def runs_covered(report: Report) -> str:
+    """Which runs the report stands on: a resumed change spans the halted runs before it."""
+    runs = report.runs or [report.run]
+    if len(runs) == 1:
+        return f"run {runs[0].id} only"
+    listed = ", ".join(f"run {r.id} ({r.state}, started {model.utc(r.started)})" for r in runs)
+    return (
+        f"{listed}: run {report.run.id} resumed the others (same plan digest); "
+        f"'before' is from the first run that read each host, 'after' from the last, gates, "
+        "windows and steps from all"
+    )
 
 
 def state_rows(host: HostReport) -> list[tuple[str, str, str]]:
@@ -126,9 +140,11 @@ def warning_rows(report: Report) -> list[tuple[str, str, str, str]]:
 
 def step_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
     out = []
+    several = len(report.runs) > 1  # a resumed change: say which run each step belongs to
     for s in report.steps:  # journal order: what ran, as it ran (controller steps included)
         secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
-        out.append((s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or ""))
+        phase = f"run {s.run}: {s.phase}" if several else s.phase
+        out.append((phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or ""))
     return out
 
 
