@@ -258,3 +258,33 @@ def test_a_resumed_rollout_reports_the_whole_change_from_its_first_run(tmp_path,
     hbr = next(s for s in hosts if s.startswith("hbr01 "))
     assert "| handshake | ok |" in hbr  # passed in run 1, before the halt
     assert "| run 1: restart_hbr | hbr01 | restart | changed |" in md
+
+
+def test_secrets_are_masked_before_escaping_in_the_html(tmp_path):
+    """A known secret holding &, < or a quote, and a written-out password in host text (the
+    Portal's status tool output included) never reach the page: masking runs on each text
+    before it is escaped, not on the escaped page."""
+    from tealeaf_fleet.engine.evidence import host_state
+
+    secret = Secret("Sup&r<S3cret>", source="test")
+    with Journal(tmp_path / "state") as journal:
+        run = journal.start_run(command="rollout")
+        journal.record(
+            run,
+            "gate",
+            {"gate": "services", "outcome": "ok", "message": "PfxPassword=Sup3rTool ok"},
+            host="can01",
+        )
+        tool = {"present": True, "exit_code": 1, "output": 'ERROR "password": "Sup3rTool"'}
+        after = host_state({"enable_tls": 1}, {}, tool)
+        assert after["status_tool"]["output"] == 'ERROR "password": "******"'  # as recorded
+        journal.record(run, "after", after, host="portal01")
+        journal.finish_run(run, "ok")
+        report = model.build(journal, [])
+    # the known secret arrives where the journal does not redact: a host name
+    report.hosts[0].name = f"can01 {secret.reveal()}"
+    page = htmlpage.render(report)
+    text = "".join(parse(page).text)
+    assert "Sup&r<S3cret>" not in text and "Sup&amp;r&lt;S3cret&gt;" not in page
+    assert "Sup3rTool" not in page and "PfxPassword=******" in text
+    assert "Sup3rTool" not in markdown.render(report)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.errors import FleetError, InputError
-from tealeaf_fleet.secrets import MASK, redact
+from tealeaf_fleet.secrets import mask
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Fleet, Host
@@ -37,16 +37,6 @@ DEFAULT_SINCE_MINUTES = 24 * 60
 RUN_LOG_LIMIT = 1024 * 1024  # bytes of one run log kept (its end)
 _RELATIVE = re.compile(r"(\d{1,6})([mhd])")
 _ABSOLUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?")
-# a key ending in pass/password/passwd/pwd (TLSCertPassword, PfxPassword, "password"), then
-# `=`/`:` (after an optional closing quote), or a `-password VALUE` switch; a quoted value is
-# masked up to its closing quote, a bare one up to a space, quote, comma or semicolon
-_SECRETISH = re.compile(
-    r"""(?ix)
-    (?P<key>\w*(?:pass(?:word|wd)?|pwd)["']?\s*[=:]\s*
-      | -\w*(?:pass(?:word|wd)?|pwd)\s+(?=[^\s-]))
-    (?P<value>"[^"\r\n]*"?|'[^'\r\n]*'?|[^\s"',;]+)
-    """
-)
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
 
 
@@ -85,17 +75,6 @@ def parse_since(text: str | None, *, now: float | None = None) -> Since:
         f"{text!r} is neither a time (2026-12-01T08:00) nor an age (30m, 12h, 7d)",
         field="--since",
     )
-
-
-def mask(text: str) -> str:
-    """Known secrets and anything that looks like a written-out password, masked."""
-    return _SECRETISH.sub(_masked, redact(text))
-
-
-def _masked(match: re.Match[str]) -> str:
-    value = match.group("value")
-    quote = value[0] if value[0] in "\"'" else ""
-    return match.group("key") + quote + MASK + (quote if value.endswith(quote) and quote else "")
 
 
 @dataclass

@@ -77,7 +77,13 @@ def host_state(
         },
     }
     if status_tool is not None:
-        state["status_tool"] = dict(status_tool)
+        from tealeaf_fleet.secrets import mask
+
+        # the tool's output is a third party's text: written-out passwords are masked before
+        # it is kept (the journal's redact() knows only this run's secrets)
+        state["status_tool"] = {
+            k: mask(v) if isinstance(v, str) else v for k, v in dict(status_tool).items()
+        }
     return state
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from tealeaf_fleet.report import sections
 from tealeaf_fleet.report.model import Report
-from tealeaf_fleet.secrets import redact
+from tealeaf_fleet.secrets import mask
 
 
 def _cell(text: str) -> str:
@@ -51,4 +51,4 @@ def render(report: Report) -> str:
     out += _table(
         ("Phase", "Host", "Action", "Outcome", "Seconds", "Message"), sections.step_rows(report)
     )
-    return redact("\n".join(out))
+    return mask("\n".join(out))

@@ -3,10 +3,19 @@ formats always say the same thing (and spell every unknown "not checked")."""
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from tealeaf_fleet.report import model
 from tealeaf_fleet.report.model import NOT_CHECKED, HostReport, Report
+from tealeaf_fleet.secrets import mask
+
+
+def html_text(text: str) -> str:
+    """Text for the HTML page: secrets masked (known ones and written-out passwords, as in
+    the support bundle), then escaped; masking the page after escaping would miss a secret
+    holding &, <, > or a quote."""
+    return escape(mask(str(text)))
 
 
 def title(report: Report) -> str:
