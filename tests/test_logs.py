@@ -267,3 +267,26 @@ def test_the_cut_off_comes_from_the_hosts_clock(loghost, monkeypatch):
     h, _ = loghost
     monkeypatch.setattr(h, "now_local", lambda: "2030-06-01T12:00:00")
     assert support(h, SinceMinutes="90")["since"] == "2030-06-01T10:30:00"
+
+
+def test_a_huge_run_log_is_read_from_its_end_only(tmp_path):
+    """A run log past any sane size (sparse here, 1 GiB and more): only its last
+    RUN_LOG_LIMIT bytes are read (a whole read would refuse it, or fill memory)."""
+    from tealeaf_fleet.bundle import RUN_LOG_LIMIT, controller_files
+    from tealeaf_fleet.journal import Journal
+    from tealeaf_fleet.safeio import read_regular_file
+
+    state = tmp_path / "state"
+    with Journal(state) as journal:
+        run = journal.start_run(command="rollout")
+        journal.finish_run(run, "ok")
+    log = state / f"run-{run}.log"
+    with open(log, "wb") as fh:
+        fh.truncate((1 << 30) + 10)
+        fh.seek(0, 2)
+        fh.write(b"the last line\n")
+    files = controller_files(state, parse_since(None))
+    text = files[f"controller/run-{run}.log"]
+    assert text.startswith("# CUT: only the last") and text.endswith("the last line\n")
+    assert len(text.encode()) < RUN_LOG_LIMIT + 200
+    assert read_regular_file(log, 5, "run log", tail=True) == b"line\n"

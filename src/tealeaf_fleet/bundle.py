@@ -188,9 +188,10 @@ def controller_files(state_dir: Path, since: Since) -> dict[str, str]:
         path = state_dir / f"run-{run.id}.log"
         if not path.is_file():
             continue
-        data = read_regular_file(path, 1 << 30, "run log")
-        text = data[-RUN_LOG_LIMIT:].decode("utf-8", "replace")
-        if len(data) > RUN_LOG_LIMIT:
+        size = path.stat().st_size
+        data = read_regular_file(path, RUN_LOG_LIMIT, "run log", tail=True)  # its end only
+        text = data.decode("utf-8", "replace")
+        if size > RUN_LOG_LIMIT:
             text = f"# CUT: only the last {RUN_LOG_LIMIT // 1024} KiB of this run log\n" + text
         files[f"controller/run-{run.id}.log"] = text
     return files
