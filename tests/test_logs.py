@@ -111,7 +111,8 @@ def test_since_and_mask_rules():
     assert parse_since("2d", now=0.0).controller == -2 * 86400
     assert parse_since("2026-12-01T08:00").text == "2026-12-01T08:00:00"
     assert parse_since(None).minutes == 1440
-    for bad in ("-3h", "2026-13-01T08:00", "now"):
+    assert parse_since("3650d", now=0.0).minutes == 3650 * 1440
+    for bad in ("-3h", "2026-13-01T08:00", "now", "3651d", "87601h"):
         with pytest.raises(InputError):
             parse_since(bad)
     assert mask("pwd: hunter2; PASSWORD = x9") == "pwd: ******; PASSWORD = ******"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Fleet, Host
 
 DEFAULT_SINCE_MINUTES = 24 * 60
+MAX_SINCE_DAYS = 3650  # ten years: older than any log a host keeps; AddMinutes stays in range
 RUN_LOG_LIMIT = 1024 * 1024  # bytes of one run log kept (its end)
 _RELATIVE = re.compile(r"(\d{1,6})([mhd])")
 _ABSOLUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?")
@@ -63,6 +64,11 @@ def parse_since(text: str | None, *, now: float | None = None) -> Since:
     relative = _RELATIVE.fullmatch(text.strip())
     if relative:
         minutes = int(relative.group(1)) * _UNIT_MINUTES[relative.group(2)]
+        if minutes > MAX_SINCE_DAYS * 24 * 60:
+            raise InputError(
+                f"{text!r} is more than {MAX_SINCE_DAYS}d back; give a time instead",
+                field="--since",
+            )
         return Since(None, minutes, now - minutes * 60)
     if _ABSOLUTE.fullmatch(text.strip()):
         value = text.strip() if text.strip().count(":") == 2 else text.strip() + ":00"
