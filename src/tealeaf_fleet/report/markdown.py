@@ -10,7 +10,10 @@ from tealeaf_fleet.secrets import mask
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One table cell: one line, `|` escaped, and `<`/`>` as entities so a ticket system that
+    renders HTML inside Markdown shows host text as text."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
