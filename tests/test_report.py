@@ -138,7 +138,8 @@ def test_html_report_names_every_host_fingerprint_gate_and_has_the_timeline(roll
         assert tms[1] == f"TLS, peer certificate {colon(pfx.sha256)}"
         ds = next(v for k, v in rows.items() if k.startswith("Handshake Data Service"))
         assert ds == ["plain (no TLS)", f"TLS, peer certificate {colon(pfx.sha256)}"]
-        assert re.match(r"tls: 'TLS Port: \d+' at ", rows["Data Service"][1])
+        proof = rows["Data Service"][1]  # the log line itself, as the facts op read it
+        assert re.match(r"tls: '\S+ Service\.Start INFO TLS Port: \d+' at ", proof)
         search = [v for k, v in rows.items() if k.startswith("Handshake Search Server")]
         if lab.roles[host] == "canister":  # the Search Server listens like the Data Service
             assert search == [["plain (no TLS)", f"TLS, peer certificate {colon(pfx.sha256)}"]]
@@ -163,6 +164,10 @@ def test_markdown_report_and_no_secret_anywhere(rolled_out):
     for host in lab.roles:
         assert f"### {host} (" in out.stdout
     assert "| data_service_log | ok |" in out.stdout
+    # the Data Service's proof is the log line itself, as the facts op read it
+    proofs = [line for line in out.stdout.splitlines() if line.startswith("| Data Service |")]
+    assert proofs and all("reconstructed" not in p for p in proofs)
+    assert any(re.search(r"tls: '\S+ Service\.Start INFO TLS Port: \d+'", p) for p in proofs)
     # what ran, in journal order, the controller's certificate step included
     assert "| certificate | controller | certificate | changed |" in out.stdout
     steps = out.stdout.split("## Steps", 1)[1]
@@ -288,3 +293,17 @@ def test_secrets_are_masked_before_escaping_in_the_html(tmp_path):
     assert "Sup&r<S3cret>" not in text and "Sup&amp;r&lt;S3cret&gt;" not in page
     assert "Sup3rTool" not in page and "PfxPassword=******" in text
     assert "Sup3rTool" not in markdown.render(report)
+
+
+def test_a_port_line_without_the_logs_text_is_labelled_reconstructed():
+    """Evidence from a facts op that returned mode and port but not the line (an older script
+    version): the report rebuilds the line and says so."""
+    from tealeaf_fleet.engine.evidence import host_state
+
+    facts = {"data_service": {"mode": "tls", "port": 23000, "started_at": "t", "log": "x.log"}}
+    text = model.data_service(host_state(facts, {}))
+    assert text == "tls: 'TLS Port: 23000' (reconstructed from mode and port) at t in x.log"
+    facts["data_service"]["line"] = "t Service.Start INFO TLS Port: 23000"
+    assert model.data_service(host_state(facts, {})).startswith(
+        "tls: 't Service.Start INFO TLS Port: 23000' at t"
+    )

@@ -226,13 +226,20 @@ def startup_blocks_in(text: str, log: str) -> list[dict[str, Any]]:
         line = raw.rstrip("\r")
         start = START_RE.match(line)
         if start:
-            current = {"mode": None, "port": None, "started_at": start.group(1), "log": log}
+            current = {
+                "mode": None,
+                "port": None,
+                "started_at": start.group(1),
+                "log": log,
+                "line": None,
+            }
             blocks.append(current)
             continue
         port = PORT_RE.search(line)
         if current is not None and current["mode"] is None and port:
             current["mode"] = "tls" if port.group(1) else "plain"
             current["port"] = int(port.group(2))
+            current["line"] = line
     return blocks
 
 

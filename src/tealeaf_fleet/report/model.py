@@ -213,8 +213,9 @@ def data_service(state: dict[str, Any] | None) -> str:
         return NOT_CHECKED
     if not ds.get("mode"):
         return "no startup block found in its log"
+    how = "" if ds.get("line_verbatim") else " (reconstructed from mode and port)"
     return (
-        f"{ds['mode']}: '{ds.get('line') or '?'}' at {shown(ds.get('started_at'))} "
+        f"{ds['mode']}: '{ds.get('line') or '?'}'{how} at {shown(ds.get('started_at'))} "
         f"in {shown(ds.get('log'))}"
     )
 
