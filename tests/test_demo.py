@@ -136,3 +136,35 @@ def test_restart_line_counts_the_gates_instead_of_repeating_them():
         "restarted 4 TeaLeaf service(s) and IIS (iisreset); 5 gates passed"
     )
     assert short_step_message("EnableTLS=1; EnableTLS is 1") == "EnableTLS=1; EnableTLS is 1"
+
+
+def test_a_report_path_in_a_missing_folder_is_refused_before_the_lab_starts(tmp_path):
+    folder = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tealeaf_fleet",
+            "demo",
+            "--dir",
+            str(folder),
+            "--topology",
+            "hbr=1",
+            "--report",
+            str(tmp_path / "no-such-folder" / "report.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("fleet: error: --report: folder ")
+    assert len(result.stderr.splitlines()) == 1
+    assert not folder.exists()  # refused before a lab was started
+
+
+def test_markdown_cells_keep_angle_brackets_as_text():
+    from tealeaf_fleet.report.markdown import _table
+
+    (row,) = _table(("a",), [("<img src=x onerror=alert(1)> | x",)])[2:3]
+    assert row == "| &lt;img src=x onerror=alert(1)&gt; \\| x |"

@@ -138,7 +138,8 @@ def test_html_report_names_every_host_fingerprint_gate_and_has_the_timeline(roll
         assert tms[1] == f"TLS, peer certificate {colon(pfx.sha256)}"
         ds = next(v for k, v in rows.items() if k.startswith("Handshake Data Service"))
         assert ds == ["plain (no TLS)", f"TLS, peer certificate {colon(pfx.sha256)}"]
-        assert re.match(r"tls: 'TLS Port: \d+' at ", rows["Data Service"][1])
+        proof = rows["Data Service"][1]  # the log line itself, as the facts op read it
+        assert re.match(r"tls: '\S+ Service\.Start INFO TLS Port: \d+' at ", proof)
         search = [v for k, v in rows.items() if k.startswith("Handshake Search Server")]
         if lab.roles[host] == "canister":  # the Search Server listens like the Data Service
             assert search == [["plain (no TLS)", f"TLS, peer certificate {colon(pfx.sha256)}"]]
@@ -163,6 +164,10 @@ def test_markdown_report_and_no_secret_anywhere(rolled_out):
     for host in lab.roles:
         assert f"### {host} (" in out.stdout
     assert "| data_service_log | ok |" in out.stdout
+    # the Data Service's proof is the log line itself, as the facts op read it
+    proofs = [line for line in out.stdout.splitlines() if line.startswith("| Data Service |")]
+    assert proofs and all("reconstructed" not in p for p in proofs)
+    assert any(re.search(r"tls: '\S+ Service\.Start INFO TLS Port: \d+'", p) for p in proofs)
     # what ran, in journal order, the controller's certificate step included
     assert "| certificate | controller | certificate | changed |" in out.stdout
     steps = out.stdout.split("## Steps", 1)[1]
@@ -228,3 +233,77 @@ def test_journal_text_is_escaped_in_the_html(tmp_path):
     page = parse(htmlpage.render(report))
     assert "script" not in [t for t, _ in page.tags]
     assert "<script>x</script>" in "".join(page.text)
+
+
+@pytest.mark.slow
+def test_a_resumed_rollout_reports_the_whole_change_from_its_first_run(tmp_path, monkeypatch):
+    """Halted at can02 (its service does not start), then resumed: the report of the resuming
+    run shows 'before' as the first run saw the fleet (TLS off), the gates the first run passed,
+    and says which runs it covers."""
+    monkeypatch.setenv("TEALEAF_FLEET_LOCK_DIR", str(tmp_path / "locks"))
+    with start_lab(tmp_path / "lab", topology=TOPOLOGY) as lab:
+        lab.host("can02").set_faults({"service_start_fails": True})
+        halted = fleet("rollout", str(lab.inventory), "--yes")
+        assert halted.returncode == 1, halted.stderr[-3000:]
+        lab.host("can02").set_faults({})
+        resumed = fleet("rollout", str(lab.inventory), "--yes")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        out = fleet("report", str(lab.inventory), "--format", "markdown")
+        assert out.returncode == 0, out.stderr
+    md = out.stdout
+    assert md.splitlines()[0].endswith("run 2 (rollout)")
+    covered = next(line for line in md.splitlines() if line.startswith("| Runs covered |"))
+    assert "run 1 (failed" in covered and "run 2 (ok" in covered
+    hosts = md.split("## Hosts", 1)[1].split("## Warnings", 1)[0].split("### ")[1:]
+    assert len(hosts) == 4
+    for section in hosts:
+        enable = next(line for line in section.splitlines() if line.startswith("| EnableTLS |"))
+        before, after = (cell.strip() for cell in enable.split("|")[2:4])
+        assert (before, after) == ("absent", "1"), section  # before the change, after it
+    hbr = next(s for s in hosts if s.startswith("hbr01 "))
+    assert "| handshake | ok |" in hbr  # passed in run 1, before the halt
+    assert "| run 1: restart_hbr | hbr01 | restart | changed |" in md
+
+
+def test_secrets_are_masked_before_escaping_in_the_html(tmp_path):
+    """A known secret holding &, < or a quote, and a written-out password in host text (the
+    Portal's status tool output included) never reach the page: masking runs on each text
+    before it is escaped, not on the escaped page."""
+    from tealeaf_fleet.engine.evidence import host_state
+
+    secret = Secret("Sup&r<S3cret>", source="test")
+    with Journal(tmp_path / "state") as journal:
+        run = journal.start_run(command="rollout")
+        journal.record(
+            run,
+            "gate",
+            {"gate": "services", "outcome": "ok", "message": "PfxPassword=Sup3rTool ok"},
+            host="can01",
+        )
+        tool = {"present": True, "exit_code": 1, "output": 'ERROR "password": "Sup3rTool"'}
+        after = host_state({"enable_tls": 1}, {}, tool)
+        assert after["status_tool"]["output"] == 'ERROR "password": "******"'  # as recorded
+        journal.record(run, "after", after, host="portal01")
+        journal.finish_run(run, "ok")
+        report = model.build(journal, [])
+    # the known secret arrives where the journal does not redact: a host name
+    report.hosts[0].name = f"can01 {secret.reveal()}"
+    page = htmlpage.render(report)
+    text = "".join(parse(page).text)
+    assert "Sup&r<S3cret>" not in text and "Sup&amp;r&lt;S3cret&gt;" not in page
+    assert "Sup3rTool" not in page and "PfxPassword=******" in text
+    assert "Sup3rTool" not in markdown.render(report)
+
+
+def test_a_port_line_without_the_logs_text_is_labelled_reconstructed():
+    """Evidence from a facts op that returned mode and port but not the line (an older script
+    version): the report rebuilds the line and says so."""
+    from tealeaf_fleet.engine.evidence import host_state
+
+    facts = {"data_service": {"mode": "tls", "port": 23000, "started_at": "t", "log": "x.log"}}
+    text = model.data_service(host_state(facts, {}))
+    assert text == "tls: 'TLS Port: 23000' (reconstructed from mode and port) at t in x.log"
+    facts["data_service"]["line"] = "t Service.Start INFO TLS Port: 23000"
+    assert model.data_service(host_state(facts, {})).startswith(
+        "tls: 't Service.Start INFO TLS Port: 23000' at t"
+    )

@@ -452,7 +452,12 @@ def _ctx(conn, *, expect_tls=True, probes=None, timeout=1):
 
 
 HOST = SimpleNamespace(
-    name="hbr01", address="127.0.0.1", data_service_port=23000, tms_port=20000, install_dir=None
+    name="hbr01",
+    role="hbr",
+    address="127.0.0.1",
+    data_service_port=23000,
+    tms_port=20000,
+    install_dir=None,
 )
 GATES = ["services", "iis", "data_service_log", "handshake", "soak"]
 
@@ -750,3 +755,23 @@ def test_a_second_signal_while_connections_close_leaves_the_outcome_journaled(tm
     record = journal.runs()[0]
     assert record.outcome == "ok", record
     journal.close()
+
+
+def test_the_handshake_gate_waits_for_a_canisters_search_server_too():
+    """status judges the Search Server port on Canisters: the restart's gate must too, or the
+    next Canister restarts while this one's searches still fail."""
+    from tealeaf_fleet.engine.gates import gate_handshake
+
+    canister = SimpleNamespace(**{**vars(HOST), "name": "can01", "role": "canister"})
+    canister.search_port = 19000
+    states = {"TeaLeafTMS": "Running", "TeaLeafDataService": "Running", "TLSearchServer": "Running"}
+    before = _before(running=list(states), stopped=[])
+    tls = SimpleNamespace(kind="tls", sha256=PFX_SHA)
+    plain = SimpleNamespace(kind="plain", sha256=None, error=None)
+    ctx, _ = _ctx(ScriptedConn([_facts(states)]), probes={23000: tls, 20000: tls, 19000: plain})
+    with pytest.raises(GateFailed, match="gate handshake .*Search Server port 19000 answers plain"):
+        run_gates(ctx, "restart_canister", canister, ["handshake"], before)
+    ctx, _ = _ctx(ScriptedConn([_facts(states)]), probes={23000: tls, 20000: tls, 19000: tls})
+    assert "Search Server 19000 TLS" in gate_handshake(ctx, canister, before)
+    # a Search Server that was not running before the restart is not waited for
+    assert "Search Server" not in gate_handshake(ctx, canister, _before(stopped=[]))

@@ -13,9 +13,9 @@ from tealeaf_fleet.errors import HostUnreachable, InputError
 from tealeaf_fleet.inventory import load_fleet
 from tealeaf_fleet.journal import Journal
 from tealeaf_fleet.status import Handshake, evaluate
-from tealeaf_fleet.troubleshoot import FAIL, NOT_CHECKED, OK, checklist, limit_fleet
+from tealeaf_fleet.troubleshoot import FAIL, NOT_CHECKED, OK, checklist, fix_plan, limit_fleet
 from test_rollout_e2e import assert_no_secret, events, fleet, start_lab
-from test_status import HOSTS, ON, ON_SHAKES, PFX
+from test_status import HOSTS, ON, ON_SHAKES, OTHER, PFX, changed, facts
 
 TOPOLOGY = {"portal": 1, "hbr": 1, "canister": 2}
 
@@ -75,8 +75,21 @@ def test_a_stale_ssl_cache_is_found_and_cured_by_clearing_it(rolled_out):
         run = journal.runs(1)[0]
         assert (run.command, run.outcome) == ("troubleshoot", "ok")
         assert run.playbook == "troubleshoot --fix ssl-cache"
-        steps = [(s.phase, s.host, s.outcome) for s in journal.steps(run.id)]
-    assert ("ssl_cache", "can01", "changed") in steps and ("verify", "can01", "ok") in steps
+        records = journal.steps(run.id)
+        steps = [(s.phase, s.host, s.outcome) for s in records]
+    assert ("ssl_cache_canister", "can01", "changed") in steps and (
+        "verify",
+        "can01",
+        "ok",
+    ) in steps
+    # the safety model: the HBR, then each Canister, one at a time, none overlapping
+    serial = sorted(
+        (s.started, s.finished, s.host)
+        for s in records
+        if s.phase.startswith("ssl_cache_") and s.phase != "ssl_cache_rest"
+    )
+    assert [h for _, _, h in serial] == ["hbr01", "can01", "can02"]
+    assert all(a[1] <= b[0] for a, b in zip(serial, serial[1:], strict=False))
     report = fleet("report", str(lab.inventory))
     assert "run 2 (troubleshoot)" in report.stdout.splitlines()[0]
     assert_no_secret(lab, out.stdout, out.stderr, report.stdout)
@@ -164,3 +177,69 @@ def test_limit_takes_names_and_roles(tmp_path):
     with pytest.raises(InputError, match="neither a host nor a role"):
         limit_fleet(fleet_, "can03")
     assert json.dumps(list(limit_fleet(fleet_, None).hosts))
+
+
+def _checklist(results, shakes, hosts=HOSTS) -> dict[str, object]:
+    return {v.item: v for v in checklist(evaluate(hosts, results, shakes, pfx_sha256=PFX))}
+
+
+def test_a_refusal_on_a_host_not_set_up_right_fails_the_cache_item_naming_it():
+    results = changed(ON, "can01", facts(cert=OTHER, enabled=True, mode="tls"))
+    shakes = copy.deepcopy(ON_SHAKES)
+    shakes["can01"]["data_service"] = Handshake(23000, "tls", None, "TLS alert from the peer")
+    cache = _checklist(results, shakes)["SSL session cache"]
+    assert cache.status == FAIL and cache.hosts == ("can01",)
+    assert "not set up right" in cache.detail and "--fix ssl-cache" not in cache.detail
+
+
+def test_a_server_without_facts_is_not_checked_even_when_its_ports_answered():
+    results = dict(ON)
+    results["can01"] = HostUnreachable("access denied", host="can01")
+    found = _checklist(results, ON_SHAKES)  # can01's ports were probed, its facts unknown
+    for item in ("handshakes on every port", "SSL session cache"):
+        assert found[item].status == NOT_CHECKED and "can01" in found[item].detail
+
+
+def test_items_over_no_host_in_scope_are_not_checked():
+    rtv_only = [h for h in HOSTS if h.role == "rtv"]  # what `--limit rtv` leaves
+    found = _checklist({"ws01": ON["ws01"]}, {}, rtv_only)
+    for item in (
+        "EnableTLS on every Tealeaf server",
+        "Data Service mode matches EnableTLS",
+        "handshakes on every port",
+        "SSL session cache",
+    ):
+        assert found[item].status == NOT_CHECKED, (item, found[item])
+    assert found["certificate pair present"].status == OK  # ws01 holds the pair
+
+
+def test_no_data_service_facts_leave_the_mode_item_not_checked():
+    found = _checklist(ON, ON_SHAKES)  # the table's services list only TeaLeafTMS
+    mode = found["Data Service mode matches EnableTLS"]
+    assert mode.status == NOT_CHECKED and "no Data Service" in mode.detail
+
+
+@pytest.mark.parametrize("fix", ["ssl-cache", "cryptsvc", "reboot"])
+def test_every_fix_goes_hbrs_then_canisters_one_at_a_time_then_the_rest(tmp_path, fix):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(
+        "winrm: {transport: ntlm, username: u, password_env: X}\n"
+        "hosts:\n  portal01: {address: p, role: portal}\n  can01: {address: b, role: canister}\n"
+        "  hbr01: {address: a, role: hbr}\n  can02: {address: c, role: canister}\n",
+        encoding="utf-8",
+    )
+    plan = fix_plan(load_fleet(inv), fix, expect_tls=True)
+    shape = [
+        (p["name"].split("_")[-1], p["strategy"], [s["host"] for s in p["steps"]])
+        for p in plan["phases"]
+    ]
+    assert shape == [
+        ("facts", "parallel", ["portal01", "can01", "hbr01", "can02"]),
+        ("hbr", "rolling", ["hbr01"]),
+        ("canister", "rolling", ["can01", "can02"]),
+        ("rest", "parallel", ["portal01"]),
+        ("verify", "parallel", ["portal01", "can01", "hbr01", "can02"]),
+    ]
+    for p in plan["phases"][1:4]:
+        assert "handshake" in p["gates"] and "services" in p["gates"]
+        assert p["batch"] == 1

@@ -5,8 +5,9 @@ What is in it, and why:
   was cut to stay within its bound, and what could not be read;
 - `hosts/NAME/facts.json`: the facts op's answer (the state a support engineer asks for first);
 - `hosts/NAME/data_service.log`: the Data Service log lines written since the time, and every
-  startup block whatever its age (it says which mode the service started in), newest file
-  first, at most `max_bytes` per host (older lines go first);
+  startup blocks (they say which mode the service started in) in their own quarter of the
+  bound, newest file first, at most `max_bytes` per host, trimmed on the host while it reads
+  (older lines go first; support_logs.ps1);
 - `hosts/NAME/application_events.json`: the Application event log entries naming TeaLeaf;
 - `controller/run-N.log`, `controller/runs.json`: this tool's own run logs and runs since then.
 Every text goes through `mask()`: the known secrets (`redact`) and anything written as
@@ -27,16 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.errors import FleetError, InputError
-from tealeaf_fleet.secrets import MASK, redact
+from tealeaf_fleet.secrets import mask
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Fleet, Host
 
 DEFAULT_SINCE_MINUTES = 24 * 60
+MAX_SINCE_DAYS = 3650  # ten years: older than any log a host keeps; AddMinutes stays in range
 RUN_LOG_LIMIT = 1024 * 1024  # bytes of one run log kept (its end)
 _RELATIVE = re.compile(r"(\d{1,6})([mhd])")
 _ABSOLUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?")
-_SECRETISH = re.compile(r"(?i)\b(password|passwd|pwd|pass)(\s*[=:]\s*)([^\s\"',;]+)")
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
 
 
@@ -63,6 +64,11 @@ def parse_since(text: str | None, *, now: float | None = None) -> Since:
     relative = _RELATIVE.fullmatch(text.strip())
     if relative:
         minutes = int(relative.group(1)) * _UNIT_MINUTES[relative.group(2)]
+        if minutes > MAX_SINCE_DAYS * 24 * 60:
+            raise InputError(
+                f"{text!r} is more than {MAX_SINCE_DAYS}d back; give a time instead",
+                field="--since",
+            )
         return Since(None, minutes, now - minutes * 60)
     if _ABSOLUTE.fullmatch(text.strip()):
         value = text.strip() if text.strip().count(":") == 2 else text.strip() + ":00"
@@ -75,11 +81,6 @@ def parse_since(text: str | None, *, now: float | None = None) -> Since:
         f"{text!r} is neither a time (2026-12-01T08:00) nor an age (30m, 12h, 7d)",
         field="--since",
     )
-
-
-def mask(text: str) -> str:
-    """Known secrets and anything that looks like a written-out password, masked."""
-    return _SECRETISH.sub(lambda m: m.group(1) + m.group(2) + MASK, redact(text))
 
 
 @dataclass
@@ -193,23 +194,33 @@ def controller_files(state_dir: Path, since: Since) -> dict[str, str]:
         path = state_dir / f"run-{run.id}.log"
         if not path.is_file():
             continue
-        data = read_regular_file(path, 1 << 30, "run log")
-        text = data[-RUN_LOG_LIMIT:].decode("utf-8", "replace")
-        if len(data) > RUN_LOG_LIMIT:
+        size = path.stat().st_size
+        data = read_regular_file(path, RUN_LOG_LIMIT, "run log", tail=True)  # its end only
+        text = data.decode("utf-8", "replace")
+        if size > RUN_LOG_LIMIT:
             text = f"# CUT: only the last {RUN_LOG_LIMIT // 1024} KiB of this run log\n" + text
         files[f"controller/run-{run.id}.log"] = text
     return files
 
 
-def manifest(fleet: Fleet, since: Since, parts: list[HostPart], controller: dict[str, str]) -> str:
+def manifest(
+    fleet: Fleet,
+    since: Since,
+    parts: list[HostPart],
+    controller: dict[str, str],
+    *,
+    pfx_note: str | None = None,
+) -> str:
     lines = [
         "tealeaf-fleet support bundle",
         f"written: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
         f"inventory: {fleet.path}",
         f"since: {since.label} (host-local times; run logs by this machine's clock)",
         "secrets: known passwords and anything written as password=/pwd:/pass: are masked",
-        "",
     ]
+    if pfx_note:
+        lines.append(f"secrets: {pfx_note}")
+    lines.append("")
     for part in parts:
         if part.error:
             lines.append(f"{part.name}: NOT READ: {part.error}")

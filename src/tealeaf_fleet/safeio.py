@@ -80,8 +80,10 @@ def read_regular_file(
     file: str | Path | None = None,
     line: int | None = None,
     field: str | None = None,
+    tail: bool = False,
 ) -> bytes:
-    """The bytes of the regular file `path`, at most `limit` of them; else InputError.
+    """The bytes of the regular file `path`, at most `limit` of them; else InputError. With
+    `tail`, a larger file is not refused: only its last `limit` bytes are read (a log's end).
 
     `what` names the file in messages ("password file", "PFX", ...); `file`, `line` and `field`
     locate the setting that named it (an inventory key). `check` sees the open file's stat
@@ -103,14 +105,17 @@ def read_regular_file(
         st = os.fstat(fd)  # what was opened, not what the name pointed at a moment before
         if not stat.S_ISREG(st.st_mode):
             raise error(f"is {kind_of(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
+        if st.st_size > limit and not tail:
             raise error(f"is larger than {_size_text(limit)} ({st.st_size} bytes)")
         if check is not None:
             check(st)
+        if tail and st.st_size > limit:
+            os.lseek(fd, st.st_size - limit, os.SEEK_SET)
         chunks: list[bytes] = []
         size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+        cap = limit if tail else limit + 1  # one byte more tells a file that grew meanwhile
+        while size < cap:
+            chunk = os.read(fd, min(1 << 20, cap - size))
             if not chunk:
                 break
             chunks.append(chunk)

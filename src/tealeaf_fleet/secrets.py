@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import stat
 import sys
 import threading
@@ -174,3 +175,26 @@ def prompt(label: str, *, confirm: bool = False) -> Secret:
     if not value:
         raise InputError(f"{label}: empty password")
     return Secret(value, source="prompt")
+
+
+# a key ending in pass/password/passwd/pwd (TLSCertPassword, PfxPassword, "password"), then
+# `=`/`:` (after an optional closing quote), or a `-password VALUE` switch; a quoted value is
+# masked up to its closing quote, a bare one up to a space, quote, comma or semicolon
+_SECRETISH = re.compile(
+    r"""(?ix)
+    (?P<key>\w*(?:pass(?:word|wd)?|pwd)["']?\s*[=:]\s*
+      | -\w*(?:pass(?:word|wd)?|pwd)\s+(?=[^\s-]))
+    (?P<value>"[^"\r\n]*"?|'[^'\r\n]*'?|[^\s"',;]+)
+    """
+)
+
+
+def mask(text: str) -> str:
+    """Known secrets and anything that looks like a written-out password, masked."""
+    return _SECRETISH.sub(_masked, redact(text))
+
+
+def _masked(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    return match.group("key") + quote + MASK + (quote if value.endswith(quote) and quote else "")

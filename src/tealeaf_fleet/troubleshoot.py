@@ -35,6 +35,10 @@ OK, FAIL, NOT_CHECKED = "ok", "FAIL", "not checked"
 FIXES = ("ssl-cache", "cryptsvc", "reboot")
 FIX_OPS = {"ssl-cache": "clear_ssl_cache", "cryptsvc": "restart_cryptsvc"}
 REFUSED = "handshake_refused"
+SERIAL_ROLES = ("hbr", "canister")  # restarted one at a time, in this order
+# what a cache fix must leave behind before the next server: its TeaLeaf services still up
+# and its ports answering TLS with the fleet's certificate (no restart, so no new log block)
+FIX_GATES = ("services", "handshake")
 HANDSHAKE_CODES = ("handshake_unreachable", "handshake_plain", "handshake_cert", "handshake_tls")
 
 
@@ -78,7 +82,8 @@ def limit_fleet(fleet: Fleet, limit: str | None) -> Fleet:
 
 
 def checklist(status: FleetStatus) -> list[Verdict]:
-    """One verdict per item of the vendor's list, over the hosts in `status`."""
+    """One verdict per item of the vendor's list, over the hosts in `status`. An item with no
+    host in scope (`--limit rtv`, no Data Service anywhere) is "not checked", never "ok"."""
     servers = [h for h in status.hosts if h.role in TLS_ROLES]
     holders = [h for h in status.hosts if h.role in WINDOWS_ROLES]
     return [
@@ -91,7 +96,17 @@ def checklist(status: FleetStatus) -> list[Verdict]:
     ]
 
 
-def _verdict(item: str, bad: list[str], unknown: list[str], good: str, what: str) -> Verdict:
+def _verdict(
+    item: str,
+    bad: list[str],
+    unknown: list[str],
+    good: str,
+    what: str,
+    *,
+    judged: int = 1,
+    none: str = "no host in scope to check it on",
+) -> Verdict:
+    """FAIL naming `bad`; else "not checked" naming `unknown`, or when nothing was `judged`."""
     if bad:
         text = f"{what}: {', '.join(bad)}"
         if unknown:
@@ -99,7 +114,12 @@ def _verdict(item: str, bad: list[str], unknown: list[str], good: str, what: str
         return Verdict(item, FAIL, text, tuple(_names(bad)))
     if unknown:
         return Verdict(item, NOT_CHECKED, f"not read on {', '.join(_names(unknown))}")
+    if judged <= 0:
+        return Verdict(item, NOT_CHECKED, none)
     return Verdict(item, OK, good)
+
+
+NONE_IN_SCOPE = "no host in scope to check it on"
 
 
 def _names(texts: Iterable[str]) -> list[str]:
@@ -121,6 +141,7 @@ def _enable_tls(servers: list[HostStatus]) -> Verdict:
         unknown,
         f"1 on all {len(servers)} server(s)",
         "not 1 on",
+        judged=len(servers),
     )
 
 
@@ -140,6 +161,7 @@ def _pair_present(holders: list[HostStatus]) -> Verdict:
         unknown,
         f"tealeaf.crt and tealeaf.p12 on all {len(holders)} host(s)",
         "missing or unreadable on",
+        judged=len(holders),
     )
 
 
@@ -154,6 +176,8 @@ def _pair_identical(holders: list[HostStatus], reference: str | None) -> Verdict
         if h.facts is not None
     }
     unknown = [h.name for h in holders if h.facts is None]
+    if not holders:
+        return Verdict("one certificate everywhere", NOT_CHECKED, NONE_IN_SCOPE)
     if reference is None:
         return Verdict(
             "one certificate everywhere",
@@ -167,6 +191,7 @@ def _pair_identical(holders: list[HostStatus], reference: str | None) -> Verdict
         unknown,
         f"every host carries {short_sha(reference)}",
         f"not {short_sha(reference)} on",
+        judged=len(seen),
     )
 
 
@@ -195,50 +220,77 @@ def _data_service_modes(servers: list[HostStatus]) -> Verdict:
         unknown,
         f"the log's startup block agrees on {shown} server(s)",
         "restart the TeaLeaf services on",
+        judged=shown,
+        none="no Data Service on the servers in scope",
     )
 
 
 def _handshakes(servers: list[HostStatus], status: FleetStatus) -> Verdict:
+    ports = _handshake_faults(servers, status)
+    bad = [f"{name} ({', '.join(labels)})" for name, labels in ports.items()]
+    unknown = [h.name for h in servers if h.name not in ports and not _judgeable(h)]
+    return _verdict(
+        "handshakes on every port",
+        bad,
+        unknown,
+        "every Data Service, TMS and Search Server port answers as EnableTLS says",
+        "wrong on",
+        judged=len(servers),
+    )
+
+
+def _handshake_faults(servers: list[HostStatus], status: FleetStatus) -> dict[str, list[str]]:
+    """server -> the ports whose handshake finding names it ("TMS port 20000")."""
     names = {h.name for h in servers}
-    unprobed = [h.name for h in servers if not h.handshakes]
     ports: dict[str, list[str]] = {}
     for f in status.findings:
         if f.code in (*HANDSHAKE_CODES, REFUSED) and f.hosts and f.hosts[0] in names:
             label = re.match(r"(.*? port \d+)", f.message)
             ports.setdefault(f.hosts[0], []).append(label.group(1) if label else f.code)
-    bad = [f"{name} ({', '.join(labels)})" for name, labels in ports.items()]
-    return _verdict(
-        "handshakes on every port",
-        bad,
-        unprobed,
-        "every Data Service, TMS and Search Server port answers as EnableTLS says",
-        "wrong on",
-    )
+    return ports
+
+
+def _judgeable(h: HostStatus) -> bool:
+    """Whether `status` could judge this server's handshakes: probed, and EnableTLS read
+    (without it a handshake is shown, not judged, so silence does not mean "ok")."""
+    return bool(h.handshakes) and h.facts is not None and tls_configured(h.facts) is not None
 
 
 def _ssl_cache(servers: list[HostStatus], status: FleetStatus) -> Verdict:
     """A server set up right (EnableTLS 1, the fleet's pair, the log in TLS mode) whose ports
-    refuse the handshake: the vendor's "SSL cache" case."""
-    refused = {f.hosts[0] for f in status.findings if f.code == REFUSED and f.hosts}
-    stale = [
-        h.name
-        for h in servers
-        if h.name in refused
-        and h.facts is not None
-        and tls_configured(h.facts)
-        and (h.facts.get("security") or {}).get("cert_sha256") == status.reference_sha256
-    ]
+    refuse the handshake: the vendor's "SSL cache" case. A refusal on a server not set up
+    right is named too (the items above say what to fix first); a server whose facts or
+    handshakes are unknown makes the item "not checked"."""
     item = "SSL session cache"
-    if stale:
-        return Verdict(
-            item,
-            FAIL,
-            f"{', '.join(stale)} set up right but refuse TLS handshakes: clear the cache with "
-            "--fix ssl-cache (then --fix cryptsvc, then --fix reboot)",
-            tuple(stale),
+    refused = {f.hosts[0] for f in status.findings if f.code == REFUSED and f.hosts}
+    stale, other = [], []
+    for h in servers:
+        if h.name not in refused:
+            continue
+        right = (
+            h.facts is not None
+            and tls_configured(h.facts)
+            and (h.facts.get("security") or {}).get("cert_sha256") == status.reference_sha256
         )
-    if any(not h.handshakes for h in servers):
-        return Verdict(item, NOT_CHECKED, "not every server's ports were probed")
+        (stale if right else other).append(h.name)
+    if stale or other:
+        parts = []
+        if stale:
+            parts.append(
+                f"{', '.join(stale)} set up right but refuse TLS handshakes: clear the cache "
+                "with --fix ssl-cache (then --fix cryptsvc, then --fix reboot)"
+            )
+        if other:
+            parts.append(
+                f"{', '.join(other)} refuse TLS handshakes but are not set up right: fix the "
+                "items above first"
+            )
+        return Verdict(item, FAIL, "; ".join(parts), tuple(stale + other))
+    unknown = [h.name for h in servers if not _judgeable(h)]
+    if unknown:
+        return Verdict(item, NOT_CHECKED, f"not known on {', '.join(unknown)}")
+    if not servers:
+        return Verdict(item, NOT_CHECKED, NONE_IN_SCOPE)
     return Verdict(item, OK, "no server refuses a handshake")
 
 
@@ -286,19 +338,19 @@ def fix_plan(fleet: Fleet, fix: str, *, expect_tls: bool) -> dict[str, Any]:
         }
 
     phases = [phase("facts", "facts", servers)]
-    if fix == "reboot":
-        gates = list(HEALTH_GATES)
-        for role in ("hbr", "canister"):
-            hosts = [h for h in servers if h.role == role]
-            if hosts:
-                phases.append(
-                    phase(f"reboot_{role}", "restart", hosts, strategy="rolling", gates=gates)
-                )
-        rest = [h for h in servers if h.role not in ("hbr", "canister")]
-        if rest:
-            phases.append(phase("reboot_rest", "restart", rest, gates=gates))
-    else:
-        phases.append(phase(fix.replace("-", "_"), FIX_OPS[fix], servers))
+    # every fix touches what peers connect to (a reboot, CryptSvc, the SChannel cache), so
+    # all three follow the rollout's safety model: HBRs one at a time, then Canisters one at
+    # a time, each gated healthy before the next; the rest in parallel
+    op = "restart" if fix == "reboot" else FIX_OPS[fix]
+    gates = list(HEALTH_GATES) if fix == "reboot" else list(FIX_GATES)
+    stem = fix.replace("-", "_")
+    for role in SERIAL_ROLES:
+        hosts = [h for h in servers if h.role == role]
+        if hosts:
+            phases.append(phase(f"{stem}_{role}", op, hosts, strategy="rolling", gates=gates))
+    rest = [h for h in servers if h.role not in SERIAL_ROLES]
+    if rest:
+        phases.append(phase(f"{stem}_rest", op, rest, gates=gates))
     phases.append(phase("verify", "verify", servers))
     from tealeaf_fleet.plan import inventory_digest
 

@@ -102,14 +102,15 @@ def write_output(text: str, out: str | Path | None) -> None:
     write_file(out, text.encode("utf-8"), field="--out")
 
 
-def check_output_path(target: Path) -> Path:
-    """The folder `--out FILE` will be written in; InputError when FILE is a folder or its
-    folder does not exist. Commands that work for minutes call it before they start."""
+def check_output_path(target: Path, *, field: str = "--out") -> Path:
+    """The folder `--out FILE` (or `field`) will be written in; InputError when FILE is a
+    folder or its folder does not exist. Commands that work for minutes call it before they
+    start."""
     if target.is_dir():
-        raise InputError(f"{target} is a folder; give a file name", field="--out")
+        raise InputError(f"{target} is a folder; give a file name", field=field)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise InputError(f"folder {folder} does not exist", field="--out")
+        raise InputError(f"folder {folder} does not exist", field=field)
     return folder
 
 

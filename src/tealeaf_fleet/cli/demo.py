@@ -82,7 +82,7 @@ def set_soak(inventory: Path, soak_s: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.check import gather as check_fleet
-    from tealeaf_fleet.cli.common import console
+    from tealeaf_fleet.cli.common import check_output_path, console
     from tealeaf_fleet.cli.render import print_summary
     from tealeaf_fleet.cli.rollout import run_plan
     from tealeaf_fleet.cli.status import render as render_status
@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet.playbooks import load_playbook
     from tealeaf_fleet.status import gather
 
+    if args.report:  # a minute of work must not end on a folder that does not exist
+        check_output_path(Path(args.report), field="--report")
     out = console(stderr=args.json)
     started = time.monotonic()
     temp = args.dir is None

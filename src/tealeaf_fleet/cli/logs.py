@@ -7,7 +7,6 @@ could not be (the zip is written either way), 2 for bad input.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -63,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     since = bundle.parse_since(args.since)
     check_output_path(Path(args.out))
     fleet = load_fleet_or_exit(args.inventory, connects=True)
-    _known_pfx_password(fleet)
+    pfx_note = _known_pfx_password(fleet)
+    if pfx_note:
+        print(f"note: {pfx_note}", file=sys.stderr, flush=True)
 
     def progress(part: bundle.HostPart) -> None:
         state = f"not read: {part.error}" if part.error else "collected"
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     )
     folder = Path(args.state_dir) if args.state_dir else default_state_dir(args.inventory)
     controller = bundle.controller_files(folder, since)
-    files = {"MANIFEST.txt": bundle.manifest(fleet, since, parts, controller)}
+    files = {"MANIFEST.txt": bundle.manifest(fleet, since, parts, controller, pfx_note=pfx_note)}
     for part in parts:
         files.update(part.files)
     files.update(controller)
@@ -94,10 +95,17 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _known_pfx_password(fleet) -> None:
+def _known_pfx_password(fleet) -> str | None:
     """Load the PFX password when its source is set, so `redact` knows it too (a TLSTool line
-    in a log may hold it); nothing when it is not configured here."""
+    in a log may hold it). When it cannot be loaded here, the note that says so (the bundle
+    then masks it only where it is written like a password, `password=...`)."""
     from tealeaf_fleet.errors import InputError
 
-    with contextlib.suppress(InputError):
+    try:
         fleet.pfx_password()
+    except InputError as exc:
+        return (
+            f"the PFX password was not loaded for masking ({exc.message}); it is masked only "
+            "where written as password=/pwd:/pass:"
+        )
+    return None

@@ -843,25 +843,40 @@ def clear_ssl_cache(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Empty the host's SChannel session cache (the "Clear SSL State" button)."""
     from tealeaf_fleet.ops import schannel
 
-    at = schannel.clear_ssl_cache(ctx.connection(ctx.host(name)))
+    host = ctx.host(name)
+    before = _before(ctx, phase, host)
+    at = schannel.clear_ssl_cache(ctx.connection(host))
     ctx.mark_changed(name, "clear_ssl_cache")
-    return StepResult("changed", f"SSL session cache emptied (SslEmptyCache) at {at}")
+    return StepResult(
+        "changed",
+        f"SSL session cache emptied (SslEmptyCache) at {at}" + _gated(ctx, phase, host, before),
+    )
 
 
 def restart_cryptsvc(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Restart Cryptographic Services (CryptSvc), the vendor's other remedy for a stale cache."""
     from tealeaf_fleet.ops import schannel, services
 
+    host = ctx.host(name)
+    before = _before(ctx, phase, host)
     result = services.restart(
-        ctx.connection(ctx.host(name)),
+        ctx.connection(host),
         [schannel.CRYPTO_SERVICE],
         ctx.fleet.rollout.health_timeout_s,
     )
     ctx.mark_changed(name, "restart_cryptsvc")
     return StepResult(
         "changed",
-        f"Cryptographic Services restarted at {result.started_at} ({result.elapsed_s:.0f}s)",
+        f"Cryptographic Services restarted at {result.started_at} ({result.elapsed_s:.0f}s)"
+        + _gated(ctx, phase, host, before),
     )
+
+
+def _gated(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before) -> str:
+    """Run the fix phase's gates (a rolling phase: the next server waits for them); the text
+    appended to the step's message."""
+    passed = run_gates(ctx, phase.name, host, phase.gates, before)
+    return "; gates passed: " + "; ".join(passed) if passed else ""
 
 
 # --- verify ---------------------------------------------------------------------------------------

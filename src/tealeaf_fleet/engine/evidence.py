@@ -60,7 +60,8 @@ def host_state(
             "port": ds.get("port"),
             "started_at": ds.get("started_at"),
             "log": ds.get("log"),
-            "line": proving_line(ds.get("mode"), ds.get("port")),
+            "line": ds.get("line") or proving_line(ds.get("mode"), ds.get("port")),
+            "line_verbatim": bool(ds.get("line")),
         }
         if ds
         else None,
@@ -77,13 +78,20 @@ def host_state(
         },
     }
     if status_tool is not None:
-        state["status_tool"] = dict(status_tool)
+        from tealeaf_fleet.secrets import mask
+
+        # the tool's output is a third party's text: written-out passwords are masked before
+        # it is kept (the journal's redact() knows only this run's secrets)
+        state["status_tool"] = {
+            k: mask(v) if isinstance(v, str) else v for k, v in dict(status_tool).items()
+        }
     return state
 
 
 def proving_line(mode: str | None, port: int | None) -> str | None:
-    """The Data Service startup block's port line as the vendor's log writes it: `TLS Port: N`
-    in TLS mode, `Port: N` in plain mode (the facts op has read exactly this line)."""
+    """The port line rebuilt from the mode and port (`TLS Port: N` / `Port: N`), for facts
+    from a script version that did not return the line itself; the report says
+    "reconstructed" then. Current facts carry the log line verbatim (`data_service.line`)."""
     if mode is None or port is None:
         return None
     return f"TLS Port: {port}" if mode == "tls" else f"Port: {port}"

@@ -6,9 +6,10 @@ Why each gate exists (DESIGN.md "Rollout semantics" 6, notes/tealeaf.md):
 - `iis`: where IIS was running, it runs again after iisreset;
 - `data_service_log`: the vendor's own signal: a Data Service startup block written after the
   restart says `TLS Port: N` (rollout) or `Port: N` (rollback);
-- `handshake`: what a peer really sees: the Data Service and TMS ports present the PFX's
-  certificate (rollout); after a rollback the Data Service is plain again and TMS is back on its
-  own legacy certificate;
+- `handshake`: what a peer really sees, on every port `fleet status` judges (status.ports_of:
+  the Data Service, TMS, and on Canisters the Search Server where it was running): each
+  presents the PFX's certificate (rollout); after a rollback the Data Service and Search Server
+  are plain again and TMS is back on its own legacy certificate;
 - `soak`: wait `rollout.soak_s`, then check services, the log and handshakes again (a service
   that dies a few seconds after starting is caught here, not on the next host); `soak_s: 0`
   means no soak.
@@ -254,19 +255,24 @@ def gate_handshake(
 ) -> str | None:
     if not ctx.fleet.rollout.verify_handshake:
         return None
+    from tealeaf_fleet.status import PORT_LABELS, ports_of
+
     snap = snap or Snapshot(ctx, host)
-    ds = snap.probe(host.data_service_port)
-    tms = snap.probe(host.tms_port)
+    # every port status judges (status.ports_of: the Search Server's too, on Canisters); the
+    # Data Service and Search Server only where they were running before the restart
+    ports = [
+        (which, port)
+        for which, port in ports_of(host)
+        if (which != "data_service" or before.has_data_service)
+        and (which != "search" or _search_was_running(before))
+    ]
     parts = []
-    if wants_tls(ctx, before):
-        want = ctx.pfx.sha256 if ctx.pfx is not None else before.imported_sha256
-        for label, port, result in (
-            ("Data Service", host.data_service_port, ds),
-            ("TMS", host.tms_port, tms),
-        ):
-            if label == "Data Service" and not before.has_data_service:
-                continue
-            if getattr(result, "kind", None) != "tls" or not getattr(result, "sha256", None):
+    for which, port in ports:
+        label, result = PORT_LABELS[which], snap.probe(port)
+        kind = getattr(result, "kind", None)
+        if wants_tls(ctx, before):
+            want = ctx.pfx.sha256 if ctx.pfx is not None else before.imported_sha256
+            if kind != "tls" or not getattr(result, "sha256", None):
                 raise _Pending(f"{label} port {port} answers {_kind(result)}, not TLS")
             if want and result.sha256 != want:
                 raise _Pending(
@@ -274,20 +280,22 @@ def gate_handshake(
                     f"{result.sha256[:12]}..., not the PFX's {want[:12]}..."
                 )
             parts.append(f"{label} {port} TLS with the PFX's certificate")
-    else:
-        if before.has_data_service:
-            if getattr(ds, "kind", None) != "plain":
-                raise _Pending(
-                    f"Data Service port {host.data_service_port} answers {_kind(ds)}, not plain"
-                )
-            parts.append(f"Data Service {host.data_service_port} plain")
-        kind = getattr(tms, "kind", None)
-        if kind == "unreachable":
-            raise _Pending(f"TMS port {host.tms_port} does not answer")
-        if before.imported_sha256 and getattr(tms, "sha256", None) == before.imported_sha256:
-            raise _Pending(f"TMS port {host.tms_port} still presents the imported certificate")
-        parts.append(f"TMS {host.tms_port} back on its own certificate")
+        elif which != "tms":
+            if kind != "plain":
+                raise _Pending(f"{label} port {port} answers {_kind(result)}, not plain")
+            parts.append(f"{label} {port} plain")
+        else:
+            if kind == "unreachable":
+                raise _Pending(f"TMS port {port} does not answer")
+            if before.imported_sha256 and getattr(result, "sha256", None) == before.imported_sha256:
+                raise _Pending(f"TMS port {port} still presents the imported certificate")
+            parts.append(f"TMS {port} back on its own certificate")
     return "; ".join(parts) if parts else None
+
+
+def _search_was_running(before: Before) -> bool:
+    """Whether a Search Server service (TLSearchServer) was running before the restart."""
+    return any("searchserver" in name.lower() for name in before.running)
 
 
 def _kind(result: Any) -> str:

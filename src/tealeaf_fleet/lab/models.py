@@ -20,6 +20,7 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -225,13 +226,20 @@ def startup_blocks_in(text: str, log: str) -> list[dict[str, Any]]:
         line = raw.rstrip("\r")
         start = START_RE.match(line)
         if start:
-            current = {"mode": None, "port": None, "started_at": start.group(1), "log": log}
+            current = {
+                "mode": None,
+                "port": None,
+                "started_at": start.group(1),
+                "log": log,
+                "line": None,
+            }
             blocks.append(current)
             continue
         port = PORT_RE.search(line)
         if current is not None and current["mode"] is None and port:
             current["mode"] = "tls" if port.group(1) else "plain"
             current["port"] = int(port.group(2))
+            current["line"] = line
     return blocks
 
 
@@ -1024,8 +1032,89 @@ def data_service_log(host: LabHost, params: dict[str, str]) -> dict:
 
 
 def _read_lines(host: LabHost, path: str) -> list[str]:
-    """StreamReader.ReadLine over a whole file: \r\n, \n or \r end a line; no last empty."""
-    return host.read_file(path).decode("utf-8", "replace").splitlines()
+    """StreamReader.ReadLine over a whole file: only \\r\\n, \\n or \\r end a line
+    (learn.microsoft.com/dotnet/api/system.io.streamreader.readline); no last empty line."""
+    lines = LINE_END_RE.split(host.read_file(path).decode("utf-8", "replace"))
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+LINE_END_RE = re.compile(r"\r\n|\r|\n")
+SUPPORT_BLOCK_LINES = 64  # $blockLineCap
+
+
+class _SupportFile:
+    """One log file's kept lines in support_logs.ps1: the recent lines (a queue trimmed from
+    its oldest end while reading) and the startup blocks (their own list, whole oldest blocks
+    dropped first), each line with its number so the two merge back in file order."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[int, str]] = deque()
+        self.recent_bytes = 0
+        self.blocks: list[list[tuple[int, str]]] = []
+        self.block_bytes = 0
+
+    def merged(self) -> list[str]:
+        lines = [line for block in self.blocks for line in block] + list(self.recent)
+        return [text for _, text in sorted(lines)]
+
+
+def _support_data_service(
+    host: LabHost, log_dir: str, cut_text: str, limit: int
+) -> tuple[list[dict[str, Any]], bool, int]:
+    """The Data Service part of support_logs.ps1: (files, cut, bytes kept)."""
+    reserve = limit // 4
+    recent_limit = limit - reserve
+    files: list[dict[str, Any]] = []
+    used = block_used = read = 0
+    cut = have_block = False
+    logs = _data_service_logs(host, log_dir)[:DATA_SERVICE_LOG_LIMIT]
+    for i, log in enumerate(logs):
+        older = host.last_write_time(log) < cut_text
+        size = host.file_size(log) or 0
+        if i > 0:
+            if have_block and (cut or older):
+                break
+            if read + size > (host.file_size(logs[0]) or 0) + DATA_SERVICE_LOG_BUDGET:
+                cut = cut or not older
+                break
+        read += size
+        kept = _SupportFile()
+        in_block = follow = False
+        for n, line in enumerate(_read_lines(host, log), 1):
+            if SUPPORT_START_RE.search(line):
+                in_block = True
+                kept.blocks.append([])
+            if in_block:
+                kept.blocks[-1].append((n, line))
+                kept.block_bytes += len(line) + 1
+                if SUPPORT_END_RE.search(line) or len(kept.blocks[-1]) >= SUPPORT_BLOCK_LINES:
+                    in_block = False
+                while block_used + kept.block_bytes > reserve and (
+                    len(kept.blocks) > 1 or (have_block and kept.blocks)
+                ):
+                    dropped = kept.blocks.pop(0)
+                    kept.block_bytes -= sum(len(t) + 1 for _, t in dropped)
+                    in_block = in_block and bool(kept.blocks)
+                    cut = True
+                follow = False
+                continue
+            stamp = SUPPORT_STAMP_RE.match(line)
+            if stamp:
+                follow = stamp.group(1) >= cut_text
+            if not follow:
+                continue
+            kept.recent.append((n, line))
+            kept.recent_bytes += len(line) + 1
+            while kept.recent and used + kept.recent_bytes > recent_limit:
+                kept.recent_bytes -= len(kept.recent.popleft()[1]) + 1
+                cut = True
+        used += kept.recent_bytes
+        block_used += kept.block_bytes
+        have_block = have_block or bool(kept.blocks)
+        lines = kept.merged()
+        if lines:
+            files.append({"path": log, "lines": lines})
+    return files, cut, used + block_used
 
 
 def support_logs(host: LabHost, params: dict[str, str]) -> dict:
@@ -1039,35 +1128,14 @@ def support_logs(host: LabHost, params: dict[str, str]) -> dict:
     else:
         text = params.get("SinceMinutes", "")
         minutes = _int(text, "SinceMinutes") if text else 1440
-        cut_text = (datetime.now() - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
+        now = datetime.strptime(host.now_local(), "%Y-%m-%dT%H:%M:%S")  # (Get-Date), the host's
+        cut_text = (now - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
     files: list[dict[str, Any]] = []
-    used, cut = 0, False
+    cut, used = False, 0
     install_dir = params.get("InstallDir", "")
     log_dir = _combine(install_dir, "Logs") if install_dir else ""
     if log_dir and _dir_exists(host, log_dir):
-        for log in _data_service_logs(host, log_dir)[:DATA_SERVICE_LOG_LIMIT]:
-            if cut:
-                break
-            kept: list[str] = []
-            in_block = False
-            for line in _read_lines(host, log):
-                if SUPPORT_START_RE.search(line):
-                    in_block = True
-                stamp = SUPPORT_STAMP_RE.match(line)
-                if in_block or (stamp and stamp.group(1) >= cut_text):
-                    kept.append(line)
-                if SUPPORT_END_RE.search(line):
-                    in_block = False
-            size = sum(len(line) + 1 for line in kept)
-            drop = 0
-            while drop < len(kept) and used + size > limit:
-                size -= len(kept[drop]) + 1
-                drop += 1
-            if drop:
-                kept, cut = kept[drop:], True
-            used += size
-            if kept:
-                files.append({"path": log, "lines": kept})
+        files, cut, used = _support_data_service(host, log_dir, cut_text, limit)
     entries: list[dict[str, Any]] = []
     events_cut = False
     for entry in reversed(host.application_events()):

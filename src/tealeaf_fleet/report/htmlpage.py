@@ -6,10 +6,10 @@ data, never markup); the whole page passes through `redact()` last."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from html import escape
 
 from tealeaf_fleet.report import sections, timeline
 from tealeaf_fleet.report.model import NOT_CHECKED, Report
+from tealeaf_fleet.report.sections import html_text as escape
 from tealeaf_fleet.secrets import redact
 
 CSS = """

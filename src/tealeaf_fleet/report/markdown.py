@@ -6,11 +6,14 @@ from collections.abc import Sequence
 
 from tealeaf_fleet.report import sections
 from tealeaf_fleet.report.model import Report
-from tealeaf_fleet.secrets import redact
+from tealeaf_fleet.secrets import mask
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One table cell: one line, `|` escaped, and `<`/`>` as entities so a ticket system that
+    renders HTML inside Markdown shows host text as text."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -51,4 +54,4 @@ def render(report: Report) -> str:
     out += _table(
         ("Phase", "Host", "Action", "Outcome", "Seconds", "Message"), sections.step_rows(report)
     )
-    return redact("\n".join(out))
+    return mask("\n".join(out))

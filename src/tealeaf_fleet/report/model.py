@@ -73,6 +73,9 @@ class Report:
     generated: float
     has_evidence: bool  # False for a run recorded before the journal kept evidence
     steps: list[StepRecord] = field(default_factory=list)  # every step, in journal order
+    # the runs covered, oldest first: the run asked for, and the halted or interrupted runs of
+    # the same plan it resumed (journal.resume_chain); one run when it resumed nothing
+    runs: list[RunRecord] = field(default_factory=list)
 
     @property
     def windows(self) -> list[Window]:
@@ -97,8 +100,9 @@ def build(journal: Journal, hosts: Iterable[Host], run_id: int | None = None) ->
         if found is None:
             raise InputError(f"no run {run_id} in {journal.path}", field="RUN_ID")
         record = found
-    evidence = journal.evidence(record.id)
-    steps = journal.steps(record.id)
+    runs = covered_runs(journal, record)
+    evidence = [item for r in runs for item in journal.evidence(r.id)]
+    steps = [step for r in runs for step in journal.steps(r.id)]
     by_name: dict[str, HostReport] = {
         h.name: HostReport(h.name, h.role, h.address, True) for h in hosts
     }
@@ -113,13 +117,19 @@ def build(journal: Journal, hosts: Iterable[Host], run_id: int | None = None) ->
     for item in evidence:
         data = item.data
         if item.kind == "plan":
-            approved = data.get("approved_plan")
+            approved = data.get("approved_plan") or approved
         elif item.kind == "finding":
-            findings.append(data)
+            if data not in findings:
+                findings.append(data)
         elif item.host is None:
             continue
-        elif item.kind in ("before", "after"):
-            setattr(host(item.host), item.kind, data)
+        elif item.kind == "before":
+            # the first run of the chain saw the fleet before the change; a resumed run's
+            # preflight sees it half-changed
+            if host(item.host).before is None:
+                host(item.host).before = data
+        elif item.kind == "after":
+            host(item.host).after = data
         elif item.kind == "gate":
             host(item.host).gates.append(
                 Gate(
@@ -131,7 +141,7 @@ def build(journal: Journal, hosts: Iterable[Host], run_id: int | None = None) ->
                     data.get("phase"),
                 )
             )
-        elif item.kind == "warning":
+        elif item.kind == "warning" and data not in host(item.host).warnings:
             host(item.host).warnings.append(data)
     for step in steps:
         if step.host == "controller":  # e.g. the certificate step: in `steps`, not a host
@@ -158,7 +168,18 @@ def build(journal: Journal, hosts: Iterable[Host], run_id: int | None = None) ->
         generated=time.time(),
         has_evidence=bool(evidence),
         steps=steps,
+        runs=runs,
     )
+
+
+def covered_runs(journal: Journal, record: RunRecord) -> list[RunRecord]:
+    """`record` and the runs of the same plan it resumed, oldest first: a change halted and
+    then resumed is one change, whose "before" is the first run's."""
+    if not record.plan_digest:
+        return [record]
+    earlier = journal.resume_chain(record.plan_digest, before_run=record.id)
+    found = [journal.run(run_id) for run_id in reversed(earlier)]
+    return [r for r in found if r is not None] + [record]
 
 
 # --- shared wording for the renderers -----------------------------------------------------------
@@ -192,8 +213,9 @@ def data_service(state: dict[str, Any] | None) -> str:
         return NOT_CHECKED
     if not ds.get("mode"):
         return "no startup block found in its log"
+    how = "" if ds.get("line_verbatim") else " (reconstructed from mode and port)"
     return (
-        f"{ds['mode']}: '{ds.get('line') or '?'}' at {shown(ds.get('started_at'))} "
+        f"{ds['mode']}: '{ds.get('line') or '?'}'{how} at {shown(ds.get('started_at'))} "
         f"in {shown(ds.get('log'))}"
     )
 

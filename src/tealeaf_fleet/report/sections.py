@@ -3,10 +3,19 @@ formats always say the same thing (and spell every unknown "not checked")."""
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from tealeaf_fleet.report import model
 from tealeaf_fleet.report.model import NOT_CHECKED, HostReport, Report
+from tealeaf_fleet.secrets import mask
+
+
+def html_text(text: str) -> str:
+    """Text for the HTML page: secrets masked (known ones and written-out passwords, as in
+    the support bundle), then escaped; masking the page after escaping would miss a secret
+    holding &, <, > or a quote."""
+    return escape(mask(str(text)))
 
 
 def title(report: Report) -> str:
@@ -26,6 +35,7 @@ def summary(report: Report) -> list[tuple[str, str]]:
     else:
         approved = NOT_CHECKED
     return [
+        ("Runs covered", runs_covered(report)),
         ("Command", run.command),
         ("Playbook", model.shown(run.playbook)),
         ("Outcome", run.state),
@@ -42,6 +52,19 @@ def summary(report: Report) -> list[tuple[str, str]]:
         ("Tool version", model.shown(run.tool_version)),
         ("Report written", model.utc(report.generated)),
     ]
+
+
+def runs_covered(report: Report) -> str:
+    """Which runs the report stands on: a resumed change spans the halted runs before it."""
+    runs = report.runs or [report.run]
+    if len(runs) == 1:
+        return f"run {runs[0].id} only"
+    listed = ", ".join(f"run {r.id} ({r.state}, started {model.utc(r.started)})" for r in runs)
+    return (
+        f"{listed}: run {report.run.id} resumed the others (same plan digest); "
+        f"'before' is from the first run that read each host, 'after' from the last, gates, "
+        "windows and steps from all"
+    )
 
 
 def state_rows(host: HostReport) -> list[tuple[str, str, str]]:
@@ -126,9 +149,11 @@ def warning_rows(report: Report) -> list[tuple[str, str, str, str]]:
 
 def step_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
     out = []
+    several = len(report.runs) > 1  # a resumed change: say which run each step belongs to
     for s in report.steps:  # journal order: what ran, as it ran (controller steps included)
         secs = f"{s.finished - s.started:.1f}" if s.finished else "-"
-        out.append((s.phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or ""))
+        phase = f"run {s.run}: {s.phase}" if several else s.phase
+        out.append((phase, s.host, s.action, s.outcome or "unfinished", secs, s.message or ""))
     return out
 
 

@@ -9,9 +9,9 @@ Every text placed in it goes through `html.escape` (host names and messages are 
 from __future__ import annotations
 
 import time
-from html import escape
 
 from tealeaf_fleet.report.model import Report
+from tealeaf_fleet.report.sections import html_text as escape
 
 ROW_H = 26
 LABEL_W = 150

@@ -476,12 +476,13 @@ function Read-FleetStartupBlocks([string]$Log) {
             # lines at a fraction of the cost of -match, which matters on PowerShell 2.0.
             if ($line.IndexOf('Service.Start', [StringComparison]::Ordinal) -lt 0) { continue }
             if ($line -match '^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\s+Service\.Start\s+INFO\s+Starting HTTP Server') {
-                $current = @{ mode = $null; port = $null; started_at = $matches[1]; log = $Log }
+                $current = @{ mode = $null; port = $null; started_at = $matches[1]; log = $Log; line = $null }
                 [void]$blocks.Add($current)
             } elseif (($null -ne $current) -and ($null -eq $current.mode) -and
                       ($line -match 'Service\.Start\s+INFO\s+(TLS )?Port:\s*(\d+)')) {
                 if ($matches[1]) { $current.mode = 'tls' } else { $current.mode = 'plain' }
                 $current.port = [int]$matches[2]
+                $current.line = $line  # verbatim: the report shows the line itself as evidence
             }
         }
     } finally {

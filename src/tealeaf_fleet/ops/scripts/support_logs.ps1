@@ -2,14 +2,25 @@
 param([string]$InstallDir, [string]$Since, [string]$SinceMinutes, [string]$MaxBytes, [string]$MaxEvents)
 # Read-only evidence for a support case: the Data Service log lines written since a time (every
 # startup block whatever its time, since it says which mode the service started in), and the
-# Application event log entries that name TeaLeaf, newest first. Bounded: at most MaxBytes of
-# log text (older lines are left out first: cut = true) and MaxEvents entries, each message at
-# most 4000 characters. Since is host-local yyyy-MM-ddTHH:mm:ss; without it, SinceMinutes back
-# from now (default 1440). Entries are read through System.Diagnostics.EventLog, newest first,
-# until one is older than the cut-off (Get-EventLog throws when nothing matches).
+# Application event log entries that name TeaLeaf, newest first. Since is host-local
+# yyyy-MM-ddTHH:mm:ss; without it, SinceMinutes back from now (default 1440).
+# Bounded while reading, never after: lines since the time (and the unstamped lines that follow
+# a kept one: stack traces) are kept in a queue trimmed from its oldest end as the file is read,
+# within three quarters of MaxBytes over all files (cut = true when one was left out); startup
+# blocks (at most 64 lines each) go to their own list, within the last quarter, so no number of
+# new lines can push them out; when they outgrow it the oldest whole blocks go first, but a
+# file's newest block is kept while no newer file had one. The walk goes newest file first and
+# stops at an older file written before the cut-off (or after a cut) once a startup block was
+# found, and like Get-FleetDataServiceMode after $FleetDataServiceLogBudget bytes beyond the
+# newest file. Events: at most MaxEvents entries, each message at most 4000 characters, read
+# through System.Diagnostics.EventLog newest first until one is older than the cut-off
+# (Get-EventLog throws when nothing matches).
 
 $limit = 1048576
 if ($MaxBytes) { $limit = [int]$MaxBytes }
+$reserve = [int][Math]::Floor($limit / 4)
+$recentLimit = $limit - $reserve
+$blockLineCap = 64
 $eventLimit = 200
 if ($MaxEvents) { $eventLimit = [int]$MaxEvents }
 if ($Since) {
@@ -24,39 +35,103 @@ $cutText = $cutoff.ToString($FleetTimeFormat, $FleetInvariant)
 
 $files = New-Object System.Collections.ArrayList
 $used = 0
+$blockUsed = 0
+$read = 0
 $cut = $false
+$haveBlock = $false
 $logDir = $null
 if ($InstallDir) { $logDir = [IO.Path]::Combine($InstallDir, 'Logs') }
 if ($logDir -and [IO.Directory]::Exists($logDir)) {
     $logs = Get-FleetDataServiceLogs $logDir
     $count = [Math]::Min($logs.Length, $FleetDataServiceLogLimit)
-    for ($i = 0; ($i -lt $count) -and (-not $cut); $i++) {
-        $kept = New-Object System.Collections.ArrayList
+    for ($i = 0; $i -lt $count; $i++) {
+        $written = $logs[$i].LastWriteTime.ToString($FleetTimeFormat, $FleetInvariant)
+        $older = [string]::CompareOrdinal($written, $cutText) -lt 0
+        if ($i -gt 0) {
+            if ($haveBlock -and ($cut -or $older)) { break }
+            if ($read + $logs[$i].Length -gt $logs[0].Length + $FleetDataServiceLogBudget) {
+                if (-not $older) { $cut = $true }
+                break
+            }
+        }
+        $read += $logs[$i].Length
+        $recentNo = New-Object System.Collections.Queue
+        $recentText = New-Object System.Collections.Queue
+        $fileUsed = 0
+        $blockNo = New-Object System.Collections.ArrayList
+        $blockText = New-Object System.Collections.ArrayList
+        $blockStarts = New-Object System.Collections.ArrayList
+        $fileBlock = 0
         $inBlock = $false
+        $follow = $false
+        $n = 0
         $stream = Open-FleetRead $logs[$i].FullName
         try {
             $reader = New-Object System.IO.StreamReader -ArgumentList $stream
             while ($null -ne ($line = $reader.ReadLine())) {
-                if ($line -match 'Service\.Start\s+INFO\s+Starting HTTP Server') { $inBlock = $true }
-                $recent = ($line -match '^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)') -and
-                    ([string]::CompareOrdinal($matches[1], $cutText) -ge 0)
-                if ($inBlock -or $recent) { [void]$kept.Add($line) }
-                if ($line -match 'Service\.Start\s+INFO\s+HTTP Server Started') { $inBlock = $false }
+                $n++
+                if ($line -match 'Service\.Start\s+INFO\s+Starting HTTP Server') {
+                    $inBlock = $true
+                    [void]$blockStarts.Add($blockNo.Count)
+                }
+                if ($inBlock) {
+                    [void]$blockNo.Add($n)
+                    [void]$blockText.Add($line)
+                    $fileBlock += $line.Length + 1
+                    $first = [int]$blockStarts[$blockStarts.Count - 1]
+                    if (($line -match 'Service\.Start\s+INFO\s+HTTP Server Started') -or
+                        (($blockNo.Count - $first) -ge $blockLineCap)) { $inBlock = $false }
+                    while (($blockUsed + $fileBlock -gt $reserve) -and
+                           (($blockStarts.Count -gt 1) -or ($haveBlock -and ($blockStarts.Count -gt 0)))) {
+                        $end = $blockNo.Count
+                        if ($blockStarts.Count -gt 1) { $end = [int]$blockStarts[1] }
+                        for ($k = 0; $k -lt $end; $k++) { $fileBlock -= ([string]$blockText[$k]).Length + 1 }
+                        $blockNo.RemoveRange(0, $end)
+                        $blockText.RemoveRange(0, $end)
+                        $blockStarts.RemoveAt(0)
+                        for ($k = 0; $k -lt $blockStarts.Count; $k++) { $blockStarts[$k] = [int]$blockStarts[$k] - $end }
+                        if ($blockStarts.Count -eq 0) { $inBlock = $false }
+                        $cut = $true
+                    }
+                    $follow = $false
+                    continue
+                }
+                if ($line -match '^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)') {
+                    $follow = [string]::CompareOrdinal($matches[1], $cutText) -ge 0
+                }
+                if (-not $follow) { continue }
+                $recentNo.Enqueue($n)
+                $recentText.Enqueue($line)
+                $fileUsed += $line.Length + 1
+                while (($recentNo.Count -gt 0) -and ($used + $fileUsed -gt $recentLimit)) {
+                    [void]$recentNo.Dequeue()
+                    $fileUsed -= ([string]$recentText.Dequeue()).Length + 1
+                    $cut = $true
+                }
             }
         } finally {
             $stream.Close()
         }
-        $size = 0
-        foreach ($line in $kept) { $size += $line.Length + 1 }
-        $drop = 0
-        while (($drop -lt $kept.Count) -and ($used + $size -gt $limit)) {
-            $size -= ([string]$kept[$drop]).Length + 1
-            $drop++
+        $used += $fileUsed
+        $blockUsed += $fileBlock
+        if ($blockStarts.Count -gt 0) { $haveBlock = $true }
+        # the file's kept lines in the file's order: both lists are sorted by line number
+        $rNo = $recentNo.ToArray()
+        $rText = $recentText.ToArray()
+        $merged = New-Object System.Collections.ArrayList
+        $b = 0
+        $r = 0
+        while (($b -lt $blockNo.Count) -or ($r -lt $rNo.Length)) {
+            if (($r -ge $rNo.Length) -or (($b -lt $blockNo.Count) -and ([int]$blockNo[$b] -lt [int]$rNo[$r]))) {
+                [void]$merged.Add($blockText[$b])
+                $b++
+            } else {
+                [void]$merged.Add($rText[$r])
+                $r++
+            }
         }
-        if ($drop -gt 0) { $kept.RemoveRange(0, $drop); $cut = $true }
-        $used += $size
-        if ($kept.Count -gt 0) {
-            [void]$files.Add(@{ path = $logs[$i].FullName; lines = [string[]]$kept.ToArray() })
+        if ($merged.Count -gt 0) {
+            [void]$files.Add(@{ path = $logs[$i].FullName; lines = [string[]]$merged.ToArray() })
         }
     }
 }
@@ -89,6 +164,6 @@ try {
 Write-FleetResult @{
     since = $cutText
     now = (Get-FleetNow)
-    data_service = @{ files = $files.ToArray(); cut = $cut; bytes = $used }
+    data_service = @{ files = $files.ToArray(); cut = $cut; bytes = ($used + $blockUsed) }
     events = @{ entries = $entries.ToArray(); cut = $eventsCut; error = $eventsError }
 }
