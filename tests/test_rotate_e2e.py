@@ -325,9 +325,9 @@ def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
 
 def test_an_import_that_fails_part_way_is_redone_on_resume(lab, outputs, pairs):
     """can01's tealeaf.p12 is held by another process: TLSTool writes the new tealeaf.crt,
-    then fails on tealeaf.p12. The rotation halts before any restart; the rerun imports there
-    again although tealeaf.crt already reads as the new pair, so the restarted services load
-    the new pair from tealeaf.p12."""
+    then fails on tealeaf.p12. The rotation halts before any restart; the operator edits the
+    inventory (a new plan digest); the rerun imports there again although tealeaf.crt already
+    reads as the new pair, so the restarted services load the new pair from tealeaf.p12."""
     a, b = pairs["A"], pairs["B"]
     back = (
         "--certificate-from-archive",
@@ -347,6 +347,11 @@ def test_an_import_that_fails_part_way_is_redone_on_resume(lab, outputs, pairs):
         assert presented(lab.hosts[name].tms_port) == b, name
 
     set_fault(lab, "can01", {})
+    # The operator edits the inventory before the rerun: a new plan digest, so nothing of the
+    # halted run is resumed, yet can01's half import must still be done again.
+    text = lab.inventory.read_text(encoding="utf-8")
+    assert "  soak_s: 0\n" in text
+    lab.inventory.write_text(text.replace("  soak_s: 0\n", "  soak_s: 1\n"), encoding="utf-8")
     t1 = time.time()
     resumed = rotate(outputs, lab, *back)
     assert resumed.returncode == 0, resumed.stderr
