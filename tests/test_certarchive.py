@@ -88,3 +88,49 @@ def test_a_damaged_entry_is_skipped(tmp_path: Path, pairs) -> None:
     undated.write_text(json.dumps({"sha256": "2" * 64, "not_after": "soon"}))
     (tmp_path / "certificates" / ("2" * 64 + ".pfx")).write_bytes(b"x")
     assert [e.sha256 for e in certarchive.entries(tmp_path)] == [pfx.sha256]
+
+
+def _run(journal, command: str, playbook: str, outcome: str, actions: tuple[str, ...] = ()):
+    run_id = journal.start_run(command=command, playbook=playbook, plan_digest=playbook)
+    for action in actions:
+        journal.step_finished(journal.step_started(run_id, action, "host1", action), "changed")
+    journal.finish_run(run_id, outcome)
+    return run_id
+
+
+def test_last_rotation_counts_the_replaced_pair_and_skips_runs_without_certificates(
+    tmp_path: Path, pairs
+) -> None:
+    """The pair installed before the archive existed (never archived) is recorded as what the
+    rotation replaces, so status counts it as the fleet's own; troubleshoot, status and
+    prepare runs after a halted rotation do not make status forget it; a rollback does."""
+    from tealeaf_fleet.journal import Journal
+
+    (new, new_data), _ = pairs
+    preexisting = "ab" * 32  # installed by hand before this tool archived anything
+    with Journal(tmp_path) as journal:
+        rotation = _run(journal, "rollout", "rotate", "failed", ("import",))
+        certarchive.archive(
+            tmp_path,
+            new,
+            new_data,
+            source="B.pfx",
+            run_id=rotation,
+            command="rollout",
+            playbook="rotate",
+            rotation=True,
+            replaces=[preexisting, new.sha256],
+        )
+        _run(journal, "troubleshoot", "troubleshoot", "ok", ("clear_ssl_cache",))
+        _run(journal, "rollout", "status", "ok", ("status",))
+        _run(journal, "rollout", "prepare", "ok", ("push_tools",))
+    found = certarchive.last_rotation(tmp_path)
+    assert found is not None and found.run == rotation and found.in_progress
+    assert found.new_sha256 == new.sha256
+    assert preexisting in found.known and new.sha256 in found.known
+    record = certarchive.entries(tmp_path)[0].runs[0]
+    assert record["replaces"] == [preexisting]  # the new pair is not what it replaces
+
+    with Journal(tmp_path) as journal:
+        _run(journal, "rollback", "rollback", "ok", ("disable", "restart"))
+    assert certarchive.last_rotation(tmp_path) is None

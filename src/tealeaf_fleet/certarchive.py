@@ -25,6 +25,8 @@ from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from tealeaf_fleet.certs import Pfx
     from tealeaf_fleet.inventory import Fleet
     from tealeaf_fleet.secrets import Secret
@@ -74,11 +76,14 @@ def archive(
     command: str,
     playbook: str | None,
     rotation: bool = False,
+    replaces: Iterable[str] = (),
 ) -> Entry:
     """Keep `data` (the PFX bytes) as `<sha256>.pfx` and add this run to `<sha256>.json`.
 
     The PFX file is written once (0600, never replaced: its bytes are the evidence of what was
-    installed); the metadata is rewritten with the run appended."""
+    installed); the metadata is rewritten with the run appended. `replaces`: the fingerprints
+    a rotation found installed or presented at its preflight (the pair installed before the
+    archive existed among them), so status counts them as the fleet's own during it."""
     from tealeaf_fleet.certs import write_private_file
 
     where = folder(state_dir)
@@ -107,6 +112,7 @@ def archive(
                 "command": command,
                 "playbook": playbook,
                 "rotation": rotation,
+                "replaces": sorted(set(replaces) - {pfx.sha256}),
                 "at": _now(),
             }
         )
@@ -207,25 +213,35 @@ class Rotation:
 
 
 def last_rotation(state_dir: Path) -> Rotation | None:
-    """Rotation state from the journal and the archive: the newest run that was not refused
-    at preflight; a Rotation when the archive records that run as a rotation, else None (the
-    fleet's last change was a rollout, a rollback, or nothing the archive knows)."""
+    """Rotation state from the journal and the archive. Walking back from the newest run that
+    got past preflight: runs that neither used a certificate (no archive record: troubleshoot,
+    status, prepare) nor turned TLS off are skipped; the first run the archive records decides
+    (a Rotation when it was one, else None: the fleet's last change was a rollout); a run that
+    disabled TLS (a rollback) means no rotation is under way."""
     from tealeaf_fleet.journal import Journal
 
     state_dir = Path(state_dir)
     if not (state_dir / "journal.sqlite").is_file():
         return None
     known = entries(state_dir)
-    with Journal(state_dir) as journal:
-        newest = next((r for r in journal.runs(limit=200) if r.outcome != "blocked"), None)
-    if newest is None:
-        return None
+    by_run: dict[int, tuple[Entry, dict[str, Any]]] = {}
+    ours = {e.sha256 for e in known}
     for entry in known:
-        for run in entry.runs:
-            if run.get("run") == newest.id and run.get("rotation"):
-                return Rotation(
-                    entry.sha256, newest.id, newest.state, frozenset(e.sha256 for e in known)
-                )
+        for record in entry.runs:
+            if isinstance(record.get("run"), int):
+                by_run[record["run"]] = (entry, record)
+            ours.update(s for s in record.get("replaces") or () if isinstance(s, str))
+    with Journal(state_dir) as journal:
+        for run in journal.runs(limit=200):
+            if run.outcome == "blocked":
+                continue
+            if run.id in by_run:
+                entry, record = by_run[run.id]
+                if not record.get("rotation"):
+                    return None
+                return Rotation(entry.sha256, run.id, run.state, frozenset(ours))
+            if any(step.action == "disable" for step in journal.steps(run.id)):
+                return None
     return None
 
 

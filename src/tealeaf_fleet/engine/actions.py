@@ -226,6 +226,7 @@ def _archive(ctx: RunContext, path: Path) -> str:
         command=runner.command,
         playbook=(runner.plan.get("playbook") or {}).get("name"),
         rotation=ctx.rotation,
+        replaces=ctx.fleet_fingerprints() if ctx.rotation else (),
     )
     return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 
