@@ -226,3 +226,29 @@ def test_a_signal_during_an_emit_does_not_wait_for_the_bus(monkeypatch):
                 break
             threading.Event().wait(0.01)
     assert [e.message.split(":")[0] for e in recorder.events] == ["SIGTERM"]
+
+
+def test_an_approved_rotation_plan_binds_the_new_pair_without_facts(inventory, capsys):
+    """A rotation plan made without --facts still names the pair it installs: the same PFX
+    path holding another pair afterwards makes the approved plan stale (exit 4), while the
+    unchanged file runs (dry run, exit 0)."""
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.secrets import Secret
+
+    password = Secret(os.environ["TEALEAF_PFX_PASSWORD"], source="test")
+    pfx_path = inventory.parent / "TCXcert.pfx"
+    pfx_path.write_bytes(certs.generate_pfx(password, days=400))
+    approved = inventory.parent / "plan.json"
+    code, err, _ = run_cli(
+        capsys, "plan", str(inventory), "--playbook", "rotate", "--out", str(approved)
+    )
+    assert code == 0, err
+    dry = ("rollout", str(inventory), "--playbook", "rotate", "--approved-plan", str(approved))
+    code, err, _ = run_cli(capsys, *dry, "--dry-run")
+    assert code == 0, err
+
+    pfx_path.write_bytes(certs.generate_pfx(password, days=400))  # pair C at B's path
+    code, err, out = run_cli(capsys, *dry, "--dry-run")
+    assert code == 4, err
+    assert len(err) == 1 and "new_pair_sha256" in err[0], err
+    assert out == ""

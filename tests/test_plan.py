@@ -581,5 +581,10 @@ def test_rotation_plan_shows_old_and_new_validity_outside_the_digest(tmp_path: P
     assert f"new:       {FP[:12]}  valid 2026-12-01T00:00:00 .. 2028-12-01T00:00:00" in ticket
     assert f"installed: {old[:12]}  until 2027-01-10T08:00:00" in ticket
     assert "--certificate-from-archive" in ticket  # the way back
-    without = build_plan(load_playbook("rotate"), fleet, facts, FP)
-    assert without.digest == plan.digest  # presentation only
+    # the dates are presentation only; the new pair's fingerprint is what the plan installs
+    dated = dict(new, not_before="2026-11-30T00:00:00")
+    same = build_plan(load_playbook("rotate"), fleet, facts, FP, new_certificate=dated)
+    assert same.digest == plan.digest
+    other = dict(new, sha256="ef" * 32)
+    moved = build_plan(load_playbook("rotate"), fleet, facts, FP, new_certificate=other)
+    assert moved.digest != plan.digest

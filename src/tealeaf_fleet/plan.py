@@ -214,10 +214,14 @@ def digest_body(plan: dict[str, Any]) -> dict[str, Any]:
     without its own digest and without presentation: the inventory's and the PFX's paths on
     this machine, and whether the PFX file exists here yet (the certificate step's skip: the
     controller's state, which the run's first step changes; the engine never makes a second
-    certificate either way)."""
+    certificate either way). A rotation's body names the new pair's fingerprint whenever its
+    PFX could be opened (facts or not): an approved rotation installs that pair and no other."""
     body = copy.deepcopy(plan)
     body.pop("digest", None)
-    body.pop("validity", None)
+    validity = body.pop("validity", None)
+    new = validity.get("new") if isinstance(validity, dict) else None
+    if body.get("rotation") and isinstance(new, dict) and new.get("sha256"):
+        body["new_pair_sha256"] = new["sha256"]
     for key in ("inventory", "certificate"):
         if isinstance(body.get(key), dict):
             body[key].pop("path", None)

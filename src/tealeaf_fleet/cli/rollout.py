@@ -284,7 +284,10 @@ def check_approved_plan(path: Path, current: Plan, fleet: Fleet, playbook: Any) 
     if approved.facts_digest is not None:
         from tealeaf_fleet.cli.plan import _pfx_fingerprint, gather_facts
 
-        current = build_plan(playbook, fleet, gather_facts(fleet), _pfx_fingerprint(fleet))
+        new = current.validity.get("new") if current.validity else None
+        current = build_plan(
+            playbook, fleet, gather_facts(fleet), _pfx_fingerprint(fleet), new_certificate=new
+        )
     changed = []
     if approved.inventory.get("digest") != current.inventory.get("digest"):
         changed.append("inventory (hosts, roles, WinRM, certificate or rollout settings)")
