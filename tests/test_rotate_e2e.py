@@ -341,6 +341,12 @@ def test_an_import_that_fails_part_way_is_redone_on_resume(lab, outputs, pairs):
     assert halted.returncode == 1, halted.stderr
     assert "halted in phase 'import' on can01" in halted.stderr
     assert "being used by another process" in halted.stderr
+    words = halted.stderr.split()  # the resume hint points at the same archived pair
+    assert (
+        "--certificate-from-archive" in words
+        and a[:16] in words[words.index("--certificate-from-archive") + 1]
+    )
+    assert "--certificate-password-file" in words
     assert crt_fingerprint(lab, "can01") == a  # half done: the crt is new, the p12 is not
     assert not [e for e in events(lab, t0) if e["kind"] in ("service", "iisreset")]
     for name in tls_hosts(lab):  # nothing restarted: every server still presents B

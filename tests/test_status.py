@@ -582,6 +582,20 @@ def test_a_rotation_in_progress_is_one_warning_naming_who_runs_which_pair():
     assert status.to_dict()["rotation"]["in_progress"] is True
 
 
+def test_a_rotate_back_in_progress_names_the_archived_pair_in_its_rerun():
+    """Going back to an archived pair: the rerun status suggests repeats the archive flags
+    the rotation was started with (the archive records them), not a plain `--playbook rotate`
+    that would rotate to the inventory's pair instead."""
+    from tealeaf_fleet.certarchive import Rotation
+
+    results, handshakes = halfway()
+    flags = f" --certificate-from-archive {NEW[:16]} --certificate-password-env OLD_PW"
+    back = Rotation(NEW, 7, "failed", frozenset({PFX, NEW}), flags)
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=NEW, rotation=back)
+    warning = {f.code: f for f in status.findings}["rotation_in_progress"]
+    assert f"`fleet rollout INVENTORY --playbook rotate{flags}`" in warning.message
+
+
 def test_a_pair_from_outside_the_archive_stays_a_blocker_during_a_rotation():
     results, handshakes = halfway(foreign=True)
     status = evaluate(HOSTS, results, handshakes, pfx_sha256=NEW, rotation=rotation())

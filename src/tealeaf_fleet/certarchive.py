@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from tealeaf_fleet.certs import Pfx
     from tealeaf_fleet.inventory import Fleet
@@ -77,6 +78,7 @@ def archive(
     playbook: str | None,
     rotation: bool = False,
     replaces: Iterable[str] = (),
+    resume_flags: str = "",
 ) -> Entry:
     """Keep `data` (the PFX bytes) as `<sha256>.pfx` and add this run to `<sha256>.json`.
 
@@ -113,6 +115,7 @@ def archive(
                 "playbook": playbook,
                 "rotation": rotation,
                 "replaces": sorted(set(replaces) - {pfx.sha256}),
+                "resume_flags": resume_flags,
                 "at": _now(),
             }
         )
@@ -189,6 +192,21 @@ def fleet_with_archived(fleet: Fleet, entry: Entry, password: Secret) -> Fleet:
     )
 
 
+def rerun_flags(certificate: Mapping[str, Any]) -> str:
+    """The flags that point a rerun at the same archived pair (`certificate` is the
+    inventory's normalized certificate section): `--certificate-from-archive` and the password
+    flag with its variable or file name (never the password). '' unless the run used one."""
+    sha = certificate.get("sha256")
+    if certificate.get("source") != "archive" or not isinstance(sha, str):
+        return ""
+    text = f" --certificate-from-archive {sha[:16]}"
+    if certificate.get("password_env"):
+        text += f" --certificate-password-env {certificate['password_env']}"
+    elif certificate.get("password_file"):
+        text += f" --certificate-password-file {shlex.quote(str(certificate['password_file']))}"
+    return text
+
+
 @dataclass(frozen=True)
 class Rotation:
     """The newest change of the state folder that got past preflight, when it was a rotation:
@@ -198,6 +216,12 @@ class Rotation:
     run: int
     state: str  # the run's state: ok, failed, interrupted, running, crashed
     known: frozenset[str]  # every fingerprint the archive holds (the fleet's own pairs)
+    resume_flags: str = ""  # what the rerun adds: --certificate-from-archive ... (rerun_flags)
+
+    @property
+    def resume_command(self) -> str:
+        """The command that finishes this rotation, INVENTORY standing for the inventory."""
+        return f"fleet rollout INVENTORY --playbook rotate{self.resume_flags}"
 
     @property
     def in_progress(self) -> bool:
@@ -239,7 +263,13 @@ def last_rotation(state_dir: Path) -> Rotation | None:
                 entry, record = by_run[run.id]
                 if not record.get("rotation"):
                     return None
-                return Rotation(entry.sha256, run.id, run.state, frozenset(ours))
+                return Rotation(
+                    entry.sha256,
+                    run.id,
+                    run.state,
+                    frozenset(ours),
+                    str(record.get("resume_flags") or ""),
+                )
             if any(step.action == "disable" for step in journal.steps(run.id)):
                 return None
     return None

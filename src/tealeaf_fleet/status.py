@@ -473,8 +473,7 @@ def _rotation_in_progress(
             "rotation_in_progress",
             f"rotation in progress to {checks.short_sha(rotation.new_sha256)} (run "
             f"{rotation.run}, {rotation.state}): " + " | ".join(groups) + "; rerun the rotation "
-            "(`fleet rollout INVENTORY --playbook rotate`) to finish: finished steps are not "
-            "repeated",
+            f"(`{rotation.resume_command}`) to finish: finished steps are not repeated",
             tuple(sorted(old)),
         )
     )

@@ -227,6 +227,7 @@ def _archive(ctx: RunContext, path: Path) -> str:
         playbook=(runner.plan.get("playbook") or {}).get("name"),
         rotation=ctx.rotation,
         replaces=ctx.fleet_fingerprints() if ctx.rotation else (),
+        resume_flags=certarchive.rerun_flags(ctx.fleet.normalized.get("certificate") or {}),
     )
     return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 
