@@ -581,6 +581,10 @@ def test_rotation_plan_shows_old_and_new_validity_outside_the_digest(tmp_path: P
     assert f"new:       {FP[:12]}  valid 2026-12-01T00:00:00 .. 2028-12-01T00:00:00" in ticket
     assert f"installed: {old[:12]}  until 2027-01-10T08:00:00" in ticket
     assert "--certificate-from-archive" in ticket  # the way back
+    ends = f"inter-process TLS stays ON; every Tealeaf server restarts onto pair {FP[:12]}"
+    assert ends in ticket and "restarted)" not in ticket
+    assert "keep the pair they loaded until their restart below" in ticket
+    assert "used after enable and restart" not in ticket  # a rotation enables nothing
     # the dates are presentation only; the new pair's fingerprint is what the plan installs
     dated = dict(new, not_before="2026-11-30T00:00:00")
     same = build_plan(load_playbook("rotate"), fleet, facts, FP, new_certificate=dated)

@@ -43,6 +43,10 @@ PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with t
 VOLATILE_FACTS = ("now",)  # differ on every gather; kept out of the facts digest
 CHANGING_OPS = ("import", "enable", "disable")  # a restart follows any of these on a host
 
+_IMPORT_IMPACT_ROTATION = (
+    "none on running services: they keep the pair they loaded until their restart below; a "
+    "server restarted outside this plan (reboot, crash) comes back on the new pair early"
+)
 PCA_REASON = "not affected by inter-process TLS; never contacted over WinRM"
 RTV_REASON = "import only, never enable or restart"
 
@@ -729,7 +733,9 @@ class _PlanContext:
                 f"TLSTool.exe import {pfx} <password> in {tools}: "
                 "writes tealeaf.crt and tealeaf.p12 under "
                 "C:\\ProgramData\\IBM\\Tealeaf\\security; checks their fingerprint",
-                "none on running services (used after enable and restart)",
+                _IMPORT_IMPACT_ROTATION
+                if self.playbook.rotation
+                else "none on running services (used after enable and restart)",
             )
         if op == "enable":
             return Step(
