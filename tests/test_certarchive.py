@@ -134,3 +134,31 @@ def test_last_rotation_counts_the_replaced_pair_and_skips_runs_without_certifica
     with Journal(tmp_path) as journal:
         _run(journal, "rollback", "rollback", "ok", ("disable", "restart"))
     assert certarchive.last_rotation(tmp_path) is None
+
+
+def test_a_half_written_archive_pfx_is_rewritten_and_write_errors_are_input_errors(
+    tmp_path: Path, pairs
+) -> None:
+    """A crash while the first archive wrote the PFX left a truncated file and no metadata:
+    the next run writes it whole (beside and renamed over) and records the bytes' hash; an
+    intact file stays. A state folder that cannot hold the archive is one InputError."""
+    import hashlib
+
+    (pfx, data), _ = pairs
+    where = tmp_path / "state" / "certificates"
+    where.mkdir(parents=True)
+    (where / f"{pfx.sha256}.pfx").write_bytes(data[:20])
+    entry = certarchive.archive(
+        tmp_path / "state", pfx, data, source="A.pfx", run_id=1, command="rollout", playbook=None
+    )
+    assert entry.pfx_path.read_bytes() == data
+    meta = json.loads(entry.pfx_path.with_suffix(".json").read_text())
+    assert meta["pfx_bytes_sha256"] == hashlib.sha256(data).hexdigest()
+    assert not [p for p in where.iterdir() if p.suffix not in (".pfx", ".json")]  # no temp left
+
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "certificates").write_text("a file where the folder goes")
+    with pytest.raises(InputError, match="cannot create"):
+        certarchive.archive(
+            tmp_path / "blocked", pfx, data, source="A.pfx", run_id=1, command="x", playbook=None
+        )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.errors import InputError
-from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file, write_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -86,15 +86,15 @@ def archive(
     installed); the metadata is rewritten with the run appended. `replaces`: the fingerprints
     a rotation found installed or presented at its preflight (the pair installed before the
     archive existed among them), so status counts them as the fleet's own during it."""
-    from tealeaf_fleet.certs import write_private_file
-
     where = folder(state_dir)
-    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {where}: {exc.strerror}", field="state folder") from None
     pfx_path = where / f"{pfx.sha256}.pfx"
-    if not pfx_path.exists():
-        write_private_file(pfx_path, data, field="state folder")
     meta_path = where / f"{pfx.sha256}.json"
     meta = _read_meta(meta_path) if meta_path.exists() else None
+    kept = _keep_pfx(pfx_path, data, (meta or {}).get("pfx_bytes_sha256"))
     if meta is None:
         cert = pfx.certificate
         meta = {
@@ -106,6 +106,7 @@ def archive(
             "archived_at": _now(),
             "runs": [],
         }
+    meta["pfx_bytes_sha256"] = kept
     runs = meta.setdefault("runs", [])
     if run_id is None or all(r.get("run") != run_id for r in runs):
         runs.append(
@@ -120,8 +121,28 @@ def archive(
             }
         )
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    write_private_file(meta_path, text.encode("utf-8"), force=True, field="state folder")
+    write_file(meta_path, text.encode("utf-8"), field="state folder", mode=0o600, through=False)
     return _entry(meta, pfx_path)
+
+
+def _keep_pfx(path: Path, data: bytes, recorded: str | None) -> str:
+    """Make `path` hold an intact archived PFX; returns the SHA-256 of its bytes. A file whose
+    bytes match `recorded` (the hash the metadata keeps) stays as it is: the evidence of what
+    was installed first. A missing file, or one a crash left half-written (its hash not the
+    recorded one, or no metadata yet), is written beside and renamed over, so no reader ever
+    sees a partial PFX. An entry from before hashes were recorded keeps its file."""
+    import hashlib
+
+    try:
+        current = path.read_bytes() if path.is_file() else None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", field="state folder") from None
+    if current is not None:
+        digest = hashlib.sha256(current).hexdigest()
+        if digest == recorded or (recorded is None and path.with_suffix(".json").exists()):
+            return digest
+    write_file(path, data, field="state folder", mode=0o600, through=False)
+    return hashlib.sha256(data).hexdigest()
 
 
 def entries(state_dir: Path) -> list[Entry]:
