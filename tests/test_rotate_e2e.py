@@ -300,6 +300,7 @@ def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
     assert "portal01" not in touched
 
     code, doc = status(outputs, lab)
+    assert code == 1  # a halted rotation needs a rerun: schedulers hear it
     assert doc["rotation"]["in_progress"] is True and doc["rotation"]["new_sha256"] == b
     codes = {f["code"] for f in doc["findings"]}
     assert "rotation_in_progress" in codes

@@ -582,6 +582,23 @@ def test_a_rotation_in_progress_is_one_warning_naming_who_runs_which_pair():
     assert status.to_dict()["rotation"]["in_progress"] is True
 
 
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [("failed", 1), ("crashed", 1), ("interrupted", 1), ("running", 0), ("ok", 0)],
+)
+def test_a_halted_rotation_makes_status_exit_1(state, code):
+    """Two pairs in the fleet are expected during a rotation, but one that stopped (failed,
+    crashed, interrupted) needs a rerun: a scheduler running `fleet status` must hear it."""
+    results, handshakes = halfway()
+    if state == "ok":
+        results = {n: facts(cert=NEW, enabled=True, mode="tls") for n in ("portal01", "hbr01")}
+        handshakes = {n: shakes("tls", ds_sha=NEW, tms_sha=NEW) for n in ("portal01", "hbr01")}
+    hosts = HOSTS if state != "ok" else HOSTS[:2]
+    status = evaluate(hosts, results, handshakes, pfx_sha256=NEW, rotation=rotation(state))
+    assert status.consistent is True
+    assert status.exit_code == code
+
+
 def test_a_rotate_back_in_progress_names_the_archived_pair_in_its_rerun():
     """Going back to an archived pair: the rerun status suggests repeats the archive flags
     the rotation was started with (the archive records them), not a plain `--playbook rotate`

@@ -128,6 +128,21 @@ class FleetStatus:
         return not checks.has_blockers(self.findings)
 
     @property
+    def rotation_halted(self) -> bool:
+        """The last rotation stopped before finishing (failed, crashed or interrupted): the
+        fleet runs two pairs until someone reruns it, which a scheduler must hear about."""
+        return self.rotation is not None and self.rotation.state in (
+            "failed",
+            "crashed",
+            "interrupted",
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0: consistent, nothing expiring, no halted rotation; 1 otherwise."""
+        return 0 if self.consistent and not self.expiring and not self.rotation_halted else 1
+
+    @property
     def expiring(self) -> list[str]:
         """Hosts whose installed certificate ends within `expiry_days` (or has ended)."""
         return sorted({h for f in self.findings if f.code == "cert_expiring" for h in f.hosts})

@@ -3,7 +3,8 @@
 Renders a `tealeaf_fleet.status.FleetStatus`: one row per host, the findings below it. The
 judgement lives in `tealeaf_fleet.status` (shared with the engine's verify phase and `fleet
 demo`); this module only draws. Progress goes to stderr so that stdout stays the table, or with
-`--json` exactly one JSON document. Exit 0 consistent, 1 not, 2 bad input.
+`--json` exactly one JSON document. Exit 0 consistent, 1 not (a blocker, a certificate
+expiring, a halted rotation), 2 bad input.
 
 rich and the status core are imported inside the handler to keep `fleet --help` fast.
 """
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read-only: per host EnableTLS, certificate fingerprint, server.tls.xml, "
         "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
         "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
-        "1 not (or a certificate ends within --expiry-days), 2 bad input.",
+        "1 not (or a certificate ends within --expiry-days, or a rotation halted), 2 bad input.",
     )
     add_inventory_argument(p)
     p.add_argument(
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     else:
         render(console(), result)
-    return 0 if result.consistent and not result.expiring else 1
+    return result.exit_code
 
 
 class _Progress:
