@@ -162,3 +162,33 @@ def test_a_half_written_archive_pfx_is_rewritten_and_write_errors_are_input_erro
         certarchive.archive(
             tmp_path / "blocked", pfx, data, source="A.pfx", run_id=1, command="x", playbook=None
         )
+
+
+def test_last_rotation_reads_the_journal_read_only_and_fails_soft(tmp_path: Path) -> None:
+    """Status never creates, migrates or repairs a journal: a SQLite file of another tool is
+    left byte for byte as it was, and a journal that cannot be read is RotationUnknown (status
+    warns and goes on reading the hosts), not a crash."""
+    import sqlite3
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    db = sqlite3.connect(foreign / "journal.sqlite")
+    db.execute("CREATE TABLE other(x)")
+    db.commit()
+    db.close()
+    before = (foreign / "journal.sqlite").read_bytes()
+    with pytest.raises(certarchive.RotationUnknown, match="cannot be read"):
+        certarchive.last_rotation(foreign)
+    assert (foreign / "journal.sqlite").read_bytes() == before
+    assert not (foreign / "certificates").exists()
+
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "journal.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(certarchive.RotationUnknown):
+        certarchive.last_rotation(garbage)
+
+    from tealeaf_fleet.status import rotation_unknown
+
+    finding = rotation_unknown("journal x cannot be read: file is not a database")
+    assert finding.severity == "warning" and finding.code == "rotation_unknown"

@@ -257,16 +257,26 @@ class Rotation:
         }
 
 
+class RotationUnknown(Exception):
+    """The journal could not be read: whether a rotation is under way is not known."""
+
+
 def last_rotation(state_dir: Path) -> Rotation | None:
     """Rotation state from the journal and the archive. Walking back from the newest run that
     got past preflight: runs that neither used a certificate (no archive record: troubleshoot,
     status, prepare) nor turned TLS off are skipped; the first run the archive records decides
     (a Rotation when it was one, else None: the fleet's last change was a rollout); a run that
-    disabled TLS (a rollback) means no rotation is under way."""
-    from tealeaf_fleet.journal import Journal
+    disabled TLS (a rollback) means no rotation is under way.
+
+    Read-only: status must not create, migrate or lock a journal. RotationUnknown when the
+    journal exists but cannot be read (damaged, locked, from another tool)."""
+    import sqlite3
+
+    from tealeaf_fleet.journal import RunRecord, run_columns
 
     state_dir = Path(state_dir)
-    if not (state_dir / "journal.sqlite").is_file():
+    path = state_dir / "journal.sqlite"
+    if not path.is_file():
         return None
     known = entries(state_dir)
     by_run: dict[int, tuple[Entry, dict[str, Any]]] = {}
@@ -276,23 +286,34 @@ def last_rotation(state_dir: Path) -> Rotation | None:
             if isinstance(record.get("run"), int):
                 by_run[record["run"]] = (entry, record)
             ours.update(s for s in record.get("replaces") or () if isinstance(s, str))
-    with Journal(state_dir) as journal:
-        for run in journal.runs(limit=200):
-            if run.outcome == "blocked":
-                continue
-            if run.id in by_run:
-                entry, record = by_run[run.id]
-                if not record.get("rotation"):
-                    return None
-                return Rotation(
-                    entry.sha256,
-                    run.id,
-                    run.state,
-                    frozenset(ours),
-                    str(record.get("resume_flags") or ""),
-                )
-            if any(step.action == "disable" for step in journal.steps(run.id)):
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                f"SELECT {run_columns()} FROM runs WHERE outcome IS NULL OR outcome != 'blocked'"
+                " ORDER BY id DESC LIMIT 200"
+            ).fetchall()
+            disabled = {
+                r[0] for r in db.execute("SELECT DISTINCT run FROM steps WHERE action='disable'")
+            }
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise RotationUnknown(f"journal {path} cannot be read: {exc}") from None
+    for run in (RunRecord(*row) for row in rows):
+        if run.id in by_run:
+            entry, record = by_run[run.id]
+            if not record.get("rotation"):
                 return None
+            return Rotation(
+                entry.sha256,
+                run.id,
+                run.state,
+                frozenset(ours),
+                str(record.get("resume_flags") or ""),
+            )
+        if run.id in disabled:
+            return None
     return None
 
 

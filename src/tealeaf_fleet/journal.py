@@ -744,5 +744,11 @@ _RUN_COLUMNS = (
 _STEP_COLUMNS = "id, run, phase, host, action, started, finished, outcome, message"
 
 
+def run_columns() -> str:
+    """The `runs` columns in RunRecord's order, for readers that open the file themselves
+    (status reads it read-only)."""
+    return _RUN_COLUMNS
+
+
 def _clean(text: str | None) -> str | None:
     return redact(text) if text else text

@@ -442,6 +442,17 @@ def evaluate(
 CERT_CODES = ("cert_mismatch", "handshake_cert")
 
 
+def rotation_unknown(reason: str) -> Finding:
+    """The journal could not be read: two pairs in the fleet may be a rotation under way."""
+    return Finding(
+        WARNING,
+        "rotation_unknown",
+        f"whether a rotation is under way is unknown ({reason}): two certificates in the fleet "
+        "may be a halted rotation; `fleet history` and `fleet cert history` show the runs",
+        ("controller",),
+    )
+
+
 def _rotation_in_progress(
     rows: list[HostStatus], findings: list[Finding], rotation: Rotation
 ) -> list[Finding]:

@@ -101,13 +101,17 @@ def _forks(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
-    from tealeaf_fleet.certarchive import last_rotation
+    from tealeaf_fleet.certarchive import RotationUnknown, last_rotation
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
     from tealeaf_fleet.journal import default_state_dir
 
     fleet = load_fleet_or_exit(args.inventory, connects=True)  # prints its warnings too
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
-    rotation = last_rotation(state_dir)
+    unknown = None
+    try:
+        rotation = last_rotation(state_dir)
+    except RotationUnknown as exc:  # the hosts can still be read: say what is not known
+        rotation, unknown = None, str(exc)
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             rotation=rotation,
             expiry_days=args.expiry_days,
         )
+    if unknown is not None:
+        result.findings.append(core.rotation_unknown(unknown))
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
