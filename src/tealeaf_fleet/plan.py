@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -501,6 +502,24 @@ def pca_pipeline_ready(build: str | None) -> bool | None:
     return (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
 
 
+def export_command(fleet: Fleet) -> str:
+    """`fleet cert export PFX --pem` with the inventory's password source, paths as the
+    normalized inventory writes them (relative to its folder where they lie under it), so the
+    plan digest stays the same on any machine. Never a password, only where it is read from."""
+    cert = fleet.normalized.get("certificate") or {}
+    path = cert.get("path")
+    if not isinstance(path, str):  # an archived pair: its file in the state folder
+        where = Path(fleet.certificate.path)
+        base = Path(fleet.path).parent
+        path = str(where.relative_to(base)) if where.is_relative_to(base) else str(where)
+    text = f"fleet cert export {shlex.quote(path)} --pem"
+    if cert.get("password_env"):
+        text += f" --password-env {cert['password_env']}"
+    elif cert.get("password_file"):
+        text += f" --password-file {shlex.quote(str(cert['password_file']))}"
+    return text
+
+
 def pca_handoff(playbook: Playbook, fleet: Fleet) -> list[dict[str, Any]]:
     """The hand-off step for each PCA, in plans that install a pair (an import phase): the
     tool never reaches the PCA, so its administrator gets the pair to install it there."""
@@ -533,9 +552,9 @@ def pca_handoff(playbook: Playbook, fleet: Fleet) -> list[dict[str, Any]]:
                 "pipeline_ready": ready,
                 "step": (
                     "outside this tool's reach (never contacted over WinRM): after the "
-                    "change, export the same pair with `fleet cert export --pem` and hand "
-                    "certificate and key to the PCA administrator, who installs them for "
-                    f"pipeline encryption; {verdict}"
+                    f"change, export the same pair with `{export_command(fleet)}` (from the "
+                    "inventory's folder) and hand certificate and key to the PCA "
+                    f"administrator, who installs them for pipeline encryption; {verdict}"
                 ),
             }
         )
