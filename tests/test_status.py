@@ -516,6 +516,23 @@ def test_odd_facts_show_in_the_table_and_as_findings():
     assert "'true'" in row and "{" not in row
 
 
+def test_the_table_shows_when_each_certificate_ends_not_only_how_soon():
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.status import render
+
+    results = dict(ON)
+    results["hbr01"] = json.loads(json.dumps(ON["hbr01"]))
+    results["hbr01"]["security"]["cert_not_after"] = "2027-01-10T08:00:00"
+    status = evaluate(HOSTS, results, ON_SHAKES, pfx_sha256=PFX)
+    console = Console(width=120, record=True, color_system=None, force_terminal=False)
+    render(console, status)
+    text = console.export_text()
+    others = ", ".join(h.name for h in HOSTS if h.name != "hbr01" and h.name in ON)
+    assert "certificate ends 2027-01-10 (host clock): hbr01\n" in text
+    assert f"certificate ends 2028-11-27 (host clock): {others}\n" in text
+
+
 def test_console_width_off_a_terminal(monkeypatch):
     from tealeaf_fleet.cli.common import PIPE_WIDTH, console, output_width
 

@@ -217,6 +217,8 @@ def render(console: Console, result: FleetStatus) -> None:
                 f"{how} {', '.join(cert[how])}" for how in ("installed", "presented") if cert[how]
             ]
             console.print(Text(f"  certificate {cert['sha256'][:12]}: {'; '.join(where)}"))
+    for line in _expiry_lines(result):
+        console.print(Text(line))
     if result.rotation is not None and result.rotation.in_progress:
         console.print(
             Text(
@@ -284,12 +286,27 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
 
 
 def _expiry_text(host: HostStatus) -> str:
-    """`725d`: days the installed certificate has left (its date is in --json and the
-    findings; the table stays one line per host at 120 columns)."""
+    """`725d`: days the installed certificate has left (its date is printed under the table,
+    in --json and the findings; the table stays one line per host at 120 columns)."""
     days = (host.expiry() or {}).get("days_left")
     if days is None:
         return "-"
     return "expired" if days < 0 else f"{days}d"
+
+
+def _expiry_lines(result: FleetStatus) -> list[str]:
+    """The dates behind the table's days-left column, one line per end date: `certificate
+    ends 2028-11-27 (host clock): portal01, hbr01` (a scheduler reading the table sees when,
+    not only how soon)."""
+    by_date: dict[str, list[str]] = {}
+    for host in result.hosts:
+        not_after = (host.expiry() or {}).get("not_after")
+        if isinstance(not_after, str) and not_after:
+            by_date.setdefault(not_after[:10], []).append(host.name)
+    return [
+        f"certificate ends {day} (host clock): {', '.join(names)}"
+        for day, names in sorted(by_date.items())
+    ]
 
 
 def _registry_text(value: Any) -> str:
