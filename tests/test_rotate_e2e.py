@@ -159,6 +159,12 @@ def test_expiry_watch_with_a_short_lived_pair_and_rotate_refused_with_tls_off(
     made = run(outputs, "cert", "create", "--days", "10", "--out", str(c_pfx))
     assert made.returncode == 0, made.stderr
     point_inventory_at(lab, c_pfx)
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.secrets import Secret
+
+    c_password = Secret((lab.dir / "pairC.pfx.password").read_text().strip(), source="test")
+    c_cert = certs.load_pfx(c_pfx.read_bytes(), c_password).certificate
+    c_end = c_cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S")
     prepared = run(outputs, "rollout", str(lab.inventory), "--playbook", "prepare", "--yes")
     assert prepared.returncode == 0, prepared.stderr
     windows = [n for n, r in lab.roles.items() if r != "pca"]
@@ -172,6 +178,7 @@ def test_expiry_watch_with_a_short_lived_pair_and_rotate_refused_with_tls_off(
         if row["name"] in windows:
             assert row["expiry"]["days_left"] in (9, 10), row["expiry"]
             assert row["expiry"]["not_after"]
+            assert row["expiry"]["not_after_utc"] == c_end  # in UTC too: the pair's own end
     code, doc = status(outputs, lab, "--expiry-days", "5")
     assert code == 0 and doc["expiring"] == []
     assert not [f for f in doc["findings"] if f["code"] == "cert_expiring"]

@@ -516,6 +516,26 @@ def test_odd_facts_show_in_the_table_and_as_findings():
     assert "'true'" in row and "{" not in row
 
 
+def test_days_left_count_in_utc_when_the_facts_have_it():
+    """Facts of this tool carry the end and the clock in UTC as well: days left and the date
+    shown follow UTC (a host whose zone or daylight-saving setting changed reads the same),
+    while facts without them (an older tool) still count on the host clock."""
+    from tealeaf_fleet.ops import checks
+
+    host = json.loads(json.dumps(ON["hbr01"]))
+    host["now"] = "2026-11-27T23:30:00"  # host-local: the zone moved the local clock
+    host["security"]["cert_not_after"] = "2026-12-07T23:00:00"
+    assert checks.cert_days_left(host) == 9
+    host["utc_now"] = "2026-11-27T11:00:00"
+    host["security"]["cert_not_after_utc"] = "2026-12-07T11:00:00"
+    assert checks.cert_days_left(host) == 10
+    status = evaluate(HOSTS, dict(ON, hbr01=host), ON_SHAKES, pfx_sha256=PFX, expiry_days=30)
+    expiring = [f for f in status.findings if f.code == "cert_expiring"]
+    assert expiring and "expires in 10 day(s), on 2026-12-07 (UTC)" in expiring[0].message
+    row = next(h for h in status.hosts if h.name == "hbr01")
+    assert row.expiry()["not_after_utc"] == "2026-12-07T11:00:00"
+
+
 def test_the_table_shows_when_each_certificate_ends_not_only_how_soon():
     from rich.console import Console
 

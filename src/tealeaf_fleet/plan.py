@@ -41,7 +41,7 @@ FORMAT_VERSION = 3  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `
 PLAN_MAX_BYTES = 16 * 1024 * 1024  # a 1,000-host plan is about 2 MiB
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
-VOLATILE_FACTS = ("now",)  # differ on every gather; kept out of the facts digest
+VOLATILE_FACTS = ("now", "utc_now")  # differ on every gather; kept out of the facts digest
 CHANGING_OPS = ("import", "enable", "disable")  # a restart follows any of these on a host
 
 _IMPORT_IMPACT_ROTATION = (
@@ -480,7 +480,13 @@ def validity_table(
         if not sha:
             continue
         row = installed.setdefault(
-            sha, {"sha256": sha, "not_after": sec.get("cert_not_after"), "hosts": []}
+            sha,
+            {
+                "sha256": sha,
+                # UTC, as the new pair's validity beside it (host-local from an older facts)
+                "not_after": sec.get("cert_not_after_utc") or sec.get("cert_not_after"),
+                "hosts": [],
+            },
         )
         row["hosts"].append(name)
     if new is None and not installed:

@@ -91,11 +91,15 @@ class HostStatus:
         return list(dict.fromkeys(h.sha256 for h in self.handshakes.values() if h.sha256))
 
     def expiry(self) -> dict[str, Any] | None:
-        """The installed certificate's end (host-local) and the days left, when known."""
+        """The installed certificate's end (host-local and UTC) and the days left, when known."""
         if self.facts is None:
             return None
-        not_after = (self.facts.get("security") or {}).get("cert_not_after")
-        return {"not_after": not_after, "days_left": checks.cert_days_left(self.facts)}
+        sec = self.facts.get("security") or {}
+        return {
+            "not_after": sec.get("cert_not_after"),
+            "not_after_utc": sec.get("cert_not_after_utc"),
+            "days_left": checks.cert_days_left(self.facts),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {

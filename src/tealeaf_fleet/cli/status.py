@@ -296,16 +296,19 @@ def _expiry_text(host: HostStatus) -> str:
 
 def _expiry_lines(result: FleetStatus) -> list[str]:
     """The dates behind the table's days-left column, one line per end date: `certificate
-    ends 2028-11-27 (host clock): portal01, hbr01` (a scheduler reading the table sees when,
+    ends 2028-11-27 (UTC): portal01, hbr01` (a scheduler reading the table sees when,
     not only how soon)."""
-    by_date: dict[str, list[str]] = {}
+    by_date: dict[tuple[str, str], list[str]] = {}
     for host in result.hosts:
-        not_after = (host.expiry() or {}).get("not_after")
-        if isinstance(not_after, str) and not_after:
-            by_date.setdefault(not_after[:10], []).append(host.name)
+        expiry = host.expiry() or {}
+        utc, local = expiry.get("not_after_utc"), expiry.get("not_after")
+        if isinstance(utc, str) and utc:
+            by_date.setdefault((utc[:10], "UTC"), []).append(host.name)
+        elif isinstance(local, str) and local:
+            by_date.setdefault((local[:10], "host clock"), []).append(host.name)
     return [
-        f"certificate ends {day} (host clock): {', '.join(names)}"
-        for day, names in sorted(by_date.items())
+        f"certificate ends {day} ({zone}): {', '.join(names)}"
+        for (day, zone), names in sorted(by_date.items())
     ]
 
 
