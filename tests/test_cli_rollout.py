@@ -226,3 +226,68 @@ def test_a_signal_during_an_emit_does_not_wait_for_the_bus(monkeypatch):
                 break
             threading.Event().wait(0.01)
     assert [e.message.split(":")[0] for e in recorder.events] == ["SIGTERM"]
+
+
+def test_an_approved_rotation_plan_binds_the_new_pair_without_facts(inventory, capsys):
+    """A rotation plan made without --facts still names the pair it installs: the same PFX
+    path holding another pair afterwards makes the approved plan stale (exit 4), while the
+    unchanged file runs (dry run, exit 0)."""
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.secrets import Secret
+
+    password = Secret(os.environ["TEALEAF_PFX_PASSWORD"], source="test")
+    pfx_path = inventory.parent / "TCXcert.pfx"
+    pfx_path.write_bytes(certs.generate_pfx(password, days=400))
+    approved = inventory.parent / "plan.json"
+    code, err, _ = run_cli(
+        capsys, "plan", str(inventory), "--playbook", "rotate", "--out", str(approved)
+    )
+    assert code == 0, err
+    dry = ("rollout", str(inventory), "--playbook", "rotate", "--approved-plan", str(approved))
+    # --no-facts: the example's hosts do not exist; the binding is judged offline
+    code, err, _ = run_cli(capsys, *dry, "--dry-run", "--no-facts")
+    assert code == 0, err
+
+    pfx_path.write_bytes(certs.generate_pfx(password, days=400))  # pair C at B's path
+    code, err, out = run_cli(capsys, *dry, "--dry-run", "--no-facts")
+    assert code == 4, err
+    assert len(err) == 1 and "new_pair_sha256" in err[0], err
+    assert out == ""
+
+
+def test_a_wrong_archived_pair_password_names_its_flag(inventory, capsys, monkeypatch):
+    """Going back with the wrong password for the archived pair: exit 2, one line naming the
+    password flag that gave it (not the inventory's certificate.password), never the value."""
+    from tealeaf_fleet import certarchive, certs
+    from tealeaf_fleet.journal import default_state_dir
+    from tealeaf_fleet.secrets import Secret
+
+    right = Secret("Kx9archivedpair2024", source="test")
+    data = certs.generate_pfx(right, days=400)
+    pfx = certs.load_pfx(data, right)
+    certarchive.archive(
+        default_state_dir(inventory),
+        pfx,
+        data,
+        source="old.pfx",
+        run_id=1,
+        command="rollout",
+        playbook="rollout",
+    )
+    monkeypatch.setenv("OLD_PAIR_PW", "Kx9wrongpassword77")
+    code, err, out = run_cli(
+        capsys,
+        "rollout",
+        str(inventory),
+        "--playbook",
+        "rotate",
+        "--dry-run",
+        "--certificate-from-archive",
+        pfx.sha256[:12],
+        "--certificate-password-env",
+        "OLD_PAIR_PW",
+    )
+    assert code == 2, err
+    assert len(err) == 1 and "--certificate-password-env:" in err[0], err
+    assert "env OLD_PAIR_PW" in err[0]
+    assert "Kx9wrongpassword77" not in err[0] + out and out == ""

@@ -563,7 +563,8 @@ def test_pca_hand_off_in_plans_that_install_a_pair(tmp_path: Path) -> None:
         assert [h["pipeline_ready"] for h in plan.pca_handoff] == [True, False, None]
         assert handoff["pca02"]["build"] == "3500-10" and "upgrade" in handoff["pca02"]["step"]
         assert "no build declared" in handoff["pca03"]["step"]
-        assert all("fleet cert export --pem" in h["step"] for h in plan.pca_handoff)
+        command = "`fleet cert export TCXcert.pfx --pem --password-env TLF_PLAN_PFX`"
+        assert all(command in h["step"] for h in plan.pca_handoff)
         assert all("never contacted" in h["step"] for h in plan.pca_handoff)
         ticket = render(plan, "markdown")
         assert "## PCA hand-off" in ticket and "pca01 (PCA build 3682-24)" in ticket
@@ -594,5 +595,43 @@ def test_rotation_plan_shows_old_and_new_validity_outside_the_digest(tmp_path: P
     assert f"new:       {FP[:12]}  valid 2026-12-01T00:00:00 .. 2028-12-01T00:00:00" in ticket
     assert f"installed: {old[:12]}  until 2027-01-10T08:00:00" in ticket
     assert "--certificate-from-archive" in ticket  # the way back
-    without = build_plan(load_playbook("rotate"), fleet, facts, FP)
-    assert without.digest == plan.digest  # presentation only
+    ends = f"inter-process TLS stays ON; every Tealeaf server restarts onto pair {FP[:12]}"
+    assert ends in ticket and "restarted)" not in ticket
+    assert "keep the pair they loaded until their restart below" in ticket
+    assert "used after enable and restart" not in ticket  # a rotation enables nothing
+    # the dates are presentation only; the new pair's fingerprint is what the plan installs
+    dated = dict(new, not_before="2026-11-30T00:00:00")
+    same = build_plan(load_playbook("rotate"), fleet, facts, FP, new_certificate=dated)
+    assert same.digest == plan.digest
+    other = dict(new, sha256="ef" * 32)
+    moved = build_plan(load_playbook("rotate"), fleet, facts, FP, new_certificate=other)
+    assert moved.digest != plan.digest
+
+
+def test_pca_hand_off_of_an_archived_pair_names_its_file_and_password_source(
+    tmp_path: Path,
+) -> None:
+    """Going back to an archived pair: the hand-off exports that pair (its file in the state
+    folder, relative to the inventory's folder) with the password flag the run was given."""
+    from tealeaf_fleet import certarchive, certs
+    from tealeaf_fleet.plan import export_command
+    from tealeaf_fleet.secrets import Secret
+
+    fleet = make_fleet(tmp_path, {"p1": "portal", "pca01": "pca:3682-24"})
+    password = Secret("Kx9handoffpair55", source="env OLD_PW")
+    data = certs.generate_pfx(password, days=400)
+    pfx = certs.load_pfx(data, password)
+    entry = certarchive.archive(
+        tmp_path / ".tealeaf-fleet",
+        pfx,
+        data,
+        source="old.pfx",
+        run_id=1,
+        command="rollout",
+        playbook="rollout",
+    )
+    back = certarchive.fleet_with_archived(fleet, entry, password)
+    expected = f"fleet cert export .tealeaf-fleet/certificates/{pfx.sha256}.pfx --pem"
+    assert export_command(back) == expected + " --password-env OLD_PW"
+    plan = build_plan(load_playbook("rotate"), back)
+    assert f"`{expected} --password-env OLD_PW`" in plan.pca_handoff[0]["step"]

@@ -159,6 +159,12 @@ def test_expiry_watch_with_a_short_lived_pair_and_rotate_refused_with_tls_off(
     made = run(outputs, "cert", "create", "--days", "10", "--out", str(c_pfx))
     assert made.returncode == 0, made.stderr
     point_inventory_at(lab, c_pfx)
+    from tealeaf_fleet import certs
+    from tealeaf_fleet.secrets import Secret
+
+    c_password = Secret((lab.dir / "pairC.pfx.password").read_text().strip(), source="test")
+    c_cert = certs.load_pfx(c_pfx.read_bytes(), c_password).certificate
+    c_end = c_cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S")
     prepared = run(outputs, "rollout", str(lab.inventory), "--playbook", "prepare", "--yes")
     assert prepared.returncode == 0, prepared.stderr
     windows = [n for n, r in lab.roles.items() if r != "pca"]
@@ -172,6 +178,7 @@ def test_expiry_watch_with_a_short_lived_pair_and_rotate_refused_with_tls_off(
         if row["name"] in windows:
             assert row["expiry"]["days_left"] in (9, 10), row["expiry"]
             assert row["expiry"]["not_after"]
+            assert row["expiry"]["not_after_utc"] == c_end  # in UTC too: the pair's own end
     code, doc = status(outputs, lab, "--expiry-days", "5")
     assert code == 0 and doc["expiring"] == []
     assert not [f for f in doc["findings"] if f["code"] == "cert_expiring"]
@@ -300,6 +307,7 @@ def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
     assert "portal01" not in touched
 
     code, doc = status(outputs, lab)
+    assert code == 1  # a halted rotation needs a rerun: schedulers hear it
     assert doc["rotation"]["in_progress"] is True and doc["rotation"]["new_sha256"] == b
     codes = {f["code"] for f in doc["findings"]}
     assert "rotation_in_progress" in codes
@@ -325,9 +333,9 @@ def test_a_halted_rotation_shows_in_status_and_resumes(lab, outputs, pairs):
 
 def test_an_import_that_fails_part_way_is_redone_on_resume(lab, outputs, pairs):
     """can01's tealeaf.p12 is held by another process: TLSTool writes the new tealeaf.crt,
-    then fails on tealeaf.p12. The rotation halts before any restart; the rerun imports there
-    again although tealeaf.crt already reads as the new pair, so the restarted services load
-    the new pair from tealeaf.p12."""
+    then fails on tealeaf.p12. The rotation halts before any restart; the operator edits the
+    inventory (a new plan digest); the rerun imports there again although tealeaf.crt already
+    reads as the new pair, so the restarted services load the new pair from tealeaf.p12."""
     a, b = pairs["A"], pairs["B"]
     back = (
         "--certificate-from-archive",
@@ -341,12 +349,23 @@ def test_an_import_that_fails_part_way_is_redone_on_resume(lab, outputs, pairs):
     assert halted.returncode == 1, halted.stderr
     assert "halted in phase 'import' on can01" in halted.stderr
     assert "being used by another process" in halted.stderr
+    words = halted.stderr.split()  # the resume hint points at the same archived pair
+    assert (
+        "--certificate-from-archive" in words
+        and a[:16] in words[words.index("--certificate-from-archive") + 1]
+    )
+    assert "--certificate-password-file" in words
     assert crt_fingerprint(lab, "can01") == a  # half done: the crt is new, the p12 is not
     assert not [e for e in events(lab, t0) if e["kind"] in ("service", "iisreset")]
     for name in tls_hosts(lab):  # nothing restarted: every server still presents B
         assert presented(lab.hosts[name].tms_port) == b, name
 
     set_fault(lab, "can01", {})
+    # The operator edits the inventory before the rerun: a new plan digest, so nothing of the
+    # halted run is resumed, yet can01's half import must still be done again.
+    text = lab.inventory.read_text(encoding="utf-8")
+    assert "  soak_s: 0\n" in text
+    lab.inventory.write_text(text.replace("  soak_s: 0\n", "  soak_s: 1\n"), encoding="utf-8")
     t1 = time.time()
     resumed = rotate(outputs, lab, *back)
     assert resumed.returncode == 0, resumed.stderr

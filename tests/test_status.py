@@ -516,6 +516,43 @@ def test_odd_facts_show_in_the_table_and_as_findings():
     assert "'true'" in row and "{" not in row
 
 
+def test_days_left_count_in_utc_when_the_facts_have_it():
+    """Facts of this tool carry the end and the clock in UTC as well: days left and the date
+    shown follow UTC (a host whose zone or daylight-saving setting changed reads the same),
+    while facts without them (an older tool) still count on the host clock."""
+    from tealeaf_fleet.ops import checks
+
+    host = json.loads(json.dumps(ON["hbr01"]))
+    host["now"] = "2026-11-27T23:30:00"  # host-local: the zone moved the local clock
+    host["security"]["cert_not_after"] = "2026-12-07T23:00:00"
+    assert checks.cert_days_left(host) == 9
+    host["utc_now"] = "2026-11-27T11:00:00"
+    host["security"]["cert_not_after_utc"] = "2026-12-07T11:00:00"
+    assert checks.cert_days_left(host) == 10
+    status = evaluate(HOSTS, dict(ON, hbr01=host), ON_SHAKES, pfx_sha256=PFX, expiry_days=30)
+    expiring = [f for f in status.findings if f.code == "cert_expiring"]
+    assert expiring and "expires in 10 day(s), on 2026-12-07 (UTC)" in expiring[0].message
+    row = next(h for h in status.hosts if h.name == "hbr01")
+    assert row.expiry()["not_after_utc"] == "2026-12-07T11:00:00"
+
+
+def test_the_table_shows_when_each_certificate_ends_not_only_how_soon():
+    from rich.console import Console
+
+    from tealeaf_fleet.cli.status import render
+
+    results = dict(ON)
+    results["hbr01"] = json.loads(json.dumps(ON["hbr01"]))
+    results["hbr01"]["security"]["cert_not_after"] = "2027-01-10T08:00:00"
+    status = evaluate(HOSTS, results, ON_SHAKES, pfx_sha256=PFX)
+    console = Console(width=120, record=True, color_system=None, force_terminal=False)
+    render(console, status)
+    text = console.export_text()
+    others = ", ".join(h.name for h in HOSTS if h.name != "hbr01" and h.name in ON)
+    assert "certificate ends 2027-01-10 (host clock): hbr01\n" in text
+    assert f"certificate ends 2028-11-27 (host clock): {others}\n" in text
+
+
 def test_console_width_off_a_terminal(monkeypatch):
     from tealeaf_fleet.cli.common import PIPE_WIDTH, console, output_width
 
@@ -580,6 +617,37 @@ def test_a_rotation_in_progress_is_one_warning_naming_who_runs_which_pair():
     by_sha = {c["sha256"]: c for c in status.certificates()}
     assert by_sha[PFX] == {"sha256": PFX, "installed": [], "presented": ["portal01"]}
     assert status.to_dict()["rotation"]["in_progress"] is True
+
+
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [("failed", 1), ("crashed", 1), ("interrupted", 1), ("running", 0), ("ok", 0)],
+)
+def test_a_halted_rotation_makes_status_exit_1(state, code):
+    """Two pairs in the fleet are expected during a rotation, but one that stopped (failed,
+    crashed, interrupted) needs a rerun: a scheduler running `fleet status` must hear it."""
+    results, handshakes = halfway()
+    if state == "ok":
+        results = {n: facts(cert=NEW, enabled=True, mode="tls") for n in ("portal01", "hbr01")}
+        handshakes = {n: shakes("tls", ds_sha=NEW, tms_sha=NEW) for n in ("portal01", "hbr01")}
+    hosts = HOSTS if state != "ok" else HOSTS[:2]
+    status = evaluate(hosts, results, handshakes, pfx_sha256=NEW, rotation=rotation(state))
+    assert status.consistent is True
+    assert status.exit_code == code
+
+
+def test_a_rotate_back_in_progress_names_the_archived_pair_in_its_rerun():
+    """Going back to an archived pair: the rerun status suggests repeats the archive flags
+    the rotation was started with (the archive records them), not a plain `--playbook rotate`
+    that would rotate to the inventory's pair instead."""
+    from tealeaf_fleet.certarchive import Rotation
+
+    results, handshakes = halfway()
+    flags = f" --certificate-from-archive {NEW[:16]} --certificate-password-env OLD_PW"
+    back = Rotation(NEW, 7, "failed", frozenset({PFX, NEW}), flags)
+    status = evaluate(HOSTS, results, handshakes, pfx_sha256=NEW, rotation=back)
+    warning = {f.code: f for f in status.findings}["rotation_in_progress"]
+    assert f"`fleet rollout INVENTORY --playbook rotate{flags}`" in warning.message
 
 
 def test_a_pair_from_outside_the_archive_stays_a_blocker_during_a_rotation():

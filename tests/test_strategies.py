@@ -775,3 +775,76 @@ def test_the_handshake_gate_waits_for_a_canisters_search_server_too():
     assert "Search Server 19000 TLS" in gate_handshake(ctx, canister, before)
     # a Search Server that was not running before the restart is not waited for
     assert "Search Server" not in gate_handshake(ctx, canister, _before(stopped=[]))
+
+
+def _halted_hint(tmp_path, *, command, label, playbook, ref=None, context=None):
+    """The hint of a run of `playbook` halted by a failed restart on host b."""
+    plan = dict(_plan(), playbook={"name": playbook, "digest": "p"})
+    with Journal(tmp_path) as journal:
+        runner = Runner(
+            plan=plan,
+            actions=Actions(fail={("restart", "b")}),
+            context=context,
+            bus=EventBus(),
+            journal=journal,
+            command=command,
+            inventory_label=label,
+            playbook_ref=ref,
+        )
+        result = runner.run()
+    assert result.outcome == "failed"
+    return result.hint
+
+
+def test_resume_hints_repeat_the_archived_pair_and_its_password_source(tmp_path):
+    """A halted rotate-back: the rerun the hint names points at the same archived pair, with
+    the password flag naming its variable or file (never the password)."""
+    sha = "ab12" * 16
+
+    def ctx(**password):
+        cert = {"source": "archive", "sha256": sha, "password_env": None, "password_file": None}
+        cert.update(password)
+        return SimpleNamespace(fleet=SimpleNamespace(normalized={"certificate": cert}))
+
+    hint = _halted_hint(
+        tmp_path / "env",
+        command="rollout",
+        label="inv.yaml",
+        playbook="rotate",
+        ref="rotate",
+        context=ctx(password_env="OLD_PFX_PW"),
+    )
+    expected = (
+        "`fleet rollout inv.yaml --playbook rotate --certificate-from-archive "
+        f"{sha[:16]} --certificate-password-env OLD_PFX_PW`"
+    )
+    assert expected in hint
+    hint = _halted_hint(
+        tmp_path / "file",
+        command="rollout",
+        label="inv.yaml",
+        playbook="rotate",
+        context=ctx(password_file="/secure/old pw.txt"),
+    )
+    assert f"{sha[:16]} --certificate-password-file '/secure/old pw.txt'`" in hint
+
+
+def test_resume_hints_name_a_playbook_file_by_path_and_leave_troubleshoot_alone(tmp_path):
+    hint = _halted_hint(
+        tmp_path / "file",
+        command="rollout",
+        label="inv.yaml",
+        playbook="mine",
+        ref="plays/my rollout.yaml",
+    )
+    assert "rerun `fleet rollout inv.yaml --playbook 'plays/my rollout.yaml'`" in hint
+    hint = _halted_hint(
+        tmp_path / "ts",
+        command="troubleshoot",
+        label="inv.yaml --fix reboot",
+        playbook="troubleshoot",
+    )
+    assert "rerun `fleet troubleshoot inv.yaml --fix reboot` " in hint
+    assert "--playbook" not in hint
+    hint = _halted_hint(tmp_path / "rb", command="rollback", label="inv.yaml", playbook="rollback")
+    assert "rerun `fleet rollback inv.yaml` " in hint

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.errors import InputError
-from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file
+from tealeaf_fleet.safeio import MAX_INPUT_BYTES, read_regular_file, write_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from tealeaf_fleet.certs import Pfx
     from tealeaf_fleet.inventory import Fleet
     from tealeaf_fleet.secrets import Secret
@@ -74,20 +77,24 @@ def archive(
     command: str,
     playbook: str | None,
     rotation: bool = False,
+    replaces: Iterable[str] = (),
+    resume_flags: str = "",
 ) -> Entry:
     """Keep `data` (the PFX bytes) as `<sha256>.pfx` and add this run to `<sha256>.json`.
 
     The PFX file is written once (0600, never replaced: its bytes are the evidence of what was
-    installed); the metadata is rewritten with the run appended."""
-    from tealeaf_fleet.certs import write_private_file
-
+    installed); the metadata is rewritten with the run appended. `replaces`: the fingerprints
+    a rotation found installed or presented at its preflight (the pair installed before the
+    archive existed among them), so status counts them as the fleet's own during it."""
     where = folder(state_dir)
-    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {where}: {exc.strerror}", field="state folder") from None
     pfx_path = where / f"{pfx.sha256}.pfx"
-    if not pfx_path.exists():
-        write_private_file(pfx_path, data, field="state folder")
     meta_path = where / f"{pfx.sha256}.json"
     meta = _read_meta(meta_path) if meta_path.exists() else None
+    kept = _keep_pfx(pfx_path, data, (meta or {}).get("pfx_bytes_sha256"))
     if meta is None:
         cert = pfx.certificate
         meta = {
@@ -99,6 +106,7 @@ def archive(
             "archived_at": _now(),
             "runs": [],
         }
+    meta["pfx_bytes_sha256"] = kept
     runs = meta.setdefault("runs", [])
     if run_id is None or all(r.get("run") != run_id for r in runs):
         runs.append(
@@ -107,12 +115,34 @@ def archive(
                 "command": command,
                 "playbook": playbook,
                 "rotation": rotation,
+                "replaces": sorted(set(replaces) - {pfx.sha256}),
+                "resume_flags": resume_flags,
                 "at": _now(),
             }
         )
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    write_private_file(meta_path, text.encode("utf-8"), force=True, field="state folder")
+    write_file(meta_path, text.encode("utf-8"), field="state folder", mode=0o600, through=False)
     return _entry(meta, pfx_path)
+
+
+def _keep_pfx(path: Path, data: bytes, recorded: str | None) -> str:
+    """Make `path` hold an intact archived PFX; returns the SHA-256 of its bytes. A file whose
+    bytes match `recorded` (the hash the metadata keeps) stays as it is: the evidence of what
+    was installed first. A missing file, or one a crash left half-written (its hash not the
+    recorded one, or no metadata yet), is written beside and renamed over, so no reader ever
+    sees a partial PFX. An entry from before hashes were recorded keeps its file."""
+    import hashlib
+
+    try:
+        current = path.read_bytes() if path.is_file() else None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", field="state folder") from None
+    if current is not None:
+        digest = hashlib.sha256(current).hexdigest()
+        if digest == recorded or (recorded is None and path.with_suffix(".json").exists()):
+            return digest
+    write_file(path, data, field="state folder", mode=0o600, through=False)
+    return hashlib.sha256(data).hexdigest()
 
 
 def entries(state_dir: Path) -> list[Entry]:
@@ -183,6 +213,21 @@ def fleet_with_archived(fleet: Fleet, entry: Entry, password: Secret) -> Fleet:
     )
 
 
+def rerun_flags(certificate: Mapping[str, Any]) -> str:
+    """The flags that point a rerun at the same archived pair (`certificate` is the
+    inventory's normalized certificate section): `--certificate-from-archive` and the password
+    flag with its variable or file name (never the password). '' unless the run used one."""
+    sha = certificate.get("sha256")
+    if certificate.get("source") != "archive" or not isinstance(sha, str):
+        return ""
+    text = f" --certificate-from-archive {sha[:16]}"
+    if certificate.get("password_env"):
+        text += f" --certificate-password-env {certificate['password_env']}"
+    elif certificate.get("password_file"):
+        text += f" --certificate-password-file {shlex.quote(str(certificate['password_file']))}"
+    return text
+
+
 @dataclass(frozen=True)
 class Rotation:
     """The newest change of the state folder that got past preflight, when it was a rotation:
@@ -192,6 +237,12 @@ class Rotation:
     run: int
     state: str  # the run's state: ok, failed, interrupted, running, crashed
     known: frozenset[str]  # every fingerprint the archive holds (the fleet's own pairs)
+    resume_flags: str = ""  # what the rerun adds: --certificate-from-archive ... (rerun_flags)
+
+    @property
+    def resume_command(self) -> str:
+        """The command that finishes this rotation, INVENTORY standing for the inventory."""
+        return f"fleet rollout INVENTORY --playbook rotate{self.resume_flags}"
 
     @property
     def in_progress(self) -> bool:
@@ -206,26 +257,63 @@ class Rotation:
         }
 
 
+class RotationUnknown(Exception):
+    """The journal could not be read: whether a rotation is under way is not known."""
+
+
 def last_rotation(state_dir: Path) -> Rotation | None:
-    """Rotation state from the journal and the archive: the newest run that was not refused
-    at preflight; a Rotation when the archive records that run as a rotation, else None (the
-    fleet's last change was a rollout, a rollback, or nothing the archive knows)."""
-    from tealeaf_fleet.journal import Journal
+    """Rotation state from the journal and the archive. Walking back from the newest run that
+    got past preflight: runs that neither used a certificate (no archive record: troubleshoot,
+    status, prepare) nor turned TLS off are skipped; the first run the archive records decides
+    (a Rotation when it was one, else None: the fleet's last change was a rollout); a run that
+    disabled TLS (a rollback) means no rotation is under way.
+
+    Read-only: status must not create, migrate or lock a journal. RotationUnknown when the
+    journal exists but cannot be read (damaged, locked, from another tool)."""
+    import sqlite3
+
+    from tealeaf_fleet.journal import RunRecord, run_columns
 
     state_dir = Path(state_dir)
-    if not (state_dir / "journal.sqlite").is_file():
+    path = state_dir / "journal.sqlite"
+    if not path.is_file():
         return None
     known = entries(state_dir)
-    with Journal(state_dir) as journal:
-        newest = next((r for r in journal.runs(limit=200) if r.outcome != "blocked"), None)
-    if newest is None:
-        return None
+    by_run: dict[int, tuple[Entry, dict[str, Any]]] = {}
+    ours = {e.sha256 for e in known}
     for entry in known:
-        for run in entry.runs:
-            if run.get("run") == newest.id and run.get("rotation"):
-                return Rotation(
-                    entry.sha256, newest.id, newest.state, frozenset(e.sha256 for e in known)
-                )
+        for record in entry.runs:
+            if isinstance(record.get("run"), int):
+                by_run[record["run"]] = (entry, record)
+            ours.update(s for s in record.get("replaces") or () if isinstance(s, str))
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                f"SELECT {run_columns()} FROM runs WHERE outcome IS NULL OR outcome != 'blocked'"
+                " ORDER BY id DESC LIMIT 200"
+            ).fetchall()
+            disabled = {
+                r[0] for r in db.execute("SELECT DISTINCT run FROM steps WHERE action='disable'")
+            }
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise RotationUnknown(f"journal {path} cannot be read: {exc}") from None
+    for run in (RunRecord(*row) for row in rows):
+        if run.id in by_run:
+            entry, record = by_run[run.id]
+            if not record.get("rotation"):
+                return None
+            return Rotation(
+                entry.sha256,
+                run.id,
+                run.state,
+                frozenset(ours),
+                str(record.get("resume_flags") or ""),
+            )
+        if run.id in disabled:
+            return None
     return None
 
 

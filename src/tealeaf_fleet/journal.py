@@ -641,6 +641,29 @@ class Journal:
             )
         return out
 
+    def unfinished_import(self, host: str, *, before_run: int) -> str | None:
+        """The fingerprint an import on `host` started to install (its `importing` note) and
+        that no later import on that host finished, looking at every run before `before_run`
+        whatever its plan: editing the inventory after a halted rotation (a new plan digest)
+        must not make a half-done import look finished. None when the host's newest import
+        step finished (ok, changed or skipped) or never left a note."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT outcome, detail FROM steps WHERE host=? AND action='import' AND run<?"
+                " ORDER BY id DESC",
+                (host, before_run),
+            ).fetchall()
+        for outcome, detail in rows:
+            if outcome in DONE_OUTCOMES:
+                return None
+            try:
+                note = json.loads(detail) if detail else {}
+            except ValueError:
+                note = {}
+            if isinstance(note, dict) and isinstance(note.get("importing"), str):
+                return note["importing"]
+        return None
+
     def record(self, run_id: int, kind: str, data: dict, *, host: str | None = None) -> None:
         """Keep one piece of evidence for `fleet report` (engine/evidence.py says which kinds).
         The JSON text is redacted like every other message: no secret is ever stored."""
@@ -764,6 +787,12 @@ def reboot_records_at(state_dir: str | Path) -> dict[str, list[dict]]:
         return {}
     with Journal(state_dir) as journal:
         return journal.reboot_records()
+
+
+def run_columns() -> str:
+    """The `runs` columns in RunRecord's order, for readers that open the file themselves
+    (status reads it read-only)."""
+    return _RUN_COLUMNS
 
 
 def _clean(text: str | None) -> str | None:

@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,9 +43,13 @@ FORMAT_VERSION = 4  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `
 PLAN_MAX_BYTES = 16 * 1024 * 1024  # a 1,000-host plan is about 2 MiB
 CONTROLLER = "controller"  # the `host` of steps that run on the machine running `fleet`
 PCA_PIPELINE_BUILD = (3682, 24)  # PCA build that can secure the pipeline with the same PFX
-VOLATILE_FACTS = ("now",)  # differ on every gather; kept out of the facts digest
+VOLATILE_FACTS = ("now", "utc_now")  # differ on every gather; kept out of the facts digest
 CHANGING_OPS = ("import", "enable", "disable")  # a restart follows any of these on a host
 
+_IMPORT_IMPACT_ROTATION = (
+    "none on running services: they keep the pair they loaded until their restart below; a "
+    "server restarted outside this plan (reboot, crash) comes back on the new pair early"
+)
 PCA_REASON = "not affected by inter-process TLS; never contacted over WinRM"
 RTV_REASON = "import only, never enable or restart"
 
@@ -222,10 +227,14 @@ def digest_body(plan: dict[str, Any]) -> dict[str, Any]:
     without its own digest and without presentation: the inventory's and the PFX's paths on
     this machine, and whether the PFX file exists here yet (the certificate step's skip: the
     controller's state, which the run's first step changes; the engine never makes a second
-    certificate either way)."""
+    certificate either way). A rotation's body names the new pair's fingerprint whenever its
+    PFX could be opened (facts or not): an approved rotation installs that pair and no other."""
     body = copy.deepcopy(plan)
     body.pop("digest", None)
-    body.pop("validity", None)
+    validity = body.pop("validity", None)
+    new = validity.get("new") if isinstance(validity, dict) else None
+    if body.get("rotation") and isinstance(new, dict) and new.get("sha256"):
+        body["new_pair_sha256"] = new["sha256"]
     for key in ("inventory", "certificate"):
         if isinstance(body.get(key), dict):
             body[key].pop("path", None)
@@ -603,7 +612,13 @@ def validity_table(
         if not sha:
             continue
         row = installed.setdefault(
-            sha, {"sha256": sha, "not_after": sec.get("cert_not_after"), "hosts": []}
+            sha,
+            {
+                "sha256": sha,
+                # UTC, as the new pair's validity beside it (host-local from an older facts)
+                "not_after": sec.get("cert_not_after_utc") or sec.get("cert_not_after"),
+                "hosts": [],
+            },
         )
         row["hosts"].append(name)
     if new is None and not installed:
@@ -623,6 +638,24 @@ def pca_pipeline_ready(build: str | None) -> bool | None:
     if m is None:
         return None
     return (int(m.group(1)), int(m.group(2))) >= PCA_PIPELINE_BUILD
+
+
+def export_command(fleet: Fleet) -> str:
+    """`fleet cert export PFX --pem` with the inventory's password source, paths as the
+    normalized inventory writes them (relative to its folder where they lie under it), so the
+    plan digest stays the same on any machine. Never a password, only where it is read from."""
+    cert = fleet.normalized.get("certificate") or {}
+    path = cert.get("path")
+    if not isinstance(path, str):  # an archived pair: its file in the state folder
+        where = Path(fleet.certificate.path)
+        base = Path(fleet.path).parent
+        path = str(where.relative_to(base)) if where.is_relative_to(base) else str(where)
+    text = f"fleet cert export {shlex.quote(path)} --pem"
+    if cert.get("password_env"):
+        text += f" --password-env {cert['password_env']}"
+    elif cert.get("password_file"):
+        text += f" --password-file {shlex.quote(str(cert['password_file']))}"
+    return text
 
 
 def pca_handoff(playbook: Playbook, fleet: Fleet) -> list[dict[str, Any]]:
@@ -657,9 +690,9 @@ def pca_handoff(playbook: Playbook, fleet: Fleet) -> list[dict[str, Any]]:
                 "pipeline_ready": ready,
                 "step": (
                     "outside this tool's reach (never contacted over WinRM): after the "
-                    "change, export the same pair with `fleet cert export --pem` and hand "
-                    "certificate and key to the PCA administrator, who installs them for "
-                    f"pipeline encryption; {verdict}"
+                    f"change, export the same pair with `{export_command(fleet)}` (from the "
+                    "inventory's folder) and hand certificate and key to the PCA "
+                    f"administrator, who installs them for pipeline encryption; {verdict}"
                 ),
             }
         )
@@ -887,7 +920,9 @@ class _PlanContext:
                 f"TLSTool.exe import {pfx} <password> in {tools}: "
                 "writes tealeaf.crt and tealeaf.p12 under "
                 "C:\\ProgramData\\IBM\\Tealeaf\\security; checks their fingerprint",
-                "none on running services (used after enable and restart)",
+                _IMPORT_IMPACT_ROTATION
+                if self.playbook.rotation
+                else "none on running services (used after enable and restart)",
             )
         if op == "enable":
             return Step(

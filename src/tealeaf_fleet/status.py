@@ -91,11 +91,15 @@ class HostStatus:
         return list(dict.fromkeys(h.sha256 for h in self.handshakes.values() if h.sha256))
 
     def expiry(self) -> dict[str, Any] | None:
-        """The installed certificate's end (host-local) and the days left, when known."""
+        """The installed certificate's end (host-local and UTC) and the days left, when known."""
         if self.facts is None:
             return None
-        not_after = (self.facts.get("security") or {}).get("cert_not_after")
-        return {"not_after": not_after, "days_left": checks.cert_days_left(self.facts)}
+        sec = self.facts.get("security") or {}
+        return {
+            "not_after": sec.get("cert_not_after"),
+            "not_after_utc": sec.get("cert_not_after_utc"),
+            "days_left": checks.cert_days_left(self.facts),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +130,21 @@ class FleetStatus:
     @property
     def consistent(self) -> bool:
         return not checks.has_blockers(self.findings)
+
+    @property
+    def rotation_halted(self) -> bool:
+        """The last rotation stopped before finishing (failed, crashed or interrupted): the
+        fleet runs two pairs until someone reruns it, which a scheduler must hear about."""
+        return self.rotation is not None and self.rotation.state in (
+            "failed",
+            "crashed",
+            "interrupted",
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0: consistent, nothing expiring, no halted rotation; 1 otherwise."""
+        return 0 if self.consistent and not self.expiring and not self.rotation_halted else 1
 
     @property
     def expiring(self) -> list[str]:
@@ -444,6 +463,17 @@ def evaluate(
 CERT_CODES = ("cert_mismatch", "handshake_cert")
 
 
+def rotation_unknown(reason: str) -> Finding:
+    """The journal could not be read: two pairs in the fleet may be a rotation under way."""
+    return Finding(
+        WARNING,
+        "rotation_unknown",
+        f"whether a rotation is under way is unknown ({reason}): two certificates in the fleet "
+        "may be a halted rotation; `fleet history` and `fleet cert history` show the runs",
+        ("controller",),
+    )
+
+
 def _rotation_in_progress(
     rows: list[HostStatus], findings: list[Finding], rotation: Rotation
 ) -> list[Finding]:
@@ -490,8 +520,7 @@ def _rotation_in_progress(
             "rotation_in_progress",
             f"rotation in progress to {checks.short_sha(rotation.new_sha256)} (run "
             f"{rotation.run}, {rotation.state}): " + " | ".join(groups) + "; rerun the rotation "
-            "(`fleet rollout INVENTORY --playbook rotate`) to finish: finished steps are not "
-            "repeated",
+            f"(`{rotation.resume_command}`) to finish: finished steps are not repeated",
             tuple(sorted(old)),
         )
     )

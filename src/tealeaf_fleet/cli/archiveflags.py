@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tealeaf_fleet.errors import InputError
+from tealeaf_fleet.errors import CertificateError, InputError
 
 if TYPE_CHECKING:
     from tealeaf_fleet.inventory import Fleet
@@ -73,5 +73,21 @@ def apply(args: argparse.Namespace, fleet: Fleet) -> Fleet:
             field="--certificate-from-archive",
             hint="--certificate-password-env VAR or --certificate-password-file FILE",
         )
-    certs.load_pfx(entry.pfx_path.read_bytes(), password, name=str(entry.pfx_path))
+    flag = (
+        "--certificate-password-env"
+        if args.certificate_password_env
+        else "--certificate-password-file"
+    )
+    try:
+        certs.load_pfx(entry.pfx_path.read_bytes(), password, name=str(entry.pfx_path))
+    except CertificateError as exc:  # most likely the password: name the flag that gave it
+        raise CertificateError(
+            exc.message,
+            field=flag,
+            hint=exc.hint or f"the password this pair had when it was archived ({password.source})",
+        ) from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {entry.pfx_path}: {exc.strerror}", field="--certificate-from-archive"
+        ) from None
     return certarchive.fleet_with_archived(fleet, entry, password)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet.cli.common import colon_fp
@@ -532,6 +533,14 @@ def run_commands(
 
 def _ends_with(plan: Plan) -> str:
     ops = {p.op for p in plan.phases}
+    if plan.rotation:
+        new = (plan.validity or {}).get("new") or {}
+        sha = new.get("sha256") or plan.pfx_sha256
+        pair = f"pair {sha[:12]}" if sha else f"the pair in {Path(plan.certificate['path']).name}"
+        return (
+            "inter-process TLS stays ON; every Tealeaf server restarts onto "
+            f"{pair} (RTV workstations: imported only)"
+        )
     if "enable" in ops:
         return "inter-process TLS ON on every Tealeaf server"
     if "disable" in ops:

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         forks=args.forks,
         as_json=args.json,
         approved_plan=args.approved_plan,
+        playbook_ref=str(args.playbook),
     )
 
 
@@ -179,6 +180,7 @@ def run_plan(
     as_json: bool,
     view: Any | None = None,
     approved_plan: str | None = None,
+    playbook_ref: str | None = None,
 ) -> int:
     """Take the lock, run, render; returns the exit code. Shared with `fleet demo`."""
     from tealeaf_fleet.engine.events import EventBus
@@ -217,6 +219,7 @@ def run_plan(
                     forks=forks,
                     stop=stop,
                     approved_plan=str(Path(approved_plan).resolve()) if approved_plan else None,
+                    playbook_ref=playbook_ref,
                 )
         if not as_json:
             print_recap(result, fleet, journal.log_path(result.run_id) if result.run_id else None)

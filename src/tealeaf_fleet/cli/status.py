@@ -3,7 +3,8 @@
 Renders a `tealeaf_fleet.status.FleetStatus`: one row per host, the findings below it. The
 judgement lives in `tealeaf_fleet.status` (shared with the engine's verify phase and `fleet
 demo`); this module only draws. Progress goes to stderr so that stdout stays the table, or with
-`--json` exactly one JSON document. Exit 0 consistent, 1 not, 2 bad input.
+`--json` exactly one JSON document. Exit 0 consistent, 1 not (a blocker, a certificate
+expiring, a halted rotation), 2 bad input.
 
 rich and the status core are imported inside the handler to keep `fleet --help` fast.
 """
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read-only: per host EnableTLS, certificate fingerprint, server.tls.xml, "
         "TeaLeaf services, Data Service mode and a live TLS handshake to the Data "
         "Service and TMS ports; drift across hosts below. Exit 0 consistent, "
-        "1 not (or a certificate ends within --expiry-days), 2 bad input.",
+        "1 not (or a certificate ends within --expiry-days, or a rotation halted), 2 bad input.",
     )
     add_inventory_argument(p)
     p.add_argument(
@@ -103,13 +104,17 @@ def _forks(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tealeaf_fleet import status as core
-    from tealeaf_fleet.certarchive import last_rotation
+    from tealeaf_fleet.certarchive import RotationUnknown, last_rotation
     from tealeaf_fleet.cli.common import console, load_fleet_or_exit
     from tealeaf_fleet.journal import default_state_dir, reboot_records_at
 
     fleet = limit.select(load_fleet_or_exit(args.inventory, connects=True), args.limit)
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(fleet.path)
-    rotation = last_rotation(state_dir)
+    unknown = None
+    try:
+        rotation = last_rotation(state_dir)
+    except RotationUnknown as exc:  # the hosts can still be read: say what is not known
+        rotation, unknown = None, str(exc)
     err = console(stderr=True)
     with _Progress(err, len(fleet.windows_hosts())) as advance:
         result = core.gather(
@@ -120,12 +125,14 @@ def run(args: argparse.Namespace) -> int:
             rotation=rotation,
             expiry_days=args.expiry_days,
         )
+    if unknown is not None:
+        result.findings.append(core.rotation_unknown(unknown))
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
     else:
         render(console(), result)
-    return 0 if result.consistent and not result.expiring else 1
+    return result.exit_code
 
 
 class _Progress:
@@ -214,6 +221,8 @@ def render(console: Console, result: FleetStatus) -> None:
                 f"{how} {', '.join(cert[how])}" for how in ("installed", "presented") if cert[how]
             ]
             console.print(Text(f"  certificate {cert['sha256'][:12]}: {'; '.join(where)}"))
+    for line in _expiry_lines(result):
+        console.print(Text(line))
     if result.rotation is not None and result.rotation.in_progress:
         console.print(
             Text(
@@ -281,12 +290,30 @@ def _cells(host: HostStatus, reference: str | None) -> list[str]:
 
 
 def _expiry_text(host: HostStatus) -> str:
-    """`725d`: days the installed certificate has left (its date is in --json and the
-    findings; the table stays one line per host at 120 columns)."""
+    """`725d`: days the installed certificate has left (its date is printed under the table,
+    in --json and the findings; the table stays one line per host at 120 columns)."""
     days = (host.expiry() or {}).get("days_left")
     if days is None:
         return "-"
     return "expired" if days < 0 else f"{days}d"
+
+
+def _expiry_lines(result: FleetStatus) -> list[str]:
+    """The dates behind the table's days-left column, one line per end date: `certificate
+    ends 2028-11-27 (UTC): portal01, hbr01` (a scheduler reading the table sees when,
+    not only how soon)."""
+    by_date: dict[tuple[str, str], list[str]] = {}
+    for host in result.hosts:
+        expiry = host.expiry() or {}
+        utc, local = expiry.get("not_after_utc"), expiry.get("not_after")
+        if isinstance(utc, str) and utc:
+            by_date.setdefault((utc[:10], "UTC"), []).append(host.name)
+        elif isinstance(local, str) and local:
+            by_date.setdefault((local[:10], "host clock"), []).append(host.name)
+    return [
+        f"certificate ends {day} ({zone}): {', '.join(names)}"
+        for (day, zone), names in sorted(by_date.items())
+    ]
 
 
 def _registry_text(value: Any) -> str:

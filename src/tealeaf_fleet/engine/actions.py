@@ -294,6 +294,8 @@ def _archive(ctx: RunContext, path: Path) -> str:
         command=runner.command,
         playbook=(runner.plan.get("playbook") or {}).get("name"),
         rotation=ctx.rotation,
+        replaces=ctx.fleet_fingerprints() if ctx.rotation else (),
+        resume_flags=certarchive.rerun_flags(ctx.fleet.normalized.get("certificate") or {}),
     )
     return f"; archived as {certarchive.FOLDER}/{entry.pfx_path.name}"
 
@@ -345,8 +347,8 @@ def _import_status(ctx: RunContext, host: Host, facts: dict[str, Any], pfx_sha25
     tealeaf.crt is the only evidence the facts give (tealeaf.p12 is re-encrypted per host, so
     its hash says nothing), and an import that failed part-way can leave the new tealeaf.crt
     beside the old tealeaf.p12 (a held tealeaf.p12 refuses the write). So an import that an
-    earlier run of this plan started on this host and never finished is done again, however
-    tealeaf.crt reads."""
+    earlier run started on this host (of this plan or any other: the inventory may have been
+    edited since) and no import finished since is done again, however tealeaf.crt reads."""
     from tealeaf_fleet.ops import checks
 
     verdict = checks.step_status(
@@ -361,20 +363,18 @@ def _import_status(ctx: RunContext, host: Host, facts: dict[str, Any], pfx_sha25
 
 
 def _import_unfinished(ctx: RunContext, host: Host, pfx_sha256: str) -> bool:
-    """An import step of this plan started on `host` in a run being resumed (its note) and
-    finished in none of them, nor in this run."""
+    """An import of this certificate started on `host` in an earlier run (its note) and no
+    import there finished since, in any run of any plan (an inventory edited after the halt
+    changes the plan digest, not the host), nor in this run."""
     runner = ctx.runner
     if runner is None or "import" in ctx.changed_ops(host.name):
         return False
-    for phase in runner.phases:
-        if phase.op != "import" or host.name not in phase.hosts:
-            continue
-        if (phase.name, host.name, "import") in runner.done:
-            continue
-        note = ctx.first_note(phase.name, host.name, "import")
-        if note and note.get("importing") == pfx_sha256:
-            return True
-    return False
+    if runner.journal is None or runner.run_id is None:
+        return False
+    planned = [p for p in runner.phases if p.op == "import" and host.name in p.hosts]
+    if not planned or all((p.name, host.name, "import") in runner.done for p in planned):
+        return False
+    return runner.journal.unfinished_import(host.name, before_run=runner.run_id) == pfx_sha256
 
 
 # --- push -------------------------------------------------------------------------------------

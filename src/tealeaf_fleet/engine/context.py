@@ -151,11 +151,9 @@ class RunContext:
 
         from tealeaf_fleet.ops import checks
 
-        installed = {
-            h.name: ((self.facts.get(h.name) or {}).get("security") or {}).get("cert_sha256")
-            for h in self.fleet.windows_hosts()
-        }
+        installed = self._installed()
         pfx = self.pfx
+        self._warn_unarchived(pfx.sha256 if pfx is not None else None)
         findings = checks.rotation_fleet_blockers(
             installed,
             self.serving,
@@ -170,6 +168,40 @@ class RunContext:
             for name in f.hosts:
                 out.setdefault(name, []).append(f.message)
         return out
+
+    def _installed(self) -> dict[str, str | None]:
+        """Host -> fingerprint of its tealeaf.crt, as preflight read it."""
+        return {
+            h.name: ((self.facts.get(h.name) or {}).get("security") or {}).get("cert_sha256")
+            for h in self.fleet.windows_hosts()
+        }
+
+    def fleet_fingerprints(self) -> list[str]:
+        """Every fingerprint preflight found installed or presented: what a rotation replaces
+        (the archive records them with the run, so status counts them as the fleet's own)."""
+        seen = [*self._installed().values(), *self.serving.values()]
+        return sorted({sha for sha in seen if sha})
+
+    def _warn_unarchived(self, new_sha256: str | None) -> None:
+        """A pair the fleet runs that the archive does not hold (installed before this tool kept
+        one, or by hand): the way back needs its PFX, so say so before anything changes."""
+        from tealeaf_fleet import certarchive
+        from tealeaf_fleet.ops import checks
+
+        runner = self.runner
+        if runner is None or runner.journal is None:
+            return
+        archived = {e.sha256 for e in certarchive.entries(runner.journal.state_dir)}
+        missing = [s for s in self.fleet_fingerprints() if s not in archived and s != new_sha256]
+        if missing:
+            names = ", ".join(checks.short_sha(s) for s in missing)
+            self.bus.emit(
+                "message",
+                phase="preflight",
+                message=f"warning (installed_pair_not_archived): the pair the fleet runs now "
+                f"({names}) is not in the archive ({certarchive.FOLDER}/ in the state folder): "
+                "keep its PFX and password, or there is no way back to it after this rotation",
+            )
 
     def install_dir(self, host: Host) -> str:
         """Inventory override first, else what facts discovered (services, registry)."""

@@ -36,12 +36,14 @@ def execute(
     probe: Callable[..., Any] | None = None,
     connect: Callable[[Host], Any] | None = None,
     approved_plan: str | None = None,
+    playbook_ref: str | None = None,
 ) -> RunResult:
     """Run `plan` (the Plan's JSON dict) and return how it ended; never prints.
 
     Input problems that need no host (unset password, unusable PFX) raise InputError /
     CertificateError before the journal records a run. `approved_plan` names the plan file the
-    operator approved (kept as evidence for `fleet report`).
+    operator approved (kept as evidence for `fleet report`); `playbook_ref` the --playbook
+    value as given (a name or a file's path), repeated in resume hints.
     """
     expect_tls = bool(plan.get("expect_tls"))
     stop = stop or threading.Event()
@@ -85,5 +87,6 @@ def execute(
         after_phase=lambda phase: (
             check_workstation_builds(ctx) if phase.op == "preflight" else None
         ),
+        playbook_ref=playbook_ref,
     )
     return runner.run()

@@ -18,6 +18,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -126,9 +127,11 @@ class Runner:
         forks: int = 10,
         stop: threading.Event | None = None,
         after_phase: Callable[[PhaseSpec], None] | None = None,
+        playbook_ref: str | None = None,
     ) -> None:
         self.plan = plan
         self.after_phase = after_phase  # e.g. fleet-wide judgements once preflight has read all
+        self.playbook_ref = playbook_ref  # --playbook as given: resume hints repeat it
         self.phases = [PhaseSpec.from_plan(p) for p in plan.get("phases") or []]
         self.actions = actions
         self.context = context
@@ -428,13 +431,25 @@ class Runner:
         return "blocked"
 
     def _rerun(self) -> str:
-        """The command that resumes this run: the packaged playbook named when it is not the
-        command's own (`fleet rollout INV --playbook rotate`), with the same flags."""
+        """The command that resumes this run. For rollout and rollback: the playbook as given
+        (`playbook_ref`: a packaged name, or a file's path), named when it is not the command's
+        own, and the flags that point at the same archived pair (a rotate-back). Other commands
+        (troubleshoot) carry their own flags in the label."""
+        from tealeaf_fleet.certarchive import rerun_flags
+        from tealeaf_fleet.playbooks import builtin_names
+
         text = f"fleet {self.command} {self.inventory_label}"
+        if self.command not in ("rollout", "rollback"):
+            return text
         name = (self.plan.get("playbook") or {}).get("name")
-        if name and name != self.command:
+        ref = self.playbook_ref
+        if ref is not None and ref not in builtin_names():
+            text += f" --playbook {shlex.quote(ref)}"
+        elif name and name != self.command:
             text += f" --playbook {name}"
-        return text
+        fleet = getattr(self.context, "fleet", None)
+        normalized = getattr(fleet, "normalized", None) or {}
+        return text + rerun_flags(normalized.get("certificate") or {})
 
     def _interrupted(self, phase: PhaseSpec, result: RunResult) -> str:
         result.halted_phase = phase.name

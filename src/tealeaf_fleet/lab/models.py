@@ -338,6 +338,7 @@ def _certificate(host: LabHost, crt_path: str) -> dict[str, Any]:
         "cert_sha256": sha256,
         "cert_subject": None,
         "cert_not_after": None,
+        "cert_not_after_utc": None,
     }
     try:
         cert = x509.load_der_x509_certificate(der)
@@ -345,6 +346,7 @@ def _certificate(host: LabHost, crt_path: str) -> dict[str, Any]:
         return info
     info["cert_subject"] = ", ".join(rdn.rfc4514_string() for rdn in reversed(cert.subject.rdns))
     info["cert_not_after"] = cert.not_valid_after_utc.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+    info["cert_not_after_utc"] = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S")
     return info
 
 
@@ -389,6 +391,7 @@ def _security(host: LabHost) -> dict[str, Any]:
         "cert_sha256": None,
         "cert_subject": None,
         "cert_not_after": None,
+        "cert_not_after_utc": None,
     }
     crt = _combine(SECURITY_DIR, "tealeaf.crt")
     if _file_exists(host, crt):
@@ -456,6 +459,7 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
     return {
         "hostname": str(computer or host.name.upper()),
         "now": host.now_local(),
+        "utc_now": host.now_utc().strftime("%Y-%m-%dT%H:%M:%S"),
         "os": {"version": host.os_version, "caption": host.os_caption},
         "ps_version": host.ps_version,
         "install_dir": install_dir or None,

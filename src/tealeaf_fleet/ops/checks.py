@@ -1183,11 +1183,21 @@ def _stopped_services(
     return [Finding(severity, "service_stopped", message, (name,))]
 
 
+def cert_not_after(facts: Mapping[str, Any]) -> tuple[datetime | None, str]:
+    """The installed certificate's end and its zone: UTC (`cert_not_after_utc`) when the facts
+    have it, else host-local (`cert_not_after`, facts of an older tool)."""
+    utc = _host_time(_get(facts, "security", "cert_not_after_utc"))
+    if utc is not None:
+        return utc, "UTC"
+    return _host_time(_get(facts, "security", "cert_not_after")), "host clock"
+
+
 def cert_days_left(facts: Mapping[str, Any]) -> int | None:
-    """Whole days from the host's clock to its installed certificate's end (`cert_not_after`,
-    both host-local times), negative once expired; None when either is unknown."""
-    not_after = _host_time(_get(facts, "security", "cert_not_after"))
-    now = _host_time(facts.get("now"))
+    """Whole days from the host's clock to its installed certificate's end, both in UTC when
+    the facts have them (a zone or daylight-saving change moves neither), else both
+    host-local; negative once expired; None when either is unknown."""
+    not_after, zone = cert_not_after(facts)
+    now = _host_time(facts.get("utc_now" if zone == "UTC" else "now"))
     if not_after is None or now is None:
         return None
     return int((not_after - now).total_seconds() // 86400)
@@ -1197,13 +1207,13 @@ def _cert_expiry(name: str, facts: Mapping[str, Any], expiry_days: int) -> list[
     left = cert_days_left(facts)
     if left is None or left >= expiry_days:
         return []
-    not_after = _host_time(_get(facts, "security", "cert_not_after"))
+    not_after, zone = cert_not_after(facts)
     state = "expired" if left < 0 else f"expires in {left} day(s)"
     return [
         Finding(
             WARNING,
             "cert_expiring",
-            f"{_security_dir(facts)}\\tealeaf.crt {state}, on {not_after:%Y-%m-%d} "
+            f"{_security_dir(facts)}\\tealeaf.crt {state}, on {not_after:%Y-%m-%d} ({zone}) "
             f"(watched: {expiry_days} days): plan a certificate rotation (`fleet cert create`, "
             "then `fleet rollout INVENTORY --playbook rotate`)",
             (name,),

@@ -155,7 +155,7 @@ foreach ($name in @('tealeaf.crt', 'tealeaf.p12', 'server.tls.xml')) {
         $files[$name] = @{ error = (Get-FleetErrorText $_) }
     }
 }
-$security = @{ dir = $securityDir; files = $files; cert_sha256 = $null; cert_subject = $null; cert_not_after = $null }
+$security = @{ dir = $securityDir; files = $files; cert_sha256 = $null; cert_subject = $null; cert_not_after = $null; cert_not_after_utc = $null }
 $crtPath = [IO.Path]::Combine($securityDir, 'tealeaf.crt')
 $crtReadable = $false
 if ([IO.File]::Exists($crtPath)) {
@@ -183,6 +183,8 @@ if ($crtReadable) {
         $cert.Import([byte[]]$der)
         $security.cert_subject = $cert.Subject
         $security.cert_not_after = $cert.NotAfter.ToString($FleetTimeFormat, $FleetInvariant)
+        # NotAfter is local time; UTC too, so days left do not move with a zone or DST change
+        $security.cert_not_after_utc = $cert.NotAfter.ToUniversalTime().ToString($FleetTimeFormat, $FleetInvariant)
     } catch [System.Security.Cryptography.CryptographicException] {
         $security.cert_subject = $null
     }
@@ -217,6 +219,7 @@ try {
 Write-FleetResult @{
     hostname = [string]$env:COMPUTERNAME
     now = Get-FleetNow
+    utc_now = [DateTime]::UtcNow.ToString($FleetTimeFormat, $FleetInvariant)
     os = @{ version = [string]$os.Version; caption = [string]$os.Caption }
     ps_version = $PSVersionTable.PSVersion.ToString(2)
     install_dir = $installDirFound
