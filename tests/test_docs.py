@@ -21,10 +21,10 @@ DOCS = ROOT / "docs"
 _OUTSIDE = (
     ("../" + "shared", r"\.\./" + "shared"),
     ("DESIGN" + ".md", "DESIGN" + r"\.md"),
-    ("notes/ folder", "notes/" + r"(windows|tealeaf|wsman)\.md"),
-    ("seed/ folder", r"\bseed/"),
-    ("seed procedure", r"\bseed " + r"(procedure|text)"),
-    ("steering repository", "steering " + "repo"),
+    ("notes folder", "notes/" + r"(windows|tealeaf|wsman)\.md"),
+    ("vendor-text folder", r"\bse" + "ed/"),
+    ("vendor-text reference", r"\bse" + r"ed (procedure|text)"),
+    ("design repository", "steer" + "ing repo"),
     ("absolute /work path", r"(?<![\w.])/" + r"work/"),
 )
 OUTSIDE_RULES = tuple((label, re.compile(pattern)) for label, pattern in _OUTSIDE)
@@ -161,10 +161,10 @@ def test_no_tracked_file_refers_to_a_document_outside_the_repository():
         "exit codes (DESIGN" + ".md)",
         "Wire facts: notes/" + "wsman.md",
         "Real names are unconfirmed (notes/" + "tealeaf.md)",
-        "see ../seed/tealeaf.txt, the seed/ folder",
-        'the vendor (seed procedure, "Use a Signed Certificate")',
+        "see ../se" + "ed/tealeaf.txt",
+        "the vendor (se" + 'ed procedure, "Use a Signed Certificate")',
         "DESIGN (in the steering " + "repo's shared/)",
-        "facts: /" + "work/shared/notes/windows.md",
+        "facts: /" + "work/shared/README",
     ],
 )
 def test_the_outside_reference_rules_catch_each_known_form(text):
@@ -193,6 +193,8 @@ def test_every_docs_reference_in_a_tracked_file_names_a_real_page_and_section():
     for path in tracked_files():
         if path.suffix not in (".py", ".ps1", ".yaml", ".md", ".toml", "") or "data" in path.parts:
             continue
+        if path == Path(__file__).resolve():
+            continue  # its known-bad examples are deliberate
         found += [f"{path.relative_to(ROOT)}: {p}" for p in broken_section_refs(read_text(path))]
     assert not found, "\n".join(found)
 
