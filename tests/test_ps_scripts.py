@@ -1,7 +1,7 @@
 """Static checks of the packaged PowerShell: every script parses with tree-sitter-powershell and
-uses nothing that Windows PowerShell 2.0 lacks (notes/windows.md), so a 2008 R2 host never meets
-a script that only ran on a newer PowerShell. The rule checks are themselves tested with known-bad
-snippets: a rule that cannot fail proves nothing.
+uses nothing that Windows PowerShell 2.0 lacks (docs/windows.md "What PowerShell 2.0 lacks"),
+so a 2008 R2 host never meets a script that only ran on a newer PowerShell. The rule checks are
+themselves tested with known-bad snippets: a rule that cannot fail proves nothing.
 """
 
 from __future__ import annotations

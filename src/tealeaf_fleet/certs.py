@@ -529,8 +529,9 @@ def _checks(
     password: Secret,
     now: dt.datetime,
 ) -> list[Check]:
-    """Tealeaf's requirements (seed "Use a Signed Certificate" and notes/windows.md), one
-    Check each, in the order an operator fixes them."""
+    """Tealeaf's requirements (docs/vendor-procedure.md "Certificate requirements";
+    docs/windows.md "PKCS#12 files every server can import"), one Check each, in the order an
+    operator fixes them."""
     out: list[Check] = []
     if cert is not None:
         cns = _cn(cert)

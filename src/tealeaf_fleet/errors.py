@@ -2,8 +2,8 @@
 
 Every error carries structured fields (`host`, `phase`, `hint`, and for input errors `file`,
 `line`, `field`) so that the CLI can print one clear line and the journal can store the parts.
-The CLI maps each class to an exit code (DESIGN.md): never catch `Exception` to relabel it;
-raise the most specific class here instead.
+The CLI maps each class to an exit code (docs/architecture.md "Exit codes"): never catch
+`Exception` to relabel it; raise the most specific class here instead.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`fleet` entry point: builds the argparse tree from the command modules and maps errors to
-exit codes (DESIGN.md). Command modules import heavy libraries inside their handlers only, so
-`fleet --help` stays fast.
+exit codes (docs/architecture.md "Exit codes"). Command modules import heavy libraries inside
+their handlers only, so `fleet --help` stays fast.
 
 Each module in COMMAND_MODULES defines `register(subparsers)`, which adds its sub-parser and sets
 `handler=<callable(args) -> int>` with `set_defaults`.

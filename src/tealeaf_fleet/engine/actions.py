@@ -1,4 +1,6 @@
-"""One function per playbook op: what the engine does to one host (DESIGN.md "Rollout semantics").
+"""One function per playbook op: what the engine does to one host.
+
+The steps, in order, and why: docs/vendor-procedure.md "The procedure as the tool runs it".
 
 Every action first asks "is there anything to do?" from facts (ops/checks.py's rules, shared with
 `fleet plan --facts` and `fleet status`) and returns `skipped` with the reason when the host is

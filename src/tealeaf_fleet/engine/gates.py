@@ -1,6 +1,6 @@
 """Health gates after a restart: the evidence that a host came back right before the next starts.
 
-Why each gate exists (DESIGN.md "Rollout semantics" 6, notes/tealeaf.md):
+Why each gate exists (docs/vendor-procedure.md "Restart order and gates"):
 - `services`: every TeaLeaf service that was running before is running again, and the ones the
   operator had stopped are still stopped (the tool never starts them);
 - `iis`: where IIS was running, it runs again after iisreset;

@@ -3,7 +3,8 @@
 Every simulated host appends here, so a test (or an operator rehearsing a change) can prove
 ordering across hosts, e.g. that no two HBR restarts overlapped. Appends are serialised by one
 lock and flushed at once, so a reader never sees half a line; values are plain JSON and never
-carry a password (callers pass only what DESIGN.md lists for each kind).
+carry a password (callers pass only the fields docs/architecture.md "Lab files (fixed shapes)"
+lists for each kind).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 It picks free loopback ports for everything, makes the lab CA, one credentials file, the hosts
 (lab/host.py) with their WinRM endpoints (lab/httpserver.py: https + basic with the lab CA, and
 http + NTLM with message encryption), and writes, once everything answers, the files whose
-shapes DESIGN.md fixes: `lab.json` (last, so its presence means "ready"), `inventory.yaml` (a
-complete, valid inventory: `fleet rollout DIR/inventory.yaml --yes` needs no prompt and no
-environment variable), `events.jsonl` and `hosts/NAME/...`.
+shapes docs/architecture.md "Lab files (fixed shapes)" fixes: `lab.json` (last, so its presence
+means "ready"), `inventory.yaml` (a complete, valid inventory: `fleet rollout
+DIR/inventory.yaml --yes` needs no prompt and no environment variable), `events.jsonl` and
+`hosts/NAME/...`.
 
 PCA hosts are Linux appliances the tool never contacts: they appear in lab.json and the
 inventory (role pca, an address) but get no host model and no endpoint.

@@ -4,7 +4,7 @@ Windows compares key paths and value names case-insensitively but keeps the case
 created with; so does this model. Key paths are stored in PowerShell's provider form
 (`HKLM:\\SOFTWARE\\...`); `HKLM\\`, `HKEY_LOCAL_MACHINE\\` and `Registry::` spellings are
 accepted. DWORDs are JSON integers, strings JSON strings: the file's shape stays the one
-DESIGN.md fixes, and the kind is implied by the JSON type.
+docs/architecture.md "Lab files (fixed shapes)" fixes, and the kind is implied by the JSON type.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """Simulated Windows services: states, start modes, dependencies and the time they take.
 
-Real TeaLeaf service names are unconfirmed (notes/tealeaf.md), so the lab uses plausible ones
-and deliberately includes the awkward cases the tool must survive: a service whose Name does
-not start with "TeaLeaf" but whose DisplayName does, a stopped Manual service that must stay
-stopped, and dependencies (stop dependents first, like the SCM without -Force).
+Real TeaLeaf service names are unconfirmed (docs/vendor-procedure.md "Confirmed and
+assumed"), so the lab uses plausible ones and deliberately includes the awkward cases the tool
+must survive: a service whose Name does not start with "TeaLeaf" but whose DisplayName does, a
+stopped Manual service that must stay stopped, and dependencies (stop dependents first, like
+the SCM without -Force).
 
-Timing (DESIGN.md): a stop takes restart_s/2, a start restart_s/2, and calls from different
-threads overlap, so one host's services may stop and start concurrently.
+Timing (docs/architecture.md "Lab files (fixed shapes)"): a stop takes restart_s/2, a start
+restart_s/2, and calls from different threads overlap, so one host's services may stop and
+start concurrently.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Emulation of the vendor's `TLSTool.exe` (seed procedure), with its console semantics.
+"""Emulation of the vendor's `TLSTool.exe` (docs/vendor-procedure.md "TLSTool commands"),
+with its console semantics.
 
     TLSTool.exe create -site FILE PASSWORD   writes a self-signed PKCS#12 (certs.generate_pfx)
     TLSTool.exe import FILE PASSWORD         checks the password (certs.load_pfx), writes

@@ -4,7 +4,8 @@ This module turns one decrypted SOAP request into one SOAP response: it knows en
 shell operations and their faults, and keeps the shells and commands of one host. It knows
 nothing of HTTP or authentication (`httpserver.py`) and nothing of Tealeaf (the `ShellHost`).
 
-Wire facts (checked against pywinrm 0.5 and pypsrp 0.9): /work/shared/notes/wsman.md. The points
+Wire facts (checked against pywinrm 0.5 and pypsrp 0.9): docs/windows.md "The WS-Management
+wire". The points
 that bite: namespaces are matched by URI because the two clients use different prefixes;
 `RelatesTo` echoes the request's MessageID text exactly; a Receive with nothing to say before the
 operation timeout is the `w:TimedOut` fault (the client simply asks again); a finished command's
