@@ -419,7 +419,7 @@ def test_bad_plan_files(tmp_path: Path) -> None:
         Plan.from_json('{"format_version": 3}')  # a plan without the preflight judgement
     with pytest.raises(InputError, match="missing field 'tool_version'"):
         Plan.from_json('{"format_version": 4}')
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match="does not exist"):
         Plan.load(tmp_path / "none.json")
 
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shlex
-import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,6 @@ from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.inventory import Fleet, Host
 from tealeaf_fleet.ops.checks import step_status
 from tealeaf_fleet.playbooks import OPT_INS, Phase, Playbook, sha256_json
-from tealeaf_fleet.safeio import O_BINARY
 
 FORMAT_VERSION = 4  # 2: the digest covers the body; `opt_ins`. 3: `rotation`, `validity`,
 # `pca_handoff`. 4: `preflight`, `prechecks`
@@ -292,40 +289,10 @@ def _short(value: Any, limit: int = 48) -> str:
 
 def read_plan_text(path: Path) -> str:
     """A plan file's text: a regular file of at most PLAN_MAX_BYTES in UTF-8, else InputError
-    naming the file. Opened without blocking, so a FIFO or a device is refused, not waited on."""
-    flags = os.O_RDONLY | O_BINARY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise InputError(f"plan {path} cannot be read: {exc.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-            raise InputError(f"plan {path} cannot be read: {kind}")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= PLAN_MAX_BYTES:
-            chunk = os.read(fd, min(1 << 20, PLAN_MAX_BYTES + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise InputError(f"plan {path} cannot be read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if size > PLAN_MAX_BYTES:
-        raise InputError(
-            f"plan {path} is larger than {PLAN_MAX_BYTES // (1024 * 1024)} MiB: not a plan "
-            "this tool wrote"
-        )
-    try:
-        return b"".join(chunks).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"plan {path} is not UTF-8 text (byte {exc.start}): not a plan this tool wrote"
-        ) from None
+    naming the file (safeio: a FIFO or a device is refused, not waited on)."""
+    from tealeaf_fleet.safeio import decode_utf8, read_regular_file
+
+    return decode_utf8(read_regular_file(path, PLAN_MAX_BYTES, "plan"), path, "plan")
 
 
 _TEXT_OR_NULL = (str, type(None))
