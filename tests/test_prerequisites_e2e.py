@@ -318,3 +318,42 @@ def test_a_refused_write_halts_before_any_reboot_and_keeps_what_was_written_pend
         # what the refusal left: WinHTTP, and the HBR placeholder written after it
         assert rewritten == {("hbr01", WINHTTP), ("hbr01", WINHTTP_WOW), ("hbr01", SECURITY)}
         assert set(reboot_windows(lab, t1)) == {"hbr01", "can01"}
+
+
+def test_a_host_lost_after_the_writes_still_owes_its_reboot(tmp_path, monkeypatch):
+    """Every value lands, then the host stops answering before the facts are read again (the
+    lab's `unreachable` fault switched on at the first request after the last write): the run
+    fails, yet the reboot those writes need is journaled (it was, before each was sent), so
+    status says "reboot pending" and the rerun, which has nothing left to write, reboots."""
+    faults = {"hbr01": {"schannel_tls12_missing": True}}
+    with start_lab(tmp_path / "lab", topology={"hbr": 1}, os="2008r2", faults=faults) as lab:
+        host = lab.host("hbr01")
+        record = host.record
+        armed: list[bool] = []
+
+        def unreachable_after_the_last_write(kind: str, **fields) -> None:
+            record(kind, **fields)
+            if kind == "registry" and fields.get("name") == "TLSCertPassword":
+                armed.append(True)  # the HBR placeholder is the playbook's last write here
+            elif armed and kind == "request" and fields.get("action") in ("Command", "Send"):
+                host.set_faults({"schannel_tls12_missing": True, "unreachable": True})
+
+        monkeypatch.setattr(host, "record", unreachable_after_the_last_write)
+        inv = str(lab.inventory)
+        t0 = time.time()
+        lost = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert lost.returncode != 0
+        assert armed, "the placeholder was never written"
+        monkeypatch.setattr(host, "record", record)
+        host.set_faults({"schannel_tls12_missing": True})
+        assert reg(lab, "hbr01", TLS12 + r"\Server", "Enabled") == 1
+        assert [e for e in changes(lab, t0) if e["kind"] == "reboot"] == []
+        pending = [f for f in status_json(inv)["findings"] if f["code"] == "reboot_pending"]
+        assert [f["hosts"] for f in pending] == [["hbr01"]]
+        assert "schannel" in pending[0]["message"]
+
+        t1 = time.time()
+        rerun = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert rerun.returncode == 0, rerun.stderr
+        assert [e for e in changes(lab, t1) if e["kind"] == "registry"] == []
+        assert set(reboot_windows(lab, t1)) == {"hbr01"}

@@ -717,7 +717,10 @@ def _boot_starts_automatic(ctx: RunContext, host: Host, before: Before) -> list[
 def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Write each registry value the host still needs (prerequisites.py), typed, and read each
     back (value and registry type); then read the facts again and require that nothing is
-    still missing. Values that take effect at boot are journaled as a pending reboot."""
+    still missing. A value that takes effect at boot is journaled as a pending reboot BEFORE it
+    is sent: a write can land with its reply lost, the host can stop answering before the
+    facts are read again, the operator can press Ctrl-C; in each case the next run must still
+    know that the host owes a boot (a needless reboot is the pessimistic price)."""
     from tealeaf_fleet import prerequisites as prereq
     from tealeaf_fleet.ops import registry
 
@@ -727,27 +730,22 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if not writes:
         return StepResult("skipped", "nothing to do: every prerequisite value is in place")
     conn = ctx.connection(host)
-    written: list[Any] = []
-    try:
-        for write in writes:
-            result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
-            written.append(write)
-            ctx.mark_changed(name, "prerequisites")
-            problem = _read_back_problem(write, result)
-            if problem:
-                raise RemoteError(
-                    f"{write.key}\\{write.name}: {problem}",
-                    host=name,
-                    hint="check the key's permissions and any policy that resets it",
-                )
-            ctx.bus.emit(
-                "message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}"
+    journaled: set[str] = set()
+    for write in writes:
+        if write.needs_reboot and write.area not in journaled:
+            ctx.record_reboot_needed(name, str(facts.get("now") or ""), [write.area])
+            journaled.add(write.area)
+        result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
+        ctx.mark_changed(name, "prerequisites")
+        problem = _read_back_problem(write, result)
+        if problem:
+            raise RemoteError(
+                f"{write.key}\\{write.name}: {problem}",
+                host=name,
+                hint="check the key's permissions and any policy that resets it",
             )
-    except FleetError:
-        _journal_reboot(ctx, name, written, facts)  # what was written still waits for a boot
-        raise
+        ctx.bus.emit("message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}")
     after = _gather(ctx, host)
-    areas = _journal_reboot(ctx, name, written, after)
     still = prereq.needed_writes(ctx.fleet, host, after)
     if still:
         raise RemoteError(
@@ -756,21 +754,10 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             host=name,
         )
     text = f"set {len(writes)} value(s), each read back"
+    areas = prereq.reboot_areas(writes)
     if areas:
         text += f"; reboot needed ({', '.join(areas)} take effect at boot)"
     return StepResult("changed", text)
-
-
-def _journal_reboot(ctx: RunContext, name: str, written: list[Any], facts: dict) -> list[str]:
-    """Journal a pending reboot for the values written that take effect at boot, at the host
-    time of `facts` (read after the writes, or just before them when a write failed); returns
-    their areas."""
-    from tealeaf_fleet.prerequisites import reboot_areas
-
-    areas = reboot_areas(written)
-    if areas:
-        ctx.record_reboot_needed(name, str(facts.get("now") or ""), areas)
-    return areas
 
 
 def _read_back_problem(write: Any, result: Any) -> str | None:
