@@ -357,3 +357,63 @@ def test_a_host_lost_after_the_writes_still_owes_its_reboot(tmp_path, monkeypatc
         assert rerun.returncode == 0, rerun.stderr
         assert [e for e in changes(lab, t1) if e["kind"] == "registry"] == []
         assert set(reboot_windows(lab, t1)) == {"hbr01"}
+
+
+def test_tls12_keys_set_without_a_reboot_block_until_the_host_boots_with_them(tmp_path):
+    """The SCHANNEL TLS 1.2 keys put back by hand (the fault removed) and never booted with:
+    the registry looks right, but SCHANNEL read it at boot, so the TMS port refuses a TLS
+    1.2-only handshake. Status warns, `plan --facts` and the rollout's preflight block
+    (tls12_not_active), although the journal has no record of a change; the prerequisites
+    playbook reboots both hosts, one at a time, and the reboot is proven by a TLS 1.2
+    handshake to TMS."""
+    faults = {name: {"schannel_tls12_missing": True} for name in ("hbr01", "can01")}
+    with start_lab(
+        tmp_path / "lab", topology={"hbr": 1, "canister": 1}, os="2008r2", faults=faults
+    ) as lab:
+        for name in faults:
+            lab.host(name).set_faults({})  # the keys are back in the registry, no reboot
+            assert lab.host(name).tls12_server_on() and not lab.host(name).tls12_at_boot()
+        text = lab.inventory.read_text()  # no TealeafStatus values: no reboot owed for them
+        lab.inventory.write_text(
+            text.replace("hosts:\n", "prerequisites:\n  status_report_hosts: []\nhosts:\n", 1)
+        )
+        inv = str(lab.inventory)
+        warned = {
+            f["hosts"][0]: f
+            for f in status_json(inv)["findings"]
+            if f["code"] == "tls12_not_active"
+        }
+        assert set(warned) == {"hbr01", "can01"}
+        assert warned["hbr01"]["severity"] == "warning"
+        assert "TLS 1.2 not active since boot" in warned["hbr01"]["message"]
+
+        plan_file = tmp_path / "plan.json"
+        planned = fleet("plan", inv, "--facts", "--format", "json", "--out", str(plan_file))
+        assert planned.returncode == 3, planned.stderr
+        blocked = {
+            f["hosts"][0]
+            for f in json.loads(plan_file.read_text())["preflight"]["findings"]
+            if f["code"] == "tls12_not_active" and f["severity"] == "blocker"
+        }
+        assert blocked == {"hbr01", "can01"}
+
+        t1 = time.time()
+        fixed = fleet("rollout", inv, "--playbook", "prerequisites", "--yes", "--json")
+        assert fixed.returncode == 0, fixed.stderr
+        windows = reboot_windows(lab, t1)
+        assert set(windows) == {"hbr01", "can01"}
+        finished = step_finish_times(fixed.stdout, "reboot")
+        first, second = sorted(windows, key=lambda host: windows[host][0])
+        assert finished[first] <= windows[second][0], (
+            f"{second} rebooted before {first} was healthy"
+        )
+        proven = [
+            e["message"]
+            for e in map(json.loads, fixed.stdout.splitlines())
+            if e.get("type") == "step_finished" and e.get("action") == "reboot"
+        ]
+        assert len(proven) == 2
+        assert all("TLS 1.2 handshake on TMS port" in m for m in proven), proven
+        assert all(lab.host(name).tls12_at_boot() for name in faults)
+        after = status_json(inv)["findings"]
+        assert not [f for f in after if f["code"] == "tls12_not_active"]

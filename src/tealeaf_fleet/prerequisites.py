@@ -151,16 +151,21 @@ def _status_report(facts: Mapping[str, Any], winhttp_value: int) -> list[Write]:
 
 
 def status_findings(
-    fleet: Fleet, host: Host, facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+    fleet: Fleet,
+    host: Host,
+    facts: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    tls12_probe: Any = None,
 ) -> list[Finding]:
     """What `fleet status` says about the prerequisites on one host, all warnings (they make
     no fleet inconsistent): the values still missing, a reboot pending, 23443 in its
-    configuration files."""
+    configuration files, TLS 1.2 not active since boot on 2008 R2 (`tls12_probe`)."""
     from tealeaf_fleet.ops.checks import (
         WARNING,
         port_23443_files,
         port_23443_text,
         reboot_findings,
+        tls12_findings,
     )
 
     out = []
@@ -178,6 +183,7 @@ def status_findings(
             )
         )
     out.extend(reboot_findings(host.name, facts, records, block=False))
+    out.extend(tls12_findings(host.name, facts, host.tms_port, tls12_probe, block=False))
     mentions = port_23443_files(facts) if host.manages_tls else []
     if mentions:
         out.append(

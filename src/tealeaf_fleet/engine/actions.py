@@ -86,6 +86,9 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
+    tls12 = None
+    if checks.tls12_probe_due(host, facts):
+        tls12 = ctx.probe_tls12(host.address, host.tms_port)
     findings = checks.preflight_blockers(
         host,
         facts,
@@ -95,6 +98,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         reboot_records=ctx.reboot_records(name),
         status_report=runs_status_report(ctx.fleet, host),
         restarting=_resumed_restart(ctx, name),
+        tls12_probe=tls12,
     )
     if workstation:  # what would block a server is a warning on a workstation
         findings = [
@@ -782,13 +786,20 @@ def _read_back_problem(write: Any, result: Any) -> str | None:
 def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Reboot a host with a change of this tool that waits for a boot (the journal's record,
     judged against the host's last boot), then the phase's gates; the mode the services come
-    back in follows EnableTLS as it is now. Nothing pending: skipped; `prerequisites.reboot:
-    false`: skipped, the reboot stays pending (status and preflight say so)."""
+    back in follows EnableTLS as it is now. On 2008 R2, SCHANNEL keys in place but TLS 1.2
+    refused by the TMS port count as pending too (set by hand, never booted with). Nothing
+    pending: skipped; `prerequisites.reboot: false`: skipped, the reboot stays pending
+    (status and preflight say so)."""
     from tealeaf_fleet.ops import checks
 
     host = ctx.host(name)
     facts = ctx.facts.get(name) or _gather(ctx, host)
     pending = checks.pending_reboot_since(facts, ctx.reboot_records(name))
+    if pending is None and checks.tls12_probe_due(host, facts):
+        # keys set by hand (or by a run whose journal is gone) and never booted with
+        probe = ctx.probe_tls12(host.address, host.tms_port)
+        if checks.tls12_findings(name, facts, host.tms_port, probe, block=False):
+            pending = ("the last boot (TLS 1.2 not active)", ["schannel"])
     if pending is None:
         return StepResult("skipped", "nothing to do: no change of this tool waits for a reboot")
     since, areas = pending
@@ -805,6 +816,8 @@ def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         before.want_tls = checks.tls_configured(facts) is True
         moved = _boot_starts_automatic(ctx, host, before)
         did = _peers_then_bounce(ctx, phase, host, before, check, reboot=True)
+        if "schannel" in areas and checks.tls12_probe_due(host, facts):
+            did += "; " + _tls12_after_boot(ctx, host)
         healthy_after = True
     finally:
         if check is not None:
@@ -812,6 +825,29 @@ def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if moved:
         did += f"; {', '.join(moved)} (start mode Auto) started at boot"
     return StepResult("changed", f"pending since {since} ({', '.join(areas)}): {did}")
+
+
+def _tls12_after_boot(ctx: RunContext, host: Host) -> str:
+    """The reboot's proof for SCHANNEL keys on 2008 R2: a TLS 1.2-only handshake to the TMS
+    port completes (the registry read back says nothing about what SCHANNEL loaded at boot).
+    Polled until `rollout.health_timeout_s`, as the other gates; then the run halts before the
+    next host."""
+    from tealeaf_fleet.errors import GateFailed
+
+    deadline = time.monotonic() + ctx.fleet.rollout.health_timeout_s
+    while True:
+        result = ctx.probe_tls12(host.address, host.tms_port)
+        if getattr(result, "kind", None) == "tls" and getattr(result, "sha256", None):
+            return f"TLS 1.2 handshake on TMS port {host.tms_port} after the boot"
+        if ctx.stop.is_set() or time.monotonic() + POLL_S > deadline:
+            raise GateFailed(
+                f"TLS 1.2 not active after the reboot: a TLS 1.2-only handshake to the TMS "
+                f"port {host.tms_port} answers {getattr(result, 'kind', None)} "
+                f"({getattr(result, 'error', None)}); check the SCHANNEL TLS 1.2 Server keys",
+                gate="tls12",
+                host=host.name,
+            )
+        time.sleep(POLL_S)
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:

@@ -140,6 +140,15 @@ class RunContext:
 
         return tlsprobe.handshake(address, port, timeout_s=timeout_s)
 
+    def probe_tls12(self, address: str, port: int, timeout_s: float = 5.0) -> Any:
+        """A TLS 1.2-only handshake (`tlsprobe.tls12_active`); a run given its own prober
+        (tests, the bench) uses that one."""
+        if self._probe is not None:
+            return self._probe(address, port, timeout_s=timeout_s)
+        from tealeaf_fleet import tlsprobe
+
+        return tlsprobe.tls12_active(address, port, timeout_s=timeout_s)
+
     # --- what the actions share -------------------------------------------------------------
 
     def after_preflight(self) -> dict[str, list[str]]:

@@ -282,6 +282,7 @@ def preflight_blockers(
     rotation: bool = False,
     reboot_records: Sequence[Mapping[str, Any]] = (),
     status_report: bool = True,
+    tls12_probe: Any = None,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
     `restarting`: services that an unfinished restart of this change stopped and the resumed
@@ -295,6 +296,7 @@ def preflight_blockers(
     effect at boot (`Journal.reboot_records`); a pending SCHANNEL reboot on 2008 R2 blocks a
     rollout.
     `status_report`: whether TealeafStatus runs here (`prerequisites.status_report_hosts`).
+    `tls12_probe`: a TLS 1.2-only handshake to the TMS port on 2008 R2 (`tls12_findings`).
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -368,6 +370,7 @@ def preflight_blockers(
             )
         )
     out.extend(reboot_findings(name, facts, reboot_records, block=expect_tls))
+    out.extend(tls12_findings(name, facts, host.tms_port, tls12_probe, block=expect_tls))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
             INFO,
@@ -522,6 +525,39 @@ def pending_reboot_since(
     since = min(str(r.get("since")) for r in pending)
     areas = sorted({a for r in pending for a in (r.get("areas") or [])})
     return since, areas
+
+
+def tls12_probe_due(host: Host, facts: Mapping[str, Any]) -> bool:
+    """Whether `tls12_findings` has something to judge here: a Tealeaf TLS role with a TMS
+    port on Windows Server 2008 R2 (from 2012 on, TLS 1.2 is on unless switched off)."""
+    return _role_is_tls(host.role) and bool(host.tms_port) and _is_2008r2(facts)
+
+
+def tls12_findings(
+    name: str, facts: Mapping[str, Any], port: int, probe: Any, *, block: bool
+) -> list[Finding]:
+    """On 2008 R2, SCHANNEL reads the TLS 1.2 keys at boot: keys set by hand and never
+    rebooted look right in the registry while TLS 1.2 handshakes still fail. `probe`: a TLS
+    1.2-only handshake (`tlsprobe.tls12_active`) to the TMS port, which answers TLS on its
+    own certificate whatever EnableTLS says. A TLS refusal, or a connection dropped in the
+    handshake, means TLS 1.2 is not on (a blocker with `block`); no answer at all proves
+    nothing (the stopped TMS is reported on its own)."""
+    if probe is None or not _is_2008r2(facts):
+        return []
+    kind = getattr(probe, "kind", None)
+    if kind == "unreachable" or (kind == "tls" and getattr(probe, "sha256", None)):
+        return []
+    out, add = _host_findings(name)
+    error = getattr(probe, "error", None) or kind
+    add(
+        BLOCKER if block else WARNING,
+        "tls12_not_active",
+        f"TLS 1.2 not active since boot: a TLS 1.2-only handshake to the TMS port {port} "
+        f"failed ({error}); Windows Server 2008 R2 reads the SCHANNEL TLS 1.2 keys at boot: "
+        "reboot the host (`fleet rollout INVENTORY --playbook prerequisites` writes what is "
+        "missing and reboots HBRs and Canisters one at a time)",
+    )
+    return out
 
 
 def reboot_findings(
