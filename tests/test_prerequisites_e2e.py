@@ -417,3 +417,28 @@ def test_tls12_keys_set_without_a_reboot_block_until_the_host_boots_with_them(tm
         assert all(lab.host(name).tls12_at_boot() for name in faults)
         after = status_json(inv)["findings"]
         assert not [f for f in after if f["code"] == "tls12_not_active"]
+
+
+def test_a_32bit_session_blocks_the_prerequisites_before_any_write(tmp_path):
+    """The WinRM session runs the 32-bit PowerShell (lab fault `powershell_32bit`): facts
+    report the 64-bit .NET/WinHTTP values unreadable with the flag, and the prerequisites
+    playbook's preflight blocks that host (exit 3) naming the 64-bit endpoint, before
+    anything is written anywhere."""
+    faults = {"hbr01": {"schannel_tls12_missing": True, "powershell_32bit": True}}
+    with start_lab(
+        tmp_path / "lab", topology={"hbr": 1, "canister": 1}, os="2008r2", faults=faults
+    ) as lab:
+        inv = str(lab.inventory)
+        lab.host("hbr01").reg_set(DOTNET_V4, "SchUseStrongCrypto", 1)  # there, but unreadable
+        t0 = time.time()
+        blocked = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert blocked.returncode == 3, blocked.stderr
+        assert "32-bit PowerShell on 64-bit Windows (WOW64)" in blocked.stdout + blocked.stderr
+        assert [e for e in changes(lab, t0) if e["kind"] in ("registry", "reboot")] == []
+        found = findings_of(status_json(inv), "hbr01")
+        wow = [f for f in found if f["code"] == "wow64_session"]
+        assert wow and wow[0]["severity"] == "warning"
+        assert "Microsoft.PowerShell32" in wow[0]["message"]
+        assert not [
+            f for f in findings_of(status_json(inv), "can01") if f["code"] == "wow64_session"
+        ]

@@ -529,6 +529,7 @@ def judge_preflight(
     from tealeaf_fleet.prerequisites import runs_status_report
 
     roles = {r for p in playbook.phases if p.op == "preflight" for r in p.roles}
+    writes = any(p.op == "prerequisites" for p in playbook.phases)
     findings: list[Finding] = []
     for host in fleet.hosts.values():
         if host.role not in roles:
@@ -556,6 +557,7 @@ def judge_preflight(
                 reboot_records=reboot_records.get(host.name, ()),
                 status_report=runs_status_report(fleet, host),
                 tls12_probe=(tls12_probes or {}).get(host.name),
+                writes_prerequisites=writes,
             )
         )
     return {

@@ -166,6 +166,7 @@ def status_findings(
         port_23443_text,
         reboot_findings,
         tls12_findings,
+        wow64_findings,
     )
 
     out = []
@@ -184,6 +185,7 @@ def status_findings(
         )
     out.extend(reboot_findings(host.name, facts, records, block=False))
     out.extend(tls12_findings(host.name, facts, host.tms_port, tls12_probe, block=False))
+    out.extend(wow64_findings(host, facts, block=False))
     mentions = port_23443_files(facts) if host.manages_tls else []
     if mentions:
         out.append(

@@ -99,6 +99,7 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         status_report=runs_status_report(ctx.fleet, host),
         restarting=_resumed_restart(ctx, name),
         tls12_probe=tls12,
+        writes_prerequisites=ctx.writes_prerequisites,
     )
     if workstation:  # what would block a server is a warning on a workstation
         findings = [

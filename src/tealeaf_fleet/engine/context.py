@@ -69,6 +69,8 @@ class RunContext:
         # a rotation (the plan's `rotation`): preflight records, per TLS host, the certificate
         # its TMS port presents, and `after_preflight` judges the fleet as a whole
         self.rotation = False
+        # the run writes the vendor prerequisites (a preflight blocks what would stop them)
+        self.writes_prerequisites = False
         self.serving: dict[str, str | None] = {}
         self._conns: dict[str, Any] = {}
         self._reboots: dict[str, list[dict[str, Any]]] = {}

@@ -283,6 +283,7 @@ def preflight_blockers(
     reboot_records: Sequence[Mapping[str, Any]] = (),
     status_report: bool = True,
     tls12_probe: Any = None,
+    writes_prerequisites: bool = False,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
     `restarting`: services that an unfinished restart of this change stopped and the resumed
@@ -297,6 +298,7 @@ def preflight_blockers(
     rollout.
     `status_report`: whether TealeafStatus runs here (`prerequisites.status_report_hosts`).
     `tls12_probe`: a TLS 1.2-only handshake to the TMS port on 2008 R2 (`tls12_findings`).
+    `writes_prerequisites`: the run writes the vendor prerequisites (a 32-bit session blocks).
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -371,6 +373,7 @@ def preflight_blockers(
         )
     out.extend(reboot_findings(name, facts, reboot_records, block=expect_tls))
     out.extend(tls12_findings(name, facts, host.tms_port, tls12_probe, block=expect_tls))
+    out.extend(wow64_findings(host, facts, block=expect_tls or writes_prerequisites))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
             INFO,
@@ -525,6 +528,27 @@ def pending_reboot_since(
     since = min(str(r.get("since")) for r in pending)
     areas = sorted({a for r in pending for a in (r.get("areas") or [])})
     return since, areas
+
+
+def wow64_findings(host: Host, facts: Mapping[str, Any], *, block: bool) -> list[Finding]:
+    """A 32-bit PowerShell session on 64-bit Windows (facts' `wow64_process`) sees
+    HKLM\\SOFTWARE through WOW64 redirection: the 64-bit values read back unreadable and a
+    write would land in Wow6432Node (learn.microsoft.com/windows/win32/winprog64/
+    registry-redirector). A blocker with `block` (a run that judges or writes them)."""
+    if not _role_is_tls(host.role) or facts.get("wow64_process") is not True:
+        return []
+    out, add = _host_findings(host.name)
+    add(
+        BLOCKER if block else WARNING,
+        "wow64_session",
+        "the WinRM session runs the 32-bit PowerShell on 64-bit Windows (WOW64): the 64-bit "
+        "registry values under HKLM:\\SOFTWARE (.NET SchUseStrongCrypto and "
+        "SystemDefaultTlsVersions, WinHTTP DefaultSecureProtocols) cannot be read and a "
+        "write there would land in Wow6432Node, so the prerequisites are neither judged "
+        "nor written on this host; connect to the 64-bit endpoint (Microsoft.PowerShell, "
+        "WinRM's default, not Microsoft.PowerShell32)",
+    )
+    return out
 
 
 def tls12_probe_due(host: Host, facts: Mapping[str, Any]) -> bool:

@@ -196,6 +196,16 @@ $dotnet = 'HKLM:\SOFTWARE\Microsoft\.NETFramework'
 $dotnetWow = 'HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework'
 $winhttp = 'Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp'
 
+# A 32-bit PowerShell on 64-bit Windows (a WinRM endpoint such as Microsoft.PowerShell32) sees
+# HKLM:\SOFTWARE through WOW64 redirection: a 64-bit value read there would be the Wow6432Node
+# one. Those values are reported unreadable ($null) and the flag says why.
+# https://learn.microsoft.com/windows/win32/winprog64/registry-redirector
+$wow64Process = ([IntPtr]::Size -eq 4) -and ($null -ne $env:PROCESSOR_ARCHITEW6432)
+function Get-FleetNativeNumber([string]$Key, [string]$Name) {
+    if ($wow64Process) { return $null }
+    return Get-FleetRegistryNumber $Key $Name
+}
+
 # The FIPS policy (Vista / 2008 and later) and the SHA-256 class this host hashes with.
 # https://learn.microsoft.com/windows/security/threat-protection/security-policy-settings/system-cryptography-use-fips-compliant-algorithms-for-encryption-hashing-and-signing
 $fipsValue = Get-FleetRegistryNumber 'HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
@@ -241,20 +251,21 @@ Write-FleetResult @{
         send_trusted_issuer_list = Get-FleetRegistryNumber $schannel 'SendTrustedIssuerList'
     }
     dotnet = @{
-        v2_strong_crypto = Get-FleetRegistryNumber ($dotnet + '\v2.0.50727') 'SchUseStrongCrypto'
-        v4_strong_crypto = Get-FleetRegistryNumber ($dotnet + '\v4.0.30319') 'SchUseStrongCrypto'
-        v2_system_default_tls = Get-FleetRegistryNumber ($dotnet + '\v2.0.50727') 'SystemDefaultTlsVersions'
-        v4_system_default_tls = Get-FleetRegistryNumber ($dotnet + '\v4.0.30319') 'SystemDefaultTlsVersions'
+        v2_strong_crypto = Get-FleetNativeNumber ($dotnet + '\v2.0.50727') 'SchUseStrongCrypto'
+        v4_strong_crypto = Get-FleetNativeNumber ($dotnet + '\v4.0.30319') 'SchUseStrongCrypto'
+        v2_system_default_tls = Get-FleetNativeNumber ($dotnet + '\v2.0.50727') 'SystemDefaultTlsVersions'
+        v4_system_default_tls = Get-FleetNativeNumber ($dotnet + '\v4.0.30319') 'SystemDefaultTlsVersions'
         wow6432_v2_strong_crypto = Get-FleetRegistryNumber ($dotnetWow + '\v2.0.50727') 'SchUseStrongCrypto'
         wow6432_v4_strong_crypto = Get-FleetRegistryNumber ($dotnetWow + '\v4.0.30319') 'SchUseStrongCrypto'
         wow6432_v2_system_default_tls = Get-FleetRegistryNumber ($dotnetWow + '\v2.0.50727') 'SystemDefaultTlsVersions'
         wow6432_v4_system_default_tls = Get-FleetRegistryNumber ($dotnetWow + '\v4.0.30319') 'SystemDefaultTlsVersions'
     }
     winhttp = @{
-        native = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\' + $winhttp) 'DefaultSecureProtocols'
+        native = Get-FleetNativeNumber ('HKLM:\SOFTWARE\' + $winhttp) 'DefaultSecureProtocols'
         wow6432 = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\Wow6432Node\' + $winhttp) 'DefaultSecureProtocols'
     }
     fips = $fips
+    wow64_process = $wow64Process
     boot = @{ last_boot = $lastBoot }
     pending_reboot = Get-FleetPendingReboot
     port_23443_files = Find-FleetPortMentions ([string]$installDirFound) '23443'
