@@ -605,7 +605,8 @@ def precheck_rows(
                 ),
                 # what earlier prerequisites runs wrote that needed a boot (the journal)
                 "written": [
-                    f"run {r.get('run')} at {r.get('since')}: {', '.join(r.get('areas') or [])}"
+                    f"run {r.get('run')} at {r.get('since')}: "
+                    + ("rebooted" if r.get("rebooted") else ", ".join(r.get("areas") or []))
                     for r in reboot_records.get(host.name, ())
                 ],
             }

@@ -672,6 +672,7 @@ def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, re
     if reboot:
         rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
+        ctx.record_rebooted(host.name, str(rebooted.scheduled_at or ""))
         before.since = rebooted.scheduled_at
         did = f"rebooted (back after {rebooted.elapsed_s:.0f}s)"
         if rebooted.replaced_scheduled:
@@ -730,15 +731,18 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     from tealeaf_fleet.ops import registry
 
     host = ctx.host(name)
-    facts = ctx.facts.get(name) or _gather(ctx, host)
+    facts = _gather(ctx, host)  # fresh: the boot the writes land in is the one journaled
     writes = prereq.needed_writes(ctx.fleet, host, facts)
     if not writes:
         return StepResult("skipped", "nothing to do: every prerequisite value is in place")
     conn = ctx.connection(host)
+    boot = (facts.get("boot") or {}).get("last_boot_utc")
     journaled: set[str] = set()
     for write in writes:
         if write.needs_reboot and write.area not in journaled:
-            ctx.record_reboot_needed(name, str(facts.get("now") or ""), [write.area])
+            ctx.record_reboot_needed(
+                name, str(facts.get("now") or ""), [write.area], str(boot or "")
+            )
             journaled.add(write.area)
         result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
         ctx.mark_changed(name, "prerequisites")

@@ -240,13 +240,28 @@ class RunContext:
         with self._lock:
             return set(self.changed.get(host, ()))
 
-    def record_reboot_needed(self, host: str, since: str, areas: list[str]) -> None:
+    def record_reboot_needed(self, host: str, since: str, areas: list[str], boot: str) -> None:
         """Journal that `host` changed values that take effect at boot (at host time
-        `since`); kept in memory too for runs without a journal (tests, the bench)."""
-        record = {"since": since, "areas": list(areas), "run": None}
+        `since`, in the boot that began at UTC `boot`, "" unknown); kept in memory too for
+        runs without a journal (tests, the bench)."""
+        self._add_reboot_record(
+            host, {"since": since, "areas": list(areas), "boot": boot or "", "rebooted": False}
+        )
+
+    def record_rebooted(self, host: str, since: str) -> None:
+        """Journal that this tool rebooted `host` (`Journal.rebooted`)."""
+        self._add_reboot_record(host, {"since": since, "areas": [], "boot": "", "rebooted": True})
+
+    def _add_reboot_record(self, host: str, record: dict[str, Any]) -> None:
+        record["run"] = None
         runner = self.runner
         if runner is not None and runner.journal is not None:
-            runner.journal.reboot_needed(runner.run_id, host, since, list(areas))
+            if record["rebooted"]:
+                runner.journal.rebooted(runner.run_id, host, record["since"])
+            else:
+                runner.journal.reboot_needed(
+                    runner.run_id, host, record["since"], record["areas"], record["boot"]
+                )
             record["run"] = runner.run_id
         with self._lock:
             self._reboots.setdefault(host, []).append(record)

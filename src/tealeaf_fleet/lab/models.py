@@ -508,7 +508,10 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
         },
         "fips": _fips(host),
         "wow64_process": wow64,
-        "boot": {"last_boot": host.last_boot().astimezone().strftime("%Y-%m-%dT%H:%M:%S")},
+        "boot": {
+            "last_boot": host.last_boot().astimezone().strftime("%Y-%m-%dT%H:%M:%S"),
+            "last_boot_utc": host.last_boot().strftime("%Y-%m-%dT%H:%M:%S"),
+        },
         "pending_reboot": _check_pending_reboot(host),
         "port_23443_files": port_mentions(host, install_dir or None, "23443"),
     }

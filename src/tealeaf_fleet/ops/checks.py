@@ -513,16 +513,40 @@ def port_23443_text(files: list[str]) -> str:
     )
 
 
+# LastBootUpTime is derived from the clock and the uptime: it can move by a few seconds between
+# reads of one boot (a clock step); a different boot is minutes apart at the least.
+BOOT_SLACK_S = 60
+
+
 def pending_reboot_since(
     facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
 ) -> tuple[str, list[str]] | None:
-    """(since, areas) of the journal's reboot records the host has not booted after, or None.
-    Both times are host-local `yyyy-MM-ddTHH:mm:ss` (facts' `now` and `boot.last_boot`); an
-    unknown boot time leaves every record pending (the pessimistic reading)."""
-    booted = _get(facts, "boot", "last_boot")
-    pending = [
-        r for r in records if not isinstance(booted, str) or booted <= str(r.get("since") or "")
-    ]
+    """(since, areas) of the journal's reboot records the host still owes a boot for, or None.
+
+    A record made in a known boot (`boot`: LastBootUpTime in UTC, facts'
+    `boot.last_boot_utc`) is pending while the host still runs that boot (within
+    BOOT_SLACK_S): UTC times, so a DST change or a clock step cannot make a reboot look owed
+    or done. A record made in an unknown boot ("") is pending until a later record of a
+    reboot by this tool (`rebooted`), which ends every record before it (the tool saw that
+    host go down and come back, however close the two boot times). Rows of older journals
+    (`boot` None) keep the old reading: host-local `since` against facts' `boot.last_boot`.
+    An unknown current boot leaves every record pending (the pessimistic reading)."""
+    booted_utc = _host_time(_get(facts, "boot", "last_boot_utc"))
+    booted_local = _get(facts, "boot", "last_boot")
+    pending: list[Mapping[str, Any]] = []
+    for r in records:
+        boot = r.get("boot")
+        if r.get("rebooted"):
+            pending = []
+        elif boot is None:
+            if not isinstance(booted_local, str) or booted_local <= str(r.get("since") or ""):
+                pending.append(r)
+        elif boot == "" or booted_utc is None:
+            pending.append(r)
+        else:
+            recorded = _host_time(boot)
+            if recorded is None or abs((booted_utc - recorded).total_seconds()) <= BOOT_SLACK_S:
+                pending.append(r)
     if not pending:
         return None
     since = min(str(r.get("since")) for r in pending)

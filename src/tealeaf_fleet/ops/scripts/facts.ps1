@@ -217,11 +217,16 @@ try {
     $fips.hash_error = Get-FleetErrorText $_
 }
 
-# LastBootUpTime (host-local, the format of `now`): a change that needs a reboot is pending
-# until the host booted after it. Plus the markers Windows itself leaves for a reboot it owes.
+# LastBootUpTime, host-local (the format of `now`, for people) and UTC (what the journal
+# compares: a change that needs a reboot is pending while the host still runs the boot it was
+# made in; UTC does not move with a DST change). Plus the markers Windows itself leaves for a
+# reboot it owes.
 $lastBoot = $null
+$lastBootUtc = $null
 try {
-    $lastBoot = [Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime).ToString($FleetTimeFormat, $FleetInvariant)
+    $bootTime = [Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime)
+    $lastBoot = $bootTime.ToString($FleetTimeFormat, $FleetInvariant)
+    $lastBootUtc = $bootTime.ToUniversalTime().ToString($FleetTimeFormat, $FleetInvariant)
 } catch {
     $lastBoot = $null
 }
@@ -266,7 +271,7 @@ Write-FleetResult @{
     }
     fips = $fips
     wow64_process = $wow64Process
-    boot = @{ last_boot = $lastBoot }
+    boot = @{ last_boot = $lastBoot; last_boot_utc = $lastBootUtc }
     pending_reboot = Get-FleetPendingReboot
     port_23443_files = Find-FleetPortMentions ([string]$installDirFound) '23443'
 }
