@@ -237,6 +237,9 @@ def test_read_back_checks_type_then_value() -> None:
     assert "read back a String" in _read_back_problem(
         SimpleNamespace(kind="DWord", value=1), SimpleNamespace(kind="String", value="1")
     )
+    assert "could not read its registry type back" in _read_back_problem(
+        SimpleNamespace(kind="DWord", value=1), SimpleNamespace(kind=None, value=1)
+    )
     assert "read back 2" in _read_back_problem(
         SimpleNamespace(kind="DWord", value=1), SimpleNamespace(kind="DWord", value=2)
     )

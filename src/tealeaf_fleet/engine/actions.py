@@ -771,9 +771,12 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
 
 def _read_back_problem(write: Any, result: Any) -> str | None:
     """Why the value read back is not the one written (None when it is): the type first (a
-    REG_SZ "1" is not the DWORD 1), then the value (a DWORD reads back as a signed Int32)."""
+    REG_SZ "1" is not the DWORD 1), then the value (a DWORD reads back as a signed Int32). No
+    type read back is a failure too: the write is unverified, not verified."""
     kind = result.kind
-    if kind is not None and str(kind).lower() != write.kind.lower():
+    if kind is None:
+        return f"wrote a {write.kind} but could not read its registry type back"
+    if str(kind).lower() != write.kind.lower():
         return f"wrote a {write.kind} but read back a {kind}"
     value = result.value
     if write.kind == "DWord":
