@@ -139,19 +139,32 @@ def test_r2_without_tls12_is_blocked_then_fixed_by_prerequisites(tmp_path):
         written = {
             (e["host"], e["key"], e["name"]) for e in changes(lab, t1) if e["kind"] == "registry"
         }
-        allowed_keys = {
-            SCHANNEL,
-            TLS12 + r"\Server",
-            TLS12 + r"\Client",
+        # exactly what was missing, nothing outside the vendor's list (SendTrustedIssuerList
+        # was already 0 here: not rewritten)
+        dotnet_keys = [
             DOTNET_V4,
             DOTNET_WOW_V2,
             r"HKLM:\SOFTWARE\Microsoft\.NETFramework\v2.0.50727",
             r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework\v4.0.30319",
-            WINHTTP,
-            WINHTTP_WOW,
-            SECURITY,
+        ]
+        per_host = {
+            (TLS12 + side, name)
+            for side in (r"\Server", r"\Client")
+            for name in ("Enabled", "DisabledByDefault")
         }
-        assert {key for _, key, _ in written} <= allowed_keys  # nothing outside the list
+        per_host |= {
+            (key, name)
+            for key in dotnet_keys
+            for name in ("SchUseStrongCrypto", "SystemDefaultTlsVersions")
+        }
+        per_host |= {(WINHTTP, "DefaultSecureProtocols"), (WINHTTP_WOW, "DefaultSecureProtocols")}
+        expected = {
+            (host, key, name)
+            for host in ("portal01", "hbr01", "hbr02", "can01", "can02")
+            for key, name in per_host
+        }
+        expected |= {(hbr, SECURITY, "TLSCertPassword") for hbr in ("hbr01", "hbr02")}
+        assert written == expected
 
         windows = reboot_windows(lab, t1)
         assert set(windows) == {"portal01", "hbr01", "hbr02", "can01", "can02"}
