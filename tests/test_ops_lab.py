@@ -465,6 +465,19 @@ def test_set_registry_dword_and_string(conns, lab):
     assert (retyped.kind, retyped.value) == ("DWord", 1)
 
 
+def test_set_registry_create_only_never_touches_an_existing_value(conns, lab):
+    """`create_only`: written where absent; where the value exists the op fails naming it,
+    the value stays, and nothing of it comes back (it may be TLSTool's key)."""
+    key = "HKLM:\\SOFTWARE\\Wow6432Node\\fleet-create-only"
+    made = registry.set_value(conns[CANISTER], key, "TLSCertPassword", "x", create_only=True)
+    assert (made.previous, made.value, made.kind) == (None, "x", "String")
+    lab.host(CANISTER).reg_set(key, "TLSCertPassword", "kept-secret-value", "String")
+    with pytest.raises(RemoteScriptError, match="exists already") as refused:
+        registry.set_value(conns[CANISTER], key, "TLSCertPassword", "y", create_only=True)
+    assert "kept-secret-value" not in str(refused.value)
+    assert lab.host(CANISTER).reg_get(key, "TLSCertPassword") == "kept-secret-value"
+
+
 def test_facts_boot_time_and_pending_reboot_markers(conns, fleet, lab):
     """The last boot (host-local, the format of `now`) and Windows' own pending-reboot
     markers: what "reboot pending since ..." is judged against."""

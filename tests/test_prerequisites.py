@@ -69,6 +69,27 @@ def test_2008r2_hbr_gets_schannel_status_report_and_the_placeholder(fleet) -> No
     assert len(got) == 5 + 1 + 8 + 2  # nothing outside the listed keys
     assert reboot_areas(writes) == ["schannel", "dotnet", "winhttp"]
     assert "password" not in DUMMY_CERT_PASSWORD.replace("not-a-password", "")
+    placeholder = [w for w in writes if w.name == "TLSCertPassword"]
+    assert [w.create_only for w in placeholder] == [True]  # never over an existing value
+    assert not any(w.create_only for w in writes if w.name != "TLSCertPassword")
+
+
+def test_no_placeholder_beside_an_imported_pair(fleet) -> None:
+    """With tealeaf.crt and tealeaf.p12 in place, TLSCertPassword is the pair's key: absent,
+    the import is broken, and a placeholder would not mend it; nothing is written there."""
+    imported = r2(
+        tls_cert_password_present=False,
+        **{
+            "security.cert_sha256": "ab" * 32,
+            "security.files": {
+                "tealeaf.crt": {"size": 900},
+                "tealeaf.p12": {"size": 2000},
+                "server.tls.xml": None,
+            },
+        },
+    )
+    writes = needed_writes(fleet, fleet.hosts["hbr01"], imported)
+    assert writes and not [w for w in writes if w.name == "TLSCertPassword"]
 
 
 def test_2016_canister_needs_no_schannel_and_no_placeholder(fleet) -> None:

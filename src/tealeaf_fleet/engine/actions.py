@@ -744,7 +744,9 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
                 name, str(facts.get("now") or ""), [write.area], str(boot or "")
             )
             journaled.add(write.area)
-        result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
+        result = registry.set_value(
+            conn, write.key, write.name, write.value, kind=write.kind, create_only=write.create_only
+        )
         ctx.mark_changed(name, "prerequisites")
         problem = _read_back_problem(write, result)
         if problem:

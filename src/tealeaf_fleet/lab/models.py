@@ -1019,7 +1019,12 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
             "view; run the op from the 64-bit powershell.exe",
             1,
         )
-    previous = _reg(host, key, name)
+    previous = None
+    if params.get("CreateOnly") == "1":  # GetValueNames: presence by name, the value unread
+        if any(n.lower() == name.lower() for n in host.registry.value_names(key)):
+            raise OpFailed(f"'{key}\\{name}' exists already: left as it is (create only)", 1)
+    else:
+        previous = _reg(host, key, name)
     data: int | str
     if kind.lower() == "dword":
         hex_match = re.match(r"^0[xX]([0-9A-Fa-f]{1,8})$", value)
