@@ -513,7 +513,11 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
             "last_boot_utc": host.last_boot().strftime("%Y-%m-%dT%H:%M:%S"),
         },
         "pending_reboot": _check_pending_reboot(host),
-        "port_23443_files": port_mentions(host, install_dir or None, "23443"),
+        "port_23443_files": (
+            None
+            if params.get("PortSearch") == "0"
+            else port_mentions(host, install_dir or None, "23443")
+        ),
     }
 
 
@@ -523,18 +527,21 @@ CONFIG_EXTENSIONS = (".config", ".xml", ".ini", ".cfg", ".properties", ".json", 
 
 def port_mentions(host: LabHost, root: str | None, port: str) -> list[str]:
     """Find-FleetPortMentions: configuration files under `root` (Logs left out) whose text
-    holds `port` as a whole number; same bounds as the script (4000 files, 1 MiB, 20 named)."""
+    holds `port` as a whole number; same bounds as the script (4000 files, 1 MiB, 20 named,
+    500 folders and 20000 entries listed; the lab has no reparse points to skip)."""
     found: list[str] = []
     if not root or not host.is_dir(root):
         return found
     pattern = re.compile(rf"(?<![0-9]){port}(?![0-9])")
-    folders, looked = [root], 0
-    while folders and looked < 4000 and len(found) < 20:
+    folders, looked, listed, entries = [root], 0, 0, 0
+    while folders and looked < 4000 and len(found) < 20 and listed < 500 and entries < 20000:
         folder = folders.pop(0)
+        listed += 1
         try:
             names = host.listdir(folder)
         except HostError:
             continue
+        entries += len(names)
         paths = [f"{folder}\\{name}" for name in names]
         folders.extend(p for p in paths if host.is_dir(p) and ntpath.basename(p) != "Logs")
         for path in (p for p in paths if not host.is_dir(p)):

@@ -1,5 +1,5 @@
 # tealeaf-fleet-op: facts
-param([string]$InstallDir, [string]$Since)
+param([string]$InstallDir, [string]$Since, [string]$PortSearch)
 # Read-only: everything preflight, status and drift need from one host, in one round trip.
 
 $tealeafKey = 'HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology'
@@ -9,15 +9,20 @@ $FleetConfigExtensions = @('.config', '.xml', '.ini', '.cfg', '.properties', '.j
 function Find-FleetPortMentions([string]$Root, [string]$Port) {
     # Read-only: the small configuration files under the install folder (Logs left out: log
     # lines name ports too) whose text holds the port as a whole number, so the operator knows
-    # what to change; nothing is rewritten. Bounded: 4000 files looked at, 1 MiB each, 20 named.
+    # what to change; nothing is rewritten. Bounded: 4000 files looked at, 1 MiB each, 20 named,
+    # 500 folders and 20000 folder entries listed; junctions and symbolic links (reparse points)
+    # are not followed, so a link to a big share or a loop cannot stretch the op.
     $found = New-Object System.Collections.ArrayList
     if ((-not $Root) -or (-not [IO.Directory]::Exists($Root))) { return ,($found.ToArray()) }
     $pattern = '(?<![0-9])' + $Port + '(?![0-9])'
     $folders = New-Object System.Collections.Queue
     $folders.Enqueue($Root)
     $looked = 0
-    while (($folders.Count -gt 0) -and ($looked -lt 4000) -and ($found.Count -lt 20)) {
+    $listed = 0
+    $entries = 0
+    while (($folders.Count -gt 0) -and ($looked -lt 4000) -and ($found.Count -lt 20) -and ($listed -lt 500) -and ($entries -lt 20000)) {
         $dir = [string]$folders.Dequeue()
+        $listed++
         $subs = @()
         $files = @()
         try {
@@ -26,8 +31,16 @@ function Find-FleetPortMentions([string]$Root, [string]$Port) {
         } catch {
             continue
         }
+        $entries += $subs.Length + $files.Length
         foreach ($sub in $subs) {
-            if ([IO.Path]::GetFileName($sub) -ne 'Logs') { $folders.Enqueue($sub) }
+            if ([IO.Path]::GetFileName($sub) -eq 'Logs') { continue }
+            try {
+                $attributes = [IO.File]::GetAttributes($sub)
+            } catch {
+                continue
+            }
+            if (($attributes -band [IO.FileAttributes]::ReparsePoint) -ne 0) { continue }
+            $folders.Enqueue($sub)
         }
         foreach ($file in $files) {
             if ($FleetConfigExtensions -notcontains [IO.Path]::GetExtension($file).ToLowerInvariant()) { continue }
@@ -231,6 +244,10 @@ try {
     $lastBoot = $null
 }
 
+# The configuration-file search is for people (preflight, status); gate polls skip it ('0').
+$portFiles = $null
+if ($PortSearch -ne '0') { $portFiles = Find-FleetPortMentions ([string]$installDirFound) '23443' }
+
 Write-FleetResult @{
     hostname = [string]$env:COMPUTERNAME
     now = Get-FleetNow
@@ -273,5 +290,5 @@ Write-FleetResult @{
     wow64_process = $wow64Process
     boot = @{ last_boot = $lastBoot; last_boot_utc = $lastBootUtc }
     pending_reboot = Get-FleetPendingReboot
-    port_23443_files = Find-FleetPortMentions ([string]$installDirFound) '23443'
+    port_23443_files = $portFiles
 }
