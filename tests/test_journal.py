@@ -386,3 +386,29 @@ def test_a_world_writable_lock_folder_is_refused(tmp_path, host_lock_dir):
     os.chmod(host_lock_dir, 0o770)  # a team's group-shared folder is accepted
     with Journal(tmp_path / "b") as journal:
         journal.acquire(command="rollout", hosts=LAB_HOSTS)
+
+
+def test_reboot_records_of_an_older_journal_stay_readable(tmp_path):
+    """A journal from before the boot-time comparison (no `reboots.boot`/`rebooted`): opening
+    it adds the columns, its rows read with boot None (judged the old way), and new records
+    carry the boot they were made in, and the reboots this tool made."""
+    db = sqlite3.connect(tmp_path / "journal.sqlite")
+    db.execute(
+        "CREATE TABLE reboots (id INTEGER PRIMARY KEY AUTOINCREMENT, run INTEGER, host TEXT NOT"
+        " NULL, since TEXT NOT NULL, areas TEXT NOT NULL, recorded REAL NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO reboots(run, host, since, areas, recorded)"
+        " VALUES (1, 'hbr01', '2026-11-27T11:00:00', 'schannel', 0)"
+    )
+    db.commit()
+    db.close()
+    with Journal(tmp_path) as journal:
+        journal.reboot_needed(2, "hbr01", "2026-11-28T09:00:00", ["dotnet"], "2026-11-20T08:00:00")
+        journal.rebooted(2, "hbr01", "2026-11-28T09:05:00")
+        records = journal.reboot_records()["hbr01"]
+    assert [(r["since"], r["areas"], r["boot"], r["rebooted"]) for r in records] == [
+        ("2026-11-27T11:00:00", ["schannel"], None, False),
+        ("2026-11-28T09:00:00", ["dotnet"], "2026-11-20T08:00:00", False),
+        ("2026-11-28T09:05:00", [], "", True),
+    ]

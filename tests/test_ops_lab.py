@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -465,6 +466,19 @@ def test_set_registry_dword_and_string(conns, lab):
     assert (retyped.kind, retyped.value) == ("DWord", 1)
 
 
+def test_set_registry_create_only_never_touches_an_existing_value(conns, lab):
+    """`create_only`: written where absent; where the value exists the op fails naming it,
+    the value stays, and nothing of it comes back (it may be TLSTool's key)."""
+    key = "HKLM:\\SOFTWARE\\Wow6432Node\\fleet-create-only"
+    made = registry.set_value(conns[CANISTER], key, "TLSCertPassword", "x", create_only=True)
+    assert (made.previous, made.value, made.kind) == (None, "x", "String")
+    lab.host(CANISTER).reg_set(key, "TLSCertPassword", "kept-secret-value", "String")
+    with pytest.raises(RemoteScriptError, match="exists already") as refused:
+        registry.set_value(conns[CANISTER], key, "TLSCertPassword", "y", create_only=True)
+    assert "kept-secret-value" not in str(refused.value)
+    assert lab.host(CANISTER).reg_get(key, "TLSCertPassword") == "kept-secret-value"
+
+
 def test_facts_boot_time_and_pending_reboot_markers(conns, fleet, lab):
     """The last boot (host-local, the format of `now`) and Windows' own pending-reboot
     markers: what "reboot pending since ..." is judged against."""
@@ -519,9 +533,28 @@ def test_facts_name_configuration_files_that_mention_23443(conns, fleet, lab):
             if f.code == "port_23443_in_config"
         ]
         assert finding and "DataService.config" in finding[0].message
+        # a gate's poll skips the search: not searched (None), not "nothing found"
+        polled = facts.gather(conns[CANISTER], fleet.hosts[CANISTER], port_search=False).raw
+        assert polled["port_23443_files"] is None
     finally:
         for path in planted:
             host.delete_file(path)
+
+
+def test_the_23443_search_is_bounded_by_folders_listed(conns, fleet, lab):
+    """More than 500 folders under the install folder: the search stops listing there, so a
+    deep tree cannot stretch the facts op; a mention in the first folders is still named."""
+    host = lab.host(CANISTER)
+    root = host.install_dir + "\\Deep"
+    near = root + "\\a.config"
+    far = root + "\\" + "\\".join(f"d{i}" for i in range(520)) + "\\far.config"
+    host.write_file(near, b"port=23443")
+    host.write_file(far, b"port=23443")
+    try:
+        got = facts.gather(conns[CANISTER], fleet.hosts[CANISTER]).raw["port_23443_files"]
+        assert near in got and far not in got
+    finally:
+        shutil.rmtree(host.path(root))
 
 
 def test_restart_keeps_stopped_services_stopped_and_logs_show_the_restart(conns, lab, fleet):

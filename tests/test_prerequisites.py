@@ -69,6 +69,27 @@ def test_2008r2_hbr_gets_schannel_status_report_and_the_placeholder(fleet) -> No
     assert len(got) == 5 + 1 + 8 + 2  # nothing outside the listed keys
     assert reboot_areas(writes) == ["schannel", "dotnet", "winhttp"]
     assert "password" not in DUMMY_CERT_PASSWORD.replace("not-a-password", "")
+    placeholder = [w for w in writes if w.name == "TLSCertPassword"]
+    assert [w.create_only for w in placeholder] == [True]  # never over an existing value
+    assert not any(w.create_only for w in writes if w.name != "TLSCertPassword")
+
+
+def test_no_placeholder_beside_an_imported_pair(fleet) -> None:
+    """With tealeaf.crt and tealeaf.p12 in place, TLSCertPassword is the pair's key: absent,
+    the import is broken, and a placeholder would not mend it; nothing is written there."""
+    imported = r2(
+        tls_cert_password_present=False,
+        **{
+            "security.cert_sha256": "ab" * 32,
+            "security.files": {
+                "tealeaf.crt": {"size": 900},
+                "tealeaf.p12": {"size": 2000},
+                "server.tls.xml": None,
+            },
+        },
+    )
+    writes = needed_writes(fleet, fleet.hosts["hbr01"], imported)
+    assert writes and not [w for w in writes if w.name == "TLSCertPassword"]
 
 
 def test_2016_canister_needs_no_schannel_and_no_placeholder(fleet) -> None:
@@ -192,12 +213,53 @@ def test_pending_reboot_is_judged_against_the_last_boot() -> None:
     assert ("warning", "reboot_pending") in {(f.severity, f.code) for f in found}
 
 
+def test_pending_follows_the_boot_in_utc_across_a_dst_change() -> None:
+    """A change at 02:30 local in the hour that repeats when DST ends; the host reboots at the
+    second 02:10 (UTC one hour later). Host-local text compares say the boot (02:10) is
+    before the change (02:30): pending for ever. The boot recorded in UTC tells the truth:
+    not pending after that reboot, pending before it however the clock moved (a second of
+    jitter in LastBootUpTime included)."""
+    record = {
+        "since": "2026-10-25T02:30:00",
+        "areas": ["schannel"],
+        "run": 1,
+        "boot": "2026-10-20T06:00:00",
+        "rebooted": False,
+    }
+    rebooted = r2(boot={"last_boot": "2026-10-25T02:10:00", "last_boot_utc": "2026-10-25T01:10:00"})
+    assert checks.pending_reboot_since(rebooted, [record]) is None
+    legacy = {k: v for k, v in record.items() if k not in ("boot", "rebooted")}
+    assert checks.pending_reboot_since(rebooted, [legacy]) is not None  # the old, wrong reading
+    same_boot = r2(
+        boot={"last_boot": "2026-10-20T07:00:01", "last_boot_utc": "2026-10-20T06:00:01"}
+    )
+    assert checks.pending_reboot_since(same_boot, [record]) == ("2026-10-25T02:30:00", ["schannel"])
+
+
+def test_a_change_in_an_unknown_boot_waits_for_a_reboot_by_this_tool() -> None:
+    """No LastBootUpTime when the change was made: pending whatever the host says now, until
+    a later record of a reboot by this tool; a change after that reboot is pending again."""
+    changed = {"since": "t1", "areas": ["dotnet"], "run": 1, "boot": "", "rebooted": False}
+    reboot = {"since": "t2", "areas": [], "run": 2, "boot": "", "rebooted": True}
+    later = dict(changed, since="t3", areas=["winhttp"])
+    facts = r2(boot={"last_boot": "2030-01-01T00:00:00", "last_boot_utc": "2030-01-01T00:00:00"})
+    assert checks.pending_reboot_since(facts, [changed]) == ("t1", ["dotnet"])
+    assert checks.pending_reboot_since(facts, [changed, reboot]) is None
+    assert checks.pending_reboot_since(facts, [changed, reboot, later]) == ("t3", ["winhttp"])
+    known = dict(changed, boot="2030-01-01T00:00:30")  # a boot too close to tell apart
+    assert checks.pending_reboot_since(facts, [known]) is not None
+    assert checks.pending_reboot_since(facts, [known, reboot]) is None  # this tool rebooted it
+
+
 def test_read_back_checks_type_then_value() -> None:
     dword = SimpleNamespace(kind="DWord", value=0xA80)
     text = SimpleNamespace(kind="String", value=DUMMY_CERT_PASSWORD)
     assert _read_back_problem(SimpleNamespace(kind="DWord", value=0xA80), dword) is None
     assert "read back a String" in _read_back_problem(
         SimpleNamespace(kind="DWord", value=1), SimpleNamespace(kind="String", value="1")
+    )
+    assert "could not read its registry type back" in _read_back_problem(
+        SimpleNamespace(kind="DWord", value=1), SimpleNamespace(kind=None, value=1)
     )
     assert "read back 2" in _read_back_problem(
         SimpleNamespace(kind="DWord", value=1), SimpleNamespace(kind="DWord", value=2)

@@ -139,19 +139,32 @@ def test_r2_without_tls12_is_blocked_then_fixed_by_prerequisites(tmp_path):
         written = {
             (e["host"], e["key"], e["name"]) for e in changes(lab, t1) if e["kind"] == "registry"
         }
-        allowed_keys = {
-            SCHANNEL,
-            TLS12 + r"\Server",
-            TLS12 + r"\Client",
+        # exactly what was missing, nothing outside the vendor's list (SendTrustedIssuerList
+        # was already 0 here: not rewritten)
+        dotnet_keys = [
             DOTNET_V4,
             DOTNET_WOW_V2,
             r"HKLM:\SOFTWARE\Microsoft\.NETFramework\v2.0.50727",
             r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework\v4.0.30319",
-            WINHTTP,
-            WINHTTP_WOW,
-            SECURITY,
+        ]
+        per_host = {
+            (TLS12 + side, name)
+            for side in (r"\Server", r"\Client")
+            for name in ("Enabled", "DisabledByDefault")
         }
-        assert {key for _, key, _ in written} <= allowed_keys  # nothing outside the list
+        per_host |= {
+            (key, name)
+            for key in dotnet_keys
+            for name in ("SchUseStrongCrypto", "SystemDefaultTlsVersions")
+        }
+        per_host |= {(WINHTTP, "DefaultSecureProtocols"), (WINHTTP_WOW, "DefaultSecureProtocols")}
+        expected = {
+            (host, key, name)
+            for host in ("portal01", "hbr01", "hbr02", "can01", "can02")
+            for key, name in per_host
+        }
+        expected |= {(hbr, SECURITY, "TLSCertPassword") for hbr in ("hbr01", "hbr02")}
+        assert written == expected
 
         windows = reboot_windows(lab, t1)
         assert set(windows) == {"portal01", "hbr01", "hbr02", "can01", "can02"}
@@ -318,3 +331,127 @@ def test_a_refused_write_halts_before_any_reboot_and_keeps_what_was_written_pend
         # what the refusal left: WinHTTP, and the HBR placeholder written after it
         assert rewritten == {("hbr01", WINHTTP), ("hbr01", WINHTTP_WOW), ("hbr01", SECURITY)}
         assert set(reboot_windows(lab, t1)) == {"hbr01", "can01"}
+
+
+def test_a_host_lost_after_the_writes_still_owes_its_reboot(tmp_path, monkeypatch):
+    """Every value lands, then the host stops answering before the facts are read again (the
+    lab's `unreachable` fault switched on at the first request after the last write): the run
+    fails, yet the reboot those writes need is journaled (it was, before each was sent), so
+    status says "reboot pending" and the rerun, which has nothing left to write, reboots."""
+    faults = {"hbr01": {"schannel_tls12_missing": True}}
+    with start_lab(tmp_path / "lab", topology={"hbr": 1}, os="2008r2", faults=faults) as lab:
+        host = lab.host("hbr01")
+        record = host.record
+        armed: list[bool] = []
+
+        def unreachable_after_the_last_write(kind: str, **fields) -> None:
+            record(kind, **fields)
+            if kind == "registry" and fields.get("name") == "TLSCertPassword":
+                armed.append(True)  # the HBR placeholder is the playbook's last write here
+            elif armed and kind == "request" and fields.get("action") in ("Command", "Send"):
+                host.set_faults({"schannel_tls12_missing": True, "unreachable": True})
+
+        monkeypatch.setattr(host, "record", unreachable_after_the_last_write)
+        inv = str(lab.inventory)
+        t0 = time.time()
+        lost = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert lost.returncode != 0
+        assert armed, "the placeholder was never written"
+        monkeypatch.setattr(host, "record", record)
+        host.set_faults({"schannel_tls12_missing": True})
+        assert reg(lab, "hbr01", TLS12 + r"\Server", "Enabled") == 1
+        assert [e for e in changes(lab, t0) if e["kind"] == "reboot"] == []
+        pending = [f for f in status_json(inv)["findings"] if f["code"] == "reboot_pending"]
+        assert [f["hosts"] for f in pending] == [["hbr01"]]
+        assert "schannel" in pending[0]["message"]
+
+        t1 = time.time()
+        rerun = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert rerun.returncode == 0, rerun.stderr
+        assert [e for e in changes(lab, t1) if e["kind"] == "registry"] == []
+        assert set(reboot_windows(lab, t1)) == {"hbr01"}
+
+
+def test_tls12_keys_set_without_a_reboot_block_until_the_host_boots_with_them(tmp_path):
+    """The SCHANNEL TLS 1.2 keys put back by hand (the fault removed) and never booted with:
+    the registry looks right, but SCHANNEL read it at boot, so the TMS port refuses a TLS
+    1.2-only handshake. Status warns, `plan --facts` and the rollout's preflight block
+    (tls12_not_active), although the journal has no record of a change; the prerequisites
+    playbook reboots both hosts, one at a time, and the reboot is proven by a TLS 1.2
+    handshake to TMS."""
+    faults = {name: {"schannel_tls12_missing": True} for name in ("hbr01", "can01")}
+    with start_lab(
+        tmp_path / "lab", topology={"hbr": 1, "canister": 1}, os="2008r2", faults=faults
+    ) as lab:
+        for name in faults:
+            lab.host(name).set_faults({})  # the keys are back in the registry, no reboot
+            assert lab.host(name).tls12_server_on() and not lab.host(name).tls12_at_boot()
+        text = lab.inventory.read_text()  # no TealeafStatus values: no reboot owed for them
+        lab.inventory.write_text(
+            text.replace("hosts:\n", "prerequisites:\n  status_report_hosts: []\nhosts:\n", 1)
+        )
+        inv = str(lab.inventory)
+        warned = {
+            f["hosts"][0]: f
+            for f in status_json(inv)["findings"]
+            if f["code"] == "tls12_not_active"
+        }
+        assert set(warned) == {"hbr01", "can01"}
+        assert warned["hbr01"]["severity"] == "warning"
+        assert "TLS 1.2 not active since boot" in warned["hbr01"]["message"]
+
+        plan_file = tmp_path / "plan.json"
+        planned = fleet("plan", inv, "--facts", "--format", "json", "--out", str(plan_file))
+        assert planned.returncode == 3, planned.stderr
+        blocked = {
+            f["hosts"][0]
+            for f in json.loads(plan_file.read_text())["preflight"]["findings"]
+            if f["code"] == "tls12_not_active" and f["severity"] == "blocker"
+        }
+        assert blocked == {"hbr01", "can01"}
+
+        t1 = time.time()
+        fixed = fleet("rollout", inv, "--playbook", "prerequisites", "--yes", "--json")
+        assert fixed.returncode == 0, fixed.stderr
+        windows = reboot_windows(lab, t1)
+        assert set(windows) == {"hbr01", "can01"}
+        finished = step_finish_times(fixed.stdout, "reboot")
+        first, second = sorted(windows, key=lambda host: windows[host][0])
+        assert finished[first] <= windows[second][0], (
+            f"{second} rebooted before {first} was healthy"
+        )
+        proven = [
+            e["message"]
+            for e in map(json.loads, fixed.stdout.splitlines())
+            if e.get("type") == "step_finished" and e.get("action") == "reboot"
+        ]
+        assert len(proven) == 2
+        assert all("TLS 1.2 handshake on TMS port" in m for m in proven), proven
+        assert all(lab.host(name).tls12_at_boot() for name in faults)
+        after = status_json(inv)["findings"]
+        assert not [f for f in after if f["code"] == "tls12_not_active"]
+
+
+def test_a_32bit_session_blocks_the_prerequisites_before_any_write(tmp_path):
+    """The WinRM session runs the 32-bit PowerShell (lab fault `powershell_32bit`): facts
+    report the 64-bit .NET/WinHTTP values unreadable with the flag, and the prerequisites
+    playbook's preflight blocks that host (exit 3) naming the 64-bit endpoint, before
+    anything is written anywhere."""
+    faults = {"hbr01": {"schannel_tls12_missing": True, "powershell_32bit": True}}
+    with start_lab(
+        tmp_path / "lab", topology={"hbr": 1, "canister": 1}, os="2008r2", faults=faults
+    ) as lab:
+        inv = str(lab.inventory)
+        lab.host("hbr01").reg_set(DOTNET_V4, "SchUseStrongCrypto", 1)  # there, but unreadable
+        t0 = time.time()
+        blocked = fleet("rollout", inv, "--playbook", "prerequisites", "--yes")
+        assert blocked.returncode == 3, blocked.stderr
+        assert "32-bit PowerShell on 64-bit Windows (WOW64)" in blocked.stdout + blocked.stderr
+        assert [e for e in changes(lab, t0) if e["kind"] in ("registry", "reboot")] == []
+        found = findings_of(status_json(inv), "hbr01")
+        wow = [f for f in found if f["code"] == "wow64_session"]
+        assert wow and wow[0]["severity"] == "warning"
+        assert "Microsoft.PowerShell32" in wow[0]["message"]
+        assert not [
+            f for f in findings_of(status_json(inv), "can01") if f["code"] == "wow64_session"
+        ]

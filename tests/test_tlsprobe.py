@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -155,3 +156,30 @@ def test_closed_port_is_unreachable():
     r = tlsprobe.handshake("127.0.0.1", port, timeout_s=2)
     assert r.kind == "unreachable" and r.error == "connection refused", r
     assert r.sha256 is None
+
+
+def test_tls12_active_offers_tls12_alone(pfx_files, start):
+    """`tls12_active` negotiates TLS 1.2 even with a server that would take TLS 1.3."""
+    pfx, cert, key = pfx_files
+    srv = start(tls_server(cert, key))
+    r = tlsprobe.tls12_active("127.0.0.1", srv.port, timeout_s=5)
+    assert r.is_tls and r.protocol == "TLSv1.2" and r.sha256 == pfx.sha256
+
+
+def test_tls12_active_fails_where_the_server_lacks_tls12(pfx_files, start):
+    """A server offering TLS 1.0/1.1 only (2008 R2 booted without the TLS 1.2 keys, as the lab
+    models it): the TLS 1.2-only handshake does not complete."""
+    from tealeaf_fleet.lab.dataservice import without_tls12
+
+    _pfx, cert, key = pfx_files
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    without_tls12(ctx)
+
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(ssl.SSLError, OSError), ctx.wrap_socket(conn, server_side=True):
+            pass
+
+    srv = start(serve)
+    r = tlsprobe.tls12_active("127.0.0.1", srv.port, timeout_s=5)
+    assert not r.is_tls and r.kind in ("tls", "plain"), r

@@ -57,6 +57,8 @@ except ImportError:  # Windows controller: an open file cannot be removed; it is
     fcntl = None  # type: ignore[assignment]
 
 SCHEMA_VERSION = 1
+# columns `reboots` gained after schema 1 (added to older journals when opened)
+REBOOT_COLUMNS = {"boot": "TEXT", "rebooted": "INTEGER NOT NULL DEFAULT 0"}
 STATE_DIR_NAME = ".tealeaf-fleet"
 DONE_OUTCOMES = ("ok", "changed", "skipped")
 STEP_OUTCOMES = ("ok", "changed", "skipped", "failed")
@@ -103,7 +105,9 @@ CREATE TABLE IF NOT EXISTS reboots (
     host TEXT NOT NULL,
     since TEXT NOT NULL,
     areas TEXT NOT NULL,
-    recorded REAL NOT NULL
+    recorded REAL NOT NULL,
+    boot TEXT,
+    rebooted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS evidence (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -460,6 +464,7 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_reboot_columns()
         except sqlite3.DatabaseError as exc:
             raise InputError(
                 f"journal {self.path} cannot be opened: {exc}",
@@ -471,6 +476,15 @@ class Journal:
         self._run_lock: RunLock | None = None
         self._host_locks: HostLocks | None = None
         self._logs: dict[int, object] = {}
+
+    def _add_reboot_columns(self) -> None:
+        """Journals from before the boot-time comparison lack `reboots.boot` and `rebooted`:
+        add them (their rows keep boot NULL, judged the old way by
+        `ops.checks.pending_reboot_since`)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reboots)")}
+        for column, kind in REBOOT_COLUMNS.items():
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE reboots ADD COLUMN {column} {kind}")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -616,28 +630,51 @@ class Journal:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def reboot_needed(self, run_id: int | None, host: str, since: str, areas: list[str]) -> None:
+    def reboot_needed(
+        self, run_id: int | None, host: str, since: str, areas: list[str], boot: str = ""
+    ) -> None:
         """Record that this tool changed values on `host` that take effect at boot (`areas`:
-        schannel, dotnet, winhttp), at host-local time `since`. The reboot is pending until
-        the host's facts show a boot after it (`ops.checks.pending_reboot_since`), so a
-        reboot by anyone clears it and nothing here needs deleting."""
+        schannel, dotnet, winhttp), at host-local time `since` (shown to people), in the
+        boot that started at `boot` (the host's LastBootUpTime in UTC; "" when unknown). The
+        reboot is pending while the host still runs that boot (`ops.checks.
+        pending_reboot_since`), so a reboot by anyone clears it and nothing here needs
+        deleting; a record with an unknown boot waits for a reboot by this tool
+        (`rebooted`)."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO reboots(run, host, since, areas, recorded) VALUES (?,?,?,?,?)",
-                (run_id, host, _clean(since), ",".join(areas), time.time()),
+                "INSERT INTO reboots(run, host, since, areas, recorded, boot, rebooted)"
+                " VALUES (?,?,?,?,?,?,0)",
+                (run_id, host, _clean(since), ",".join(areas), time.time(), boot or ""),
+            )
+
+    def rebooted(self, run_id: int | None, host: str, since: str) -> None:
+        """Record that this tool rebooted `host` (scheduled at host-local `since`): no earlier
+        record of it is pending any more, whatever the boot times say."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO reboots(run, host, since, areas, recorded, boot, rebooted)"
+                " VALUES (?,?,?,'',?,'',1)",
+                (run_id, host, _clean(since), time.time()),
             )
 
     def reboot_records(self) -> dict[str, list[dict]]:
-        """host -> [{"since", "areas", "run"}], oldest first: every change that needed a
-        reboot (status and preflight compare them with the host's last boot)."""
+        """host -> [{"since", "areas", "run", "boot", "rebooted"}], oldest first: every change
+        that needed a reboot, and every reboot by this tool (status and preflight compare
+        them with the host's last boot). `boot` is None on rows from older journals."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT host, since, areas, run FROM reboots ORDER BY id"
+                "SELECT host, since, areas, run, boot, rebooted FROM reboots ORDER BY id"
             ).fetchall()
         out: dict[str, list[dict]] = {}
-        for host, since, areas, run in rows:
+        for host, since, areas, run, boot, rebooted in rows:
             out.setdefault(host, []).append(
-                {"since": since, "areas": [a for a in areas.split(",") if a], "run": run}
+                {
+                    "since": since,
+                    "areas": [a for a in areas.split(",") if a],
+                    "run": run,
+                    "boot": boot,
+                    "rebooted": bool(rebooted),
+                }
             )
         return out
 

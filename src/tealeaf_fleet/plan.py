@@ -424,6 +424,7 @@ def build_plan(
     new_certificate: dict[str, str] | None = None,
     reboot_records: dict[str, list[dict]] | None = None,
     unread: dict[str, str] | None = None,
+    tls12_probes: dict[str, Any] | None = None,
 ) -> Plan:
     """Compile the change. Pure: reads only the local PFX path's existence. `new_certificate`
     ({sha256, not_before, not_after} of the inventory's PFX, when the caller could open it)
@@ -432,7 +433,9 @@ def build_plan(
     With facts, the plan also carries the preflight judgement the run would make
     (`judge_preflight`: blocked when any host has a blocker) and the prerequisites still
     missing per host; `reboot_records` are the journal's (`Journal.reboot_records`), `unread`
-    the hosts whose facts could not be read, with why (a blocker, as in the run)."""
+    the hosts whose facts could not be read, with why (a blocker, as in the run),
+    `tls12_probes` the TLS 1.2-only handshakes to 2008 R2 TMS ports
+    (`ops.checks.tls12_findings`)."""
     if pfx_sha256 is not None:
         pfx_sha256 = pfx_sha256.replace(":", "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", pfx_sha256):
@@ -463,7 +466,13 @@ def build_plan(
     )
     if facts is not None:
         plan.preflight = judge_preflight(
-            playbook, fleet, facts, pfx_sha256, reboot_records or {}, unread or {}
+            playbook,
+            fleet,
+            facts,
+            pfx_sha256,
+            reboot_records or {},
+            unread or {},
+            tls12_probes or {},
         )
         plan.prechecks = precheck_rows(fleet, facts, reboot_records or {})
     plan.digest = plan_digest(plan.to_dict())
@@ -477,6 +486,7 @@ def judge_preflight(
     pfx_sha256: str | None,
     reboot_records: dict[str, list[dict]],
     unread: dict[str, str],
+    tls12_probes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's preflight verdict, made now: every finding of `ops.checks.preflight_blockers`
     for every host a preflight phase of the playbook checks, each with its own full text (a
@@ -486,6 +496,7 @@ def judge_preflight(
     from tealeaf_fleet.prerequisites import runs_status_report
 
     roles = {r for p in playbook.phases if p.op == "preflight" for r in p.roles}
+    writes = any(p.op == "prerequisites" for p in playbook.phases)
     findings: list[Finding] = []
     for host in fleet.hosts.values():
         if host.role not in roles:
@@ -512,6 +523,8 @@ def judge_preflight(
                 rotation=playbook.rotation,
                 reboot_records=reboot_records.get(host.name, ()),
                 status_report=runs_status_report(fleet, host),
+                tls12_probe=(tls12_probes or {}).get(host.name),
+                writes_prerequisites=writes,
             )
         )
     return {
@@ -559,7 +572,8 @@ def precheck_rows(
                 ),
                 # what earlier prerequisites runs wrote that needed a boot (the journal)
                 "written": [
-                    f"run {r.get('run')} at {r.get('since')}: {', '.join(r.get('areas') or [])}"
+                    f"run {r.get('run')} at {r.get('since')}: "
+                    + ("rebooted" if r.get("rebooted") else ", ".join(r.get("areas") or []))
                     for r in reboot_records.get(host.name, ())
                 ],
             }

@@ -75,6 +75,12 @@ class Write:
     def needs_reboot(self) -> bool:
         return self.area in REBOOT_AREAS
 
+    @property
+    def create_only(self) -> bool:
+        """The HBR placeholder is written only where no value exists and whatever is there is
+        never read: TLSCertPassword is TLSTool's key to tealeaf.p12 once a pair is imported."""
+        return self.kind == STRING
+
     def shown(self) -> str:
         """`KEY\\Name = 0xA80 (DWORD), was absent`: the line an operator reads."""
         if self.kind == DWORD:
@@ -101,7 +107,10 @@ def needed_writes(fleet: Fleet, host: Host, facts: Mapping[str, Any]) -> list[Wr
         out.extend(_schannel(facts))
     if runs_status_report(fleet, host):
         out.extend(_status_report(facts, fleet.prerequisites.winhttp_protocols))
-    if host.role == "hbr" and facts.get("tls_cert_password_present") is False:
+    # never beside an imported pair: the value is then the pair's key (absent: a broken
+    # import, which a placeholder would not mend)
+    no_pair = not pair_imported(facts)
+    if host.role == "hbr" and facts.get("tls_cert_password_present") is False and no_pair:
         out.append(
             Write(
                 "tealeaf",
@@ -112,7 +121,7 @@ def needed_writes(fleet: Fleet, host: Host, facts: Mapping[str, Any]) -> list[Wr
                 None,
             )
         )
-    if facts.get("enable_tls") == 1 and not pair_imported(facts):
+    if facts.get("enable_tls") == 1 and no_pair:
         out.append(Write("tealeaf", TEALEAF_KEY, "EnableTLS", DWORD, 0, 1))
     return out
 
@@ -151,16 +160,22 @@ def _status_report(facts: Mapping[str, Any], winhttp_value: int) -> list[Write]:
 
 
 def status_findings(
-    fleet: Fleet, host: Host, facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+    fleet: Fleet,
+    host: Host,
+    facts: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    tls12_probe: Any = None,
 ) -> list[Finding]:
     """What `fleet status` says about the prerequisites on one host, all warnings (they make
     no fleet inconsistent): the values still missing, a reboot pending, 23443 in its
-    configuration files."""
+    configuration files, TLS 1.2 not active since boot on 2008 R2 (`tls12_probe`)."""
     from tealeaf_fleet.ops.checks import (
         WARNING,
         port_23443_files,
         port_23443_text,
         reboot_findings,
+        tls12_findings,
+        wow64_findings,
     )
 
     out = []
@@ -178,6 +193,8 @@ def status_findings(
             )
         )
     out.extend(reboot_findings(host.name, facts, records, block=False))
+    out.extend(tls12_findings(host.name, facts, host.tms_port, tls12_probe, block=False))
+    out.extend(wow64_findings(host, facts, block=False))
     mentions = port_23443_files(facts) if host.manages_tls else []
     if mentions:
         out.append(

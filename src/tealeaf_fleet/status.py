@@ -288,12 +288,48 @@ def gather(
         expiry_days=expiry_days,
     )
     status.findings[:0] = pfx_findings
-    status.findings.extend(prerequisite_findings(fleet, status, reboot_records or {}))
+    tls12: dict[str, Any] = {}
+    if probe:
+        known = {r.name: r.facts for r in status.hosts if r.facts is not None}
+        tls12 = probe_tls12(fleet, known, forks=forks, timeout_s=timeout_s, prober=prober)
+    status.findings.extend(prerequisite_findings(fleet, status, reboot_records or {}, tls12))
     return status
 
 
+def probe_tls12(
+    fleet: Fleet,
+    facts: Mapping[str, Any],
+    *,
+    forks: int = 8,
+    timeout_s: float = 10.0,
+    prober: Prober | None = None,
+) -> dict[str, Any]:
+    """host -> a TLS 1.2-only handshake to its TMS port, on the 2008 R2 hosts whose facts were
+    read (`ops.checks.tls12_probe_due`): whether SCHANNEL has TLS 1.2 on since the last boot.
+    `prober` (a test's stand-in) replaces `tlsprobe.tls12_active`."""
+    from tealeaf_fleet import tlsprobe
+
+    def default(address: str, port: int, timeout_s: float) -> Any:
+        return tlsprobe.tls12_active(address, port, timeout_s=timeout_s)
+
+    shake = prober or default
+    due = [
+        h
+        for h in fleet.hosts.values()
+        if isinstance(facts.get(h.name), Mapping) and checks.tls12_probe_due(h, facts[h.name])
+    ]
+    if not due:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(due)))) as pool:
+        futures = {h.name: pool.submit(shake, h.address, h.tms_port, timeout_s) for h in due}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def prerequisite_findings(
-    fleet: Fleet, status: FleetStatus, reboot_records: Mapping[str, list[dict]]
+    fleet: Fleet,
+    status: FleetStatus,
+    reboot_records: Mapping[str, list[dict]],
+    tls12_probes: Mapping[str, Any] | None = None,
 ) -> list[Finding]:
     """The vendor prerequisites per host read (warnings: `prerequisites.status_findings`)."""
     from tealeaf_fleet.prerequisites import status_findings
@@ -303,7 +339,15 @@ def prerequisite_findings(
         host = fleet.hosts.get(row.name)
         if host is None or row.facts is None:
             continue
-        out.extend(status_findings(fleet, host, row.facts, reboot_records.get(row.name, [])))
+        out.extend(
+            status_findings(
+                fleet,
+                host,
+                row.facts,
+                reboot_records.get(row.name, []),
+                (tls12_probes or {}).get(row.name),
+            )
+        )
     return out
 
 

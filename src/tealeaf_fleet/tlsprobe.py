@@ -48,11 +48,15 @@ def _subject(der: bytes) -> str | None:
         return None
 
 
-def _context(client_cert: tuple[str | Path, str | Path] | None) -> ssl.SSLContext:
+def _context(
+    client_cert: tuple[str | Path, str | Path] | None, *, tls12_only: bool = False
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False  # the CN is not a host name: the certificate is pinned
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls12_only:  # nothing but TLS 1.2 may complete: the proof that SCHANNEL has it on
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     if client_cert is not None:
         ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
     return ctx
@@ -70,6 +74,7 @@ def handshake(
     *,
     timeout_s: float = 5.0,
     client_cert: tuple[str | Path, str | Path] | None = None,
+    tls12_only: bool = False,
 ) -> ProbeResult:
     """Connect to `address:port`, handshake, and report what answered (never raises for an
     ordinary network failure; `timeout_s` bounds the connect and the handshake each).
@@ -77,8 +82,10 @@ def handshake(
     `client_cert` (certificate PEM, key PEM) is presented when the server asks for one: a
     Tealeaf peer that demands mutual TLS otherwise refuses the handshake with an alert (kind
     "tls", no sha256). A bad `client_cert` file is the caller's error and does raise.
+    `tls12_only` offers TLS 1.2 and nothing else: the handshake completes only where the
+    server's TLS stack has TLS 1.2 on now (`tls12_active`).
     """
-    ctx = _context(client_cert)
+    ctx = _context(client_cert, tls12_only=tls12_only)
     try:
         sock = socket.create_connection((address, port), timeout=timeout_s)
     except (TimeoutError, OSError) as exc:
@@ -107,6 +114,13 @@ def handshake(
         subject=_subject(der),
         protocol=protocol,
     )
+
+
+def tls12_active(address: str, port: int, *, timeout_s: float = 5.0) -> ProbeResult:
+    """A TLS 1.2-only handshake: on Windows Server 2008 R2, SCHANNEL reads its TLS 1.2 keys at
+    boot, so registry values set since the last boot do not show whether TLS 1.2 is on; a
+    handshake that completes (`is_tls`) does."""
+    return handshake(address, port, timeout_s=timeout_s, tls12_only=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -151,6 +151,7 @@ def plan_with_facts(playbook: Playbook, fleet: Fleet, state_dir: str | None) -> 
     `plan --facts`, `rollout --dry-run` and an approved plan's check."""
     from tealeaf_fleet.journal import default_state_dir, reboot_records_at
     from tealeaf_fleet.plan import build_plan
+    from tealeaf_fleet.status import probe_tls12
 
     unread: dict[str, str] = {}
     facts = gather_facts(fleet, unread)
@@ -163,6 +164,7 @@ def plan_with_facts(playbook: Playbook, fleet: Fleet, state_dir: str | None) -> 
         new_certificate=new_certificate(fleet),
         reboot_records=reboot_records_at(folder),
         unread=unread,
+        tls12_probes=probe_tls12(fleet, facts),
     )
 
 

@@ -88,6 +88,9 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         ctx.blockers[name] = [f"cannot read facts: {exc}"]
         raise
     pfx_sha = ctx.pfx.sha256 if ctx.pfx is not None else None
+    tls12 = None
+    if checks.tls12_probe_due(host, facts):
+        tls12 = ctx.probe_tls12(host.address, host.tms_port)
     findings = checks.preflight_blockers(
         host,
         facts,
@@ -97,6 +100,8 @@ def preflight(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         reboot_records=ctx.reboot_records(name),
         status_report=runs_status_report(ctx.fleet, host),
         restarting=_resumed_restart(ctx, name),
+        tls12_probe=tls12,
+        writes_prerequisites=ctx.writes_prerequisites,
     )
     if workstation:  # what would block a server is a warning on a workstation
         findings = [
@@ -669,6 +674,7 @@ def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, re
     if reboot:
         rebooted = services.reboot_and_wait(conn, timeout)
         ctx.drop_connection(host)
+        ctx.record_rebooted(host.name, str(rebooted.scheduled_at or ""))
         before.since = rebooted.scheduled_at
         did = f"rebooted (back after {rebooted.elapsed_s:.0f}s)"
         if rebooted.replaced_scheduled:
@@ -719,37 +725,40 @@ def _boot_starts_automatic(ctx: RunContext, host: Host, before: Before) -> list[
 def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Write each registry value the host still needs (prerequisites.py), typed, and read each
     back (value and registry type); then read the facts again and require that nothing is
-    still missing. Values that take effect at boot are journaled as a pending reboot."""
+    still missing. A value that takes effect at boot is journaled as a pending reboot BEFORE it
+    is sent: a write can land with its reply lost, the host can stop answering before the
+    facts are read again, the operator can press Ctrl-C; in each case the next run must still
+    know that the host owes a boot (a needless reboot is the pessimistic price)."""
     from tealeaf_fleet import prerequisites as prereq
     from tealeaf_fleet.ops import registry
 
     host = ctx.host(name)
-    facts = ctx.facts.get(name) or _gather(ctx, host)
+    facts = _gather(ctx, host)  # fresh: the boot the writes land in is the one journaled
     writes = prereq.needed_writes(ctx.fleet, host, facts)
     if not writes:
         return StepResult("skipped", "nothing to do: every prerequisite value is in place")
     conn = ctx.connection(host)
-    written: list[Any] = []
-    try:
-        for write in writes:
-            result = registry.set_value(conn, write.key, write.name, write.value, kind=write.kind)
-            written.append(write)
-            ctx.mark_changed(name, "prerequisites")
-            problem = _read_back_problem(write, result)
-            if problem:
-                raise RemoteError(
-                    f"{write.key}\\{write.name}: {problem}",
-                    host=name,
-                    hint="check the key's permissions and any policy that resets it",
-                )
-            ctx.bus.emit(
-                "message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}"
+    boot = (facts.get("boot") or {}).get("last_boot_utc")
+    journaled: set[str] = set()
+    for write in writes:
+        if write.needs_reboot and write.area not in journaled:
+            ctx.record_reboot_needed(
+                name, str(facts.get("now") or ""), [write.area], str(boot or "")
             )
-    except FleetError:
-        _journal_reboot(ctx, name, written, facts)  # what was written still waits for a boot
-        raise
+            journaled.add(write.area)
+        result = registry.set_value(
+            conn, write.key, write.name, write.value, kind=write.kind, create_only=write.create_only
+        )
+        ctx.mark_changed(name, "prerequisites")
+        problem = _read_back_problem(write, result)
+        if problem:
+            raise RemoteError(
+                f"{write.key}\\{write.name}: {problem}",
+                host=name,
+                hint="check the key's permissions and any policy that resets it",
+            )
+        ctx.bus.emit("message", phase=phase.name, host=name, message=f"{name}: set {write.shown()}")
     after = _gather(ctx, host)
-    areas = _journal_reboot(ctx, name, written, after)
     still = prereq.needed_writes(ctx.fleet, host, after)
     if still:
         raise RemoteError(
@@ -758,28 +767,20 @@ def prerequisites(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
             host=name,
         )
     text = f"set {len(writes)} value(s), each read back"
+    areas = prereq.reboot_areas(writes)
     if areas:
         text += f"; reboot needed ({', '.join(areas)} take effect at boot)"
     return StepResult("changed", text)
 
 
-def _journal_reboot(ctx: RunContext, name: str, written: list[Any], facts: dict) -> list[str]:
-    """Journal a pending reboot for the values written that take effect at boot, at the host
-    time of `facts` (read after the writes, or just before them when a write failed); returns
-    their areas."""
-    from tealeaf_fleet.prerequisites import reboot_areas
-
-    areas = reboot_areas(written)
-    if areas:
-        ctx.record_reboot_needed(name, str(facts.get("now") or ""), areas)
-    return areas
-
-
 def _read_back_problem(write: Any, result: Any) -> str | None:
     """Why the value read back is not the one written (None when it is): the type first (a
-    REG_SZ "1" is not the DWORD 1), then the value (a DWORD reads back as a signed Int32)."""
+    REG_SZ "1" is not the DWORD 1), then the value (a DWORD reads back as a signed Int32). No
+    type read back is a failure too: the write is unverified, not verified."""
     kind = result.kind
-    if kind is not None and str(kind).lower() != write.kind.lower():
+    if kind is None:
+        return f"wrote a {write.kind} but could not read its registry type back"
+    if str(kind).lower() != write.kind.lower():
         return f"wrote a {write.kind} but read back a {kind}"
     value = result.value
     if write.kind == "DWord":
@@ -797,13 +798,20 @@ def _read_back_problem(write: Any, result: Any) -> str | None:
 def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     """Reboot a host with a change of this tool that waits for a boot (the journal's record,
     judged against the host's last boot), then the phase's gates; the mode the services come
-    back in follows EnableTLS as it is now. Nothing pending: skipped; `prerequisites.reboot:
-    false`: skipped, the reboot stays pending (status and preflight say so)."""
+    back in follows EnableTLS as it is now. On 2008 R2, SCHANNEL keys in place but TLS 1.2
+    refused by the TMS port count as pending too (set by hand, never booted with). Nothing
+    pending: skipped; `prerequisites.reboot: false`: skipped, the reboot stays pending
+    (status and preflight say so)."""
     from tealeaf_fleet.ops import checks
 
     host = ctx.host(name)
     facts = ctx.facts.get(name) or _gather(ctx, host)
     pending = checks.pending_reboot_since(facts, ctx.reboot_records(name))
+    if pending is None and checks.tls12_probe_due(host, facts):
+        # keys set by hand (or by a run whose journal is gone) and never booted with
+        probe = ctx.probe_tls12(host.address, host.tms_port)
+        if checks.tls12_findings(name, facts, host.tms_port, probe, block=False):
+            pending = ("the last boot (TLS 1.2 not active)", ["schannel"])
     if pending is None:
         return StepResult("skipped", "nothing to do: no change of this tool waits for a reboot")
     since, areas = pending
@@ -820,6 +828,8 @@ def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
         before.want_tls = checks.tls_configured(facts) is True
         moved = _boot_starts_automatic(ctx, host, before)
         did = _peers_then_bounce(ctx, phase, host, before, check, reboot=True)
+        if "schannel" in areas and checks.tls12_probe_due(host, facts):
+            did += "; " + _tls12_after_boot(ctx, host)
         healthy_after = True
     finally:
         if check is not None:
@@ -827,6 +837,29 @@ def reboot(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:
     if moved:
         did += f"; {', '.join(moved)} (start mode Auto) started at boot"
     return StepResult("changed", f"pending since {since} ({', '.join(areas)}): {did}")
+
+
+def _tls12_after_boot(ctx: RunContext, host: Host) -> str:
+    """The reboot's proof for SCHANNEL keys on 2008 R2: a TLS 1.2-only handshake to the TMS
+    port completes (the registry read back says nothing about what SCHANNEL loaded at boot).
+    Polled until `rollout.health_timeout_s`, as the other gates; then the run halts before the
+    next host."""
+    from tealeaf_fleet.errors import GateFailed
+
+    deadline = time.monotonic() + ctx.fleet.rollout.health_timeout_s
+    while True:
+        result = ctx.probe_tls12(host.address, host.tms_port)
+        if getattr(result, "kind", None) == "tls" and getattr(result, "sha256", None):
+            return f"TLS 1.2 handshake on TMS port {host.tms_port} after the boot"
+        if ctx.stop.is_set() or time.monotonic() + POLL_S > deadline:
+            raise GateFailed(
+                f"TLS 1.2 not active after the reboot: a TLS 1.2-only handshake to the TMS "
+                f"port {host.tms_port} answers {getattr(result, 'kind', None)} "
+                f"({getattr(result, 'error', None)}); check the SCHANNEL TLS 1.2 Server keys",
+                gate="tls12",
+                host=host.name,
+            )
+        time.sleep(POLL_S)
 
 
 def read_facts(ctx: RunContext, phase: PhaseSpec, name: str) -> StepResult:

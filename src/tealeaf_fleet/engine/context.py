@@ -69,6 +69,8 @@ class RunContext:
         # a rotation (the plan's `rotation`): preflight records, per TLS host, the certificate
         # its TMS port presents, and `after_preflight` judges the fleet as a whole
         self.rotation = False
+        # the run writes the vendor prerequisites (a preflight blocks what would stop them)
+        self.writes_prerequisites = False
         self.serving: dict[str, str | None] = {}
         self._conns: dict[str, Any] = {}
         self._reboots: dict[str, list[dict[str, Any]]] = {}
@@ -139,6 +141,15 @@ class RunContext:
         from tealeaf_fleet import tlsprobe
 
         return tlsprobe.handshake(address, port, timeout_s=timeout_s)
+
+    def probe_tls12(self, address: str, port: int, timeout_s: float = 5.0) -> Any:
+        """A TLS 1.2-only handshake (`tlsprobe.tls12_active`); a run given its own prober
+        (tests, the bench) uses that one."""
+        if self._probe is not None:
+            return self._probe(address, port, timeout_s=timeout_s)
+        from tealeaf_fleet import tlsprobe
+
+        return tlsprobe.tls12_active(address, port, timeout_s=timeout_s)
 
     # --- what the actions share -------------------------------------------------------------
 
@@ -229,13 +240,28 @@ class RunContext:
         with self._lock:
             return set(self.changed.get(host, ()))
 
-    def record_reboot_needed(self, host: str, since: str, areas: list[str]) -> None:
+    def record_reboot_needed(self, host: str, since: str, areas: list[str], boot: str) -> None:
         """Journal that `host` changed values that take effect at boot (at host time
-        `since`); kept in memory too for runs without a journal (tests, the bench)."""
-        record = {"since": since, "areas": list(areas), "run": None}
+        `since`, in the boot that began at UTC `boot`, "" unknown); kept in memory too for
+        runs without a journal (tests, the bench)."""
+        self._add_reboot_record(
+            host, {"since": since, "areas": list(areas), "boot": boot or "", "rebooted": False}
+        )
+
+    def record_rebooted(self, host: str, since: str) -> None:
+        """Journal that this tool rebooted `host` (`Journal.rebooted`)."""
+        self._add_reboot_record(host, {"since": since, "areas": [], "boot": "", "rebooted": True})
+
+    def _add_reboot_record(self, host: str, record: dict[str, Any]) -> None:
+        record["run"] = None
         runner = self.runner
         if runner is not None and runner.journal is not None:
-            runner.journal.reboot_needed(runner.run_id, host, since, list(areas))
+            if record["rebooted"]:
+                runner.journal.rebooted(runner.run_id, host, record["since"])
+            else:
+                runner.journal.reboot_needed(
+                    runner.run_id, host, record["since"], record["areas"], record["boot"]
+                )
             record["run"] = runner.run_id
         with self._lock:
             self._reboots.setdefault(host, []).append(record)

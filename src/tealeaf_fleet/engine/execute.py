@@ -56,6 +56,7 @@ def execute(
         bus.subscribe(GateRecorder(journal))
     ctx.rotation = bool(plan.get("rotation"))
     ops = {p.get("op") for p in plan.get("phases") or []}
+    ctx.writes_prerequisites = "prerequisites" in ops
     if ops & {"certificate", "import", "push_pfx"}:
         from tealeaf_fleet import certs
         from tealeaf_fleet.ops import tlstool

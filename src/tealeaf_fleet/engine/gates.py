@@ -171,6 +171,7 @@ class Snapshot:
                     self.ctx.connection(self.host),
                     self.host,
                     install_dir=self.ctx.install_dir(self.host),
+                    port_search=False,  # polled: the configuration-file search is for people
                 )
             except FleetError as exc:
                 if getattr(exc, "transient", False):

@@ -33,6 +33,9 @@ A test or an operator edits the file while the lab runs; the next request sees t
   something starts it (lab/services.py `crash`)
 - not_admin: the WinRM account may connect (a member of Remote Management Users) but is not
   in the host's Administrators group (WindowsPrincipal.IsInRole(Administrator) is false)
+- powershell_32bit: the WinRM session runs the 32-bit powershell.exe on 64-bit Windows (the
+  Microsoft.PowerShell32 endpoint): HKLM SOFTWARE is the Wow6432Node view, so facts report the
+  64-bit .NET/WinHTTP values unreadable (wow64_process) and set_registry refuses them
 - clock_skew (true or {"s": N}): the host's clock ([DateTime]::UtcNow) reads N seconds ahead
   of the controller's (negative: behind), ten minutes ahead by default
 - registry_write_denied (true, or {"keys": [KEY, ...]}): writing a value under any HKLM key (or

@@ -456,6 +456,12 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
     computer = host.reg_get(
         r"HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName", "ComputerName"
     )
+    wow64 = _powershell_32bit(host)
+
+    def native(key: str, name: str) -> Any:
+        """A 64-bit-view value; unreadable (None) from a 32-bit PowerShell (WOW64)."""
+        return None if wow64 else _reg_number(host, key, name)
+
     return {
         "hostname": str(computer or host.name.upper()),
         "now": host.now_local(),
@@ -488,26 +494,30 @@ def facts(host: LabHost, params: dict[str, str]) -> dict:
             "send_trusted_issuer_list": _reg_number(host, SCHANNEL_KEY, "SendTrustedIssuerList"),
         },
         "dotnet": {
-            "v2_strong_crypto": _reg_number(host, DOTNET + r"\v2.0.50727", "SchUseStrongCrypto"),
-            "v4_strong_crypto": _reg_number(host, DOTNET + r"\v4.0.30319", "SchUseStrongCrypto"),
-            "v2_system_default_tls": _reg_number(
-                host, DOTNET + r"\v2.0.50727", "SystemDefaultTlsVersions"
-            ),
-            "v4_system_default_tls": _reg_number(
-                host, DOTNET + r"\v4.0.30319", "SystemDefaultTlsVersions"
-            ),
+            "v2_strong_crypto": native(DOTNET + r"\v2.0.50727", "SchUseStrongCrypto"),
+            "v4_strong_crypto": native(DOTNET + r"\v4.0.30319", "SchUseStrongCrypto"),
+            "v2_system_default_tls": native(DOTNET + r"\v2.0.50727", "SystemDefaultTlsVersions"),
+            "v4_system_default_tls": native(DOTNET + r"\v4.0.30319", "SystemDefaultTlsVersions"),
             **_dotnet_wow6432(host),
         },
         "winhttp": {
-            "native": _reg_number(host, "HKLM:\\SOFTWARE\\" + WINHTTP, "DefaultSecureProtocols"),
+            "native": native("HKLM:\\SOFTWARE\\" + WINHTTP, "DefaultSecureProtocols"),
             "wow6432": _reg_number(
                 host, "HKLM:\\SOFTWARE\\Wow6432Node\\" + WINHTTP, "DefaultSecureProtocols"
             ),
         },
         "fips": _fips(host),
-        "boot": {"last_boot": host.last_boot().astimezone().strftime("%Y-%m-%dT%H:%M:%S")},
+        "wow64_process": wow64,
+        "boot": {
+            "last_boot": host.last_boot().astimezone().strftime("%Y-%m-%dT%H:%M:%S"),
+            "last_boot_utc": host.last_boot().strftime("%Y-%m-%dT%H:%M:%S"),
+        },
         "pending_reboot": _check_pending_reboot(host),
-        "port_23443_files": port_mentions(host, install_dir or None, "23443"),
+        "port_23443_files": (
+            None
+            if params.get("PortSearch") == "0"
+            else port_mentions(host, install_dir or None, "23443")
+        ),
     }
 
 
@@ -517,18 +527,21 @@ CONFIG_EXTENSIONS = (".config", ".xml", ".ini", ".cfg", ".properties", ".json", 
 
 def port_mentions(host: LabHost, root: str | None, port: str) -> list[str]:
     """Find-FleetPortMentions: configuration files under `root` (Logs left out) whose text
-    holds `port` as a whole number; same bounds as the script (4000 files, 1 MiB, 20 named)."""
+    holds `port` as a whole number; same bounds as the script (4000 files, 1 MiB, 20 named,
+    500 folders and 20000 entries listed; the lab has no reparse points to skip)."""
     found: list[str] = []
     if not root or not host.is_dir(root):
         return found
     pattern = re.compile(rf"(?<![0-9]){port}(?![0-9])")
-    folders, looked = [root], 0
-    while folders and looked < 4000 and len(found) < 20:
+    folders, looked, listed, entries = [root], 0, 0, 0
+    while folders and looked < 4000 and len(found) < 20 and listed < 500 and entries < 20000:
         folder = folders.pop(0)
+        listed += 1
         try:
             names = host.listdir(folder)
         except HostError:
             continue
+        entries += len(names)
         paths = [f"{folder}\\{name}" for name in names]
         folders.extend(p for p in paths if host.is_dir(p) and ntpath.basename(p) != "Logs")
         for path in (p for p in paths if not host.is_dir(p)):
@@ -1002,8 +1015,23 @@ def set_registry(host: LabHost, params: dict[str, str]) -> dict:
     if not key.startswith("HKLM:\\"):
         raise OpFailed(f"only HKLM:\\ keys are supported, not '{key}'", 2)
     # set_registry.ps1 refuses SOFTWARE keys in a 32-bit PowerShell on 64-bit Windows (WOW64
-    # redirection); the lab's powershell.exe is 64-bit (check: process_bits 64), so never here
-    previous = _reg(host, key, name)
+    # redirection: the write would land in Wow6432Node); fault `powershell_32bit`
+    sub = key[len("HKLM:\\") :]
+    native_view = sub.upper().startswith("SOFTWARE\\") and not re.match(
+        r"(?i)^SOFTWARE\\Wow6432Node(\\|$)", sub
+    )
+    if native_view and _powershell_32bit(host):
+        raise OpFailed(
+            f"32-bit PowerShell on 64-bit Windows: '{key}' would be redirected to the WOW64 "
+            "view; run the op from the 64-bit powershell.exe",
+            1,
+        )
+    previous = None
+    if params.get("CreateOnly") == "1":  # GetValueNames: presence by name, the value unread
+        if any(n.lower() == name.lower() for n in host.registry.value_names(key)):
+            raise OpFailed(f"'{key}\\{name}' exists already: left as it is (create only)", 1)
+    else:
+        previous = _reg(host, key, name)
     data: int | str
     if kind.lower() == "dword":
         hex_match = re.match(r"^0[xX]([0-9A-Fa-f]{1,8})$", value)
@@ -1197,17 +1225,24 @@ def _utc_text(moment: datetime) -> str:
 def _check_shell(host: LabHost) -> dict[str, Any]:
     """Get-ShellFacts. The lab's one account is a local administrator (WinRM's default
     requirement) unless the fault `not_admin` makes it a member of Remote Management Users
-    only; its hosts are 64-bit and run 64-bit powershell.exe (System32)."""
+    only; its hosts are 64-bit and run 64-bit powershell.exe (System32) unless the fault
+    `powershell_32bit` gives the session the 32-bit one."""
     return {
         "host_name": "ConsoleHost",
         "output_codepage": LAB_SHELL_CODEPAGE,
         "input_codepage": LAB_SHELL_CODEPAGE,
-        "process_bits": 64,
+        "process_bits": 32 if _powershell_32bit(host) else 64,
         "os_64bit": True,
         "account": host.username,
         "admin": not host.faults().get("not_admin"),
         "error": None,
     }
+
+
+def _powershell_32bit(host: LabHost) -> bool:
+    """Fault `powershell_32bit`: the WinRM session runs the 32-bit powershell.exe (SysWOW64,
+    e.g. the Microsoft.PowerShell32 endpoint), whose HKLM\\SOFTWARE is the Wow6432Node view."""
+    return bool(host.faults().get("powershell_32bit"))
 
 
 def _check_dotnet(host: LabHost) -> list[dict[str, Any]]:

@@ -282,6 +282,8 @@ def preflight_blockers(
     rotation: bool = False,
     reboot_records: Sequence[Mapping[str, Any]] = (),
     status_report: bool = True,
+    tls12_probe: Any = None,
+    writes_prerequisites: bool = False,
 ) -> list[Finding]:
     """What stops a rollout (expect_tls=True) or a rollback (False) on this host, plus warnings.
     `restarting`: services that an unfinished restart of this change stopped and the resumed
@@ -295,6 +297,8 @@ def preflight_blockers(
     effect at boot (`Journal.reboot_records`); a pending SCHANNEL reboot on 2008 R2 blocks a
     rollout.
     `status_report`: whether TealeafStatus runs here (`prerequisites.status_report_hosts`).
+    `tls12_probe`: a TLS 1.2-only handshake to the TMS port on 2008 R2 (`tls12_findings`).
+    `writes_prerequisites`: the run writes the vendor prerequisites (a 32-bit session blocks).
     """
     name = host.name
     tls_role = _role_is_tls(host.role)
@@ -368,6 +372,8 @@ def preflight_blockers(
             )
         )
     out.extend(reboot_findings(name, facts, reboot_records, block=expect_tls))
+    out.extend(tls12_findings(name, facts, host.tms_port, tls12_probe, block=expect_tls))
+    out.extend(wow64_findings(host, facts, block=expect_tls or writes_prerequisites))
     if facts.get("ps_version") is not None and str(facts.get("ps_version")).startswith("2."):
         add(
             INFO,
@@ -507,21 +513,99 @@ def port_23443_text(files: list[str]) -> str:
     )
 
 
+# LastBootUpTime is derived from the clock and the uptime: it can move by a few seconds between
+# reads of one boot (a clock step); a different boot is minutes apart at the least.
+BOOT_SLACK_S = 60
+
+
 def pending_reboot_since(
     facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
 ) -> tuple[str, list[str]] | None:
-    """(since, areas) of the journal's reboot records the host has not booted after, or None.
-    Both times are host-local `yyyy-MM-ddTHH:mm:ss` (facts' `now` and `boot.last_boot`); an
-    unknown boot time leaves every record pending (the pessimistic reading)."""
-    booted = _get(facts, "boot", "last_boot")
-    pending = [
-        r for r in records if not isinstance(booted, str) or booted <= str(r.get("since") or "")
-    ]
+    """(since, areas) of the journal's reboot records the host still owes a boot for, or None.
+
+    A record made in a known boot (`boot`: LastBootUpTime in UTC, facts'
+    `boot.last_boot_utc`) is pending while the host still runs that boot (within
+    BOOT_SLACK_S): UTC times, so a DST change or a clock step cannot make a reboot look owed
+    or done. A record made in an unknown boot ("") is pending until a later record of a
+    reboot by this tool (`rebooted`), which ends every record before it (the tool saw that
+    host go down and come back, however close the two boot times). Rows of older journals
+    (`boot` None) keep the old reading: host-local `since` against facts' `boot.last_boot`.
+    An unknown current boot leaves every record pending (the pessimistic reading)."""
+    booted_utc = _host_time(_get(facts, "boot", "last_boot_utc"))
+    booted_local = _get(facts, "boot", "last_boot")
+    pending: list[Mapping[str, Any]] = []
+    for r in records:
+        boot = r.get("boot")
+        if r.get("rebooted"):
+            pending = []
+        elif boot is None:
+            if not isinstance(booted_local, str) or booted_local <= str(r.get("since") or ""):
+                pending.append(r)
+        elif boot == "" or booted_utc is None:
+            pending.append(r)
+        else:
+            recorded = _host_time(boot)
+            if recorded is None or abs((booted_utc - recorded).total_seconds()) <= BOOT_SLACK_S:
+                pending.append(r)
     if not pending:
         return None
     since = min(str(r.get("since")) for r in pending)
     areas = sorted({a for r in pending for a in (r.get("areas") or [])})
     return since, areas
+
+
+def wow64_findings(host: Host, facts: Mapping[str, Any], *, block: bool) -> list[Finding]:
+    """A 32-bit PowerShell session on 64-bit Windows (facts' `wow64_process`) sees
+    HKLM\\SOFTWARE through WOW64 redirection: the 64-bit values read back unreadable and a
+    write would land in Wow6432Node (learn.microsoft.com/windows/win32/winprog64/
+    registry-redirector). A blocker with `block` (a run that judges or writes them)."""
+    if not _role_is_tls(host.role) or facts.get("wow64_process") is not True:
+        return []
+    out, add = _host_findings(host.name)
+    add(
+        BLOCKER if block else WARNING,
+        "wow64_session",
+        "the WinRM session runs the 32-bit PowerShell on 64-bit Windows (WOW64): the 64-bit "
+        "registry values under HKLM:\\SOFTWARE (.NET SchUseStrongCrypto and "
+        "SystemDefaultTlsVersions, WinHTTP DefaultSecureProtocols) cannot be read and a "
+        "write there would land in Wow6432Node, so the prerequisites are neither judged "
+        "nor written on this host; connect to the 64-bit endpoint (Microsoft.PowerShell, "
+        "WinRM's default, not Microsoft.PowerShell32)",
+    )
+    return out
+
+
+def tls12_probe_due(host: Host, facts: Mapping[str, Any]) -> bool:
+    """Whether `tls12_findings` has something to judge here: a Tealeaf TLS role with a TMS
+    port on Windows Server 2008 R2 (from 2012 on, TLS 1.2 is on unless switched off)."""
+    return _role_is_tls(host.role) and bool(host.tms_port) and _is_2008r2(facts)
+
+
+def tls12_findings(
+    name: str, facts: Mapping[str, Any], port: int, probe: Any, *, block: bool
+) -> list[Finding]:
+    """On 2008 R2, SCHANNEL reads the TLS 1.2 keys at boot: keys set by hand and never
+    rebooted look right in the registry while TLS 1.2 handshakes still fail. `probe`: a TLS
+    1.2-only handshake (`tlsprobe.tls12_active`) to the TMS port, which answers TLS on its
+    own certificate whatever EnableTLS says. A TLS refusal, or a connection dropped in the
+    handshake, means TLS 1.2 is not on (a blocker with `block`); no answer at all proves
+    nothing (the stopped TMS is reported on its own)."""
+    if probe is None or not _is_2008r2(facts):
+        return []
+    kind = getattr(probe, "kind", None)
+    if kind == "unreachable" or (kind == "tls" and getattr(probe, "sha256", None)):
+        return []
+    out, add = _host_findings(name)
+    error = getattr(probe, "error", None) or kind
+    add(
+        BLOCKER if block else WARNING,
+        "tls12_not_active",
+        f"TLS 1.2 not active since boot: a TLS 1.2-only handshake to the TMS port {port} "
+        f"failed ({error}); Windows Server 2008 R2 reads the SCHANNEL TLS 1.2 keys at boot: "
+        "reboot the host (`fleet rollout INVENTORY --playbook prerequisites` writes what is "
+        "missing and reboots HBRs and Canisters one at a time)",
+    )
+    return out
 
 
 def reboot_findings(

@@ -313,17 +313,23 @@ def gather(
     *,
     install_dir: str | None = None,
     since: str | None = None,
+    port_search: bool = True,
     timeout_s: float = TIMEOUT_S,
 ) -> HostFacts:
     """Read one host's facts. `install_dir` None or '' = discover (services, then registry);
     `since` (host-local yyyy-MM-ddTHH:mm:ss) picks the first Data Service startup at or after
-    it instead of the newest."""
+    it instead of the newest. `port_search` False skips the search of configuration files
+    for 23443 (`port_23443_files` None): a gate polls facts often and never needs it."""
     name = host.name if host is not None else conn.name
     if install_dir is None and host is not None:
         install_dir = host.install_dir
     raw = conn.run_op(
         "facts",
-        {"InstallDir": install_dir or "", "Since": since or ""},
+        {
+            "InstallDir": install_dir or "",
+            "Since": since or "",
+            "PortSearch": "1" if port_search else "0",
+        },
         timeout_s=timeout_s,
         read_only=True,
     )

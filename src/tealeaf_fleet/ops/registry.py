@@ -29,9 +29,12 @@ def set_value(
     value: int | str,
     *,
     kind: str | None = None,
+    create_only: bool = False,
     timeout_s: float = TIMEOUT_S,
 ) -> RegistryResult:
-    """Set `key`\\`name` (key as `HKLM:\\...`); `kind` DWord for ints, String for text."""
+    """Set `key`\\`name` (key as `HKLM:\\...`); `kind` DWord for ints, String for text.
+    `create_only`: only where the value is absent, and the existing value is never read (the
+    op fails instead): for a value that may be a secret (TLSCertPassword)."""
     if not key.startswith("HKLM:\\"):
         raise InputError(f"registry key must start with HKLM:\\, not {key!r}")
     kind = kind or ("DWord" if isinstance(value, int) else "String")
@@ -41,7 +44,13 @@ def set_value(
         raise InputError(f"{value!r} is not a DWORD")
     raw = conn.run_op(
         "set_registry",
-        {"Key": key, "Name": name, "Type": kind, "Value": str(value)},
+        {
+            "Key": key,
+            "Name": name,
+            "Type": kind,
+            "Value": str(value),
+            "CreateOnly": "1" if create_only else "",
+        },
         timeout_s=timeout_s,
         read_only=False,
     )

@@ -1,5 +1,5 @@
 # tealeaf-fleet-op: facts
-param([string]$InstallDir, [string]$Since)
+param([string]$InstallDir, [string]$Since, [string]$PortSearch)
 # Read-only: everything preflight, status and drift need from one host, in one round trip.
 
 $tealeafKey = 'HKLM:\SOFTWARE\Wow6432Node\TeaLeaf Technology'
@@ -9,15 +9,20 @@ $FleetConfigExtensions = @('.config', '.xml', '.ini', '.cfg', '.properties', '.j
 function Find-FleetPortMentions([string]$Root, [string]$Port) {
     # Read-only: the small configuration files under the install folder (Logs left out: log
     # lines name ports too) whose text holds the port as a whole number, so the operator knows
-    # what to change; nothing is rewritten. Bounded: 4000 files looked at, 1 MiB each, 20 named.
+    # what to change; nothing is rewritten. Bounded: 4000 files looked at, 1 MiB each, 20 named,
+    # 500 folders and 20000 folder entries listed; junctions and symbolic links (reparse points)
+    # are not followed, so a link to a big share or a loop cannot stretch the op.
     $found = New-Object System.Collections.ArrayList
     if ((-not $Root) -or (-not [IO.Directory]::Exists($Root))) { return ,($found.ToArray()) }
     $pattern = '(?<![0-9])' + $Port + '(?![0-9])'
     $folders = New-Object System.Collections.Queue
     $folders.Enqueue($Root)
     $looked = 0
-    while (($folders.Count -gt 0) -and ($looked -lt 4000) -and ($found.Count -lt 20)) {
+    $listed = 0
+    $entries = 0
+    while (($folders.Count -gt 0) -and ($looked -lt 4000) -and ($found.Count -lt 20) -and ($listed -lt 500) -and ($entries -lt 20000)) {
         $dir = [string]$folders.Dequeue()
+        $listed++
         $subs = @()
         $files = @()
         try {
@@ -26,8 +31,16 @@ function Find-FleetPortMentions([string]$Root, [string]$Port) {
         } catch {
             continue
         }
+        $entries += $subs.Length + $files.Length
         foreach ($sub in $subs) {
-            if ([IO.Path]::GetFileName($sub) -ne 'Logs') { $folders.Enqueue($sub) }
+            if ([IO.Path]::GetFileName($sub) -eq 'Logs') { continue }
+            try {
+                $attributes = [IO.File]::GetAttributes($sub)
+            } catch {
+                continue
+            }
+            if (($attributes -band [IO.FileAttributes]::ReparsePoint) -ne 0) { continue }
+            $folders.Enqueue($sub)
         }
         foreach ($file in $files) {
             if ($FleetConfigExtensions -notcontains [IO.Path]::GetExtension($file).ToLowerInvariant()) { continue }
@@ -196,6 +209,16 @@ $dotnet = 'HKLM:\SOFTWARE\Microsoft\.NETFramework'
 $dotnetWow = 'HKLM:\SOFTWARE\Wow6432Node\Microsoft\.NETFramework'
 $winhttp = 'Microsoft\Windows\CurrentVersion\Internet Settings\WinHttp'
 
+# A 32-bit PowerShell on 64-bit Windows (a WinRM endpoint such as Microsoft.PowerShell32) sees
+# HKLM:\SOFTWARE through WOW64 redirection: a 64-bit value read there would be the Wow6432Node
+# one. Those values are reported unreadable ($null) and the flag says why.
+# https://learn.microsoft.com/windows/win32/winprog64/registry-redirector
+$wow64Process = ([IntPtr]::Size -eq 4) -and ($null -ne $env:PROCESSOR_ARCHITEW6432)
+function Get-FleetNativeNumber([string]$Key, [string]$Name) {
+    if ($wow64Process) { return $null }
+    return Get-FleetRegistryNumber $Key $Name
+}
+
 # The FIPS policy (Vista / 2008 and later) and the SHA-256 class this host hashes with.
 # https://learn.microsoft.com/windows/security/threat-protection/security-policy-settings/system-cryptography-use-fips-compliant-algorithms-for-encryption-hashing-and-signing
 $fipsValue = Get-FleetRegistryNumber 'HKLM:\SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
@@ -207,14 +230,23 @@ try {
     $fips.hash_error = Get-FleetErrorText $_
 }
 
-# LastBootUpTime (host-local, the format of `now`): a change that needs a reboot is pending
-# until the host booted after it. Plus the markers Windows itself leaves for a reboot it owes.
+# LastBootUpTime, host-local (the format of `now`, for people) and UTC (what the journal
+# compares: a change that needs a reboot is pending while the host still runs the boot it was
+# made in; UTC does not move with a DST change). Plus the markers Windows itself leaves for a
+# reboot it owes.
 $lastBoot = $null
+$lastBootUtc = $null
 try {
-    $lastBoot = [Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime).ToString($FleetTimeFormat, $FleetInvariant)
+    $bootTime = [Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime)
+    $lastBoot = $bootTime.ToString($FleetTimeFormat, $FleetInvariant)
+    $lastBootUtc = $bootTime.ToUniversalTime().ToString($FleetTimeFormat, $FleetInvariant)
 } catch {
     $lastBoot = $null
 }
+
+# The configuration-file search is for people (preflight, status); gate polls skip it ('0').
+$portFiles = $null
+if ($PortSearch -ne '0') { $portFiles = Find-FleetPortMentions ([string]$installDirFound) '23443' }
 
 Write-FleetResult @{
     hostname = [string]$env:COMPUTERNAME
@@ -241,21 +273,22 @@ Write-FleetResult @{
         send_trusted_issuer_list = Get-FleetRegistryNumber $schannel 'SendTrustedIssuerList'
     }
     dotnet = @{
-        v2_strong_crypto = Get-FleetRegistryNumber ($dotnet + '\v2.0.50727') 'SchUseStrongCrypto'
-        v4_strong_crypto = Get-FleetRegistryNumber ($dotnet + '\v4.0.30319') 'SchUseStrongCrypto'
-        v2_system_default_tls = Get-FleetRegistryNumber ($dotnet + '\v2.0.50727') 'SystemDefaultTlsVersions'
-        v4_system_default_tls = Get-FleetRegistryNumber ($dotnet + '\v4.0.30319') 'SystemDefaultTlsVersions'
+        v2_strong_crypto = Get-FleetNativeNumber ($dotnet + '\v2.0.50727') 'SchUseStrongCrypto'
+        v4_strong_crypto = Get-FleetNativeNumber ($dotnet + '\v4.0.30319') 'SchUseStrongCrypto'
+        v2_system_default_tls = Get-FleetNativeNumber ($dotnet + '\v2.0.50727') 'SystemDefaultTlsVersions'
+        v4_system_default_tls = Get-FleetNativeNumber ($dotnet + '\v4.0.30319') 'SystemDefaultTlsVersions'
         wow6432_v2_strong_crypto = Get-FleetRegistryNumber ($dotnetWow + '\v2.0.50727') 'SchUseStrongCrypto'
         wow6432_v4_strong_crypto = Get-FleetRegistryNumber ($dotnetWow + '\v4.0.30319') 'SchUseStrongCrypto'
         wow6432_v2_system_default_tls = Get-FleetRegistryNumber ($dotnetWow + '\v2.0.50727') 'SystemDefaultTlsVersions'
         wow6432_v4_system_default_tls = Get-FleetRegistryNumber ($dotnetWow + '\v4.0.30319') 'SystemDefaultTlsVersions'
     }
     winhttp = @{
-        native = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\' + $winhttp) 'DefaultSecureProtocols'
+        native = Get-FleetNativeNumber ('HKLM:\SOFTWARE\' + $winhttp) 'DefaultSecureProtocols'
         wow6432 = Get-FleetRegistryNumber ('HKLM:\SOFTWARE\Wow6432Node\' + $winhttp) 'DefaultSecureProtocols'
     }
     fips = $fips
-    boot = @{ last_boot = $lastBoot }
+    wow64_process = $wow64Process
+    boot = @{ last_boot = $lastBoot; last_boot_utc = $lastBootUtc }
     pending_reboot = Get-FleetPendingReboot
-    port_23443_files = Find-FleetPortMentions ([string]$installDirFound) '23443'
+    port_23443_files = $portFiles
 }

@@ -1,7 +1,9 @@
 # tealeaf-fleet-op: set_registry
-param([string]$Key, [string]$Name, [string]$Type, [string]$Value)
+param([string]$Key, [string]$Name, [string]$Type, [string]$Value, [string]$CreateOnly)
 # Sets one HKLM value (DWord or String) and reads it back (value and RegistryValueKind),
 # returning what it was before. Key paths name the view explicitly (Wow6432Node for WOW64).
+# CreateOnly '1': only where the value is absent (by name, GetValueNames), and what is there
+# is never read: a value such as TLSCertPassword, TLSTool's key to tealeaf.p12, is a secret.
 
 if (-not $Key.StartsWith('HKLM:\', [StringComparison]::Ordinal)) { Stop-FleetOp "only HKLM:\ keys are supported, not '$Key'" 2 }
 $subKey = $Key.Substring(6)
@@ -11,7 +13,21 @@ $wow64Process = ([IntPtr]::Size -eq 4) -and ($null -ne $env:PROCESSOR_ARCHITEW64
 if ($wow64Process -and ($subKey -match '^SOFTWARE\\') -and ($subKey -notmatch '^SOFTWARE\\Wow6432Node(\\|$)')) {
     Stop-FleetOp "32-bit PowerShell on 64-bit Windows: '$Key' would be redirected to the WOW64 view; run the op from the 64-bit powershell.exe" 1
 }
-$previous = Get-FleetRegistryValue $Key $Name
+$previous = $null
+if ($CreateOnly -eq '1') {
+    $existing = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($subKey)
+    if ($null -ne $existing) {
+        try {
+            foreach ($valueName in $existing.GetValueNames()) {
+                if ($valueName -eq $Name) { Stop-FleetOp "'$Key\$Name' exists already: left as it is (create only)" 1 }
+            }
+        } finally {
+            $existing.Close()
+        }
+    }
+} else {
+    $previous = Get-FleetRegistryValue $Key $Name
+}
 
 if ($Type -eq 'DWord') {
     if ($Value -match '^0[xX]([0-9A-Fa-f]{1,8})$') { $number = [Convert]::ToInt64($matches[1], 16) }
