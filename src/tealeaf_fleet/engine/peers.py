@@ -17,11 +17,12 @@ Why it costs at most one facts read per restarted host, and usually none: the ev
 peer is, in order of preference,
 1. the peer's own gates, when it is of the batch restarted just before (they proved it healthy
    a moment ago; `gated`);
-2. a read started while the previous host was restarting (`prefetch`: launched once that host's
-   own check passed, joined at the end of its step, so it overlaps the restart and its gates,
-   which take longer than one facts read);
+2. a read made during the previous host's soak (`prefetch`: launched once that host's polled
+   gates passed, so after its restart, joined at the end of its step: it overlaps the soak's
+   wait, and a peer that failed while that host restarted is seen);
 3. a read now, of the peers in parallel, right before the disruptive step (the first host of
-   the first group, or after a resume). A host found already healthy (skipped) reads nothing.
+   the first group, after a resume, or with no soak: `soak_s: 0`). A host found already
+   healthy (skipped) reads nothing.
 A prefetch reads hosts other than the restarting one, whose connections are idle: every host's
 connection stays used by one thread at a time.
 """
@@ -136,7 +137,7 @@ class PeerCheck:
         return f"{len(self.peers)} peer(s) healthy"
 
     def prefetch_next(self) -> None:
-        """Read the peers of the host after this one while this one restarts; after the last
+        """Read the peers of the host after this one during this one's soak; after the last
         host of the group, those of the next rolling group's first host (the Canisters while
         the last HBR restarts): their connections are idle meanwhile."""
         hosts = list(self.phase.hosts)
