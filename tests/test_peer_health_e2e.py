@@ -117,3 +117,20 @@ def test_a_canister_stopping_while_the_previous_one_restarts_halts_before_the_ne
         assert stop_pending(lab, "can02", t0) == []
         assert "not restarting can02" in out.stderr and "can03" in out.stderr, out.stderr
         assert services(lab, "can03")["TeaLeafCanister"] == "Stopped"
+
+
+def test_a_rollback_after_an_hbr_failed_to_start_with_tls_succeeds(tmp_path):
+    """The common failed rollout: hbr02's services do not start with TLS (exit 1, hbr02 left
+    stopped with EnableTLS=1). Once the cause is gone, the rollback must be possible: hbr02's
+    stopped service is a warning there (its own restart, with EnableTLS 0, brings it back),
+    not the blocker it is before a rollout."""
+    topology = {"portal": 1, "hbr": 2, "canister": 1}
+    with start_lab(tmp_path / "lab", topology=topology) as lab:
+        set_fault(lab, "hbr02", {"service_start_fails": True})
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 1, out.stderr + out.stdout[-2000:]
+        assert services(lab, "hbr02")["TeaLeafHBR"] == "Stopped"
+        set_fault(lab, "hbr02", {})
+        back = fleet("rollback", str(lab.inventory), "--yes")
+        assert back.returncode == 0, back.stderr + back.stdout[-3000:]
+        assert services(lab, "hbr02")["TeaLeafHBR"] == "Running"

@@ -566,6 +566,13 @@ def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
                 running.append(svc)
                 if svc in stopped:
                     stopped.remove(svc)
+    if not ctx.expect_tls:
+        # a rollback starts what TLS left stopped (its rollout restart failed on this host)
+        for svc in ctx.down_with_tls(host.name):
+            if svc not in running:
+                running.append(svc)
+                if svc in stopped:
+                    stopped.remove(svc)
     iis = facts.get("iis") or {}
     return Before(
         running=running,

@@ -22,7 +22,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tealeaf_fleet.engine.events import EventBus
@@ -276,6 +276,13 @@ class Runner:
         """Run one phase; return the run's final outcome if the run must stop here."""
         if self.stop.is_set():
             return self._interrupted(phase, result)
+        order = getattr(self.context, "rolling_order", None)
+        if phase.strategy == "rolling" and callable(order):
+            hosts = list(order(list(phase.hosts)))
+            if hosts != list(phase.hosts):
+                moved = replace(phase, hosts=tuple(hosts))
+                self.phases[self.phases.index(phase)] = moved
+                phase = moved
         self.bus.emit(
             "phase_started",
             phase=phase.name,
