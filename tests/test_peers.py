@@ -164,19 +164,29 @@ def test_the_next_groups_first_check_is_read_while_the_last_host_restarts(tmp_pa
     assert reads == []
 
 
-def test_hosts_left_out_by_limit_are_still_peers(tmp_path, monkeypatch):
-    """`--limit hbr01`: the plan's group is hbr01 alone, but hbr02 still carries the load
-    while hbr01 restarts, so it is read, and its stopped service halts the restart."""
+def test_hosts_left_out_by_limit_are_not_peers(tmp_path, monkeypatch):
+    """Preflight's advice for a host whose service is down is "leave this host out with
+    --limit": the run then goes on without it, so a left-out host is never read as a peer
+    (`--limit hbr01,hbr02` of three HBRs: hbr03, down, stops nothing)."""
     fleet = make_fleet(
-        tmp_path, {"hbr01": "hbr", "hbr02": "hbr"}, "tealeaf: {install_dir: 'D:\\Tealeaf'}"
+        tmp_path,
+        {"hbr01": "hbr", "hbr02": "hbr", "hbr03": "hbr"},
+        "tealeaf: {install_dir: 'D:\\Tealeaf'}",
     )
     context = RunContext(fleet, expect_tls=True, bus=EventBus())
-    down = peers.PeerRead(healthy_facts(stopped=("TeaLeafDataService",)), None)
-    monkeypatch.setattr(peers, "read_peer", lambda c, name: down)
+    read: list[str] = []
+
+    def read_peer(c, name):
+        read.append(name)
+        stopped = ("TeaLeafDataService",) if name == "hbr03" else ()
+        return peers.PeerRead(healthy_facts(stopped=stopped), None)
+
+    monkeypatch.setattr(peers, "read_peer", read_peer)
     alone = PhaseSpec("restart_hbr", "restart", "rolling", 1, (), ("hbr01",))
-    assert peers.applies(context, alone, "hbr01")
-    with pytest.raises(PeerHealthError, match="hbr02: automatic-start TeaLeaf service"):
-        peers.PeerCheck(context, alone, "hbr01").require()
+    assert not peers.applies(context, alone, "hbr01")
+    two = PhaseSpec("restart_hbr", "restart", "rolling", 1, (), ("hbr01", "hbr02"))
+    assert peers.PeerCheck(context, two, "hbr01").require() == "1 peer(s) healthy"
+    assert read == ["hbr02"]
 
 
 def test_a_host_found_already_healthy_reads_no_peer(ctx):

@@ -10,8 +10,9 @@ group must be healthy:
   for a peer this run already restarted, else the mode its newest startup block logged (what
   it runs now).
 If one is not, the step fails before touching its host, naming the peer and what is wrong.
-Hosts of the group's role that `--limit` leaves out of the plan are peers too (never
-restarted by this run, always read): a limit never hides an HBR that is down.
+Hosts that `--limit` leaves out of the run are not peers: the operator chose to go on
+without them (preflight's advice for a host whose service is down: "start it, or leave this
+host out with --limit"), so their state is not read and does not stop the run.
 
 Why it costs at most one facts read per restarted host, and usually none: the evidence for a
 peer is, in order of preference,
@@ -64,23 +65,12 @@ def group_peers(phase: PhaseSpec, host: str) -> tuple[list[str], list[str]]:
     return peers, previous
 
 
-def outside_peers(ctx: RunContext, phase: PhaseSpec) -> list[str]:
-    """Hosts of the group's roles that the plan leaves out (`--limit`): never restarted by
-    this run, but their share is still theirs, so they are checked (always read)."""
-    roles = {ctx.host(h).role for h in phase.hosts if h in ctx.fleet.hosts}
-    return [
-        h.name
-        for h in ctx.fleet.hosts.values()
-        if h.role in roles and h.role in SERIAL_RESTART_ROLES and h.name not in phase.hosts
-    ]
-
-
 def applies(ctx: RunContext, phase: PhaseSpec, host: str) -> bool:
     return (
         phase.strategy == "rolling"
         and ctx.host(host).role in SERIAL_RESTART_ROLES
         and host in phase.hosts
-        and (len(phase.hosts) > 1 or bool(outside_peers(ctx, phase)))
+        and len(phase.hosts) > 1
     )
 
 
@@ -94,7 +84,6 @@ class PeerCheck:
         self.phase = phase
         self.host = host
         peers, previous = group_peers(phase, host)
-        peers += outside_peers(ctx, phase)
         self.peers = peers
         gated = ctx.peer_state.gated_in(phase.name)
         self.trusted = [p for p in previous if p in gated]
@@ -147,7 +136,7 @@ class PeerCheck:
         self._phase_of_next = self.phase.name
         if following:
             skip = {h for i, h in enumerate(hosts) if i // size in (mine, mine + 1)}
-            todo = [h for h in hosts if h not in skip] + outside_peers(self.ctx, self.phase)
+            todo = [h for h in hosts if h not in skip]
         else:
             group = self._next_group()
             if group is None:
@@ -155,7 +144,6 @@ class PeerCheck:
             size = max(1, group.batch)
             following = [h for i, h in enumerate(group.hosts) if i // size == 0]
             todo = [h for i, h in enumerate(group.hosts) if i // size != 0]
-            todo += outside_peers(self.ctx, group)
             self._phase_of_next = group.name
         self._next = self.ctx.peer_state.read_now(self.ctx, todo)
         self._following = following
