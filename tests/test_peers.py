@@ -193,3 +193,41 @@ def test_a_host_found_already_healthy_reads_no_peer(ctx):
     check = peers.PeerCheck(ctx, rolling(), "can01")
     check.finish(True)  # skipped before its disruptive step: require() never ran
     assert ctx.reads == []
+
+
+def test_batch_mates_checking_at_once_never_read_one_peer_twice_at_once(ctx, monkeypatch):
+    """`batch: 2`: can03 and can04 are checked together, with the same peers (can01, can02);
+    each peer's connection is used by one read at a time (the read under way is shared)."""
+    import threading
+    import time
+
+    active: dict[str, int] = {}
+    most: dict[str, int] = {}
+    lock = threading.Lock()
+    both_in = threading.Barrier(2)
+
+    def slow_read(c, name):
+        with lock:
+            active[name] = active.get(name, 0) + 1
+            most[name] = max(most.get(name, 0), active[name])
+        time.sleep(0.3)  # long enough for the batch-mate's check to start meanwhile
+        with lock:
+            active[name] -= 1
+        return c.world[name]
+
+    monkeypatch.setattr(peers, "read_peer", slow_read)
+    phase = rolling(2)
+    said: list[str] = []
+
+    def check(host: str) -> None:
+        c = peers.PeerCheck(ctx, phase, host)
+        both_in.wait()
+        said.append(c.require())
+
+    threads = [threading.Thread(target=check, args=(h,)) for h in ("can03", "can04")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert said == ["2 peer(s) healthy", "2 peer(s) healthy"]
+    assert most == {"can01": 1, "can02": 1}

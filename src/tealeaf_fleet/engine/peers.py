@@ -182,6 +182,7 @@ class PeerState:
         self._lock = threading.Lock()
         self._gated: dict[str, set[str]] = {}
         self._ready: dict[tuple[str, str], dict[str, PeerRead]] = {}
+        self._reading: dict[str, Future[PeerRead]] = {}  # the read of each host under way
 
     def gated_in(self, phase: str) -> set[str]:
         with self._lock:
@@ -200,16 +201,31 @@ class PeerState:
             return self._ready.pop((phase, host), {})
 
     def read_now(self, ctx: RunContext, hosts: Sequence[str]) -> dict[str, Future[PeerRead]]:
-        """Start one read per host, each on its own thread (at most `forks` at once)."""
+        """Start one read per host, each on its own thread (at most `forks` at once). A host
+        whose read is already under way (for a batch-mate of a `batch` > 1 group, checking the
+        same peers at the same moment) is not read again: that read is shared, so a host's
+        connection is never used by two threads at once."""
         if not hosts:
             return {}
-        pool = ThreadPoolExecutor(
-            max_workers=max(1, min(ctx.forks, len(hosts))), thread_name_prefix="peer"
-        )
-        try:
-            return {h: pool.submit(read_peer, ctx, h) for h in hosts}
-        finally:
-            pool.shutdown(wait=False)  # the futures finish; the pool's threads then end
+        out: dict[str, Future[PeerRead]] = {}
+        with self._lock:
+            todo = []
+            for h in hosts:
+                running = self._reading.get(h)
+                if running is not None and not running.done():
+                    out[h] = running
+                else:
+                    todo.append(h)
+            if todo:
+                pool = ThreadPoolExecutor(
+                    max_workers=max(1, min(ctx.forks, len(todo))), thread_name_prefix="peer"
+                )
+                try:
+                    for h in todo:
+                        out[h] = self._reading[h] = pool.submit(read_peer, ctx, h)
+                finally:
+                    pool.shutdown(wait=False)  # the futures finish; the pool's threads end
+        return {h: out[h] for h in hosts}
 
 
 def read_peer(ctx: RunContext, name: str) -> PeerRead:
