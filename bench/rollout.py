@@ -11,10 +11,10 @@ Send, Receive, cleanup; the first op on a host also opens its shell, + L):
 - a host's services restart in dependency order (stop dependents first, start dependencies
   first), each level taking S/2 to stop and S/2 to start: d S for a dependency depth d, read
   from the lab's `hosts/NAME/services.json` (TeaLeaf services that are running);
-- each HBR and Canister restarts alone: d S plus the restart op itself and at least one read
-  afterwards to see it healthy: d S + 2 op each, one after the other;
+- each HBR and Canister restarts alone: d S plus the restart op, which also makes the gates'
+  first read (and the iisreset where IIS runs): d S + op each, one after the other;
 - the rest restart in parallel: the slowest of them, d S (+ S for iisreset where IIS runs)
-  + 2 op (+ op for iisreset), per wave of f hosts;
+  + op, per wave of f hosts;
 - the certificate is made on the controller: counted as 0.
 The ratio measured / bound says how much the engine adds (polling, verification reads, Python,
 two cores shared by the lab and the controller). Aim: 1.25 or better.
@@ -112,11 +112,9 @@ def lower_bound(
         if phase["op"] == "certificate" or not hosts:
             out[name] = 0.0
         elif phase["op"] == "restart" and strategy == "rolling":
-            out[name] = sum(depths[h] * S + 2 * op for h in hosts)
+            out[name] = sum(depths[h] * S + op for h in hosts)
         elif phase["op"] == "restart":
-            slowest = max(
-                depths[h] * S + 2 * op + ((S + op) if roles[h] == "portal" else 0) for h in hosts
-            )
+            slowest = max(depths[h] * S + op + (S if roles[h] == "portal" else 0) for h in hosts)
             out[name] = math.ceil(len(hosts) / f) * slowest
         else:
             out[name] = math.ceil(len(hosts) / f) * op + (L if phase["op"] == "preflight" else 0)
@@ -192,10 +190,12 @@ def main() -> int:
             f"restart {args.restart_s} s, forks {args.forks}, soak 0"
         )
         print(f"{'phase':<18}{'measured s':>11}{'bound s':>9}{'ratio':>7}")
+        ratios: dict[str, float | None] = {}
         for phase in plan["phases"]:
             name = phase["name"]
             took = ends.get(name, 0) - starts.get(name, 0)
             lb = bound[name]
+            ratios[name] = round(took / lb, 3) if lb else None
             ratio = f"{took / lb:7.2f}" if lb else "      -"
             print(f"{name:<18}{took:>11.2f}{lb:>9.2f}{ratio}")
         total = sum(bound.values())
@@ -204,8 +204,10 @@ def main() -> int:
         restart_took = sum(ends.get(n, 0) - starts.get(n, 0) for n in critical)
         restart_lb = sum(critical.values())
         print("restart phases against their critical path (d S + P per restart):")
+        restart_ratios: dict[str, float] = {}
         for name, lb in critical.items():
             took = ends.get(name, 0) - starts.get(name, 0)
+            restart_ratios[name] = round(took / lb, 3)
             print(f"  {name:<16}{took:>11.2f}{lb:>9.2f}{took / lb:7.2f}")
         print(
             f"  {'all restarts':<16}{restart_took:>11.2f}{restart_lb:>9.2f}"
@@ -220,6 +222,8 @@ def main() -> int:
                     "restart_measured_s": round(restart_took, 2),
                     "restart_bound_s": round(restart_lb, 2),
                     "restart_ratio": round(restart_took / restart_lb, 3),
+                    "phase_ratios": ratios,
+                    "restart_phase_ratios": restart_ratios,
                 }
             )
         )
