@@ -158,7 +158,7 @@ def test_the_next_groups_first_check_is_read_while_the_last_host_restarts(tmp_pa
     reads.clear()
     last.prefetch_next()
     last.finish(True)
-    assert reads == ["can02"]  # made for can01, during hbr02's restart
+    assert reads == ["can02"]  # made for can01, during hbr02's soak
     reads.clear()
     peers.PeerCheck(context, can, "can01").require()
     assert reads == []
@@ -231,3 +231,22 @@ def test_batch_mates_checking_at_once_never_read_one_peer_twice_at_once(ctx, mon
         t.join()
     assert said == ["2 peer(s) healthy", "2 peer(s) healthy"]
     assert most == {"can01": 1, "can02": 1}
+
+
+def test_a_failing_step_keeps_its_own_exception_over_a_prefetch_that_broke(ctx, monkeypatch):
+    """finish() runs in the step's `finally`: when the step failed (its gates, say), a
+    prefetch that itself raised must not replace the step's exception."""
+
+    def broken(c, name):
+        raise RuntimeError("prefetch broke")
+
+    check = peers.PeerCheck(ctx, rolling(), "can01")
+    check.require()
+    monkeypatch.setattr(peers, "read_peer", broken)
+    check.prefetch_next()
+    with pytest.raises(ValueError, match="the step's own failure"):
+        try:
+            raise ValueError("the step's own failure")
+        finally:
+            check.finish(False)
+    assert peers.PeerCheck(ctx, rolling(), "can02").reads == {}  # nothing handed on

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -163,11 +163,17 @@ class PeerCheck:
         return group
 
     def finish(self, healthy: bool) -> None:
-        """At the end of the step: record this host's gates as evidence (when they passed),
-        and hand the prefetched reads, joined, to the next host(s)."""
+        """At the end of the step (a `finally`): record this host's gates as evidence and
+        hand the prefetched reads, joined, to the next host(s) when the step succeeded; when
+        it failed, only join them (never raising over the step's own exception)."""
         if healthy:
             self.ctx.peer_state.mark_gated(self.phase.name, self.host)
         if not self._next:
+            return
+        # joined either way (no read left using a peer's connection), but only a step that
+        # succeeded takes their results: a failing step's own exception is what goes on
+        wait(list(self._next.values()))
+        if not healthy:
             return
         done = {peer: future.result() for peer, future in self._next.items()}
         for host in self._following:
