@@ -36,6 +36,9 @@ def test_an_unreachable_rtv_leaves_the_servers_done_and_names_the_way_to_finish_
         assert "TLS cannot be enabled on part of a Tealeaf fleet" in flowed, flowed
         assert "hbr02" in flowed and "can01" in flowed
         assert changes(lab, t_refused) == []
+        dry = fleet("rollout", str(lab.inventory), "--dry-run", "--limit", "hbr01")
+        assert dry.returncode == 3, dry.stderr  # the dry run says so too
+        assert "TLS cannot be enabled on part" in " ".join(dry.stderr.split()), dry.stderr
         seen = json.loads(fleet("status", str(lab.inventory), "--json", "--limit", "can0*").stdout)
         assert [h["name"] for h in seen["hosts"]] == ["can01", "can02", "can03"]
         planned = fleet("plan", str(lab.inventory), "--format", "json", "--limit", "rtv")
