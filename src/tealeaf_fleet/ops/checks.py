@@ -1205,7 +1205,7 @@ def _stopped_services(
     if role in SERIAL_GROUP_ROLES:
         severity = BLOCKER
         message += (
-            f"; on a {role.upper() if role == 'hbr' else role.capitalize()} this blocks the "
+            f"; on {'an HBR' if role == 'hbr' else 'a ' + role.capitalize()} this blocks the "
             f"run: restarting another {role} meanwhile would leave this one's share to "
             "nobody (captured data lost); start it, or leave this host out with --limit"
         )
