@@ -11,11 +11,13 @@ Send, Receive, cleanup; the first op on a host also opens its shell, + L):
 - a host's services restart in dependency order (stop dependents first, start dependencies
   first), each level taking S/2 to stop and S/2 to start: d S for a dependency depth d, read
   from the lab's `hosts/NAME/services.json` (TeaLeaf services that are running);
-- each HBR and Canister restarts alone: d S plus the restart op itself and at least one read
-  afterwards to see it healthy: d S + 2 op each, one after the other;
+- each HBR and Canister restarts alone: d S plus the restart op, which also makes the gates'
+  first read (and the iisreset where IIS runs): d S + op each, one after the other;
 - the rest restart in parallel: the slowest of them, d S (+ S for iisreset where IIS runs)
-  + 2 op (+ op for iisreset), per wave of f hosts;
-- the certificate is made on the controller: counted as 0.
+  + op, per wave of f hosts;
+- the certificate is made on the controller: counted as 0;
+- with `--soak-s`, each restart (and each wave of a parallel restart phase) also waits it and
+  reads the host once more (+ op, or + P in the critical path).
 The ratio measured / bound says how much the engine adds (polling, verification reads, Python,
 two cores shared by the lab and the controller). Aim: 1.25 or better.
 
@@ -105,6 +107,7 @@ def lower_bound(
 ) -> dict[str, float]:
     L, P, S, f = args.latency_ms / 1000, args.ps_startup_ms / 1000, args.restart_s, args.forks
     op = 4 * L + P
+    soak = args.soak_s + op if args.soak_s else 0.0  # the wait, then the gates read once more
     out: dict[str, float] = {}
     for phase in phases:
         hosts = [s["host"] for s in phase["steps"] if s["host"] != "controller"]
@@ -112,10 +115,10 @@ def lower_bound(
         if phase["op"] == "certificate" or not hosts:
             out[name] = 0.0
         elif phase["op"] == "restart" and strategy == "rolling":
-            out[name] = sum(depths[h] * S + 2 * op for h in hosts)
+            out[name] = sum(depths[h] * S + op + soak for h in hosts)
         elif phase["op"] == "restart":
-            slowest = max(
-                depths[h] * S + 2 * op + ((S + op) if roles[h] == "portal" else 0) for h in hosts
+            slowest = soak + max(
+                depths[h] * S + op + (S if roles[h] == "portal" else 0) for h in hosts
             )
             out[name] = math.ceil(len(hosts) / f) * slowest
         else:
@@ -128,16 +131,17 @@ def restart_bound(
 ) -> dict[str, float]:
     """The restart phases' critical path (module docstring): restart phase name -> seconds."""
     P, S, f = args.ps_startup_ms / 1000, args.restart_s, args.forks
+    soak = args.soak_s + P if args.soak_s else 0.0  # the wait, then the gates' second read
     out: dict[str, float] = {}
     for phase in phases:
         hosts = [s["host"] for s in phase["steps"] if s["host"] != "controller"]
         if phase["op"] != "restart" or not hosts:
             continue
         if phase["strategy"] == "rolling":
-            out[phase["name"]] = sum(depths[h] * S + P for h in hosts)
+            out[phase["name"]] = sum(depths[h] * S + P + soak for h in hosts)
         else:
             slowest = max(depths[h] * S + (S if roles[h] == "portal" else 0) for h in hosts)
-            out[phase["name"]] = math.ceil(len(hosts) / f) * (slowest + P)
+            out[phase["name"]] = math.ceil(len(hosts) / f) * (slowest + P + soak)
     return out
 
 
@@ -147,6 +151,13 @@ def main() -> int:
     parser.add_argument("--ps-startup-ms", type=int, default=100)
     parser.add_argument("--restart-s", type=float, default=1.0)
     parser.add_argument("--forks", type=int, default=20)
+    parser.add_argument(
+        "--soak-s",
+        type=float,
+        default=0,
+        help="rollout.soak_s (default 0): with a soak, the next HBR's or Canister's peer reads "
+        "overlap it; without, they are one read before each restart",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the lab folder")
     args = parser.parse_args()
 
@@ -160,7 +171,8 @@ def main() -> int:
     lab = start_lab(folder, args)
     try:
         inventory = folder / "inventory.yaml"
-        text = inventory.read_text(encoding="utf-8").replace("soak_s: 1", "soak_s: 0")
+        soak = f"soak_s: {args.soak_s:g}"
+        text = inventory.read_text(encoding="utf-8").replace("soak_s: 1", soak)
         inventory.write_text(text, encoding="utf-8")
         fleet = load_fleet(inventory)
         plan = build_plan(load_playbook("rollout"), fleet).to_dict()
@@ -189,13 +201,15 @@ def main() -> int:
         print(
             f"rollout of {windows} Windows hosts (+{len(roles) - windows} PCA): "
             f"latency {args.latency_ms} ms/request, powershell start {args.ps_startup_ms} ms, "
-            f"restart {args.restart_s} s, forks {args.forks}, soak 0"
+            f"restart {args.restart_s} s, forks {args.forks}, soak {args.soak_s:g} s"
         )
         print(f"{'phase':<18}{'measured s':>11}{'bound s':>9}{'ratio':>7}")
+        ratios: dict[str, float | None] = {}
         for phase in plan["phases"]:
             name = phase["name"]
             took = ends.get(name, 0) - starts.get(name, 0)
             lb = bound[name]
+            ratios[name] = round(took / lb, 3) if lb else None
             ratio = f"{took / lb:7.2f}" if lb else "      -"
             print(f"{name:<18}{took:>11.2f}{lb:>9.2f}{ratio}")
         total = sum(bound.values())
@@ -204,8 +218,10 @@ def main() -> int:
         restart_took = sum(ends.get(n, 0) - starts.get(n, 0) for n in critical)
         restart_lb = sum(critical.values())
         print("restart phases against their critical path (d S + P per restart):")
+        restart_ratios: dict[str, float] = {}
         for name, lb in critical.items():
             took = ends.get(name, 0) - starts.get(name, 0)
+            restart_ratios[name] = round(took / lb, 3)
             print(f"  {name:<16}{took:>11.2f}{lb:>9.2f}{took / lb:7.2f}")
         print(
             f"  {'all restarts':<16}{restart_took:>11.2f}{restart_lb:>9.2f}"
@@ -220,6 +236,8 @@ def main() -> int:
                     "restart_measured_s": round(restart_took, 2),
                     "restart_bound_s": round(restart_lb, 2),
                     "restart_ratio": round(restart_took / restart_lb, 3),
+                    "phase_ratios": ratios,
+                    "restart_phase_ratios": restart_ratios,
                 }
             )
         )

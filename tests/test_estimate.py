@@ -10,6 +10,7 @@ import pytest
 
 from tealeaf_fleet.errors import InputError
 from tealeaf_fleet.estimate import (
+    DEFAULT_REBOOT_S,
     DEFAULT_RESTART_S,
     GATE_S,
     OP_S,
@@ -81,3 +82,25 @@ def test_restart_s_in_the_inventory_is_checked(tmp_path: Path):
 )
 def test_duration_text(seconds, text):
     assert duration_text(seconds) == text
+
+
+def test_the_prerequisites_reboots_are_timed_as_reboots_behind_their_gates(tmp_path: Path):
+    """The prerequisites playbook's `reboot` op: a reboot per host (not one remote op), HBRs
+    and Canisters one at a time, with the gates, the soak and the worst case of a restart."""
+    fleet = make_fleet(tmp_path, ESTATE, TIMINGS)
+    plan = build_plan(load_playbook("prerequisites"), fleet)
+    by = {p.name: p for p in estimate(plan, fleet, forks=10).phases}
+    assert by["reboot_hbr"].steps == 2 and by["reboot_canister"].steps == 3
+    assert by["reboot_hbr"].expected_s == 2 * (DEFAULT_REBOOT_S + GATE_S + 30)
+    assert by["reboot_canister"].expected_s == 3 * (DEFAULT_REBOOT_S + GATE_S + 30)
+    assert by["reboot_rest"].expected_s == DEFAULT_REBOOT_S + GATE_S + 30  # one wave
+    assert by["reboot_hbr"].worst_s == 2 * (2 * 600 + 30)
+    # with `rollout.restart: reboot`, the inventory's restart_s times reboots
+    (tmp_path / "reboot").mkdir()
+    timed = make_fleet(
+        tmp_path / "reboot",
+        ESTATE,
+        "rollout: {restart: reboot, soak_s: 30, health_timeout_s: 600, restart_s: {hbr: 400}}",
+    )
+    hbr = estimate(build_plan(load_playbook("prerequisites"), timed), timed).phases[2]
+    assert hbr.name == "reboot_hbr" and hbr.expected_s == 2 * (400 + GATE_S + 30)

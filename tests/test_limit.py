@@ -80,8 +80,13 @@ def test_left_out_servers_only_when_the_playbook_switches_tls(fleet):
     assert limit.left_out_servers(fleet, fleet, rollout) == []
 
 
-def facts(enable_tls, cert=FP):
-    return {"enable_tls": enable_tls, "security": {"cert_sha256": cert}}
+def facts(enable_tls, cert=FP, mode=None):
+    mode = mode or ("tls" if enable_tls == 1 else "plain")
+    return {
+        "enable_tls": enable_tls,
+        "security": {"cert_sha256": cert},
+        "data_service": {"mode": mode},
+    }
 
 
 def test_partial_enable_is_refused_unless_the_rest_already_has_tls(fleet):
@@ -97,12 +102,14 @@ def test_partial_enable_is_refused_unless_the_rest_already_has_tls(fleet):
     )  # every other server already on TLS with the fleet's certificate: allowed
     not_ready = dict(ready, can02=facts(0), report01="HostUnreachable: no answer")
     not_ready["can03"] = facts(1, cert="cd" * 32)
+    not_ready["hbr02"] = facts(1, mode="plain")  # EnableTLS set, never restarted since
     with pytest.raises(PreflightError) as caught:
         limit.check_partial_tls(
             fleet, some, load_playbook("rollout"), read_facts=reader(not_ready), pfx_sha256=FP
         )
     blockers = caught.value.blockers
-    assert sorted(blockers) == ["can02", "can03", "report01"]
+    assert sorted(blockers) == ["can02", "can03", "hbr02", "report01"]
+    assert "Data Service still runs plain" in blockers["hbr02"][0]
     assert "TLS cannot be enabled on part of a Tealeaf fleet" in caught.value.message
     assert "can02: left out by --limit with EnableTLS off" in caught.value.message
     assert "certificate" in blockers["can03"][0] and "HostUnreachable" in blockers["report01"][0]

@@ -87,3 +87,50 @@ def test_an_hbr_service_stopping_mid_run_halts_before_the_other_hbr_restarts(tmp
             if e["kind"] == "service" and e["host"] == "hbr01" and e.get("state") == "Running"
         )
         assert hbr01_back <= min(e["ts"] for e in second)  # one HBR at a time
+
+
+def test_a_canister_stopping_while_the_previous_one_restarts_halts_before_the_next(
+    tmp_path, monkeypatch
+):
+    """can03's service dies while can01 restarts (its stop already under way): the peer read
+    for can02 is made after can01's gates, during its soak, so it sees can03 down; can02 is
+    never stopped, the run exits 1 naming can03. A read made before can01's restart (the
+    flaw this guards against) would have found can03 healthy and restarted can02."""
+    topology = {"portal": 1, "hbr": 1, "canister": 3}
+    with start_lab(tmp_path / "lab", soak_s=3, restart_s=1.0, topology=topology) as lab:
+        can01, can03 = lab.host("can01"), lab.host("can03")
+        record = can01.record
+        flipped: list[dict] = []
+
+        def can03_dies_mid_restart(kind: str, **fields) -> None:
+            record(kind, **fields)
+            if kind == "service" and fields.get("state") == "StopPending" and not flipped:
+                flipped.append(fields)  # can01's restart began: can03's service ends now
+                can03.set_faults({"service_stopped": True})
+
+        monkeypatch.setattr(can01, "record", can03_dies_mid_restart)
+        t0 = time.time()
+        out = fleet("rollout", str(lab.inventory), "--yes", timeout=240)
+        assert flipped, out.stderr + out.stdout[-2000:]
+        assert out.returncode == 1, out.stderr + out.stdout[-2000:]
+        assert stop_pending(lab, "can01", t0)
+        assert stop_pending(lab, "can02", t0) == []
+        assert "not restarting can02" in out.stderr and "can03" in out.stderr, out.stderr
+        assert services(lab, "can03")["TeaLeafCanister"] == "Stopped"
+
+
+def test_a_rollback_after_an_hbr_failed_to_start_with_tls_succeeds(tmp_path):
+    """The common failed rollout: hbr02's services do not start with TLS (exit 1, hbr02 left
+    stopped with EnableTLS=1). Once the cause is gone, the rollback must be possible: hbr02's
+    stopped service is a warning there (its own restart, with EnableTLS 0, brings it back),
+    not the blocker it is before a rollout."""
+    topology = {"portal": 1, "hbr": 2, "canister": 1}
+    with start_lab(tmp_path / "lab", topology=topology) as lab:
+        set_fault(lab, "hbr02", {"service_start_fails": True})
+        out = fleet("rollout", str(lab.inventory), "--yes")
+        assert out.returncode == 1, out.stderr + out.stdout[-2000:]
+        assert services(lab, "hbr02")["TeaLeafHBR"] == "Stopped"
+        set_fault(lab, "hbr02", {})
+        back = fleet("rollback", str(lab.inventory), "--yes")
+        assert back.returncode == 0, back.stderr + back.stdout[-3000:]
+        assert services(lab, "hbr02")["TeaLeafHBR"] == "Running"

@@ -158,28 +158,95 @@ def test_the_next_groups_first_check_is_read_while_the_last_host_restarts(tmp_pa
     reads.clear()
     last.prefetch_next()
     last.finish(True)
-    assert reads == ["can02"]  # made for can01, during hbr02's restart
+    assert reads == ["can02"]  # made for can01, during hbr02's soak
     reads.clear()
     peers.PeerCheck(context, can, "can01").require()
     assert reads == []
 
 
-def test_hosts_left_out_by_limit_are_still_peers(tmp_path, monkeypatch):
-    """`--limit hbr01`: the plan's group is hbr01 alone, but hbr02 still carries the load
-    while hbr01 restarts, so it is read, and its stopped service halts the restart."""
+def test_hosts_left_out_by_limit_are_not_peers(tmp_path, monkeypatch):
+    """Preflight's advice for a host whose service is down is "leave this host out with
+    --limit": the run then goes on without it, so a left-out host is never read as a peer
+    (`--limit hbr01,hbr02` of three HBRs: hbr03, down, stops nothing)."""
     fleet = make_fleet(
-        tmp_path, {"hbr01": "hbr", "hbr02": "hbr"}, "tealeaf: {install_dir: 'D:\\Tealeaf'}"
+        tmp_path,
+        {"hbr01": "hbr", "hbr02": "hbr", "hbr03": "hbr"},
+        "tealeaf: {install_dir: 'D:\\Tealeaf'}",
     )
     context = RunContext(fleet, expect_tls=True, bus=EventBus())
-    down = peers.PeerRead(healthy_facts(stopped=("TeaLeafDataService",)), None)
-    monkeypatch.setattr(peers, "read_peer", lambda c, name: down)
+    read: list[str] = []
+
+    def read_peer(c, name):
+        read.append(name)
+        stopped = ("TeaLeafDataService",) if name == "hbr03" else ()
+        return peers.PeerRead(healthy_facts(stopped=stopped), None)
+
+    monkeypatch.setattr(peers, "read_peer", read_peer)
     alone = PhaseSpec("restart_hbr", "restart", "rolling", 1, (), ("hbr01",))
-    assert peers.applies(context, alone, "hbr01")
-    with pytest.raises(PeerHealthError, match="hbr02: automatic-start TeaLeaf service"):
-        peers.PeerCheck(context, alone, "hbr01").require()
+    assert not peers.applies(context, alone, "hbr01")
+    two = PhaseSpec("restart_hbr", "restart", "rolling", 1, (), ("hbr01", "hbr02"))
+    assert peers.PeerCheck(context, two, "hbr01").require() == "1 peer(s) healthy"
+    assert read == ["hbr02"]
 
 
 def test_a_host_found_already_healthy_reads_no_peer(ctx):
     check = peers.PeerCheck(ctx, rolling(), "can01")
     check.finish(True)  # skipped before its disruptive step: require() never ran
     assert ctx.reads == []
+
+
+def test_batch_mates_checking_at_once_never_read_one_peer_twice_at_once(ctx, monkeypatch):
+    """`batch: 2`: can03 and can04 are checked together, with the same peers (can01, can02);
+    each peer's connection is used by one read at a time (the read under way is shared)."""
+    import threading
+    import time
+
+    active: dict[str, int] = {}
+    most: dict[str, int] = {}
+    lock = threading.Lock()
+    both_in = threading.Barrier(2)
+
+    def slow_read(c, name):
+        with lock:
+            active[name] = active.get(name, 0) + 1
+            most[name] = max(most.get(name, 0), active[name])
+        time.sleep(0.3)  # long enough for the batch-mate's check to start meanwhile
+        with lock:
+            active[name] -= 1
+        return c.world[name]
+
+    monkeypatch.setattr(peers, "read_peer", slow_read)
+    phase = rolling(2)
+    said: list[str] = []
+
+    def check(host: str) -> None:
+        c = peers.PeerCheck(ctx, phase, host)
+        both_in.wait()
+        said.append(c.require())
+
+    threads = [threading.Thread(target=check, args=(h,)) for h in ("can03", "can04")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert said == ["2 peer(s) healthy", "2 peer(s) healthy"]
+    assert most == {"can01": 1, "can02": 1}
+
+
+def test_a_failing_step_keeps_its_own_exception_over_a_prefetch_that_broke(ctx, monkeypatch):
+    """finish() runs in the step's `finally`: when the step failed (its gates, say), a
+    prefetch that itself raised must not replace the step's exception."""
+
+    def broken(c, name):
+        raise RuntimeError("prefetch broke")
+
+    check = peers.PeerCheck(ctx, rolling(), "can01")
+    check.require()
+    monkeypatch.setattr(peers, "read_peer", broken)
+    check.prefetch_next()
+    with pytest.raises(ValueError, match="the step's own failure"):
+        try:
+            raise ValueError("the step's own failure")
+        finally:
+            check.finish(False)
+    assert peers.PeerCheck(ctx, rolling(), "can02").reads == {}  # nothing handed on

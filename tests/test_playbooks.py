@@ -81,8 +81,17 @@ def test_rollback_keeps_certificates_and_restarts_one_at_a_time() -> None:
 
 
 def test_prepare_never_enables_or_restarts() -> None:
-    ops = [p.op for p in load_playbook("prepare").phases]
-    assert ops == ["preflight", "certificate", "push_pfx", "push_tools", "import"]
+    """Copy and import only; RTV workstations after every server, as in the rollout (an
+    unreachable workstation never holds up the servers' prepare)."""
+    assert _shape("prepare") == [
+        ("preflight", "parallel", set(WINDOWS_ROLES), None),
+        ("certificate", "controller", set(), None),
+        ("push_pfx", "parallel", set(TLS_ROLES), None),
+        ("import", "parallel", set(TLS_ROLES), None),
+        ("push_pfx", "parallel", {"rtv"}, None),
+        ("push_tools", "parallel", {"rtv"}, None),
+        ("import", "parallel", {"rtv"}, None),
+    ]
 
 
 def test_rotate_is_the_rollout_without_enable() -> None:

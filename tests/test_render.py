@@ -314,9 +314,24 @@ def test_markdown_ticket_has_the_window_and_the_commands_to_approve_and_run(flee
     md = render_markdown(plan, window=window, inventory="site.yaml", limit="hbr*,can*")
     assert "## Change window (estimate)" in md
     assert "| **Total** |" in md and "1 step(s) from durations measured" in md
-    assert "    fleet plan site.yaml --limit hbr*,can* --out plan.json" in md
-    assert "    fleet rollout site.yaml --limit hbr*,can* --approved-plan plan.json" in md
+    assert "    fleet plan site.yaml --limit 'hbr*,can*' --out plan.json" in md
+    assert "    fleet rollout site.yaml --limit 'hbr*,can*' --approved-plan plan.json" in md
     assert "SHA-256" not in md.replace("certificate fingerprint", "")  # one vocabulary
     back = render_markdown(build_plan(load_playbook("rollback"), fleet), inventory="site.yaml")
     assert "fleet plan site.yaml --playbook rollback --out plan.json" in back
     assert "fleet rollback site.yaml --approved-plan plan.json" in back
+
+
+@pytest.mark.parametrize("name", ["rotate", "prerequisites", "prepare"])
+def test_ticket_commands_name_every_packaged_playbook_and_quote_the_limit(fleet, name) -> None:
+    """The approve-and-run commands work as pasted: a packaged playbook by its name (never
+    FILE), and a --limit with `!` or `*` quoted for the shell."""
+    from tealeaf_fleet.cli.render import run_commands
+
+    plan = build_plan(load_playbook(name), fleet)
+    make, run = run_commands(plan, "my site.yaml", "can0*,!can02")
+    assert make.startswith(f"fleet plan 'my site.yaml' --playbook {name} --limit 'can0*,!can02'")
+    assert run == (
+        f"fleet rollout 'my site.yaml' --playbook {name} --limit 'can0*,!can02' "
+        "--approved-plan plan.json"
+    )

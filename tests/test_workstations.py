@@ -87,3 +87,38 @@ def test_a_workstation_of_another_build_is_warned_about(tmp_path: Path):
     assert list(ctx.warnings) == ["rtv02"]
     assert "9.0.2.1223 differs from the servers' (9.0.2.1351)" in ctx.warnings["rtv02"][0]
     assert [e.host for e in rec.of_type("message")] == ["rtv02"]
+
+
+ARCHIVED = {"source": "archive", "sha256": "ab" * 32, "password_env": "PFX_PASSWORD"}
+
+
+def test_the_finish_command_names_the_playbook_and_the_archived_pair(tmp_path):
+    """A prepare (or a rotate-back to an archived pair) an RTV failed in: the finish
+    command is the same run's command (`--playbook`, the archive flags), limited to the
+    workstation, or it would run the rollout playbook or make a new pair there."""
+
+    def action(ctx, ph, host):
+        return StepResult("failed", "unreachable") if host == "rtv02" else StepResult("changed")
+
+    plan = {**PLAN, "playbook": {"name": "prepare"}}
+    context = SimpleNamespace(
+        workstation_problems={},
+        fleet=SimpleNamespace(normalized={"certificate": ARCHIVED}),
+    )
+    runner = Runner(
+        plan=plan,
+        actions={op: action for op in ("import", "restart", "push_pfx")},
+        context=context,
+        bus=EventBus(),
+        journal=None,
+        command="rollout",
+        inventory_label="inv.yaml --limit 'hbr01,rtv*'",
+        playbook_ref="prepare",
+    )
+    result = runner.run()
+    assert result.exit_code == 1
+    from tealeaf_fleet.certarchive import rerun_flags
+
+    flags = rerun_flags(ARCHIVED)
+    assert flags  # the archive flag is carried over
+    assert f"`fleet rollout inv.yaml --limit rtv02 --playbook prepare{flags}`" in result.hint

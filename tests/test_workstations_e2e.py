@@ -36,6 +36,9 @@ def test_an_unreachable_rtv_leaves_the_servers_done_and_names_the_way_to_finish_
         assert "TLS cannot be enabled on part of a Tealeaf fleet" in flowed, flowed
         assert "hbr02" in flowed and "can01" in flowed
         assert changes(lab, t_refused) == []
+        dry = fleet("rollout", str(lab.inventory), "--dry-run", "--limit", "hbr01")
+        assert dry.returncode == 3, dry.stderr  # the dry run says so too
+        assert "TLS cannot be enabled on part" in " ".join(dry.stderr.split()), dry.stderr
         seen = json.loads(fleet("status", str(lab.inventory), "--json", "--limit", "can0*").stdout)
         assert [h["name"] for h in seen["hosts"]] == ["can01", "can02", "can03"]
         planned = fleet("plan", str(lab.inventory), "--format", "json", "--limit", "rtv")
@@ -84,3 +87,25 @@ def test_an_unreachable_rtv_leaves_the_servers_done_and_names_the_way_to_finish_
         server = next(h for h in status_json(lab)["hosts"] if h["name"] == "hbr01")
         rtv_cert = rtv["facts"]["security"]["cert_sha256"]
         assert rtv_cert and rtv_cert == server["facts"]["security"]["cert_sha256"]
+
+
+def test_prepare_with_an_unreachable_rtv_imports_on_every_server(tmp_path):
+    """`--playbook prepare`: the RTV phases come after the servers' there too; an unreachable
+    workstation leaves every server with the pair imported, exit 1, and the finish command
+    repeats the playbook."""
+    topology = {"portal": 1, "hbr": 1, "canister": 1, "rtv": 1}
+    with start_lab(tmp_path / "lab", topology=topology) as lab:
+        set_fault(lab, "rtv01", {"unreachable": True})
+        out = fleet("rollout", str(lab.inventory), "--playbook", "prepare", "--yes", "--json")
+        assert out.returncode == 1, out.stderr
+        finished = json.loads(out.stdout.splitlines()[-1])
+        assert list(finished["workstations"]) == ["rtv01"]
+        assert f"{lab.inventory} --limit rtv01 --playbook prepare" in finished["hint"]
+        status = status_json(lab)
+        shas = {
+            h["name"]: h["facts"]["security"]["cert_sha256"]
+            for h in status["hosts"]
+            if h["name"] in tls_hosts(lab)
+        }
+        assert set(shas) == set(tls_hosts(lab)) and len(set(shas.values())) == 1
+        assert None not in shas.values()

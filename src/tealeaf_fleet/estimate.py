@@ -4,7 +4,8 @@ Why a model and not a promise: a restart's length depends on the site (a Caniste
 session store takes minutes to come back). So the estimate says where each figure comes from:
 - the inventory's timings: `rollout.restart_s` per role (how long one restart, or with
   `rollout.restart: reboot` one reboot, of a host of that role takes; `DEFAULT_RESTART_S` and
-  `DEFAULT_REBOOT_S` otherwise), `rollout.soak_s`, and `rollout.health_timeout_s` for the
+  `DEFAULT_REBOOT_S` otherwise; the prerequisites playbook's `reboot` op is timed as a reboot
+  whatever `rollout.restart` says), `rollout.soak_s`, and `rollout.health_timeout_s` for the
   worst case (every gate waiting its full time);
 - measured durations, when the journal holds earlier finished steps of the same op on the same
   host (the newest one each): they replace the model for that step.
@@ -88,13 +89,24 @@ def restart_s(fleet: Fleet, role: str) -> int:
     return fleet.rollout.restart_s.get(role, DEFAULT_RESTART_S.get(role, 60))
 
 
+def reboot_s(fleet: Fleet, role: str) -> int:
+    """One reboot of a host of `role` (the prerequisites playbook's `reboot` op): the
+    inventory's `restart_s` when it times reboots (`rollout.restart: reboot`), else
+    DEFAULT_REBOOT_S (a services restart's time says nothing about a reboot's)."""
+    if fleet.rollout.restart == "reboot":
+        return restart_s(fleet, role)
+    return DEFAULT_REBOOT_S
+
+
 def _step_s(fleet: Fleet, phase: PlanPhase, role: str) -> tuple[float, float]:
-    """(expected, worst) of one step of `phase` on a host of `role`, from the model."""
-    if phase.op != "restart":
+    """(expected, worst) of one step of `phase` on a host of `role`, from the model: a
+    restart or a reboot, then its gates (and the soak); any other op, one remote op."""
+    if phase.op not in ("restart", "reboot"):
         op = OP_S.get(phase.op, 10)
         return op, op
     soak = fleet.rollout.soak_s if "soak" in phase.gates else 0
-    expected = restart_s(fleet, role) + GATE_S + soak
+    bounce = reboot_s(fleet, role) if phase.op == "reboot" else restart_s(fleet, role)
+    expected = bounce + GATE_S + soak
     worst = 2 * fleet.rollout.health_timeout_s + soak  # the restart, then the gates, time out
     return expected, max(expected, worst)
 

@@ -135,7 +135,22 @@ def partial_tls_problems(
                 f"left out by --limit with certificate {short_sha(cert)}: it must already carry "
                 f"the fleet's {short_sha(pfx_sha256)}"
             ]
+        elif running_mode(f) not in (None, "tls" if expect_tls else "plain"):
+            # EnableTLS is read at service start: set, but not restarted since, it runs the
+            # other mode (its Data Service's newest startup block says which)
+            out[name] = [
+                f"left out by --limit with {want} but its Data Service still runs "
+                f"{'TLS' if running_mode(f) == 'tls' else 'plain'} (not restarted since): it "
+                "must already run the end state"
+            ]
     return out
+
+
+def running_mode(facts: Mapping[str, Any]) -> str | None:
+    """ "tls" or "plain" as the host's Data Service logged at its newest start; None when it
+    has no Data Service or no startup block was found."""
+    mode = (facts.get("data_service") or {}).get("mode")
+    return mode if mode in ("tls", "plain") else None
 
 
 def check_partial_tls(

@@ -219,7 +219,7 @@ def run_export(args: argparse.Namespace) -> int:
     certs.write_private_file(key_out, key_pem, force=args.force, field="--key-out")
     write_file(cert_out, pfx.cert_pem() + chain, field="--cert-out", mode=0o644)
     print(
-        f"certificate {cert_out} (sha256 {colon_fp(pfx.sha256)}, valid until "
+        f"certificate {cert_out} (fingerprint {colon_fp(pfx.sha256)}, valid until "
         f"{pfx.certificate.not_valid_after_utc:%Y-%m-%d} UTC)"
     )
     if args.no_key_password:
@@ -351,8 +351,8 @@ def _render(report: Report) -> None:
                 if d["extended_key_usage"] is not None
                 else "(none: any)",
             ),
-            ("sha256", colon_fp(d["sha256"])),
-            ("sha1", colon_fp(d["sha1"])),
+            ("fingerprint", colon_fp(d["sha256"])),  # the certificate's SHA-256, as everywhere
+            ("thumbprint", colon_fp(d["sha1"])),  # its SHA-1, as Windows' certificate store shows
         ]
     rows += [
         ("friendly name", d["friendly_name"] or "(none)"),
@@ -363,7 +363,7 @@ def _render(report: Report) -> None:
     ]
     for c in d["chain"]:
         rows.append(
-            ("chain", f"{c['subject']} (issuer {c['issuer']}, sha256 {c['sha256'][:16]}...)")
+            ("chain", f"{c['subject']} (issuer {c['issuer']}, fingerprint {c['sha256'][:16]}...)")
         )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

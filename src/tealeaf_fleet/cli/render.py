@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -405,14 +406,19 @@ def _left_out(phase: PlanPhase, worked: set[str]) -> list[str]:
     return ["left out: " + ", ".join(f"{_names(h)} ({why})" for why, h in by_reason.items())]
 
 
-PACKAGED_PLAYBOOKS = ("rollout", "rollback", "prepare", "status")
+def _playbook_arg(name: str) -> str:
+    """How a command names the plan's playbook: a packaged one by name (every one the tool
+    ships: rotate and prerequisites too), any other as FILE (its path is the operator's)."""
+    from tealeaf_fleet.playbooks import builtin_names
+
+    return shlex.quote(name) if name in builtin_names() else "FILE"
 
 
 def _plan_command(plan: Plan, inventory: str | None) -> str:
     name = plan.playbook["name"]
-    command = f"fleet plan {inventory or plan.inventory['path']}"
+    command = f"fleet plan {shlex.quote(str(inventory or plan.inventory['path']))}"
     if name != "rollout":
-        command += f" --playbook {name if name in PACKAGED_PLAYBOOKS else 'FILE'}"
+        command += f" --playbook {_playbook_arg(name)}"
     return command
 
 
@@ -514,13 +520,11 @@ def run_commands(
     plan: Plan, inventory: str | None = None, limit: str | None = None
 ) -> tuple[str, str]:
     """(the command that writes this plan as the approved JSON, the one that runs it)."""
-    inv = inventory or "INVENTORY"
+    inv = shlex.quote(inventory) if inventory else "INVENTORY"
     name = plan.playbook["name"]
     run = "rollback" if name == "rollback" else "rollout"
-    playbook = (
-        "" if name == run else f" --playbook {name if name in PACKAGED_PLAYBOOKS else 'FILE'}"
-    )
-    both = f" --limit {limit}" if limit else ""
+    playbook = "" if name == run else f" --playbook {_playbook_arg(name)}"
+    both = f" --limit {shlex.quote(limit)}" if limit else ""  # `!` and `*` are the shell's
     make = f"fleet plan {inv}{playbook if name != 'rollout' else ''}{both}"
     if name == "rollback":
         make = f"fleet plan {inv} --playbook rollback{both}"

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -133,6 +134,17 @@ def run(args: argparse.Namespace, command: str) -> int:
         plan = check_approved_plan(
             Path(args.approved_plan), plan, fleet, playbook, state_dir=args.state_dir
         )
+    if args.limit is not None and not offline:
+        # before asking, and in a dry run too: a half-TLS fleet is refused, whoever confirms
+        from tealeaf_fleet.cli.plan import _pfx_fingerprint, facts_or_errors
+
+        limit.check_partial_tls(
+            whole,
+            fleet,
+            playbook,
+            read_facts=facts_or_errors,
+            pfx_sha256=_pfx_fingerprint(whole),
+        )
     if args.dry_run:
         from tealeaf_fleet.cli.plan import blocked_exit, plan_with_facts
 
@@ -143,19 +155,11 @@ def run(args: argparse.Namespace, command: str) -> int:
             plan = judged if not args.approved_plan else _with_verdict(plan, judged)
         _print_plan(plan, whole, as_json=args.json, state_dir=args.state_dir)
         return blocked_exit(plan)
-    if args.limit is not None:  # before asking: a half-TLS fleet is refused, whoever confirms
-        from tealeaf_fleet.cli.plan import _pfx_fingerprint, facts_or_errors
-
-        limit.check_partial_tls(
-            whole,
-            fleet,
-            playbook,
-            read_facts=facts_or_errors,
-            pfx_sha256=_pfx_fingerprint(whole),
-        )
     if not args.yes:
         _confirm(plan, command)
-    label = args.inventory + (f" --limit {args.limit}" if args.limit is not None else "")
+    label = args.inventory
+    if args.limit is not None:
+        label += f" --limit {shlex.quote(args.limit)}"
     return run_plan(
         whole,
         plan,

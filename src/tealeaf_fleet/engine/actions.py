@@ -571,6 +571,13 @@ def _before(ctx: RunContext, phase: PhaseSpec, host: Host) -> Before:
                 running.append(svc)
                 if svc in stopped:
                     stopped.remove(svc)
+    if not ctx.expect_tls:
+        # a rollback starts what TLS left stopped (its rollout restart failed on this host)
+        for svc in ctx.down_with_tls(host.name):
+            if svc not in running:
+                running.append(svc)
+                if svc in stopped:
+                    stopped.remove(svc)
     iis = facts.get("iis") or {}
     return Before(
         running=running,
@@ -654,15 +661,26 @@ def _peers_then_bounce(
     reboot: bool,
 ) -> str:
     """The peers' health first (raises naming an unhealthy peer, before anything touches this
-    host), the prefetch for the next host, then the restart or reboot with its gates."""
+    host), then the restart or reboot with its gates; the next host's peer reads start once
+    this host's polled gates passed, during the soak (never earlier: a peer that fails while
+    this host restarts must still be seen)."""
     did = ""
+    prefetch = None
     if check is not None:
         did = f"{check.require()}; "
-        check.prefetch_next()
-    return did + _bounce(ctx, phase, host, before, reboot=reboot)
+        prefetch = check.prefetch_next
+    return did + _bounce(ctx, phase, host, before, reboot=reboot, during_soak=prefetch)
 
 
-def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, reboot: bool) -> str:
+def _bounce(
+    ctx: RunContext,
+    phase: PhaseSpec,
+    host: Host,
+    before: Before,
+    *,
+    reboot: bool,
+    during_soak: Callable[[], None] | None = None,
+) -> str:
     """Restart the host's TeaLeaf services and IIS, or reboot it; then its phase's gates (the
     next HBR or Canister starts only after they pass). Returns what was done, for the step."""
     from tealeaf_fleet.ops import services
@@ -698,7 +716,9 @@ def _bounce(ctx: RunContext, phase: PhaseSpec, host: Host, before: Before, *, re
         did = f"restarted {len(before.running)} TeaLeaf service(s)"
         if before.iis_running:
             did += " and IIS (iisreset)"
-    passed = run_gates(ctx, phase.name, host, phase.gates, before, first=first)
+    passed = run_gates(
+        ctx, phase.name, host, phase.gates, before, first=first, during_soak=during_soak
+    )
     return did + ("; gates passed: " + "; ".join(passed) if passed else "")
 
 

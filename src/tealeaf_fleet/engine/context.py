@@ -51,6 +51,7 @@ class RunContext:
         self._probe = probe
         self._connect = connect
         self.facts: dict[str, dict[str, Any]] = {}  # raw facts per host (preflight, refreshed)
+        self._down_with_tls: dict[str, list[str]] = {}  # see down_with_tls
         self.blockers: dict[str, list[str]] = {}
         self.warnings: dict[str, list[str]] = {}
         self.warned_codes: set[str] = set()
@@ -214,6 +215,13 @@ class RunContext:
                 "keep its PFX and password, or there is no way back to it after this rotation",
             )
 
+    def rolling_order(self, hosts: list[str]) -> list[str]:
+        """The order a rolling group restarts in: the plan's, except in a rollback, where a
+        host found down with EnableTLS=1 (its rollout restart failed) comes first: restarting
+        another host of its group while it is down would leave nobody doing their share."""
+        down = [h for h in hosts if self.down_with_tls(h)]
+        return down + [h for h in hosts if h not in down]
+
     def install_dir(self, host: Host) -> str:
         """Inventory override first, else what facts discovered (services, registry)."""
         found = (self.facts.get(host.name) or {}).get("install_dir")
@@ -276,8 +284,20 @@ class RunContext:
             return list(self._reboots.get(host, []))
 
     def set_facts(self, host: str, facts: dict[str, Any]) -> None:
+        from tealeaf_fleet.ops.checks import down_for_rollback
+
         with self._lock:
+            if not self.expect_tls and host not in self._down_with_tls:
+                # the first read of the run (preflight) decides: later reads follow the disable
+                self._down_with_tls[host] = down_for_rollback(facts)
             self.facts[host] = facts
+
+    def down_with_tls(self, host: str) -> list[str]:
+        """A rollback: the automatic-start TeaLeaf services the run's first read of the host
+        found stopped with EnableTLS=1 (its rollout restart failed there): its restart starts
+        them, the host first of its rolling group."""
+        with self._lock:
+            return list(self._down_with_tls.get(host) or [])
 
     def note(self, phase: str, host: str, detail: dict[str, Any]) -> None:
         """Attach resume data to the running step in the journal."""

@@ -82,8 +82,13 @@ def run_gates(
     before: Before,
     *,
     first: dict[str, Any] | None = None,
+    during_soak: Callable[[], None] | None = None,
 ) -> list[str]:
     """Run the phase's gates in order; returns one short line per passed gate.
+
+    `during_soak`: called once the polled gates passed, right before the soak's wait (the
+    peer reads for the next host, so they overlap the wait yet see the peers as they are after
+    this host's restart); not called without a soak.
 
     Each poll reads one snapshot (one `facts` op: services, IIS and the Data Service's newest
     startup block together, plus the two handshakes), so a healthy host passes every gate for
@@ -97,6 +102,8 @@ def run_gates(
     passed = _poll(ctx, phase, host, checks, before, deadline, first=first)
     if "soak" in gates and ctx.fleet.rollout.soak_s > 0:
         soak_s = ctx.fleet.rollout.soak_s
+        if during_soak is not None:
+            during_soak()
         ctx.stop.wait(soak_s)  # Ctrl-C cuts the wait short; the recheck still runs
         again = [g for g in checks if g in ("services", "data_service_log", "handshake")]
         _poll(ctx, phase, host, again, before, max(deadline, time.monotonic() + 10), emit=False)

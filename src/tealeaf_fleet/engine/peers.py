@@ -10,18 +10,20 @@ group must be healthy:
   for a peer this run already restarted, else the mode its newest startup block logged (what
   it runs now).
 If one is not, the step fails before touching its host, naming the peer and what is wrong.
-Hosts of the group's role that `--limit` leaves out of the plan are peers too (never
-restarted by this run, always read): a limit never hides an HBR that is down.
+Hosts that `--limit` leaves out of the run are not peers: the operator chose to go on
+without them (preflight's advice for a host whose service is down: "start it, or leave this
+host out with --limit"), so their state is not read and does not stop the run.
 
 Why it costs at most one facts read per restarted host, and usually none: the evidence for a
 peer is, in order of preference,
 1. the peer's own gates, when it is of the batch restarted just before (they proved it healthy
    a moment ago; `gated`);
-2. a read started while the previous host was restarting (`prefetch`: launched once that host's
-   own check passed, joined at the end of its step, so it overlaps the restart and its gates,
-   which take longer than one facts read);
+2. a read made during the previous host's soak (`prefetch`: launched once that host's polled
+   gates passed, so after its restart, joined at the end of its step: it overlaps the soak's
+   wait, and a peer that failed while that host restarted is seen);
 3. a read now, of the peers in parallel, right before the disruptive step (the first host of
-   the first group, or after a resume). A host found already healthy (skipped) reads nothing.
+   the first group, after a resume, or with no soak: `soak_s: 0`). A host found already
+   healthy (skipped) reads nothing.
 A prefetch reads hosts other than the restarting one, whose connections are idle: every host's
 connection stays used by one thread at a time.
 """
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,23 +65,12 @@ def group_peers(phase: PhaseSpec, host: str) -> tuple[list[str], list[str]]:
     return peers, previous
 
 
-def outside_peers(ctx: RunContext, phase: PhaseSpec) -> list[str]:
-    """Hosts of the group's roles that the plan leaves out (`--limit`): never restarted by
-    this run, but their share is still theirs, so they are checked (always read)."""
-    roles = {ctx.host(h).role for h in phase.hosts if h in ctx.fleet.hosts}
-    return [
-        h.name
-        for h in ctx.fleet.hosts.values()
-        if h.role in roles and h.role in SERIAL_RESTART_ROLES and h.name not in phase.hosts
-    ]
-
-
 def applies(ctx: RunContext, phase: PhaseSpec, host: str) -> bool:
     return (
         phase.strategy == "rolling"
         and ctx.host(host).role in SERIAL_RESTART_ROLES
         and host in phase.hosts
-        and (len(phase.hosts) > 1 or bool(outside_peers(ctx, phase)))
+        and len(phase.hosts) > 1
     )
 
 
@@ -93,7 +84,6 @@ class PeerCheck:
         self.phase = phase
         self.host = host
         peers, previous = group_peers(phase, host)
-        peers += outside_peers(ctx, phase)
         self.peers = peers
         gated = ctx.peer_state.gated_in(phase.name)
         self.trusted = [p for p in previous if p in gated]
@@ -136,7 +126,7 @@ class PeerCheck:
         return f"{len(self.peers)} peer(s) healthy"
 
     def prefetch_next(self) -> None:
-        """Read the peers of the host after this one while this one restarts; after the last
+        """Read the peers of the host after this one during this one's soak; after the last
         host of the group, those of the next rolling group's first host (the Canisters while
         the last HBR restarts): their connections are idle meanwhile."""
         hosts = list(self.phase.hosts)
@@ -146,7 +136,7 @@ class PeerCheck:
         self._phase_of_next = self.phase.name
         if following:
             skip = {h for i, h in enumerate(hosts) if i // size in (mine, mine + 1)}
-            todo = [h for h in hosts if h not in skip] + outside_peers(self.ctx, self.phase)
+            todo = [h for h in hosts if h not in skip]
         else:
             group = self._next_group()
             if group is None:
@@ -154,7 +144,6 @@ class PeerCheck:
             size = max(1, group.batch)
             following = [h for i, h in enumerate(group.hosts) if i // size == 0]
             todo = [h for i, h in enumerate(group.hosts) if i // size != 0]
-            todo += outside_peers(self.ctx, group)
             self._phase_of_next = group.name
         self._next = self.ctx.peer_state.read_now(self.ctx, todo)
         self._following = following
@@ -174,11 +163,17 @@ class PeerCheck:
         return group
 
     def finish(self, healthy: bool) -> None:
-        """At the end of the step: record this host's gates as evidence (when they passed),
-        and hand the prefetched reads, joined, to the next host(s)."""
+        """At the end of the step (a `finally`): record this host's gates as evidence and
+        hand the prefetched reads, joined, to the next host(s) when the step succeeded; when
+        it failed, only join them (never raising over the step's own exception)."""
         if healthy:
             self.ctx.peer_state.mark_gated(self.phase.name, self.host)
         if not self._next:
+            return
+        # joined either way (no read left using a peer's connection), but only a step that
+        # succeeded takes their results: a failing step's own exception is what goes on
+        wait(list(self._next.values()))
+        if not healthy:
             return
         done = {peer: future.result() for peer, future in self._next.items()}
         for host in self._following:
@@ -193,6 +188,7 @@ class PeerState:
         self._lock = threading.Lock()
         self._gated: dict[str, set[str]] = {}
         self._ready: dict[tuple[str, str], dict[str, PeerRead]] = {}
+        self._reading: dict[str, Future[PeerRead]] = {}  # the read of each host under way
 
     def gated_in(self, phase: str) -> set[str]:
         with self._lock:
@@ -211,16 +207,31 @@ class PeerState:
             return self._ready.pop((phase, host), {})
 
     def read_now(self, ctx: RunContext, hosts: Sequence[str]) -> dict[str, Future[PeerRead]]:
-        """Start one read per host, each on its own thread (at most `forks` at once)."""
+        """Start one read per host, each on its own thread (at most `forks` at once). A host
+        whose read is already under way (for a batch-mate of a `batch` > 1 group, checking the
+        same peers at the same moment) is not read again: that read is shared, so a host's
+        connection is never used by two threads at once."""
         if not hosts:
             return {}
-        pool = ThreadPoolExecutor(
-            max_workers=max(1, min(ctx.forks, len(hosts))), thread_name_prefix="peer"
-        )
-        try:
-            return {h: pool.submit(read_peer, ctx, h) for h in hosts}
-        finally:
-            pool.shutdown(wait=False)  # the futures finish; the pool's threads then end
+        out: dict[str, Future[PeerRead]] = {}
+        with self._lock:
+            todo = []
+            for h in hosts:
+                running = self._reading.get(h)
+                if running is not None and not running.done():
+                    out[h] = running
+                else:
+                    todo.append(h)
+            if todo:
+                pool = ThreadPoolExecutor(
+                    max_workers=max(1, min(ctx.forks, len(todo))), thread_name_prefix="peer"
+                )
+                try:
+                    for h in todo:
+                        out[h] = self._reading[h] = pool.submit(read_peer, ctx, h)
+                finally:
+                    pool.shutdown(wait=False)  # the futures finish; the pool's threads end
+        return {h: out[h] for h in hosts}
 
 
 def read_peer(ctx: RunContext, name: str) -> PeerRead:

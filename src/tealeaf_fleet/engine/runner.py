@@ -22,7 +22,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tealeaf_fleet.engine.events import EventBus
@@ -266,16 +266,22 @@ class Runner:
             f"the servers are done; {len(names)} RTV workstation(s) not finished: "
             f"{', '.join(names)}"
         )
-        inventory = self.inventory_label.split(" --limit ")[0]  # this run's own limit goes
         result.hint = (
             "fix what is listed per workstation, then finish them with "
-            f"`fleet {self.command} {inventory} --limit {','.join(names)}`"
+            f"`{self._rerun(limit=','.join(names))}`"
         )
 
     def _phase(self, phase: PhaseSpec, result: RunResult) -> str | None:
         """Run one phase; return the run's final outcome if the run must stop here."""
         if self.stop.is_set():
             return self._interrupted(phase, result)
+        order = getattr(self.context, "rolling_order", None)
+        if phase.strategy == "rolling" and callable(order):
+            hosts = list(order(list(phase.hosts)))
+            if hosts != list(phase.hosts):
+                moved = replace(phase, hosts=tuple(hosts))
+                self.phases[self.phases.index(phase)] = moved
+                phase = moved
         self.bus.emit(
             "phase_started",
             phase=phase.name,
@@ -430,15 +436,19 @@ class Runner:
         result.hint = f"fix what is listed, then rerun `{self._rerun()}`"
         return "blocked"
 
-    def _rerun(self) -> str:
+    def _rerun(self, *, limit: str | None = None) -> str:
         """The command that resumes this run. For rollout and rollback: the playbook as given
         (`playbook_ref`: a packaged name, or a file's path), named when it is not the command's
         own, and the flags that point at the same archived pair (a rotate-back). Other commands
-        (troubleshoot) carry their own flags in the label."""
+        (troubleshoot) carry their own flags in the label. `limit`: in place of this run's own
+        `--limit` (the workstations left to finish)."""
         from tealeaf_fleet.certarchive import rerun_flags
         from tealeaf_fleet.playbooks import builtin_names
 
-        text = f"fleet {self.command} {self.inventory_label}"
+        label = self.inventory_label
+        if limit is not None:
+            label = f"{label.split(' --limit ')[0]} --limit {shlex.quote(limit)}"
+        text = f"fleet {self.command} {label}"
         if self.command not in ("rollout", "rollback"):
             return text
         name = (self.plan.get("playbook") or {}).get("name")

@@ -358,6 +358,7 @@ def preflight_blockers(
             host.role,
             restarting,
             reboot_due=pending_reboot_since(facts, reboot_records) is not None,
+            expect_tls=expect_tls,
         )
     )
 
@@ -1210,6 +1211,19 @@ def stopped_auto_services(
     )
 
 
+def down_for_rollback(facts: Mapping[str, Any]) -> list[str]:
+    """The stopped automatic-start TeaLeaf services of a host with EnableTLS=1 (seen before a
+    rollback changed it): a rollback's restart starts them, as the rolling group's first."""
+    if tls_configured(facts) is not True:
+        return []
+    return [
+        str(s.get("name"))
+        for s in _tealeaf_services(facts)
+        if str(s.get("start_mode", "")).lower() in ("auto", "automatic")
+        and s.get("state") in ("Stopped",)
+    ]
+
+
 def _stopped_services(
     name: str,
     facts: Mapping[str, Any],
@@ -1217,6 +1231,7 @@ def _stopped_services(
     exempt: Collection[str] = (),
     *,
     reboot_due: bool = False,
+    expect_tls: bool = True,
 ) -> list[Finding]:
     """`service_stopped`: a warning, and a blocker on an HBR or Canister (with `role` given,
     i.e. in a preflight): the other hosts of its group restart one at a time on the
@@ -1236,6 +1251,20 @@ def _stopped_services(
                 "service_stopped",
                 f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)}; the "
                 "reboot pending on this host starts them",
+                (name,),
+            )
+        ]
+    if role is not None and not expect_tls and tls_configured(facts) is True:
+        # a rollback after the common failed rollout (services that did not start with TLS):
+        # this run sets EnableTLS to 0 and its restart starts them, this host first in its
+        # group (RunContext.rolling_order); the peer check still guards every other restart
+        return [
+            Finding(
+                WARNING,
+                "service_stopped",
+                f"automatic-start TeaLeaf service(s) not running: {', '.join(stopped)}; with "
+                "EnableTLS=1 here, this rollback's restart (EnableTLS 0) starts them, this host "
+                "first of its group",
                 (name,),
             )
         ]
@@ -1260,7 +1289,7 @@ def _stopped_services(
     if role in SERIAL_GROUP_ROLES:
         severity = BLOCKER
         message += (
-            f"; on a {role.upper() if role == 'hbr' else role.capitalize()} this blocks the "
+            f"; on {'an HBR' if role == 'hbr' else 'a ' + role.capitalize()} this blocks the "
             f"run: restarting another {role} meanwhile would leave this one's share to "
             "nobody (captured data lost); start it, or leave this host out with --limit"
         )
