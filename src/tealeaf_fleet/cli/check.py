@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tealeaf_fleet import limit
-from tealeaf_fleet.cli.common import add_inventory_argument
+from tealeaf_fleet.cli.common import add_forks_argument, add_inventory_argument
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,7 +30,6 @@ _CELL: dict[str, object] = {"no_wrap": True, "overflow": "ellipsis"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tealeaf_fleet.cli.status import _forks
 
     p = sub.add_parser(
         "check",
@@ -53,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.md",
         help="also write the result as Markdown, for the change ticket",
     )
-    p.add_argument(
-        "--forks", type=_forks, default=8, metavar="N", help="hosts checked in parallel (default 8)"
-    )
+    add_forks_argument(p, default=8, what="checked")
     limit.add_argument(p)
     p.set_defaults(handler=run)
 

@@ -31,6 +31,18 @@ def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_forks_argument(parser: argparse.ArgumentParser, *, default: int, what: str) -> None:
+    """`--forks N`: how many hosts a command works on at once (each a thread with a WinRM
+    connection), bounded to 1..MAX_FORKS; `what` says what the hosts are doing."""
+    parser.add_argument(
+        "--forks",
+        type=bounded_int(1, MAX_FORKS),
+        default=default,
+        metavar="N",
+        help=f"hosts {what} at once (1-{MAX_FORKS}, default {default})",
+    )
+
+
 def load_fleet_or_exit(path: str | Path, *, connects: bool = False) -> Fleet:
     """Load the inventory and print its warnings.
 

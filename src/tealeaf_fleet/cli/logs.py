@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
+from tealeaf_fleet.cli.common import add_forks_argument, add_inventory_argument, bounded_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,13 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="Data Service log text kept per host, in KiB (default 1024)",
     )
-    p.add_argument(
-        "--forks",
-        type=bounded_int(1, MAX_FORKS),
-        default=8,
-        metavar="N",
-        help=f"hosts read at once (1-{MAX_FORKS}, default 8)",
-    )
+    add_forks_argument(p, default=8, what="read")
     p.add_argument(
         "--state-dir",
         metavar="DIR",

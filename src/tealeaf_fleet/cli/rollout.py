@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet import limit
 from tealeaf_fleet.cli import archiveflags
-from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
+from tealeaf_fleet.cli.common import add_forks_argument, add_inventory_argument
 from tealeaf_fleet.errors import InputError, StalePlanError
 
 if TYPE_CHECKING:
@@ -82,13 +82,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_playbook: str) -> N
         help="run only if this plan (from `fleet plan --format json`) still matches "
         "the inventory, playbook, tool version (and facts, if it has them)",
     )
-    p.add_argument(
-        "--forks",
-        type=bounded_int(1, MAX_FORKS),
-        default=10,
-        metavar="N",
-        help=f"hosts worked on at once in parallel phases (1-{MAX_FORKS}, default 10)",
-    )
+    add_forks_argument(p, default=10, what="worked on in parallel phases")
     p.add_argument(
         "--json",
         action="store_true",

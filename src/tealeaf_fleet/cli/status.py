@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from tealeaf_fleet import limit
 from tealeaf_fleet.cli.common import (
-    MAX_FORKS,
+    add_forks_argument,
     add_inventory_argument,
     bounded_int,
     colon_fp,
-    whole_number,
 )
 
 if TYPE_CHECKING:
@@ -76,9 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print one JSON document on stdout (hosts, findings, consistent)",
     )
-    p.add_argument(
-        "--forks", type=_forks, default=8, metavar="N", help="hosts read in parallel (default 8)"
-    )
+    add_forks_argument(p, default=8, what="read")
     p.add_argument(
         "--expiry-days",
         type=bounded_int(0, MAX_EXPIRY_DAYS),
@@ -95,11 +92,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     limit.add_argument(p)
     p.set_defaults(handler=run)
-
-
-def _forks(text: str) -> int:
-    """A count of hosts, capped: each fork reads a host and probes two ports in threads."""
-    return whole_number(text, 1, MAX_FORKS)
 
 
 def run(args: argparse.Namespace) -> int:

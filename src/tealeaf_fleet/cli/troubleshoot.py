@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from tealeaf_fleet.cli.common import MAX_FORKS, add_inventory_argument, bounded_int
+from tealeaf_fleet.cli.common import add_forks_argument, add_inventory_argument
 from tealeaf_fleet.errors import InputError
 
 FIX_HELP = {
@@ -45,13 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only these hosts or roles (comma-separated, e.g. can01,can02 or hbr)",
     )
     p.add_argument("--yes", action="store_true", help="do not ask before a fix")
-    p.add_argument(
-        "--forks",
-        type=bounded_int(1, MAX_FORKS),
-        default=10,
-        metavar="N",
-        help=f"hosts worked on at once (1-{MAX_FORKS}, default 10)",
-    )
+    add_forks_argument(p, default=10, what="worked on")
     p.add_argument("--json", action="store_true", help="the verdicts as one JSON document")
     p.add_argument(
         "--state-dir",
